@@ -1,0 +1,123 @@
+# lsqd build. Outputs under build/ (build-san/ with SANITIZE=...).
+#   make            build the engine, lsq and lsqd
+#   make test       build and run every test tier (unit, api, e2e)
+#   make run        build and start lsqd with its dashboard
+#   make bench      benchmarks side by side with their peers
+#   make SANITIZE=address,undefined test
+
+CC      ?= cc
+SANITIZE ?=
+BUILD   := build$(if $(SANITIZE),-san)
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+ENGINE_PKGS := jansson zlib openblas
+SERVER_PKGS := libmicrohttpd sqlite3 libcurl
+PKG_CONFIG  ?= pkg-config
+
+WARN    := -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Werror
+OPT     ?= -O2 -g
+SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
+CPPFLAGS += -D_GNU_SOURCE -Iengine -MMD -MP
+CFLAGS  += $(WARN) $(OPT) -fopenmp $(SANFLAGS)
+LDFLAGS += -fopenmp $(SANFLAGS)
+
+pkgcflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
+pkglibs   = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
+
+ENGINE_SRC := $(sort $(wildcard engine/*.c))
+SERVER_SRC := $(sort $(wildcard server/*.c))
+CLI_SRC    := $(sort $(wildcard cli/*.c))
+UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
+API_SRC    := $(sort $(wildcard tests/api/*.c))
+
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
+API_OBJ    := $(API_SRC:%.c=$(BUILD)/obj/%.o)
+
+ENGINE_LIB := $(BUILD)/libengine.a
+LSQ        := $(BUILD)/lsq
+LSQD       := $(BUILD)/lsqd
+UNIT_BIN   := $(BUILD)/tests/unit
+API_BIN    := $(BUILD)/tests/api
+
+ENGINE_LIBS := $(call pkglibs,$(ENGINE_PKGS)) -lm
+SERVER_LIBS := $(call pkglibs,$(SERVER_PKGS))
+
+BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
+
+.PHONY: all deps test test-unit test-api test-e2e run bench clean fixtures
+all: $(BINS)
+
+# Install missing Debian packages once per build tree (scripts/install-deps.sh
+# is itself a no-op when everything is present).
+$(DEPS_STAMP): scripts/install-deps.sh
+	@scripts/install-deps.sh build
+	@mkdir -p $(@D) && touch $@
+deps: $(DEPS_STAMP)
+
+$(BUILD)/obj/engine/%.o: engine/%.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
+
+$(BUILD)/obj/server/%.o: server/%.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS)) -c $< -o $@
+
+$(BUILD)/obj/cli/%.o: cli/%.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) libcurl) -c $< -o $@
+
+$(BUILD)/obj/tests/%.o: tests/%.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Iserver -Itests $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS) criterion) -c $< -o $@
+
+$(ENGINE_LIB): $(ENGINE_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(LSQ): $(CLI_OBJ) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(ENGINE_LIB) $(ENGINE_LIBS) $(call pkglibs,libcurl)
+
+$(LSQD): $(SERVER_OBJ) $(ENGINE_LIB)
+	$(CC) $(LDFLAGS) -o $@ $(SERVER_OBJ) $(ENGINE_LIB) $(SERVER_LIBS) $(ENGINE_LIBS)
+
+$(UNIT_BIN): $(UNIT_OBJ) $(ENGINE_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $(UNIT_OBJ) $(ENGINE_LIB) $(call pkglibs,criterion) $(ENGINE_LIBS)
+
+$(API_BIN): $(API_OBJ) $(ENGINE_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $(API_OBJ) $(ENGINE_LIB) $(call pkglibs,criterion libcurl) $(SERVER_LIBS) $(ENGINE_LIBS)
+
+# Every tier; each fails the run on any failure.
+test: test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e)
+
+test-unit: $(UNIT_BIN) $(BINS)
+	@scripts/install-deps.sh test
+	LSQ_BIN=$(abspath $(LSQ)) LSQ_BUILD=$(abspath $(BUILD)) $(UNIT_BIN) --jobs 2
+
+test-api: $(API_BIN) $(BINS)
+	LSQ_BIN=$(abspath $(LSQ)) LSQD_BIN=$(abspath $(LSQD)) LSQ_BUILD=$(abspath $(BUILD)) $(API_BIN) --jobs 1
+
+test-e2e: $(BINS)
+	@scripts/install-deps.sh test
+	scripts/e2e.sh $(abspath $(LSQD)) $(abspath $(BUILD))
+
+run: $(BINS)
+	scripts/run.sh $(abspath $(BUILD))
+
+bench: $(BINS)
+	@scripts/install-deps.sh bench
+	bench/run.sh $(abspath $(BUILD))
+
+# Regenerate the PyTorch fixtures (not run by CI; the outputs are committed).
+fixtures:
+	/usr/bin/python3 tests/fixtures/make_fixtures.py tests/fixtures
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

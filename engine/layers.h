@@ -1,0 +1,104 @@
+/* Layer kernels: one pair of free functions per layer kind, forward and
+ * backward, in the llm.c style: outputs first, then inputs and weights, then
+ * sizes. Every tensor is float32, contiguous, NCHW.
+ *
+ * Conventions (every kernel):
+ * - backward ACCUMULATES (+=) into every gradient it writes: din, dw, db.
+ *   The caller zeroes gradients once per step. A NULL gradient pointer means
+ *   "not needed" (e.g. din of the first layer) and is skipped.
+ * - Results are deterministic for a given thread count: no atomics, reductions
+ *   in a fixed order.
+ * - Threads: OpenMP in the engine's own loops (omp_set_num_threads by the
+ *   caller); OpenBLAS for SGEMM (openblas_set_num_threads by the caller).
+ * - Kernels never allocate on the hot path: scratch comes from the caller,
+ *   sized by the *_scratch_floats() functions.
+ */
+#ifndef LSQ_LAYERS_H
+#define LSQ_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- conv2d: im2col + SGEMM (cblas) ---- */
+typedef struct {
+    int n, ic, ih, iw;      /* input (N, IC, IH, IW) */
+    int oc, kh, kw;         /* weight (OC, IC, KH, KW) */
+    int stride, pad;        /* same in both spatial dims */
+    int oh, ow;             /* output (N, OC, OH, OW), set by conv2d_dims_init */
+} conv2d_dims;
+
+/* Fills d and computes oh/ow; returns 0, or -1 if the output would be empty. */
+int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
+                     int kh, int kw, int stride, int pad);
+/* Floats of scratch that forward and backward need for this shape. */
+size_t conv2d_scratch_floats(const conv2d_dims *d);
+/* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC, KH, KW)) + b (OC) ;
+ * b may be NULL. */
+void conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                    const conv2d_dims *d, float *scratch);
+void conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, const conv2d_dims *d,
+                     float *scratch);
+
+/* ---- linear: out (N, OUT) = in (N, IN) · w (OUT, IN)^T + b (OUT) ---- */
+void linear_forward(float *out, const float *in, const float *w, const float *b,
+                    int n, int in_f, int out_f);
+void linear_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, int n, int in_f, int out_f);
+
+/* ---- batchnorm2d over (N, C, HW): PyTorch semantics ----
+ * Training: normalises with the batch mean and biased variance, saves mean and
+ * 1/sqrt(var + eps) per channel for backward, and updates the running
+ * statistics with momentum (running = (1-m)*running + m*batch, the running
+ * variance from the UNBIASED batch variance). Eval: running statistics. */
+void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
+                             float *running_mean, float *running_var,
+                             const float *in, const float *gamma,
+                             const float *beta, int n, int c, int hw,
+                             float momentum, float eps);
+void batchnorm_forward_eval(float *out, const float *in, const float *gamma,
+                            const float *beta, const float *running_mean,
+                            const float *running_var, int n, int c, int hw,
+                            float eps);
+void batchnorm_backward(float *din, float *dgamma, float *dbeta,
+                        const float *dout, const float *in,
+                        const float *save_mean, const float *save_rstd,
+                        const float *gamma, int n, int c, int hw);
+
+/* ---- relu: backward masks by the forward OUTPUT (out > 0) ---- */
+void relu_forward(float *out, const float *in, size_t count);
+void relu_backward(float *din, const float *dout, const float *out, size_t count);
+
+/* ---- maxpool2d (kernel k, stride s, no padding); argmax saved (N,C,OH,OW)
+ * as the flat index within the input plane. Ties: the first maximum. */
+void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
+                     int c, int ih, int iw, int k, int stride, int oh, int ow);
+void maxpool_backward(float *din, const float *dout, const int32_t *argmax,
+                      int n, int c, int ih, int iw, int oh, int ow);
+
+/* ---- global average pool: (N, C, H, W) -> (N, C) ---- */
+void avgpool_forward(float *out, const float *in, int n, int c, int hw);
+void avgpool_backward(float *din, const float *dout, int n, int c, int hw);
+
+/* ---- residual add: out = a + b; backward da += dout, db += dout ---- */
+void add_forward(float *out, const float *a, const float *b, size_t count);
+void add_backward(float *da, float *db, const float *dout, size_t count);
+
+/* ---- softmax cross-entropy, mean over the batch ----
+ * probs (N, K) receives softmax(logits); returns the mean loss.
+ * backward: dlogits += scale * (probs - onehot(labels)) / N. */
+float xent_forward(float *probs, const float *logits, const int32_t *labels,
+                   int n, int k);
+void xent_backward(float *dlogits, const float *probs, const int32_t *labels,
+                   int n, int k, float scale);
+
+/* ---- distillation loss: T^2 * KL(softmax(t/T) || softmax(s/T)), mean over
+ * the batch (Hinton et al.). probs_s receives softmax(s/T), probs_t
+ * softmax(t/T). backward: ds += scale * T * (probs_s - probs_t) / N. */
+float distill_forward(float *probs_s, float *probs_t, const float *logits_s,
+                      const float *logits_t, int n, int k, float temperature);
+void distill_backward(float *dlogits_s, const float *probs_s,
+                      const float *probs_t, int n, int k, float temperature,
+                      float scale);
+
+#endif

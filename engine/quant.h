@@ -1,0 +1,79 @@
+/* The LSQ quantizer (Esser et al., ICLR 2020), exactly as DESIGN.md states it.
+ *
+ *   x     = (v - beta) / s
+ *   v_bar = round(clip(x, -QN, QP))        round half to even
+ *   v_hat = v_bar * s + beta               (beta = 0 unless LSQ+)
+ *
+ * Backward (the boundary counts as inside, as PyTorch's clamp does):
+ *   dv_hat/dv    = 1 if -QN <= x <= QP, else 0
+ *   dv_hat/ds    = round(x) - x inside, -QN below, QP above   (times g)
+ *   dv_hat/dbeta = 0 inside, 1 outside                         (LSQ+)
+ *
+ * weights: signed, QN = 2^(b-1), QP = 2^(b-1) - 1
+ * activations after ReLU: unsigned, QN = 0, QP = 2^b - 1
+ * activations that can be negative: signed (as weights), or LSQ+ with beta.
+ *
+ * Per-channel: the tensor is (C, per) contiguous (weights (OC, IC, KH, KW)),
+ * each channel with its own step s[c] (and its own g). Per-tensor: C = 1.
+ */
+#ifndef LSQ_QUANT_H
+#define LSQ_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int bits;       /* 2..8 */
+    int is_signed;  /* 1: weights and signed activations */
+    int qn, qp;     /* set by quant_range_init */
+} quant_range;
+
+void quant_range_init(quant_range *r, int bits, int is_signed);
+
+/* Round half to even, exactly as torch.round and ONNX QuantizeLinear, for
+ * |x| < 2^22 (codes are clipped far below that first). */
+static inline float quant_round(float x)
+{
+    /* volatile-free trick: adding and subtracting 1.5 * 2^23 rounds to the
+     * nearest integer in the current (to-nearest-even) rounding mode. */
+    const float magic = 12582912.0f;
+    return (x + magic) - magic;
+}
+
+/* out[c*per + i] = v_hat; codes (may be NULL) receives v_bar as int8/uint8
+ * range values stored in int32. offset may be NULL (beta = 0). */
+void quant_forward(float *out, int32_t *codes, const float *in,
+                   const float *step, const float *offset, int channels,
+                   size_t per, const quant_range *r);
+
+/* Accumulates din += dout inside the range; dstep[c] += g[c] * sum of
+ * dout * dv_hat/ds over channel c; doffset[c] += sum of dout outside the
+ * range (when doffset is not NULL). din may be NULL. gscale has one entry per
+ * channel. Reductions are in a fixed order for a given thread count. */
+void quant_backward(float *din, float *dstep, float *doffset,
+                    const float *dout, const float *in, const float *step,
+                    const float *offset, const float *gscale, int channels,
+                    size_t per, const quant_range *r);
+
+/* g = 1/sqrt(N * QP) (the paper's step-size gradient scale). */
+float quant_grad_scale_paper(size_t n, const quant_range *r);
+
+/* Paper init: s = 2 * mean(|v|) / sqrt(QP), per channel. */
+void quant_init_paper(float *step, const float *v, int channels, size_t per,
+                      const quant_range *r);
+
+/* MSE init: the s (and beta, for LSQ+; offset may be NULL) minimising
+ * mean((v_hat - v)^2) per channel, by the search documented in quant.c. */
+void quant_init_mse(float *step, float *offset, const float *v, int channels,
+                    size_t per, const quant_range *r);
+
+/* Smallest step the guard allows (see quant_guard). */
+#define QUANT_STEP_MIN 1e-8f
+
+/* The documented guard: after each optimizer update, any step below
+ * QUANT_STEP_MIN (zero, negative, NaN) is set back to max(previous step / 2,
+ * QUANT_STEP_MIN)... see quant.c for the exact rule. Returns how many steps
+ * were clamped. prev may be NULL (then QUANT_STEP_MIN is used). */
+int quant_guard(float *step, const float *prev, size_t count);
+
+#endif

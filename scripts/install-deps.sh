@@ -1,0 +1,44 @@
+#!/bin/sh
+# Installs, with apt-get, every Debian 12 package that lsqd's build, tests and
+# benchmarks need. A no-op when everything is present. Run as root (or with
+# sudo available). Usage: scripts/install-deps.sh [build|test|bench|all]
+#   build  compilers and libraries (make, make run)
+#   test   build + what the test tiers use (make test)
+#   bench  test + the peers the benchmarks compare with (make bench)
+set -eu
+tier=${1:-test}
+
+BUILD_PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev \
+libsqlite3-dev libcurl4-openssl-dev libopenblas-dev zlib1g-dev libcriterion-dev \
+dataset-fashion-mnist ca-certificates"
+TEST_PKGS="nodejs npm chromium sqlite3 curl"
+BENCH_PKGS="python3-torch python3-numpy wrk"
+
+case "$tier" in
+  build) want="$BUILD_PKGS" ;;
+  test)  want="$BUILD_PKGS $TEST_PKGS" ;;
+  bench|all) want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
+  *) echo "install-deps: unknown tier '$tier' (build, test, bench, all)" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+  # nodejs/npm may come from elsewhere on the machine: accept a working binary.
+  case "$p" in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+  esac
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+
+[ -z "$missing" ] && exit 0
+
+echo "install-deps: installing$missing" >&2
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing
