@@ -169,6 +169,8 @@ static void spawn(slot *s, int64_t job_id, const char *spec)
     s->job_id = job_id;
     s->fd = p[0];
     pthread_mutex_unlock(&g_lock);
+    /* a cancel that came between the claim and now found no slot to signal */
+    if (store_job_cancel_requested(job_id) == 1) sched_cancel(job_id);
     log_info("job started", "{s:I,s:i,s:s}", "job", (json_int_t)job_id, "pid", (int)pid,
              "dir", dir);
 }
@@ -246,10 +248,13 @@ static void finish(slot *s, int stopping)
     int64_t id = s->job_id;
     int st = s->wstatus;
     char msg[160];
+    pthread_mutex_lock(&g_lock);
+    int cancelled = s->cancel;
+    pthread_mutex_unlock(&g_lock);
     if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
         store_job_finish(id, JOB_SUCCEEDED, NULL, NULL, 0);
         log_info("job succeeded", "{s:I}", "job", (json_int_t)id);
-    } else if (s->cancel) {
+    } else if (cancelled) {
         store_job_finish(id, JOB_CANCELLED, NULL, NULL,
                          WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
         log_info("job cancelled", "{s:I}", "job", (json_int_t)id);
@@ -327,14 +332,16 @@ static void *sched_main(void *arg)
             if (pfd[k].revents) read_pipe(&g_slots[who[k]]);
 
         double t = now_s();
+        int cancel[MAX_SLOTS];
         pthread_mutex_lock(&g_lock);
         stopping = g_stopping;
+        for (int i = 0; i < g_nslots; i++) cancel[i] = g_slots[i].cancel;
         pthread_mutex_unlock(&g_lock);
         for (int i = 0; i < g_nslots; i++) {
             slot *s = &g_slots[i];
             if (!s->busy) continue;
             if (!s->exited) {
-                if ((s->cancel || stopping) && s->term_at == 0) {
+                if ((cancel[i] || stopping) && s->term_at == 0) {
                     kill(s->pid, SIGTERM);
                     s->term_at = t;
                 } else if (s->term_at > 0 && !s->killed && t - s->term_at >= g_cfg->grace_s) {

@@ -385,6 +385,17 @@ out:
     return n;
 }
 
+int store_job_cancel_requested(int64_t id)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT cancel_requested FROM jobs WHERE id = ?");
+    int r = -1;
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW) r = sqlite3_column_int(st, 0) != 0;
+    sqlite3_finalize(st);
+    return r;
+}
+
 store_status store_job_cancel(int64_t id, int *was_running)
 {
     sqlite3 *db = db_get();

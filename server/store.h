@@ -63,6 +63,8 @@ store_status store_job_requeue(int64_t id);
  * fail when they already had max_attempts starts. Returns how many were
  * re-queued, -1 on error. */
 int store_jobs_recover(int max_attempts);
+/* 1 when a cancel was asked for the job, 0 when not, -1 if unknown. */
+int store_job_cancel_requested(int64_t id);
 /* Cancel: a queued job becomes cancelled (*was_running = 0); a running one
  * gets cancel_requested (*was_running = 1); a finished one: STORE_CONFLICT. */
 store_status store_job_cancel(int64_t id, int *was_running);
