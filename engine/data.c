@@ -237,7 +237,7 @@ void loader_set_epoch(lsq_loader *l, int epoch)
 
 int loader_batches(const lsq_loader *l)
 {
-    return (l->ds->n + l->batch - 1) / l->batch;
+    return (l->ds->n - 1) / l->batch + 1;  /* n >= 1; no overflow for big batches */
 }
 
 /* One image: shift by (dy, dx) with zero fill (a crop of the zero-padded
