@@ -29,7 +29,8 @@ void lsq_err_prefix(lsq_err *err, const char *prefix)
 {
     if (!err || !prefix || !*prefix) return;
     char tmp[sizeof err->message];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message);
+    /* Truncation is acceptable here; using the result tells GCC so. */
+    if (snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message) < 0) return;
     memcpy(err->message, tmp, sizeof tmp);
 }
 
