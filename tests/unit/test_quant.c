@@ -124,6 +124,9 @@ Test(quant, forward_ties_round_half_to_even)
         cr_assert_eq(codes[i], want[i], "%g -> %d, want %d", in[i], codes[i], want[i]);
         cr_assert_eq(out[i], (float)want[i]);
     }
+    quant_forward(out, NULL, in, &s, NULL, 1, n, &r); /* the values-only path */
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(out[i], (float)want[i], "no codes: %g -> %g", in[i], out[i]);
     /* the same ties with a step of 0.25 (exact in binary) and an offset */
     float in2[9], beta = -3.0f;
     s = 0.25f;
@@ -133,6 +136,8 @@ Test(quant, forward_ties_round_half_to_even)
         cr_assert_eq(codes[i], want[i], "offset: %g -> %d, want %d", in2[i], codes[i], want[i]);
         cr_assert_eq(out[i], want[i] * s + beta);
     }
+    quant_forward(out, NULL, in2, &s, &beta, 1, n, &r);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(out[i], want[i] * s + beta);
 }
 
 Test(quant, forward_clip_edges_every_width)
