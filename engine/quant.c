@@ -18,6 +18,13 @@
 
 #include <omp.h>
 
+/* GCC's -O2 "very cheap" vectorizer cost model rejects the backward loop (a
+ * masked select feeding two double reductions) even under `omp simd`; the
+ * dynamic model vectorizes it, about twice as fast. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("vect-cost-model=dynamic")
+#endif
+
 /* Elements per work block (one channel's slice). Fixed: block sums, and so
  * the step gradient's bits, must not depend on the machine. */
 #define QUANT_BLOCK ((size_t)8192)
@@ -108,28 +115,32 @@ static void backward_block(float *din, const float *dout, const float *in, float
                            float lo, float hi, size_t n, double sums[2])
 {
     double ss = 0.0, so = 0.0;
+    /* xc != x exactly when x is outside [lo, hi] (or NaN, whose t = NaN then
+     * reaches dstep and the guard): one select, no branches. */
     if (din) {
 #pragma omp simd reduction(+ : ss, so)
         for (size_t i = 0; i < n; i++) {
             float x = (in[i] - beta) / s;
+            float xc = x < lo ? lo : x;
+            xc = xc > hi ? hi : xc;
             float g = dout[i];
-            int below = x < lo, above = x > hi;
-            int inside = x >= lo && x <= hi;
-            /* NaN x is neither: t is NaN and reaches dstep (and the guard) */
-            float t = below ? lo : (above ? hi : quant_round(x) - x);
-            din[i] += inside ? g : 0.0f;
+            int out = xc != x;
+            float t = out ? xc : quant_round(x) - x;
+            din[i] += out ? 0.0f : g;
             ss += (double)g * (double)t;
-            so += (below || above) ? (double)g : 0.0;
+            so += (double)(out ? g : 0.0f);
         }
     } else {
 #pragma omp simd reduction(+ : ss, so)
         for (size_t i = 0; i < n; i++) {
             float x = (in[i] - beta) / s;
+            float xc = x < lo ? lo : x;
+            xc = xc > hi ? hi : xc;
             float g = dout[i];
-            int below = x < lo, above = x > hi;
-            float t = below ? lo : (above ? hi : quant_round(x) - x);
+            int out = xc != x;
+            float t = out ? xc : quant_round(x) - x;
             ss += (double)g * (double)t;
-            so += (below || above) ? (double)g : 0.0;
+            so += (double)(out ? g : 0.0f);
         }
     }
     sums[0] = ss;
