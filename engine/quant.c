@@ -20,7 +20,7 @@
 
 /* GCC's -O2 "very cheap" vectorizer cost model rejects the backward loop (a
  * masked select feeding two double reductions) even under `omp simd`; the
- * dynamic model vectorizes it, about twice as fast. */
+ * dynamic model vectorizes it. */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("vect-cost-model=dynamic")
 #endif
@@ -60,7 +60,8 @@ void quant_range_init(quant_range *r, int bits, int is_signed)
 
 /* ---- forward ------------------------------------------------------------ */
 
-static void forward_block(float *out, int32_t *codes, const float *in, float s, float beta,
+static void forward_block(float *out, int32_t *codes, const float *in,
+                          float s, float beta,
                           float lo, float hi, size_t n)
 {
     if (codes) {
@@ -111,7 +112,8 @@ void quant_forward(float *out, int32_t *codes, const float *in,
 /* ---- backward ----------------------------------------------------------- */
 
 /* Sums of one block: [0] = sum dout * dv_hat/ds, [1] = sum dout outside. */
-static void backward_block(float *din, const float *dout, const float *in, float s, float beta,
+static void backward_block(float *din, const float *dout, const float *in,
+                           float s, float beta,
                            float lo, float hi, size_t n, double sums[2])
 {
     double ss = 0.0, so = 0.0;

@@ -17,7 +17,10 @@
 
 static uint64_t rng_state;
 
-static void rng_seed(uint64_t s) { rng_state = s * 2862933555777941757ULL + 3037000493ULL; }
+static void rng_seed(uint64_t s)
+{
+    rng_state = s * 2862933555777941757ULL + 3037000493ULL;
+}
 
 static double rng_unif(void) /* [0, 1) */
 {
@@ -76,13 +79,14 @@ static void check_forward(const float *in, size_t channels, size_t per,
         for (size_t i = 0; i < per; i++) {
             size_t k = c * per + i;
             float q = ref_code(in[k], step[c], beta, r);
-            cr_assert_eq(codes[k], (int32_t)q,
-                         "bits %d signed %d ch %zu elem %zu: v %.9g code %d want %d",
-                         r->bits, r->is_signed, c, i, in[k], codes[k], (int)q);
+            cr_assert_eq(
+                codes[k], (int32_t)q,
+                "bits %d signed %d ch %zu elem %zu: v %.9g code %d want %d",
+                r->bits, r->is_signed, c, i, in[k], codes[k], (int)q);
             cr_assert(codes[k] >= -r->qn && codes[k] <= r->qp);
             float want = q * step[c] + beta;
-            cr_assert_eq(out[k], want, "ch %zu elem %zu: %.9g want %.9g", c,
-                         i, out[k], want);
+            cr_assert_eq(out[k], want, "ch %zu elem %zu: %.9g want %.9g", c, i,
+                         out[k], want);
             cr_assert_eq(out2[k], want, "codes=NULL path differs at %zu", k);
         }
     }
@@ -113,7 +117,8 @@ Test(quant, forward_ties_round_half_to_even)
 {
     quant_range r;
     quant_range_init(&r, 4, 1); /* -8..7 */
-    const float in[] = {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 3.5f, -2.5f, 0.49999997f, 6.5f};
+    const float in[] = {0.5f, 1.5f,  2.5f,        -0.5f, -1.5f,
+                        3.5f, -2.5f, 0.49999997f, 6.5f};
     const int32_t want[] = {0, 2, 2, 0, -2, 4, -2, 0, 6};
     size_t n = sizeof in / sizeof *in;
     float out[9];
@@ -121,19 +126,22 @@ Test(quant, forward_ties_round_half_to_even)
     float s = 1.0f;
     quant_forward(out, codes, in, &s, NULL, 1, n, &r);
     for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(codes[i], want[i], "%g -> %d, want %d", in[i], codes[i], want[i]);
+        cr_assert_eq(codes[i], want[i], "%g -> %d, want %d", in[i], codes[i],
+                     want[i]);
         cr_assert_eq(out[i], (float)want[i]);
     }
     quant_forward(out, NULL, in, &s, NULL, 1, n, &r); /* the values-only path */
     for (size_t i = 0; i < n; i++)
-        cr_assert_eq(out[i], (float)want[i], "no codes: %g -> %g", in[i], out[i]);
+        cr_assert_eq(out[i], (float)want[i], "no codes: %g -> %g", in[i],
+                     out[i]);
     /* the same ties with a step of 0.25 (exact in binary) and an offset */
     float in2[9], beta = -3.0f;
     s = 0.25f;
     for (size_t i = 0; i < n; i++) in2[i] = in[i] * s + beta;
     quant_forward(out, codes, in2, &s, &beta, 1, n, &r);
     for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(codes[i], want[i], "offset: %g -> %d, want %d", in2[i], codes[i], want[i]);
+        cr_assert_eq(codes[i], want[i], "offset: %g -> %d, want %d", in2[i],
+                     codes[i], want[i]);
         cr_assert_eq(out[i], want[i] * s + beta);
     }
     quant_forward(out, NULL, in2, &s, &beta, 1, n, &r);
@@ -148,11 +156,12 @@ Test(quant, forward_clip_edges_every_width)
             quant_range_init(&r, b, sg);
             float s = 0.25f;
             float lo = -r.qn * s, hi = r.qp * s;
-            const float in[] = {-1e6f, lo - 10.0f * s, lo - 0.49f * s, lo,
-                                lo + 0.51f * s, hi - 0.51f * s, hi,
-                                hi + 0.49f * s, hi + 10.0f * s, 1e6f};
-            const int32_t want[] = {-r.qn, -r.qn, -r.qn, -r.qn,
-                                    -r.qn + 1, r.qp - 1, r.qp, r.qp, r.qp, r.qp};
+            const float in[] = {-1e6f, lo - 10.0f * s, lo - 0.49f * s,
+                                lo,    lo + 0.51f * s, hi - 0.51f * s,
+                                hi,    hi + 0.49f * s, hi + 10.0f * s,
+                                1e6f};
+            const int32_t want[] = {-r.qn,    -r.qn, -r.qn, -r.qn, -r.qn + 1,
+                                    r.qp - 1, r.qp,  r.qp,  r.qp,  r.qp};
             float out[10];
             int32_t codes[10];
             quant_forward(out, codes, in, &s, NULL, 1, 10, &r);
@@ -217,7 +226,8 @@ Test(quant, forward_large_tensor_parallel_path)
     const float off[] = {-0.5f, 0.0f, 0.25f};
     check_forward(in, 3, per, step, off, &r);
     /* in place gives the same values */
-    float *cp = malloc(3 * per * sizeof *cp), *out = malloc(3 * per * sizeof *out);
+    float *cp = malloc(3 * per * sizeof *cp),
+          *out = malloc(3 * per * sizeof *out);
     cr_assert(cp && out);
     memcpy(cp, in, 3 * per * sizeof *cp);
     quant_forward(out, NULL, in, step, off, 3, per, &r);
@@ -274,10 +284,13 @@ static void check_backward(int channels, size_t per, const quant_range *r,
     float *din = fill_normal(n, 0.0, 1.0); /* nonzero: checks += */
     float *din0 = malloc(n * sizeof *din0);
     double *rdin = malloc(n * sizeof *rdin);
-    float *step = malloc(channels * sizeof *step), *off = malloc(channels * sizeof *off);
-    float *g = malloc(channels * sizeof *g), *dstep = malloc(channels * sizeof *dstep);
+    float *step = malloc(channels * sizeof *step),
+          *off = malloc(channels * sizeof *off);
+    float *g = malloc(channels * sizeof *g),
+          *dstep = malloc(channels * sizeof *dstep);
     float *doff = malloc(channels * sizeof *doff);
-    double *rds = malloc(channels * sizeof *rds), *rdo = malloc(channels * sizeof *rdo);
+    double *rds = malloc(channels * sizeof *rds),
+           *rdo = malloc(channels * sizeof *rdo);
     cr_assert(din0 && rdin && step && off && g && dstep && doff && rds && rdo);
     memcpy(din0, din, n * sizeof *din);
     for (int c = 0; c < channels; c++) {
@@ -292,8 +305,8 @@ static void check_backward(int channels, size_t per, const quant_range *r,
     ref_backward(rdin, rds, rdo, dout, in, step, with_offset ? off : NULL,
                  channels, per, r);
     for (size_t k = 0; k < n; k++)
-        cr_assert_eq(din[k], (float)(din0[k] + rdin[k]), "din[%zu] %.9g want %.9g",
-                     k, din[k], din0[k] + rdin[k]);
+        cr_assert_eq(din[k], (float)(din0[k] + rdin[k]),
+                     "din[%zu] %.9g want %.9g", k, din[k], din0[k] + rdin[k]);
     for (int c = 0; c < channels; c++) {
         double want = 0.25 + rds[c];
         double tol = 1e-5 * (fabs(want) + 1e-3 * sqrt((double)per) * g[c]);
@@ -304,8 +317,18 @@ static void check_backward(int channels, size_t per, const quant_range *r,
         cr_assert(fabs(doff[c] - wo) <= 1e-5 * (fabs(wo) + 1.0),
                   "doffset[%d] %.9g want %.9g", c, doff[c], wo);
     }
-    free(in); free(dout); free(din); free(din0); free(rdin); free(step);
-    free(off); free(g); free(dstep); free(doff); free(rds); free(rdo);
+    free(in);
+    free(dout);
+    free(din);
+    free(din0);
+    free(rdin);
+    free(step);
+    free(off);
+    free(g);
+    free(dstep);
+    free(doff);
+    free(rds);
+    free(rdo);
 }
 
 Test(quant, backward_closed_form_per_tensor)
@@ -367,7 +390,8 @@ Test(quant, grad_scale_paper_value)
 {
     quant_range r;
     quant_range_init(&r, 3, 1);
-    cr_assert_eq(quant_grad_scale_paper(4608, &r), (float)(1.0 / sqrt(4608.0 * 3.0)));
+    cr_assert_eq(quant_grad_scale_paper(4608, &r),
+                 (float)(1.0 / sqrt(4608.0 * 3.0)));
     quant_range_init(&r, 2, 0);
     cr_assert_eq(quant_grad_scale_paper(100, &r), (float)(1.0 / sqrt(300.0)));
 }
@@ -387,9 +411,11 @@ Test(quant, backward_deterministic_bits)
         quant_backward(NULL, &ds[t], &db[t], dout, in, &s, &beta, &g, 1, n, &r);
     }
     omp_set_num_threads(threads);
-    cr_assert(memcmp(&ds[0], &ds[1], sizeof(float)) == 0, "dstep differs between runs");
+    cr_assert(memcmp(&ds[0], &ds[1], sizeof(float)) == 0,
+              "dstep differs between runs");
     cr_assert(memcmp(&db[0], &db[1], sizeof(float)) == 0);
-    cr_assert(memcmp(&ds[0], &ds[2], sizeof(float)) == 0, "dstep depends on threads");
+    cr_assert(memcmp(&ds[0], &ds[2], sizeof(float)) == 0,
+              "dstep depends on threads");
     cr_assert(ds[0] != 0.0f);
     free(in);
     free(dout);
@@ -434,15 +460,18 @@ Test(quant, init_mse_beats_fine_grid)
             quant_range_init(&r, b, sg);
             size_t per = 2000;
             float *v = fill_normal(2 * per, sg ? 0.0 : 0.5, 1.0);
-            for (size_t i = per; i < 2 * per; i++) v[i] *= 0.05f; /* channel 1 */
+            for (size_t i = per; i < 2 * per; i++)
+                v[i] *= 0.05f; /* channel 1 */
             float s[2];
             quant_init_mse(s, NULL, v, 2, per, &r);
             for (int c = 0; c < 2; c++) {
                 const float *p = v + c * per;
                 float amax = 0.0f;
-                for (size_t i = 0; i < per; i++) amax = fmaxf(amax, fabsf(p[i]));
+                for (size_t i = 0; i < per; i++)
+                    amax = fmaxf(amax, fabsf(p[i]));
                 double found = ref_mse(p, per, s[c], 0.0f, &r);
-                double grid = brute_best(p, per, &r, 1.5 * amax / r.qp * 2.0, 3000);
+                double grid =
+                    brute_best(p, per, &r, 1.5 * amax / r.qp * 2.0, 3000);
                 cr_assert(found <= grid * 1.001,
                           "b%d s%d ch%d: mse %.6g at s %.6g, grid %.6g", b, sg,
                           c, found, s[c], grid);
@@ -487,7 +516,8 @@ Test(quant, init_mse_lsq_plus_offset_helps_shifted_data)
             double f = ref_mse(v, 1000, s, b, &r);
             if (f < best) best = f;
         }
-    cr_assert(e_plus <= best * 1.01, "LSQ+ mse %.6g, 2-D grid %.6g", e_plus, best);
+    cr_assert(e_plus <= best * 1.01, "LSQ+ mse %.6g, 2-D grid %.6g", e_plus,
+              best);
     quant_init_mse(&s_plain, NULL, v, 1, 1000, &r);
     cr_assert(e_plus < ref_mse(v, 1000, s_plain, 0.0f, &r));
     free(v);
@@ -527,7 +557,8 @@ Test(quant, guard_keeps_steps_positive)
     cr_assert_eq(step[4], 0.15f);
     cr_assert_eq(step[5], QUANT_STEP_MIN, "never below the minimum");
     cr_assert_eq(step[6], 0.35f);
-    for (int i = 0; i < 7; i++) cr_assert(step[i] >= QUANT_STEP_MIN && isfinite(step[i]));
+    for (int i = 0; i < 7; i++)
+        cr_assert(step[i] >= QUANT_STEP_MIN && isfinite(step[i]));
 
     float s2[] = {0.0f, NAN, -2.0f, 0.5f};
     cr_assert_eq(quant_guard(s2, NULL, 4), 3);
@@ -557,12 +588,16 @@ Test(quant, backward_accumulates_in_double)
     double ref = 0.0, refo = 0.0;
     for (size_t i = 0; i < n; i++) {
         float x = (in[i] - beta) / s;
-        double t = x < 0.0f ? 0.0 : x > 15.0f ? 15.0 : (double)rintf(x) - (double)x;
+        double t = x < 0.0f    ? 0.0
+                   : x > 15.0f ? 15.0
+                               : (double)rintf(x) - (double)x;
         ref += (double)dout[i] * t;
         if (x < 0.0f || x > 15.0f) refo += dout[i];
     }
-    cr_assert(fabs(ds - ref) <= 1e-6 * fabs(ref), "dstep %.9g want %.9g", ds, ref);
-    cr_assert(fabs(db - refo) <= 1e-6 * fabs(refo) + 1e-6, "doffset %.9g want %.9g", db, refo);
+    cr_assert(fabs(ds - ref) <= 1e-6 * fabs(ref), "dstep %.9g want %.9g", ds,
+              ref);
+    cr_assert(fabs(db - refo) <= 1e-6 * fabs(refo) + 1e-6,
+              "doffset %.9g want %.9g", db, refo);
     free(in);
     free(dout);
 }
