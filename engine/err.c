@@ -28,9 +28,16 @@ lsq_status lsq_err_set(lsq_err *err, lsq_status code, const char *field,
 void lsq_err_prefix(lsq_err *err, const char *prefix)
 {
     if (!err || !prefix || !*prefix) return;
-    char tmp[sizeof err->message];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message);
-    memcpy(err->message, tmp, sizeof tmp);
+    /* by hand: snprintf into a same-sized buffer trips -Wformat-truncation */
+    size_t cap = sizeof err->message;
+    size_t pl = strlen(prefix), ml = strlen(err->message);
+    if (pl > cap - 3) pl = cap - 3;
+    if (pl + 2 + ml > cap - 1) ml = cap - 1 - pl - 2;
+    memmove(err->message + pl + 2, err->message, ml);
+    memcpy(err->message, prefix, pl);
+    err->message[pl] = ':';
+    err->message[pl + 1] = ' ';
+    err->message[pl + 2 + ml] = '\0';
 }
 
 void lsq_err_clear(lsq_err *err)
