@@ -103,7 +103,34 @@ lsq_status spec_from_json(lsq_spec *spec, const json_t *obj, lsq_err *err);
 json_t *spec_to_json(const lsq_spec *spec);
 void spec_free(lsq_spec *spec);
 
-/* The effective learning rate and weight decay of the LSQ phase (auto rules). */
+/* The effective weight decay of a phase: t->weight_decay, or under "auto"
+ * 1e-4 at 4..8 bits, 0.5e-4 at 3, 0.25e-4 at 2, and 5e-4 when is_quant is 0
+ * (pretraining, full-precision jobs). spec_parse already stores the result
+ * in t->weight_decay; the learning rate's 8-bit rule is applied there too. */
 double spec_train_weight_decay(const lsq_spec *spec, const spec_train *t, int is_quant);
+
+/* Reads and parses a spec file. Errors: LSQ_ERR_IO (field = path), else as
+ * spec_parse with the path prefixed to the message. Release with spec_free. */
+lsq_status spec_load_file(lsq_spec *spec, const char *path, lsq_err *err);
+
+/* The override for a layer name, or NULL (borrowed from spec). */
+const spec_layer_override *spec_find_override(const lsq_spec *spec, const char *layer);
+
+/* The effective quantization of one conv/linear layer. */
+typedef struct {
+    int quantized;             /* 0: the layer stays float (bits are 0) */
+    int weight_bits, act_bits;
+    spec_act_sign act_sign;    /* ASIGN_AUTO: decide from the layer's input */
+} spec_layer_quant;
+
+/* Resolves job bits, then first/last bits (first_or_last != 0), then the
+ * layer's override (whose bits apply even to a "float" first/last layer).
+ * A full-precision job gives quantized 0 everywhere. */
+spec_layer_quant spec_layer_resolve(const lsq_spec *spec, const char *layer, int first_or_last);
+
+/* Checks that every quant.layers key names one of the model's n conv/linear
+ * layers; LSQ_ERR_INVALID with field "quant.layers.NAME" otherwise. */
+lsq_status spec_check_layer_names(const lsq_spec *spec, const char *const *names, int n,
+                                  lsq_err *err);
 
 #endif
