@@ -627,7 +627,7 @@ lsq_status spec_parse(lsq_spec *spec, const char *text, size_t len, lsq_err *err
 {
     spec_defaults(spec);
     json_error_t je;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root)
         return lsq_err_set(err, LSQ_ERR_PARSE, NULL, "spec is not valid JSON: line %d, column %d: %s",
                            je.line, je.column, je.text);
