@@ -733,6 +733,22 @@ json_t *spec_to_json(const lsq_spec *spec)
         "threads", spec->threads, "checkpoint_every", spec->checkpoint_every);
 }
 
+char *spec_to_text(const lsq_spec *spec, size_t flags)
+{
+    json_t *j = spec_to_json(spec);
+    if (!j) return NULL;
+    /* 15 digits prints what people wrote; 17 is exact for any double. */
+    char *text = json_dumps(j, flags | JSON_REAL_PRECISION(15));
+    json_t *back = text ? json_loads(text, 0, NULL) : NULL;
+    if (text && !json_equal(j, back)) {
+        free(text);
+        text = json_dumps(j, flags | JSON_REAL_PRECISION(17));
+    }
+    json_decref(back);
+    json_decref(j);
+    return text;
+}
+
 void spec_free(lsq_spec *spec)
 {
     if (!spec) return;

@@ -101,6 +101,10 @@ lsq_status spec_parse(lsq_spec *spec, const char *text, size_t len, lsq_err *err
 lsq_status spec_from_json(lsq_spec *spec, const json_t *obj, lsq_err *err);
 /* The normalised spec with every default made explicit (caller owns it). */
 json_t *spec_to_json(const lsq_spec *spec);
+/* The same as text (caller frees; NULL when out of memory): numbers in their
+ * shortest form that still reads back exactly ("0.9", not
+ * "0.90000000000000002"). flags: jansson dump flags (JSON_INDENT, JSON_COMPACT). */
+char *spec_to_text(const lsq_spec *spec, size_t flags);
 void spec_free(lsq_spec *spec);
 
 /* The effective weight decay of a phase: t->weight_decay, or under "auto"

@@ -533,6 +533,26 @@ Test(spec, to_json_makes_defaults_explicit)
     spec_free(&s);
 }
 
+Test(spec, to_text_is_short_and_exact)
+{
+    lsq_spec a, b;
+    lsq_err err;
+    cr_assert_eq(parse(&a, "{\"quant\":{\"grad_scale\":0.1},"
+                           "\"train\":{\"lr\":0.30000000000000004}}", &err), LSQ_OK);
+    char *text = spec_to_text(&a, JSON_COMPACT);
+    cr_assert_not_null(text);
+    cr_assert_eq(parse(&b, text, &err), LSQ_OK, "%s", err.message);
+    cr_expect_eq(b.train.lr, a.train.lr, "lr %.17g != %.17g", b.train.lr, a.train.lr);
+    cr_expect_eq(b.quant.grad_scale_value, 0.1);
+    free(text);
+    cr_assert_eq(parse(&a, "{}", &err), LSQ_OK);
+    text = spec_to_text(&a, JSON_COMPACT);
+    cr_expect(strstr(text, "\"momentum\":0.9,") != NULL, "%s", text);
+    free(text);
+    spec_free(&a);
+    spec_free(&b);
+}
+
 /* The schema in schema/ must name exactly the keys the validator writes. */
 static void expect_same_keys(const json_t *schema_obj, const json_t *value, const char *what)
 {
