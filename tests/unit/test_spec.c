@@ -610,3 +610,30 @@ Test(spec, load_file)
     cr_expect_str_eq(err.field, path);
     spec_free(&s);
 }
+
+/* Every example spec in docs/job-spec.md must be valid. */
+Test(spec, doc_examples_parse)
+{
+    FILE *f = fopen("docs/job-spec.md", "rb");
+    cr_assert_not_null(f, "docs/job-spec.md not found (run from the repository root)");
+    static char doc[65536];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = '\0';
+    int examples = 0;
+    for (char *p = strstr(doc, "```json\n"); p; p = strstr(p, "```json\n")) {
+        p += strlen("```json\n");
+        char *end = strstr(p, "```");
+        cr_assert_not_null(end, "unterminated json block");
+        if (strncmp(p, "{\"error\"", 8) != 0) {
+            lsq_spec s;
+            lsq_err err;
+            lsq_status st = spec_parse(&s, p, (size_t)(end - p), &err);
+            cr_expect_eq(st, LSQ_OK, "example %d: %s: %s", examples + 1, err.field, err.message);
+            spec_free(&s);
+            examples++;
+        }
+        p = end + 3;
+    }
+    cr_expect_geq(examples, 5);
+}
