@@ -527,7 +527,9 @@ static lsq_status parse_distill(lsq_spec *spec, const json_t *root, lsq_err *err
     static const char *const keys[] = {"temperature", "weight", NULL};
     spec_distill *d = &spec->distill;
     const json_t *v = json_object_get(root, "distill");
-    if (!v) { distill_defaults(d, spec->quant.enabled); return LSQ_OK; }
+    /* the teacher is the full-precision model: pretrained or loaded */
+    int teacher = spec->quant.enabled && (spec->pretrain.enabled || spec->init_from[0]);
+    if (!v) { distill_defaults(d, teacher); return LSQ_OK; }
     distill_defaults(d, 0);
     if (json_is_null(v) || json_is_false(v)) return LSQ_OK;
     if (!json_is_true(v) && !json_is_object(v))
@@ -541,6 +543,10 @@ static lsq_status parse_distill(lsq_spec *spec, const json_t *root, lsq_err *err
         return lsq_err_set(err, LSQ_ERR_INVALID, "distill",
                            "distill applies only to quantized jobs (the teacher is the "
                            "full-precision model); quant is null");
+    if (!teacher)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "distill",
+                           "distill needs a full-precision teacher: enable pretrain or "
+                           "set init.from");
     d->enabled = 1;
     return LSQ_OK;
 }

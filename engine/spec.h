@@ -44,7 +44,7 @@ typedef struct {
     int enabled;               /* 0: full-precision job ("quant" absent/null) */
     int weight_bits;           /* 2..8, default 4 */
     int act_bits;              /* 2..8, default = weight_bits */
-    int first_last_bits;       /* 2..8, default 8; 0 in JSON "float" -> -1 */
+    int first_last_bits;       /* 2..8, default 8; -1: JSON "float" (unquantized) */
     spec_granularity granularity;  /* weights: "tensor" (default) | "channel" */
     spec_gscale grad_scale;    /* "paper" (default) | "none" | a number */
     double grad_scale_value;   /* when GSCALE_VALUE */
@@ -55,7 +55,8 @@ typedef struct {
 } spec_quant;
 
 typedef struct {
-    int enabled;               /* pretrain only: 0 when absent or epochs 0 */
+    int enabled;               /* pretrain: absent -> on for quant jobs without init.from;
+                                  0 when null or epochs 0. train: always 1 */
     int epochs;                /* train: 0..1000, default 3; pretrain: default 6 */
     int batch_size;            /* 1..4096, default 128 */
     double lr;                 /* (0, 10], default 0.01 (train), 0.05 (pretrain); train at 8 bits: 0.001 */
@@ -69,7 +70,8 @@ typedef struct {
 } spec_train;
 
 typedef struct {
-    int enabled;               /* default true when quant is on and a FP model exists */
+    int enabled;               /* default true when quant is on and a FP model exists
+                                  (pretrain on or init.from set) */
     double temperature;        /* (0, 100], default 1 */
     double weight;             /* [0, 1], default 0.5: loss = (1-w) CE + w KD */
 } spec_distill;

@@ -119,6 +119,7 @@ static const bad_case BAD[] = {
     {"{\"quant\":{},\"distill\":{\"weight\":1.5}}", LSQ_ERR_INVALID, "distill.weight"},
     {"{\"quant\":{},\"distill\":\"yes\"}", LSQ_ERR_INVALID, "distill"},
     {"{\"distill\":true}", LSQ_ERR_INVALID, "distill"},
+    {"{\"quant\":{},\"pretrain\":null,\"distill\":true}", LSQ_ERR_INVALID, "distill"},
     /* init, threads, checkpoint_every */
     {"{\"init\":{\"from\":\"\"}}", LSQ_ERR_INVALID, "init.from"},
     {"{\"init\":{}}", LSQ_ERR_INVALID, "init.from"},
@@ -352,6 +353,9 @@ Test(spec, distill_rules)
         {"{\"quant\":{},\"distill\":{\"temperature\":100,\"weight\":1}}", 1, 100, 1},
         {"{}", 0, 1, 0.5},
         {"{\"distill\":false}", 0, 1, 0.5},
+        /* no teacher (no pretraining, no init.from): off unless asked */
+        {"{\"quant\":{},\"pretrain\":null}", 0, 1, 0.5},
+        {"{\"quant\":{},\"init\":{\"from\":\"7\"}}", 1, 1, 0.5},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         lsq_spec s;
