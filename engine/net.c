@@ -616,6 +616,7 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
                 double g;
                 if (net->gscale == GSCALE_PAPER) g = quant_grad_scale_paper(q->per, &q->r);
                 else if (net->gscale == GSCALE_NONE) g = 1.0;
+                else if (net->gscale == GSCALE_SQRT_N) g = 1.0 / sqrt((double)q->per);
                 else g = net->gscale_value;
                 q->g[c] = (float)g;
             }

@@ -17,7 +17,7 @@ _Static_assert(sizeof SPEC_SCHEDULE_NAMES / sizeof *SPEC_SCHEDULE_NAMES == SCHED
 const char *const SPEC_GRANULARITY_NAMES[] = {"tensor", "channel"};
 _Static_assert(sizeof SPEC_GRANULARITY_NAMES / sizeof *SPEC_GRANULARITY_NAMES == GRAN_COUNT,
                "SPEC_GRANULARITY_NAMES must name every spec_granularity");
-const char *const SPEC_GSCALE_NAMES[] = {"paper", "none", "value"};
+const char *const SPEC_GSCALE_NAMES[] = {"paper", "none", "sqrt_n", "value"};
 _Static_assert(sizeof SPEC_GSCALE_NAMES / sizeof *SPEC_GSCALE_NAMES == GSCALE_COUNT,
                "SPEC_GSCALE_NAMES must name every spec_gscale");
 const char *const SPEC_QINIT_NAMES[] = {"paper", "mse"};
@@ -430,8 +430,8 @@ static lsq_status parse_quant(lsq_spec *spec, const json_t *root, lsq_err *err)
         TRY(get_real(o, "quant", "grad_scale", 0, 1, 1e6, 0, &q->grad_scale_value, err));
     } else if (gs) {
         if (!json_is_string(gs))
-            return type_error(err, "quant.grad_scale", "\"paper\", \"none\" or a number", gs);
-        /* only the first two names are strings a user may write */
+            return type_error(err, "quant.grad_scale", "\"paper\", \"none\", \"sqrt_n\" or a number", gs);
+        /* "value" is not a name a user may write: a number says it */
         e = GSCALE_PAPER;
         TRY(get_enum(o, "quant", "grad_scale", SPEC_GSCALE_NAMES, GSCALE_VALUE, &e, err));
         q->grad_scale = (spec_gscale)e;

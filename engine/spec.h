@@ -21,8 +21,9 @@ extern const char *const SPEC_SCHEDULE_NAMES[];
 typedef enum { GRAN_TENSOR, GRAN_CHANNEL, GRAN_COUNT } spec_granularity;
 extern const char *const SPEC_GRANULARITY_NAMES[];
 
-typedef enum { GSCALE_PAPER, GSCALE_NONE, GSCALE_VALUE, GSCALE_COUNT } spec_gscale;
-extern const char *const SPEC_GSCALE_NAMES[]; /* "paper", "none", "value" */
+/* paper: 1/sqrt(N*QP); none: 1; sqrt_n: 1/sqrt(N) (the paper's ablation); value: a constant */
+typedef enum { GSCALE_PAPER, GSCALE_NONE, GSCALE_SQRT_N, GSCALE_VALUE, GSCALE_COUNT } spec_gscale;
+extern const char *const SPEC_GSCALE_NAMES[]; /* "paper", "none", "sqrt_n", "value" */
 
 typedef enum { QINIT_PAPER, QINIT_MSE, QINIT_COUNT } spec_qinit;
 extern const char *const SPEC_QINIT_NAMES[];
