@@ -29,7 +29,9 @@ void lsq_err_prefix(lsq_err *err, const char *prefix)
 {
     if (!err || !prefix || !*prefix) return;
     char tmp[sizeof err->message];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message);
+    /* Truncation is acceptable (the start of the message matters most);
+     * testing the result also tells GCC so under -Wformat-truncation. */
+    if (snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message) < 0) return;
     memcpy(err->message, tmp, sizeof tmp);
 }
 
