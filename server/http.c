@@ -59,6 +59,8 @@ enum MHD_Result http_reply_response(req *r, unsigned status, struct MHD_Response
 {
     if (!resp) return MHD_NO;
     r->status = status;
+    /* counted now, not on completion, so that the next request sees it */
+    count_request(r->route, status);
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
     MHD_destroy_response(resp);
     return rc;
@@ -254,7 +256,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     req *r = *con_cls;
     if (!r) return;
-    count_request(r->route, r->status);
     if (r->status >= 400) {
         int n;
         const route_def *t = routes_table(&n);
