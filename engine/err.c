@@ -29,7 +29,8 @@ void lsq_err_prefix(lsq_err *err, const char *prefix)
 {
     if (!err || !prefix || !*prefix) return;
     char tmp[sizeof err->message];
-    snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message);
+    /* Using the result tells GCC the truncation is deliberate. */
+    if (snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message) < 0) return;
     memcpy(err->message, tmp, sizeof tmp);
 }
 
