@@ -337,7 +337,9 @@ static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
     long tm = (m + TILE_M - 1) / TILE_M;
     long tp = (w->panels + TILE_P - 1) / TILE_P;
     long tiles = tm * tp;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && tiles > 1)
+    /* dynamic: a thread slowed by another process does not hold up the
+     * rest; tiles are independent, so results do not depend on the order */
+#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && tiles > 1)
     for (long t = 0; t < tiles; t++) {
         int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
         int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
