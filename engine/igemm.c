@@ -117,11 +117,14 @@ void lsq_igemm_w_free(lsq_igemm_w *pw)
 typedef void tile_fn(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
                      const lsq_igemm_w *w, int i0, int i1, int p0, int p1);
 
-static void tile_portable(int32_t *c, int ldc, const uint8_t *a, int lda,
-                          int sign, const lsq_igemm_w *w, int i0, int i1,
-                          int p0, int p1)
+/* always_inline with a constant `sign` gives one copy per signedness, with
+ * no test inside the loops (here and in the SIMD paths below). */
+__attribute__((always_inline)) static inline void
+tile_portable_impl(int32_t *c, int ldc, const uint8_t *a, int lda,
+                   const int sign, const lsq_igemm_w *w, int i0, int i1,
+                   int p0, int p1)
 {
-    int k = w->k;
+    int k = w->k, kfull = k / 4;
     for (int i = i0; i < i1; i++) {
         const uint8_t *ar = a + (size_t)i * lda;
         for (int p = p0; p < p1; p++) {
@@ -129,7 +132,8 @@ static void tile_portable(int32_t *c, int ldc, const uint8_t *a, int lda,
             int32_t acc[LSQ_IGEMM_NR] = {0};
             for (int g = 0; g < w->kq; g++) {
                 int32_t av[4] = {0};
-                for (int t = 0; t < 4 && 4 * g + t < k; t++)
+                int nt = g < kfull ? 4 : k - 4 * g;
+                for (int t = 0; t < nt; t++)
                     av[t] = sign ? (int32_t)(int8_t)ar[4 * g + t]
                                  : (int32_t)ar[4 * g + t];
                 const int8_t *wg = wp + (size_t)g * 64;
@@ -142,6 +146,16 @@ static void tile_portable(int32_t *c, int ldc, const uint8_t *a, int lda,
             memcpy(c + (size_t)i * ldc + col0, acc, (size_t)nc * sizeof *acc);
         }
     }
+}
+
+static void tile_portable(int32_t *c, int ldc, const uint8_t *a, int lda,
+                          int sign, const lsq_igemm_w *w, int i0, int i1,
+                          int p0, int p1)
+{
+    if (sign)
+        tile_portable_impl(c, ldc, a, lda, 1, w, i0, i1, p0, p1);
+    else
+        tile_portable_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
 }
 
 #if LSQ_X86
@@ -158,8 +172,6 @@ static inline uint32_t load_group(const uint8_t *row, int g, int k)
 /* ---- AVX2: 4 rows x 8 columns per micro-kernel ---- */
 #define AVX2_MR 4
 
-/* always_inline with a constant `sign` gives one specialized copy per
- * signedness, with no test inside the loops. */
 __attribute__((target("avx2"), always_inline)) static inline void
 tile_avx2_impl(int32_t *c, int ldc, const uint8_t *a, int lda, const int sign,
                const lsq_igemm_w *w, int i0, int i1, int p0, int p1)

@@ -26,7 +26,7 @@ const modDir = process.env.ORT_NODE_MODULES ||
 function usage(msg) {
     process.stderr.write(`run_model: ${msg}\n` +
         'usage: run_model.mjs MODEL INPUT DIMS OUT [--input-type float32|uint8] ' +
-        '[--threads N] [--repeat R]\n');
+        '[--threads N] [--repeat R] [--opt disabled|basic|extended|all]\n');
     process.exit(2);
 }
 
