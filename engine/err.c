@@ -29,7 +29,8 @@ void lsq_err_prefix(lsq_err *err, const char *prefix)
 {
     if (!err || !prefix || !*prefix) return;
     char tmp[sizeof err->message];
-    /* Using the result tells GCC the truncation is deliberate. */
+    /* Truncation is acceptable (the start of the message matters most);
+     * testing the result also tells GCC so under -Wformat-truncation. */
     if (snprintf(tmp, sizeof tmp, "%s: %s", prefix, err->message) < 0) return;
     memcpy(err->message, tmp, sizeof tmp);
 }

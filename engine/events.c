@@ -38,7 +38,7 @@ int ev_emit(ev_sink *s, ev_type type, json_t *obj)
     gettimeofday(&tv, NULL);
     json_object_set_new(obj, "type", json_string(EV_TYPE_NAMES[type]));
     json_object_set_new(obj, "time", json_real((double)tv.tv_sec + tv.tv_usec / 1e6));
-    char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (!text) { rc = -1; goto out; }
     size_t n = strlen(text);
     text[n] = '\0';

@@ -10,6 +10,9 @@
  *   in a fixed order.
  * - Threads: OpenMP in the engine's own loops (omp_set_num_threads by the
  *   caller); OpenBLAS for SGEMM (openblas_set_num_threads by the caller).
+ *   conv2d and linear fan SGEMM calls out over OpenMP threads themselves, so
+ *   the caller should set OpenBLAS to ONE thread; if it is left multi-
+ *   threaded they fall back to one OpenMP thread (correct, slower). See par.h.
  * - Kernels never allocate on the hot path: scratch comes from the caller,
  *   sized by the *_scratch_floats() functions.
  */

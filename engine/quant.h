@@ -58,22 +58,33 @@ void quant_backward(float *din, float *dstep, float *doffset,
 /* g = 1/sqrt(N * QP) (the paper's step-size gradient scale). */
 float quant_grad_scale_paper(size_t n, const quant_range *r);
 
-/* Paper init: s = 2 * mean(|v|) / sqrt(QP), per channel. */
+/* Paper init: s = 2 * mean(|v|) / sqrt(QP), per channel. A channel whose
+ * formula gives no usable step (all zeros, so s = 0; or non-finite values)
+ * gets s = 1e-3 (QUANT_INIT_ZERO_STEP in quant.c). */
 void quant_init_paper(float *step, const float *v, int channels, size_t per,
                       const quant_range *r);
 
 /* MSE init: the s (and beta, for LSQ+; offset may be NULL) minimising
- * mean((v_hat - v)^2) per channel, by the search documented in quant.c. */
+ * mean((v_hat - v)^2) per channel, by the search documented in quant.c
+ * (init_mse_channel): a grid over s in (0, s_max] refined by golden section;
+ * for LSQ+, alternating s / beta searches from the min..max range.
+ * Deterministic. All-zero or non-finite channels get s = 1e-3 (beta = min). */
 void quant_init_mse(float *step, float *offset, const float *v, int channels,
                     size_t per, const quant_range *r);
 
 /* Smallest step the guard allows (see quant_guard). */
 #define QUANT_STEP_MIN 1e-8f
 
-/* The documented guard: after each optimizer update, any step below
- * QUANT_STEP_MIN (zero, negative, NaN) is set back to max(previous step / 2,
- * QUANT_STEP_MIN)... see quant.c for the exact rule. Returns how many steps
- * were clamped. prev may be NULL (then QUANT_STEP_MIN is used). */
+/* The documented guard, run after each optimizer update. The exact rule, for
+ * each i < count:
+ *   if step[i] >= QUANT_STEP_MIN and finite: untouched;
+ *   else (zero, negative, below QUANT_STEP_MIN, NaN or +-Inf):
+ *     step[i] = prev[i] / 2   when prev is not NULL and prev[i] / 2 is finite
+ *                             and >= QUANT_STEP_MIN,
+ *     step[i] = QUANT_STEP_MIN otherwise (prev NULL, or prev[i] itself bad).
+ * So an update that would push a step to or past zero halves it instead: the
+ * step may shrink but never reaches zero or goes negative. prev holds the
+ * steps before the update (same count). Returns how many steps were reset. */
 int quant_guard(float *step, const float *prev, size_t count);
 
 #endif

@@ -1,0 +1,129 @@
+/* batchnorm2d over (N, C, HW) with PyTorch semantics.
+ *
+ * Work is split by channel over OpenMP threads: each channel's statistics
+ * are computed by one thread in a fixed order, so results do not depend on
+ * the thread count. Sums run in float within one (n, c) plane (vectorised)
+ * and in double across planes. The variance is two-pass (mean first), which
+ * keeps it accurate when the mean is large relative to the spread; one
+ * channel of a batch (N*HW floats) stays in cache between passes. */
+#include "layers.h"
+
+#include <math.h>
+
+/* Only fork when there is enough work to pay for it. */
+#define BN_PAR_MIN 32768
+
+void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
+                             float *running_mean, float *running_var,
+                             const float *in, const float *gamma,
+                             const float *beta, int n, int c, int hw,
+                             float momentum, float eps)
+{
+    const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
+    const double m = (double)n * hw;
+#pragma omp parallel for schedule(static) if ((size_t)n * cstride >= BN_PAR_MIN)
+    for (int ch = 0; ch < c; ch++) {
+        double sum = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *x = in + i * cstride + ch * plane;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int j = 0; j < hw; j++) s += x[j];
+            sum += s;
+        }
+        const double mean = sum / m;
+        const float meanf = (float)mean;
+        double ss = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float *x = in + i * cstride + ch * plane;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int j = 0; j < hw; j++) {
+                float dx = x[j] - meanf;
+                s += dx * dx;
+            }
+            ss += s;
+        }
+        const double var = ss / m; /* biased: used to normalise */
+        const float rstd = (float)(1.0 / sqrt(var + eps));
+        const float scale = gamma[ch] * rstd;
+        const float shift = beta[ch] - meanf * scale;
+        for (int i = 0; i < n; i++) {
+            const float *x = in + i * cstride + ch * plane;
+            float *y = out + i * cstride + ch * plane;
+#pragma omp simd
+            for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
+        }
+        save_mean[ch] = meanf;
+        save_rstd[ch] = rstd;
+        if (running_mean)
+            running_mean[ch] = (1.0f - momentum) * running_mean[ch] +
+                               momentum * meanf;
+        if (running_var) {
+            double unbiased = m > 1.0 ? ss / (m - 1.0) : var;
+            running_var[ch] = (1.0f - momentum) * running_var[ch] +
+                              momentum * (float)unbiased;
+        }
+    }
+}
+
+void batchnorm_forward_eval(float *out, const float *in, const float *gamma,
+                            const float *beta, const float *running_mean,
+                            const float *running_var, int n, int c, int hw,
+                            float eps)
+{
+    const size_t plane = (size_t)hw;
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= BN_PAR_MIN)
+    for (int p = 0; p < n * c; p++) {
+        int ch = p % c;
+        float scale = gamma[ch] / sqrtf(running_var[ch] + eps);
+        float shift = beta[ch] - running_mean[ch] * scale;
+        const float *x = in + p * plane;
+        float *y = out + p * plane;
+#pragma omp simd
+        for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
+    }
+}
+
+void batchnorm_backward(float *din, float *dgamma, float *dbeta,
+                        const float *dout, const float *in,
+                        const float *save_mean, const float *save_rstd,
+                        const float *gamma, int n, int c, int hw)
+{
+    const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
+    const double m = (double)n * hw;
+#pragma omp parallel for schedule(static) if ((size_t)n * cstride >= BN_PAR_MIN)
+    for (int ch = 0; ch < c; ch++) {
+        const float mean = save_mean[ch], rstd = save_rstd[ch];
+        double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
+        for (int i = 0; i < n; i++) {
+            const float *x = in + i * cstride + ch * plane;
+            const float *g = dout + i * cstride + ch * plane;
+            float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+            for (int j = 0; j < hw; j++) {
+                a += g[j];
+                b += g[j] * (x[j] - mean);
+            }
+            sg += a;
+            sgx += b;
+        }
+        sgx *= rstd;
+        if (dbeta) dbeta[ch] += (float)sg;
+        if (dgamma) dgamma[ch] += (float)sgx;
+        if (!din) continue;
+        /* din = gamma*rstd * (dout - mean(dout) - xhat * mean(dout*xhat)) */
+        const float k = gamma[ch] * rstd;
+        const float gmean = (float)(sg / m), gxmean = (float)(sgx / m);
+        for (int i = 0; i < n; i++) {
+            const float *x = in + i * cstride + ch * plane;
+            const float *g = dout + i * cstride + ch * plane;
+            float *dx = din + i * cstride + ch * plane;
+#pragma omp simd
+            for (int j = 0; j < hw; j++) {
+                float xhat = (x[j] - mean) * rstd;
+                dx[j] += k * (g[j] - gmean - xhat * gxmean);
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+/* conv2d as im2col + SGEMM, one image at a time.
+ *
+ * For image i, with K = IC*KH*KW and P = OH*OW:
+ *   forward   out_i (OC, P) = w (OC, K) · col_i (K, P) + b
+ *   backward  dw (OC, K)   += dout_i (OC, P) · col_i^T (P, K)
+ *             dcol (K, P)   = w^T (K, OC) · dout_i (OC, P);  din_i += col2im(dcol)
+ * Images are spread over OpenMP threads (static schedule), each thread with
+ * its own slice of scratch and single-threaded SGEMM (see par.h). dw and db
+ * are summed per thread, then the partial sums are added in thread order, so
+ * a result depends only on the thread count. A 1x1, stride 1, unpadded conv
+ * needs no im2col: the input image already is col_i. */
+#include "layers.h"
+#include "par.h"
+
+#include <assert.h>
+#include <string.h>
+
+int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
+                     int kh, int kw, int stride, int pad)
+{
+    memset(d, 0, sizeof *d);
+    if (n < 1 || ic < 1 || ih < 1 || iw < 1 || oc < 1 || kh < 1 || kw < 1 ||
+        stride < 1 || pad < 0)
+        return -1;
+    int oh = (ih + 2 * pad - kh) / stride + 1;
+    int ow = (iw + 2 * pad - kw) / stride + 1;
+    if (ih + 2 * pad < kh || iw + 2 * pad < kw || oh < 1 || ow < 1) return -1;
+    *d = (conv2d_dims){.n = n, .ic = ic, .ih = ih, .iw = iw, .oc = oc,
+                       .kh = kh, .kw = kw, .stride = stride, .pad = pad,
+                       .oh = oh, .ow = ow};
+    return 0;
+}
+
+/* Per-thread scratch: col (K, P), then dw partial (OC, K), then db (OC). */
+static size_t slot_floats(const conv2d_dims *d)
+{
+    size_t k = (size_t)d->ic * d->kh * d->kw, p = (size_t)d->oh * d->ow;
+    size_t s = k * p + (size_t)d->oc * k + (size_t)d->oc;
+    return (s + 15) & ~(size_t)15; /* keep every slot 64-byte aligned */
+}
+
+size_t conv2d_scratch_floats(const conv2d_dims *d)
+{
+    return slot_floats(d) * PAR_MAX_THREADS;
+}
+
+static int is_pointwise(const conv2d_dims *d)
+{
+    return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
+}
+
+/* Output columns ox whose input column ox*s + kj - pad lies in [0, iw):
+ * returns the first one in *lo and one past the last in *hi. */
+static void valid_range(int o, int s, int off, int in, int *lo, int *hi)
+{
+    /* smallest ox with ox*s + off >= 0 */
+    int a = off >= 0 ? 0 : (-off + s - 1) / s;
+    /* smallest ox with ox*s + off >= in */
+    int b = in - off <= 0 ? 0 : (in - off + s - 1) / s;
+    if (a > o) a = o;
+    if (b > o) b = o;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+/* col (K, P) from one image in (IC, IH, IW). */
+static void im2col(float *col, const float *in, const conv2d_dims *d)
+{
+    const int s = d->stride, oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
+    for (int c = 0; c < d->ic; c++) {
+        const float *plane = in + (size_t)c * ih * iw;
+        for (int ki = 0; ki < d->kh; ki++) {
+            int ylo, yhi;
+            valid_range(oh, s, ki - d->pad, ih, &ylo, &yhi);
+            for (int kj = 0; kj < d->kw; kj++) {
+                int xlo, xhi, xoff = kj - d->pad;
+                valid_range(ow, s, xoff, iw, &xlo, &xhi);
+                float *row = col + ((size_t)(c * d->kh + ki) * d->kw + kj) *
+                                       (size_t)oh * ow;
+                memset(row, 0, sizeof *row * (size_t)ylo * ow);
+                for (int oy = ylo; oy < yhi; oy++) {
+                    float *dst = row + (size_t)oy * ow;
+                    const float *src = plane + (size_t)(oy * s + ki - d->pad) * iw;
+                    for (int ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
+                    if (s == 1) {
+                        memcpy(dst + xlo, src + xlo + xoff,
+                               sizeof *dst * (size_t)(xhi - xlo));
+                    } else {
+                        for (int ox = xlo; ox < xhi; ox++)
+                            dst[ox] = src[ox * s + xoff];
+                    }
+                    for (int ox = xhi; ox < ow; ox++) dst[ox] = 0.0f;
+                }
+                memset(row + (size_t)yhi * ow, 0,
+                       sizeof *row * (size_t)(oh - yhi) * ow);
+            }
+        }
+    }
+}
+
+/* din (IC, IH, IW) += col2im(dcol (K, P)) for one image. */
+static void col2im_add(float *din, const float *dcol, const conv2d_dims *d)
+{
+    const int s = d->stride, oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
+    for (int c = 0; c < d->ic; c++) {
+        float *plane = din + (size_t)c * ih * iw;
+        for (int ki = 0; ki < d->kh; ki++) {
+            int ylo, yhi;
+            valid_range(oh, s, ki - d->pad, ih, &ylo, &yhi);
+            for (int kj = 0; kj < d->kw; kj++) {
+                int xlo, xhi, xoff = kj - d->pad;
+                valid_range(ow, s, xoff, iw, &xlo, &xhi);
+                const float *row = dcol + ((size_t)(c * d->kh + ki) * d->kw + kj) *
+                                              (size_t)oh * ow;
+                for (int oy = ylo; oy < yhi; oy++) {
+                    const float *src = row + (size_t)oy * ow;
+                    float *dst = plane + (size_t)(oy * s + ki - d->pad) * iw + xoff;
+                    if (s == 1) {
+                        for (int ox = xlo; ox < xhi; ox++) dst[ox] += src[ox];
+                    } else {
+                        for (int ox = xlo; ox < xhi; ox++) dst[ox * s] += src[ox];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                    const conv2d_dims *d, float *scratch)
+{
+    const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
+    const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
+    const size_t slot = slot_floats(d);
+    const int pw = is_pointwise(d);
+    const int nt = par_gemm_threads();
+
+#pragma omp parallel num_threads(nt)
+    {
+        float *col = scratch + slot * (size_t)omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int i = 0; i < d->n; i++) {
+            const float *x = in + in_sz * i;
+            float *y = out + out_sz * i;
+            if (!pw) im2col(col, x, d);
+            float beta = 0.0f;
+            if (b) {
+                for (int o = 0; o < oc; o++) {
+                    float bo = b[o];
+                    float *yo = y + (size_t)o * p;
+                    for (int j = 0; j < p; j++) yo[j] = bo;
+                }
+                beta = 1.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc, p, k,
+                        1.0f, w, k, pw ? x : col, p, beta, y, p);
+        }
+    }
+}
+
+void conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, const conv2d_dims *d,
+                     float *scratch)
+{
+    const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
+    const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
+    const size_t slot = slot_floats(d), wsz = (size_t)oc * k;
+    const int pw = is_pointwise(d);
+    const int nt = par_gemm_threads();
+    int team = 1;
+
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num();
+        float *col = scratch + slot * (size_t)t;
+        float *dwp = col + (size_t)k * p, *dbp = dwp + wsz;
+#pragma omp master
+        team = omp_get_num_threads(); /* read after the region ends */
+        if (dw) memset(dwp, 0, sizeof *dwp * wsz);
+        if (db) memset(dbp, 0, sizeof *dbp * (size_t)oc);
+#pragma omp for schedule(static)
+        for (int i = 0; i < d->n; i++) {
+            const float *x = in + in_sz * i;
+            const float *g = dout + out_sz * i;
+            if (db) {
+                for (int o = 0; o < oc; o++) {
+                    const float *go = g + (size_t)o * p;
+                    float acc = 0.0f;
+                    for (int j = 0; j < p; j++) acc += go[j];
+                    dbp[o] += acc;
+                }
+            }
+            if (dw) {
+                if (!pw) im2col(col, x, d);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p,
+                            1.0f, g, p, pw ? x : col, p, 1.0f, dwp, k);
+            }
+            if (din) {
+                float *dx = din + in_sz * i;
+                if (pw) {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
+                                1.0f, w, k, g, p, 1.0f, dx, p);
+                } else {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
+                                1.0f, w, k, g, p, 0.0f, col, p);
+                    col2im_add(dx, col, d);
+                }
+            }
+        }
+    }
+
+    /* Add the per-thread partials in thread order (deterministic). */
+    if (dw) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+        for (size_t j = 0; j < wsz; j++) {
+            float acc = dw[j];
+            for (int t = 0; t < team; t++)
+                acc += scratch[slot * (size_t)t + (size_t)k * p + j];
+            dw[j] = acc;
+        }
+    }
+    if (db) {
+        for (int o = 0; o < oc; o++) {
+            float acc = db[o];
+            for (int t = 0; t < team; t++)
+                acc += scratch[slot * (size_t)t + (size_t)k * p + wsz + o];
+            db[o] = acc;
+        }
+    }
+}

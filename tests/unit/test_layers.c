@@ -1,0 +1,727 @@
+/* Layer kernels: forward against naive direct references (double), every
+ * backward against central finite differences, plus the kernel conventions
+ * (backward accumulates, NULL gradients are skipped, results repeat bit for
+ * bit at a fixed thread count).
+ *
+ * Finite differences: the scalar checked is L = sum(out * r) for a fixed
+ * random r (so dL/dout = r), summed in double. conv2d and linear are linear
+ * in each argument, so a large step (1e-2) has no truncation error and little
+ * rounding noise; batchnorm also uses 1e-2 (its float rounding noise, not the
+ * O(h^2) truncation, dominates at smaller steps); the losses and pooling use
+ * 1e-3. The quotient uses the step actually taken after rounding to float. A gradient entry passes when
+ * |analytic - numeric| / max(|analytic|, |numeric|, 0.1) <= 1e-2; the largest
+ * such difference is printed for every check. */
+#include <criterion/criterion.h>
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers.h"
+
+#define FD_TOL 1e-2
+
+/* ---- helpers ---- */
+
+static unsigned long long rng_state;
+
+static void rng_seed(unsigned long long s) { rng_state = s * 2654435761ULL + 1; }
+
+static double rng_unit(void) /* [0, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+static float *rand_buf(size_t n, float lo, float hi)
+{
+    float *p = malloc(sizeof *p * (n ? n : 1));
+    cr_assert(p);
+    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)rng_unit();
+    return p;
+}
+
+static float *zeros(size_t n)
+{
+    float *p = calloc(n ? n : 1, sizeof *p);
+    cr_assert(p);
+    return p;
+}
+
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static void use_threads(int omp, int blas)
+{
+    omp_set_num_threads(omp);
+    openblas_set_num_threads(blas);
+}
+
+/* A forward pass that returns the scalar being differentiated. */
+typedef double (*loss_fn)(void *ctx);
+
+/* Compares grad (analytic) against central differences of f over param, at
+ * every index when count <= max_checks, else at max_checks random indices.
+ * Returns the largest relative difference and prints it. */
+static double gradcheck(const char *what, float *param, const float *grad,
+                        size_t count, loss_fn f, void *ctx, float h,
+                        int max_checks)
+{
+    double worst = 0.0;
+    size_t checks = count <= (size_t)max_checks ? count : (size_t)max_checks;
+    for (size_t c = 0; c < checks; c++) {
+        size_t i = count <= (size_t)max_checks ? c
+                                                : (size_t)(rng_unit() * count);
+        float keep = param[i];
+        param[i] = keep + h;
+        double up = param[i], lp = f(ctx);
+        param[i] = keep - h;
+        double down = param[i], lm = f(ctx);
+        param[i] = keep;
+        /* the step actually taken, after rounding to float */
+        double num = (lp - lm) / (up - down);
+        double ana = grad[i];
+        double den = fmax(fmax(fabs(num), fabs(ana)), 0.1);
+        double rel = fabs(num - ana) / den;
+        if (rel > worst) worst = rel;
+        if (rel > FD_TOL)
+            cr_log_error("%s[%zu]: analytic %.6g numeric %.6g", what, i, ana, num);
+    }
+    printf("gradcheck %-40s max rel diff %.3g (%zu entries)\n", what, worst, checks);
+    return worst;
+}
+
+static double max_rel_diff(const float *a, const double *ref, size_t n)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double rel = fabs(a[i] - ref[i]) / fmax(fabs(ref[i]), 1.0);
+        if (rel > worst) worst = rel;
+    }
+    return worst;
+}
+
+/* ---- conv2d ---- */
+
+typedef struct {
+    conv2d_dims d;
+    float *in, *w, *b, *out, *r, *scratch;
+} conv_ctx;
+
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    conv2d_forward(c->out, c->in, c->w, c->b, &c->d, c->scratch);
+    return dot(c->out, c->r, (size_t)c->d.n * c->d.oc * c->d.oh * c->d.ow);
+}
+
+static size_t conv_in_n(const conv2d_dims *d) { return (size_t)d->n * d->ic * d->ih * d->iw; }
+static size_t conv_w_n(const conv2d_dims *d) { return (size_t)d->oc * d->ic * d->kh * d->kw; }
+static size_t conv_out_n(const conv2d_dims *d) { return (size_t)d->n * d->oc * d->oh * d->ow; }
+
+static void conv_ctx_init(conv_ctx *c, int n, int ic, int ih, int iw, int oc,
+                          int kh, int kw, int stride, int pad, int bias)
+{
+    cr_assert_eq(conv2d_dims_init(&c->d, n, ic, ih, iw, oc, kh, kw, stride, pad), 0);
+    c->in = rand_buf(conv_in_n(&c->d), -1, 1);
+    c->w = rand_buf(conv_w_n(&c->d), -1, 1);
+    c->b = bias ? rand_buf((size_t)oc, -1, 1) : NULL;
+    c->out = zeros(conv_out_n(&c->d));
+    c->r = rand_buf(conv_out_n(&c->d), -1, 1);
+    c->scratch = zeros(conv2d_scratch_floats(&c->d));
+}
+
+static void conv_ctx_free(conv_ctx *c)
+{
+    free(c->in); free(c->w); free(c->b); free(c->out); free(c->r); free(c->scratch);
+}
+
+/* Direct convolution in double. */
+static void conv_ref(double *out, const conv_ctx *c)
+{
+    const conv2d_dims *d = &c->d;
+    for (int n = 0; n < d->n; n++)
+        for (int o = 0; o < d->oc; o++)
+            for (int oy = 0; oy < d->oh; oy++)
+                for (int ox = 0; ox < d->ow; ox++) {
+                    double s = c->b ? c->b[o] : 0.0;
+                    for (int ci = 0; ci < d->ic; ci++)
+                        for (int ki = 0; ki < d->kh; ki++)
+                            for (int kj = 0; kj < d->kw; kj++) {
+                                int iy = oy * d->stride + ki - d->pad;
+                                int ix = ox * d->stride + kj - d->pad;
+                                if (iy < 0 || iy >= d->ih || ix < 0 || ix >= d->iw)
+                                    continue;
+                                s += (double)c->in[((size_t)(n * d->ic + ci) * d->ih + iy) * d->iw + ix] *
+                                     c->w[((size_t)(o * d->ic + ci) * d->kh + ki) * d->kw + kj];
+                            }
+                    out[((size_t)(n * d->oc + o) * d->oh + oy) * d->ow + ox] = s;
+                }
+}
+
+static const int CONV_CASES[][10] = {
+    /* n, ic, ih, iw, oc, kh, kw, stride, pad, bias */
+    {2, 3, 7, 5, 4, 3, 3, 1, 1, 1},
+    {1, 2, 6, 6, 3, 3, 3, 2, 0, 0},
+    {3, 4, 5, 6, 2, 1, 1, 1, 0, 1}, /* pointwise: no im2col */
+    {2, 3, 9, 8, 5, 1, 1, 2, 0, 0}, /* strided 1x1 shortcut */
+    {2, 2, 8, 7, 3, 3, 3, 2, 1, 1},
+    {1, 2, 5, 6, 2, 3, 2, 1, 1, 0}, /* non-square kernel */
+    {5, 3, 4, 9, 3, 3, 3, 1, 0, 1}, /* more images than threads */
+    {1, 1, 3, 3, 2, 3, 3, 1, 2, 1}, /* padding wider than needed */
+};
+#define N_CONV_CASES (sizeof CONV_CASES / sizeof *CONV_CASES)
+
+static void conv_case(conv_ctx *c, size_t i)
+{
+    const int *k = CONV_CASES[i];
+    conv_ctx_init(c, k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9]);
+}
+
+Test(layers, conv2d_dims)
+{
+    conv2d_dims d;
+    cr_assert_eq(conv2d_dims_init(&d, 2, 3, 28, 28, 8, 3, 3, 1, 1), 0);
+    cr_assert(d.oh == 28 && d.ow == 28);
+    cr_assert_eq(conv2d_dims_init(&d, 2, 3, 28, 27, 8, 3, 3, 2, 1), 0);
+    cr_assert(d.oh == 14 && d.ow == 14);
+    cr_assert_eq(conv2d_dims_init(&d, 1, 1, 2, 2, 1, 3, 3, 1, 0), -1);
+    cr_assert_eq(conv2d_dims_init(&d, 0, 1, 8, 8, 1, 3, 3, 1, 0), -1);
+}
+
+Test(layers, conv2d_forward_matches_direct)
+{
+    use_threads(2, 1);
+    rng_seed(1);
+    for (size_t i = 0; i < N_CONV_CASES; i++) {
+        conv_ctx c;
+        conv_case(&c, i);
+        double *ref = malloc(sizeof *ref * conv_out_n(&c.d));
+        conv_ref(ref, &c);
+        conv_loss(&c);
+        double rel = max_rel_diff(c.out, ref, conv_out_n(&c.d));
+        printf("conv2d forward case %zu: max rel diff %.3g\n", i, rel);
+        cr_expect_leq(rel, 1e-5, "case %zu", i);
+        free(ref);
+        conv_ctx_free(&c);
+    }
+}
+
+static void conv_gradcheck_all(int omp, int blas)
+{
+    use_threads(omp, blas);
+    rng_seed(2);
+    for (size_t i = 0; i < N_CONV_CASES; i++) {
+        conv_ctx c;
+        conv_case(&c, i);
+        float *din = zeros(conv_in_n(&c.d)), *dw = zeros(conv_w_n(&c.d));
+        float *db = zeros((size_t)c.d.oc);
+        conv2d_backward(din, dw, c.b ? db : NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        char name[64];
+        snprintf(name, sizeof name, "conv2d case %zu din", i);
+        cr_expect_leq(gradcheck(name, c.in, din, conv_in_n(&c.d), conv_loss, &c, 1e-2f, 60), FD_TOL);
+        snprintf(name, sizeof name, "conv2d case %zu dw", i);
+        cr_expect_leq(gradcheck(name, c.w, dw, conv_w_n(&c.d), conv_loss, &c, 1e-2f, 60), FD_TOL);
+        if (c.b) {
+            snprintf(name, sizeof name, "conv2d case %zu db", i);
+            cr_expect_leq(gradcheck(name, c.b, db, (size_t)c.d.oc, conv_loss, &c, 1e-2f, 60), FD_TOL);
+        }
+        free(din); free(dw); free(db);
+        conv_ctx_free(&c);
+    }
+}
+
+Test(layers, conv2d_gradcheck) { conv_gradcheck_all(2, 1); }
+
+/* OpenBLAS left multi-threaded: the kernels take their one-thread path. */
+Test(layers, conv2d_gradcheck_blas_threaded) { conv_gradcheck_all(2, 2); }
+
+Test(layers, conv2d_backward_accumulates_and_repeats)
+{
+    use_threads(2, 1);
+    rng_seed(3);
+    conv_ctx c;
+    conv_ctx_init(&c, 4, 3, 9, 9, 5, 3, 3, 1, 1, 1);
+    size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d);
+    float *din1 = zeros(ni), *dw1 = zeros(nw), *db1 = zeros(5);
+    float *din2 = zeros(ni), *dw2 = zeros(nw), *db2 = zeros(5);
+    conv2d_backward(din1, dw1, db1, c.r, c.in, c.w, &c.d, c.scratch);
+    /* same call again into fresh buffers: bit-identical */
+    conv2d_backward(din2, dw2, db2, c.r, c.in, c.w, &c.d, c.scratch);
+    cr_expect_arr_eq(din1, din2, sizeof *din1 * ni);
+    cr_expect_arr_eq(dw1, dw2, sizeof *dw1 * nw);
+    cr_expect_arr_eq(db1, db2, sizeof *db1 * 5);
+    /* and again on top: the gradient doubles */
+    conv2d_backward(din2, dw2, db2, c.r, c.in, c.w, &c.d, c.scratch);
+    for (size_t i = 0; i < ni; i++) cr_expect_float_eq(din2[i], 2 * din1[i], 1e-5f * (1 + fabsf(din1[i])));
+    for (size_t i = 0; i < nw; i++) cr_expect_float_eq(dw2[i], 2 * dw1[i], 1e-5f * (1 + fabsf(dw1[i])));
+    for (size_t i = 0; i < 5; i++) cr_expect_float_eq(db2[i], 2 * db1[i], 1e-5f * (1 + fabsf(db1[i])));
+    /* NULL gradients are skipped, the others unchanged by their absence */
+    float *dw3 = zeros(nw);
+    conv2d_backward(NULL, dw3, NULL, c.r, c.in, c.w, &c.d, c.scratch);
+    cr_expect_arr_eq(dw1, dw3, sizeof *dw1 * nw);
+    /* forward repeats bit for bit */
+    float *o1 = zeros(conv_out_n(&c.d));
+    conv2d_forward(o1, c.in, c.w, c.b, &c.d, c.scratch);
+    conv2d_forward(c.out, c.in, c.w, c.b, &c.d, c.scratch);
+    cr_expect_arr_eq(o1, c.out, sizeof *o1 * conv_out_n(&c.d));
+    free(din1); free(dw1); free(db1); free(din2); free(dw2); free(db2);
+    free(dw3); free(o1);
+    conv_ctx_free(&c);
+}
+
+/* ---- linear ---- */
+
+typedef struct {
+    int n, in_f, out_f;
+    float *in, *w, *b, *out, *r;
+} lin_ctx;
+
+static double lin_loss(void *p)
+{
+    lin_ctx *c = p;
+    linear_forward(c->out, c->in, c->w, c->b, c->n, c->in_f, c->out_f);
+    return dot(c->out, c->r, (size_t)c->n * c->out_f);
+}
+
+static void lin_check(int n, int in_f, int out_f, int bias)
+{
+    lin_ctx c = {n, in_f, out_f, rand_buf((size_t)n * in_f, -1, 1),
+                 rand_buf((size_t)out_f * in_f, -1, 1),
+                 bias ? rand_buf((size_t)out_f, -1, 1) : NULL,
+                 zeros((size_t)n * out_f), rand_buf((size_t)n * out_f, -1, 1)};
+    /* forward against a naive product */
+    lin_loss(&c);
+    double *ref = malloc(sizeof *ref * (size_t)n * out_f);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < out_f; o++) {
+            double s = c.b ? c.b[o] : 0.0;
+            for (int j = 0; j < in_f; j++)
+                s += (double)c.in[(size_t)i * in_f + j] * c.w[(size_t)o * in_f + j];
+            ref[(size_t)i * out_f + o] = s;
+        }
+    double rel = max_rel_diff(c.out, ref, (size_t)n * out_f);
+    printf("linear %dx%d->%d forward: max rel diff %.3g\n", n, in_f, out_f, rel);
+    cr_expect_leq(rel, 1e-5);
+    float *din = zeros((size_t)n * in_f), *dw = zeros((size_t)out_f * in_f);
+    float *db = zeros((size_t)out_f);
+    linear_backward(din, dw, c.b ? db : NULL, c.r, c.in, c.w, n, in_f, out_f);
+    char name[64];
+    snprintf(name, sizeof name, "linear %dx%d->%d din", n, in_f, out_f);
+    cr_expect_leq(gradcheck(name, c.in, din, (size_t)n * in_f, lin_loss, &c, 1e-2f, 60), FD_TOL);
+    snprintf(name, sizeof name, "linear %dx%d->%d dw", n, in_f, out_f);
+    cr_expect_leq(gradcheck(name, c.w, dw, (size_t)out_f * in_f, lin_loss, &c, 1e-2f, 60), FD_TOL);
+    if (c.b) {
+        snprintf(name, sizeof name, "linear %dx%d->%d db", n, in_f, out_f);
+        cr_expect_leq(gradcheck(name, c.b, db, (size_t)out_f, lin_loss, &c, 1e-2f, 60), FD_TOL);
+    }
+    /* accumulation: a second call doubles every gradient */
+    float *dw2 = malloc(sizeof *dw2 * (size_t)out_f * in_f);
+    memcpy(dw2, dw, sizeof *dw2 * (size_t)out_f * in_f);
+    linear_backward(NULL, dw2, NULL, c.r, c.in, c.w, n, in_f, out_f);
+    for (size_t i = 0; i < (size_t)out_f * in_f; i++)
+        cr_expect_float_eq(dw2[i], 2 * dw[i], 1e-5f * (1 + fabsf(dw[i])));
+    free(ref); free(din); free(dw); free(db); free(dw2);
+    free(c.in); free(c.w); free(c.b); free(c.out); free(c.r);
+}
+
+Test(layers, linear_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(4);
+    lin_check(3, 7, 5, 1);
+    lin_check(1, 4, 3, 0);
+    lin_check(64, 96, 80, 1); /* large enough to split over threads */
+}
+
+/* ---- batchnorm ---- */
+
+typedef struct {
+    int n, c, hw;
+    float *in, *gamma, *beta, *out, *r, *mean, *rstd, *rm, *rv;
+} bn_ctx;
+
+static double bn_loss(void *p)
+{
+    bn_ctx *b = p;
+    batchnorm_forward_train(b->out, b->mean, b->rstd, b->rm, b->rv, b->in,
+                            b->gamma, b->beta, b->n, b->c, b->hw, 0.1f, 1e-5f);
+    return dot(b->out, b->r, (size_t)b->n * b->c * b->hw);
+}
+
+static void bn_init(bn_ctx *b, int n, int c, int hw)
+{
+    size_t cnt = (size_t)n * c * hw;
+    *b = (bn_ctx){n, c, hw, rand_buf(cnt, -2, 3), rand_buf((size_t)c, 0.5f, 1.5f),
+                  rand_buf((size_t)c, -1, 1), zeros(cnt), rand_buf(cnt, -1, 1),
+                  zeros((size_t)c), zeros((size_t)c), zeros((size_t)c), zeros((size_t)c)};
+}
+
+static void bn_free(bn_ctx *b)
+{
+    free(b->in); free(b->gamma); free(b->beta); free(b->out); free(b->r);
+    free(b->mean); free(b->rstd); free(b->rm); free(b->rv);
+}
+
+Test(layers, batchnorm_train_forward_and_running_stats)
+{
+    use_threads(2, 1);
+    rng_seed(5);
+    bn_ctx b;
+    bn_init(&b, 4, 3, 10);
+    for (int ch = 0; ch < 3; ch++) { b.rm[ch] = 0.5f; b.rv[ch] = 2.0f; }
+    bn_loss(&b);
+    double worst = 0.0;
+    for (int ch = 0; ch < 3; ch++) {
+        double s = 0, ss = 0, m = 4 * 10;
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 10; j++) s += b.in[(i * 3 + ch) * 10 + j];
+        double mean = s / m;
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 10; j++) {
+                double dx = b.in[(i * 3 + ch) * 10 + j] - mean;
+                ss += dx * dx;
+            }
+        double rstd = 1.0 / sqrt(ss / m + 1e-5);
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 10; j++) {
+                size_t k = (size_t)(i * 3 + ch) * 10 + j;
+                double ref = (b.in[k] - mean) * rstd * b.gamma[ch] + b.beta[ch];
+                worst = fmax(worst, fabs(b.out[k] - ref));
+            }
+        cr_expect_float_eq(b.mean[ch], (float)mean, 1e-5f);
+        cr_expect_float_eq(b.rstd[ch], (float)rstd, 1e-5f * (float)rstd);
+        cr_expect_float_eq(b.rm[ch], (float)(0.9 * 0.5 + 0.1 * mean), 1e-5f);
+        /* running variance from the UNBIASED batch variance */
+        cr_expect_float_eq(b.rv[ch], (float)(0.9 * 2.0 + 0.1 * ss / (m - 1)), 1e-5f);
+    }
+    printf("batchnorm train forward: max abs diff %.3g\n", worst);
+    cr_expect_leq(worst, 1e-5);
+
+    /* eval uses the running statistics */
+    batchnorm_forward_eval(b.out, b.in, b.gamma, b.beta, b.rm, b.rv, 4, 3, 10, 1e-5f);
+    worst = 0.0;
+    for (size_t k = 0; k < 120; k++) {
+        int ch = (int)(k / 10 % 3);
+        double ref = (b.in[k] - b.rm[ch]) / sqrt((double)b.rv[ch] + 1e-5) * b.gamma[ch] + b.beta[ch];
+        worst = fmax(worst, fabs(b.out[k] - ref));
+    }
+    printf("batchnorm eval forward: max abs diff %.3g\n", worst);
+    cr_expect_leq(worst, 1e-5);
+    bn_free(&b);
+}
+
+Test(layers, batchnorm_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(6);
+    static const int cases[][3] = {{4, 3, 10}, {1, 2, 9}, {8, 5, 49}}; /* last: parallel */
+    for (size_t t = 0; t < 3; t++) {
+        bn_ctx b;
+        bn_init(&b, cases[t][0], cases[t][1], cases[t][2]);
+        size_t cnt = (size_t)b.n * b.c * b.hw;
+        float *din = zeros(cnt), *dg = zeros((size_t)b.c), *dbt = zeros((size_t)b.c);
+        bn_loss(&b);
+        batchnorm_backward(din, dg, dbt, b.r, b.in, b.mean, b.rstd, b.gamma, b.n, b.c, b.hw);
+        char name[64];
+        snprintf(name, sizeof name, "batchnorm %dx%dx%d din", b.n, b.c, b.hw);
+        cr_expect_leq(gradcheck(name, b.in, din, cnt, bn_loss, &b, 1e-2f, 60), FD_TOL);
+        snprintf(name, sizeof name, "batchnorm %dx%dx%d dgamma", b.n, b.c, b.hw);
+        cr_expect_leq(gradcheck(name, b.gamma, dg, (size_t)b.c, bn_loss, &b, 1e-2f, 60), FD_TOL);
+        snprintf(name, sizeof name, "batchnorm %dx%dx%d dbeta", b.n, b.c, b.hw);
+        cr_expect_leq(gradcheck(name, b.beta, dbt, (size_t)b.c, bn_loss, &b, 1e-2f, 60), FD_TOL);
+        /* accumulation */
+        float *dg2 = malloc(sizeof *dg2 * (size_t)b.c);
+        memcpy(dg2, dg, sizeof *dg2 * (size_t)b.c);
+        batchnorm_backward(NULL, dg2, NULL, b.r, b.in, b.mean, b.rstd, b.gamma, b.n, b.c, b.hw);
+        for (int ch = 0; ch < b.c; ch++)
+            cr_expect_float_eq(dg2[ch], 2 * dg[ch], 1e-5f * (1 + fabsf(dg[ch])));
+        free(din); free(dg); free(dbt); free(dg2);
+        bn_free(&b);
+    }
+}
+
+/* ---- relu, add ---- */
+
+typedef struct {
+    size_t n;
+    float *in, *in2, *out, *r;
+} ew_ctx;
+
+static double relu_loss(void *p)
+{
+    ew_ctx *e = p;
+    relu_forward(e->out, e->in, e->n);
+    return dot(e->out, e->r, e->n);
+}
+
+static double add_loss(void *p)
+{
+    ew_ctx *e = p;
+    add_forward(e->out, e->in, e->in2, e->n);
+    return dot(e->out, e->r, e->n);
+}
+
+Test(layers, relu_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(7);
+    size_t sizes[] = {37, 100000}; /* small, and large enough to fork */
+    for (size_t t = 0; t < 2; t++) {
+        size_t n = sizes[t];
+        ew_ctx e = {n, rand_buf(n, -1, 1), NULL, zeros(n), rand_buf(n, -1, 1)};
+        for (size_t i = 0; i < n; i++) /* keep away from the kink */
+            if (fabsf(e.in[i]) < 0.05f) e.in[i] = 0.5f;
+        relu_loss(&e);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(e.out[i], e.in[i] > 0 ? e.in[i] : 0.0f);
+        float *din = zeros(n);
+        relu_backward(din, e.r, e.out, n);
+        cr_expect_leq(gradcheck("relu din", e.in, din, n, relu_loss, &e, 1e-2f, 200), FD_TOL);
+        relu_backward(din, e.r, e.out, n);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(din[i], e.out[i] > 0 ? 2 * e.r[i] : 0.0f);
+        free(din); free(e.in); free(e.out); free(e.r);
+    }
+}
+
+Test(layers, add_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(8);
+    size_t n = 70000;
+    ew_ctx e = {n, rand_buf(n, -1, 1), rand_buf(n, -1, 1), zeros(n), rand_buf(n, -1, 1)};
+    add_loss(&e);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(e.out[i], e.in[i] + e.in2[i]);
+    float *da = zeros(n), *db = zeros(n);
+    add_backward(da, db, e.r, n);
+    cr_expect_leq(gradcheck("add da", e.in, da, n, add_loss, &e, 1e-2f, 100), FD_TOL);
+    cr_expect_leq(gradcheck("add db", e.in2, db, n, add_loss, &e, 1e-2f, 100), FD_TOL);
+    add_backward(NULL, db, e.r, n);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(da[i], e.r[i]);
+        cr_assert_eq(db[i], 2 * e.r[i]);
+    }
+    free(da); free(db); free(e.in); free(e.in2); free(e.out); free(e.r);
+}
+
+/* ---- pooling ---- */
+
+typedef struct {
+    int n, c, ih, iw, k, s, oh, ow;
+    float *in, *out, *r;
+    int32_t *am;
+} pool_ctx;
+
+static double maxpool_loss(void *p)
+{
+    pool_ctx *m = p;
+    maxpool_forward(m->out, m->am, m->in, m->n, m->c, m->ih, m->iw, m->k, m->s,
+                    m->oh, m->ow);
+    return dot(m->out, m->r, (size_t)m->n * m->c * m->oh * m->ow);
+}
+
+static void maxpool_check(int n, int c, int ih, int iw, int k, int s)
+{
+    pool_ctx m = {n, c, ih, iw, k, s, (ih - k) / s + 1, (iw - k) / s + 1, NULL, NULL, NULL, NULL};
+    size_t ni = (size_t)n * c * ih * iw, no = (size_t)n * c * m.oh * m.ow;
+    /* distinct values 0.01 apart (a random permutation): no ties within 2h */
+    m.in = zeros(ni);
+    for (size_t i = 0; i < ni; i++) m.in[i] = 0.01f * (float)i;
+    for (size_t i = ni - 1; i > 0; i--) {
+        size_t j = (size_t)(rng_unit() * (i + 1));
+        float t = m.in[i]; m.in[i] = m.in[j]; m.in[j] = t;
+    }
+    m.out = zeros(no);
+    m.r = rand_buf(no, -1, 1);
+    m.am = malloc(sizeof *m.am * no);
+    maxpool_loss(&m);
+    for (int p = 0; p < n * c; p++)
+        for (int oy = 0; oy < m.oh; oy++)
+            for (int ox = 0; ox < m.ow; ox++) {
+                float best = -INFINITY;
+                int32_t arg = -1;
+                for (int ki = 0; ki < k; ki++)
+                    for (int kj = 0; kj < k; kj++) {
+                        int idx = (oy * s + ki) * iw + ox * s + kj;
+                        float v = m.in[(size_t)p * ih * iw + idx];
+                        if (v > best) { best = v; arg = idx; }
+                    }
+                size_t o = ((size_t)p * m.oh + oy) * m.ow + ox;
+                cr_assert_eq(m.out[o], best);
+                cr_assert_eq(m.am[o], arg);
+            }
+    float *din = zeros(ni);
+    maxpool_backward(din, m.r, m.am, n, c, ih, iw, m.oh, m.ow);
+    char name[64];
+    snprintf(name, sizeof name, "maxpool k%d s%d %dx%d din", k, s, ih, iw);
+    cr_expect_leq(gradcheck(name, m.in, din, ni, maxpool_loss, &m, 1e-3f, 120), FD_TOL);
+    free(din); free(m.in); free(m.out); free(m.r); free(m.am);
+}
+
+Test(layers, maxpool_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(9);
+    maxpool_check(2, 3, 6, 8, 2, 2);
+    maxpool_check(1, 2, 7, 5, 3, 2); /* overlapping windows */
+    maxpool_check(8, 16, 28, 28, 2, 2); /* parallel */
+}
+
+Test(layers, maxpool_ties_take_the_first)
+{
+    float in[4] = {1, 3, 3, 3}, out[1], dx[4] = {0};
+    int32_t am[1];
+    maxpool_forward(out, am, in, 1, 1, 2, 2, 2, 2, 1, 1);
+    cr_assert_eq(out[0], 3.0f);
+    cr_assert_eq(am[0], 1);
+    float g[1] = {2};
+    maxpool_backward(dx, g, am, 1, 1, 2, 2, 1, 1);
+    maxpool_backward(dx, g, am, 1, 1, 2, 2, 1, 1);
+    cr_assert(dx[0] == 0 && dx[1] == 4 && dx[2] == 0 && dx[3] == 0);
+}
+
+typedef struct {
+    int n, c, hw;
+    float *in, *out, *r;
+} avg_ctx;
+
+static double avgpool_loss(void *p)
+{
+    avg_ctx *a = p;
+    avgpool_forward(a->out, a->in, a->n, a->c, a->hw);
+    return dot(a->out, a->r, (size_t)a->n * a->c);
+}
+
+Test(layers, avgpool_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(10);
+    int n = 3, c = 4, hw = 49;
+    avg_ctx a = {n, c, hw, rand_buf((size_t)n * c * hw, -1, 1), zeros((size_t)n * c),
+                 rand_buf((size_t)n * c, -1, 1)};
+    avgpool_loss(&a);
+    for (int p = 0; p < n * c; p++) {
+        double s = 0;
+        for (int j = 0; j < hw; j++) s += a.in[p * hw + j];
+        cr_expect_float_eq(a.out[p], (float)(s / hw), 1e-6f);
+    }
+    float *din = zeros((size_t)n * c * hw);
+    avgpool_backward(din, a.r, n, c, hw);
+    cr_expect_leq(gradcheck("avgpool din", a.in, din, (size_t)n * c * hw, avgpool_loss, &a, 1e-2f, 100), FD_TOL);
+    float keep = din[5];
+    avgpool_backward(din, a.r, n, c, hw);
+    cr_expect_float_eq(din[5], 2 * keep, 1e-6f);
+    free(din); free(a.in); free(a.out); free(a.r);
+}
+
+/* ---- losses ---- */
+
+typedef struct {
+    int n, k;
+    float t, scale;
+    float *s, *tl, *ps, *pt;
+    int32_t *labels;
+} loss_ctx;
+
+static double xent_loss(void *p)
+{
+    loss_ctx *l = p;
+    return (double)l->scale * xent_forward(l->ps, l->s, l->labels, l->n, l->k);
+}
+
+static double distill_loss(void *p)
+{
+    loss_ctx *l = p;
+    return (double)l->scale * distill_forward(l->ps, l->pt, l->s, l->tl, l->n, l->k, l->t);
+}
+
+static loss_ctx loss_init(int n, int k, float t, float scale)
+{
+    loss_ctx l = {n, k, t, scale, rand_buf((size_t)n * k, -4, 4),
+                  rand_buf((size_t)n * k, -4, 4), zeros((size_t)n * k),
+                  zeros((size_t)n * k), malloc(sizeof(int32_t) * (size_t)n)};
+    for (int i = 0; i < n; i++) l.labels[i] = (int32_t)(rng_unit() * k);
+    return l;
+}
+
+static void loss_free(loss_ctx *l)
+{
+    free(l->s); free(l->tl); free(l->ps); free(l->pt); free(l->labels);
+}
+
+Test(layers, xent_forward_and_gradcheck)
+{
+    rng_seed(11);
+    loss_ctx l = loss_init(5, 10, 1, 0.7f);
+    double loss = xent_loss(&l) / l.scale, ref = 0;
+    for (int i = 0; i < l.n; i++) {
+        double mx = -INFINITY, s = 0;
+        for (int j = 0; j < l.k; j++) mx = fmax(mx, l.s[i * l.k + j]);
+        for (int j = 0; j < l.k; j++) s += exp(l.s[i * l.k + j] - mx);
+        ref += -(l.s[i * l.k + l.labels[i]] - mx - log(s));
+        double psum = 0;
+        for (int j = 0; j < l.k; j++) {
+            cr_expect_float_eq(l.ps[i * l.k + j], (float)(exp(l.s[i * l.k + j] - mx) / s), 1e-6f);
+            psum += l.ps[i * l.k + j];
+        }
+        cr_expect_float_eq(psum, 1.0, 1e-5);
+    }
+    ref /= l.n;
+    printf("xent forward: %.7f vs reference %.7f\n", loss, ref);
+    cr_expect_float_eq(loss, ref, 1e-5 * fabs(ref));
+    /* huge logits must not overflow */
+    float big[2] = {1000.0f, -1000.0f}, pb[2];
+    int32_t lb[1] = {1};
+    cr_expect_float_eq(xent_forward(pb, big, lb, 1, 2), 2000.0f, 1e-2f);
+    float *dl = zeros((size_t)l.n * l.k);
+    xent_backward(dl, l.ps, l.labels, l.n, l.k, l.scale);
+    cr_expect_leq(gradcheck("xent dlogits", l.s, dl, (size_t)l.n * l.k, xent_loss, &l, 1e-3f, 100), FD_TOL);
+    free(dl);
+    loss_free(&l);
+}
+
+Test(layers, distill_forward_and_gradcheck)
+{
+    rng_seed(12);
+    loss_ctx l = loss_init(4, 10, 3.0f, 0.5f);
+    double loss = distill_loss(&l) / l.scale, ref = 0;
+    for (int i = 0; i < l.n; i++) {
+        double ms = -INFINITY, mt = -INFINITY, ss = 0, st = 0;
+        for (int j = 0; j < l.k; j++) {
+            ms = fmax(ms, l.s[i * l.k + j] / 3.0);
+            mt = fmax(mt, l.tl[i * l.k + j] / 3.0);
+        }
+        for (int j = 0; j < l.k; j++) {
+            ss += exp(l.s[i * l.k + j] / 3.0 - ms);
+            st += exp(l.tl[i * l.k + j] / 3.0 - mt);
+        }
+        for (int j = 0; j < l.k; j++) {
+            double pt = exp(l.tl[i * l.k + j] / 3.0 - mt) / st;
+            double ps = exp(l.s[i * l.k + j] / 3.0 - ms) / ss;
+            ref += pt * log(pt / ps);
+        }
+    }
+    ref = ref * 9.0 / l.n;
+    printf("distill forward: %.7f vs reference %.7f\n", loss, ref);
+    cr_expect_float_eq(loss, ref, 1e-5 * fabs(ref));
+    cr_expect_gt(loss, 0.0);
+    /* identical logits: zero loss */
+    float *pt = zeros((size_t)l.n * l.k), *ps = zeros((size_t)l.n * l.k);
+    cr_expect_float_eq(distill_forward(ps, pt, l.tl, l.tl, l.n, l.k, 3.0f), 0.0f, 1e-6f);
+    float *dl = zeros((size_t)l.n * l.k);
+    distill_loss(&l);
+    distill_backward(dl, l.ps, l.pt, l.n, l.k, l.t, l.scale);
+    cr_expect_leq(gradcheck("distill dlogits_s", l.s, dl, (size_t)l.n * l.k, distill_loss, &l, 1e-3f, 100), FD_TOL);
+    free(pt); free(ps); free(dl);
+    loss_free(&l);
+}
