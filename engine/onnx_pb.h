@@ -17,7 +17,13 @@
  * Builder calls never fail on their own: an allocation failure or a bad
  * argument is remembered and reported by onnx_model_encode/save, and calls
  * with a NULL model or node do nothing. Tensor data is little-endian, as
- * ONNX raw_data requires (the host's order on x86 and ARM). */
+ * ONNX raw_data requires (the host's order on x86 and ARM).
+ *
+ * For an exact fake-quantized graph, put an activation's range clip before
+ * its QuantizeLinear, so that DequantizeLinear feeds MatMul/Conv directly:
+ * with a Clip in between, onnxruntime's default graph optimizations
+ * re-quantize the activation dynamically and the result is no longer
+ * exact (tests/unit/test_onnx_pb.c builds the exact form). */
 #ifndef LSQ_ONNX_PB_H
 #define LSQ_ONNX_PB_H
 
