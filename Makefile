@@ -100,6 +100,7 @@ test: test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-
 
 test-unit: $(UNIT_BIN) $(BINS)
 	@scripts/install-deps.sh test
+	@scripts/setup-onnxruntime.sh
 	LSQ_BIN=$(abspath $(LSQ)) LSQ_BUILD=$(abspath $(BUILD)) $(UNIT_BIN) --jobs 2
 
 test-api: $(API_BIN) $(BINS)
