@@ -84,9 +84,13 @@ static void im2col(float *col, const float *in, const conv2d_dims *d)
                     const float *src = plane + (size_t)(oy * s + ki - d->pad) * iw;
                     for (int ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
                     if (s == 1) {
-                        memcpy(dst + xlo, src + xlo + xoff,
-                               sizeof *dst * (size_t)(xhi - xlo));
+                        /* rows are short (OW floats): an inline loop beats
+                         * a memcpy call */
+                        const float *sp = src + xoff;
+#pragma omp simd
+                        for (int ox = xlo; ox < xhi; ox++) dst[ox] = sp[ox];
                     } else {
+#pragma omp simd
                         for (int ox = xlo; ox < xhi; ox++)
                             dst[ox] = src[ox * s + xoff];
                     }
@@ -117,8 +121,10 @@ static void col2im_add(float *din, const float *dcol, const conv2d_dims *d)
                     const float *src = row + (size_t)oy * ow;
                     float *dst = plane + (size_t)(oy * s + ki - d->pad) * iw + xoff;
                     if (s == 1) {
+#pragma omp simd
                         for (int ox = xlo; ox < xhi; ox++) dst[ox] += src[ox];
                     } else {
+#pragma omp simd
                         for (int ox = xlo; ox < xhi; ox++) dst[ox * s] += src[ox];
                     }
                 }
@@ -187,6 +193,7 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                 for (int o = 0; o < oc; o++) {
                     const float *go = g + (size_t)o * p;
                     float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
                     for (int j = 0; j < p; j++) acc += go[j];
                     dbp[o] += acc;
                 }

@@ -506,7 +506,10 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             if (nd->bias) nd->bv = add_view(net, i, ".bias", PV_BIAS, 0, 1, wd, &pcur);
             if (!net->quantized) continue;
             int wbits = quant->weight_bits, abits = quant->act_bits, on = 1;
-            spec_act_sign asign = quant->act_sign;
+            /* quant.act_sign is the rule for inputs that can be negative;
+             * an input after ReLU (or the image) is unsigned unless a
+             * per-layer override says otherwise */
+            spec_act_sign asign = src->nonneg ? ASIGN_UNSIGNED : quant->act_sign;
             if (i == first_q || i == last_q) {
                 if (quant->first_last_bits < 0) on = 0;
                 else wbits = abits = quant->first_last_bits;
@@ -536,8 +539,6 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             else if (asign == ASIGN_UNSIGNED) is_signed = 0;
             else if (asign == ASIGN_SIGNED) is_signed = 1;
             else is_signed = 0, offset = 1;
-            if (asign == ASIGN_AUTO && !src->nonneg && quant->act_sign == ASIGN_OFFSET)
-                is_signed = 0, offset = 1;
             quant_range_init(&nd->aq.r, abits, is_signed);
             nd->aq.channels = 1;
             nd->aq.per = (size_t)src->c * src->h * src->w;

@@ -41,8 +41,10 @@ static double now_s(void)
 void train_set_threads(int threads)
 {
     if (threads < 1) threads = 1;
+    /* the kernels split work across OpenMP threads and call single-threaded
+     * SGEMM inside them (layers.h) */
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
+    openblas_set_num_threads(1);
 }
 
 static void path_in(char *out, size_t n, const char *dir, const char *file)

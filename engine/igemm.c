@@ -1,0 +1,377 @@
+/* Integer GEMM kernels (see igemm.h for the packed weight layout).
+ *
+ * Three paths, chosen at run time:
+ *  - portable C;
+ *  - AVX2: codes widened to int16 and multiplied with vpmaddwd, whose pair
+ *    sums (at most 2 * 255 * 128) cannot saturate -- vpmaddubsw could;
+ *  - AVX-512 VNNI: vpdpbusd (u8 x s8 -> s32, four products per lane).
+ *    Signed activations get 128 added (x ^ 0x80) to become unsigned, and
+ *    128 * sum(w) is subtracted per column afterwards.
+ * Each path computes exact integer sums, so all agree bit for bit.
+ *
+ * Work is split into tiles of TILE_M rows x TILE_P panels, spread over
+ * OpenMP threads; a tile's A rows and W panels stay in cache while its
+ * micro-kernels run. */
+#include "igemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define LSQ_X86 1
+#include <immintrin.h>
+#else
+#define LSQ_X86 0
+#endif
+
+const char *const LSQ_KERNEL_NAMES[] = {"portable", "avx2", "vnni"};
+_Static_assert(sizeof LSQ_KERNEL_NAMES / sizeof *LSQ_KERNEL_NAMES ==
+                   LSQ_KERNEL_COUNT,
+               "LSQ_KERNEL_NAMES must name every lsq_kernel");
+
+#define TILE_M 64
+#define TILE_P 4
+
+int lsq_kernel_supported(lsq_kernel k)
+{
+    switch (k) {
+    case LSQ_KERNEL_PORTABLE:
+        return 1;
+#if LSQ_X86
+    case LSQ_KERNEL_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    case LSQ_KERNEL_VNNI:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512vnni");
+#endif
+    default:
+        return 0;
+    }
+}
+
+lsq_kernel lsq_kernel_select(void)
+{
+    const char *env = getenv("LSQ_KERNEL");
+    if (env)
+        for (int k = 0; k < LSQ_KERNEL_COUNT; k++)
+            if (strcmp(env, LSQ_KERNEL_NAMES[k]) == 0 &&
+                lsq_kernel_supported((lsq_kernel)k))
+                return (lsq_kernel)k;
+    for (int k = LSQ_KERNEL_COUNT - 1; k > 0; k--)
+        if (lsq_kernel_supported((lsq_kernel)k))
+            return (lsq_kernel)k;
+    return LSQ_KERNEL_PORTABLE;
+}
+
+lsq_status lsq_igemm_pack(lsq_igemm_w *pw, const int8_t *w, int n, int k,
+                          lsq_err *err)
+{
+    memset(pw, 0, sizeof *pw);
+    if (n < 1 || k < 1 || k > LSQ_IGEMM_MAX_K)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "weights",
+                           "weight matrix must be N >= 1 by 1 <= K <= %d, "
+                           "got %d x %d", LSQ_IGEMM_MAX_K, n, k);
+    int kq = (k + 3) / 4, panels = (n + LSQ_IGEMM_NR - 1) / LSQ_IGEMM_NR;
+    size_t bytes = (size_t)panels * kq * LSQ_IGEMM_NR * 4; /* multiple of 64 */
+    pw->w = aligned_alloc(64, bytes);
+    pw->colsum = calloc((size_t)panels * LSQ_IGEMM_NR, sizeof *pw->colsum);
+    if (!pw->w || !pw->colsum) {
+        lsq_igemm_w_free(pw);
+        return lsq_err_set(err, LSQ_ERR_NOMEM, "weights",
+                           "cannot allocate %zu bytes of packed weights",
+                           bytes);
+    }
+    memset(pw->w, 0, bytes);
+    pw->k = k;
+    pw->n = n;
+    pw->kq = kq;
+    pw->panels = panels;
+    for (int j = 0; j < n; j++) {
+        int p = j / LSQ_IGEMM_NR, jj = j % LSQ_IGEMM_NR;
+        int8_t *dst = pw->w + (size_t)p * kq * 64 + jj * 4;
+        int32_t sum = 0;
+        for (int kk = 0; kk < k; kk++) {
+            int8_t v = w[(size_t)j * k + kk];
+            dst[(size_t)(kk / 4) * 64 + kk % 4] = v;
+            sum += v;
+        }
+        pw->colsum[j] = sum;
+    }
+    return LSQ_OK;
+}
+
+void lsq_igemm_w_free(lsq_igemm_w *pw)
+{
+    if (!pw)
+        return;
+    free(pw->w);
+    free(pw->colsum);
+    memset(pw, 0, sizeof *pw);
+}
+
+/* One tile: rows [i0, i1), panels [p0, p1). `sign` says A holds int8. */
+typedef void tile_fn(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
+                     const lsq_igemm_w *w, int i0, int i1, int p0, int p1);
+
+/* always_inline with a constant `sign` gives one copy per signedness, with
+ * no test inside the loops (here and in the SIMD paths below). */
+__attribute__((always_inline)) static inline void
+tile_portable_impl(int32_t *c, int ldc, const uint8_t *a, int lda,
+                   const int sign, const lsq_igemm_w *w, int i0, int i1,
+                   int p0, int p1)
+{
+    int k = w->k, kfull = k / 4;
+    for (int i = i0; i < i1; i++) {
+        const uint8_t *ar = a + (size_t)i * lda;
+        for (int p = p0; p < p1; p++) {
+            const int8_t *wp = w->w + (size_t)p * w->kq * 64;
+            int32_t acc[LSQ_IGEMM_NR] = {0};
+            for (int g = 0; g < w->kq; g++) {
+                int32_t av[4] = {0};
+                int nt = g < kfull ? 4 : k - 4 * g;
+                for (int t = 0; t < nt; t++)
+                    av[t] = sign ? (int32_t)(int8_t)ar[4 * g + t]
+                                 : (int32_t)ar[4 * g + t];
+                const int8_t *wg = wp + (size_t)g * 64;
+                for (int j = 0; j < LSQ_IGEMM_NR; j++)
+                    acc[j] += av[0] * wg[4 * j] + av[1] * wg[4 * j + 1] +
+                              av[2] * wg[4 * j + 2] + av[3] * wg[4 * j + 3];
+            }
+            int col0 = p * LSQ_IGEMM_NR;
+            int nc = w->n - col0 < LSQ_IGEMM_NR ? w->n - col0 : LSQ_IGEMM_NR;
+            memcpy(c + (size_t)i * ldc + col0, acc, (size_t)nc * sizeof *acc);
+        }
+    }
+}
+
+static void tile_portable(int32_t *c, int ldc, const uint8_t *a, int lda,
+                          int sign, const lsq_igemm_w *w, int i0, int i1,
+                          int p0, int p1)
+{
+    if (sign)
+        tile_portable_impl(c, ldc, a, lda, 1, w, i0, i1, p0, p1);
+    else
+        tile_portable_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
+}
+
+#if LSQ_X86
+/* The 4 activation bytes of group g of a row; bytes past K read as zero
+ * (their weights are zero padding, and this never reads past the row). */
+static inline uint32_t load_group(const uint8_t *row, int g, int k)
+{
+    uint32_t v = 0;
+    int rem = k - 4 * g;
+    memcpy(&v, row + 4 * g, rem >= 4 ? 4 : (size_t)rem);
+    return v;
+}
+
+/* ---- AVX2: 4 rows x 8 columns per micro-kernel ---- */
+#define AVX2_MR 4
+
+__attribute__((target("avx2"), always_inline)) static inline void
+tile_avx2_impl(int32_t *c, int ldc, const uint8_t *a, int lda, const int sign,
+               const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+{
+    int k = w->k, kfull = k / 4;
+    for (int i = i0; i < i1; i += AVX2_MR) {
+        int mr = i1 - i < AVX2_MR ? i1 - i : AVX2_MR;
+        const uint8_t *ar[AVX2_MR];
+        /* Rows past the end repeat the last row; their results are dropped. */
+        for (int r = 0; r < AVX2_MR; r++)
+            ar[r] = a + (size_t)(i + (r < mr ? r : mr - 1)) * lda;
+        for (int h = 2 * p0; h < 2 * p1; h++) { /* half panels of 8 columns */
+            const int8_t *wp = w->w + (size_t)(h / 2) * w->kq * 64 + (h % 2) * 32;
+            __m256i lo[AVX2_MR], hi[AVX2_MR];
+#pragma GCC unroll 4
+            for (int r = 0; r < AVX2_MR; r++)
+                lo[r] = hi[r] = _mm256_setzero_si256();
+            for (int g = 0; g < w->kq; g++) {
+                const int8_t *wg = wp + (size_t)g * 64;
+                /* columns 0-3 and 4-7 of the half panel, 4 k each, as int16 */
+                __m256i w0 = _mm256_cvtepi8_epi16(
+                    _mm_loadu_si128((const __m128i *)wg));
+                __m256i w1 = _mm256_cvtepi8_epi16(
+                    _mm_loadu_si128((const __m128i *)(wg + 16)));
+                int full = g < kfull;
+#pragma GCC unroll 4
+                for (int r = 0; r < AVX2_MR; r++) {
+                    uint32_t av;
+                    if (full)
+                        memcpy(&av, ar[r] + 4 * g, 4);
+                    else
+                        av = load_group(ar[r], g, k);
+                    __m128i a4 = _mm_set1_epi32((int)av);
+                    /* a0 a1 a2 a3 repeated, as int16 */
+                    __m256i va = sign ? _mm256_cvtepi8_epi16(a4)
+                                      : _mm256_cvtepu8_epi16(a4);
+                    lo[r] = _mm256_add_epi32(lo[r], _mm256_madd_epi16(w0, va));
+                    hi[r] = _mm256_add_epi32(hi[r], _mm256_madd_epi16(w1, va));
+                }
+            }
+            int col0 = h * 8;
+            int nc = w->n - col0 < 8 ? w->n - col0 : 8;
+            if (nc <= 0)
+                continue;
+            for (int r = 0; r < mr; r++) {
+                /* lanes hold (column, k-pair) partial sums: add the pairs,
+                 * then restore column order across the 128-bit halves */
+                __m256i s = _mm256_hadd_epi32(lo[r], hi[r]);
+                s = _mm256_permute4x64_epi64(s, 0xD8);
+                int32_t *cr = c + (size_t)(i + r) * ldc + col0;
+                if (nc == 8) {
+                    _mm256_storeu_si256((__m256i *)cr, s);
+                } else {
+                    int32_t tmp[8];
+                    _mm256_storeu_si256((__m256i *)tmp, s);
+                    memcpy(cr, tmp, (size_t)nc * sizeof *tmp);
+                }
+            }
+        }
+    }
+}
+
+__attribute__((target("avx2"))) static void
+tile_avx2(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
+          const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+{
+    if (sign)
+        tile_avx2_impl(c, ldc, a, lda, 1, w, i0, i1, p0, p1);
+    else
+        tile_avx2_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
+}
+
+/* ---- AVX-512 VNNI: 8 rows x 32 columns (2 panels) per micro-kernel ---- */
+#define VNNI_MR 8
+
+#define VNNI_TARGET "avx512f,avx512bw,avx512vnni,avx512vl"
+
+__attribute__((target(VNNI_TARGET), always_inline)) static inline void
+tile_vnni_impl(int32_t *c, int ldc, const uint8_t *a, int lda, const int sign,
+               const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+{
+    int k = w->k, kfull = k / 4, kq = w->kq;
+    const __m512i flip = _mm512_set1_epi32(sign ? (int)0x80808080u : 0);
+    for (int i = i0; i < i1; i += VNNI_MR) {
+        int mr = i1 - i < VNNI_MR ? i1 - i : VNNI_MR;
+        const uint8_t *ar[VNNI_MR];
+        for (int r = 0; r < VNNI_MR; r++)
+            ar[r] = a + (size_t)(i + (r < mr ? r : mr - 1)) * lda;
+        for (int p = p0; p < p1; p += 2) {
+            /* A lone last panel is computed twice and stored once. */
+            int pb = p + 1 < p1 ? p + 1 : p;
+            const int8_t *w0 = w->w + (size_t)p * kq * 64;
+            const int8_t *w1 = w->w + (size_t)pb * kq * 64;
+            __m512i acc0[VNNI_MR], acc1[VNNI_MR];
+#pragma GCC unroll 8
+            for (int r = 0; r < VNNI_MR; r++)
+                acc0[r] = acc1[r] = _mm512_setzero_si512();
+            for (int g = 0; g < kfull; g++) {
+                __m512i b0 = _mm512_load_si512(w0 + (size_t)g * 64);
+                __m512i b1 = _mm512_load_si512(w1 + (size_t)g * 64);
+#pragma GCC unroll 8
+                for (int r = 0; r < VNNI_MR; r++) {
+                    uint32_t av;
+                    memcpy(&av, ar[r] + 4 * g, 4);
+                    __m512i va = _mm512_xor_si512(_mm512_set1_epi32((int)av), flip);
+                    acc0[r] = _mm512_dpbusd_epi32(acc0[r], va, b0);
+                    acc1[r] = _mm512_dpbusd_epi32(acc1[r], va, b1);
+                }
+            }
+            if (kfull < kq) {
+                int g = kfull;
+                __m512i b0 = _mm512_load_si512(w0 + (size_t)g * 64);
+                __m512i b1 = _mm512_load_si512(w1 + (size_t)g * 64);
+                for (int r = 0; r < VNNI_MR; r++) {
+                    /* padded bytes become 0x80 when signed; weights there
+                     * are zero, so they add nothing */
+                    __m512i va = _mm512_xor_si512(
+                        _mm512_set1_epi32((int)load_group(ar[r], g, k)), flip);
+                    acc0[r] = _mm512_dpbusd_epi32(acc0[r], va, b0);
+                    acc1[r] = _mm512_dpbusd_epi32(acc1[r], va, b1);
+                }
+            }
+            for (int q = 0; q < (pb != p ? 2 : 1); q++) {
+                int col0 = (p + q) * LSQ_IGEMM_NR;
+                int nc = w->n - col0 < 16 ? w->n - col0 : 16;
+                __mmask16 mask = (__mmask16)((1u << nc) - 1);
+                __m512i corr = _mm512_setzero_si512();
+                if (sign)
+                    corr = _mm512_slli_epi32(
+                        _mm512_loadu_si512(w->colsum + col0), 7);
+                for (int r = 0; r < mr; r++) {
+                    __m512i v = _mm512_sub_epi32(q ? acc1[r] : acc0[r], corr);
+                    _mm512_mask_storeu_epi32(c + (size_t)(i + r) * ldc + col0,
+                                             mask, v);
+                }
+            }
+        }
+    }
+}
+
+__attribute__((target(VNNI_TARGET))) static void
+tile_vnni(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
+          const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+{
+    if (sign)
+        tile_vnni_impl(c, ldc, a, lda, 1, w, i0, i1, p0, p1);
+    else
+        tile_vnni_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
+}
+#endif
+
+static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
+                        int sign, int m, const lsq_igemm_w *w,
+                        lsq_kernel kern, int threads, lsq_err *err)
+{
+    if (!w || !w->w)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "weights",
+                           "weights are not packed");
+    if ((unsigned)kern >= LSQ_KERNEL_COUNT || !lsq_kernel_supported(kern))
+        return lsq_err_set(err, LSQ_ERR_INVALID, "kernel",
+                           "kernel path %d is not supported on this CPU",
+                           (int)kern);
+    if (m < 0 || lda < w->k || ldc < w->n || threads < 1)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
+                           "bad GEMM geometry: m=%d lda=%d (K=%d) ldc=%d "
+                           "(N=%d) threads=%d", m, lda, w->k, ldc, w->n,
+                           threads);
+    tile_fn *tile = tile_portable;
+#if LSQ_X86
+    if (kern == LSQ_KERNEL_AVX2)
+        tile = tile_avx2;
+    else if (kern == LSQ_KERNEL_VNNI)
+        tile = tile_vnni;
+#endif
+    long tm = (m + TILE_M - 1) / TILE_M;
+    long tp = (w->panels + TILE_P - 1) / TILE_P;
+    long tiles = tm * tp;
+    /* dynamic: a thread slowed by another process does not hold up the
+     * rest; tiles are independent, so results do not depend on the order */
+#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && tiles > 1)
+    for (long t = 0; t < tiles; t++) {
+        int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
+        int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
+        int p1 = p0 + TILE_P < w->panels ? p0 + TILE_P : w->panels;
+        tile(c, ldc, a, lda, sign, w, i0, i1, p0, p1);
+    }
+    return LSQ_OK;
+}
+
+lsq_status lsq_igemm_u8(int32_t *c, int ldc, const uint8_t *a, int lda, int m,
+                        const lsq_igemm_w *w, lsq_kernel kern, int threads,
+                        lsq_err *err)
+{
+    return igemm(c, ldc, a, lda, 0, m, w, kern, threads, err);
+}
+
+lsq_status lsq_igemm_s8(int32_t *c, int ldc, const int8_t *a, int lda, int m,
+                        const lsq_igemm_w *w, lsq_kernel kern, int threads,
+                        lsq_err *err)
+{
+    /* Same bits, read as int8 by the kernels. */
+    return igemm(c, ldc, (const uint8_t *)a, lda, 1, m, w, kern, threads, err);
+}

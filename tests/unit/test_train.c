@@ -1,0 +1,202 @@
+/* Training end to end on the real dataset: a smoke test that must learn, the
+ * LSQ fine-tuning margin, and checkpoint resume exactness through the real
+ * `lsq train` process (SIGTERM mid-run, then run again). */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "spec.h"
+#include "train.h"
+
+static char *make_dir(void)
+{
+    char *d = strdup("/tmp/lsq-train-XXXXXX");
+    cr_assert(mkdtemp(d));
+    return d;
+}
+
+static void rm_rf(const char *d)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    cr_expect_eq(system(cmd), 0);
+}
+
+static void parse_spec(lsq_spec *s, const char *text)
+{
+    lsq_err err;
+    lsq_err_clear(&err);
+    cr_assert_eq(spec_parse(s, text, strlen(text), &err), LSQ_OK, "%s: %s", err.field, err.message);
+}
+
+static double run(const char *text, const char *dir)
+{
+    lsq_spec s;
+    parse_spec(&s, text);
+    ev_sink sink;
+    ev_sink_init(&sink, -1);
+    train_opts o = {&sink, NULL, NULL, 0};
+    lsq_err err;
+    lsq_err_clear(&err);
+    double acc = 0;
+    lsq_status st = train_run(&s, dir, &o, &acc, &err);
+    cr_assert_eq(st, LSQ_OK, "%s", err.message);
+    spec_free(&s);
+    return acc;
+}
+
+/* Full precision on a 2,000-image subset must learn: 2 epochs of cnn-small
+ * reach 75% on 1,000 test images (a constant guess is 10%). */
+Test(train, smoke_cnn_small_learns, .timeout = 240)
+{
+    char *d = make_dir();
+    double acc = run("{\"name\":\"smoke\",\"model\":{\"arch\":\"cnn-small\"},"
+                     "\"dataset\":{\"train_limit\":2000,\"test_limit\":1000},"
+                     "\"train\":{\"epochs\":2,\"lr\":0.05,\"batch_size\":64}}", d);
+    printf("smoke: cnn-small FP, 2,000 images, 2 epochs: test accuracy %.4f\n", acc);
+    cr_expect_geq(acc, 0.75, "test accuracy %.4f below 0.75", acc);
+    rm_rf(d);
+    free(d);
+}
+
+/* LSQ at W4A4 fine-tuned from the model above must stay within 2 points of
+ * the full-precision model it started from (same subset). */
+Test(train, smoke_w4a4_keeps_accuracy, .timeout = 300)
+{
+    char *d = make_dir();
+    char spec[1024];
+    snprintf(spec, sizeof spec,
+             "{\"name\":\"smoke-q\",\"model\":{\"arch\":\"cnn-small\"},"
+             "\"dataset\":{\"train_limit\":2000,\"test_limit\":1000},"
+             "\"pretrain\":{\"epochs\":3,\"lr\":0.05,\"batch_size\":64},"
+             "\"quant\":{\"weight_bits\":4},\"train\":{\"epochs\":2,\"batch_size\":64}}");
+    double q = run(spec, d);
+    lsq_ckpt c;
+    lsq_err err;
+    char fp[512];
+    snprintf(fp, sizeof fp, "%s/fp.lsqc", d);
+    cr_assert_eq(ckpt_load(&c, fp, &err), LSQ_OK, "%s", err.message);
+    double fpacc = json_real_value(json_object_get(c.header, "test_acc"));
+    ckpt_free(&c);
+    printf("smoke: W4A4 %.4f vs FP %.4f\n", q, fpacc);
+    cr_expect_gt(fpacc, 0.7);
+    cr_expect_geq(q, fpacc - 0.02, "W4A4 %.4f lost more than 2 points against FP %.4f", q, fpacc);
+    rm_rf(d);
+    free(d);
+}
+
+/* Runs `lsq train`, SIGTERMs it once `needle` appears `count` times in its
+ * event file, and returns the exit status. */
+static int run_and_stop(const char *spec_path, const char *out, const char *events,
+                        const char *needle, int count)
+{
+    const char *bin = getenv("LSQ_BIN");
+    cr_assert(bin, "LSQ_BIN is not set (run through make test)");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execl(bin, bin, "train", spec_path, "--out", out, "--events", events, "--quiet",
+              (char *)NULL);
+        _exit(127);
+    }
+    int signalled = 0;
+    for (int i = 0; i < 6000 && !signalled; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        FILE *f = fopen(events, "r");
+        if (!f) continue;
+        char line[8192];
+        int seen = 0;
+        while (fgets(line, sizeof line, f))
+            if (strstr(line, needle)) seen++;
+        fclose(f);
+        if (seen >= count) {
+            kill(pid, SIGTERM);
+            signalled = 1;
+        }
+        int status;
+        if (!signalled && waitpid(pid, &status, WNOHANG) == pid) return WEXITSTATUS(status);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status), "lsq train did not exit normally");
+    return WEXITSTATUS(status);
+}
+
+static int run_to_end(const char *spec_path, const char *out, const char *events)
+{
+    const char *bin = getenv("LSQ_BIN");
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(bin, bin, "train", spec_path, "--out", out, "--events", events, "--quiet",
+              (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void expect_same_model(const char *a_dir, const char *b_dir)
+{
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s/model.lsqc", a_dir);
+    snprintf(b, sizeof b, "%s/model.lsqc", b_dir);
+    lsq_ckpt ca, cb;
+    lsq_err err;
+    cr_assert_eq(ckpt_load(&ca, a, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(ckpt_load(&cb, b, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(ca.n_params, cb.n_params);
+    size_t diff = 0;
+    for (size_t i = 0; i < ca.n_params; i++) diff += memcmp(&ca.params[i], &cb.params[i], 4) != 0;
+    cr_expect_eq(diff, 0, "%zu of %zu parameters differ after resume", diff, ca.n_params);
+    cr_expect_eq(memcmp(ca.state, cb.state, ca.n_state * sizeof(float)), 0,
+                 "batch-norm statistics differ after resume");
+    ckpt_free(&ca);
+    ckpt_free(&cb);
+}
+
+static void resume_case(const char *spec_text, const char *needle, int count)
+{
+    char *d = make_dir();
+    char spec_path[512], a[512], b[512], ea[512], eb[512];
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
+    snprintf(a, sizeof a, "%s/a", d);
+    snprintf(b, sizeof b, "%s/b", d);
+    snprintf(ea, sizeof ea, "%s/a.jsonl", d);
+    snprintf(eb, sizeof eb, "%s/b.jsonl", d);
+    FILE *f = fopen(spec_path, "w");
+    fputs(spec_text, f);
+    fclose(f);
+    cr_assert_eq(run_to_end(spec_path, a, ea), 0, "uninterrupted run failed");
+    int rc = run_and_stop(spec_path, b, eb, needle, count);
+    cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
+    cr_assert_eq(run_to_end(spec_path, b, eb), 0, "resumed run failed");
+    expect_same_model(a, b);
+    rm_rf(d);
+    free(d);
+}
+
+Test(train, resume_is_exact_full_precision, .timeout = 240)
+{
+    /* stopped after its first epoch event (mid-run, wherever the signal lands) */
+    resume_case("{\"name\":\"r\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":3000,"
+                "\"test_limit\":200,\"augment\":{\"crop_pad\":2,\"flip\":true}},"
+                "\"train\":{\"epochs\":3,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
+                "\"type\":\"epoch\"", 1);
+}
+
+Test(train, resume_is_exact_lsq_phase, .timeout = 300)
+{
+    /* stopped during LSQ fine-tuning: the steps, momentum and BN state resume */
+    resume_case("{\"name\":\"rq\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":{\"train_limit\":1000,"
+                "\"test_limit\":200},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
+                "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":2,\"batch_size\":50},\"threads\":2}",
+                "\"phase\":\"lsq\",\"epoch\":1,", 3);
+}
