@@ -19,6 +19,7 @@
 #include "png.h"
 #include "scheduler.h"
 #include "spec.h"
+#include "static.h"
 #include "store.h"
 
 #define LIST_LIMIT_DEFAULT 50
@@ -697,6 +698,7 @@ const route_def *routes_table(int *n)
         {"GET", "/healthz", "healthz", h_healthz, 0},
         {"GET", "/metrics", "metrics", h_metrics, 0},
         {"GET", "/", "index", h_index, 0},
+        {"GET", "/static/{name}", "static", static_reply, 0},
     };
     *n = (int)(sizeof ROUTES / sizeof *ROUTES);
     return ROUTES;
