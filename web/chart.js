@@ -4,7 +4,7 @@
 //   parent.append(c.node); c.setSeries([{name, color, points: [[x, y, tip]], line, dots}]);
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 640, H = 280, M = { l: 62, r: 16, t: 14, b: 46 };
+const W = 640, H = 280, M = { l: 62, r: 34, t: 14, b: 46 };
 export const PALETTE = ['#2563eb', '#dc2626', '#059669', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#4b5563', '#65a30d', '#9333ea'];
 
 function svg(tag, attrs, text) {
@@ -34,6 +34,15 @@ function logTicks(lo, hi) {
     }
   }
   return ticks.length >= 2 ? ticks : [lo, hi];
+}
+
+// Labels with as many decimals as the tick step needs (0.0498, 0.0499, ...).
+function stepFormat(ticks) {
+  const vs = ticks.map((t) => (typeof t === 'object' ? t.v : t));
+  const step = vs.length > 1 ? Math.abs(vs[1] - vs[0]) : 0;
+  if (!step || step >= 1 || step < 1e-6) return fmtTick;
+  const d = Math.min(8, Math.ceil(-Math.log10(step) - 1e-9) + (step / Math.pow(10, Math.floor(Math.log10(step))) % 1 ? 1 : 0));
+  return (v) => Number(v.toFixed(d)).toString();
 }
 
 function fmtTick(v) {
@@ -99,14 +108,16 @@ export class Chart {
     const tx = (v) => { const f = o.logX ? (Math.log(v) - Math.log(xa)) / (Math.log(xb) - Math.log(xa)) : (v - xa) / (xb - xa || 1); return M.l + f * (W - M.l - M.r); };
     const ty = (v) => { const f = o.logY ? (Math.log(v) - Math.log(ya)) / (Math.log(yb) - Math.log(ya)) : (v - ya) / (yb - ya || 1); return H - M.b - f * (H - M.t - M.b); };
 
+    const yf = o.yFormat || (o.logY ? fmtTick : stepFormat(yt));
+    const xf = o.xFormat || (o.logX ? fmtTick : stepFormat(xt));
     const grid = svg('g', { class: 'grid' });
     for (const v of yt) {
       const y = ty(v);
       grid.append(svg('line', { x1: M.l, x2: W - M.r, y1: y, y2: y }));
-      grid.append(svg('text', { x: M.l - 6, y: y + 4, 'text-anchor': 'end' }, o.yFormat ? o.yFormat(v) : fmtTick(v)));
+      grid.append(svg('text', { x: M.l - 6, y: y + 4, 'text-anchor': 'end' }, yf(v)));
     }
     for (const t of xt) {
-      const v = typeof t === 'object' ? t.v : t, label = typeof t === 'object' ? t.label : (o.xFormat ? o.xFormat(v) : fmtTick(v));
+      const v = typeof t === 'object' ? t.v : t, label = typeof t === 'object' ? t.label : xf(v);
       const x = tx(v);
       grid.append(svg('line', { x1: x, x2: x, y1: M.t, y2: H - M.b, class: 'v' }));
       grid.append(svg('text', { x, y: H - M.b + 16, 'text-anchor': 'middle' }, label));
