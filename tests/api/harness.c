@@ -275,6 +275,7 @@ typedef struct {
     long long cur_id;
     char cur_type[16];
     int stop;
+    const char *stop_type, *stop_phase;
 } sse_state;
 
 static void sse_line(sse_state *s, const char *line)
@@ -288,6 +289,10 @@ static void sse_line(sse_state *s, const char *line)
             snprintf(s->log->types[s->log->n], sizeof s->log->types[0], "%s", s->cur_type);
             s->log->n++;
             if (s->max_events && s->log->n >= s->max_events) s->stop = 1;
+            const char *ph = json_string_value(json_object_get(s->log->data[s->log->n - 1], "phase"));
+            if (s->stop_type && !strcmp(s->cur_type, s->stop_type) &&
+                (!s->stop_phase || (ph && !strcmp(ph, s->stop_phase))))
+                s->stop = 1;
         }
         s->cur_id = 0;
         s->cur_type[0] = '\0';
@@ -328,11 +333,27 @@ static size_t on_sse(char *p, size_t size, size_t n, void *ud)
     return s->stop ? 0 : add;
 }
 
+static int sse_run(lsqd *d, long long job, long long last_id, double timeout_s, sse_state *st);
+
 int sse_read(lsqd *d, long long job, long long last_id, int max_events, double timeout_s,
              sse_log *out)
 {
     memset(out, 0, sizeof *out);
     sse_state s = {.log = out, .max_events = max_events};
+    return sse_run(d, job, last_id, timeout_s, &s);
+}
+
+int sse_read_until(lsqd *d, long long job, const char *type, const char *phase,
+                   double timeout_s, sse_log *out)
+{
+    memset(out, 0, sizeof *out);
+    sse_state s = {.log = out, .stop_type = type, .stop_phase = phase};
+    return sse_run(d, job, 0, timeout_s, &s);
+}
+
+static int sse_run(lsqd *d, long long job, long long last_id, double timeout_s, sse_state *st)
+{
+    sse_state s = *st;
     CURL *c = curl_easy_init();
     char url[256], hdr[64];
     snprintf(url, sizeof url, "%s/api/v1/jobs/%lld/events", d->base, job);

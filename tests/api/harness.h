@@ -13,8 +13,8 @@
     "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":1}," \
     "\"quant\":{\"weight_bits\":4}}"
 /* The same with more epochs: a job that runs long enough to be stopped. */
-#define LONG_SPEC "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000," \
-    "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":30}," \
+#define LONG_SPEC "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":20000," \
+    "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":100}," \
     "\"quant\":{\"weight_bits\":4}}"
 
 typedef struct {
@@ -79,6 +79,10 @@ typedef struct {
 int sse_read(lsqd *d, long long job, long long last_id, int max_events, double timeout_s,
              sse_log *out);
 
+/* The same, stopping right after the first event of type `type` whose
+ * "phase" is `phase` (NULL: any phase). */
+int sse_read_until(lsqd *d, long long job, const char *type, const char *phase,
+                   double timeout_s, sse_log *out);
 void sse_log_free(sse_log *log);
 /* 1 when the ids are first, first+1, ... without a gap or a repeat. */
 int sse_ids_consecutive(const sse_log *log, long long first);

@@ -249,20 +249,16 @@ Test(jobs, sigkill_lsqd_then_restart_resumes_without_gap, .timeout = 400)
     lsqd d;
     lsqd_start(&d, NULL);
     const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
-                       "\"test_limit\":500},\"pretrain\":{\"epochs\":2},\"train\":{\"epochs\":3},"
+                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":20},"
                        "\"quant\":{\"weight_bits\":4}}";
     long long id = submit_job(&d, spec);
-    /* wait for a checkpoint, then kill lsqd (its worker dies with it) */
+    /* at the first checkpoint of the LSQ phase, kill lsqd (its worker dies
+     * with it): the resumed job must not start over */
     sse_log ev;
-    int ck = 0;
-    double t0 = now_s();
-    while (!ck && now_s() - t0 < 120) {
-        sse_read(&d, id, 0, 0, 0.3, &ev);
-        ck = has_type(&ev, "checkpoint");
-        cr_assert(!ev.ended, "the job ended before a checkpoint: %s", ev.end_state);
-        sse_log_free(&ev);
-    }
-    cr_assert(ck, "no checkpoint event within 120 s");
+    sse_read_until(&d, id, "checkpoint", "lsq", 120, &ev);
+    cr_assert(ev.n > 0 && !strcmp(ev.types[ev.n - 1], "checkpoint") && !ev.ended,
+              "no LSQ checkpoint event within 120 s (%d events)", ev.n);
+    sse_log_free(&ev);
     lsqd_kill(&d);
     sleep_s(0.2);
     lsqd_restart(&d, NULL);
