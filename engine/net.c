@@ -461,7 +461,7 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
     net->output = net->n_nodes - 1;
     {
         const net_node *o = &net->nodes[net->output];
-        if (o->c * o->h * o->w != classes || o->h != 1) {
+        if (o->c * o->h * o->w != classes) {
             char field[64];
             snprintf(field, sizeof field, "model.layers[%d]", net->output - 1);
             st = lsq_err_set(err, LSQ_ERR_INVALID, field,
@@ -784,6 +784,7 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
     /* the input node's output is the caller's batch (borrowed until the
      * matching backward) */
     net->nodes[0].out = (float *)x;
+    net->nodes[0].dout = net->dinput;
     for (int i = 1; i < net->n_nodes; i++) {
         net_node *nd = &net->nodes[i];
         const net_node *src = &net->nodes[nd->in[0]];
@@ -871,6 +872,10 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
         net_node *nd = &net->nodes[i];
         if (nd->op == OP_FLATTEN) continue;
         memset(nd->dout, 0, (size_t)n * nd->c * nd->h * nd->w * sizeof(float));
+    }
+    if (net->dinput) {
+        const net_node *in0 = &net->nodes[0];
+        memset(net->dinput, 0, (size_t)n * in0->c * in0->h * in0->w * sizeof(float));
     }
     net_node *o = &net->nodes[net->output];
     memcpy(o->dout, dlogits, (size_t)n * net->classes * sizeof(float));

@@ -96,6 +96,8 @@ typedef struct {
     double gscale_value;
     json_t *layers;            /* the layer list it was built from (owned) */
     float *probs;              /* (max_batch, classes) */
+    float *dinput;             /* optional, caller-owned (max_batch, C, H, W):
+                                * when set, backward writes the input gradient */
 } lsq_net;
 
 /* Quantization settings of one conv/linear layer, resolved from the spec. */
