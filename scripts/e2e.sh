@@ -20,4 +20,4 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
 fi
 mkdir -p "$build/e2e"
 LSQD_BIN="$lsqd" LSQ_BIN="${LSQ_BIN:-$(dirname "$lsqd")/lsq}" E2E_OUT="$build/e2e" \
-  exec node --test --test-concurrency=1 --test-reporter=spec "$root/tests/e2e/"
+  exec node --test --test-reporter=spec "$root"/tests/e2e/*.test.mjs
