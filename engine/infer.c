@@ -566,6 +566,7 @@ static void im2col_nhwc(uint8_t *col, const uint8_t *in, int nb, int ih, int iw,
                         int x = ox * stride - pad + kx;
                         uint8_t *dst = row + ((size_t)ky * k + kx) * run;
                         if (y < 0 || y >= ih || x < 0 || x >= iw) memset(dst, 0, run);
+                        else if (run == 1) *dst = in[((size_t)b * ih + y) * iw + x];
                         else memcpy(dst, in + (((size_t)b * ih + y) * iw + x) * run, run);
                     }
                 }
@@ -577,45 +578,55 @@ static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float
                      int m)
 {
     const int n = nd->c, hw = nd->h * nd->w;
-    const float *A = nd->ea, *B = nd->eb;
+    const float *restrict A = nd->ea, *restrict B = nd->eb;
     const float lo = nd->elo, hi = nd->ehi;
-    float *tmp = malloc((size_t)n * sizeof *tmp);
-    if (!tmp) return; /* the caller checked a larger allocation; cannot happen in practice */
+    float tmp[LSQ_IGEMM_NR * 8];
     for (int r = 0; r < m; r++) {
-        if (acci) {
-            const int32_t *a = acci + (size_t)r * n;
-            for (int c = 0; c < n; c++) tmp[c] = (float)a[c] * A[c] + B[c];
-        } else {
-            const float *a = accf + (size_t)r * n;
-            for (int c = 0; c < n; c++) tmp[c] = a[c] * A[c] + B[c];
-        }
-        if (nd->corr) {
-            const float *cr = nd->corr + (size_t)(r % hw) * n;
-            for (int c = 0; c < n; c++) tmp[c] += cr[c];
-        }
-        if (!nd->epi_codes) {
-            float *o = (float *)out + (size_t)r * n;
-            if (nd->relu)
-                for (int c = 0; c < n; c++) o[c] = tmp[c] > 0.0f ? tmp[c] : 0.0f;
-            else
-                memcpy(o, tmp, (size_t)n * sizeof *o);
-        } else if (ok == VK_U8) {
-            uint8_t *o = (uint8_t *)out + (size_t)r * n;
-            for (int c = 0; c < n; c++) {
-                float x = tmp[c] < lo ? lo : tmp[c];
-                x = x > hi ? hi : x;
-                o[c] = (uint8_t)(int)quant_round(x);
+        const float *restrict cr = nd->corr ? nd->corr + (size_t)(r % hw) * n : NULL;
+        for (int c0 = 0; c0 < n; c0 += (int)(sizeof tmp / sizeof *tmp)) {
+            const int cn = n - c0 < (int)(sizeof tmp / sizeof *tmp) ? n - c0
+                                                                    : (int)(sizeof tmp / sizeof *tmp);
+            float *restrict t = tmp;
+            if (acci) {
+                const int32_t *restrict a = acci + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) t[c] = (float)a[c] * A[c0 + c] + B[c0 + c];
+            } else {
+                const float *restrict a = accf + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) t[c] = a[c] * A[c0 + c] + B[c0 + c];
             }
-        } else {
-            int8_t *o = (int8_t *)out + (size_t)r * n;
-            for (int c = 0; c < n; c++) {
-                float x = tmp[c] < lo ? lo : tmp[c];
-                x = x > hi ? hi : x;
-                o[c] = (int8_t)(int)quant_round(x);
+            if (cr) {
+#pragma omp simd
+                for (int c = 0; c < cn; c++) t[c] += cr[c0 + c];
+            }
+            if (!nd->epi_codes) {
+                float *restrict o = (float *)out + (size_t)r * n + c0;
+                if (nd->relu) {
+#pragma omp simd
+                    for (int c = 0; c < cn; c++) o[c] = t[c] > 0.0f ? t[c] : 0.0f;
+                } else {
+                    memcpy(o, t, (size_t)cn * sizeof *o);
+                }
+            } else if (ok == VK_U8) {
+                uint8_t *restrict o = (uint8_t *)out + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) {
+                    float x = t[c] < lo ? lo : t[c];
+                    x = x > hi ? hi : x;
+                    o[c] = (uint8_t)(int32_t)quant_round(x);
+                }
+            } else {
+                int8_t *restrict o = (int8_t *)out + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) {
+                    float x = t[c] < lo ? lo : t[c];
+                    x = x > hi ? hi : x;
+                    o[c] = (int8_t)(int32_t)quant_round(x);
+                }
             }
         }
     }
-    free(tmp);
 }
 
 /* Quantizes float values exactly as the float engine's quant_forward. */
