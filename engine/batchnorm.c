@@ -13,15 +13,15 @@
 /* Only fork when there is enough work to pay for it. */
 #define BN_PAR_MIN 32768
 
-void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
-                             float *running_mean, float *running_var,
-                             const float *in, const float *gamma,
-                             const float *beta, int n, int c, int hw,
-                             float momentum, float eps)
+static void forward_train(float *out, float *save_mean, float *save_rstd,
+                          float *running_mean, float *running_var,
+                          const float *in, const float *gamma, const float *beta,
+                          int n, int c, int hw, float momentum, float eps,
+                          int relu)
 {
     const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
     const double m = (double)n * hw;
-#pragma omp parallel for schedule(static) if ((size_t)n * cstride >= BN_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * cstride >= BN_PAR_MIN)
     for (int ch = 0; ch < c; ch++) {
         double sum = 0.0;
         for (int i = 0; i < n; i++) {
@@ -51,8 +51,16 @@ void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
         for (int i = 0; i < n; i++) {
             const float *x = in + i * cstride + ch * plane;
             float *y = out + i * cstride + ch * plane;
+            if (relu) {
 #pragma omp simd
-            for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
+                for (int j = 0; j < hw; j++) {
+                    float v = x[j] * scale + shift;
+                    y[j] = v > 0.0f ? v : 0.0f;
+                }
+            } else {
+#pragma omp simd
+                for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
+            }
         }
         save_mean[ch] = meanf;
         save_rstd[ch] = rstd;
@@ -67,10 +75,30 @@ void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
     }
 }
 
-void batchnorm_forward_eval(float *out, const float *in, const float *gamma,
-                            const float *beta, const float *running_mean,
-                            const float *running_var, int n, int c, int hw,
-                            float eps)
+void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
+                             float *running_mean, float *running_var,
+                             const float *in, const float *gamma,
+                             const float *beta, int n, int c, int hw,
+                             float momentum, float eps)
+{
+    forward_train(out, save_mean, save_rstd, running_mean, running_var, in, gamma,
+                  beta, n, c, hw, momentum, eps, 0);
+}
+
+void batchnorm_relu_forward_train(float *out, float *save_mean, float *save_rstd,
+                                  float *running_mean, float *running_var,
+                                  const float *in, const float *gamma,
+                                  const float *beta, int n, int c, int hw,
+                                  float momentum, float eps)
+{
+    forward_train(out, save_mean, save_rstd, running_mean, running_var, in, gamma,
+                  beta, n, c, hw, momentum, eps, 1);
+}
+
+static void forward_eval(float *out, const float *in, const float *gamma,
+                         const float *beta, const float *running_mean,
+                         const float *running_var, int n, int c, int hw,
+                         float eps, int relu)
 {
     const size_t plane = (size_t)hw;
 #pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= BN_PAR_MIN)
@@ -80,19 +108,45 @@ void batchnorm_forward_eval(float *out, const float *in, const float *gamma,
         float shift = beta[ch] - running_mean[ch] * scale;
         const float *x = in + p * plane;
         float *y = out + p * plane;
+        if (relu) {
 #pragma omp simd
-        for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
+            for (int j = 0; j < hw; j++) {
+                float v = x[j] * scale + shift;
+                y[j] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+#pragma omp simd
+            for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
+        }
     }
 }
 
-void batchnorm_backward(float *din, float *dgamma, float *dbeta,
-                        const float *dout, const float *in,
-                        const float *save_mean, const float *save_rstd,
-                        const float *gamma, int n, int c, int hw)
+void batchnorm_forward_eval(float *out, const float *in, const float *gamma,
+                            const float *beta, const float *running_mean,
+                            const float *running_var, int n, int c, int hw,
+                            float eps)
+{
+    forward_eval(out, in, gamma, beta, running_mean, running_var, n, c, hw, eps, 0);
+}
+
+void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma,
+                                 const float *beta, const float *running_mean,
+                                 const float *running_var, int n, int c, int hw,
+                                 float eps)
+{
+    forward_eval(out, in, gamma, beta, running_mean, running_var, n, c, hw, eps, 1);
+}
+
+/* relu_out: with a ReLU fused after the batch norm, the ReLU's output y; the
+ * gradient reaching the batch norm is then dout where y > 0, else 0. */
+static void backward(float *din, float *dgamma, float *dbeta,
+                     const float *dout, const float *relu_out, const float *in,
+                     const float *save_mean, const float *save_rstd,
+                     const float *gamma, int n, int c, int hw)
 {
     const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
     const double m = (double)n * hw;
-#pragma omp parallel for schedule(static) if ((size_t)n * cstride >= BN_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * cstride >= BN_PAR_MIN)
     for (int ch = 0; ch < c; ch++) {
         const float mean = save_mean[ch], rstd = save_rstd[ch];
         double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
@@ -100,10 +154,20 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta,
             const float *x = in + i * cstride + ch * plane;
             const float *g = dout + i * cstride + ch * plane;
             float a = 0.0f, b = 0.0f;
+            if (relu_out) {
+                const float *y = relu_out + i * cstride + ch * plane;
 #pragma omp simd reduction(+ : a, b)
-            for (int j = 0; j < hw; j++) {
-                a += g[j];
-                b += g[j] * (x[j] - mean);
+                for (int j = 0; j < hw; j++) {
+                    float gj = y[j] > 0.0f ? g[j] : 0.0f;
+                    a += gj;
+                    b += gj * (x[j] - mean);
+                }
+            } else {
+#pragma omp simd reduction(+ : a, b)
+                for (int j = 0; j < hw; j++) {
+                    a += g[j];
+                    b += g[j] * (x[j] - mean);
+                }
             }
             sg += a;
             sgx += b;
@@ -119,11 +183,38 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta,
             const float *x = in + i * cstride + ch * plane;
             const float *g = dout + i * cstride + ch * plane;
             float *dx = din + i * cstride + ch * plane;
+            if (relu_out) {
+                const float *y = relu_out + i * cstride + ch * plane;
 #pragma omp simd
-            for (int j = 0; j < hw; j++) {
-                float xhat = (x[j] - mean) * rstd;
-                dx[j] += k * (g[j] - gmean - xhat * gxmean);
+                for (int j = 0; j < hw; j++) {
+                    float xhat = (x[j] - mean) * rstd;
+                    float gj = y[j] > 0.0f ? g[j] : 0.0f;
+                    dx[j] += k * (gj - gmean - xhat * gxmean);
+                }
+            } else {
+#pragma omp simd
+                for (int j = 0; j < hw; j++) {
+                    float xhat = (x[j] - mean) * rstd;
+                    dx[j] += k * (g[j] - gmean - xhat * gxmean);
+                }
             }
         }
     }
+}
+
+void batchnorm_backward(float *din, float *dgamma, float *dbeta,
+                        const float *dout, const float *in,
+                        const float *save_mean, const float *save_rstd,
+                        const float *gamma, int n, int c, int hw)
+{
+    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw);
+}
+
+void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
+                             const float *dout, const float *out,
+                             const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, int n,
+                             int c, int hw)
+{
+    backward(din, dgamma, dbeta, dout, out, in, save_mean, save_rstd, gamma, n, c, hw);
 }

@@ -4,10 +4,10 @@
  *   forward   out_i (OC, P) = w (OC, K) · col_i (K, P) + b
  *   backward  dw (OC, K)   += dout_i (OC, P) · col_i^T (P, K)
  *             dcol (K, P)   = w^T (K, OC) · dout_i (OC, P);  din_i += col2im(dcol)
- * Images are spread over OpenMP threads (static schedule), each thread with
- * its own slice of scratch and single-threaded SGEMM (see par.h). dw and db
- * are summed per thread, then the partial sums are added in thread order, so
- * a result depends only on the thread count. A 1x1, stride 1, unpadded conv
+ * Images are handed out to OpenMP threads dynamically, each thread with its
+ * own im2col slot of scratch and single-threaded SGEMM (see par.h); dw and db
+ * are summed per fixed group of images (below), so results do not depend on
+ * the thread count. A 1x1, stride 1, unpadded conv
  * needs no im2col: the input image already is col_i. */
 #include "layers.h"
 #include "par.h"
@@ -31,17 +31,32 @@ int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
     return 0;
 }
 
-/* Per-thread scratch: col (K, P), then dw partial (OC, K), then db (OC). */
-static size_t slot_floats(const conv2d_dims *d)
+/* Images are handed to threads dynamically (a thread that the OS
+ * preempts does not hold up the others), so dw and db are summed per GROUP of
+ * images, not per thread: group g always covers the same images, whatever
+ * thread runs it, and the group partials are added in group order. Results
+ * are therefore the same for every thread count. */
+#define CONV_GROUPS 16
+
+static int n_groups(int n) { return n < CONV_GROUPS ? n : CONV_GROUPS; }
+
+static size_t align16(size_t s) { return (s + 15) & ~(size_t)15; }
+
+/* Per-thread im2col slot: col (K, P), 64-byte aligned. */
+static size_t col_floats(const conv2d_dims *d)
 {
-    size_t k = (size_t)d->ic * d->kh * d->kw, p = (size_t)d->oh * d->ow;
-    size_t s = k * p + (size_t)d->oc * k + (size_t)d->oc;
-    return (s + 15) & ~(size_t)15; /* keep every slot 64-byte aligned */
+    return align16((size_t)d->ic * d->kh * d->kw * d->oh * d->ow);
+}
+
+/* Per-group partial sums: dw (OC, K), then db (OC). */
+static size_t part_floats(const conv2d_dims *d)
+{
+    return align16((size_t)d->oc * d->ic * d->kh * d->kw + (size_t)d->oc);
 }
 
 size_t conv2d_scratch_floats(const conv2d_dims *d)
 {
-    return slot_floats(d) * PAR_MAX_THREADS;
+    return col_floats(d) * PAR_MAX_THREADS + part_floats(d) * CONV_GROUPS;
 }
 
 static int is_pointwise(const conv2d_dims *d)
@@ -138,14 +153,14 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
 {
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
-    const size_t slot = slot_floats(d);
+    const size_t slot = col_floats(d);
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
 
 #pragma omp parallel num_threads(nt)
     {
         float *col = scratch + slot * (size_t)omp_get_thread_num();
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < d->n; i++) {
             const float *x = in + in_sz * i;
             float *y = out + out_sz * i;
@@ -171,67 +186,67 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
 {
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
-    const size_t slot = slot_floats(d), wsz = (size_t)oc * k;
+    const size_t slot = col_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
+    float *parts = scratch + slot * PAR_MAX_THREADS;
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
-    int team = 1;
+    const int ng = n_groups(d->n);
 
 #pragma omp parallel num_threads(nt)
     {
-        const int t = omp_get_thread_num();
-        float *col = scratch + slot * (size_t)t;
-        float *dwp = col + (size_t)k * p, *dbp = dwp + wsz;
-#pragma omp master
-        team = omp_get_num_threads(); /* read after the region ends */
-        if (dw) memset(dwp, 0, sizeof *dwp * wsz);
-        if (db) memset(dbp, 0, sizeof *dbp * (size_t)oc);
-#pragma omp for schedule(static)
-        for (int i = 0; i < d->n; i++) {
-            const float *x = in + in_sz * i;
-            const float *g = dout + out_sz * i;
-            if (db) {
-                for (int o = 0; o < oc; o++) {
-                    const float *go = g + (size_t)o * p;
-                    float acc = 0.0f;
+        float *col = scratch + slot * (size_t)omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+        for (int gi = 0; gi < ng; gi++) {
+            float *dwp = parts + psz * (size_t)gi, *dbp = dwp + wsz;
+            if (db) memset(dbp, 0, sizeof *dbp * (size_t)oc);
+            const int lo = (int)((long)d->n * gi / ng);
+            const int hi = (int)((long)d->n * (gi + 1) / ng);
+            for (int i = lo; i < hi; i++) {
+                const float *x = in + in_sz * i;
+                const float *g = dout + out_sz * i;
+                if (db) {
+                    for (int o = 0; o < oc; o++) {
+                        const float *go = g + (size_t)o * p;
+                        float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-                    for (int j = 0; j < p; j++) acc += go[j];
-                    dbp[o] += acc;
+                        for (int j = 0; j < p; j++) acc += go[j];
+                        dbp[o] += acc;
+                    }
                 }
-            }
-            if (dw) {
-                if (!pw) im2col(col, x, d);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p,
-                            1.0f, g, p, pw ? x : col, p, 1.0f, dwp, k);
-            }
-            if (din) {
-                float *dx = din + in_sz * i;
-                if (pw) {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
-                                1.0f, w, k, g, p, 1.0f, dx, p);
-                } else {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
-                                1.0f, w, k, g, p, 0.0f, col, p);
-                    col2im_add(dx, col, d);
+                if (dw) {
+                    if (!pw) im2col(col, x, d);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p,
+                                1.0f, g, p, pw ? x : col, p, i > lo ? 1.0f : 0.0f,
+                                dwp, k);
+                }
+                if (din) {
+                    float *dx = din + in_sz * i;
+                    if (pw) {
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
+                                    1.0f, w, k, g, p, 1.0f, dx, p);
+                    } else {
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
+                                    1.0f, w, k, g, p, 0.0f, col, p);
+                        col2im_add(dx, col, d);
+                    }
                 }
             }
         }
-    }
 
-    /* Add the per-thread partials in thread order (deterministic). */
-    if (dw) {
-#pragma omp parallel for schedule(static) num_threads(nt)
-        for (size_t j = 0; j < wsz; j++) {
-            float acc = dw[j];
-            for (int t = 0; t < team; t++)
-                acc += scratch[slot * (size_t)t + (size_t)k * p + j];
-            dw[j] = acc;
+        /* Add the group partials in group order (deterministic). */
+        if (dw) {
+#pragma omp for schedule(static)
+            for (size_t j = 0; j < wsz; j++) {
+                float acc = dw[j];
+                for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + j];
+                dw[j] = acc;
+            }
         }
     }
     if (db) {
         for (int o = 0; o < oc; o++) {
             float acc = db[o];
-            for (int t = 0; t < team; t++)
-                acc += scratch[slot * (size_t)t + (size_t)k * p + wsz + o];
+            for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + wsz + o];
             db[o] = acc;
         }
     }

@@ -68,6 +68,25 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta,
                         const float *save_mean, const float *save_rstd,
                         const float *gamma, int n, int c, int hw);
 
+/* ---- batchnorm2d followed by relu, fused: one pass instead of two, and no
+ * buffer for the batch norm's own output. out = relu(bn(in)); the results
+ * equal batchnorm_* then relu_* exactly. Backward takes dout and out of the
+ * ReLU and accumulates din, dgamma, dbeta of the batch norm. */
+void batchnorm_relu_forward_train(float *out, float *save_mean, float *save_rstd,
+                                  float *running_mean, float *running_var,
+                                  const float *in, const float *gamma,
+                                  const float *beta, int n, int c, int hw,
+                                  float momentum, float eps);
+void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma,
+                                 const float *beta, const float *running_mean,
+                                 const float *running_var, int n, int c, int hw,
+                                 float eps);
+void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
+                             const float *dout, const float *out,
+                             const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, int n,
+                             int c, int hw);
+
 /* ---- relu: backward masks by the forward OUTPUT (out > 0) ---- */
 void relu_forward(float *out, const float *in, size_t count);
 void relu_backward(float *din, const float *dout, const float *out, size_t count);

@@ -779,6 +779,30 @@ void net_quant_init_weights(lsq_net *net, spec_qinit init)
 
 /* ------------------------------------------------------- forward/backward */
 
+/* A batch norm whose only consumer is a ReLU runs fused with it (one pass
+ * over memory instead of two, and the batch norm's own output and gradient
+ * buffers go unused): returns that ReLU's index, else -1. */
+static int fused_relu_of(const lsq_net *net, int bn)
+{
+    if (net->nodes[bn].op != OP_BN || bn == net->output) return -1;
+    int relu = -1;
+    for (int j = bn + 1; j < net->n_nodes; j++) {
+        const net_node *nd = &net->nodes[j];
+        int uses = (nd->in[0] == bn) + (nd->in[1] == bn);
+        if (!uses) continue;
+        if (relu >= 0 || uses > 1 || nd->op != OP_RELU) return -1;
+        relu = j;
+    }
+    return relu;
+}
+
+/* The ReLU at index i is the second half of a fused batch norm + ReLU. */
+static int relu_is_fused(const lsq_net *net, int i)
+{
+    const net_node *nd = &net->nodes[i];
+    return nd->op == OP_RELU && nd->in[0] > 0 && fused_relu_of(net, nd->in[0]) == i;
+}
+
 const float *net_forward(lsq_net *net, const float *x, int n, int training)
 {
     /* the input node's output is the caller's batch (borrowed until the
@@ -829,7 +853,17 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
         case OP_BN: {
             float *g = view_ptr(net, nd->gammav), *be = view_ptr(net, nd->betav);
             float *rm = view_ptr(net, nd->rmeanv), *rv = view_ptr(net, nd->rvarv);
-            if (training)
+            int r = fused_relu_of(net, i);
+            if (r >= 0) {
+                float *y = net->nodes[r].out;
+                if (training)
+                    batchnorm_relu_forward_train(y, nd->aux, nd->aux + nd->c, rm, rv, in, g,
+                                                 be, n, nd->c, nd->h * nd->w, BN_MOMENTUM,
+                                                 BN_EPS);
+                else
+                    batchnorm_relu_forward_eval(y, in, g, be, rm, rv, n, nd->c, nd->h * nd->w,
+                                                BN_EPS);
+            } else if (training)
                 batchnorm_forward_train(nd->out, nd->aux, nd->aux + nd->c, rm, rv, in, g, be,
                                         n, nd->c, nd->h * nd->w, BN_MOMENTUM, BN_EPS);
             else
@@ -837,7 +871,7 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             break;
         }
         case OP_RELU:
-            relu_forward(nd->out, in, out_count);
+            if (!relu_is_fused(net, i)) relu_forward(nd->out, in, out_count);
             break;
         case OP_MAXPOOL:
             maxpool_forward(nd->out, nd->argmax, in, n, src->c, src->h, src->w, nd->kernel,
@@ -870,7 +904,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
 {
     for (int i = 1; i < net->n_nodes; i++) {
         net_node *nd = &net->nodes[i];
-        if (nd->op == OP_FLATTEN) continue;
+        if (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0) continue;
         memset(nd->dout, 0, (size_t)n * nd->c * nd->h * nd->w * sizeof(float));
     }
     if (net->dinput) {
@@ -935,13 +969,24 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             break;
         }
         case OP_BN:
+            if (fused_relu_of(net, i) >= 0) break; /* done by its ReLU */
             batchnorm_backward(din, net->grads + net->views[nd->gammav].off,
                                net->grads + net->views[nd->betav].off, nd->dout, in, nd->aux,
                                nd->aux + nd->c, view_ptr(net, nd->gammav), n, nd->c,
                                nd->h * nd->w);
             break;
         case OP_RELU:
-            if (din) relu_backward(din, nd->dout, nd->out, out_count);
+            if (relu_is_fused(net, i)) {
+                /* din of the batch norm's input, from this ReLU's gradient */
+                const net_node *bn = src;
+                const net_node *bsrc = &net->nodes[bn->in[0]];
+                batchnorm_relu_backward(bsrc->dout, net->grads + net->views[bn->gammav].off,
+                                        net->grads + net->views[bn->betav].off, nd->dout,
+                                        nd->out, bsrc->out, bn->aux, bn->aux + bn->c,
+                                        view_ptr(net, bn->gammav), n, bn->c, bn->h * bn->w);
+            } else if (din) {
+                relu_backward(din, nd->dout, nd->out, out_count);
+            }
             break;
         case OP_MAXPOOL:
             if (din)
