@@ -93,7 +93,7 @@ def main():
         out.append("|---|---|---|---|---|---|---|")
         out += [x if x.count("|") >= 8 else x + " |" for x in rows]
         out.append("")
-    g = [("cnn-small-w2a2-nokd", "1/sqrt(N·Q_P) (paper)", "paper"),
+    g = [("cnn-small-w2a2-g-paper", "1/sqrt(N·Q_P) (paper)", "paper"),
          ("cnn-small-w2a2-g-sqrtn", "1/sqrt(N)", "sqrt_n"),
          ("cnn-small-w2a2-g1", "1, lr 0.01", "g1"),
          ("cnn-small-w2a2-g1-lr1e-4", "1, lr 0.0001", "g1-lr1e-4")]
