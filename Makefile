@@ -33,6 +33,7 @@ SERVER_SRC := $(sort $(wildcard server/*.c))
 CLI_SRC    := $(sort $(wildcard cli/*.c))
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 API_SRC    := $(sort $(wildcard tests/api/*.c))
+BENCH_SRC  := $(sort $(wildcard bench/*.c))
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
@@ -50,6 +51,7 @@ ENGINE_LIBS := $(call pkglibs,$(ENGINE_PKGS)) -lm
 SERVER_LIBS := $(call pkglibs,$(SERVER_PKGS))
 
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
+BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps test test-unit test-api test-e2e run bench clean fixtures
 all: $(BINS)
@@ -76,6 +78,14 @@ $(BUILD)/obj/cli/%.o: cli/%.c | $(DEPS_STAMP)
 $(BUILD)/obj/tests/%.o: tests/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Iserver -Itests $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS) criterion) -c $< -o $@
+
+$(BUILD)/obj/bench/%.o: bench/%.c | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ENGINE_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $< $(ENGINE_LIB) $(ENGINE_LIBS)
 
 $(ENGINE_LIB): $(ENGINE_OBJ)
 	@mkdir -p $(@D)
@@ -113,7 +123,7 @@ test-e2e: $(BINS)
 run: $(BINS)
 	scripts/run.sh $(abspath $(BUILD))
 
-bench: $(BINS)
+bench: $(BINS) $(BENCH_BINS)
 	@scripts/install-deps.sh bench
 	bench/run.sh $(abspath $(BUILD))
 

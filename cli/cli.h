@@ -18,5 +18,8 @@ int cli_eval_lsqm(const char *model, const char *data_dir, int limit, int thread
 /* Runs the commands beyond train/eval/check (export, predict, info, and the
  * lsqd client); returns their exit status, or -1 for an unknown command. */
 int cli_dispatch_more(const char *cmd, int argc, char **argv);
+/* The lsqd client commands (submit, jobs, status, watch, cancel, download);
+ * -1 for another command. */
+int cli_client_dispatch(const char *cmd, int argc, char **argv);
 
 #endif

@@ -322,7 +322,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "train") == 0) return cmd_train(argc, argv);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc, argv);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc, argv);
-    int rc = cli_dispatch_more(cmd, argc, argv);
+    int rc = cli_client_dispatch(cmd, argc, argv);
+    if (rc >= 0) return rc;
+    rc = cli_dispatch_more(cmd, argc, argv);
     if (rc >= 0) return rc;
     fprintf(stderr, "lsq: unknown command '%s'\n\n%s", cmd, USAGE);
     return 2;

@@ -14,4 +14,8 @@ extern const char *const export_artifact_names[];
 lsq_status export_artifacts(const lsq_net *net, const char *dir, const lsq_spec *spec,
                             lsq_err *err);
 
+/* The header "meta" of an exported model: job name, dataset and the spec's
+ * quant settings (a new object; spec NULL gives an empty one). */
+json_t *export_meta(const lsq_spec *spec);
+
 #endif

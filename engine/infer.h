@@ -21,6 +21,12 @@ void lsqm_free(lsqm_model *m);
 /* Input geometry and class count of the model. */
 void lsqm_input_shape(const lsqm_model *m, int *c, int *h, int *w, int *classes);
 
+/* Forces the integer kernel path (an lsq_kernel value, igemm.h) instead of
+ * the one chosen at load (lsq_kernel_select: the fastest this CPU has, or
+ * the LSQ_KERNEL environment variable). LSQ_ERR_INVALID when this CPU lacks
+ * it. Every path gives bit-identical outputs. */
+lsq_status lsqm_set_kernel(lsqm_model *m, int kernel, lsq_err *err);
+
 /* Runs n images given as 8-bit pixels (n, C, H, W); writes logits (n, classes)
  * and, when probs is not NULL, softmax probabilities. threads >= 1. */
 lsq_status lsqm_predict(const lsqm_model *m, const uint8_t *pixels, int n,

@@ -353,6 +353,11 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
         start_epoch = (int)json_integer_value(json_object_get(resume.header, "epoch"));
         start_step = (int)json_integer_value(json_object_get(resume.header, "step"));
         resuming = 1;
+        /* stopped between pretraining and the first LSQ checkpoint: the
+         * checkpoint holds the full-precision net; LSQ starts afresh from
+         * fp.lsqc */
+        if (phase == PH_LSQ && !json_is_true(json_object_get(resume.header, "quantized")))
+            resuming = 0, start_epoch = start_step = 0;
     } else if (!spec->quant.enabled) {
         phase = PH_TRAIN;
     } else {

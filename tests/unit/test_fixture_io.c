@@ -155,8 +155,15 @@ static void check_lsq(const char *file, int bits)
         cr_assert_not_null(s);
         cr_expect_gt(s->data[0], 0.0f, "%s must start positive", s->name);
     }
-    /* the network input is quantized exactly: step float32(1/255) */
-    cr_expect_eq(fixture_get(fx, "conv1.input.step")->data[0], 1.0f / 255.0f);
+    /* the network input is quantized exactly: its step starts at
+     * float32(1/255); the step itself then runs at the nearest power of two */
+    cr_expect_eq(fixture_get(fx, "init.conv1.input.step")->data[0], 1.0f / 255.0f);
+    cr_expect_eq(fixture_get(fx, "conv1.input.step")->data[0], 1.0f / 256.0f);
+    for (size_t i = 0; i < COUNT(LSQ_STEPS); i++) {
+        float v = fixture_get(fx, LSQ_STEPS[i].name)->data[0];
+        int e;
+        cr_expect_eq(frexpf(v, &e), 0.5f, "%s = %g is not a power of two", LSQ_STEPS[i].name, v);
+    }
 
     /* codes are integers in [-QN, QP]. PyTorch's init is uniform on [-a, a],
      * so mean|w| = a/2, s = a / sqrt(QP) and |w / s| <= sqrt(QP): at init the

@@ -94,7 +94,7 @@ Test(train, smoke_w4a4_keeps_accuracy, .timeout = 300)
 /* Runs `lsq train`, SIGTERMs it once `needle` appears `count` times in its
  * event file, and returns the exit status. */
 static int run_and_stop(const char *spec_path, const char *out, const char *events,
-                        const char *needle, int count)
+                        const char *needle, int count, int sig)
 {
     const char *bin = getenv("LSQ_BIN");
     cr_assert(bin, "LSQ_BIN is not set (run through make test)");
@@ -117,7 +117,7 @@ static int run_and_stop(const char *spec_path, const char *out, const char *even
             if (strstr(line, needle)) seen++;
         fclose(f);
         if (seen >= count) {
-            kill(pid, SIGTERM);
+            kill(pid, sig);
             signalled = 1;
         }
         int status;
@@ -125,6 +125,7 @@ static int run_and_stop(const char *spec_path, const char *out, const char *even
     }
     int status;
     waitpid(pid, &status, 0);
+    if (sig == SIGKILL) return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
     cr_assert(WIFEXITED(status), "lsq train did not exit normally");
     return WEXITSTATUS(status);
 }
@@ -162,7 +163,7 @@ static void expect_same_model(const char *a_dir, const char *b_dir)
     ckpt_free(&cb);
 }
 
-static void resume_case(const char *spec_text, const char *needle, int count)
+static void resume_case(const char *spec_text, const char *needle, int count, int sig)
 {
     char *d = make_dir();
     char spec_path[512], a[512], b[512], ea[512], eb[512];
@@ -175,8 +176,11 @@ static void resume_case(const char *spec_text, const char *needle, int count)
     fputs(spec_text, f);
     fclose(f);
     cr_assert_eq(run_to_end(spec_path, a, ea), 0, "uninterrupted run failed");
-    int rc = run_and_stop(spec_path, b, eb, needle, count);
-    cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
+    int rc = run_and_stop(spec_path, b, eb, needle, count, sig);
+    if (sig == SIGTERM)
+        cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
+    else
+        cr_assert(rc == 128 + SIGKILL || rc == 0, "killed run: status %d", rc);
     cr_assert_eq(run_to_end(spec_path, b, eb), 0, "resumed run failed");
     expect_same_model(a, b);
     rm_rf(d);
@@ -189,7 +193,18 @@ Test(train, resume_is_exact_full_precision, .timeout = 240)
     resume_case("{\"name\":\"r\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":3000,"
                 "\"test_limit\":200,\"augment\":{\"crop_pad\":2,\"flip\":true}},"
                 "\"train\":{\"epochs\":3,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
-                "\"type\":\"epoch\"", 1);
+                "\"type\":\"epoch\"", 1, SIGTERM);
+}
+
+Test(train, resume_after_pretraining_ends, .timeout = 300)
+{
+    /* killed (SIGKILL: no checkpoint of its own) as the full-precision model
+     * is written: the LSQ phase starts from it whether or not its first
+     * checkpoint was reached */
+    resume_case("{\"name\":\"rp\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":1000,"
+                "\"test_limit\":200},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
+                "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":1,\"batch_size\":50},\"threads\":2}",
+                "\"name\":\"fp.lsqc\"", 1, SIGKILL);
 }
 
 Test(train, resume_is_exact_lsq_phase, .timeout = 300)
@@ -198,5 +213,5 @@ Test(train, resume_is_exact_lsq_phase, .timeout = 300)
     resume_case("{\"name\":\"rq\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":{\"train_limit\":1000,"
                 "\"test_limit\":200},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
                 "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":2,\"batch_size\":50},\"threads\":2}",
-                "\"phase\":\"lsq\",\"epoch\":1,", 3);
+                "\"phase\":\"lsq\",\"epoch\":1,", 3, SIGTERM);
 }

@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""Builds the results tables of docs/results.md from training runs.
+
+    /usr/bin/python3 bench/results.py RUNS_DIR > tables.md
+
+Each run folder (runs/NAME, written by bench/paper_tables.sh) holds the
+events of `lsq train`; every figure here is read from them: the final test
+accuracy of the `done` event, the epochs and seconds of the last phase's
+`epoch` events, and the full-precision accuracy the LSQ phase started from.
+"""
+import json
+import os
+import sys
+
+# The paper's figures (ResNet-18 on ImageNet, top-1 %), from LSQ.md.
+PAPER_T1 = {"fp": 70.5, 8: 71.1, 4: 71.1, 3: 70.2, 2: 67.6}
+PAPER_G = {"paper": "67.6", "sqrt_n": "67.3", "g1": "did not converge", "g1-lr1e-4": "64.2"}
+PAPER_KD = {2: ("67.6", "67.9"), 3: ("70.2", "70.6")}
+
+
+def load(runs, name):
+    path = os.path.join(runs, name, "events.jsonl")
+    if not os.path.exists(path):
+        return None
+    ev = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    ev.append(json.loads(line))
+                except ValueError:
+                    pass
+    done = [e for e in ev if e.get("type") == "done"]
+    errors = [e for e in ev if e.get("type") == "error" and e.get("code") != "cancelled"]
+    epochs = [e for e in ev if e.get("type") == "epoch"]
+    last_phase = epochs[-1]["phase"] if epochs else None
+    ph = [e for e in epochs if e["phase"] == last_phase]
+    # a resumed run repeats an epoch number: keep the last record of each
+    by_epoch = {}
+    for e in ph:
+        by_epoch[e["epoch"]] = e
+    fp = [e for e in ev if e.get("type") == "log" and e.get("message") == "full-precision model"]
+    return {
+        "name": name,
+        "acc": done[-1]["test_acc"] if done else None,
+        "failed": errors[-1]["message"] if errors and not done else None,
+        "epochs": len(by_epoch),
+        "seconds": sum(e.get("seconds", 0) for e in by_epoch.values()),
+        "fp_acc": fp[-1]["test_acc"] if fp else None,
+        "last_epoch_acc": ph[-1]["test_acc"] if ph else None,
+        "images_per_s": (sorted(e.get("images_per_s", 0) for e in by_epoch.values())
+                         [len(by_epoch) // 2] if by_epoch else None),
+    }
+
+
+def pct(x):
+    return "—" if x is None else "%.2f" % (100 * x)
+
+
+def cmd(name):
+    return "`lsq train bench/specs/%s.json --out runs/%s`" % (name, name)
+
+
+def row(r, paper, extra=""):
+    if r is None:
+        return None
+    acc = pct(r["acc"]) if r["acc"] is not None else ("failed: " + r["failed"] if r["failed"] else "not finished")
+    return "| %s | %s | %s | %d | %.0f | %s |%s" % (
+        r["name"], acc, paper, r["epochs"], r["seconds"], cmd(r["name"]), extra)
+
+
+def main():
+    runs = sys.argv[1] if len(sys.argv) > 1 else "runs"
+    out = []
+    for model in ("cnn-small", "resnet20"):
+        fp = load(runs, model + "-fp")
+        rows = []
+        if fp:
+            rows.append(row(fp, "%.1f" % PAPER_T1["fp"]))
+        for b in (8, 4, 3, 2):
+            r = load(runs, "%s-w%da%d" % (model, b, b))
+            if r:
+                delta = ""
+                if r["acc"] is not None and fp and fp["acc"] is not None:
+                    delta = " %+.2f vs FP |" % (100 * (r["acc"] - fp["acc"]))
+                rows.append(row(r, "%.1f" % PAPER_T1[b], delta or " |"))
+        rows = [x for x in rows if x]
+        if not rows:
+            continue
+        out.append("### %s: accuracy by bit width (the shape of the paper's Table 1)\n" % model)
+        out.append("| run | Fashion-MNIST test acc. (%) | paper, ResNet-18 ImageNet top-1 (%) | epochs | seconds | command | vs FP |")
+        out.append("|---|---|---|---|---|---|---|")
+        out += [x if x.count("|") >= 8 else x + " |" for x in rows]
+        out.append("")
+    g = [("cnn-small-w2a2-g-paper", "1/sqrt(N·Q_P) (paper)", "paper"),
+         ("cnn-small-w2a2-g-sqrtn", "1/sqrt(N)", "sqrt_n"),
+         ("cnn-small-w2a2-g1", "1, lr 0.01", "g1"),
+         ("cnn-small-w2a2-g1-lr1e-4", "1, lr 0.0001", "g1-lr1e-4")]
+    grows = []
+    for name, label, key in g:
+        r = load(runs, name)
+        if r:
+            acc = pct(r["acc"]) if r["acc"] is not None else ("diverged: " + r["failed"] if r["failed"] else "not finished")
+            grows.append("| %s | %s | %s | %d | %.0f | %s |" % (label, acc, PAPER_G[key], r["epochs"], r["seconds"], cmd(name)))
+    if grows:
+        out.append("### Step-size gradient scale ablation (cnn-small, W2A2, no distillation)\n")
+        out.append("| g | Fashion-MNIST test acc. (%) | paper, ResNet-18 2-bit (%) | epochs | seconds | command |")
+        out.append("|---|---|---|---|---|---|")
+        out += grows
+        out.append("")
+    krows = []
+    for b in (2, 3):
+        a, k = load(runs, "cnn-small-w%da%d-nokd" % (b, b)), load(runs, "cnn-small-w%da%d" % (b, b))
+        if a and k:
+            krows.append("| %d | %s | %s | %s / %s | %s, %s |" % (
+                b, pct(a["acc"]), pct(k["acc"]), PAPER_KD[b][0], PAPER_KD[b][1], cmd(a["name"]), cmd(k["name"])))
+    if krows:
+        out.append("### LSQ vs LSQ + distillation (cnn-small; teacher: the FP model, T = 1, equal weights)\n")
+        out.append("| bits | LSQ (%) | LSQ + KD (%) | paper ResNet-18, LSQ / LSQ+KD (%) | commands |")
+        out.append("|---|---|---|---|---|")
+        out += krows
+        out.append("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

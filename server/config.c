@@ -1,0 +1,202 @@
+/* Flags and environment variables of lsqd. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char USAGE[] =
+    "usage: lsqd [options]\n"
+    "  --listen ADDR:PORT   LSQD_LISTEN        (127.0.0.1:8080; port 0 = any free port)\n"
+    "  --data DIR           LSQD_DATA          (./var)\n"
+    "  --workers N          LSQD_WORKERS       (1)\n"
+    "  --max-queue N        LSQD_MAX_QUEUE     (100 queued jobs; 503 past it)\n"
+    "  --max-body BYTES     LSQD_MAX_BODY      (1048576; 413 past it)\n"
+    "  --max-attempts N     LSQD_MAX_ATTEMPTS  (3 starts of a job across restarts)\n"
+    "  --grace SECONDS      LSQD_GRACE         (10; SIGTERM to SIGKILL of a worker)\n"
+    "  --heartbeat SECONDS  LSQD_HEARTBEAT     (15; SSE \": ping\" comments)\n"
+    "  --http-threads N     LSQD_HTTP_THREADS  (4)\n"
+    "  --lsq PATH           LSQ_BIN            (the lsq next to lsqd)\n"
+    "  --web DIR            LSQD_WEB           (the dashboard; web/ next to the build)\n"
+    "  --routes             print the route table as JSON and exit\n";
+
+static int parse_listen(lsqd_config *cfg, const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    if (!colon || colon == v || (size_t)(colon - v) >= sizeof cfg->host) return -1;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port < 0 || port > 65535) return -1;
+    memcpy(cfg->host, v, (size_t)(colon - v));
+    cfg->host[colon - v] = '\0';
+    cfg->port = (int)port;
+    return 0;
+}
+
+static int parse_long(const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
+static int parse_double(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || end == v || !(x >= lo && x <= hi)) return -1;
+    *out = x;
+    return 0;
+}
+
+/* One option by its long name: shared by flags and environment variables. */
+static int set_option(lsqd_config *cfg, const char *name, const char *v)
+{
+    long n;
+    double d;
+    if (!strcmp(name, "listen")) return parse_listen(cfg, v);
+    if (!strcmp(name, "data")) {
+        if (!*v || strlen(v) >= sizeof cfg->data) return -1;
+        snprintf(cfg->data, sizeof cfg->data, "%s", v);
+        return 0;
+    }
+    if (!strcmp(name, "workers")) {
+        if (parse_long(v, 1, 64, &n)) return -1;
+        cfg->workers = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "max-queue")) {
+        if (parse_long(v, 1, 1000000, &n)) return -1;
+        cfg->max_queue = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "max-body")) {
+        if (parse_long(v, 1024, 1L << 30, &n)) return -1;
+        cfg->max_body = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(name, "max-attempts")) {
+        if (parse_long(v, 1, 1000, &n)) return -1;
+        cfg->max_attempts = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "grace")) {
+        if (parse_double(v, 0, 3600, &d)) return -1;
+        cfg->grace_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "heartbeat")) {
+        if (parse_double(v, 0.05, 3600, &d)) return -1;
+        cfg->heartbeat_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "http-threads")) {
+        if (parse_long(v, 1, 256, &n)) return -1;
+        cfg->http_threads = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "lsq")) {
+        if (!*v || strlen(v) >= sizeof cfg->lsq_bin) return -1;
+        snprintf(cfg->lsq_bin, sizeof cfg->lsq_bin, "%s", v);
+        return 0;
+    }
+    if (!strcmp(name, "web")) {
+        if (strlen(v) >= sizeof cfg->web_dir) return -1;
+        snprintf(cfg->web_dir, sizeof cfg->web_dir, "%s", v);
+        return 0;
+    }
+    return -2;
+}
+
+/* The folder of the running executable, for the default lsq and web paths. */
+static void exe_dir(char *out, size_t cap)
+{
+    char buf[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) { snprintf(out, cap, "."); return; }
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (slash) *slash = '\0';
+    snprintf(out, cap, "%s", buf);
+}
+
+int config_load(lsqd_config *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->host, sizeof cfg->host, "127.0.0.1");
+    cfg->port = 8080;
+    snprintf(cfg->data, sizeof cfg->data, "./var");
+    cfg->workers = 1;
+    cfg->max_queue = 100;
+    cfg->max_body = 1 << 20;
+    cfg->max_attempts = 3;
+    cfg->grace_s = 10;
+    cfg->heartbeat_s = 15;
+    cfg->http_threads = 4;
+    char dir[PATH_MAX];
+    exe_dir(dir, sizeof dir);
+    snprintf(cfg->lsq_bin, sizeof cfg->lsq_bin, "%.*s/lsq", PATH_MAX - 8, dir);
+    /* build/lsqd -> web/ in the source tree; /usr/local/bin/lsqd -> share */
+    snprintf(cfg->web_dir, sizeof cfg->web_dir, "%.*s/../web", PATH_MAX - 8, dir);
+
+    static const struct { const char *env, *name; } ENVS[] = {
+        {"LSQD_LISTEN", "listen"}, {"LSQD_DATA", "data"}, {"LSQD_WORKERS", "workers"},
+        {"LSQD_MAX_QUEUE", "max-queue"}, {"LSQD_MAX_BODY", "max-body"},
+        {"LSQD_MAX_ATTEMPTS", "max-attempts"}, {"LSQD_GRACE", "grace"},
+        {"LSQD_HEARTBEAT", "heartbeat"}, {"LSQD_HTTP_THREADS", "http-threads"},
+        {"LSQ_BIN", "lsq"}, {"LSQD_WEB", "web"},
+    };
+    for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
+        const char *v = getenv(ENVS[i].env);
+        if (v && *v && set_option(cfg, ENVS[i].name, v)) {
+            fprintf(stderr, "lsqd: bad value '%s' for %s\n%s", v, ENVS[i].env, USAGE);
+            return -1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(USAGE, stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--routes")) {
+            cfg->print_routes = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "lsqd: unexpected argument '%s'\n%s", a, USAGE);
+            return -1;
+        }
+        const char *name = a + 2, *v = NULL;
+        char key[64];
+        const char *eq = strchr(name, '=');
+        if (eq) {
+            snprintf(key, sizeof key, "%.*s", (int)(eq - name), name);
+            v = eq + 1;
+        } else {
+            snprintf(key, sizeof key, "%s", name);
+            if (i + 1 >= argc) {
+                fprintf(stderr, "lsqd: %s needs a value\n%s", a, USAGE);
+                return -1;
+            }
+            v = argv[++i];
+        }
+        int rc = set_option(cfg, key, v);
+        if (rc == -2) {
+            fprintf(stderr, "lsqd: unknown option '--%s'\n%s", key, USAGE);
+            return -1;
+        }
+        if (rc) {
+            fprintf(stderr, "lsqd: bad value '%s' for --%s\n%s", v, key, USAGE);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,705 @@
+/* The REST API of lsqd: the route table and its handlers. Handlers parse the
+ * request, call the engine's validator, the store or the scheduler, and map
+ * the outcome to a reply; they hold no SQL and no socket code. */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "data.h"
+#include "embedded.h"
+#include "http.h"
+#include "hub.h"
+#include "infer.h"
+#include "png.h"
+#include "scheduler.h"
+#include "spec.h"
+#include "static.h"
+#include "store.h"
+
+#define LIST_LIMIT_DEFAULT 50
+#define LIST_LIMIT_MAX 1000
+#define PREDICT_MAX_IMAGES 256
+#define MNIST_DEFAULT_DIR "/usr/share/datasets/mnist"
+
+static const char *const FASHION_LABELS[10] = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+};
+
+/* ------------------------------------------------------------- helpers */
+
+/* Parses the body as JSON or replies 400 (returns NULL after replying). */
+static json_t *body_json_or_reply(req *r, enum MHD_Result *res)
+{
+    json_error_t jerr;
+    json_t *obj = r->body ? json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    if (!obj) {
+        *res = http_reply_error(r, HERR_MALFORMED_JSON, NULL, "the body is not JSON: %s",
+                                r->body ? jerr.text : "empty body");
+        return NULL;
+    }
+    return obj;
+}
+
+static json_t *job_or_reply(req *r, enum MHD_Result *res)
+{
+    json_t *job = store_job_get(r->job_id);
+    if (!job) *res = http_reply_error(r, HERR_NOT_FOUND, "id", "no job %lld", (long long)r->job_id);
+    return job;
+}
+
+static const char *query(req *r, const char *key)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static int parse_int64(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The four IDX files of a dataset folder, with or without .gz. */
+static int dataset_available(const char *dir)
+{
+    static const char *const FILES[] = {
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    };
+    for (int i = 0; i < 4; i++) {
+        char a[PATH_MAX + 64], b[PATH_MAX + 64];
+        snprintf(a, sizeof a, "%s/%s", dir, FILES[i]);
+        snprintf(b, sizeof b, "%s/%s.gz", dir, FILES[i]);
+        if (!file_exists(a) && !file_exists(b)) return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+/* In lsqd, init.from names a job: it becomes that job's full-precision model.
+ * Replies 422 (and returns -1) when it names no job or one without a model. */
+static int resolve_init_from(req *r, json_t *spec, enum MHD_Result *res)
+{
+    json_t *init = json_object_get(spec, "init");
+    json_t *from = json_is_object(init) ? json_object_get(init, "from") : NULL;
+    if (!from || json_is_null(from)) return 0;
+    long long id = 0;
+    if (json_is_integer(from)) {
+        id = json_integer_value(from);
+    } else if (!json_is_string(from) || parse_int64(json_string_value(from), 1, LLONG_MAX, &id)) {
+        *res = http_reply_error(r, HERR_INVALID_SPEC, "init.from",
+                                "init.from must be the id of a job of this lsqd");
+        return -1;
+    }
+    json_t *job = store_job_get(id);
+    if (!job) {
+        *res = http_reply_error(r, HERR_INVALID_SPEC, "init.from", "init.from: no job %lld", id);
+        return -1;
+    }
+    json_decref(job);
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    sched_job_dir(r->cfg, id, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/fp.lsqc", dir);
+    if (!file_exists(path)) {
+        *res = http_reply_error(r, HERR_INVALID_SPEC, "init.from",
+                                "init.from: job %lld has no full-precision model (yet)", id);
+        return -1;
+    }
+    json_object_set_new(init, "from", json_string(path));
+    return 0;
+}
+
+/* A dataset registered with POST /datasets gives the folder when the spec
+ * names the dataset without a path. */
+static void apply_registered_dataset(json_t *spec)
+{
+    json_t *ds = json_object_get(spec, "dataset");
+    if (!json_is_object(ds) || json_object_get(ds, "path")) return;
+    const char *name = json_string_value(json_object_get(ds, "name"));
+    char path[PATH_MAX];
+    if (name && store_dataset_path(name, path, sizeof path) == STORE_OK)
+        json_object_set_new(ds, "path", json_string(path));
+}
+
+static enum MHD_Result h_jobs_submit(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    lsq_spec spec;
+    int spec_ready = 0;
+    char *norm_text = NULL;
+    json_t *obj = body_json_or_reply(r, &res);
+    if (!obj) return res;
+    if (json_is_object(obj)) {
+        if (resolve_init_from(r, obj, &res)) goto out;
+        apply_registered_dataset(obj);
+    }
+    lsq_err err;
+    lsq_err_clear(&err);
+    memset(&spec, 0, sizeof spec);
+    lsq_status st = spec_from_json(&spec, obj, &err);
+    spec_ready = 1;
+    if (st == LSQ_ERR_PARSE) {
+        res = http_reply_error(r, HERR_MALFORMED_JSON, err.field, "%s", err.message);
+        goto out;
+    }
+    if (st != LSQ_OK) {
+        res = http_reply_error(r, HERR_INVALID_SPEC, err.field, "%s", err.message);
+        goto out;
+    }
+    json_t *norm = spec_to_json(&spec);
+    norm_text = norm ? json_dumps(norm, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
+    json_decref(norm);
+    if (!norm_text) {
+        res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot encode the spec");
+        goto out;
+    }
+    int64_t id;
+    store_status ss = store_job_insert(spec.name[0] ? spec.name : "job", norm_text,
+                                       r->cfg->max_queue, &id);
+    if (ss == STORE_FULL) {
+        res = http_reply_error(r, HERR_QUEUE_FULL, NULL,
+                               "the queue holds %d jobs already; retry later", r->cfg->max_queue);
+        goto out;
+    }
+    if (ss != STORE_OK) {
+        res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the job");
+        goto out;
+    }
+    sched_kick();
+    json_t *job = store_job_get(id);
+    char *text = job ? json_dumps(job, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    json_decref(job);
+    if (!text) {
+        res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot read the job back");
+        goto out;
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) { free(text); res = MHD_NO; goto out; }
+    char loc[64];
+    snprintf(loc, sizeof loc, "/api/v1/jobs/%lld", (long long)id);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
+    res = http_reply_response(r, 201, resp);
+out:
+    if (spec_ready) spec_free(&spec);
+    free(norm_text);
+    json_decref(obj);
+    return res;
+}
+
+static enum MHD_Result h_jobs_list(req *r)
+{
+    int state = -1;
+    long long limit = LIST_LIMIT_DEFAULT, after = 0;
+    const char *v;
+    if ((v = query(r, "state")) && *v && (state = job_state_from_name(v)) < 0)
+        return http_reply_error(r, HERR_INVALID_VALUE, "state",
+                                "state must be queued, running, succeeded, failed or cancelled");
+    if ((v = query(r, "limit")) && parse_int64(v, 1, LIST_LIMIT_MAX, &limit))
+        return http_reply_error(r, HERR_INVALID_VALUE, "limit", "limit must be 1..%d",
+                                LIST_LIMIT_MAX);
+    if ((v = query(r, "after")) && parse_int64(v, 1, LLONG_MAX, &after))
+        return http_reply_error(r, HERR_INVALID_VALUE, "after", "after must be a job id");
+    json_t *jobs = store_job_list(state, (int)limit, after);
+    if (!jobs) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot list jobs");
+    size_t n = json_array_size(jobs);
+    json_t *next = n == (size_t)limit
+        ? json_copy(json_object_get(json_array_get(jobs, n - 1), "id")) : json_null();
+    return http_reply_json(r, 200, json_pack("{s:o,s:o}", "jobs", jobs, "next", next));
+}
+
+static enum MHD_Result h_job_get(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *job = job_or_reply(r, &res);
+    return job ? http_reply_json(r, 200, job) : res;
+}
+
+static enum MHD_Result h_job_cancel(req *r)
+{
+    int was_running = 0;
+    store_status st = store_job_cancel(r->job_id, &was_running);
+    if (st == STORE_NOT_FOUND)
+        return http_reply_error(r, HERR_NOT_FOUND, "id", "no job %lld", (long long)r->job_id);
+    if (st == STORE_CONFLICT)
+        return http_reply_error(r, HERR_CONFLICT, NULL, "job %lld has already finished",
+                                (long long)r->job_id);
+    if (st != STORE_OK) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot cancel");
+    if (was_running) sched_cancel(r->job_id);
+    hub_notify(r->job_id);
+    json_t *job = store_job_get(r->job_id);
+    return job ? http_reply_json(r, 202, job)
+               : http_reply_error(r, HERR_INTERNAL, NULL, "cannot read the job back");
+}
+
+static enum MHD_Result h_job_events(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *job = job_or_reply(r, &res);
+    if (!job) return res;
+    json_decref(job);
+    long long after = 0;
+    const char *v = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    if (!v || !*v) v = query(r, "after");
+    if (v && *v && parse_int64(v, 0, LLONG_MAX, &after))
+        return http_reply_error(r, HERR_INVALID_VALUE, "Last-Event-ID",
+                                "Last-Event-ID must be an event sequence number");
+    return sse_reply(r, r->job_id, after);
+}
+
+static enum MHD_Result h_job_metrics(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *job = job_or_reply(r, &res);
+    if (!job) return res;
+    json_decref(job);
+    json_t *m = store_metrics_get(r->job_id);
+    return m ? http_reply_json(r, 200, m)
+             : http_reply_error(r, HERR_INTERNAL, NULL, "cannot read metrics");
+}
+
+static enum MHD_Result h_job_artifacts(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *job = job_or_reply(r, &res);
+    if (!job) return res;
+    json_decref(job);
+    json_t *arts = store_artifacts_list(r->job_id);
+    if (!arts) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot list artifacts");
+    return http_reply_json(r, 200, json_pack("{s:I,s:o}", "job_id", (json_int_t)r->job_id,
+                                             "artifacts", arts));
+}
+
+/* A plain file name: letters, digits, '.', '_', '-', not starting with '.'. */
+static int artifact_name_ok(const char *name)
+{
+    if (!*name || name[0] == '.' || strlen(name) > 128) return 0;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            return 0;
+    return strstr(name, "..") == NULL;
+}
+
+static enum MHD_Result h_job_artifact_get(req *r)
+{
+    const char *name = r->name_param;
+    if (!artifact_name_ok(name))
+        return http_reply_error(r, HERR_BAD_REQUEST, "name",
+                                "artifact names are plain file names (no '/', no '..')");
+    enum MHD_Result res = MHD_YES;
+    json_t *job = job_or_reply(r, &res);
+    if (!job) return res;
+    json_decref(job);
+    int64_t bytes;
+    char sha[65];
+    store_status st = store_artifact_get(r->job_id, name, &bytes, sha);
+    if (st == STORE_NOT_FOUND)
+        return http_reply_error(r, HERR_NOT_FOUND, "name", "job %lld has no artifact '%s'",
+                                (long long)r->job_id, name);
+    if (st != STORE_OK) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot read artifacts");
+    char etag[72];
+    snprintf(etag, sizeof etag, "\"%s\"", sha);
+    const char *inm = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_IF_NONE_MATCH);
+    if (inm && (strstr(inm, etag) || !strcmp(inm, "*"))) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (!resp) return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+        return http_reply_response(r, 304, resp);
+    }
+    char dir[PATH_MAX], path[PATH_MAX + 160];
+    sched_job_dir(r->cfg, r->job_id, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+        if (fd >= 0) close(fd);
+        return http_reply_error(r, HERR_NOT_FOUND, "name", "the file of artifact '%s' is gone",
+                                name);
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)sb.st_size, fd);
+    if (!resp) { close(fd); return MHD_NO; }
+    char disp[200];
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s\"", name);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_DISPOSITION, disp);
+    return http_reply_response(r, 200, resp);
+}
+
+/* --------------------------------------------------------------- predict */
+
+/* Loaded models, one per job, kept for the life of lsqd (a job's model
+ * never changes once it has succeeded). */
+#define MODEL_CACHE 32
+static pthread_mutex_t g_models_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { int64_t job_id; lsqm_model *m; } g_models[MODEL_CACHE];
+
+/* Returns the model and whether the caller must free it (cache full). */
+static lsqm_model *model_get(const lsqd_config *cfg, int64_t job_id, int *owned, lsq_err *err)
+{
+    *owned = 0;
+    pthread_mutex_lock(&g_models_lock);
+    for (int i = 0; i < MODEL_CACHE; i++) {
+        if (g_models[i].m && g_models[i].job_id == job_id) {
+            lsqm_model *m = g_models[i].m;
+            pthread_mutex_unlock(&g_models_lock);
+            return m;
+        }
+    }
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    sched_job_dir(cfg, job_id, dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/model.lsqm", dir);
+    lsqm_model *m = lsqm_load(path, err);
+    if (m) {
+        int slot = -1;
+        for (int i = 0; i < MODEL_CACHE && slot < 0; i++)
+            if (!g_models[i].m) slot = i;
+        if (slot >= 0) {
+            g_models[slot].job_id = job_id;
+            g_models[slot].m = m;
+        } else {
+            *owned = 1;
+        }
+    }
+    pthread_mutex_unlock(&g_models_lock);
+    return m;
+}
+
+/* Fills px (h*w) from one request image: nested rows, a flat array, or a
+ * base64 PNG string. Returns 0, or -1 with a reason. */
+static int image_from_json(json_t *img, int h, int w, uint8_t *px, char *why, size_t cap)
+{
+    if (json_is_string(img)) {
+        const char *s = json_string_value(img);
+        const char *comma = !strncmp(s, "data:", 5) ? strchr(s, ',') : NULL;
+        if (comma) s = comma + 1;
+        size_t n;
+        uint8_t *bytes = base64_decode(s, strlen(s), &n);
+        if (!bytes) { snprintf(why, cap, "not base64"); return -1; }
+        int pw, ph;
+        uint8_t *g = png_decode_gray(bytes, n, &pw, &ph, why, cap);
+        free(bytes);
+        if (!g) return -1;
+        if (pw != w || ph != h) {
+            snprintf(why, cap, "the PNG is %dx%d; the model takes %dx%d", pw, ph, w, h);
+            free(g);
+            return -1;
+        }
+        memcpy(px, g, (size_t)h * (size_t)w);
+        free(g);
+        return 0;
+    }
+    if (!json_is_array(img)) {
+        snprintf(why, cap, "an image is an array of %d rows of %d pixels or a base64 PNG", h, w);
+        return -1;
+    }
+    size_t rows = json_array_size(img);
+    int flat = rows == (size_t)h * (size_t)w && !json_is_array(json_array_get(img, 0));
+    if (!flat && rows != (size_t)h) {
+        snprintf(why, cap, "expected %d rows of %d pixels", h, w);
+        return -1;
+    }
+    for (int y = 0; y < h; y++) {
+        json_t *row = flat ? NULL : json_array_get(img, (size_t)y);
+        if (!flat && (!json_is_array(row) || json_array_size(row) != (size_t)w)) {
+            snprintf(why, cap, "row %d must hold %d pixels", y, w);
+            return -1;
+        }
+        for (int x = 0; x < w; x++) {
+            json_t *v = flat ? json_array_get(img, (size_t)(y * w + x)) : json_array_get(row, (size_t)x);
+            double d = json_is_number(v) ? json_number_value(v) : -1;
+            if (!(d >= 0 && d <= 255)) {
+                snprintf(why, cap, "pixel (%d, %d) must be a number 0..255", y, x);
+                return -1;
+            }
+            px[y * w + x] = (uint8_t)(d + 0.5);
+        }
+    }
+    return 0;
+}
+
+static enum MHD_Result h_job_predict(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *obj = NULL, *job = NULL;
+    uint8_t *pixels = NULL;
+    float *logits = NULL, *probs = NULL;
+    lsqm_model *m = NULL;
+    int owned = 0;
+    job = job_or_reply(r, &res);
+    if (!job) goto out;
+    obj = body_json_or_reply(r, &res);
+    if (!obj) goto out;
+    if (strcmp(json_string_value(json_object_get(job, "state")), "succeeded")) {
+        res = http_reply_error(r, HERR_CONFLICT, NULL, "job %lld has not succeeded; it has no model",
+                               (long long)r->job_id);
+        goto out;
+    }
+    json_t *images = json_object_get(obj, "images");
+    size_t n = json_array_size(images);
+    if (!json_is_array(images) || n == 0 || n > PREDICT_MAX_IMAGES) {
+        res = http_reply_error(r, HERR_INVALID_VALUE, "images",
+                               "images must be an array of 1..%d images", PREDICT_MAX_IMAGES);
+        goto out;
+    }
+    lsq_err err;
+    lsq_err_clear(&err);
+    m = model_get(r->cfg, r->job_id, &owned, &err);
+    if (!m) {
+        res = http_reply_error(r, err.code == LSQ_ERR_INTERNAL ? HERR_UNAVAILABLE : HERR_INTERNAL,
+                               NULL, "cannot load the model: %s", err.message);
+        goto out;
+    }
+    int c, h, w, classes;
+    lsqm_input_shape(m, &c, &h, &w, &classes);
+    if (c != 1) {
+        res = http_reply_error(r, HERR_INVALID_VALUE, "images",
+                               "the model takes %d channels; only 1-channel input is supported", c);
+        goto out;
+    }
+    pixels = malloc(n * (size_t)h * (size_t)w);
+    logits = malloc(n * (size_t)classes * sizeof *logits);
+    probs = malloc(n * (size_t)classes * sizeof *probs);
+    if (!pixels || !logits || !probs) {
+        res = http_reply_error(r, HERR_INTERNAL, NULL, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char why[200], field[32];
+        if (image_from_json(json_array_get(images, i), h, w, pixels + i * (size_t)h * (size_t)w,
+                            why, sizeof why)) {
+            snprintf(field, sizeof field, "images[%zu]", i);
+            res = http_reply_error(r, HERR_INVALID_VALUE, field, "%s: %s", field, why);
+            goto out;
+        }
+    }
+    if (lsqm_predict(m, pixels, (int)n, logits, probs, 1, &err) != LSQ_OK) {
+        res = http_reply_error(r, HERR_INTERNAL, NULL, "inference failed: %s", err.message);
+        goto out;
+    }
+    const char *ds = json_string_value(json_object_get(
+        json_object_get(json_object_get(job, "spec"), "dataset"), "name"));
+    int fashion = !ds || !strcmp(ds, "fashion-mnist");
+    json_t *preds = json_array();
+    for (size_t i = 0; i < n; i++) {
+        int best = 0;
+        json_t *p = json_array();
+        for (int k = 0; k < classes; k++) {
+            float v = probs[i * (size_t)classes + (size_t)k];
+            json_array_append_new(p, json_real(v));
+            if (v > probs[i * (size_t)classes + (size_t)best]) best = k;
+        }
+        char label[32];
+        if (fashion && classes == 10) snprintf(label, sizeof label, "%s", FASHION_LABELS[best]);
+        else snprintf(label, sizeof label, "%d", best);
+        json_array_append_new(preds, json_pack("{s:i,s:s,s:o}", "class", best, "label", label,
+                                               "probabilities", p));
+    }
+    res = http_reply_json(r, 200, json_pack("{s:I,s:o}", "job_id", (json_int_t)r->job_id,
+                                            "predictions", preds));
+out:
+    if (owned) lsqm_free(m);
+    free(pixels);
+    free(logits);
+    free(probs);
+    json_decref(obj);
+    json_decref(job);
+    return res;
+}
+
+/* -------------------------------------------------------------- datasets */
+
+static json_t *dataset_entry(const char *name, const char *path, int registered)
+{
+    return json_pack("{s:s,s:s,s:b,s:b}", "name", name, "path", path, "available",
+                     dataset_available(path), "registered", registered);
+}
+
+static enum MHD_Result h_datasets_list(req *r)
+{
+    (void)r;
+    json_t *reg = store_datasets_list();
+    if (!reg) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot list datasets");
+    json_t *out = json_array();
+    static const struct { const char *name, *dir; } BUILTIN[] = {
+        {"fashion-mnist", LSQ_DEFAULT_DATA_DIR}, {"mnist", MNIST_DEFAULT_DIR},
+    };
+    for (size_t b = 0; b < 2; b++) {
+        size_t i;
+        json_t *e;
+        const char *path = BUILTIN[b].dir;
+        int registered = 0;
+        json_array_foreach(reg, i, e) {
+            if (!strcmp(json_string_value(json_object_get(e, "name")), BUILTIN[b].name)) {
+                path = json_string_value(json_object_get(e, "path"));
+                registered = 1;
+            }
+        }
+        json_array_append_new(out, dataset_entry(BUILTIN[b].name, path, registered));
+    }
+    json_decref(reg);
+    return http_reply_json(r, 200, json_pack("{s:o}", "datasets", out));
+}
+
+static enum MHD_Result h_datasets_post(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *obj = body_json_or_reply(r, &res);
+    if (!obj) return res;
+    const char *name = json_string_value(json_object_get(obj, "name"));
+    const char *path = json_string_value(json_object_get(obj, "path"));
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (strcmp(key, "name") && strcmp(key, "path")) {
+            res = http_reply_error(r, HERR_INVALID_VALUE, key, "unknown field '%s'", key);
+            goto out;
+        }
+    }
+    if (!name || (strcmp(name, "fashion-mnist") && strcmp(name, "mnist"))) {
+        res = http_reply_error(r, HERR_INVALID_VALUE, "name",
+                               "name must be \"fashion-mnist\" or \"mnist\"");
+        goto out;
+    }
+    if (!path || path[0] != '/' || strlen(path) >= PATH_MAX) {
+        res = http_reply_error(r, HERR_INVALID_VALUE, "path", "path must be an absolute folder");
+        goto out;
+    }
+    if (!dataset_available(path)) {
+        res = http_reply_error(r, HERR_INVALID_VALUE, "path",
+                               "%s does not hold the four IDX files (train/t10k images/labels)",
+                               path);
+        goto out;
+    }
+    if (store_dataset_put(name, path) != STORE_OK) {
+        res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the dataset");
+        goto out;
+    }
+    res = http_reply_json(r, 201, dataset_entry(name, path, 1));
+out:
+    json_decref(obj);
+    return res;
+}
+
+/* ------------------------------------------------------------ operations */
+
+static enum MHD_Result h_openapi(req *r)
+{
+    return http_reply_bytes(r, 200, "application/json", EMBED_OPENAPI.text, EMBED_OPENAPI.len);
+}
+
+static enum MHD_Result h_healthz(req *r)
+{
+    if (store_ping())
+        return http_reply_error(r, HERR_UNAVAILABLE, NULL, "the database does not answer");
+    sched_busy busy[64];
+    int nbusy = sched_snapshot(busy, 64);
+    return http_reply_json(r, 200, json_pack("{s:s,s:s,s:i,s:i,s:i}", "status", "ok",
+                                             "database", "ok", "schema_version", store_version(),
+                                             "workers", r->cfg->workers, "busy", nbusy));
+}
+
+static enum MHD_Result h_metrics(req *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return http_reply_error(r, HERR_INTERNAL, NULL, "out of memory");
+    int64_t counts[JOB_STATE_COUNT];
+    int db_ok = store_job_counts(counts) == STORE_OK;
+    fputs("# HELP lsqd_jobs Jobs by state.\n# TYPE lsqd_jobs gauge\n", f);
+    for (int s = 0; s < JOB_STATE_COUNT; s++)
+        fprintf(f, "lsqd_jobs{state=\"%s\"} %lld\n", JOB_STATE_NAMES[s],
+                db_ok ? (long long)counts[s] : 0LL);
+    fprintf(f, "# HELP lsqd_queue_depth Jobs waiting for a worker.\n"
+               "# TYPE lsqd_queue_depth gauge\nlsqd_queue_depth %lld\n",
+            db_ok ? (long long)counts[JOB_QUEUED] : 0LL);
+    sched_busy busy[64];
+    int nbusy = sched_snapshot(busy, 64);
+    fprintf(f, "# HELP lsqd_workers Worker slots.\n# TYPE lsqd_workers gauge\nlsqd_workers %d\n",
+            r->cfg->workers);
+    fprintf(f, "# HELP lsqd_workers_busy Worker slots running a job.\n"
+               "# TYPE lsqd_workers_busy gauge\nlsqd_workers_busy %d\n", nbusy);
+    fputs("# HELP lsqd_training_images_per_second Training throughput of running jobs.\n"
+          "# TYPE lsqd_training_images_per_second gauge\n", f);
+    for (int i = 0; i < nbusy && i < 64; i++)
+        fprintf(f, "lsqd_training_images_per_second{job=\"%lld\"} %.3f\n",
+                (long long)busy[i].job_id, busy[i].images_per_s);
+    fprintf(f, "# HELP lsqd_sse_streams_waiting SSE streams waiting for events.\n"
+               "# TYPE lsqd_sse_streams_waiting gauge\nlsqd_sse_streams_waiting %d\n",
+            hub_parked_count());
+    http_metrics_write(f);
+    fclose(f);
+    enum MHD_Result res = http_reply_bytes(r, 200, "text/plain; version=0.0.4", text, len);
+    free(text);
+    return res;
+}
+
+static const char FALLBACK_INDEX[] =
+    "<!doctype html><html><head><meta charset=\"utf-8\"><title>lsqd</title></head>"
+    "<body><h1>lsqd</h1><p>Learned Step Size Quantization as a service. "
+    "The API is described at <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a>; "
+    "jobs are at <a href=\"/api/v1/jobs\">/api/v1/jobs</a>.</p></body></html>\n";
+
+static enum MHD_Result h_index(req *r)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/index.html", r->cfg->web_dir);
+    int fd = r->cfg->web_dir[0] ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)sb.st_size, fd);
+        if (!resp) { close(fd); return MHD_NO; }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+        return http_reply_response(r, 200, resp);
+    }
+    if (fd >= 0) close(fd);
+    return http_reply_bytes(r, 200, "text/html; charset=utf-8", FALLBACK_INDEX,
+                            sizeof FALLBACK_INDEX - 1);
+}
+
+/* ----------------------------------------------------------- route table */
+
+const route_def *routes_table(int *n)
+{
+    static const route_def ROUTES[] = {
+        {"POST", "/api/v1/jobs", "jobs_submit", h_jobs_submit, 1},
+        {"GET", "/api/v1/jobs", "jobs_list", h_jobs_list, 0},
+        {"GET", "/api/v1/jobs/{id}", "job_get", h_job_get, 0},
+        {"POST", "/api/v1/jobs/{id}/cancel", "job_cancel", h_job_cancel, 0},
+        {"GET", "/api/v1/jobs/{id}/events", "job_events", h_job_events, 0},
+        {"GET", "/api/v1/jobs/{id}/metrics", "job_metrics", h_job_metrics, 0},
+        {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, 0},
+        {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, 0},
+        {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, 1},
+        {"GET", "/api/v1/datasets", "datasets_list", h_datasets_list, 0},
+        {"POST", "/api/v1/datasets", "datasets_register", h_datasets_post, 1},
+        {"GET", "/api/v1/openapi.json", "openapi", h_openapi, 0},
+        {"GET", "/healthz", "healthz", h_healthz, 0},
+        {"GET", "/metrics", "metrics", h_metrics, 0},
+        {"GET", "/", "index", h_index, 0},
+        {"GET", "/static/{name}", "static", static_reply, 0},
+    };
+    *n = (int)(sizeof ROUTES / sizeof *ROUTES);
+    return ROUTES;
+}

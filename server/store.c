@@ -1,0 +1,704 @@
+/* SQLite store of lsqd: the only file with SQL in it. Each thread uses its
+ * own connection (WAL lets readers run beside the one writer); writes that
+ * must be atomic run in BEGIN IMMEDIATE transactions, and SQLITE_BUSY is
+ * absorbed by a busy timeout. */
+#include "store.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "embedded.h"
+#include "log.h"
+
+const char *const JOB_STATE_NAMES[] = {"queued", "running", "succeeded", "failed", "cancelled"};
+_Static_assert(sizeof JOB_STATE_NAMES / sizeof *JOB_STATE_NAMES == JOB_STATE_COUNT,
+               "JOB_STATE_NAMES must name every job_state");
+
+int job_state_from_name(const char *name)
+{
+    for (int i = 0; i < JOB_STATE_COUNT; i++)
+        if (name && !strcmp(name, JOB_STATE_NAMES[i])) return i;
+    return -1;
+}
+
+#define BUSY_TIMEOUT_MS 10000
+
+typedef struct conn_node {
+    sqlite3 *db;
+    struct conn_node *next;
+} conn_node;
+
+static char g_path[4096];
+static pthread_mutex_t g_conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static conn_node *g_conns;
+static _Thread_local sqlite3 *tl_db;
+static _Thread_local unsigned tl_generation;
+static unsigned g_generation = 1;  /* bumped by store_close: stale tl_db */
+
+static double now_s(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+static void log_sql(const char *what, sqlite3 *db)
+{
+    log_error("sqlite", "{s:s,s:s}", "op", what, "error", db ? sqlite3_errmsg(db) : "no connection");
+}
+
+static int exec_sql(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        log_error("sqlite", "{s:s,s:s}", "op", sql, "error", msg ? msg : "?");
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static sqlite3 *open_conn(void)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(g_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        log_sql("open", db);
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                     "PRAGMA foreign_keys=ON;")) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    conn_node *n = malloc(sizeof *n);
+    if (!n) { sqlite3_close(db); return NULL; }
+    n->db = db;
+    pthread_mutex_lock(&g_conns_lock);
+    n->next = g_conns;
+    g_conns = n;
+    pthread_mutex_unlock(&g_conns_lock);
+    return db;
+}
+
+/* This thread's connection, opened on first use. */
+static sqlite3 *db_get(void)
+{
+    if (tl_db && tl_generation == __atomic_load_n(&g_generation, __ATOMIC_ACQUIRE)) return tl_db;
+    tl_db = open_conn();
+    tl_generation = __atomic_load_n(&g_generation, __ATOMIC_ACQUIRE);
+    return tl_db;
+}
+
+static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (!db) return NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        log_error("sqlite", "{s:s,s:s}", "op", sql, "error", sqlite3_errmsg(db));
+        return NULL;
+    }
+    return st;
+}
+
+static int migrate(sqlite3 *db)
+{
+    int version = 0;
+    sqlite3_stmt *st = prep(db, "PRAGMA user_version");
+    if (!st) return -1;
+    if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > EMBED_MIGRATION_COUNT) {
+        log_error("database is newer than this lsqd", "{s:i,s:i}", "version", version,
+                  "known", EMBED_MIGRATION_COUNT);
+        return -1;
+    }
+    for (int v = version; v < EMBED_MIGRATION_COUNT; v++) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d;", v + 1);
+        if (exec_sql(db, "BEGIN IMMEDIATE")) return -1;
+        if (exec_sql(db, EMBED_MIGRATIONS[v].text) || exec_sql(db, pragma)) {
+            exec_sql(db, "ROLLBACK");
+            return -1;
+        }
+        if (exec_sql(db, "COMMIT")) return -1;
+        log_info("migration applied", "{s:s,s:i}", "file", EMBED_MIGRATIONS[v].name,
+                 "version", v + 1);
+    }
+    return 0;
+}
+
+int store_open(const char *path)
+{
+    snprintf(g_path, sizeof g_path, "%s", path);
+    sqlite3 *db = db_get();
+    if (!db) return -1;
+    return migrate(db);
+}
+
+void store_close(void)
+{
+    pthread_mutex_lock(&g_conns_lock);
+    for (conn_node *n = g_conns, *next; n; n = next) {
+        next = n->next;
+        sqlite3_close_v2(n->db);
+        free(n);
+    }
+    g_conns = NULL;
+    __atomic_add_fetch(&g_generation, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_conns_lock);
+    tl_db = NULL;
+}
+
+int store_version(void)
+{
+    int v = -1;
+    sqlite3_stmt *st = prep(db_get(), "PRAGMA user_version");
+    if (st && sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+int store_ping(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT count(*) FROM jobs WHERE id = 0");
+    int rc = st && sqlite3_step(st) == SQLITE_ROW ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+store_status store_job_insert(const char *name, const char *spec_json, int max_queue,
+                              int64_t *id)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = NULL;
+    store_status rc = STORE_ERR;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
+    st = prep(db, "SELECT count(*) FROM jobs WHERE state = 'queued'");
+    if (!st || sqlite3_step(st) != SQLITE_ROW) goto out;
+    if (sqlite3_column_int64(st, 0) >= max_queue) { rc = STORE_FULL; goto out; }
+    sqlite3_finalize(st);
+    st = prep(db, "INSERT INTO jobs (name, spec, created_at) VALUES (?, ?, ?)");
+    if (!st) goto out;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, spec_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, now_s());
+    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("insert job", db); goto out; }
+    *id = sqlite3_last_insert_rowid(db);
+    rc = STORE_OK;
+out:
+    sqlite3_finalize(st);
+    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    return rc;
+}
+
+#define JOB_COLUMNS "id, name, state, spec, created_at, started_at, finished_at, attempts, " \
+    "cancel_requested, last_seq, progress, last_epoch, test_acc, error_code, error_message, " \
+    "exit_status"
+
+static json_t *col_real_or_null(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
+                                                     : json_real(sqlite3_column_double(st, i));
+}
+
+static json_t *col_json_or_null(sqlite3_stmt *st, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    if (!t) return json_null();
+    json_t *v = json_loads(t, 0, NULL);
+    return v ? v : json_null();
+}
+
+static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "id", json_integer(sqlite3_column_int64(st, 0)));
+    json_object_set_new(j, "name", json_string((const char *)sqlite3_column_text(st, 1)));
+    json_object_set_new(j, "state", json_string((const char *)sqlite3_column_text(st, 2)));
+    if (with_spec) json_object_set_new(j, "spec", col_json_or_null(st, 3));
+    json_object_set_new(j, "created_at", col_real_or_null(st, 4));
+    json_object_set_new(j, "started_at", col_real_or_null(st, 5));
+    json_object_set_new(j, "finished_at", col_real_or_null(st, 6));
+    json_object_set_new(j, "attempts", json_integer(sqlite3_column_int(st, 7)));
+    json_object_set_new(j, "cancel_requested", json_boolean(sqlite3_column_int(st, 8)));
+    json_object_set_new(j, "last_seq", json_integer(sqlite3_column_int64(st, 9)));
+    json_object_set_new(j, "progress", col_json_or_null(st, 10));
+    json_object_set_new(j, "last_epoch", col_json_or_null(st, 11));
+    json_object_set_new(j, "test_acc", col_real_or_null(st, 12));
+    if (sqlite3_column_type(st, 13) != SQLITE_NULL) {
+        json_object_set_new(j, "error", json_pack("{s:s,s:s}",
+            "code", (const char *)sqlite3_column_text(st, 13),
+            "message", sqlite3_column_text(st, 14) ? (const char *)sqlite3_column_text(st, 14) : ""));
+    } else {
+        json_object_set_new(j, "error", json_null());
+    }
+    json_object_set_new(j, "exit_status", sqlite3_column_type(st, 15) == SQLITE_NULL
+                        ? json_null() : json_integer(sqlite3_column_int(st, 15)));
+    return j;
+}
+
+json_t *store_job_get(int64_t id)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT " JOB_COLUMNS " FROM jobs WHERE id = ?");
+    json_t *j = NULL;
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW) j = row_to_job(st, 1);
+    sqlite3_finalize(st);
+    return j;
+}
+
+json_t *store_job_list(int state, int limit, int64_t after)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT " JOB_COLUMNS " FROM jobs WHERE (?1 IS NULL OR state = ?1) "
+        "AND (?2 <= 0 OR id < ?2) ORDER BY id DESC LIMIT ?3");
+    if (!st) return NULL;
+    if (state >= 0) sqlite3_bind_text(st, 1, JOB_STATE_NAMES[state], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int(st, 3, limit);
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, row_to_job(st, 1));
+    if (rc != SQLITE_DONE) { log_sql("list jobs", db_get()); json_decref(arr); arr = NULL; }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+store_status store_job_counts(int64_t *counts)
+{
+    for (int i = 0; i < JOB_STATE_COUNT; i++) counts[i] = 0;
+    sqlite3_stmt *st = prep(db_get(), "SELECT state, count(*) FROM jobs GROUP BY state");
+    if (!st) return STORE_ERR;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int s = job_state_from_name((const char *)sqlite3_column_text(st, 0));
+        if (s >= 0) counts[s] = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? STORE_OK : STORE_ERR;
+}
+
+int store_job_finished(int64_t id, job_state *state)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT state FROM jobs WHERE id = ?");
+    int r = -1;
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        int s = job_state_from_name((const char *)sqlite3_column_text(st, 0));
+        if (state) *state = (job_state)s;
+        r = s >= JOB_SUCCEEDED;
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+store_status store_job_claim(int64_t *id, char **spec, int *attempts)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db,
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?1 "
+        "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) "
+        "RETURNING id, spec, attempts");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_double(st, 1, now_s());
+    store_status rc = STORE_NOT_FOUND;
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        *spec = strdup((const char *)sqlite3_column_text(st, 1));
+        *attempts = sqlite3_column_int(st, 2);
+        rc = *spec ? STORE_OK : STORE_ERR;
+        s = sqlite3_step(st);
+    }
+    if (s != SQLITE_DONE) { log_sql("claim job", db); rc = STORE_ERR; }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_job_finish(int64_t id, job_state state, const char *error_code,
+                              const char *message, int exit_status)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db,
+        "UPDATE jobs SET state = ?2, finished_at = ?3, "
+        "error_code = coalesce(?4, error_code), error_message = coalesce(?5, error_message), "
+        "exit_status = ?6 WHERE id = ?1");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, JOB_STATE_NAMES[state], -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, now_s());
+    if (error_code) sqlite3_bind_text(st, 4, error_code, -1, SQLITE_TRANSIENT);
+    if (message) sqlite3_bind_text(st, 5, message, -1, SQLITE_TRANSIENT);
+    if (exit_status > -1000) sqlite3_bind_int(st, 6, exit_status);
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc) log_sql("finish job", db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_job_requeue(int64_t id)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db,
+        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0) "
+        "WHERE id = ? AND state = 'running'");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc) log_sql("requeue job", db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_jobs_recover(int max_attempts)
+{
+    sqlite3 *db = db_get();
+    int n = -1;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return -1;
+    sqlite3_stmt *st = prep(db,
+        "UPDATE jobs SET state = 'failed', finished_at = ?2, error_code = 'too_many_attempts', "
+        "error_message = 'the job was interrupted ' || attempts || ' times' "
+        "WHERE state = 'running' AND attempts >= ?1");
+    if (!st) goto out;
+    sqlite3_bind_int(st, 1, max_attempts);
+    sqlite3_bind_double(st, 2, now_s());
+    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    sqlite3_finalize(st);
+    st = prep(db, "UPDATE jobs SET state = 'queued' WHERE state = 'running'");
+    if (!st || sqlite3_step(st) != SQLITE_DONE) goto out;
+    n = sqlite3_changes(db);
+out:
+    if (n < 0) log_sql("recover jobs", db);
+    sqlite3_finalize(st);
+    exec_sql(db, n >= 0 ? "COMMIT" : "ROLLBACK");
+    return n;
+}
+
+int store_job_cancel_requested(int64_t id)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT cancel_requested FROM jobs WHERE id = ?");
+    int r = -1;
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW) r = sqlite3_column_int(st, 0) != 0;
+    sqlite3_finalize(st);
+    return r;
+}
+
+store_status store_job_cancel(int64_t id, int *was_running)
+{
+    sqlite3 *db = db_get();
+    store_status rc = STORE_ERR;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
+    sqlite3_stmt *st = prep(db, "SELECT state FROM jobs WHERE id = ?");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
+    if (s != SQLITE_ROW) goto out;
+    int state = job_state_from_name((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    st = NULL;
+    if (state >= JOB_SUCCEEDED) { rc = STORE_CONFLICT; goto out; }
+    *was_running = state == JOB_RUNNING;
+    st = prep(db, state == JOB_RUNNING
+        ? "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1"
+        : "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?2 WHERE id = ?1");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    if (state != JOB_RUNNING) sqlite3_bind_double(st, 2, now_s());
+    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    rc = STORE_OK;
+out:
+    if (rc == STORE_ERR) log_sql("cancel job", db);
+    sqlite3_finalize(st);
+    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    return rc;
+}
+
+/* -------------------------------------------------------------- events */
+
+static int add_metric(sqlite3 *db, int64_t job, int64_t seq, const char *kind, json_t *ev,
+                      const char *name, double value)
+{
+    sqlite3_stmt *st = prep(db,
+        "INSERT INTO metrics (job_id, seq, kind, phase, epoch, step, name, value) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, job);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+    const char *phase = json_string_value(json_object_get(ev, "phase"));
+    if (phase) sqlite3_bind_text(st, 4, phase, -1, SQLITE_TRANSIENT);
+    json_t *e = json_object_get(ev, "epoch"), *s = json_object_get(ev, "step");
+    if (json_is_integer(e)) sqlite3_bind_int64(st, 5, json_integer_value(e));
+    if (json_is_integer(s)) sqlite3_bind_int64(st, 6, json_integer_value(s));
+    sqlite3_bind_text(st, 7, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 8, value);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Every number of the event (one level, and one level into objects such as
+ * step_sizes, named "step_sizes.conv2.weight") becomes a metric point. */
+static int add_metrics(sqlite3 *db, int64_t job, int64_t seq, const char *kind, json_t *ev)
+{
+    static const char *const SKIP[] = {"time", "epoch", "step", "steps", NULL};
+    const char *key;
+    json_t *v;
+    json_object_foreach(ev, key, v) {
+        int skip = 0;
+        for (int i = 0; SKIP[i]; i++) skip |= !strcmp(key, SKIP[i]);
+        if (skip) continue;
+        if (json_is_number(v)) {
+            if (add_metric(db, job, seq, kind, ev, key, json_number_value(v))) return -1;
+        } else if (json_is_object(v)) {
+            const char *k2;
+            json_t *v2;
+            json_object_foreach(v, k2, v2) {
+                if (!json_is_number(v2)) continue;
+                char name[300];
+                snprintf(name, sizeof name, "%s.%s", key, k2);
+                if (add_metric(db, job, seq, kind, ev, name, json_number_value(v2))) return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int step_update(sqlite3 *db, const char *sql, int64_t job, const char *text, double num)
+{
+    sqlite3_stmt *st = prep(db, sql);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, job);
+    if (text) sqlite3_bind_text(st, 2, text, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_double(st, 2, num);
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *seq)
+{
+    sqlite3 *db = db_get();
+    store_status rc = STORE_ERR;
+    sqlite3_stmt *st = NULL;
+    char *text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    if (!db || !text || exec_sql(db, "BEGIN IMMEDIATE")) { free(text); return STORE_ERR; }
+    st = prep(db, "UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, job_id);
+    if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
+    *seq = sqlite3_column_int64(st, 0);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+    st = prep(db, "INSERT INTO events (job_id, seq, type, json) VALUES (?, ?, ?, ?)");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, *seq);
+    sqlite3_bind_text(st, 3, EV_TYPE_NAMES[type], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    sqlite3_finalize(st);
+    st = NULL;
+    switch (type) {
+    case EV_PROGRESS:
+        if (step_update(db, "UPDATE jobs SET progress = ?2 WHERE id = ?1", job_id, text, 0) ||
+            add_metrics(db, job_id, *seq, "progress", ev))
+            goto out;
+        break;
+    case EV_EPOCH:
+        if (step_update(db, "UPDATE jobs SET last_epoch = ?2 WHERE id = ?1", job_id, text, 0) ||
+            add_metrics(db, job_id, *seq, "epoch", ev))
+            goto out;
+        break;
+    case EV_DONE: {
+        json_t *acc = json_object_get(ev, "test_acc");
+        if (json_is_number(acc) &&
+            step_update(db, "UPDATE jobs SET test_acc = ?2 WHERE id = ?1", job_id, NULL,
+                        json_number_value(acc)))
+            goto out;
+        break;
+    }
+    case EV_ERROR: {
+        const char *code = json_string_value(json_object_get(ev, "code"));
+        const char *msg = json_string_value(json_object_get(ev, "message"));
+        if (step_update(db, "UPDATE jobs SET error_code = ?2 WHERE id = ?1", job_id,
+                        code ? code : "error", 0) ||
+            step_update(db, "UPDATE jobs SET error_message = ?2 WHERE id = ?1", job_id,
+                        msg ? msg : "", 0))
+            goto out;
+        break;
+    }
+    case EV_ARTIFACT: {
+        const char *name = json_string_value(json_object_get(ev, "name"));
+        const char *sha = json_string_value(json_object_get(ev, "sha256"));
+        json_t *bytes = json_object_get(ev, "bytes");
+        if (!name || !sha || !json_is_integer(bytes)) break; /* kept as an event only */
+        st = prep(db, "INSERT OR REPLACE INTO artifacts (job_id, name, bytes, sha256, created_at) "
+                      "VALUES (?, ?, ?, ?, ?)");
+        if (!st) goto out;
+        sqlite3_bind_int64(st, 1, job_id);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 3, json_integer_value(bytes));
+        sqlite3_bind_text(st, 4, sha, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_double(st, 5, now_s());
+        if (sqlite3_step(st) != SQLITE_DONE) goto out;
+        break;
+    }
+    default:
+        break;
+    }
+    rc = STORE_OK;
+out:
+    if (rc == STORE_ERR) log_sql("add event", db);
+    sqlite3_finalize(st);
+    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    free(text);
+    return rc;
+}
+
+json_t *store_events_after(int64_t job_id, int64_t after, int limit)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT seq, type, json FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int(st, 3, limit);
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s}",
+            "seq", (json_int_t)sqlite3_column_int64(st, 0),
+            "type", (const char *)sqlite3_column_text(st, 1),
+            "json", (const char *)sqlite3_column_text(st, 2)));
+    if (rc != SQLITE_DONE) { json_decref(arr); arr = NULL; }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+json_t *store_metrics_get(int64_t job_id)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT kind, name, seq, phase, epoch, step, value FROM metrics WHERE job_id = ? "
+        "ORDER BY seq");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, job_id);
+    json_t *series = json_object();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char key[400];
+        snprintf(key, sizeof key, "%s.%s", (const char *)sqlite3_column_text(st, 0),
+                 (const char *)sqlite3_column_text(st, 1));
+        json_t *arr = json_object_get(series, key);
+        if (!arr) {
+            arr = json_array();
+            json_object_set_new(series, key, arr);
+        }
+        json_t *p = json_object();
+        json_object_set_new(p, "seq", json_integer(sqlite3_column_int64(st, 2)));
+        json_object_set_new(p, "phase", sqlite3_column_type(st, 3) == SQLITE_NULL ? json_null()
+                            : json_string((const char *)sqlite3_column_text(st, 3)));
+        json_object_set_new(p, "epoch", sqlite3_column_type(st, 4) == SQLITE_NULL ? json_null()
+                            : json_integer(sqlite3_column_int64(st, 4)));
+        json_object_set_new(p, "step", sqlite3_column_type(st, 5) == SQLITE_NULL ? json_null()
+                            : json_integer(sqlite3_column_int64(st, 5)));
+        json_object_set_new(p, "value", json_real(sqlite3_column_double(st, 6)));
+        json_array_append_new(arr, p);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) { json_decref(series); return NULL; }
+    return json_pack("{s:I,s:o}", "job_id", (json_int_t)job_id, "series", series);
+}
+
+json_t *store_artifacts_list(int64_t job_id)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT name, bytes, sha256, created_at FROM artifacts WHERE job_id = ? ORDER BY name");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, job_id);
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:s,s:f}",
+            "name", (const char *)sqlite3_column_text(st, 0),
+            "bytes", (json_int_t)sqlite3_column_int64(st, 1),
+            "sha256", (const char *)sqlite3_column_text(st, 2),
+            "created_at", sqlite3_column_double(st, 3)));
+    sqlite3_finalize(st);
+    return arr;
+}
+
+store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes, char *sha256)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT bytes, sha256 FROM artifacts WHERE job_id = ? AND name = ?");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    store_status rc = STORE_NOT_FOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *bytes = sqlite3_column_int64(st, 0);
+        snprintf(sha256, 65, "%s", (const char *)sqlite3_column_text(st, 1));
+        rc = STORE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ------------------------------------------------------------ datasets */
+
+json_t *store_datasets_list(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT name, path, created_at FROM datasets ORDER BY name");
+    if (!st) return NULL;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("{s:s,s:s,s:f}",
+            "name", (const char *)sqlite3_column_text(st, 0),
+            "path", (const char *)sqlite3_column_text(st, 1),
+            "created_at", sqlite3_column_double(st, 2)));
+    sqlite3_finalize(st);
+    return arr;
+}
+
+store_status store_dataset_put(const char *name, const char *path)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db,
+        "INSERT OR REPLACE INTO datasets (name, path, created_at) VALUES (?, ?, ?)");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, path, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, now_s());
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc) log_sql("put dataset", db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_dataset_path(const char *name, char *path, size_t cap)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT path FROM datasets WHERE name = ?");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    store_status rc = STORE_NOT_FOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(path, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+        rc = STORE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}

@@ -1,0 +1,93 @@
+/* The store: every SQL statement of lsqd. SQLite in WAL mode with a busy
+ * timeout; one connection per thread (opened on first use), so readers never
+ * wait for the scheduler's writes. Migrations (embedded from schema/) are
+ * applied by store_open, tracked with PRAGMA user_version.
+ *
+ * Functions returning json_t* give the caller a new reference (json_decref).
+ * Failures return STORE_ERR and log the SQLite message. */
+#ifndef LSQD_STORE_H
+#define LSQD_STORE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "events.h"
+
+typedef enum {
+    STORE_OK = 0,
+    STORE_NOT_FOUND,
+    STORE_CONFLICT,    /* e.g. cancelling a finished job */
+    STORE_FULL,        /* the queue is at its cap */
+    STORE_ERR,
+} store_status;
+
+typedef enum {
+    JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED, JOB_STATE_COUNT
+} job_state;
+extern const char *const JOB_STATE_NAMES[];
+/* -1 when name is not a state. */
+int job_state_from_name(const char *name);
+
+/* Opens (creating) path and migrates it. Returns 0 or -1 (logged). Once per
+ * process; store_close closes every thread's connection. */
+int store_open(const char *path);
+void store_close(void);
+/* The schema version after migration (PRAGMA user_version). */
+int store_version(void);
+/* 0 when the database answers a query (for /healthz). */
+int store_ping(void);
+
+/* Inserts a queued job unless max_queue jobs are already queued (STORE_FULL). */
+store_status store_job_insert(const char *name, const char *spec_json, int max_queue,
+                              int64_t *id);
+/* The job as the API shows it; NULL when it does not exist (or on error). */
+json_t *store_job_get(int64_t id);
+/* Newest first; state < 0: any; after > 0: only ids below it. */
+json_t *store_job_list(int state, int limit, int64_t after);
+/* Jobs per state (counts[JOB_STATE_COUNT]). */
+store_status store_job_counts(int64_t *counts);
+/* 1 if the job exists and is finished, 0 if not finished, -1 if unknown. */
+int store_job_finished(int64_t id, job_state *state);
+
+/* Moves the oldest queued job to running (attempts + 1) and returns it:
+ * STORE_NOT_FOUND when the queue is empty. *spec is malloc'ed. */
+store_status store_job_claim(int64_t *id, char **spec, int *attempts);
+/* Ends a running job. error_code/message may be NULL (they keep any stored
+ * from an error event); exit_status < -1000 leaves it NULL. */
+store_status store_job_finish(int64_t id, job_state state, const char *error_code,
+                              const char *message, int exit_status);
+/* Puts a running job back in the queue (a graceful shutdown), refunding the
+ * attempt so that it does not count against --max-attempts. */
+store_status store_job_requeue(int64_t id);
+/* At start-up: running jobs left by a previous lsqd go back to queued, or
+ * fail when they already had max_attempts starts. Returns how many were
+ * re-queued, -1 on error. */
+int store_jobs_recover(int max_attempts);
+/* 1 when a cancel was asked for the job, 0 when not, -1 if unknown. */
+int store_job_cancel_requested(int64_t id);
+/* Cancel: a queued job becomes cancelled (*was_running = 0); a running one
+ * gets cancel_requested (*was_running = 1); a finished one: STORE_CONFLICT. */
+store_status store_job_cancel(int64_t id, int *was_running);
+
+/* Stores one event with the next sequence number of the job (*seq), and what
+ * it implies: latest progress/epoch, metric points, artifact rows, error and
+ * test accuracy. ev is borrowed. */
+store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *seq);
+/* Events with seq > after, oldest first, at most limit: an array of
+ * {"seq","type","json"} where json is the event text. */
+json_t *store_events_after(int64_t job_id, int64_t after, int limit);
+/* {"job_id":..,"series":{name:[{seq,phase,epoch,step,value}]}} or NULL. */
+json_t *store_metrics_get(int64_t job_id);
+/* [{"name","bytes","sha256","created_at"}] (empty when none). */
+json_t *store_artifacts_list(int64_t job_id);
+/* STORE_NOT_FOUND when the job has no artifact of that name. sha256[65]. */
+store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes,
+                                char *sha256);
+
+/* Registered dataset folders: [{"name","path","created_at"}]. */
+json_t *store_datasets_list(void);
+store_status store_dataset_put(const char *name, const char *path);
+/* Copies the registered path of name (STORE_NOT_FOUND if none). */
+store_status store_dataset_path(const char *name, char *path, size_t cap);
+
+#endif

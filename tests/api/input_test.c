@@ -1,0 +1,128 @@
+/* Bad input: every request gets its status and error code, and the jobs
+ * table (read from the SQLite file, read-only) does not change. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+typedef struct {
+    const char *what, *method, *path, *body, *ctype;
+    long status;
+    const char *code, *field;   /* field NULL: not checked */
+} bad_case;
+
+static void run_cases(lsqd *d, const bad_case *cases, size_t n)
+{
+    long long count0, max0;
+    db_jobs(d, &count0, &max0);
+    for (size_t i = 0; i < n; i++) {
+        const bad_case *c = &cases[i];
+        api_res *r = api(d, c->method, c->path, c->body, c->ctype, NULL);
+        cr_expect_eq(r->status, c->status, "%s: status %ld, want %ld (%s)", c->what, r->status,
+                     c->status, r->body ? r->body : "");
+        cr_expect_str_eq(api_err_code(r), c->code, "%s: code", c->what);
+        if (c->field) cr_expect_str_eq(api_err_field(r), c->field, "%s: field", c->what);
+        cr_expect(json_is_string(json_object_get(json_object_get(r->json, "error"), "message")),
+                  "%s: a message", c->what);
+        if (c->status == 405) cr_expect(strlen(r->allow) > 0, "%s: Allow header", c->what);
+        api_free(r);
+        long long count, max;
+        db_jobs(d, &count, &max);
+        cr_expect_eq(count, count0, "%s: the jobs table changed", c->what);
+        cr_expect_eq(max, max0, "%s: a job id was used", c->what);
+    }
+}
+
+Test(input, bad_submissions_are_rejected_and_store_nothing, .timeout = 120)
+{
+    lsqd d;
+    const char *const flags[] = {"--max-body", "4096", NULL};
+    lsqd_start(&d, flags);
+    /* one real job so that "unchanged" is checked against a non-empty table */
+    long long id = submit_job(&d, TINY_SPEC);
+    char big[8192];
+    memset(big, ' ', sizeof big - 1);
+    memcpy(big, "{\"name\":\"x\"", 11);
+    big[sizeof big - 2] = '}';
+    big[sizeof big - 1] = '\0';
+    const bad_case cases[] = {
+        {"malformed JSON", "POST", "/api/v1/jobs", "{\"model\":", NULL, 400, "malformed_json", NULL},
+        {"empty body", "POST", "/api/v1/jobs", "", NULL, 400, "malformed_json", NULL},
+        {"wrong content type", "POST", "/api/v1/jobs", TINY_SPEC, "text/plain", 415,
+         "unsupported_media_type", NULL},
+        {"form content type", "POST", "/api/v1/jobs", "a=b", "application/x-www-form-urlencoded",
+         415, "unsupported_media_type", NULL},
+        {"body over the cap", "POST", "/api/v1/jobs", big, NULL, 413, "body_too_large", NULL},
+        {"unknown top-level field", "POST", "/api/v1/jobs", "{\"bogus\":1}", NULL, 422,
+         "invalid_spec", "bogus"},
+        {"wrong type: epochs", "POST", "/api/v1/jobs", "{\"train\":{\"epochs\":\"three\"}}", NULL,
+         422, "invalid_spec", "train.epochs"},
+        {"wrong type: spec", "POST", "/api/v1/jobs", "[1,2]", NULL, 422, "invalid_spec", NULL},
+        {"bits out of range", "POST", "/api/v1/jobs", "{\"quant\":{\"weight_bits\":9}}", NULL,
+         422, "invalid_spec", "quant.weight_bits"},
+        {"bits too low", "POST", "/api/v1/jobs", "{\"quant\":{\"weight_bits\":1}}", NULL, 422,
+         "invalid_spec", "quant.weight_bits"},
+        {"epochs out of range", "POST", "/api/v1/jobs", "{\"train\":{\"epochs\":-1}}", NULL, 422,
+         "invalid_spec", "train.epochs"},
+        {"lr out of range", "POST", "/api/v1/jobs", "{\"train\":{\"lr\":0}}", NULL, 422,
+         "invalid_spec", "train.lr"},
+        {"unknown arch", "POST", "/api/v1/jobs", "{\"model\":{\"arch\":\"vgg99\"}}", NULL, 422,
+         "invalid_spec", "model.arch"},
+        {"unknown dataset", "POST", "/api/v1/jobs", "{\"dataset\":{\"name\":\"cifar-1000\"}}",
+         NULL, 422, "invalid_spec", "dataset.name"},
+        {"init.from unknown job", "POST", "/api/v1/jobs", "{\"init\":{\"from\":\"424242\"}}",
+         NULL, 422, "invalid_spec", "init.from"},
+        {"init.from a path", "POST", "/api/v1/jobs", "{\"init\":{\"from\":\"/etc/passwd\"}}",
+         NULL, 422, "invalid_spec", "init.from"},
+        {"unknown job id", "GET", "/api/v1/jobs/424242", NULL, NULL, 404, "not_found", NULL},
+        {"non-numeric job id", "GET", "/api/v1/jobs/abc", NULL, NULL, 404, "not_found", NULL},
+        {"events of unknown job", "GET", "/api/v1/jobs/424242/events", NULL, NULL, 404,
+         "not_found", NULL},
+        {"artifact name ..", "GET", "/api/v1/jobs/1/artifacts/..", NULL, NULL, 400,
+         "bad_request", "name"},
+        {"artifact name ..spec", "GET", "/api/v1/jobs/1/artifacts/..spec.json", NULL, NULL, 400,
+         "bad_request", "name"},
+        {"artifact name with ../", "GET", "/api/v1/jobs/1/artifacts/../spec.json", NULL, NULL, 404,
+         "not_found", NULL},
+        {"artifact name with %2F", "GET", "/api/v1/jobs/1/artifacts/..%2Fspec.json", NULL, NULL,
+         404, "not_found", NULL},
+        {"artifact not produced", "GET", "/api/v1/jobs/1/artifacts/spec.json", NULL, NULL, 404,
+         "not_found", "name"},
+        {"unknown route", "GET", "/api/v1/nothing", NULL, NULL, 404, "not_found", NULL},
+        {"unknown route 2", "POST", "/api/v2/jobs", "{}", NULL, 404, "not_found", NULL},
+        {"wrong method on jobs", "DELETE", "/api/v1/jobs", NULL, NULL, 405,
+         "method_not_allowed", NULL},
+        {"wrong method on a job", "PUT", "/api/v1/jobs/1", "{}", NULL, 405,
+         "method_not_allowed", NULL},
+        {"GET on cancel", "GET", "/api/v1/jobs/1/cancel", NULL, NULL, 405,
+         "method_not_allowed", NULL},
+        {"bad state filter", "GET", "/api/v1/jobs?state=sleeping", NULL, NULL, 422,
+         "invalid_value", "state"},
+        {"bad limit", "GET", "/api/v1/jobs?limit=0", NULL, NULL, 422, "invalid_value", "limit"},
+        {"predict malformed", "POST", "/api/v1/jobs/1/predict", "{", NULL, 400, "malformed_json",
+         NULL},
+        {"predict wrong type", "POST", "/api/v1/jobs/1/predict", "{}", "text/csv", 415,
+         "unsupported_media_type", NULL},
+        {"dataset unknown name", "POST", "/api/v1/datasets", "{\"name\":\"x\",\"path\":\"/tmp\"}",
+         NULL, 422, "invalid_value", "name"},
+        {"dataset bad folder", "POST", "/api/v1/datasets",
+         "{\"name\":\"mnist\",\"path\":\"/nonexistent\"}", NULL, 422, "invalid_value", "path"},
+    };
+    run_cases(&d, cases, sizeof cases / sizeof *cases);
+
+    /* 405 names the allowed methods */
+    api_res *r = api(&d, "DELETE", "/api/v1/jobs", NULL, NULL, NULL);
+    cr_expect(strstr(r->allow, "GET") && strstr(r->allow, "POST"), "Allow: %s", r->allow);
+    api_free(r);
+    /* errors are counted per code */
+    r = api(&d, "GET", "/metrics", NULL, NULL, NULL);
+    cr_assert_eq(r->status, 200);
+    cr_expect(strstr(r->body, "lsqd_errors_total{code=\"invalid_spec\"} 11\n"),
+              "invalid_spec errors counted");
+    cr_expect(strstr(r->body, "lsqd_errors_total{code=\"method_not_allowed\"} 4\n"));
+    api_free(r);
+    (void)id;
+    lsqd_cleanup(&d);
+}

@@ -1,0 +1,74 @@
+// The REST API of lsqd, as used by the dashboard. Every call resolves to the
+// decoded JSON or throws an ApiError: {status, code, message, field}. A
+// network failure (lsqd unreachable) is status 0, code "unreachable".
+
+export class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field || null;
+  }
+}
+
+const listeners = new Set();
+// fn(ok: boolean, err?: ApiError): told after every request whether lsqd answered.
+export function onReachability(fn) { listeners.add(fn); }
+function tell(ok, err) { for (const fn of listeners) fn(ok, err); }
+
+export async function request(method, path, body) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    const err = new ApiError(0, 'unreachable', `lsqd is unreachable (${e.message})`);
+    tell(false, err);
+    throw err;
+  }
+  tell(true);
+  const text = await res.text();
+  let json = null;
+  if (text) {
+    try { json = JSON.parse(text); } catch { /* not JSON: reported below */ }
+  }
+  if (!res.ok) {
+    const e = json && json.error;
+    if (e) throw new ApiError(res.status, e.code, e.message, e.field);
+    throw new ApiError(res.status, 'http_' + res.status, `HTTP ${res.status} ${res.statusText}`);
+  }
+  if (json === null && text) throw new ApiError(res.status, 'bad_reply', 'the reply is not JSON');
+  return json;
+}
+
+export const api = {
+  jobs: (state, limit = 200) => {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (state) q.set('state', state);
+    return request('GET', `/api/v1/jobs?${q}`);
+  },
+  job: (id) => request('GET', `/api/v1/jobs/${id}`),
+  submit: (spec) => request('POST', '/api/v1/jobs', spec),
+  cancel: (id) => request('POST', `/api/v1/jobs/${id}/cancel`),
+  artifacts: (id) => request('GET', `/api/v1/jobs/${id}/artifacts`),
+  predict: (id, images) => request('POST', `/api/v1/jobs/${id}/predict`, { images }),
+  health: () => request('GET', '/healthz'),
+  eventsUrl: (id) => `/api/v1/jobs/${id}/events`,
+  artifactUrl: (id, name) => `/api/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`,
+};
+
+// Artifacts of finished jobs do not change: fetched once each.
+const artifactCache = new Map();
+export async function finishedArtifacts(job) {
+  if (artifactCache.has(job.id)) return artifactCache.get(job.id);
+  const p = api.artifacts(job.id).then((r) => r.artifacts);
+  if (['succeeded', 'failed', 'cancelled'].includes(job.state)) {
+    artifactCache.set(job.id, p);
+    p.catch(() => artifactCache.delete(job.id));
+  }
+  return p;
+}

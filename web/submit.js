@@ -1,0 +1,159 @@
+// Submit: a form over the main fields of the job spec, defaults filled in.
+// The API validates; its 422 {"error":{"field":"train.lr",...}} is shown next
+// to the input for that field (or the nearest enclosing one).
+import { api } from './api.js';
+import { el } from './ui.js';
+
+const BITS = ['2', '3', '4', '5', '6', '7', '8'];
+// path: the spec key; kind: text | int | num | select | check
+const GROUPS = [
+  ['Job', [
+    { path: 'name', label: 'Name', kind: 'text', def: 'job', help: 'Letters, digits, . _ -' },
+  ]],
+  ['Model and data', [
+    { path: 'model.arch', label: 'Model', kind: 'select', def: 'cnn-small', options: ['mlp', 'cnn-small', 'resnet20'] },
+    { path: 'dataset.name', label: 'Dataset', kind: 'select', def: 'fashion-mnist', options: ['fashion-mnist', 'mnist'] },
+    { path: 'dataset.train_limit', label: 'Training images', kind: 'int', def: '0', help: '0: all 60000' },
+    { path: 'dataset.test_limit', label: 'Test images', kind: 'int', def: '0', help: '0: all 10000' },
+  ]],
+  ['Quantization (LSQ)', [
+    { path: 'quant', label: 'Quantize (off: a full-precision job)', kind: 'check', def: true },
+    { path: 'quant.weight_bits', label: 'Weight bits', kind: 'select', def: '4', options: BITS, q: true },
+    { path: 'quant.act_bits', label: 'Activation bits', kind: 'select', def: '', options: [['', 'same as weights'], ...BITS], q: true },
+    { path: 'quant.first_last_bits', label: 'First/last layer bits', kind: 'select', def: '8', options: [...BITS, ['float', 'float (unquantized)']], q: true },
+    { path: 'distill', label: 'Distillation', kind: 'select', def: '', options: [['', 'auto (on with a teacher)'], ['true', 'on'], ['false', 'off']], q: true },
+  ]],
+  ['Full-precision pretraining', [
+    { path: 'pretrain.epochs', label: 'Epochs', kind: 'int', def: '6', help: '0: off', q: true },
+    { path: 'pretrain.lr', label: 'Learning rate', kind: 'num', def: '0.05', q: true },
+    { path: 'pretrain.batch_size', label: 'Batch size', kind: 'int', def: '128', q: true },
+  ]],
+  ['Training (LSQ phase, or the whole run when full precision)', [
+    { path: 'train.epochs', label: 'Epochs', kind: 'int', def: '3' },
+    { path: 'train.lr', label: 'Learning rate', kind: 'num', def: '', placeholder: 'auto: 0.01 (0.001 at 8 bits)' },
+    { path: 'train.batch_size', label: 'Batch size', kind: 'int', def: '128' },
+  ]],
+];
+
+const inputId = (path) => 'f-' + path.replace(/\./g, '-');
+
+function fieldRow(f) {
+  const id = inputId(f.path);
+  const errId = id + '-err', helpId = id + '-help';
+  let input;
+  if (f.kind === 'select') {
+    input = el('select', { id, name: f.path },
+      f.options.map((o) => Array.isArray(o) ? el('option', { value: o[0], text: o[1] }) : el('option', { value: o, text: o })));
+    input.value = f.def;
+  } else if (f.kind === 'check') {
+    input = el('input', { id, name: f.path, type: 'checkbox' });
+    input.checked = f.def;
+  } else {
+    input = el('input', { id, name: f.path, type: 'text', value: f.def, placeholder: f.placeholder || '',
+      inputmode: f.kind === 'int' ? 'numeric' : f.kind === 'num' ? 'decimal' : null, autocomplete: 'off' });
+  }
+  input.dataset.field = f.path;
+  input.setAttribute('aria-describedby', `${f.help ? helpId + ' ' : ''}${errId}`);
+  const defText = f.kind === 'check' ? '' : `default: ${f.def === '' ? (f.placeholder || (f.options && f.options[0][1]) || 'auto') : f.def}`;
+  return el('div', { class: `field ${f.kind === 'check' ? 'check' : ''}`, 'data-q': f.q ? '1' : null },
+    el('label', { for: id, text: f.label }),
+    input,
+    el('small', { id: helpId, class: 'help', text: [f.help, defText].filter(Boolean).join(' · ') }),
+    el('span', { id: errId, class: 'field-error', 'aria-live': 'assertive' }));
+}
+
+function readSpec(form) {
+  const spec = {};
+  const set = (path, v) => {
+    const keys = path.split('.');
+    let o = spec;
+    for (const k of keys.slice(0, -1)) o = o[k] = o[k] && typeof o[k] === 'object' ? o[k] : {};
+    o[keys[keys.length - 1]] = v;
+  };
+  const quant = form.elements['quant'].checked;
+  for (const [, fields] of GROUPS) {
+    for (const f of fields) {
+      if (f.kind === 'check') continue;
+      if (f.q && !quant) continue;
+      const raw = form.elements[f.path].value.trim();
+      if (raw === '') continue;
+      let v = raw;
+      if (f.path === 'distill') v = raw === 'true';
+      else if (f.kind === 'int' || (f.kind === 'select' && /^\d+$/.test(raw))) v = /^-?\d+$/.test(raw) ? parseInt(raw, 10) : raw;
+      else if (f.kind === 'num') v = isFinite(Number(raw)) ? Number(raw) : raw;
+      set(f.path, v);
+    }
+  }
+  if (quant) { if (!spec.quant) spec.quant = {}; } else spec.quant = null;
+  return spec;
+}
+
+function clearErrors(form) {
+  for (const e of form.querySelectorAll('.field-error')) e.textContent = '';
+  for (const i of form.querySelectorAll('[aria-invalid]')) i.removeAttribute('aria-invalid');
+  form.querySelector('#form-error').replaceChildren();
+}
+
+// The input for a field path: exact, else the longest enclosing path.
+function inputFor(form, field) {
+  let path = field || '';
+  while (path) {
+    const input = form.querySelector(`[data-field="${CSS.escape(path)}"]`);
+    if (input && !input.closest('[hidden]')) return input;
+    const cut = Math.max(path.lastIndexOf('.'), path.lastIndexOf('['));
+    path = cut > 0 ? path.slice(0, cut) : '';
+  }
+  return null;
+}
+
+export function render(main) {
+  const form = el('form', { id: 'submit-form', novalidate: true });
+  const preview = el('pre', { id: 'spec-preview' });
+  const status = el('div', { id: 'form-error', role: 'alert' });
+  form.append(status);
+  for (const [title, fields] of GROUPS) {
+    form.append(el('fieldset', { 'data-group': title }, el('legend', { text: title }), fields.map(fieldRow)));
+  }
+  const btn = el('button', { type: 'submit', class: 'primary', id: 'submit-btn', text: 'Submit job' });
+  form.append(el('div', { class: 'actions' }, btn, el('button', { type: 'reset', text: 'Reset to defaults' })),
+    el('details', {}, el('summary', { text: 'Spec JSON that will be sent' }), preview));
+
+  const sync = () => {
+    const quant = form.elements['quant'].checked;
+    for (const row of form.querySelectorAll('[data-q]')) row.hidden = !quant;
+    for (const fs of form.querySelectorAll('fieldset')) fs.hidden = !quant && fs.dataset.group === 'Full-precision pretraining';
+    preview.textContent = JSON.stringify(readSpec(form), null, 2);
+  };
+  form.addEventListener('input', sync);
+  form.addEventListener('change', sync);
+  form.addEventListener('reset', () => setTimeout(() => { clearErrors(form); sync(); }));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearErrors(form);
+    const spec = readSpec(form);
+    btn.disabled = true;
+    btn.textContent = 'Submitting…';
+    try {
+      const job = await api.submit(spec);
+      location.hash = `#/jobs/${job.id}`;
+    } catch (e) {
+      const input = e.field ? inputFor(form, e.field) : null;
+      if (input) {
+        const slot = input.parentElement.querySelector('.field-error');
+        slot.textContent = e.message;
+        input.setAttribute('aria-invalid', 'true');
+        input.focus();
+      }
+      status.replaceChildren(el('p', { class: 'error', text: e.code === 'unreachable'
+        ? 'lsqd is unreachable; the job was not submitted.'
+        : `Not submitted: ${e.message}${e.field && !input ? ` (field ${e.field})` : ''}` }));
+    } finally {
+      btn.disabled = false;
+      btn.textContent = 'Submit job';
+    }
+  });
+  main.append(el('h1', { text: 'Submit a job' }),
+    el('p', { class: 'muted', text: 'Fields left at their defaults train the paper\'s recipe: full-precision pretraining, then LSQ fine-tuning with distillation. Every field is checked by lsqd.' }),
+    form);
+  sync();
+}
