@@ -139,10 +139,11 @@ void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma
 
 /* relu_out: with a ReLU fused after the batch norm, the ReLU's output y; the
  * gradient reaching the batch norm is then dout where y > 0, else 0. */
+/* overwrite: din = instead of += (only with relu_out). */
 static void backward(float *din, float *dgamma, float *dbeta,
                      const float *dout, const float *relu_out, const float *in,
                      const float *save_mean, const float *save_rstd,
-                     const float *gamma, int n, int c, int hw)
+                     const float *gamma, int n, int c, int hw, int overwrite)
 {
     const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
     const double m = (double)n * hw;
@@ -183,7 +184,15 @@ static void backward(float *din, float *dgamma, float *dbeta,
             const float *x = in + i * cstride + ch * plane;
             const float *g = dout + i * cstride + ch * plane;
             float *dx = din + i * cstride + ch * plane;
-            if (relu_out) {
+            if (relu_out && overwrite) {
+                const float *y = relu_out + i * cstride + ch * plane;
+#pragma omp simd
+                for (int j = 0; j < hw; j++) {
+                    float xhat = (x[j] - mean) * rstd;
+                    float gj = y[j] > 0.0f ? g[j] : 0.0f;
+                    dx[j] = k * (gj - gmean - xhat * gxmean);
+                }
+            } else if (relu_out) {
                 const float *y = relu_out + i * cstride + ch * plane;
 #pragma omp simd
                 for (int j = 0; j < hw; j++) {
@@ -207,7 +216,7 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta,
                         const float *save_mean, const float *save_rstd,
                         const float *gamma, int n, int c, int hw)
 {
-    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw);
+    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw, 0);
 }
 
 void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
@@ -216,5 +225,14 @@ void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
                              const float *save_rstd, const float *gamma, int n,
                              int c, int hw)
 {
-    backward(din, dgamma, dbeta, dout, out, in, save_mean, save_rstd, gamma, n, c, hw);
+    backward(din, dgamma, dbeta, dout, out, in, save_mean, save_rstd, gamma, n, c, hw, 0);
+}
+
+void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
+                                       const float *dout, const float *out,
+                                       const float *in, const float *save_mean,
+                                       const float *save_rstd, const float *gamma,
+                                       int n, int c, int hw)
+{
+    backward(din, dgamma, dbeta, dout, out, in, save_mean, save_rstd, gamma, n, c, hw, 1);
 }

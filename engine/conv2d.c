@@ -13,6 +13,7 @@
 #include "par.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <string.h>
 
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
@@ -79,9 +80,88 @@ static void valid_range(int o, int s, int off, int in, int *lo, int *hi)
     *hi = b;
 }
 
+/* Stride 1 and an output as wide as the input ("same" padding): then the
+ * valid part of every col row is ONE contiguous run of the input plane,
+ * shifted; the columns that wrap around a row edge are fixed up after. */
+static int is_same_s1(const conv2d_dims *d)
+{
+    return d->stride == 1 && d->ow == d->iw;
+}
+
+static void im2col_same_s1(float *col, const float *in, const conv2d_dims *d)
+{
+    const int oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
+    const size_t p = (size_t)oh * ow;
+    for (int c = 0; c < d->ic; c++) {
+        const float *plane = in + (size_t)c * ih * iw;
+        for (int ki = 0; ki < d->kh; ki++) {
+            int ylo, yhi, yoff = ki - d->pad;
+            valid_range(oh, 1, yoff, ih, &ylo, &yhi);
+            for (int kj = 0; kj < d->kw; kj++) {
+                int xlo, xhi, xoff = kj - d->pad;
+                valid_range(ow, 1, xoff, iw, &xlo, &xhi);
+                float *row = col + ((size_t)(c * d->kh + ki) * d->kw + kj) * p;
+                if (yhi <= ylo || xhi <= xlo) {
+                    memset(row, 0, sizeof *row * p);
+                    continue;
+                }
+                memset(row, 0, sizeof *row * ((size_t)ylo * ow + xlo));
+                /* from (ylo, xlo) to (yhi-1, xhi-1), both valid, inclusive */
+                size_t first = (size_t)ylo * ow + xlo;
+                size_t last = (size_t)(yhi - 1) * ow + (xhi - 1);
+                memcpy(row + first, plane + (ptrdiff_t)(ylo + yoff) * iw + xlo + xoff,
+                       sizeof *row * (last - first + 1));
+                memset(row + last + 1, 0, sizeof *row * (p - last - 1));
+                for (int oy = ylo; oy < yhi; oy++) {
+                    float *r = row + (size_t)oy * ow;
+                    for (int ox = 0; ox < xlo; ox++) r[ox] = 0.0f;
+                    for (int ox = xhi; ox < ow; ox++) r[ox] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* din (IC, IH, IW) += col2im(dcol (K, P)) for the same_s1 shape. dcol is
+ * scratch: its wrapped columns are zeroed so that each row adds in one run
+ * (adding +0 leaves a value as it is). */
+static void col2im_add_same_s1(float *din, float *dcol, const conv2d_dims *d)
+{
+    const int oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
+    const size_t p = (size_t)oh * ow;
+    for (int c = 0; c < d->ic; c++) {
+        float *plane = din + (size_t)c * ih * iw;
+        for (int ki = 0; ki < d->kh; ki++) {
+            int ylo, yhi, yoff = ki - d->pad;
+            valid_range(oh, 1, yoff, ih, &ylo, &yhi);
+            for (int kj = 0; kj < d->kw; kj++) {
+                int xlo, xhi, xoff = kj - d->pad;
+                valid_range(ow, 1, xoff, iw, &xlo, &xhi);
+                if (yhi <= ylo || xhi <= xlo) continue;
+                float *row = dcol + ((size_t)(c * d->kh + ki) * d->kw + kj) * p;
+                for (int oy = ylo; oy < yhi; oy++) {
+                    float *r = row + (size_t)oy * ow;
+                    for (int ox = 0; ox < xlo; ox++) r[ox] = 0.0f;
+                    for (int ox = xhi; ox < ow; ox++) r[ox] = 0.0f;
+                }
+                size_t first = (size_t)ylo * ow + xlo;
+                size_t len = (size_t)(yhi - 1) * ow + (xhi - 1) - first + 1;
+                const float *src = row + first;
+                float *dst = plane + (ptrdiff_t)(ylo + yoff) * iw + xlo + xoff;
+#pragma omp simd
+                for (size_t j = 0; j < len; j++) dst[j] += src[j];
+            }
+        }
+    }
+}
+
 /* col (K, P) from one image in (IC, IH, IW). */
 static void im2col(float *col, const float *in, const conv2d_dims *d)
 {
+    if (is_same_s1(d)) {
+        im2col_same_s1(col, in, d);
+        return;
+    }
     const int s = d->stride, oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
     for (int c = 0; c < d->ic; c++) {
         const float *plane = in + (size_t)c * ih * iw;
@@ -119,8 +199,12 @@ static void im2col(float *col, const float *in, const conv2d_dims *d)
 }
 
 /* din (IC, IH, IW) += col2im(dcol (K, P)) for one image. */
-static void col2im_add(float *din, const float *dcol, const conv2d_dims *d)
+static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
 {
+    if (is_same_s1(d)) {
+        col2im_add_same_s1(din, dcol, d);
+        return;
+    }
     const int s = d->stride, oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
     for (int c = 0; c < d->ic; c++) {
         float *plane = din + (size_t)c * ih * iw;

@@ -1,36 +1,39 @@
 /* Elementwise layers: relu and the residual add. Memory-bound loops, split
- * statically over OpenMP threads once they are large enough to pay for the
+ * over OpenMP threads once they are large enough to pay for the
  * fork, and written so the compiler vectorises them. */
 #include "layers.h"
 
 #define EW_PAR_MIN 65536
+/* Elements per work chunk: threads take chunks dynamically, so one that the
+ * OS preempts does not hold up the loop. */
+#define EW_CHUNK 16384
 
 void relu_forward(float *out, const float *in, size_t count)
 {
-#pragma omp parallel for simd schedule(static) if (count >= EW_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
     for (size_t i = 0; i < count; i++) out[i] = in[i] > 0.0f ? in[i] : 0.0f;
 }
 
 void relu_backward(float *din, const float *dout, const float *out, size_t count)
 {
-#pragma omp parallel for simd schedule(static) if (count >= EW_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
     for (size_t i = 0; i < count; i++) din[i] += out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 void add_forward(float *out, const float *a, const float *b, size_t count)
 {
-#pragma omp parallel for simd schedule(static) if (count >= EW_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
     for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
 
 void add_backward(float *da, float *db, const float *dout, size_t count)
 {
     if (da) {
-#pragma omp parallel for simd schedule(static) if (count >= EW_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
         for (size_t i = 0; i < count; i++) da[i] += dout[i];
     }
     if (db) {
-#pragma omp parallel for simd schedule(static) if (count >= EW_PAR_MIN)
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
         for (size_t i = 0; i < count; i++) db[i] += dout[i];
     }
 }

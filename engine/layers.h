@@ -86,6 +86,13 @@ void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
                              const float *in, const float *save_mean,
                              const float *save_rstd, const float *gamma, int n,
                              int c, int hw);
+/* As batchnorm_relu_backward, but din is OVERWRITTEN (=) rather than
+ * accumulated: for a caller that would otherwise zero din first. */
+void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
+                                       const float *dout, const float *out,
+                                       const float *in, const float *save_mean,
+                                       const float *save_rstd, const float *gamma,
+                                       int n, int c, int hw);
 
 /* ---- relu: backward masks by the forward OUTPUT (out > 0) ---- */
 void relu_forward(float *out, const float *in, size_t count);
@@ -97,6 +104,10 @@ void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
                      int c, int ih, int iw, int k, int stride, int oh, int ow);
 void maxpool_backward(float *din, const float *dout, const int32_t *argmax,
                       int n, int c, int ih, int iw, int oh, int ow);
+/* As maxpool_backward, but din is overwritten (zero except at the argmax). */
+void maxpool_backward_overwrite(float *din, const float *dout,
+                                const int32_t *argmax, int n, int c, int ih,
+                                int iw, int oh, int ow);
 
 /* ---- global average pool: (N, C, H, W) -> (N, C) ---- */
 void avgpool_forward(float *out, const float *in, int n, int c, int hw);

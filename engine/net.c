@@ -796,6 +796,25 @@ static int fused_relu_of(const lsq_net *net, int bn)
     return relu;
 }
 
+/* Node j's gradient buffer is fully written, not accumulated, by its only
+ * consumer (a max pool, or a fused batch norm + ReLU), so backward need not
+ * zero it first. */
+static int dout_overwritten(const lsq_net *net, int j)
+{
+    if (j < 1 || j == net->output) return 0;
+    int consumer = -1;
+    for (int k = j + 1; k < net->n_nodes; k++) {
+        const net_node *nd = &net->nodes[k];
+        int uses = (nd->in[0] == j) + (nd->in[1] == j);
+        if (!uses) continue;
+        if (consumer >= 0 || uses > 1) return 0;
+        consumer = k;
+    }
+    if (consumer < 0) return 0;
+    const net_node *c = &net->nodes[consumer];
+    return c->op == OP_MAXPOOL || (c->op == OP_BN && fused_relu_of(net, consumer) >= 0);
+}
+
 /* The ReLU at index i is the second half of a fused batch norm + ReLU. */
 static int relu_is_fused(const lsq_net *net, int i)
 {
@@ -904,7 +923,8 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
 {
     for (int i = 1; i < net->n_nodes; i++) {
         net_node *nd = &net->nodes[i];
-        if (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0) continue;
+        if (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0 || dout_overwritten(net, i))
+            continue;
         memset(nd->dout, 0, (size_t)n * nd->c * nd->h * nd->w * sizeof(float));
     }
     if (net->dinput) {
@@ -980,16 +1000,27 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 /* din of the batch norm's input, from this ReLU's gradient */
                 const net_node *bn = src;
                 const net_node *bsrc = &net->nodes[bn->in[0]];
-                batchnorm_relu_backward(bsrc->dout, net->grads + net->views[bn->gammav].off,
-                                        net->grads + net->views[bn->betav].off, nd->dout,
-                                        nd->out, bsrc->out, bn->aux, bn->aux + bn->c,
-                                        view_ptr(net, bn->gammav), n, bn->c, bn->h * bn->w);
+                float *dg = net->grads + net->views[bn->gammav].off;
+                float *dbe = net->grads + net->views[bn->betav].off;
+                if (dout_overwritten(net, bn->in[0]))
+                    batchnorm_relu_backward_overwrite(bsrc->dout, dg, dbe, nd->dout, nd->out,
+                                                      bsrc->out, bn->aux, bn->aux + bn->c,
+                                                      view_ptr(net, bn->gammav), n, bn->c,
+                                                      bn->h * bn->w);
+                else
+                    batchnorm_relu_backward(bsrc->dout, dg, dbe, nd->dout, nd->out, bsrc->out,
+                                            bn->aux, bn->aux + bn->c,
+                                            view_ptr(net, bn->gammav), n, bn->c,
+                                            bn->h * bn->w);
             } else if (din) {
                 relu_backward(din, nd->dout, nd->out, out_count);
             }
             break;
         case OP_MAXPOOL:
-            if (din)
+            if (din && dout_overwritten(net, si))
+                maxpool_backward_overwrite(din, nd->dout, nd->argmax, n, src->c, src->h,
+                                           src->w, nd->h, nd->w);
+            else if (din)
                 maxpool_backward(din, nd->dout, nd->argmax, n, src->c, src->h, src->w, nd->h,
                                  nd->w);
             break;

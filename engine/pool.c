@@ -3,6 +3,8 @@
  * by one thread, so results do not depend on the thread count. */
 #include "layers.h"
 
+#include <string.h>
+
 #define POOL_PAR_MIN 32768
 
 void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
@@ -10,11 +12,35 @@ void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
 {
     const int planes = n * c;
     const size_t isz = (size_t)ih * iw, osz = (size_t)oh * ow;
-#pragma omp parallel for schedule(static) if ((size_t)planes * isz >= POOL_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)planes * isz >= POOL_PAR_MIN)
     for (int p = 0; p < planes; p++) {
         const float *x = in + p * isz;
         float *y = out + p * osz;
         int32_t *am = argmax + p * osz;
+        if (k == 2 && stride == 2) {
+            /* the common 2x2 window, unrolled; same tie and NaN rules */
+            for (int oy = 0; oy < oh; oy++) {
+                const float *r0 = x + (size_t)(2 * oy) * iw, *r1 = r0 + iw;
+                const int base = 2 * oy * iw;
+#pragma omp simd
+                for (int ox = 0; ox < ow; ox++) {
+                    float bv = r0[2 * ox];
+                    int best = base + 2 * ox;
+                    float v = r0[2 * ox + 1];
+                    best = v > bv ? base + 2 * ox + 1 : best;
+                    bv = v > bv ? v : bv;
+                    v = r1[2 * ox];
+                    best = v > bv ? base + iw + 2 * ox : best;
+                    bv = v > bv ? v : bv;
+                    v = r1[2 * ox + 1];
+                    best = v > bv ? base + iw + 2 * ox + 1 : best;
+                    bv = v > bv ? v : bv;
+                    y[oy * ow + ox] = bv;
+                    am[oy * ow + ox] = best;
+                }
+            }
+            continue;
+        }
         for (int oy = 0; oy < oh; oy++) {
             for (int ox = 0; ox < ow; ox++) {
                 int y0 = oy * stride, x0 = ox * stride;
@@ -38,18 +64,32 @@ void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
     }
 }
 
-void maxpool_backward(float *din, const float *dout, const int32_t *argmax,
-                      int n, int c, int ih, int iw, int oh, int ow)
+static void pool_backward(float *din, const float *dout, const int32_t *argmax,
+                          int n, int c, int ih, int iw, int oh, int ow, int overwrite)
 {
     const int planes = n * c;
     const size_t isz = (size_t)ih * iw, osz = (size_t)oh * ow;
-#pragma omp parallel for schedule(static) if ((size_t)planes * isz >= POOL_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)planes * isz >= POOL_PAR_MIN)
     for (int p = 0; p < planes; p++) {
         float *dx = din + p * isz;
         const float *g = dout + p * osz;
         const int32_t *am = argmax + p * osz;
+        if (overwrite) memset(dx, 0, isz * sizeof *dx);
         for (size_t j = 0; j < osz; j++) dx[am[j]] += g[j];
     }
+}
+
+void maxpool_backward(float *din, const float *dout, const int32_t *argmax,
+                      int n, int c, int ih, int iw, int oh, int ow)
+{
+    pool_backward(din, dout, argmax, n, c, ih, iw, oh, ow, 0);
+}
+
+void maxpool_backward_overwrite(float *din, const float *dout,
+                                const int32_t *argmax, int n, int c, int ih,
+                                int iw, int oh, int ow)
+{
+    pool_backward(din, dout, argmax, n, c, ih, iw, oh, ow, 1);
 }
 
 void avgpool_forward(float *out, const float *in, int n, int c, int hw)

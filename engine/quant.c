@@ -98,7 +98,7 @@ void quant_forward(float *out, int32_t *codes, const float *in,
     const long items = (long)((size_t)channels * nb);
     const int par = (size_t)channels * per >= QUANT_PAR_MIN;
 
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(dynamic, 1) if (par)
     for (long it = 0; it < items; it++) {
         size_t c = (size_t)it / nb, k = (size_t)it % nb;
         size_t i0 = c * per + k * QUANT_BLOCK;
@@ -179,7 +179,7 @@ void quant_backward(float *din, float *dstep, float *doffset,
         part = malloc(items * 2 * sizeof *part);
 
     if (part) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
         for (long it = 0; it < (long)items; it++)
             backward_item(part + 2 * it, din, dout, in, step, offset, per,
                           (size_t)it / nb, (size_t)it % nb, lo, hi);

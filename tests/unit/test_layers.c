@@ -178,6 +178,8 @@ static const int CONV_CASES[][10] = {
     {1, 2, 5, 6, 2, 3, 2, 1, 1, 0}, /* non-square kernel */
     {5, 3, 4, 9, 3, 3, 3, 1, 0, 1}, /* more images than threads */
     {1, 1, 3, 3, 2, 3, 3, 1, 2, 1}, /* padding wider than needed */
+    {2, 2, 6, 7, 3, 5, 5, 1, 2, 1}, /* "same" 5x5: im2col in one run per row */
+    {1, 2, 2, 2, 2, 5, 5, 1, 2, 0}, /* "same", kernel rows entirely outside */
 };
 #define N_CONV_CASES (sizeof CONV_CASES / sizeof *CONV_CASES)
 
