@@ -78,8 +78,8 @@ def main():
         rows = []
         if fp:
             rows.append(row(fp, "%.1f" % PAPER_T1["fp"]))
-        for b in (8, 4, 3, 2):
-            r = load(runs, "%s-w%da%d" % (model, b, b))
+        for b, suffix in ((8, ""), (4, ""), (3, ""), (2, ""), (2, "-5ep")):
+            r = load(runs, "%s-w%da%d%s" % (model, b, b, suffix))
             if r:
                 delta = ""
                 if r["acc"] is not None and fp and fp["acc"] is not None:
@@ -110,15 +110,17 @@ def main():
         out += grows
         out.append("")
     krows = []
-    for b in (2, 3):
-        a, k = load(runs, "cnn-small-w%da%d-nokd" % (b, b)), load(runs, "cnn-small-w%da%d" % (b, b))
+    for b, suffix in ((2, ""), (3, ""), (2, "-5ep")):
+        a = load(runs, "cnn-small-w%da%d-nokd%s" % (b, b, suffix))
+        k = load(runs, "cnn-small-w%da%d%s" % (b, b, suffix))
         if a and k:
-            krows.append("| %d | %s | %s | %s / %s | %s, %s |" % (
-                b, pct(a["acc"]), pct(k["acc"]), PAPER_KD[b][0], PAPER_KD[b][1], cmd(a["name"]), cmd(k["name"])))
+            krows.append("| %d | %d | %s | %s | %s / %s | %s, %s |" % (
+                b, k["epochs"], pct(a["acc"]), pct(k["acc"]), PAPER_KD[b][0], PAPER_KD[b][1],
+                cmd(a["name"]), cmd(k["name"])))
     if krows:
         out.append("### LSQ vs LSQ + distillation (cnn-small; teacher: the FP model, T = 1, equal weights)\n")
-        out.append("| bits | LSQ (%) | LSQ + KD (%) | paper ResNet-18, LSQ / LSQ+KD (%) | commands |")
-        out.append("|---|---|---|---|---|")
+        out.append("| bits | epochs | LSQ (%) | LSQ + KD (%) | paper ResNet-18, LSQ / LSQ+KD (%) | commands |")
+        out.append("|---|---|---|---|---|---|")
         out += krows
         out.append("")
     print("\n".join(out))
