@@ -126,17 +126,10 @@ static int parse_int_arg(const char *cmd, const char *opt, const char *s, int lo
 
 static int load_spec_file(const char *cmd, const char *path, lsq_spec *spec)
 {
-    char *text;
-    size_t len;
     memset(spec, 0, sizeof *spec);
-    if (cli_read_file(path, &text, &len) != 0) {
-        fprintf(stderr, "lsq %s: cannot read %s: %s\n", cmd, path, strerror(errno));
-        return -1;
-    }
     lsq_err err;
     lsq_err_clear(&err);
-    lsq_status st = spec_parse(spec, text, len, &err);
-    free(text);
+    lsq_status st = spec_load_file(spec, path, &err);
     if (st == LSQ_OK) st = net_check_spec(spec, &err);
     if (st != LSQ_OK) {
         cli_print_err(cmd, &err);

@@ -220,13 +220,6 @@ static int reads_image(const lsq_net *net, int node)
     return net->nodes[node].op == OP_INPUT;
 }
 
-static const spec_layer_override *find_override(const spec_quant *q, const char *name)
-{
-    for (int i = 0; i < q->n_layers; i++)
-        if (strcmp(q->layers[i].name, name) == 0) return &q->layers[i];
-    return NULL;
-}
-
 static void *xcalloc(size_t n, size_t size, int *fail)
 {
     if (n == 0) n = 1;
@@ -480,17 +473,13 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
         }
     }
     if (net->quantized) {
-        for (int i = 0; i < quant->n_layers; i++) {
-            int f = find_node(net, net->n_nodes, quant->layers[i].name);
-            if (f < 0 || (net->nodes[f].op != OP_CONV && net->nodes[f].op != OP_LINEAR)) {
-                char field[SPEC_NAME_MAX + 20];
-                snprintf(field, sizeof field, "quant.layers.%s", quant->layers[i].name);
-                st = lsq_err_set(err, LSQ_ERR_INVALID, field,
-                                 "%s: the model has no conv2d or linear layer named '%s'",
-                                 field, quant->layers[i].name);
-                goto fail;
-            }
-        }
+        /* quant.layers may name only the model's conv/linear layers */
+        const char *names[MAX_NODES];
+        int n_names = 0;
+        for (int i = 1; i < net->n_nodes; i++)
+            if (net->nodes[i].op == OP_CONV || net->nodes[i].op == OP_LINEAR)
+                names[n_names++] = net->nodes[i].name;
+        if ((st = spec_check_layer_names(quant, names, n_names, err)) != LSQ_OK) goto fail;
     }
 
     /* pass 2: views */
@@ -505,26 +494,16 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             nd->wv = add_view(net, i, ".weight", PV_WEIGHT, 0, ndim, wd, &pcur);
             if (nd->bias) nd->bv = add_view(net, i, ".bias", PV_BIAS, 0, 1, wd, &pcur);
             if (!net->quantized) continue;
-            int wbits = quant->weight_bits, abits = quant->act_bits, on = 1;
+            /* bits: the spec's rule (job, then first/last, then override) */
+            spec_layer_quant lq = spec_layer_resolve(quant, nd->name, i == first_q || i == last_q);
+            if (!lq.quantized) continue;
+            int wbits = lq.weight_bits, abits = lq.act_bits;
             /* quant.act_sign is the rule for inputs that can be negative;
              * an input after ReLU (or the image) is unsigned unless a
              * per-layer override says otherwise */
-            spec_act_sign asign = src->nonneg ? ASIGN_UNSIGNED : quant->act_sign;
-            if (i == first_q || i == last_q) {
-                if (quant->first_last_bits < 0) on = 0;
-                else wbits = abits = quant->first_last_bits;
-            }
-            const spec_layer_override *ov = find_override(quant, nd->name);
-            if (ov) {
-                if (ov->is_float) on = 0;
-                else {
-                    on = 1;
-                    if (ov->weight_bits) wbits = ov->weight_bits;
-                    if (ov->act_bits) abits = ov->act_bits;
-                    if (ov->act_sign != ASIGN_AUTO) asign = ov->act_sign;
-                }
-            }
-            if (!on) continue;
+            const spec_layer_override *ov = spec_find_override(quant, nd->name);
+            spec_act_sign asign = (ov && ov->act_sign != ASIGN_AUTO) || !src->nonneg
+                                      ? lq.act_sign : ASIGN_UNSIGNED;
             /* weights: signed; per-tensor or per-output-channel */
             nd->wq.on = 1;
             quant_range_init(&nd->wq.r, wbits, 1);

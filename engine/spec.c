@@ -774,19 +774,18 @@ double spec_train_weight_decay(const lsq_spec *spec, const spec_train *t, int is
     }
 }
 
-const spec_layer_override *spec_find_override(const lsq_spec *spec, const char *layer)
+const spec_layer_override *spec_find_override(const spec_quant *q, const char *layer)
 {
-    for (int i = 0; i < spec->quant.n_layers; i++)
-        if (strcmp(spec->quant.layers[i].name, layer) == 0) return &spec->quant.layers[i];
+    for (int i = 0; i < q->n_layers; i++)
+        if (strcmp(q->layers[i].name, layer) == 0) return &q->layers[i];
     return NULL;
 }
 
-spec_layer_quant spec_layer_resolve(const lsq_spec *spec, const char *layer, int first_or_last)
+spec_layer_quant spec_layer_resolve(const spec_quant *q, const char *layer, int first_or_last)
 {
     spec_layer_quant r = {0, 0, 0, ASIGN_AUTO};
-    const spec_quant *q = &spec->quant;
     if (!q->enabled) return r;
-    const spec_layer_override *o = layer ? spec_find_override(spec, layer) : NULL;
+    const spec_layer_override *o = layer ? spec_find_override(q, layer) : NULL;
     if (o && o->is_float) return r;
     r.quantized = 1;
     r.weight_bits = q->weight_bits;
@@ -807,11 +806,11 @@ spec_layer_quant spec_layer_resolve(const lsq_spec *spec, const char *layer, int
     return r;
 }
 
-lsq_status spec_check_layer_names(const lsq_spec *spec, const char *const *names, int n,
+lsq_status spec_check_layer_names(const spec_quant *q, const char *const *names, int n,
                                   lsq_err *err)
 {
-    for (int i = 0; i < spec->quant.n_layers; i++) {
-        const char *want = spec->quant.layers[i].name;
+    for (int i = 0; i < q->n_layers; i++) {
+        const char *want = q->layers[i].name;
         int found = 0;
         for (int j = 0; j < n && !found; j++) found = strcmp(names[j], want) == 0;
         if (!found) {

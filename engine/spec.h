@@ -121,7 +121,7 @@ double spec_train_weight_decay(const lsq_spec *spec, const spec_train *t, int is
 lsq_status spec_load_file(lsq_spec *spec, const char *path, lsq_err *err);
 
 /* The override for a layer name, or NULL (borrowed from spec). */
-const spec_layer_override *spec_find_override(const lsq_spec *spec, const char *layer);
+const spec_layer_override *spec_find_override(const spec_quant *q, const char *layer);
 
 /* The effective quantization of one conv/linear layer. */
 typedef struct {
@@ -133,11 +133,11 @@ typedef struct {
 /* Resolves job bits, then first/last bits (first_or_last != 0), then the
  * layer's override (whose bits apply even to a "float" first/last layer).
  * A full-precision job gives quantized 0 everywhere. */
-spec_layer_quant spec_layer_resolve(const lsq_spec *spec, const char *layer, int first_or_last);
+spec_layer_quant spec_layer_resolve(const spec_quant *q, const char *layer, int first_or_last);
 
 /* Checks that every quant.layers key names one of the model's n conv/linear
  * layers; LSQ_ERR_INVALID with field "quant.layers.NAME" otherwise. */
-lsq_status spec_check_layer_names(const lsq_spec *spec, const char *const *names, int n,
+lsq_status spec_check_layer_names(const spec_quant *q, const char *const *names, int n,
                                   lsq_err *err);
 
 #endif

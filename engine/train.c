@@ -214,10 +214,8 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
             double tnow = now_s();
             if (tnow - t_mark >= 0.5 || b == steps - 1) {
                 double ips = (seen - mark_seen) / (tnow - t_mark > 1e-9 ? tnow - t_mark : 1e-9);
-                double done_frac = ((double)gstep + 1) / (double)total;
                 double ips_epoch = seen / (tnow - t_epoch);
                 double eta = ips_epoch > 0 ? (double)(total - gstep - 1) * t->batch_size / ips_epoch : 0;
-                (void)done_frac;
                 emit(rc, EV_PROGRESS,
                      json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f}", "phase",
                                PHASE_NAMES[ph], "epoch", epoch + 1, "epochs", t->epochs, "step",

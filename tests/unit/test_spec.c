@@ -384,30 +384,30 @@ Test(spec, layer_overrides_and_resolve)
     cr_expect_eq(s.quant.layers[1].weight_bits, 3);
     cr_expect_eq(s.quant.layers[1].act_bits, 0);
     cr_expect_eq(s.quant.layers[1].act_sign, ASIGN_SIGNED);
-    cr_expect_null(spec_find_override(&s, "conv9"));
+    cr_expect_null(spec_find_override(&s.quant, "conv9"));
 
-    spec_layer_quant r = spec_layer_resolve(&s, "fc1", 0);
+    spec_layer_quant r = spec_layer_resolve(&s.quant, "fc1", 0);
     cr_expect_eq(r.quantized, 0);
-    r = spec_layer_resolve(&s, "conv2", 0);
+    r = spec_layer_resolve(&s.quant, "conv2", 0);
     cr_expect(r.quantized && r.weight_bits == 3 && r.act_bits == 2 && r.act_sign == ASIGN_SIGNED);
-    r = spec_layer_resolve(&s, "conv1", 1); /* first layer: 8 bits, act override 4 */
+    r = spec_layer_resolve(&s.quant, "conv1", 1); /* first layer: 8 bits, act override 4 */
     cr_expect(r.quantized && r.weight_bits == 8 && r.act_bits == 4);
-    r = spec_layer_resolve(&s, "conv3", 0);
+    r = spec_layer_resolve(&s.quant, "conv3", 0);
     cr_expect(r.quantized && r.weight_bits == 2 && r.act_bits == 2 && r.act_sign == ASIGN_AUTO);
 
     const char *names[] = {"conv1", "conv2", "fc1", "fc2"};
-    cr_expect_eq(spec_check_layer_names(&s, names, 4, &err), LSQ_OK);
-    cr_expect_eq(spec_check_layer_names(&s, names, 3, &err), LSQ_ERR_INVALID);
+    cr_expect_eq(spec_check_layer_names(&s.quant, names, 4, &err), LSQ_OK);
+    cr_expect_eq(spec_check_layer_names(&s.quant, names, 3, &err), LSQ_ERR_INVALID);
     cr_expect_str_eq(err.field, "quant.layers.fc2");
 
     cr_assert_eq(parse(&s, "{\"quant\":{\"first_last_bits\":\"float\","
                            "\"layers\":{\"fc2\":{\"weight_bits\":6}}}}", &err), LSQ_OK);
-    r = spec_layer_resolve(&s, "conv1", 1);
+    r = spec_layer_resolve(&s.quant, "conv1", 1);
     cr_expect_eq(r.quantized, 0);
-    r = spec_layer_resolve(&s, "fc2", 1);
+    r = spec_layer_resolve(&s.quant, "fc2", 1);
     cr_expect(r.quantized && r.weight_bits == 6 && r.act_bits == 4);
     cr_assert_eq(parse(&s, "{}", &err), LSQ_OK);
-    cr_expect_eq(spec_layer_resolve(&s, "conv2", 0).quantized, 0);
+    cr_expect_eq(spec_layer_resolve(&s.quant, "conv2", 0).quantized, 0);
     spec_free(&s);
 }
 
