@@ -16,7 +16,10 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const LSQD = process.env.LSQD_BIN || join(ROOT, 'build/lsqd');
 const OUT = process.env.E2E_OUT || join(ROOT, 'build/e2e');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const TINY = { name: 'e2e', arch: 'mlp', train_limit: '2000', test_limit: '500', pretrain_epochs: '1', weight_bits: '4', train_epochs: '1' };
+// Small, but long enough (a few seconds even on an idle machine) for the page
+// to show progress between 0 and 100%: on 2,000 images an mlp can finish
+// between two polls.
+const TINY = { name: 'e2e', arch: 'mlp', train_limit: '20000', test_limit: '500', pretrain_epochs: '1', weight_bits: '4', train_epochs: '1' };
 
 let lsqd, base, tmp, browser, page;
 const pageErrors = [];
