@@ -47,8 +47,8 @@ LSQD       := $(BUILD)/lsqd
 UNIT_BIN   := $(BUILD)/tests/unit
 API_BIN    := $(BUILD)/tests/api
 
-ENGINE_LIBS := $(call pkglibs,$(ENGINE_PKGS)) -lm
-SERVER_LIBS := $(call pkglibs,$(SERVER_PKGS))
+ENGINE_LIBS = $(call pkglibs,$(ENGINE_PKGS)) -lm
+SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
