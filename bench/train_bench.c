@@ -3,7 +3,7 @@
  * LSQ; or the SGEMM ceiling of this machine (--sgemm). One JSON line out.
  *
  *   train_bench --model cnn-small|resnet20|mlp [--bits 0|2..8] [--batch 128]
- *               [--threads 2] [--steps 40] [--warmup 5]
+ *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|gemm]
  *   train_bench --sgemm [--threads 2]
  */
 #include <cblas.h>
@@ -75,6 +75,15 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sgemm")) sgemm = 1;
+        else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
+            /* auto: direct kernels where they apply; gemm: im2col + SGEMM everywhere */
+            const char *c = argv[++i];
+            if (strcmp(c, "auto") && strcmp(c, "gemm")) {
+                fprintf(stderr, "train_bench: --conv takes auto or gemm\n");
+                return 2;
+            }
+            conv2d_set_path(strcmp(c, "gemm") ? CONV2D_PATH_AUTO : CONV2D_PATH_GEMM);
+        }
         else {
             fprintf(stderr, "train_bench: unknown argument %s\n", argv[i]);
             return 2;

@@ -1,4 +1,11 @@
-/* conv2d as im2col + SGEMM, one image at a time.
+/* conv2d, one image at a time, on one of two paths:
+ *
+ * - direct (stride 1, "same" padding, the 3x3 convs of the zoo): the image is
+ *   copied once into a zero-padded plane and dconv.h's kernels multiply the
+ *   weights with it in place (no im2col matrix, no packing of it); the
+ *   backward data pass is the same kernel with the weights transposed and
+ *   flipped, over the padded output gradient;
+ * - im2col + SGEMM (every other shape):
  *
  * For image i, with K = IC*KH*KW and P = OH*OW:
  *   forward   out_i (OC, P) = w (OC, K) · col_i (K, P) + b
@@ -10,11 +17,17 @@
  * the thread count. A 1x1, stride 1, unpadded conv
  * needs no im2col: the input image already is col_i. */
 #include "layers.h"
+#include "dconv.h"
 #include "par.h"
 
 #include <assert.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+
+static conv2d_path path_choice = CONV2D_PATH_AUTO;
+
+void conv2d_set_path(conv2d_path p) { path_choice = p; }
 
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad)
@@ -55,9 +68,118 @@ static size_t part_floats(const conv2d_dims *d)
     return align16((size_t)d->oc * d->ic * d->kh * d->kw + (size_t)d->oc);
 }
 
+/* ---- direct path geometry ---- */
+
+typedef struct {
+    int wp;        /* padded width */
+    size_t plane;  /* floats of one padded plane, (IH + 2 pad) * WP */
+    int nv;        /* outputs in padded coordinates, OH * WP */
+    int nb;        /* nv rounded up to the kernel's column block */
+    size_t pin;    /* floats of the padded input: IC planes + slack */
+    size_t pout;   /* floats of the padded output gradient: OC planes + slack */
+    size_t cbuf;   /* rows of padded-coordinate output: max(OC, IC) * nb */
+} dgeom;
+
+/* Padded-coordinate outputs below which the weight gradient takes SGEMM
+ * (resnet20's 7x7 planes: 63; its 14x14 planes, 224, stay direct). */
+#define DCONV_WGRAD_MIN 128
+
+static int direct_shape(const conv2d_dims *d)
+{
+    /* 1x1 convs stay on SGEMM: they need no im2col there either */
+    return d->stride == 1 && d->pad >= 1 && d->kh == 2 * d->pad + 1 && d->kw == 2 * d->pad + 1 &&
+           d->oh == d->ih && d->ow == d->iw;
+}
+
+static void dgeom_init(dgeom *g, const conv2d_dims *d)
+{
+    /* dconv_gemm reads up to kw + DCONV_NB floats past the last plane */
+    const size_t slack = align16((size_t)d->kw + DCONV_NB + 8);
+    g->wp = d->iw + 2 * d->pad;
+    g->plane = (size_t)(d->ih + 2 * d->pad) * g->wp;
+    g->nv = d->oh * g->wp;
+    g->nb = (g->nv + DCONV_NB - 1) / DCONV_NB * DCONV_NB;
+    g->pin = align16((size_t)d->ic * g->plane + slack);
+    g->pout = align16((size_t)d->oc * g->plane + slack);
+    g->cbuf = align16((size_t)(d->oc > d->ic ? d->oc : d->ic) * g->nb);
+}
+
+static int use_direct(const conv2d_dims *d)
+{
+    if (path_choice == CONV2D_PATH_GEMM || !direct_shape(d)) return 0;
+    return 1;
+}
+
+/* Per-thread slot: the im2col matrix, or the direct path's buffers. */
+static size_t slot_floats(const conv2d_dims *d)
+{
+    size_t s = col_floats(d);
+    if (direct_shape(d)) {
+        dgeom g;
+        dgeom_init(&g, d);
+        size_t t = g.pin + g.pout + g.cbuf;
+        if (t > s) s = t;
+    }
+    return s;
+}
+
 size_t conv2d_scratch_floats(const conv2d_dims *d)
 {
-    return col_floats(d) * PAR_MAX_THREADS + part_floats(d) * CONV_GROUPS;
+    return slot_floats(d) * PAR_MAX_THREADS + part_floats(d) * CONV_GROUPS;
+}
+
+/* dst (C planes of the padded geometry, + slack) = src (C, H, W) with zeros
+ * around it and in the slack. */
+static void pad_planes(float *dst, size_t total, const float *src, int c, int h, int w,
+                       int pad, const dgeom *g)
+{
+    memset(dst, 0, sizeof *dst * total);
+    for (int ch = 0; ch < c; ch++)
+        for (int y = 0; y < h; y++)
+            memcpy(dst + ch * g->plane + (size_t)(y + pad) * g->wp + pad,
+                   src + ((size_t)ch * h + y) * w, sizeof *dst * (size_t)w);
+}
+
+/* Tap offsets into a padded buffer of `c` planes: k = (ch, ki, kj). */
+static void tap_offsets(int *off, int c, const conv2d_dims *d, const dgeom *g)
+{
+    for (int ch = 0; ch < c; ch++)
+        for (int ki = 0; ki < d->kh; ki++)
+            for (int kj = 0; kj < d->kw; kj++)
+                *off++ = (int)(ch * g->plane + (size_t)ki * g->wp + kj);
+}
+
+static void direct_forward(float *out, const float *in, const float *w, const float *b,
+                           const conv2d_dims *d, float *scratch, const float *ap,
+                           const int *off)
+{
+    const int k = d->ic * d->kh * d->kw, oc = d->oc, p = d->oh * d->ow;
+    const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
+    const size_t slot = slot_floats(d);
+    dgeom g;
+    dgeom_init(&g, d);
+    (void)w;
+
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        float *pin = scratch + slot * (size_t)omp_get_thread_num();
+        float *cb = pin + g.pin + g.pout;
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < d->n; i++) {
+            pad_planes(pin, g.pin, in + in_sz * i, d->ic, d->ih, d->iw, d->pad, &g);
+            dconv_gemm(cb, (size_t)g.nb, ap, oc, k, pin, off, g.nb);
+            float *y = out + out_sz * i;
+            for (int o = 0; o < oc; o++) {
+                const float bo = b ? b[o] : 0.0f;
+                for (int r = 0; r < d->oh; r++) {
+                    const float *src = cb + (size_t)o * g.nb + (size_t)r * g.wp;
+                    float *dst = y + (size_t)o * p + (size_t)r * d->ow;
+#pragma omp simd
+                    for (int x = 0; x < d->ow; x++) dst[x] = src[x] + bo;
+                }
+            }
+        }
+    }
 }
 
 static int is_pointwise(const conv2d_dims *d)
@@ -232,14 +354,145 @@ static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
     }
 }
 
+/* Sums of one image's output gradient per channel into db. */
+static void bias_grad(float *db, const float *g, int oc, int p)
+{
+    for (int o = 0; o < oc; o++) {
+        const float *go = g + (size_t)o * p;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int j = 0; j < p; j++) acc += go[j];
+        db[o] += acc;
+    }
+}
+
+/* The direct path's backward; returns -1 (nothing done) on a failed malloc. */
+static int direct_backward(float *din, float *dw, float *db, const float *dout,
+                           const float *in, const float *w, const conv2d_dims *d,
+                           float *scratch)
+{
+    const int k = d->ic * d->kh * d->kw, oc = d->oc, ic = d->ic, p = d->oh * d->ow;
+    const int kt = oc * d->kh * d->kw; /* taps of the backward data pass */
+    const size_t in_sz = (size_t)ic * d->ih * d->iw, out_sz = (size_t)oc * p;
+    const size_t slot = slot_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
+    float *parts = scratch + slot * PAR_MAX_THREADS;
+    const int ng = n_groups(d->n);
+    dgeom g;
+    dgeom_init(&g, d);
+
+    int *off = malloc(sizeof *off * (size_t)(k + kt));
+    float *wt = din ? malloc(sizeof *wt * (size_t)ic * kt) : NULL;
+    float *ap = din ? malloc(sizeof *ap * dconv_packed_floats(ic, kt)) : NULL;
+    if (!off || (din && (!wt || !ap))) {
+        free(off), free(wt), free(ap);
+        return -1;
+    }
+    int *off_t = off + k;
+    tap_offsets(off, ic, d, &g);
+    tap_offsets(off_t, oc, d, &g);
+    if (din) {
+        /* wt (IC, OC, KH, KW): w transposed and flipped, so that din is the
+         * "same" convolution of the padded output gradient with it */
+        for (int o = 0; o < oc; o++)
+            for (int c = 0; c < ic; c++)
+                for (int ki = 0; ki < d->kh; ki++)
+                    for (int kj = 0; kj < d->kw; kj++)
+                        wt[(((size_t)c * oc + o) * d->kh + ki) * d->kw + kj] =
+                            w[(((size_t)o * ic + c) * d->kh + (d->kh - 1 - ki)) * d->kw +
+                              (d->kw - 1 - kj)];
+        dconv_pack_a(ap, wt, ic, kt, (size_t)kt);
+    }
+    const size_t dshift = (size_t)d->pad * g.wp + d->pad; /* dout at padded (0, 0) */
+    /* the weight gradient's dot products run along a plane; on planes of a
+     * few rows their horizontal sums cost more than SGEMM's packing */
+    const int wgrad_direct = g.nv >= DCONV_WGRAD_MIN;
+
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        float *pin = scratch + slot * (size_t)omp_get_thread_num();
+        float *pg = pin + g.pin, *cb = pg + g.pout;
+#pragma omp for schedule(dynamic, 1)
+        for (int gi = 0; gi < ng; gi++) {
+            float *dwp = parts + psz * (size_t)gi, *dbp = dwp + wsz;
+            if (db) memset(dbp, 0, sizeof *dbp * (size_t)oc);
+            if (dw) memset(dwp, 0, sizeof *dwp * wsz);
+            const int lo = (int)((long)d->n * gi / ng);
+            const int hi = (int)((long)d->n * (gi + 1) / ng);
+            for (int i = lo; i < hi; i++) {
+                const float *gout = dout + out_sz * i;
+                if (db) bias_grad(dbp, gout, oc, p);
+                if (!dw && !din) continue;
+                if (dw && !wgrad_direct) {
+                    /* small planes: one SGEMM over the im2col matrix, which
+                     * uses the slot before the padded buffers below do */
+                    im2col(pin, in + in_sz * i, d);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p, 1.0f, gout, p,
+                                pin, p, 1.0f, dwp, k);
+                }
+                if (din || (dw && wgrad_direct))
+                    pad_planes(pg, g.pout, gout, oc, d->oh, d->ow, d->pad, &g);
+                if (dw && wgrad_direct) {
+                    pad_planes(pin, g.pin, in + in_sz * i, ic, d->ih, d->iw, d->pad, &g);
+                    dconv_wgrad(dwp, (size_t)k, oc, k, pg + dshift, g.plane, pin, off, g.nv);
+                }
+                if (din) {
+                    dconv_gemm(cb, (size_t)g.nb, ap, ic, kt, pg, off_t, g.nb);
+                    float *dx = din + in_sz * i;
+                    for (int c = 0; c < ic; c++)
+                        for (int r = 0; r < d->ih; r++) {
+                            const float *src = cb + (size_t)c * g.nb + (size_t)r * g.wp;
+                            float *dst = dx + ((size_t)c * d->ih + r) * d->iw;
+#pragma omp simd
+                            for (int x = 0; x < d->iw; x++) dst[x] += src[x];
+                        }
+                }
+            }
+        }
+        if (dw) {
+#pragma omp for schedule(static)
+            for (size_t j = 0; j < wsz; j++) {
+                float acc = dw[j];
+                for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + j];
+                dw[j] = acc;
+            }
+        }
+    }
+    if (db) {
+        for (int o = 0; o < oc; o++) {
+            float acc = db[o];
+            for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + wsz + o];
+            db[o] = acc;
+        }
+    }
+    free(off), free(wt), free(ap);
+    return 0;
+}
+
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     const conv2d_dims *d, float *scratch)
 {
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
-    const size_t slot = col_floats(d);
+    const size_t slot = slot_floats(d);
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
+
+    if (use_direct(d)) {
+        /* the weights packed once for every image; on a failed malloc the
+         * im2col path below does the work */
+        float *ap = malloc(sizeof *ap * dconv_packed_floats(oc, k));
+        int *off = malloc(sizeof *off * (size_t)k);
+        if (ap && off) {
+            dgeom g;
+            dgeom_init(&g, d);
+            dconv_pack_a(ap, w, oc, k, (size_t)k);
+            tap_offsets(off, d->ic, d, &g);
+            direct_forward(out, in, w, b, d, scratch, ap, off);
+        }
+        free(ap);
+        free(off);
+        if (ap && off) return;
+    }
 
 #pragma omp parallel num_threads(nt)
     {
@@ -266,11 +519,12 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
 
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w, const conv2d_dims *d,
-                     float *scratch)
+                      float *scratch)
 {
+    if (use_direct(d) && direct_backward(din, dw, db, dout, in, w, d, scratch) == 0) return;
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
-    const size_t slot = col_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
+    const size_t slot = slot_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
     float *parts = scratch + slot * PAR_MAX_THREADS;
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();

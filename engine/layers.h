@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- conv2d: im2col + SGEMM (cblas) ---- */
+/* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ---- */
 typedef struct {
     int n, ic, ih, iw;      /* input (N, IC, IH, IW) */
     int oc, kh, kw;         /* weight (OC, IC, KH, KW) */
@@ -33,6 +33,12 @@ typedef struct {
 /* Fills d and computes oh/ow; returns 0, or -1 if the output would be empty. */
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad);
+/* Which path conv2d takes: AUTO (direct kernels for stride-1 "same" convs,
+ * im2col + SGEMM otherwise), or one forced for every shape it can run
+ * (tests and benchmarks compare them). Process-wide; not thread-safe. */
+typedef enum { CONV2D_PATH_AUTO, CONV2D_PATH_GEMM } conv2d_path;
+void conv2d_set_path(conv2d_path p);
+
 /* Floats of scratch that forward and backward need for this shape. */
 size_t conv2d_scratch_floats(const conv2d_dims *d);
 /* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC, KH, KW)) + b (OC) ;

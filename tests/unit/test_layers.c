@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dconv.h"
 #include "layers.h"
 
 #define FD_TOL 1e-2
@@ -106,6 +107,16 @@ static double max_rel_diff(const float *a, const double *ref, size_t n)
     for (size_t i = 0; i < n; i++) {
         double rel = fabs(a[i] - ref[i]) / fmax(fabs(ref[i]), 1.0);
         if (rel > worst) worst = rel;
+    }
+    return worst;
+}
+
+static double max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (!(e <= worst)) worst = e; /* NaN counts as worst */
     }
     return worst;
 }
@@ -246,6 +257,109 @@ Test(layers, conv2d_gradcheck) { conv_gradcheck_all(2, 1); }
 
 /* OpenBLAS left multi-threaded: the kernels take their one-thread path. */
 Test(layers, conv2d_gradcheck_blas_threaded) { conv_gradcheck_all(2, 2); }
+
+/* The direct path (stride-1 "same" convs) against im2col + SGEMM on the same
+ * inputs: forward, din, dw and db, with channel counts that leave partial
+ * register blocks and more images than accumulation groups. */
+static const int DIRECT_CASES[][10] = {
+    {3, 16, 28, 28, 16, 3, 3, 1, 1, 0}, /* resnet20 stage 1 */
+    {2, 32, 14, 14, 32, 3, 3, 1, 1, 0}, /* stage 2 */
+    {2, 64, 7, 7, 64, 3, 3, 1, 1, 1},   /* stage 3, with bias */
+    {2, 1, 28, 28, 16, 3, 3, 1, 1, 1},  /* one input channel */
+    {20, 5, 9, 7, 7, 3, 3, 1, 1, 1},    /* 7 rows: a 4-block and 3 left */
+    {2, 3, 6, 7, 6, 5, 5, 1, 2, 1},     /* 5x5: taps not a multiple of 3 */
+    {1, 2, 1, 3, 3, 3, 3, 1, 1, 0},     /* one-row image */
+};
+
+Test(layers, conv2d_direct_matches_gemm)
+{
+    use_threads(2, 1);
+    rng_seed(5);
+    for (size_t ci = 0; ci < sizeof DIRECT_CASES / sizeof *DIRECT_CASES; ci++) {
+        const int *k = DIRECT_CASES[ci];
+        conv_ctx c;
+        conv_ctx_init(&c, k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9]);
+        size_t no = conv_out_n(&c.d), ni = conv_in_n(&c.d), nw = conv_w_n(&c.d);
+        float *out[2], *din[2], *dw[2], *db[2];
+        for (int path = 0; path < 2; path++) {
+            conv2d_set_path(path ? CONV2D_PATH_GEMM : CONV2D_PATH_AUTO);
+            out[path] = zeros(no), din[path] = zeros(ni), dw[path] = zeros(nw);
+            db[path] = zeros((size_t)c.d.oc);
+            /* din and dw start non-zero: both paths must accumulate */
+            for (size_t j = 0; j < ni; j++) din[path][j] = 0.5f;
+            for (size_t j = 0; j < nw; j++) dw[path][j] = -0.25f;
+            conv2d_forward(out[path], c.in, c.w, c.b, &c.d, c.scratch);
+            conv2d_backward(din[path], dw[path], c.b ? db[path] : NULL, c.r, c.in, c.w, &c.d,
+                            c.scratch);
+        }
+        conv2d_set_path(CONV2D_PATH_AUTO);
+        double *ref = malloc(sizeof *ref * no);
+        conv_ref(ref, &c);
+        double e_ref = max_rel_diff(out[0], ref, no);
+        double e_out = max_abs_diff(out[0], out[1], no), e_din = max_abs_diff(din[0], din[1], ni);
+        double e_dw = max_abs_diff(dw[0], dw[1], nw);
+        double e_db = max_abs_diff(db[0], db[1], (size_t)c.d.oc);
+        printf("conv2d direct vs gemm case %zu: out %.3g din %.3g dw %.3g db %.3g, vs double %.3g\n",
+               ci, e_out, e_din, e_dw, e_db, e_ref);
+        cr_expect_leq(e_ref, 1e-5, "case %zu forward vs double", ci);
+        /* float sums of up to K = 576 (forward) or N * P terms (dw) in
+         * different orders */
+        cr_expect_leq(e_out, 1e-4, "case %zu out", ci);
+        cr_expect_leq(e_din, 1e-4, "case %zu din", ci);
+        cr_expect_leq(e_dw, 2e-3, "case %zu dw", ci);
+        cr_expect_leq(e_db, 2e-3, "case %zu db", ci);
+        for (int path = 0; path < 2; path++) {
+            free(out[path]), free(din[path]), free(dw[path]), free(db[path]);
+        }
+        free(ref);
+        conv_ctx_free(&c);
+    }
+}
+
+/* The direct path's kernels on their own, against plain loops in double,
+ * at sizes that leave every partial block: rows not a multiple of 4, taps
+ * not a multiple of 3, lengths not a multiple of 8. */
+Test(layers, dconv_kernels_match_loops)
+{
+    rng_seed(6);
+    const int sizes[][3] = {{1, 1, 1}, {4, 3, 8}, {7, 10, 13}, {9, 5, 30}, {16, 27, 100}};
+    for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++) {
+        const int m = sizes[t][0], k = sizes[t][1], n = sizes[t][2];
+        const int nb = (n + DCONV_NB - 1) / DCONV_NB * DCONV_NB;
+        int *off = malloc(sizeof *off * (size_t)k);
+        int span = 0;
+        for (int kk = 0; kk < k; kk++) {
+            off[kk] = (kk * 7) % 23 + kk; /* uneven, overlapping offsets */
+            if (off[kk] > span) span = off[kk];
+        }
+        size_t nbuf = (size_t)span + nb + 8;
+        float *b = rand_buf(nbuf, -1, 1), *a = rand_buf((size_t)m * k, -1, 1);
+        float *dd = rand_buf((size_t)m * n, -1, 1);
+        float *ap = zeros(dconv_packed_floats(m, k)), *c = zeros((size_t)m * nb);
+        float *dw = rand_buf((size_t)m * k, -1, 1), *dw0 = malloc(sizeof *dw0 * (size_t)m * k);
+        memcpy(dw0, dw, sizeof *dw0 * (size_t)m * k);
+        dconv_pack_a(ap, a, m, k, (size_t)k);
+        dconv_gemm(c, (size_t)nb, ap, m, k, b, off, nb);
+        dconv_wgrad(dw, (size_t)k, m, k, dd, (size_t)n, b, off, n);
+        double eg = 0, ew = 0;
+        for (int i = 0; i < m; i++) {
+            for (int j = 0; j < n; j++) {
+                double s = 0;
+                for (int kk = 0; kk < k; kk++) s += (double)a[i * k + kk] * b[off[kk] + j];
+                eg = fmax(eg, fabs(c[(size_t)i * nb + j] - s));
+            }
+            for (int kk = 0; kk < k; kk++) {
+                double s = dw0[i * k + kk];
+                for (int j = 0; j < n; j++) s += (double)dd[i * n + j] * b[off[kk] + j];
+                ew = fmax(ew, fabs(dw[i * k + kk] - s));
+            }
+        }
+        printf("dconv m %d k %d n %d: gemm max diff %.3g, wgrad %.3g\n", m, k, n, eg, ew);
+        cr_expect_leq(eg, 1e-5, "gemm m %d k %d n %d", m, k, n);
+        cr_expect_leq(ew, 1e-5, "wgrad m %d k %d n %d", m, k, n);
+        free(off), free(b), free(a), free(dd), free(ap), free(c), free(dw), free(dw0);
+    }
+}
 
 Test(layers, conv2d_backward_accumulates_and_repeats)
 {
