@@ -123,6 +123,26 @@ def main():
         out.append("|---|---|---|---|---|---|")
         out += krows
         out.append("")
+    # The same W2A2 5-epoch comparison over training seeds (shuffle and
+    # augmentation order): the seed-to-seed spread is the size of the effect.
+    seeds = []
+    for suffix in ("", "-seed2", "-seed3"):
+        a = load(runs, "cnn-small-w2a2-nokd-5ep" + suffix)
+        k = load(runs, "cnn-small-w2a2-5ep" + suffix)
+        if a and k and a["acc"] is not None and k["acc"] is not None:
+            seeds.append((suffix or "-seed1", a, k))
+    if len(seeds) > 1:
+        out.append("### W2A2, 5 epochs, over training seeds (cnn-small)\n")
+        out.append("| seed | LSQ (%) | LSQ + KD (%) | KD − LSQ (points) | commands |")
+        out.append("|---|---|---|---|---|")
+        for tag, a, k in seeds:
+            out.append("| %s | %s | %s | %+.2f | %s, %s |" % (
+                tag[len("-seed"):], pct(a["acc"]), pct(k["acc"]), 100 * (k["acc"] - a["acc"]),
+                cmd(a["name"]), cmd(k["name"])))
+        ma = sum(a["acc"] for _, a, _ in seeds) / len(seeds)
+        mk = sum(k["acc"] for _, _, k in seeds) / len(seeds)
+        out.append("| mean of %d | %s | %s | %+.2f | |" % (len(seeds), pct(ma), pct(mk), 100 * (mk - ma)))
+        out.append("")
     print("\n".join(out))
 
 
