@@ -21,6 +21,7 @@
 #include "par.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +87,12 @@ typedef struct {
 
 static int direct_shape(const conv2d_dims *d)
 {
-    /* 1x1 convs stay on SGEMM: they need no im2col there either */
+    /* 1x1 convs stay on SGEMM: they need no im2col there either. Tap
+     * offsets are ints: planes of channels must stay well inside INT_MAX. */
+    const size_t planes = (size_t)(d->ic > d->oc ? d->ic : d->oc) *
+                          (size_t)(d->ih + 2 * d->pad) * (size_t)(d->iw + 2 * d->pad);
     return d->stride == 1 && d->pad >= 1 && d->kh == 2 * d->pad + 1 && d->kw == 2 * d->pad + 1 &&
-           d->oh == d->ih && d->ow == d->iw;
+           d->oh == d->ih && d->ow == d->iw && planes < (size_t)INT_MAX / 2;
 }
 
 static void dgeom_init(dgeom *g, const conv2d_dims *d)
