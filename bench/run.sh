@@ -2,7 +2,8 @@
 # `make bench`: speed side by side with the peers, in the same run, with
 # medians and ratios (the machines are shared and noisy).
 #   1. training images/s: the engine vs PyTorch (Debian's python3-torch)
-#      training the same model, full precision and W2A2, batch 128, 2 threads;
+#      training the same model, full precision and W2A2, batch 128, 2 threads
+#      (resnet20 also on the im2col + SGEMM conv path alone);
 #      achieved GFLOP/s against the SGEMM ceiling measured in the same run;
 #   2. integer inference vs the float engine vs onnxruntime (bench/infer.sh).
 # OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both sides alike: a
@@ -30,6 +31,11 @@ for r in $(seq 1 "$ROUNDS"); do
           --steps "$steps" >> "$LOG"
       /usr/bin/python3 bench/torch_train.py --model "$model" --bits "$bits" --threads 2 \
           --steps "$steps" 2>/dev/null >> "$LOG"
+      if [ "$model" = resnet20 ]; then
+        # the same steps on im2col + SGEMM alone: what the direct conv path gains
+        "$BUILD/bench/train_bench" --model "$model" --bits "$bits" --batch 128 --threads 2 \
+            --steps "$steps" --conv gemm >> "$LOG"
+      fi
     done
   done
 done

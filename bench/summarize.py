@@ -36,6 +36,17 @@ for model in ("cnn-small", "resnet20", "mlp"):
         print("| %s | %s | %.0f | %s | %s | %.1f | %s | %.0f |" % (
             model, "FP32" if bits == 32 else "W%dA%d" % (bits, bits), a,
             "%.0f" % b if b else "—", ratio, g or 0, frac, rss or 0))
+im2col = [(m, b) for m in ("cnn-small", "resnet20") for b in (32, 2)
+          if med((m, b, "lsq-im2col")) and med((m, b, "lsq"))]
+if im2col:
+    print("\nconv2d paths, same run: direct kernels where they apply (lsq) vs "
+          "im2col + SGEMM everywhere (train_bench --conv gemm)\n")
+    print("| model | bits | lsq img/s | im2col + SGEMM img/s | direct / im2col |")
+    print("|---|---|---|---|---|")
+    for m, b in im2col:
+        a, c = med((m, b, "lsq")), med((m, b, "lsq-im2col"))
+        print("| %s | %s | %.0f | %.0f | %.2f |" % (
+            m, "FP32" if b == 32 else "W%dA%d" % (b, b), a, c, a / c))
 for model in ("cnn-small", "resnet20"):
     fp, q = med((model, 32, "lsq")), med((model, 2, "lsq"))
     if fp and q:

@@ -66,7 +66,7 @@ static int run_sgemm(int threads)
 int main(int argc, char **argv)
 {
     const char *arch = "cnn-small";
-    int bits = 0, batch = 128, threads = 2, steps = 40, warmup = 5, sgemm = 0;
+    int bits = 0, batch = 128, threads = 2, steps = 40, warmup = 5, sgemm = 0, im2col_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) arch = argv[++i];
         else if (!strcmp(argv[i], "--bits") && i + 1 < argc) bits = atoi(argv[++i]);
@@ -82,7 +82,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "train_bench: --conv takes auto or gemm\n");
                 return 2;
             }
-            conv2d_set_path(strcmp(c, "gemm") ? CONV2D_PATH_AUTO : CONV2D_PATH_GEMM);
+            im2col_only = !strcmp(c, "gemm");
+            conv2d_set_path(im2col_only ? CONV2D_PATH_GEMM : CONV2D_PATH_AUTO);
         }
         else {
             fprintf(stderr, "train_bench: unknown argument %s\n", argv[i]);
@@ -135,10 +136,11 @@ int main(int argc, char **argv)
     double ips = (double)steps * batch / secs;
     /* a training step costs about 3x the forward multiply-accumulates */
     double gflops = ips * net_forward_macs(&net) * 2.0 * 3.0 / 1e9;
-    printf("{\"bench\":\"train\",\"engine\":\"lsq\",\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
+    printf("{\"bench\":\"train\",\"engine\":\"%s\",\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
            "\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f,\"gflops\":%.2f,"
            "\"peak_rss_mb\":%.1f}\n",
-           arch, bits ? bits : 32, batch, threads, steps, ips, gflops, peak_rss_kb() / 1024.0);
+           im2col_only ? "lsq-im2col" : "lsq", arch, bits ? bits : 32, batch, threads, steps, ips,
+           gflops, peak_rss_kb() / 1024.0);
     free(x), free(y), free(dl);
     loader_free(&l);
     sgd_free(&opt);
