@@ -69,6 +69,41 @@ static size_t part_floats(const conv2d_dims *d)
     return align16((size_t)d->oc * d->ic * d->kh * d->kw + (size_t)d->oc);
 }
 
+/* Sums of one image's output gradient per channel into db. */
+static void bias_grad(float *db, const float *g, int oc, int p)
+{
+    for (int o = 0; o < oc; o++) {
+        const float *go = g + (size_t)o * p;
+        float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+        for (int j = 0; j < p; j++) acc += go[j];
+        db[o] += acc;
+    }
+}
+
+/* dw += the ng group partials, added in group order (deterministic). Called
+ * by every thread of the backward pass's parallel region: the loop is shared
+ * out among them. */
+static void add_dw_parts(float *dw, const float *parts, size_t psz, int ng, size_t wsz)
+{
+#pragma omp for schedule(static)
+    for (size_t j = 0; j < wsz; j++) {
+        float acc = dw[j];
+        for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + j];
+        dw[j] = acc;
+    }
+}
+
+/* db += the ng group partials (stored after each group's dw), in group order. */
+static void add_db_parts(float *db, const float *parts, size_t psz, int ng, size_t wsz, int oc)
+{
+    for (int o = 0; o < oc; o++) {
+        float acc = db[o];
+        for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + wsz + o];
+        db[o] = acc;
+    }
+}
+
 /* ---- direct path geometry ---- */
 
 typedef struct {
@@ -153,16 +188,24 @@ static void tap_offsets(int *off, int c, const conv2d_dims *d, const dgeom *g)
                 *off++ = (int)(ch * g->plane + (size_t)ki * g->wp + kj);
 }
 
-static void direct_forward(float *out, const float *in, const float *w, const float *b,
-                           const conv2d_dims *d, float *scratch, const float *ap,
-                           const int *off)
+/* The direct path's forward; returns -1 (nothing done) on a failed malloc. */
+static int direct_forward(float *out, const float *in, const float *w, const float *b,
+                          const conv2d_dims *d, float *scratch)
 {
     const int k = d->ic * d->kh * d->kw, oc = d->oc, p = d->oh * d->ow;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
     const size_t slot = slot_floats(d);
     dgeom g;
     dgeom_init(&g, d);
-    (void)w;
+    /* the weights packed once for every image */
+    float *ap = malloc(sizeof *ap * dconv_packed_floats(oc, k));
+    int *off = malloc(sizeof *off * (size_t)k);
+    if (!ap || !off) {
+        free(ap), free(off);
+        return -1;
+    }
+    dconv_pack_a(ap, w, oc, k, (size_t)k);
+    tap_offsets(off, d->ic, d, &g);
 
 #pragma omp parallel num_threads(par_gemm_threads())
     {
@@ -184,6 +227,8 @@ static void direct_forward(float *out, const float *in, const float *w, const fl
             }
         }
     }
+    free(ap), free(off);
+    return 0;
 }
 
 static int is_pointwise(const conv2d_dims *d)
@@ -358,18 +403,6 @@ static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
     }
 }
 
-/* Sums of one image's output gradient per channel into db. */
-static void bias_grad(float *db, const float *g, int oc, int p)
-{
-    for (int o = 0; o < oc; o++) {
-        const float *go = g + (size_t)o * p;
-        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-        for (int j = 0; j < p; j++) acc += go[j];
-        db[o] += acc;
-    }
-}
-
 /* The direct path's backward; returns -1 (nothing done) on a failed malloc. */
 static int direct_backward(float *din, float *dw, float *db, const float *dout,
                            const float *in, const float *w, const conv2d_dims *d,
@@ -452,22 +485,9 @@ static int direct_backward(float *din, float *dw, float *db, const float *dout,
                 }
             }
         }
-        if (dw) {
-#pragma omp for schedule(static)
-            for (size_t j = 0; j < wsz; j++) {
-                float acc = dw[j];
-                for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + j];
-                dw[j] = acc;
-            }
-        }
+        if (dw) add_dw_parts(dw, parts, psz, ng, wsz);
     }
-    if (db) {
-        for (int o = 0; o < oc; o++) {
-            float acc = db[o];
-            for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + wsz + o];
-            db[o] = acc;
-        }
-    }
+    if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
     free(off), free(wt), free(ap);
     return 0;
 }
@@ -481,22 +501,8 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
 
-    if (use_direct(d)) {
-        /* the weights packed once for every image; on a failed malloc the
-         * im2col path below does the work */
-        float *ap = malloc(sizeof *ap * dconv_packed_floats(oc, k));
-        int *off = malloc(sizeof *off * (size_t)k);
-        if (ap && off) {
-            dgeom g;
-            dgeom_init(&g, d);
-            dconv_pack_a(ap, w, oc, k, (size_t)k);
-            tap_offsets(off, d->ic, d, &g);
-            direct_forward(out, in, w, b, d, scratch, ap, off);
-        }
-        free(ap);
-        free(off);
-        if (ap && off) return;
-    }
+    /* on a failed malloc the direct path does nothing and im2col does the work */
+    if (use_direct(d) && direct_forward(out, in, w, b, d, scratch) == 0) return;
 
 #pragma omp parallel num_threads(nt)
     {
@@ -546,15 +552,7 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
             for (int i = lo; i < hi; i++) {
                 const float *x = in + in_sz * i;
                 const float *g = dout + out_sz * i;
-                if (db) {
-                    for (int o = 0; o < oc; o++) {
-                        const float *go = g + (size_t)o * p;
-                        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                        for (int j = 0; j < p; j++) acc += go[j];
-                        dbp[o] += acc;
-                    }
-                }
+                if (db) bias_grad(dbp, g, oc, p);
                 if (dw) {
                     if (!pw) im2col(col, x, d);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p,
@@ -575,21 +573,7 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
             }
         }
 
-        /* Add the group partials in group order (deterministic). */
-        if (dw) {
-#pragma omp for schedule(static)
-            for (size_t j = 0; j < wsz; j++) {
-                float acc = dw[j];
-                for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + j];
-                dw[j] = acc;
-            }
-        }
+        if (dw) add_dw_parts(dw, parts, psz, ng, wsz);
     }
-    if (db) {
-        for (int o = 0; o < oc; o++) {
-            float acc = db[o];
-            for (int gi = 0; gi < ng; gi++) acc += parts[psz * (size_t)gi + wsz + o];
-            db[o] = acc;
-        }
-    }
+    if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
 }

@@ -115,14 +115,15 @@ void quant_forward(float *out, int32_t *codes, const float *in,
 /* ---- backward ----------------------------------------------------------- */
 
 #if defined(__AVX2__) && defined(__FMA__)
-/* backward_block's loop in AVX2: GCC leaves the portable loop scalar (its
- * selects feed two double reductions). Same formulas and NaN behaviour:
- * max/min return their second operand for a NaN, so a NaN x stays NaN, counts
- * as outside (unordered compare) and reaches the step gradient. Sums in
- * double, 8 lanes in a fixed order. */
-static void backward_block_avx2(float *din, const float *dout, const float *in,
-                                float s, float beta, float lo, float hi, size_t n,
-                                double sums[2])
+/* backward_block's loop in AVX2 over the first n - n % 8 elements: GCC leaves
+ * the portable loop scalar (its selects feed two double reductions). Same
+ * formulas and NaN behaviour: max/min return their second operand for a NaN,
+ * so a NaN x stays NaN, counts as outside (unordered compare) and reaches the
+ * step gradient. Sums in double, 8 lanes in a fixed order, into sums[2];
+ * returns the elements done. */
+static size_t backward_avx2(float *din, const float *dout, const float *in,
+                            float s, float beta, float lo, float hi, size_t n,
+                            double sums[2])
 {
     const __m256 vs = _mm256_set1_ps(s), vb = _mm256_set1_ps(beta);
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
@@ -150,61 +151,40 @@ static void backward_block_avx2(float *din, const float *dout, const float *in,
     double ls[4], lo4[4];
     _mm256_storeu_pd(ls, _mm256_add_pd(s0, s1));
     _mm256_storeu_pd(lo4, _mm256_add_pd(o0, o1));
-    double ss = (ls[0] + ls[1]) + (ls[2] + ls[3]);
-    double so = (lo4[0] + lo4[1]) + (lo4[2] + lo4[3]);
-    for (; i < n; i++) {
-        float x = (in[i] - beta) / s;
-        float xc = x < lo ? lo : x;
-        xc = xc > hi ? hi : xc;
-        float g = dout[i];
-        int o = xc != x;
-        float t = o ? xc : quant_round(x) - x;
-        if (din) din[i] += o ? 0.0f : g;
-        ss += (double)g * (double)t;
-        so += (double)(o ? g : 0.0f);
-    }
-    sums[0] = ss;
-    sums[1] = so;
+    sums[0] = (ls[0] + ls[1]) + (ls[2] + ls[3]);
+    sums[1] = (lo4[0] + lo4[1]) + (lo4[2] + lo4[3]);
+    return i;
 }
 #endif
 
-/* Sums of one block: [0] = sum dout * dv_hat/ds, [1] = sum dout outside. */
+/* Sums of one block: [0] = sum dout * dv_hat/ds, [1] = sum dout outside.
+ * The AVX2 loop, where built, takes whole vectors; the portable loop the
+ * rest (all of it elsewhere). */
 static void backward_block(float *din, const float *dout, const float *in,
                            float s, float beta,
                            float lo, float hi, size_t n, double sums[2])
 {
-#if defined(__AVX2__) && defined(__FMA__)
-    backward_block_avx2(din, dout, in, s, beta, lo, hi, n, sums);
-    return;
-#endif
+    size_t i0 = 0;
     double ss = 0.0, so = 0.0;
+#if defined(__AVX2__) && defined(__FMA__)
+    double vsum[2];
+    i0 = backward_avx2(din, dout, in, s, beta, lo, hi, n, vsum);
+    ss = vsum[0];
+    so = vsum[1];
+#endif
     /* xc != x exactly when x is outside [lo, hi] (or NaN, whose t = NaN then
      * reaches dstep and the guard): one select, no branches. */
-    if (din) {
 #pragma omp simd reduction(+ : ss, so)
-        for (size_t i = 0; i < n; i++) {
-            float x = (in[i] - beta) / s;
-            float xc = x < lo ? lo : x;
-            xc = xc > hi ? hi : xc;
-            float g = dout[i];
-            int out = xc != x;
-            float t = out ? xc : quant_round(x) - x;
-            din[i] += out ? 0.0f : g;
-            ss += (double)g * (double)t;
-            so += (double)(out ? g : 0.0f);
-        }
-    } else {
-#pragma omp simd reduction(+ : ss, so)
-        for (size_t i = 0; i < n; i++) {
-            float x = (in[i] - beta) / s;
-            float xc = x < lo ? lo : x;
-            xc = xc > hi ? hi : xc;
-            float g = dout[i];
-            int out = xc != x;
-            float t = out ? xc : quant_round(x) - x;
-            ss += (double)g * (double)t;
-            so += (double)(out ? g : 0.0f);
-        }
+    for (size_t i = i0; i < n; i++) {
+        float x = (in[i] - beta) / s;
+        float xc = x < lo ? lo : x;
+        xc = xc > hi ? hi : xc;
+        float g = dout[i];
+        int out = xc != x;
+        float t = out ? xc : quant_round(x) - x;
+        if (din) din[i] += out ? 0.0f : g;
+        ss += (double)g * (double)t;
+        so += (double)(out ? g : 0.0f);
     }
     sums[0] = ss;
     sums[1] = so;
