@@ -172,11 +172,20 @@ size_t conv2d_scratch_floats(const conv2d_dims *d)
 static void pad_planes(float *dst, size_t total, const float *src, int c, int h, int w,
                        int pad, const dgeom *g)
 {
-    memset(dst, 0, sizeof *dst * total);
-    for (int ch = 0; ch < c; ch++)
-        for (int y = 0; y < h; y++)
-            memcpy(dst + ch * g->plane + (size_t)(y + pad) * g->wp + pad,
-                   src + ((size_t)ch * h + y) * w, sizeof *dst * (size_t)w);
+    /* only the border is zeroed: the buffer is shared with other layers */
+    const size_t wp = (size_t)g->wp, edge = (size_t)pad * wp + pad;
+    for (int ch = 0; ch < c; ch++) {
+        float *pl = dst + ch * g->plane;
+        /* top rows and row 0's left pad; then between rows, one run covers
+         * a row's right pad and the next row's left pad */
+        memset(pl, 0, sizeof *pl * edge);
+        for (int y = 0; y < h; y++) {
+            float *row = pl + (size_t)(y + pad) * wp + pad;
+            memcpy(row, src + ((size_t)ch * h + y) * w, sizeof *dst * (size_t)w);
+            memset(row + w, 0, sizeof *row * (y + 1 < h ? 2 * (size_t)pad : edge));
+        }
+    }
+    memset(dst + (size_t)c * g->plane, 0, sizeof *dst * (total - (size_t)c * g->plane));
 }
 
 /* Tap offsets into a padded buffer of `c` planes: k = (ch, ki, kj). */
@@ -406,7 +415,7 @@ static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
 /* The direct path's backward; returns -1 (nothing done) on a failed malloc. */
 static int direct_backward(float *din, float *dw, float *db, const float *dout,
                            const float *in, const float *w, const conv2d_dims *d,
-                           float *scratch)
+                           float *scratch, int acc)
 {
     const int k = d->ic * d->kh * d->kw, oc = d->oc, ic = d->ic, p = d->oh * d->ow;
     const int kt = oc * d->kh * d->kw; /* taps of the backward data pass */
@@ -479,8 +488,12 @@ static int direct_backward(float *din, float *dw, float *db, const float *dout,
                         for (int r = 0; r < d->ih; r++) {
                             const float *src = cb + (size_t)c * g.nb + (size_t)r * g.wp;
                             float *dst = dx + ((size_t)c * d->ih + r) * d->iw;
+                            if (acc) {
 #pragma omp simd
-                            for (int x = 0; x < d->iw; x++) dst[x] += src[x];
+                                for (int x = 0; x < d->iw; x++) dst[x] += src[x];
+                            } else {
+                                memcpy(dst, src, sizeof *dst * (size_t)d->iw);
+                            }
                         }
                 }
             }
@@ -527,11 +540,11 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     }
 }
 
-void conv2d_backward(float *din, float *dw, float *db, const float *dout,
-                     const float *in, const float *w, const conv2d_dims *d,
-                      float *scratch)
+/* acc: din += the input gradient; else din = it. */
+static void backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                     const float *w, const conv2d_dims *d, float *scratch, int acc)
 {
-    if (use_direct(d) && direct_backward(din, dw, db, dout, in, w, d, scratch) == 0) return;
+    if (use_direct(d) && direct_backward(din, dw, db, dout, in, w, d, scratch, acc) == 0) return;
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
     const size_t slot = slot_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
@@ -563,10 +576,11 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                     float *dx = din + in_sz * i;
                     if (pw) {
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
-                                    1.0f, w, k, g, p, 1.0f, dx, p);
+                                    1.0f, w, k, g, p, acc ? 1.0f : 0.0f, dx, p);
                     } else {
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, oc,
                                     1.0f, w, k, g, p, 0.0f, col, p);
+                        if (!acc) memset(dx, 0, sizeof *dx * in_sz);
                         col2im_add(dx, col, d);
                     }
                 }
@@ -576,4 +590,18 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
         if (dw) add_dw_parts(dw, parts, psz, ng, wsz);
     }
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
+}
+
+void conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, const conv2d_dims *d,
+                     float *scratch)
+{
+    backward(din, dw, db, dout, in, w, d, scratch, 1);
+}
+
+void conv2d_backward_set(float *din, float *dw, float *db, const float *dout,
+                         const float *in, const float *w, const conv2d_dims *d,
+                         float *scratch)
+{
+    backward(din, dw, db, dout, in, w, d, scratch, 0);
 }

@@ -45,9 +45,15 @@ size_t conv2d_scratch_floats(const conv2d_dims *d);
  * b may be NULL. */
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     const conv2d_dims *d, float *scratch);
+/* din += the input gradient (din may be NULL); dw and db (may be NULL) +=
+ * theirs. */
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w, const conv2d_dims *d,
                      float *scratch);
+/* The same, but din = the input gradient: din needs no zeroing first. */
+void conv2d_backward_set(float *din, float *dw, float *db, const float *dout,
+                         const float *in, const float *w, const conv2d_dims *d,
+                         float *scratch);
 
 /* ---- linear: out (N, OUT) = in (N, IN) · w (OUT, IN)^T + b (OUT) ---- */
 void linear_forward(float *out, const float *in, const float *w, const float *b,

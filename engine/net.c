@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "par.h"
 #include "rng.h"
 
 const char *const NET_OP_NAMES[] = {
@@ -898,18 +899,30 @@ void net_zero_grads(lsq_net *net)
     memset(net->grads, 0, net->n_params * sizeof(float));
 }
 
+/* Zeroes the gradient buffers that backward accumulates into, split across
+ * the threads (a lone thread's memset of every activation gradient left the
+ * others waiting). */
+static void zero_douts(lsq_net *net, int n)
+{
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        const size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        for (int i = 0; i < net->n_nodes; i++) {
+            const net_node *nd = &net->nodes[i];
+            float *buf = i ? nd->dout : net->dinput;
+            if (!buf || (i && (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0 ||
+                               dout_overwritten(net, i))))
+                continue;
+            const size_t len = (size_t)n * nd->c * nd->h * nd->w;
+            const size_t lo = len * t / nt, hi = len * (t + 1) / nt;
+            memset(buf + lo, 0, (hi - lo) * sizeof(float));
+        }
+    }
+}
+
 void net_backward(lsq_net *net, const float *dlogits, int n)
 {
-    for (int i = 1; i < net->n_nodes; i++) {
-        net_node *nd = &net->nodes[i];
-        if (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0 || dout_overwritten(net, i))
-            continue;
-        memset(nd->dout, 0, (size_t)n * nd->c * nd->h * nd->w * sizeof(float));
-    }
-    if (net->dinput) {
-        const net_node *in0 = &net->nodes[0];
-        memset(net->dinput, 0, (size_t)n * in0->c * in0->h * in0->w * sizeof(float));
-    }
+    zero_douts(net, n);
     net_node *o = &net->nodes[net->output];
     memcpy(o->dout, dlogits, (size_t)n * net->classes * sizeof(float));
     for (int i = net->n_nodes - 1; i >= 1; i--) {
@@ -930,9 +943,10 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             const float *qx = x, *qw = w;
             float *dqx = din, *dqw = dw;
             if (nd->aq.on) {
+                /* a conv sets dqx whole; linear_backward adds to it */
                 qx = nd->qin;
                 dqx = nd->dqin;
-                memset(dqx, 0, in_count * sizeof(float));
+                if (nd->op != OP_CONV) memset(dqx, 0, in_count * sizeof(float));
             }
             if (nd->wq.on) {
                 qw = nd->qw;
@@ -943,7 +957,10 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 conv2d_dims d;
                 conv2d_dims_init(&d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel,
                                  nd->kernel, nd->stride, nd->pad);
-                conv2d_backward(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
+                if (nd->aq.on)
+                    conv2d_backward_set(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
+                else
+                    conv2d_backward(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
             } else {
                 linear_backward(dqx, dqw, db, nd->dout, qx, qw, n, src->c * src->h * src->w,
                                 nd->out_ch);

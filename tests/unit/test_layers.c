@@ -316,6 +316,40 @@ Test(layers, conv2d_direct_matches_gemm)
     }
 }
 
+/* conv2d_backward_set writes din whole, on both paths and the strided and
+ * 1x1 shapes of the im2col path: it equals conv2d_backward into zeros,
+ * whatever din held before (here NaN). */
+Test(layers, conv2d_backward_set_overwrites)
+{
+    use_threads(2, 1);
+    rng_seed(7);
+    static const int cases[][10] = {
+        {3, 16, 28, 28, 16, 3, 3, 1, 1, 0}, {2, 64, 7, 7, 64, 3, 3, 1, 1, 1},
+        {20, 5, 9, 7, 7, 3, 3, 1, 1, 1},    {3, 16, 28, 28, 32, 3, 3, 2, 1, 0},
+        {3, 16, 14, 14, 32, 1, 1, 2, 0, 0}, {2, 8, 5, 5, 4, 1, 1, 1, 0, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int *k = cases[ci];
+        conv_ctx c;
+        conv_ctx_init(&c, k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9]);
+        size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d);
+        for (int path = 0; path < 2; path++) {
+            conv2d_set_path(path ? CONV2D_PATH_GEMM : CONV2D_PATH_AUTO);
+            float *acc = zeros(ni), *set = malloc(sizeof *set * ni);
+            float *dw0 = zeros(nw), *dw1 = zeros(nw);
+            for (size_t j = 0; j < ni; j++) set[j] = NAN;
+            conv2d_backward(acc, dw0, NULL, c.r, c.in, c.w, &c.d, c.scratch);
+            conv2d_backward_set(set, dw1, NULL, c.r, c.in, c.w, &c.d, c.scratch);
+            double e = max_abs_diff(acc, set, ni), ew = max_abs_diff(dw0, dw1, nw);
+            cr_expect(e == 0.0, "case %zu path %d: din differs by %g", ci, path, e);
+            cr_expect(ew == 0.0, "case %zu path %d: dw differs by %g", ci, path, ew);
+            free(acc), free(set), free(dw0), free(dw1);
+        }
+        conv2d_set_path(CONV2D_PATH_AUTO);
+        conv_ctx_free(&c);
+    }
+}
+
 /* The direct path's kernels on their own, against plain loops in double,
  * at sizes that leave every partial block: rows not a multiple of 4, taps
  * not a multiple of 3, lengths not a multiple of 8. */
