@@ -139,7 +139,7 @@ void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma
 
 /* relu_out: with a ReLU fused after the batch norm, the ReLU's output y; the
  * gradient reaching the batch norm is then dout where y > 0, else 0. */
-/* overwrite: din = instead of += (only with relu_out). */
+/* overwrite: din = instead of +=. */
 static void backward(float *din, float *dgamma, float *dbeta,
                      const float *dout, const float *relu_out, const float *in,
                      const float *save_mean, const float *save_rstd,
@@ -200,6 +200,12 @@ static void backward(float *din, float *dgamma, float *dbeta,
                     float gj = y[j] > 0.0f ? g[j] : 0.0f;
                     dx[j] += k * (gj - gmean - xhat * gxmean);
                 }
+            } else if (overwrite) {
+#pragma omp simd
+                for (int j = 0; j < hw; j++) {
+                    float xhat = (x[j] - mean) * rstd;
+                    dx[j] = k * (g[j] - gmean - xhat * gxmean);
+                }
             } else {
 #pragma omp simd
                 for (int j = 0; j < hw; j++) {
@@ -217,6 +223,14 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta,
                         const float *gamma, int n, int c, int hw)
 {
     backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw, 0);
+}
+
+void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
+                                  const float *dout, const float *in,
+                                  const float *save_mean, const float *save_rstd,
+                                  const float *gamma, int n, int c, int hw)
+{
+    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw, 1);
 }
 
 void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,

@@ -599,9 +599,9 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
     backward(din, dw, db, dout, in, w, d, scratch, 1);
 }
 
-void conv2d_backward_set(float *din, float *dw, float *db, const float *dout,
-                         const float *in, const float *w, const conv2d_dims *d,
-                         float *scratch)
+void conv2d_backward_overwrite(float *din, float *dw, float *db, const float *dout,
+                               const float *in, const float *w, const conv2d_dims *d,
+                               float *scratch)
 {
     backward(din, dw, db, dout, in, w, d, scratch, 0);
 }

@@ -20,20 +20,38 @@ void relu_backward(float *din, const float *dout, const float *out, size_t count
     for (size_t i = 0; i < count; i++) din[i] += out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
+void relu_backward_overwrite(float *din, const float *dout, const float *out, size_t count)
+{
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
+    for (size_t i = 0; i < count; i++) din[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
 void add_forward(float *out, const float *a, const float *b, size_t count)
 {
 #pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
     for (size_t i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
 
+/* set: = instead of += */
+static void add_into(float *d, const float *dout, size_t count, int set)
+{
+    if (set) {
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
+        for (size_t i = 0; i < count; i++) d[i] = dout[i];
+    } else {
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
+        for (size_t i = 0; i < count; i++) d[i] += dout[i];
+    }
+}
+
 void add_backward(float *da, float *db, const float *dout, size_t count)
 {
-    if (da) {
-#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
-        for (size_t i = 0; i < count; i++) da[i] += dout[i];
-    }
-    if (db) {
-#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
-        for (size_t i = 0; i < count; i++) db[i] += dout[i];
-    }
+    add_backward_overwrite(da, 0, db, 0, dout, count);
+}
+
+void add_backward_overwrite(float *da, int set_a, float *db, int set_b, const float *dout,
+                            size_t count)
+{
+    if (da) add_into(da, dout, count, set_a);
+    if (db) add_into(db, dout, count, set_b);
 }

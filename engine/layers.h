@@ -50,10 +50,10 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w, const conv2d_dims *d,
                      float *scratch);
-/* The same, but din = the input gradient: din needs no zeroing first. */
-void conv2d_backward_set(float *din, float *dw, float *db, const float *dout,
-                         const float *in, const float *w, const conv2d_dims *d,
-                         float *scratch);
+/* As conv2d_backward, but din is overwritten (=): it needs no zeroing first. */
+void conv2d_backward_overwrite(float *din, float *dw, float *db, const float *dout,
+                               const float *in, const float *w, const conv2d_dims *d,
+                               float *scratch);
 
 /* ---- linear: out (N, OUT) = in (N, IN) · w (OUT, IN)^T + b (OUT) ---- */
 void linear_forward(float *out, const float *in, const float *w, const float *b,
@@ -79,6 +79,11 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta,
                         const float *dout, const float *in,
                         const float *save_mean, const float *save_rstd,
                         const float *gamma, int n, int c, int hw);
+/* As batchnorm_backward, but din is overwritten (=). */
+void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
+                                  const float *dout, const float *in,
+                                  const float *save_mean, const float *save_rstd,
+                                  const float *gamma, int n, int c, int hw);
 
 /* ---- batchnorm2d followed by relu, fused: one pass instead of two, and no
  * buffer for the batch norm's own output. out = relu(bn(in)); the results
@@ -109,6 +114,8 @@ void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
 /* ---- relu: backward masks by the forward OUTPUT (out > 0) ---- */
 void relu_forward(float *out, const float *in, size_t count);
 void relu_backward(float *din, const float *dout, const float *out, size_t count);
+/* As relu_backward, but din is overwritten (=). */
+void relu_backward_overwrite(float *din, const float *dout, const float *out, size_t count);
 
 /* ---- maxpool2d (kernel k, stride s, no padding); argmax saved (N,C,OH,OW)
  * as the flat index within the input plane. Ties: the first maximum. */
@@ -124,10 +131,15 @@ void maxpool_backward_overwrite(float *din, const float *dout,
 /* ---- global average pool: (N, C, H, W) -> (N, C) ---- */
 void avgpool_forward(float *out, const float *in, int n, int c, int hw);
 void avgpool_backward(float *din, const float *dout, int n, int c, int hw);
+/* As avgpool_backward, but din is overwritten (=). */
+void avgpool_backward_overwrite(float *din, const float *dout, int n, int c, int hw);
 
 /* ---- residual add: out = a + b; backward da += dout, db += dout ---- */
 void add_forward(float *out, const float *a, const float *b, size_t count);
 void add_backward(float *da, float *db, const float *dout, size_t count);
+/* The same, with da (set_a) and db (set_b) each overwritten (=) or added to. */
+void add_backward_overwrite(float *da, int set_a, float *db, int set_b, const float *dout,
+                            size_t count);
 
 /* ---- softmax cross-entropy, mean over the batch ----
  * probs (N, K) receives softmax(logits); returns the mean loss.

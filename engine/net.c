@@ -776,24 +776,51 @@ static int fused_relu_of(const lsq_net *net, int bn)
     return relu;
 }
 
-/* Node j's gradient buffer is fully written, not accumulated, by its only
- * consumer (a max pool, or a fused batch norm + ReLU), so backward need not
- * zero it first. */
-static int dout_overwritten(const lsq_net *net, int j)
+/* Where node k's backward writes its inputs' gradients in the backward
+ * order: a batch norm fused with its ReLU writes them at the ReLU's turn. */
+static int backward_turn(const lsq_net *net, int k)
 {
-    if (j < 1 || j == net->output) return 0;
-    int consumer = -1;
+    int relu = fused_relu_of(net, k);
+    return relu >= 0 ? relu : k;
+}
+
+/* Node j's gradient is written whole (=), not added to, by the consumer
+ * whose backward reaches it first; backward need not zero it then. Returns
+ * that consumer's index, or -1 when the gradient must start at zero: no
+ * consumer, one that uses j twice, or one whose op only adds (a flatten,
+ * which shares j's buffers; a linear layer on an unquantized input). */
+static int grad_setter(const lsq_net *net, int j)
+{
+    /* a flatten's consumers write through it into its source's buffer,
+     * which its source's own rule covers */
+    if (net->nodes[j].op == OP_FLATTEN) return -1;
+    int first = -1, turn = -1;
     for (int k = j + 1; k < net->n_nodes; k++) {
         const net_node *nd = &net->nodes[k];
-        int uses = (nd->in[0] == j) + (nd->in[1] == j);
-        if (!uses) continue;
-        if (consumer >= 0 || uses > 1) return 0;
-        consumer = k;
+        if (nd->in[0] != j && nd->in[1] != j) continue;
+        int t = backward_turn(net, k);
+        if (t > turn) first = k, turn = t;
     }
-    if (consumer < 0) return 0;
-    const net_node *c = &net->nodes[consumer];
-    return c->op == OP_MAXPOOL || (c->op == OP_BN && fused_relu_of(net, consumer) >= 0);
+    if (first < 0) return -1;
+    const net_node *c = &net->nodes[first];
+    if (c->in[0] == j && c->in[1] == j) return -1;
+    switch (c->op) {
+    case OP_CONV:
+    case OP_BN:
+    case OP_RELU:
+    case OP_MAXPOOL:
+    case OP_AVGPOOL:
+    case OP_ADD:
+        return first;
+    case OP_LINEAR:
+        return c->aq.on ? first : -1;
+    default:
+        return -1;
+    }
 }
+
+/* Node i writes the gradient of its input j whole. */
+static int sets_grad(const lsq_net *net, int i, int j) { return grad_setter(net, j) == i; }
 
 /* The ReLU at index i is the second half of a fused batch norm + ReLU. */
 static int relu_is_fused(const lsq_net *net, int i)
@@ -910,8 +937,8 @@ static void zero_douts(lsq_net *net, int n)
         for (int i = 0; i < net->n_nodes; i++) {
             const net_node *nd = &net->nodes[i];
             float *buf = i ? nd->dout : net->dinput;
-            if (!buf || (i && (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0 ||
-                               dout_overwritten(net, i))))
+            if (!buf || (i && (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0)) ||
+                grad_setter(net, i) >= 0)
                 continue;
             const size_t len = (size_t)n * nd->c * nd->h * nd->w;
             const size_t lo = len * t / nt, hi = len * (t + 1) / nt;
@@ -957,8 +984,8 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 conv2d_dims d;
                 conv2d_dims_init(&d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel,
                                  nd->kernel, nd->stride, nd->pad);
-                if (nd->aq.on)
-                    conv2d_backward_set(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
+                if (nd->aq.on || sets_grad(net, i, si))
+                    conv2d_backward_overwrite(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
                 else
                     conv2d_backward(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
             } else {
@@ -979,14 +1006,16 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     doff = net->grads + ov->off;
                     off = net->params + ov->off;
                 }
-                quant_backward(din, net->grads + sv->off, doff, nd->dqin, x,
-                               net->params + sv->off, off, nd->aq.g, 1, in_count, &nd->aq.r);
+                (sets_grad(net, i, si) ? quant_backward_overwrite : quant_backward)(
+                    din, net->grads + sv->off, doff, nd->dqin, x, net->params + sv->off, off,
+                    nd->aq.g, 1, in_count, &nd->aq.r);
             }
             break;
         }
         case OP_BN:
             if (fused_relu_of(net, i) >= 0) break; /* done by its ReLU */
-            batchnorm_backward(din, net->grads + net->views[nd->gammav].off,
+            (sets_grad(net, i, si) ? batchnorm_backward_overwrite : batchnorm_backward)(
+                din, net->grads + net->views[nd->gammav].off,
                                net->grads + net->views[nd->betav].off, nd->dout, in, nd->aux,
                                nd->aux + nd->c, view_ptr(net, nd->gammav), n, nd->c,
                                nd->h * nd->w);
@@ -998,7 +1027,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 const net_node *bsrc = &net->nodes[bn->in[0]];
                 float *dg = net->grads + net->views[bn->gammav].off;
                 float *dbe = net->grads + net->views[bn->betav].off;
-                if (dout_overwritten(net, bn->in[0]))
+                if (sets_grad(net, nd->in[0], bn->in[0]))
                     batchnorm_relu_backward_overwrite(bsrc->dout, dg, dbe, nd->dout, nd->out,
                                                       bsrc->out, bn->aux, bn->aux + bn->c,
                                                       view_ptr(net, bn->gammav), n, bn->c,
@@ -1009,11 +1038,12 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                                             view_ptr(net, bn->gammav), n, bn->c,
                                             bn->h * bn->w);
             } else if (din) {
-                relu_backward(din, nd->dout, nd->out, out_count);
+                (sets_grad(net, i, si) ? relu_backward_overwrite : relu_backward)(
+                    din, nd->dout, nd->out, out_count);
             }
             break;
         case OP_MAXPOOL:
-            if (din && dout_overwritten(net, si))
+            if (din && sets_grad(net, i, si))
                 maxpool_backward_overwrite(din, nd->dout, nd->argmax, n, src->c, src->h,
                                            src->w, nd->h, nd->w);
             else if (din)
@@ -1021,11 +1051,14 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                                  nd->w);
             break;
         case OP_AVGPOOL:
-            if (din) avgpool_backward(din, nd->dout, n, src->c, src->h * src->w);
+            if (din)
+                (sets_grad(net, i, si) ? avgpool_backward_overwrite : avgpool_backward)(
+                    din, nd->dout, n, src->c, src->h * src->w);
             break;
         case OP_ADD: {
             float *db = nd->in[1] == 0 ? NULL : net->nodes[nd->in[1]].dout;
-            add_backward(din, db, nd->dout, out_count);
+            add_backward_overwrite(din, sets_grad(net, i, si), db,
+                                   db && sets_grad(net, i, nd->in[1]), nd->dout, out_count);
             break;
         }
         default:

@@ -106,7 +106,7 @@ void avgpool_forward(float *out, const float *in, int n, int c, int hw)
     }
 }
 
-void avgpool_backward(float *din, const float *dout, int n, int c, int hw)
+static void avg_backward(float *din, const float *dout, int n, int c, int hw, int set)
 {
     const int planes = n * c;
     const float inv = 1.0f / (float)hw;
@@ -114,7 +114,22 @@ void avgpool_backward(float *din, const float *dout, int n, int c, int hw)
     for (int p = 0; p < planes; p++) {
         float *dx = din + (size_t)p * hw;
         const float g = dout[p] * inv;
+        if (set) {
 #pragma omp simd
-        for (int j = 0; j < hw; j++) dx[j] += g;
+            for (int j = 0; j < hw; j++) dx[j] = g;
+        } else {
+#pragma omp simd
+            for (int j = 0; j < hw; j++) dx[j] += g;
+        }
     }
+}
+
+void avgpool_backward(float *din, const float *dout, int n, int c, int hw)
+{
+    avg_backward(din, dout, n, c, hw, 0);
+}
+
+void avgpool_backward_overwrite(float *din, const float *dout, int n, int c, int hw)
+{
+    avg_backward(din, dout, n, c, hw, 1);
 }

@@ -121,7 +121,7 @@ void quant_forward(float *out, int32_t *codes, const float *in,
  * so a NaN x stays NaN, counts as outside (unordered compare) and reaches the
  * step gradient. Sums in double, 8 lanes in a fixed order, into sums[2];
  * returns the elements done. */
-static size_t backward_avx2(float *din, const float *dout, const float *in,
+static size_t backward_avx2(float *din, int set, const float *dout, const float *in,
                             float s, float beta, float lo, float hi, size_t n,
                             double sums[2])
 {
@@ -137,7 +137,9 @@ static size_t backward_avx2(float *din, const float *dout, const float *in,
         __m256 r = _mm256_sub_ps(_mm256_add_ps(x, magic), magic);
         __m256 t = _mm256_blendv_ps(_mm256_sub_ps(r, x), xc, out);
         __m256 g = _mm256_loadu_ps(dout + i);
-        if (din)
+        if (din && set)
+            _mm256_storeu_ps(din + i, _mm256_andnot_ps(out, g));
+        else if (din)
             _mm256_storeu_ps(din + i, _mm256_add_ps(_mm256_loadu_ps(din + i),
                                                     _mm256_andnot_ps(out, g)));
         __m256 go = _mm256_and_ps(out, g);
@@ -160,7 +162,7 @@ static size_t backward_avx2(float *din, const float *dout, const float *in,
 /* Sums of one block: [0] = sum dout * dv_hat/ds, [1] = sum dout outside.
  * The AVX2 loop, where built, takes whole vectors; the portable loop the
  * rest (all of it elsewhere). */
-static void backward_block(float *din, const float *dout, const float *in,
+static void backward_block(float *din, int set, const float *dout, const float *in,
                            float s, float beta,
                            float lo, float hi, size_t n, double sums[2])
 {
@@ -168,7 +170,7 @@ static void backward_block(float *din, const float *dout, const float *in,
     double ss = 0.0, so = 0.0;
 #if defined(__AVX2__) && defined(__FMA__)
     double vsum[2];
-    i0 = backward_avx2(din, dout, in, s, beta, lo, hi, n, vsum);
+    i0 = backward_avx2(din, set, dout, in, s, beta, lo, hi, n, vsum);
     ss = vsum[0];
     so = vsum[1];
 #endif
@@ -182,7 +184,7 @@ static void backward_block(float *din, const float *dout, const float *in,
         float g = dout[i];
         int out = xc != x;
         float t = out ? xc : quant_round(x) - x;
-        if (din) din[i] += out ? 0.0f : g;
+        if (din) din[i] = (set ? 0.0f : din[i]) + (out ? 0.0f : g);
         ss += (double)g * (double)t;
         so += (double)(out ? g : 0.0f);
     }
@@ -190,7 +192,7 @@ static void backward_block(float *din, const float *dout, const float *in,
     sums[1] = so;
 }
 
-static void backward_item(double sums[2], float *din, const float *dout,
+static void backward_item(double sums[2], float *din, int set, const float *dout,
                           const float *in, const float *step,
                           const float *offset, size_t per, size_t c, size_t k,
                           float lo, float hi)
@@ -198,14 +200,14 @@ static void backward_item(double sums[2], float *din, const float *dout,
     size_t i0 = c * per + k * QUANT_BLOCK;
     size_t n = per - k * QUANT_BLOCK;
     if (n > QUANT_BLOCK) n = QUANT_BLOCK;
-    backward_block(din ? din + i0 : NULL, dout + i0, in + i0, step[c],
+    backward_block(din ? din + i0 : NULL, set, dout + i0, in + i0, step[c],
                    offset ? offset[c] : 0.0f, lo, hi, n, sums);
 }
 
-void quant_backward(float *din, float *dstep, float *doffset,
-                    const float *dout, const float *in, const float *step,
-                    const float *offset, const float *gscale, int channels,
-                    size_t per, const quant_range *r)
+/* set: din = instead of += */
+static void backward(float *din, int set, float *dstep, float *doffset, const float *dout,
+                     const float *in, const float *step, const float *offset,
+                     const float *gscale, int channels, size_t per, const quant_range *r)
 {
     assert(dstep && dout && in && step && gscale && r && channels >= 1);
     const float lo = (float)-r->qn, hi = (float)r->qp;
@@ -222,7 +224,7 @@ void quant_backward(float *din, float *dstep, float *doffset,
     if (part) {
 #pragma omp parallel for schedule(dynamic, 1)
         for (long it = 0; it < (long)items; it++)
-            backward_item(part + 2 * it, din, dout, in, step, offset, per,
+            backward_item(part + 2 * it, din, set, dout, in, step, offset, per,
                           (size_t)it / nb, (size_t)it % nb, lo, hi);
     }
     for (size_t c = 0; c < (size_t)channels; c++) {
@@ -233,7 +235,7 @@ void quant_backward(float *din, float *dstep, float *doffset,
                 sums[0] = part[2 * (c * nb + k)];
                 sums[1] = part[2 * (c * nb + k) + 1];
             } else {
-                backward_item(sums, din, dout, in, step, offset, per, c, k,
+                backward_item(sums, din, set, dout, in, step, offset, per, c, k,
                               lo, hi);
             }
             ts += sums[0];
@@ -243,6 +245,21 @@ void quant_backward(float *din, float *dstep, float *doffset,
         if (doffset) doffset[c] += (float)to;
     }
     free(part);
+}
+
+void quant_backward(float *din, float *dstep, float *doffset, const float *dout,
+                    const float *in, const float *step, const float *offset,
+                    const float *gscale, int channels, size_t per, const quant_range *r)
+{
+    backward(din, 0, dstep, doffset, dout, in, step, offset, gscale, channels, per, r);
+}
+
+void quant_backward_overwrite(float *din, float *dstep, float *doffset, const float *dout,
+                              const float *in, const float *step, const float *offset,
+                              const float *gscale, int channels, size_t per,
+                              const quant_range *r)
+{
+    backward(din, 1, dstep, doffset, dout, in, step, offset, gscale, channels, per, r);
 }
 
 /* ---- gradient scale and inits ------------------------------------------- */

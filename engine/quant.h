@@ -54,6 +54,12 @@ void quant_backward(float *din, float *dstep, float *doffset,
                     const float *dout, const float *in, const float *step,
                     const float *offset, const float *gscale, int channels,
                     size_t per, const quant_range *r);
+/* As quant_backward, but din (when not NULL) is overwritten (=): zero
+ * outside the range. */
+void quant_backward_overwrite(float *din, float *dstep, float *doffset,
+                              const float *dout, const float *in, const float *step,
+                              const float *offset, const float *gscale, int channels,
+                              size_t per, const quant_range *r);
 
 /* g = 1/sqrt(N * QP) (the paper's step-size gradient scale). */
 float quant_grad_scale_paper(size_t n, const quant_range *r);

@@ -316,10 +316,10 @@ Test(layers, conv2d_direct_matches_gemm)
     }
 }
 
-/* conv2d_backward_set writes din whole, on both paths and the strided and
+/* conv2d_backward_overwrite writes din whole, on both paths and the strided and
  * 1x1 shapes of the im2col path: it equals conv2d_backward into zeros,
  * whatever din held before (here NaN). */
-Test(layers, conv2d_backward_set_overwrites)
+Test(layers, conv2d_backward_overwrite_overwrites)
 {
     use_threads(2, 1);
     rng_seed(7);
@@ -339,7 +339,7 @@ Test(layers, conv2d_backward_set_overwrites)
             float *dw0 = zeros(nw), *dw1 = zeros(nw);
             for (size_t j = 0; j < ni; j++) set[j] = NAN;
             conv2d_backward(acc, dw0, NULL, c.r, c.in, c.w, &c.d, c.scratch);
-            conv2d_backward_set(set, dw1, NULL, c.r, c.in, c.w, &c.d, c.scratch);
+            conv2d_backward_overwrite(set, dw1, NULL, c.r, c.in, c.w, &c.d, c.scratch);
             double e = max_abs_diff(acc, set, ni), ew = max_abs_diff(dw0, dw1, nw);
             cr_expect(e == 0.0, "case %zu path %d: din differs by %g", ci, path, e);
             cr_expect(ew == 0.0, "case %zu path %d: dw differs by %g", ci, path, ew);
@@ -348,6 +348,59 @@ Test(layers, conv2d_backward_set_overwrites)
         conv2d_set_path(CONV2D_PATH_AUTO);
         conv_ctx_free(&c);
     }
+}
+
+/* Each *_overwrite backward equals its accumulating twin run into zeros,
+ * whatever din held before (NaN here). */
+Test(layers, overwrite_variants_match_accumulate)
+{
+    use_threads(2, 1);
+    rng_seed(8);
+    const int n = 3, c = 5, hw = 37;
+    const size_t cnt = (size_t)n * c * hw;
+    float *in = rand_buf(cnt, -1, 1), *dout = rand_buf(cnt, -1, 1), *out = zeros(cnt);
+    float *gamma = rand_buf((size_t)c, 0.5f, 1.5f), *beta = rand_buf((size_t)c, -0.5f, 0.5f);
+    float *mean = zeros((size_t)c), *rstd = zeros((size_t)c);
+    float *acc = zeros(cnt), *set = malloc(sizeof *set * cnt), *acc2 = zeros(cnt);
+    float *set2 = malloc(sizeof *set2 * cnt);
+    float *dg0 = zeros((size_t)c), *db0 = zeros((size_t)c), *dg1 = zeros((size_t)c),
+          *db1 = zeros((size_t)c);
+    cr_assert(set && set2);
+#define NANFILL(p) for (size_t j = 0; j < cnt; j++) (p)[j] = NAN
+    /* relu */
+    relu_forward(out, in, cnt);
+    NANFILL(set);
+    relu_backward(acc, dout, out, cnt);
+    relu_backward_overwrite(set, dout, out, cnt);
+    cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "relu");
+    /* add: each side on its own */
+    memset(acc, 0, sizeof *acc * cnt), memset(acc2, 0, sizeof *acc2 * cnt);
+    NANFILL(set);
+    for (size_t j = 0; j < cnt; j++) set2[j] = 1.0f;
+    add_backward(acc, acc2, dout, cnt);
+    add_backward_overwrite(set, 1, set2, 0, dout, cnt);
+    cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "add, a set");
+    for (size_t j = 0; j < cnt; j++) acc2[j] += 1.0f;
+    cr_expect(max_abs_diff(acc2, set2, cnt) == 0.0, "add, b added to");
+    /* avgpool: dout is (N, C) */
+    memset(acc, 0, sizeof *acc * cnt);
+    NANFILL(set);
+    avgpool_backward(acc, dout, n, c, hw);
+    avgpool_backward_overwrite(set, dout, n, c, hw);
+    cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "avgpool");
+    /* batch norm, plain and fused with a ReLU */
+    batchnorm_forward_train(out, mean, rstd, NULL, NULL, in, gamma, beta, n, c, hw, 0.1f,
+                            1e-5f);
+    memset(acc, 0, sizeof *acc * cnt);
+    NANFILL(set);
+    batchnorm_backward(acc, dg0, db0, dout, in, mean, rstd, gamma, n, c, hw);
+    batchnorm_backward_overwrite(set, dg1, db1, dout, in, mean, rstd, gamma, n, c, hw);
+    cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "batchnorm din");
+    cr_expect(max_abs_diff(dg0, dg1, (size_t)c) == 0.0, "batchnorm dgamma");
+    cr_expect(max_abs_diff(db0, db1, (size_t)c) == 0.0, "batchnorm dbeta");
+#undef NANFILL
+    free(in), free(dout), free(out), free(gamma), free(beta), free(mean), free(rstd);
+    free(acc), free(set), free(acc2), free(set2), free(dg0), free(db0), free(dg1), free(db1);
 }
 
 /* The direct path's kernels on their own, against plain loops in double,

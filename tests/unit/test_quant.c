@@ -317,6 +317,21 @@ static void check_backward(int channels, size_t per, const quant_range *r,
         cr_assert(fabs(doff[c] - wo) <= 1e-5 * (fabs(wo) + 1.0),
                   "doffset[%d] %.9g want %.9g", c, doff[c], wo);
     }
+    /* the overwriting variant: din = the gradient whatever it held (NaN
+     * here); the step and offset sums are the same bits */
+    float *ds2 = malloc(channels * sizeof *ds2), *do2 = malloc(channels * sizeof *do2);
+    cr_assert(ds2 && do2);
+    for (size_t k = 0; k < n; k++) din[k] = NAN;
+    for (int c = 0; c < channels; c++) ds2[c] = 0.25f, do2[c] = -0.5f;
+    quant_backward_overwrite(din, ds2, do2, dout, in, step, with_offset ? off : NULL, g,
+                             channels, per, r);
+    for (size_t k = 0; k < n; k++)
+        cr_assert_eq(din[k], (float)rdin[k], "overwrite: din[%zu] %.9g want %.9g", k, din[k],
+                     rdin[k]);
+    cr_assert_eq(memcmp(ds2, dstep, channels * sizeof *ds2), 0, "overwrite: dstep differs");
+    cr_assert_eq(memcmp(do2, doff, channels * sizeof *do2), 0, "overwrite: doffset differs");
+    free(ds2);
+    free(do2);
     free(in);
     free(dout);
     free(din);
