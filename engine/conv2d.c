@@ -162,9 +162,34 @@ static size_t slot_floats(const conv2d_dims *d)
     return s;
 }
 
+/* The direct path's shared buffers, after the slots and the partial sums:
+ * the packed weights (forward), or the transposed weights and their packed
+ * form (backward), then the tap offsets of both passes. */
+static size_t pack_floats(const conv2d_dims *d)
+{
+    if (!direct_shape(d)) return 0;
+    const int k = d->ic * d->kh * d->kw, kt = d->oc * d->kh * d->kw;
+    size_t fw = dconv_packed_floats(d->oc, k);
+    size_t bw = (size_t)d->ic * kt + dconv_packed_floats(d->ic, kt);
+    return align16(fw > bw ? fw : bw) + align16((size_t)k + kt);
+}
+
 size_t conv2d_scratch_floats(const conv2d_dims *d)
 {
-    return slot_floats(d) * PAR_MAX_THREADS + part_floats(d) * CONV_GROUPS;
+    return slot_floats(d) * PAR_MAX_THREADS + part_floats(d) * CONV_GROUPS + pack_floats(d);
+}
+
+static float *pack_area(const conv2d_dims *d, float *scratch)
+{
+    return scratch + slot_floats(d) * PAR_MAX_THREADS + part_floats(d) * CONV_GROUPS;
+}
+
+/* The tap offsets, ints in the float scratch (allocated storage: its type
+ * is what was last stored). */
+static int *offsets_area(const conv2d_dims *d, float *scratch)
+{
+    return (int *)(pack_area(d, scratch) + pack_floats(d) -
+                   align16((size_t)(d->ic + d->oc) * d->kh * d->kw));
 }
 
 /* dst (C planes of the padded geometry, + slack) = src (C, H, W) with zeros
@@ -172,17 +197,22 @@ size_t conv2d_scratch_floats(const conv2d_dims *d)
 static void pad_planes(float *dst, size_t total, const float *src, int c, int h, int w,
                        int pad, const dgeom *g)
 {
-    /* only the border is zeroed: the buffer is shared with other layers */
+    /* only the border is zeroed: the buffer is shared with other layers.
+     * Rows are short (7 to 28 floats): plain loops, not library calls. */
     const size_t wp = (size_t)g->wp, edge = (size_t)pad * wp + pad;
     for (int ch = 0; ch < c; ch++) {
         float *pl = dst + ch * g->plane;
+        const float *sp = src + (size_t)ch * h * w;
         /* top rows and row 0's left pad; then between rows, one run covers
          * a row's right pad and the next row's left pad */
-        memset(pl, 0, sizeof *pl * edge);
+        for (size_t j = 0; j < edge; j++) pl[j] = 0.0f;
         for (int y = 0; y < h; y++) {
             float *row = pl + (size_t)(y + pad) * wp + pad;
-            memcpy(row, src + ((size_t)ch * h + y) * w, sizeof *dst * (size_t)w);
-            memset(row + w, 0, sizeof *row * (y + 1 < h ? 2 * (size_t)pad : edge));
+            const float *sr = sp + (size_t)y * w;
+#pragma omp simd
+            for (int x = 0; x < w; x++) row[x] = sr[x];
+            const size_t z = y + 1 < h ? 2 * (size_t)pad : edge;
+            for (size_t j = 0; j < z; j++) row[w + j] = 0.0f;
         }
     }
     memset(dst + (size_t)c * g->plane, 0, sizeof *dst * (total - (size_t)c * g->plane));
@@ -197,9 +227,8 @@ static void tap_offsets(int *off, int c, const conv2d_dims *d, const dgeom *g)
                 *off++ = (int)(ch * g->plane + (size_t)ki * g->wp + kj);
 }
 
-/* The direct path's forward; returns -1 (nothing done) on a failed malloc. */
-static int direct_forward(float *out, const float *in, const float *w, const float *b,
-                          const conv2d_dims *d, float *scratch)
+static void direct_forward(float *out, const float *in, const float *w, const float *b,
+                           const conv2d_dims *d, float *scratch)
 {
     const int k = d->ic * d->kh * d->kw, oc = d->oc, p = d->oh * d->ow;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
@@ -207,12 +236,8 @@ static int direct_forward(float *out, const float *in, const float *w, const flo
     dgeom g;
     dgeom_init(&g, d);
     /* the weights packed once for every image */
-    float *ap = malloc(sizeof *ap * dconv_packed_floats(oc, k));
-    int *off = malloc(sizeof *off * (size_t)k);
-    if (!ap || !off) {
-        free(ap), free(off);
-        return -1;
-    }
+    float *ap = pack_area(d, scratch);
+    int *off = offsets_area(d, scratch);
     dconv_pack_a(ap, w, oc, k, (size_t)k);
     tap_offsets(off, d->ic, d, &g);
 
@@ -236,8 +261,6 @@ static int direct_forward(float *out, const float *in, const float *w, const flo
             }
         }
     }
-    free(ap), free(off);
-    return 0;
 }
 
 static int is_pointwise(const conv2d_dims *d)
@@ -412,10 +435,9 @@ static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
     }
 }
 
-/* The direct path's backward; returns -1 (nothing done) on a failed malloc. */
-static int direct_backward(float *din, float *dw, float *db, const float *dout,
-                           const float *in, const float *w, const conv2d_dims *d,
-                           float *scratch, int acc)
+static void direct_backward(float *din, float *dw, float *db, const float *dout,
+                            const float *in, const float *w, const conv2d_dims *d,
+                            float *scratch, int acc)
 {
     const int k = d->ic * d->kh * d->kw, oc = d->oc, ic = d->ic, p = d->oh * d->ow;
     const int kt = oc * d->kh * d->kw; /* taps of the backward data pass */
@@ -426,13 +448,8 @@ static int direct_backward(float *din, float *dw, float *db, const float *dout,
     dgeom g;
     dgeom_init(&g, d);
 
-    int *off = malloc(sizeof *off * (size_t)(k + kt));
-    float *wt = din ? malloc(sizeof *wt * (size_t)ic * kt) : NULL;
-    float *ap = din ? malloc(sizeof *ap * dconv_packed_floats(ic, kt)) : NULL;
-    if (!off || (din && (!wt || !ap))) {
-        free(off), free(wt), free(ap);
-        return -1;
-    }
+    int *off = offsets_area(d, scratch);
+    float *wt = pack_area(d, scratch), *ap = wt + (size_t)ic * kt;
     int *off_t = off + k;
     tap_offsets(off, ic, d, &g);
     tap_offsets(off_t, oc, d, &g);
@@ -501,8 +518,6 @@ static int direct_backward(float *din, float *dw, float *db, const float *dout,
         if (dw) add_dw_parts(dw, parts, psz, ng, wsz);
     }
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
-    free(off), free(wt), free(ap);
-    return 0;
 }
 
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
@@ -514,8 +529,10 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
 
-    /* on a failed malloc the direct path does nothing and im2col does the work */
-    if (use_direct(d) && direct_forward(out, in, w, b, d, scratch) == 0) return;
+    if (use_direct(d)) {
+        direct_forward(out, in, w, b, d, scratch);
+        return;
+    }
 
 #pragma omp parallel num_threads(nt)
     {
@@ -544,7 +561,10 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
 static void backward(float *din, float *dw, float *db, const float *dout, const float *in,
                      const float *w, const conv2d_dims *d, float *scratch, int acc)
 {
-    if (use_direct(d) && direct_backward(din, dw, db, dout, in, w, d, scratch, acc) == 0) return;
+    if (use_direct(d)) {
+        direct_backward(din, dw, db, dout, in, w, d, scratch, acc);
+        return;
+    }
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
     const size_t slot = slot_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
