@@ -3,9 +3,10 @@
  * Work is split by channel over OpenMP threads: each channel's statistics
  * are computed by one thread in a fixed order, so results do not depend on
  * the thread count. Sums run in float within one (n, c) plane (vectorised)
- * and in double across planes. The variance is two-pass (mean first), which
- * keeps it accurate when the mean is large relative to the spread; one
- * channel of a batch (N*HW floats) stays in cache between passes. */
+ * and in double across planes. Training forward reads the input twice: once
+ * for the sums of x - k and (x - k)^2, k being the mean of the channel's
+ * first plane (so the variance does not cancel away when the mean is large
+ * relative to the spread), once to normalise. */
 #include "layers.h"
 
 #include <math.h>
@@ -23,27 +24,32 @@ static void forward_train(float *out, float *save_mean, float *save_rstd,
     const double m = (double)n * hw;
 #pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * cstride >= BN_PAR_MIN)
     for (int ch = 0; ch < c; ch++) {
-        double sum = 0.0;
+        /* one pass over the channel for both moments, of x - k where k is
+         * the first plane's mean: with k near the batch mean, the shifted
+         * sum of squares loses no more than the two-pass form would */
+        const float *x0 = in + ch * plane;
+        float k0 = 0.0f;
+#pragma omp simd reduction(+ : k0)
+        for (int j = 0; j < hw; j++) k0 += x0[j];
+        const float k = k0 / (float)hw;
+        double sum = 0.0, sum2 = 0.0;
         for (int i = 0; i < n; i++) {
             const float *x = in + i * cstride + ch * plane;
-            float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-            for (int j = 0; j < hw; j++) s += x[j];
-            sum += s;
-        }
-        const double mean = sum / m;
-        const float meanf = (float)mean;
-        double ss = 0.0;
-        for (int i = 0; i < n; i++) {
-            const float *x = in + i * cstride + ch * plane;
-            float s = 0.0f;
-#pragma omp simd reduction(+ : s)
+            float s1 = 0.0f, s2 = 0.0f;
+#pragma omp simd reduction(+ : s1, s2)
             for (int j = 0; j < hw; j++) {
-                float dx = x[j] - meanf;
-                s += dx * dx;
+                float dx = x[j] - k;
+                s1 += dx;
+                s2 += dx * dx;
             }
-            ss += s;
+            sum += s1;
+            sum2 += s2;
         }
+        const double dmean = sum / m; /* mean - k */
+        const double mean = (double)k + dmean;
+        const float meanf = (float)mean;
+        double ss = sum2 - dmean * sum; /* sum of (x - mean)^2 */
+        if (ss < 0.0) ss = 0.0;
         const double var = ss / m; /* biased: used to normalise */
         const float rstd = (float)(1.0 / sqrt(var + eps));
         const float scale = gamma[ch] * rstd;

@@ -575,6 +575,43 @@ static void bn_free(bn_ctx *b)
     free(b->mean); free(b->rstd); free(b->rm); free(b->rv);
 }
 
+/* A channel whose mean is far from zero relative to its spread (and whose
+ * first plane is not typical of the rest) keeps its variance: the one-pass
+ * moments are of x - k, k the first plane's mean. Double reference. */
+Test(layers, batchnorm_variance_with_large_mean)
+{
+    use_threads(2, 1);
+    rng_seed(9);
+    const int n = 64, c = 2, hw = 49;
+    const size_t cnt = (size_t)n * c * hw;
+    float *in = rand_buf(cnt, -1, 1), *out = zeros(cnt);
+    float gamma[2] = {1, 1}, beta[2] = {0, 0}, mean[2], rstd[2];
+    for (size_t k = 0; k < cnt; k++) {
+        int ch = (int)(k / hw % c), img = (int)(k / ((size_t)c * hw));
+        /* channel 0: 1000 + U(-1, 1) * 0.01; channel 1: a first plane 5
+         * spreads away from the rest */
+        in[k] = ch == 0 ? 1000.0f + 0.01f * in[k] : in[k] + (img == 0 ? 10.0f : 0.0f);
+    }
+    batchnorm_forward_train(out, mean, rstd, NULL, NULL, in, gamma, beta, n, c, hw, 0.1f,
+                            1e-8f);
+    for (int ch = 0; ch < c; ch++) {
+        double s = 0, ss = 0, m = (double)n * hw;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < hw; j++) s += in[((size_t)i * c + ch) * hw + j];
+        double mu = s / m;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < hw; j++) {
+                double dx = in[((size_t)i * c + ch) * hw + j] - mu;
+                ss += dx * dx;
+            }
+        double want = 1.0 / sqrt(ss / m + 1e-8);
+        printf("batchnorm large mean, channel %d: rstd %.7g want %.7g\n", ch, rstd[ch], want);
+        cr_expect(fabs(rstd[ch] - want) <= 1e-4 * want, "channel %d: rstd %.7g want %.7g", ch,
+                  rstd[ch], want);
+    }
+    free(in), free(out);
+}
+
 Test(layers, batchnorm_train_forward_and_running_stats)
 {
     use_threads(2, 1);
