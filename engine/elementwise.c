@@ -1,4 +1,4 @@
-/* Elementwise layers: relu and the residual add. Memory-bound loops, split
+/* Elementwise layers: relu, the residual add, and the two fused. Memory-bound loops, split
  * over OpenMP threads once they are large enough to pay for the
  * fork, and written so the compiler vectorises them. */
 #include "layers.h"
@@ -54,4 +54,25 @@ void add_backward_overwrite(float *da, int set_a, float *db, int set_b, const fl
 {
     if (da) add_into(da, dout, count, set_a);
     if (db) add_into(db, dout, count, set_b);
+}
+
+void add_relu_forward(float *out, const float *a, const float *b, size_t count)
+{
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
+    for (size_t i = 0; i < count; i++) {
+        float v = a[i] + b[i];
+        out[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+void add_relu_backward(float *da, int set_a, float *db, int set_b, const float *dout,
+                       const float *out, size_t count)
+{
+    /* both gradients in one pass over dout and out, each set or added to */
+#pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
+    for (size_t i = 0; i < count; i++) {
+        const float g = out[i] > 0.0f ? dout[i] : 0.0f;
+        if (da) da[i] = (set_a ? 0.0f : da[i]) + g;
+        if (db) db[i] = (set_b ? 0.0f : db[i]) + g;
+    }
 }

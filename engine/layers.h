@@ -141,6 +141,13 @@ void add_backward(float *da, float *db, const float *dout, size_t count);
 void add_backward_overwrite(float *da, int set_a, float *db, int set_b, const float *dout,
                             size_t count);
 
+/* ---- residual add followed by relu, fused: out = relu(a + b), equal to
+ * add_forward then relu_forward exactly. Backward takes the ReLU's dout and
+ * out; da and db (either may be NULL) are each set (=) or added to. */
+void add_relu_forward(float *out, const float *a, const float *b, size_t count);
+void add_relu_backward(float *da, int set_a, float *db, int set_b, const float *dout,
+                       const float *out, size_t count);
+
 /* ---- softmax cross-entropy, mean over the batch ----
  * probs (N, K) receives softmax(logits); returns the mean loss.
  * backward: dlogits += scale * (probs - onehot(labels)) / N. */

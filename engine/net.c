@@ -759,12 +759,13 @@ void net_quant_init_weights(lsq_net *net, spec_qinit init)
 
 /* ------------------------------------------------------- forward/backward */
 
-/* A batch norm whose only consumer is a ReLU runs fused with it (one pass
- * over memory instead of two, and the batch norm's own output and gradient
- * buffers go unused): returns that ReLU's index, else -1. */
+/* A batch norm or a residual add whose only consumer is a ReLU runs fused
+ * with it (one pass over memory instead of two, and the node's own output
+ * and gradient buffers go unused): returns that ReLU's index, else -1. */
 static int fused_relu_of(const lsq_net *net, int bn)
 {
-    if (net->nodes[bn].op != OP_BN || bn == net->output) return -1;
+    const int op = net->nodes[bn].op;
+    if ((op != OP_BN && op != OP_ADD) || bn == net->output) return -1;
     int relu = -1;
     for (int j = bn + 1; j < net->n_nodes; j++) {
         const net_node *nd = &net->nodes[j];
@@ -906,9 +907,14 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
         case OP_AVGPOOL:
             avgpool_forward(nd->out, in, n, src->c, src->h * src->w);
             break;
-        case OP_ADD:
-            add_forward(nd->out, in, net->nodes[nd->in[1]].out, out_count);
+        case OP_ADD: {
+            int r = fused_relu_of(net, i);
+            if (r >= 0)
+                add_relu_forward(net->nodes[r].out, in, net->nodes[nd->in[1]].out, out_count);
+            else
+                add_forward(nd->out, in, net->nodes[nd->in[1]].out, out_count);
             break;
+        }
         case OP_FLATTEN:
             /* a view of its input, which for the raw image changes per call */
             nd->out = src->out;
@@ -1021,7 +1027,14 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                                nd->h * nd->w);
             break;
         case OP_RELU:
-            if (relu_is_fused(net, i)) {
+            if (relu_is_fused(net, i) && src->op == OP_ADD) {
+                /* the add's two input gradients, from this ReLU's gradient */
+                const int a = src->in[0], b = src->in[1];
+                float *da = net->nodes[a].dout;
+                float *db = b == 0 ? NULL : net->nodes[b].dout;
+                add_relu_backward(da, sets_grad(net, si, a), db, db && sets_grad(net, si, b),
+                                  nd->dout, nd->out, out_count);
+            } else if (relu_is_fused(net, i)) {
                 /* din of the batch norm's input, from this ReLU's gradient */
                 const net_node *bn = src;
                 const net_node *bsrc = &net->nodes[bn->in[0]];
@@ -1056,6 +1069,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     din, nd->dout, n, src->c, src->h * src->w);
             break;
         case OP_ADD: {
+            if (fused_relu_of(net, i) >= 0) break; /* done by its ReLU */
             float *db = nd->in[1] == 0 ? NULL : net->nodes[nd->in[1]].dout;
             add_backward_overwrite(din, sets_grad(net, i, si), db,
                                    db && sets_grad(net, i, nd->in[1]), nd->dout, out_count);

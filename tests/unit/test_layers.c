@@ -398,6 +398,21 @@ Test(layers, overwrite_variants_match_accumulate)
     cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "batchnorm din");
     cr_expect(max_abs_diff(dg0, dg1, (size_t)c) == 0.0, "batchnorm dgamma");
     cr_expect(max_abs_diff(db0, db1, (size_t)c) == 0.0, "batchnorm dbeta");
+    /* add + ReLU fused: the composition, exactly; a set, b added to */
+    float *bb = rand_buf(cnt, -1, 1), *fused = zeros(cnt), *sum = zeros(cnt);
+    add_forward(sum, in, bb, cnt);
+    relu_forward(out, sum, cnt);
+    add_relu_forward(fused, in, bb, cnt);
+    cr_expect(max_abs_diff(out, fused, cnt) == 0.0, "add+relu forward");
+    memset(acc, 0, sizeof *acc * cnt), memset(sum, 0, sizeof *sum * cnt);
+    relu_backward(sum, dout, out, cnt);
+    for (size_t j = 0; j < cnt; j++) acc[j] = sum[j], acc2[j] = 1.0f + sum[j];
+    NANFILL(set);
+    for (size_t j = 0; j < cnt; j++) set2[j] = 1.0f;
+    add_relu_backward(set, 1, set2, 0, dout, fused, cnt);
+    cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "add+relu backward, a set");
+    cr_expect(max_abs_diff(acc2, set2, cnt) == 0.0, "add+relu backward, b added to");
+    free(bb), free(fused), free(sum);
 #undef NANFILL
     free(in), free(dout), free(out), free(gamma), free(beta), free(mean), free(rstd);
     free(acc), free(set), free(acc2), free(set2), free(dg0), free(db0), free(dg1), free(db1);
