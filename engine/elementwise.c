@@ -65,14 +65,30 @@ void add_relu_forward(float *out, const float *a, const float *b, size_t count)
     }
 }
 
+/* d = (set ? 0 : d) + (out > 0 ? dout : 0): two loops, so that each vectorises */
+static void relu_grad_into(float *d, int set, const float *dout, const float *out,
+                           size_t count)
+{
+    if (set) {
+        relu_backward_overwrite(d, dout, out, count);
+        return;
+    }
+    relu_backward(d, dout, out, count);
+}
+
 void add_relu_backward(float *da, int set_a, float *db, int set_b, const float *dout,
                        const float *out, size_t count)
 {
-    /* both gradients in one pass over dout and out, each set or added to */
+    if (da && db && set_a && set_b) {
+        /* the common case (a residual block's two branches): one pass */
 #pragma omp parallel for simd schedule(dynamic, EW_CHUNK) if (count >= EW_PAR_MIN)
-    for (size_t i = 0; i < count; i++) {
-        const float g = out[i] > 0.0f ? dout[i] : 0.0f;
-        if (da) da[i] = (set_a ? 0.0f : da[i]) + g;
-        if (db) db[i] = (set_b ? 0.0f : db[i]) + g;
+        for (size_t i = 0; i < count; i++) {
+            const float g = out[i] > 0.0f ? dout[i] : 0.0f;
+            da[i] = g;
+            db[i] = g;
+        }
+        return;
     }
+    if (da) relu_grad_into(da, set_a, dout, out, count);
+    if (db) relu_grad_into(db, set_b, dout, out, count);
 }
