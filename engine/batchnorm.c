@@ -143,11 +143,15 @@ void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma
     forward_eval(out, in, gamma, beta, running_mean, running_var, n, c, hw, eps, 1);
 }
 
-/* relu_out: with a ReLU fused after the batch norm, the ReLU's output y; the
- * gradient reaching the batch norm is then dout where y > 0, else 0. */
+/* relu: a ReLU is fused after the batch norm (beta then not NULL); the
+ * gradient reaching the batch norm is dout where the ReLU's input
+ * x * scale + shift was > 0, else 0. That is recomputed from x with the
+ * forward's own float operations (the same scale and shift, no contraction
+ * under -std=c11), so it is the forward's mask exactly, without reading the
+ * ReLU's output back. */
 /* overwrite: din = instead of +=. */
 static void backward(float *din, float *dgamma, float *dbeta,
-                     const float *dout, const float *relu_out, const float *in,
+                     const float *dout, const float *beta, const float *in,
                      const float *save_mean, const float *save_rstd,
                      const float *gamma, int n, int c, int hw, int overwrite)
 {
@@ -156,16 +160,18 @@ static void backward(float *din, float *dgamma, float *dbeta,
 #pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * cstride >= BN_PAR_MIN)
     for (int ch = 0; ch < c; ch++) {
         const float mean = save_mean[ch], rstd = save_rstd[ch];
+        const int relu = beta != NULL;
+        const float scale = gamma[ch] * rstd, shift = relu ? beta[ch] - mean * scale : 0.0f;
         double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
         for (int i = 0; i < n; i++) {
             const float *x = in + i * cstride + ch * plane;
             const float *g = dout + i * cstride + ch * plane;
             float a = 0.0f, b = 0.0f;
-            if (relu_out) {
-                const float *y = relu_out + i * cstride + ch * plane;
+            if (relu) {
 #pragma omp simd reduction(+ : a, b)
                 for (int j = 0; j < hw; j++) {
-                    float gj = y[j] > 0.0f ? g[j] : 0.0f;
+                    float v = x[j] * scale + shift;
+                    float gj = v > 0.0f ? g[j] : 0.0f;
                     a += gj;
                     b += gj * (x[j] - mean);
                 }
@@ -190,20 +196,20 @@ static void backward(float *din, float *dgamma, float *dbeta,
             const float *x = in + i * cstride + ch * plane;
             const float *g = dout + i * cstride + ch * plane;
             float *dx = din + i * cstride + ch * plane;
-            if (relu_out && overwrite) {
-                const float *y = relu_out + i * cstride + ch * plane;
+            if (relu && overwrite) {
 #pragma omp simd
                 for (int j = 0; j < hw; j++) {
                     float xhat = (x[j] - mean) * rstd;
-                    float gj = y[j] > 0.0f ? g[j] : 0.0f;
+                    float v = x[j] * scale + shift;
+                    float gj = v > 0.0f ? g[j] : 0.0f;
                     dx[j] = k * (gj - gmean - xhat * gxmean);
                 }
-            } else if (relu_out) {
-                const float *y = relu_out + i * cstride + ch * plane;
+            } else if (relu) {
 #pragma omp simd
                 for (int j = 0; j < hw; j++) {
                     float xhat = (x[j] - mean) * rstd;
-                    float gj = y[j] > 0.0f ? g[j] : 0.0f;
+                    float v = x[j] * scale + shift;
+                    float gj = v > 0.0f ? g[j] : 0.0f;
                     dx[j] += k * (gj - gmean - xhat * gxmean);
                 }
             } else if (overwrite) {
@@ -240,19 +246,18 @@ void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
 }
 
 void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
-                             const float *dout, const float *out,
-                             const float *in, const float *save_mean,
-                             const float *save_rstd, const float *gamma, int n,
-                             int c, int hw)
+                             const float *dout, const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, const float *beta,
+                             int n, int c, int hw)
 {
-    backward(din, dgamma, dbeta, dout, out, in, save_mean, save_rstd, gamma, n, c, hw, 0);
+    backward(din, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, 0);
 }
 
 void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
-                                       const float *dout, const float *out,
-                                       const float *in, const float *save_mean,
-                                       const float *save_rstd, const float *gamma,
-                                       int n, int c, int hw)
+                                       const float *dout, const float *in,
+                                       const float *save_mean, const float *save_rstd,
+                                       const float *gamma, const float *beta, int n, int c,
+                                       int hw)
 {
-    backward(din, dgamma, dbeta, dout, out, in, save_mean, save_rstd, gamma, n, c, hw, 1);
+    backward(din, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, 1);
 }

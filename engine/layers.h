@@ -87,8 +87,8 @@ void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
 
 /* ---- batchnorm2d followed by relu, fused: one pass instead of two, and no
  * buffer for the batch norm's own output. out = relu(bn(in)); the results
- * equal batchnorm_* then relu_* exactly. Backward takes dout and out of the
- * ReLU and accumulates din, dgamma, dbeta of the batch norm. */
+ * equal batchnorm_* then relu_* exactly. Backward takes dout of the ReLU
+ * and accumulates din, dgamma, dbeta of the batch norm. */
 void batchnorm_relu_forward_train(float *out, float *save_mean, float *save_rstd,
                                   float *running_mean, float *running_var,
                                   const float *in, const float *gamma,
@@ -98,18 +98,20 @@ void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma
                                  const float *beta, const float *running_mean,
                                  const float *running_var, int n, int c, int hw,
                                  float eps);
+/* dout is the ReLU's; its mask is recomputed from in (the same operations as
+ * the forward, so exactly the forward's), with gamma and beta as they were
+ * in that forward. */
 void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
-                             const float *dout, const float *out,
-                             const float *in, const float *save_mean,
-                             const float *save_rstd, const float *gamma, int n,
-                             int c, int hw);
+                             const float *dout, const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, const float *beta,
+                             int n, int c, int hw);
 /* As batchnorm_relu_backward, but din is OVERWRITTEN (=) rather than
  * accumulated: for a caller that would otherwise zero din first. */
 void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
-                                       const float *dout, const float *out,
-                                       const float *in, const float *save_mean,
-                                       const float *save_rstd, const float *gamma,
-                                       int n, int c, int hw);
+                                       const float *dout, const float *in,
+                                       const float *save_mean, const float *save_rstd,
+                                       const float *gamma, const float *beta, int n, int c,
+                                       int hw);
 
 /* ---- relu: backward masks by the forward OUTPUT (out > 0) ---- */
 void relu_forward(float *out, const float *in, size_t count);

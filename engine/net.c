@@ -1040,16 +1040,11 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 const net_node *bsrc = &net->nodes[bn->in[0]];
                 float *dg = net->grads + net->views[bn->gammav].off;
                 float *dbe = net->grads + net->views[bn->betav].off;
-                if (sets_grad(net, nd->in[0], bn->in[0]))
-                    batchnorm_relu_backward_overwrite(bsrc->dout, dg, dbe, nd->dout, nd->out,
-                                                      bsrc->out, bn->aux, bn->aux + bn->c,
-                                                      view_ptr(net, bn->gammav), n, bn->c,
-                                                      bn->h * bn->w);
-                else
-                    batchnorm_relu_backward(bsrc->dout, dg, dbe, nd->dout, nd->out, bsrc->out,
-                                            bn->aux, bn->aux + bn->c,
-                                            view_ptr(net, bn->gammav), n, bn->c,
-                                            bn->h * bn->w);
+                (sets_grad(net, nd->in[0], bn->in[0]) ? batchnorm_relu_backward_overwrite
+                                                      : batchnorm_relu_backward)(
+                    bsrc->dout, dg, dbe, nd->dout, bsrc->out, bn->aux, bn->aux + bn->c,
+                    view_ptr(net, bn->gammav), view_ptr(net, bn->betav), n, bn->c,
+                    bn->h * bn->w);
             } else if (din) {
                 (sets_grad(net, i, si) ? relu_backward_overwrite : relu_backward)(
                     din, nd->dout, nd->out, out_count);

@@ -398,6 +398,28 @@ Test(layers, overwrite_variants_match_accumulate)
     cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "batchnorm din");
     cr_expect(max_abs_diff(dg0, dg1, (size_t)c) == 0.0, "batchnorm dgamma");
     cr_expect(max_abs_diff(db0, db1, (size_t)c) == 0.0, "batchnorm dbeta");
+    /* batch norm + ReLU fused: its backward (mask recomputed from the input)
+     * equals ReLU backward on the fused forward's output, then batch norm
+     * backward */
+    float *gr = zeros(cnt);
+    memset(dg0, 0, sizeof *dg0 * c), memset(db0, 0, sizeof *db0 * c);
+    memset(dg1, 0, sizeof *dg1 * c), memset(db1, 0, sizeof *db1 * c);
+    batchnorm_relu_forward_train(out, mean, rstd, NULL, NULL, in, gamma, beta, n, c, hw, 0.1f,
+                                 1e-5f);
+    relu_backward(gr, dout, out, cnt);
+    memset(acc, 0, sizeof *acc * cnt);
+    batchnorm_backward(acc, dg0, db0, gr, in, mean, rstd, gamma, n, c, hw);
+    NANFILL(set);
+    batchnorm_relu_backward_overwrite(set, dg1, db1, dout, in, mean, rstd, gamma, beta, n, c,
+                                      hw);
+    cr_expect(max_abs_diff(acc, set, cnt) <= 1e-6, "batchnorm+relu din");
+    cr_expect(max_abs_diff(dg0, dg1, (size_t)c) <= 1e-6, "batchnorm+relu dgamma");
+    cr_expect(max_abs_diff(db0, db1, (size_t)c) <= 1e-6, "batchnorm+relu dbeta");
+    for (size_t j = 0; j < cnt; j++) set[j] = acc[j] = 0.5f;
+    batchnorm_backward(acc, NULL, NULL, gr, in, mean, rstd, gamma, n, c, hw);
+    batchnorm_relu_backward(set, NULL, NULL, dout, in, mean, rstd, gamma, beta, n, c, hw);
+    cr_expect(max_abs_diff(acc, set, cnt) <= 1e-6, "batchnorm+relu din, added to");
+    free(gr);
     /* add + ReLU fused: the composition, exactly; a set, b added to */
     float *bb = rand_buf(cnt, -1, 1), *fused = zeros(cnt), *sum = zeros(cnt);
     add_forward(sum, in, bb, cnt);
