@@ -11,8 +11,60 @@
 
 #include <math.h>
 
+#include "vsum.h"
+
 /* Only fork when there is enough work to pay for it. */
 #define BN_PAR_MIN 32768
+
+/* s1 = sum of x - k, s2 = sum of (x - k)^2 over x[0..n) */
+static void shifted_sums(const float *x, int n, float k, float *s1, float *s2)
+{
+    vsum_f8 a = vsum_splat(0.0f), b = a;
+    const vsum_f8 vk = vsum_splat(k);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        vsum_f8 d = vsum_load(x + j) - vk;
+        a += d;
+        b += d * d;
+    }
+    float sa = vsum_lanes(a), sb = vsum_lanes(b);
+    for (; j < n; j++) {
+        float d = x[j] - k;
+        sa += d;
+        sb += d * d;
+    }
+    *s1 = sa;
+    *s2 = sb;
+}
+
+/* a = sum of g', b = sum of g' * (x - mean) over [0..n), where g' = g, or
+ * with relu, g where x * scale + shift > 0 (the fused ReLU's mask) else 0 */
+static void grad_sums(const float *x, const float *g, int n, float mean, int relu, float scale,
+                      float shift, float *a, float *b)
+{
+    vsum_f8 va = vsum_splat(0.0f), vb = va;
+    const vsum_f8 vm = vsum_splat(mean), vs = vsum_splat(scale), vh = vsum_splat(shift);
+    const vsum_f8 zero = vsum_splat(0.0f);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        vsum_f8 xv = vsum_load(x + j), gv = vsum_load(g + j);
+        if (relu) gv = vsum_select(xv * vs + vh > zero, gv);
+        va += gv;
+        vb += gv * (xv - vm);
+    }
+    float sa = vsum_lanes(va), sb = vsum_lanes(vb);
+    for (; j < n; j++) {
+        float gj = g[j];
+        if (relu) {
+            float v = x[j] * scale + shift;
+            gj = v > 0.0f ? gj : 0.0f;
+        }
+        sa += gj;
+        sb += gj * (x[j] - mean);
+    }
+    *a = sa;
+    *b = sb;
+}
 
 static void forward_train(float *out, float *save_mean, float *save_rstd,
                           float *running_mean, float *running_var,
@@ -27,21 +79,11 @@ static void forward_train(float *out, float *save_mean, float *save_rstd,
         /* one pass over the channel for both moments, of x - k where k is
          * the first plane's mean: with k near the batch mean, the shifted
          * sum of squares loses no more than the two-pass form would */
-        const float *x0 = in + ch * plane;
-        float k0 = 0.0f;
-#pragma omp simd reduction(+ : k0)
-        for (int j = 0; j < hw; j++) k0 += x0[j];
-        const float k = k0 / (float)hw;
+        const float k = vsum_sum(in + ch * plane, hw) / (float)hw;
         double sum = 0.0, sum2 = 0.0;
         for (int i = 0; i < n; i++) {
-            const float *x = in + i * cstride + ch * plane;
-            float s1 = 0.0f, s2 = 0.0f;
-#pragma omp simd reduction(+ : s1, s2)
-            for (int j = 0; j < hw; j++) {
-                float dx = x[j] - k;
-                s1 += dx;
-                s2 += dx * dx;
-            }
+            float s1, s2;
+            shifted_sums(in + i * cstride + ch * plane, hw, k, &s1, &s2);
             sum += s1;
             sum2 += s2;
         }
@@ -164,24 +206,9 @@ static void backward(float *din, float *dgamma, float *dbeta,
         const float scale = gamma[ch] * rstd, shift = relu ? beta[ch] - mean * scale : 0.0f;
         double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
         for (int i = 0; i < n; i++) {
-            const float *x = in + i * cstride + ch * plane;
-            const float *g = dout + i * cstride + ch * plane;
-            float a = 0.0f, b = 0.0f;
-            if (relu) {
-#pragma omp simd reduction(+ : a, b)
-                for (int j = 0; j < hw; j++) {
-                    float v = x[j] * scale + shift;
-                    float gj = v > 0.0f ? g[j] : 0.0f;
-                    a += gj;
-                    b += gj * (x[j] - mean);
-                }
-            } else {
-#pragma omp simd reduction(+ : a, b)
-                for (int j = 0; j < hw; j++) {
-                    a += g[j];
-                    b += g[j] * (x[j] - mean);
-                }
-            }
+            float a, b;
+            grad_sums(in + i * cstride + ch * plane, dout + i * cstride + ch * plane, hw, mean,
+                      relu, scale, shift, &a, &b);
             sg += a;
             sgx += b;
         }

@@ -18,6 +18,7 @@
  * needs no im2col: the input image already is col_i. */
 #include "layers.h"
 #include "dconv.h"
+#include "vsum.h"
 #include "par.h"
 
 #include <assert.h>
@@ -73,11 +74,7 @@ static size_t part_floats(const conv2d_dims *d)
 static void bias_grad(float *db, const float *g, int oc, int p)
 {
     for (int o = 0; o < oc; o++) {
-        const float *go = g + (size_t)o * p;
-        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-        for (int j = 0; j < p; j++) acc += go[j];
-        db[o] += acc;
+        db[o] += vsum_sum(g + (size_t)o * p, p);
     }
 }
 

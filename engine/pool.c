@@ -2,6 +2,7 @@
  * Work is split by (n, c) plane over OpenMP threads; every plane is written
  * by one thread, so results do not depend on the thread count. */
 #include "layers.h"
+#include "vsum.h"
 
 #include <string.h>
 
@@ -98,11 +99,7 @@ void avgpool_forward(float *out, const float *in, int n, int c, int hw)
     const float inv = 1.0f / (float)hw;
 #pragma omp parallel for schedule(static) if ((size_t)planes * hw >= POOL_PAR_MIN)
     for (int p = 0; p < planes; p++) {
-        const float *x = in + (size_t)p * hw;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (int j = 0; j < hw; j++) s += x[j];
-        out[p] = s * inv;
+        out[p] = vsum_sum(in + (size_t)p * hw, hw) * inv;
     }
 }
 
