@@ -475,7 +475,7 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
         for (int gi = 0; gi < ng; gi++) {
             float *dwp = parts + psz * (size_t)gi, *dbp = dwp + wsz;
             if (db) memset(dbp, 0, sizeof *dbp * (size_t)oc);
-            if (dw) memset(dwp, 0, sizeof *dwp * wsz);
+            /* the group's first image sets dwp (groups have one at least) */
             const int lo = (int)((long)d->n * gi / ng);
             const int hi = (int)((long)d->n * (gi + 1) / ng);
             for (int i = lo; i < hi; i++) {
@@ -487,13 +487,14 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
                      * uses the slot before the padded buffers below do */
                     im2col(pin, in + in_sz * i, d);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p, 1.0f, gout, p,
-                                pin, p, 1.0f, dwp, k);
+                                pin, p, i > lo ? 1.0f : 0.0f, dwp, k);
                 }
                 if (din || (dw && wgrad_direct))
                     pad_planes(pg, g.pout, gout, oc, d->oh, d->ow, d->pad, &g);
                 if (dw && wgrad_direct) {
                     pad_planes(pin, g.pin, in + in_sz * i, ic, d->ih, d->iw, d->pad, &g);
-                    dconv_wgrad(dwp, (size_t)k, oc, k, pg + dshift, g.plane, pin, off, g.nv);
+                    dconv_wgrad(dwp, (size_t)k, oc, k, pg + dshift, g.plane, pin, off, g.nv,
+                                i > lo);
                 }
                 if (din) {
                     dconv_gemm(cb, (size_t)g.nb, ap, ic, kt, pg, off_t, g.nb);

@@ -113,7 +113,7 @@ static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d)
 }
 
 void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
-                 size_t ldd, const float *b, const int *off, int n)
+                 size_t ldd, const float *b, const int *off, int n, int add)
 {
     const int m4 = m - m % 4, k3 = k - k % 3, n8 = n - n % 8;
     /* the last partial vector of d is loaded under a mask (zeros past n), so
@@ -166,16 +166,23 @@ void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
             _mm_storeu_ps(t[0], s0), _mm_storeu_ps(t[1], s1), _mm_storeu_ps(t[2], s2);
             for (int r = 0; r < 4; r++) {
                 float *w = dw + (size_t)(i + r) * ldw + kk;
-                w[0] += t[0][r], w[1] += t[1][r], w[2] += t[2][r];
+                if (add)
+                    w[0] += t[0][r], w[1] += t[1][r], w[2] += t[2][r];
+                else
+                    w[0] = t[0][r], w[1] = t[1][r], w[2] = t[2][r];
             }
         }
         for (int kk = k3; kk < k; kk++)
-            for (int r = 0; r < 4; r++)
-                dw[(size_t)(i + r) * ldw + kk] += dot_one(d + (size_t)(i + r) * ldd, b + off[kk], n);
+            for (int r = 0; r < 4; r++) {
+                float *w = dw + (size_t)(i + r) * ldw + kk;
+                *w = (add ? *w : 0.0f) + dot_one(d + (size_t)(i + r) * ldd, b + off[kk], n);
+            }
     }
     for (int i = m4; i < m; i++)
-        for (int kk = 0; kk < k; kk++)
-            dw[(size_t)i * ldw + kk] += dot_one(d + (size_t)i * ldd, b + off[kk], n);
+        for (int kk = 0; kk < k; kk++) {
+            float *w = dw + (size_t)i * ldw + kk;
+            *w = (add ? *w : 0.0f) + dot_one(d + (size_t)i * ldd, b + off[kk], n);
+        }
 }
 
 #else /* portable */
@@ -203,7 +210,7 @@ void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
 }
 
 void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
-                 size_t ldd, const float *b, const int *off, int n)
+                 size_t ldd, const float *b, const int *off, int n, int add)
 {
     for (int i = 0; i < m; i++) {
         const float *di = d + (size_t)i * ldd;
@@ -216,7 +223,8 @@ void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
             float s = 0.0f;
             for (int q = 0; q < 8; q++) s += lanes[q];
             for (; j < n; j++) s += di[j] * bk[j];
-            dw[(size_t)i * ldw + kk] += s;
+            float *w = dw + (size_t)i * ldw + kk;
+            *w = (add ? *w : 0.0f) + s;
         }
     }
 }

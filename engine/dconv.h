@@ -29,9 +29,10 @@ void dconv_pack_a(float *ap, const float *a, int m, int k, size_t lda);
 void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
                 const float *b, const int *off, int nb);
 
-/* dw[i * ldw + kk] += sum_{j < n} d[i * ldd + j] * b[off[kk] + j] for
- * i < m, kk < k. Reads d at j < n only; b up to 7 floats past n. */
+/* dw[i * ldw + kk] (+)= sum_{j < n} d[i * ldd + j] * b[off[kk] + j] for
+ * i < m, kk < k: added to dw when add, else written over it. Reads d at
+ * j < n only; b up to 7 floats past n. */
 void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
-                 size_t ldd, const float *b, const int *off, int n);
+                 size_t ldd, const float *b, const int *off, int n, int add);
 
 #endif

@@ -464,7 +464,18 @@ Test(layers, dconv_kernels_match_loops)
         memcpy(dw0, dw, sizeof *dw0 * (size_t)m * k);
         dconv_pack_a(ap, a, m, k, (size_t)k);
         dconv_gemm(c, (size_t)nb, ap, m, k, b, off, nb);
-        dconv_wgrad(dw, (size_t)k, m, k, dd, (size_t)n, b, off, n);
+        /* add = 0 writes over dw (NaN here); then add = 1 adds to dw0's copy */
+        float *dws = malloc(sizeof *dws * (size_t)m * k);
+        for (int j = 0; j < m * k; j++) dws[j] = NAN;
+        dconv_wgrad(dws, (size_t)k, m, k, dd, (size_t)n, b, off, n, 0);
+        dconv_wgrad(dw, (size_t)k, m, k, dd, (size_t)n, b, off, n, 1);
+        double eset = 0;
+        for (int j = 0; j < m * k; j++) {
+            double e = fabs((double)dws[j] + dw0[j] - dw[j]);
+            if (!(e <= eset)) eset = e;
+        }
+        cr_expect_leq(eset, 1e-5, "size %zu: add = 0 and add = 1 disagree by %g", t, eset);
+        free(dws);
         double eg = 0, ew = 0;
         for (int i = 0; i < m; i++) {
             for (int j = 0; j < n; j++) {
