@@ -19,19 +19,20 @@
 /* s1 = sum of x - k, s2 = sum of (x - k)^2 over x[0..n) */
 static void shifted_sums(const float *x, int n, float k, float *s1, float *s2)
 {
-    vsum_f8 a = vsum_splat(0.0f), b = a;
-    const vsum_f8 vk = vsum_splat(k);
+    vsum_f8 a = VSUM_SPLAT(0.0f), b = a, d;
+    const vsum_f8 vk = VSUM_SPLAT(k);
     int j = 0;
     for (; j + 8 <= n; j += 8) {
-        vsum_f8 d = vsum_load(x + j) - vk;
+        VSUM_LOAD(d, x + j);
+        d -= vk;
         a += d;
         b += d * d;
     }
-    float sa = vsum_lanes(a), sb = vsum_lanes(b);
+    float sa = VSUM_LANES(a), sb = VSUM_LANES(b);
     for (; j < n; j++) {
-        float d = x[j] - k;
-        sa += d;
-        sb += d * d;
+        float e = x[j] - k;
+        sa += e;
+        sb += e * e;
     }
     *s1 = sa;
     *s2 = sb;
@@ -42,17 +43,18 @@ static void shifted_sums(const float *x, int n, float k, float *s1, float *s2)
 static void grad_sums(const float *x, const float *g, int n, float mean, int relu, float scale,
                       float shift, float *a, float *b)
 {
-    vsum_f8 va = vsum_splat(0.0f), vb = va;
-    const vsum_f8 vm = vsum_splat(mean), vs = vsum_splat(scale), vh = vsum_splat(shift);
-    const vsum_f8 zero = vsum_splat(0.0f);
+    vsum_f8 va = VSUM_SPLAT(0.0f), vb = va, xv, gv;
+    const vsum_f8 vm = VSUM_SPLAT(mean), vs = VSUM_SPLAT(scale), vh = VSUM_SPLAT(shift);
+    const vsum_f8 zero = VSUM_SPLAT(0.0f);
     int j = 0;
     for (; j + 8 <= n; j += 8) {
-        vsum_f8 xv = vsum_load(x + j), gv = vsum_load(g + j);
-        if (relu) gv = vsum_select(xv * vs + vh > zero, gv);
+        VSUM_LOAD(xv, x + j);
+        VSUM_LOAD(gv, g + j);
+        if (relu) gv = VSUM_SELECT(xv * vs + vh > zero, gv);
         va += gv;
         vb += gv * (xv - vm);
     }
-    float sa = vsum_lanes(va), sb = vsum_lanes(vb);
+    float sa = VSUM_LANES(va), sb = VSUM_LANES(vb);
     for (; j < n; j++) {
         float gj = g[j];
         if (relu) {
