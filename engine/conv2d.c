@@ -108,6 +108,7 @@ typedef struct {
     size_t plane;  /* floats of one padded plane, (IH + 2 pad) * WP */
     int nv;        /* outputs in padded coordinates, OH * WP */
     int nb;        /* nv rounded up to the kernel's column block */
+    int n8;        /* nv rounded up to 8: the columns dconv_gemm computes */
     size_t pin;    /* floats of the padded input: IC planes + slack */
     size_t pout;   /* floats of the padded output gradient: OC planes + slack */
     size_t cbuf;   /* rows of padded-coordinate output: max(OC, IC) * nb */
@@ -135,6 +136,7 @@ static void dgeom_init(dgeom *g, const conv2d_dims *d)
     g->plane = (size_t)(d->ih + 2 * d->pad) * g->wp;
     g->nv = d->oh * g->wp;
     g->nb = (g->nv + DCONV_NB - 1) / DCONV_NB * DCONV_NB;
+    g->n8 = (g->nv + 7) / 8 * 8;
     g->pin = align16((size_t)d->ic * g->plane + slack);
     g->pout = align16((size_t)d->oc * g->plane + slack);
     g->cbuf = align16((size_t)(d->oc > d->ic ? d->oc : d->ic) * g->nb);
@@ -245,7 +247,7 @@ static void direct_forward(float *out, const float *in, const float *w, const fl
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < d->n; i++) {
             pad_planes(pin, g.pin, in + in_sz * i, d->ic, d->ih, d->iw, d->pad, &g);
-            dconv_gemm(cb, (size_t)g.nb, ap, oc, k, pin, off, g.nb);
+            dconv_gemm(cb, (size_t)g.nb, ap, oc, k, pin, off, g.n8);
             float *y = out + out_sz * i;
             for (int o = 0; o < oc; o++) {
                 const float bo = b ? b[o] : 0.0f;
@@ -497,7 +499,7 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
                                 i > lo);
                 }
                 if (din) {
-                    dconv_gemm(cb, (size_t)g.nb, ap, ic, kt, pg, off_t, g.nb);
+                    dconv_gemm(cb, (size_t)g.nb, ap, ic, kt, pg, off_t, g.n8);
                     float *dx = din + in_sz * i;
                     for (int c = 0; c < ic; c++)
                         for (int r = 0; r < d->ih; r++) {

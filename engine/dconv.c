@@ -39,7 +39,8 @@ void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
         const float *a = ap + (size_t)p * k * DCONV_MR;
         const int mr = m - p * DCONV_MR < DCONV_MR ? m - p * DCONV_MR : DCONV_MR;
         float *cp = c + (size_t)p * DCONV_MR * ldc;
-        for (int j = 0; j < nb; j += DCONV_NB) {
+        int j = 0;
+        for (; j + DCONV_NB <= nb; j += DCONV_NB) {
             __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00;
             __m256 c10 = c00, c11 = c00, c12 = c00;
             __m256 c20 = c00, c21 = c00, c22 = c00;
@@ -81,6 +82,50 @@ void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
                 float *r3 = r0 + 3 * ldc;
                 _mm256_storeu_ps(r3, c30), _mm256_storeu_ps(r3 + 8, c31), _mm256_storeu_ps(r3 + 16, c32);
             }
+        }
+        /* the last 16 or 8 columns */
+        if (j + 16 <= nb) {
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00;
+            __m256 c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+            for (int kk = 0; kk < k; kk++) {
+                const float *bp = b + off[kk] + j;
+                const float *av = a + (size_t)kk * DCONV_MR;
+                __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+                __m256 x = _mm256_broadcast_ss(av);
+                c00 = _mm256_fmadd_ps(x, b0, c00);
+                c01 = _mm256_fmadd_ps(x, b1, c01);
+                x = _mm256_broadcast_ss(av + 1);
+                c10 = _mm256_fmadd_ps(x, b0, c10);
+                c11 = _mm256_fmadd_ps(x, b1, c11);
+                x = _mm256_broadcast_ss(av + 2);
+                c20 = _mm256_fmadd_ps(x, b0, c20);
+                c21 = _mm256_fmadd_ps(x, b1, c21);
+                x = _mm256_broadcast_ss(av + 3);
+                c30 = _mm256_fmadd_ps(x, b0, c30);
+                c31 = _mm256_fmadd_ps(x, b1, c31);
+            }
+            float *r0 = cp + j;
+            _mm256_storeu_ps(r0, c00), _mm256_storeu_ps(r0 + 8, c01);
+            if (mr > 1) _mm256_storeu_ps(r0 + ldc, c10), _mm256_storeu_ps(r0 + ldc + 8, c11);
+            if (mr > 2)
+                _mm256_storeu_ps(r0 + 2 * ldc, c20), _mm256_storeu_ps(r0 + 2 * ldc + 8, c21);
+            if (mr > 3)
+                _mm256_storeu_ps(r0 + 3 * ldc, c30), _mm256_storeu_ps(r0 + 3 * ldc + 8, c31);
+        } else if (j < nb) {
+            __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00;
+            for (int kk = 0; kk < k; kk++) {
+                const __m256 b0 = _mm256_loadu_ps(b + off[kk] + j);
+                const float *av = a + (size_t)kk * DCONV_MR;
+                c00 = _mm256_fmadd_ps(_mm256_broadcast_ss(av), b0, c00);
+                c10 = _mm256_fmadd_ps(_mm256_broadcast_ss(av + 1), b0, c10);
+                c20 = _mm256_fmadd_ps(_mm256_broadcast_ss(av + 2), b0, c20);
+                c30 = _mm256_fmadd_ps(_mm256_broadcast_ss(av + 3), b0, c30);
+            }
+            float *r0 = cp + j;
+            _mm256_storeu_ps(r0, c00);
+            if (mr > 1) _mm256_storeu_ps(r0 + ldc, c10);
+            if (mr > 2) _mm256_storeu_ps(r0 + 2 * ldc, c20);
+            if (mr > 3) _mm256_storeu_ps(r0 + 3 * ldc, c30);
         }
     }
 }
@@ -194,17 +239,18 @@ void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
         const float *a = ap + (size_t)p * k * DCONV_MR;
         const int mr = m - p * DCONV_MR < DCONV_MR ? m - p * DCONV_MR : DCONV_MR;
         for (int j = 0; j < nb; j += DCONV_NB) {
+            const int w = nb - j < DCONV_NB ? nb - j : DCONV_NB;
             float acc[DCONV_MR][DCONV_NB];
             memset(acc, 0, sizeof acc);
             for (int kk = 0; kk < k; kk++) {
                 const float *bp = b + off[kk] + j;
                 for (int r = 0; r < DCONV_MR; r++) {
                     const float x = a[(size_t)kk * DCONV_MR + r];
-                    for (int q = 0; q < DCONV_NB; q++) acc[r][q] += x * bp[q];
+                    for (int q = 0; q < w; q++) acc[r][q] += x * bp[q];
                 }
             }
             for (int r = 0; r < mr; r++)
-                memcpy(c + (size_t)(p * DCONV_MR + r) * ldc + j, acc[r], sizeof acc[r]);
+                memcpy(c + (size_t)(p * DCONV_MR + r) * ldc + j, acc[r], sizeof *acc[r] * w);
         }
     }
 }

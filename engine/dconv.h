@@ -24,8 +24,9 @@ size_t dconv_packed_floats(int m, int k);
 void dconv_pack_a(float *ap, const float *a, int m, int k, size_t lda);
 
 /* c[i * ldc + j] = sum_k A[i][k] * b[off[k] + j] for i < m and
- * j < nb (a multiple of DCONV_NB); ap from dconv_pack_a. Every b[off[k] + j]
- * read must be inside the caller's buffer. */
+ * j < nb (a multiple of 8: blocks of DCONV_NB columns, then one of 8 or 16);
+ * ap from dconv_pack_a. Every b[off[k] + j] read must be inside the
+ * caller's buffer. */
 void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
                 const float *b, const int *off, int nb);
 
