@@ -1,6 +1,6 @@
-/* Elementwise layers: relu, the residual add, and the two fused. Memory-bound loops, split
- * over OpenMP threads once they are large enough to pay for the
- * fork, and written so the compiler vectorises them. */
+/* Elementwise layers: relu, the residual add, and the two fused.
+ * Memory-bound loops, split over OpenMP threads once they are large enough
+ * to pay for the fork, and written so the compiler vectorises them. */
 #include "layers.h"
 
 #define EW_PAR_MIN 65536
@@ -65,17 +65,6 @@ void add_relu_forward(float *out, const float *a, const float *b, size_t count)
     }
 }
 
-/* d = (set ? 0 : d) + (out > 0 ? dout : 0): two loops, so that each vectorises */
-static void relu_grad_into(float *d, int set, const float *dout, const float *out,
-                           size_t count)
-{
-    if (set) {
-        relu_backward_overwrite(d, dout, out, count);
-        return;
-    }
-    relu_backward(d, dout, out, count);
-}
-
 void add_relu_backward(float *da, int set_a, float *db, int set_b, const float *dout,
                        const float *out, size_t count)
 {
@@ -89,6 +78,7 @@ void add_relu_backward(float *da, int set_a, float *db, int set_b, const float *
         }
         return;
     }
-    if (da) relu_grad_into(da, set_a, dout, out, count);
-    if (db) relu_grad_into(db, set_b, dout, out, count);
+    /* otherwise a ReLU backward per side, each of whose loops vectorises */
+    if (da) (set_a ? relu_backward_overwrite : relu_backward)(da, dout, out, count);
+    if (db) (set_b ? relu_backward_overwrite : relu_backward)(db, dout, out, count);
 }

@@ -229,6 +229,76 @@ static void *xcalloc(size_t n, size_t size, int *fail)
     return p;
 }
 
+/* ---- the backward plan, fixed by the graph: computed once by net_build ---- */
+
+/* A batch norm or a residual add whose only consumer is a ReLU runs fused
+ * with it (one pass over memory instead of two; the node gets no output or
+ * gradient buffer of its own): returns that ReLU's index, else -1. */
+static int plan_fused_relu(const lsq_net *net, int bn)
+{
+    const int op = net->nodes[bn].op;
+    if ((op != OP_BN && op != OP_ADD) || bn == net->output) return -1;
+    int relu = -1;
+    for (int j = bn + 1; j < net->n_nodes; j++) {
+        const net_node *nd = &net->nodes[j];
+        int uses = (nd->in[0] == bn) + (nd->in[1] == bn);
+        if (!uses) continue;
+        if (relu >= 0 || uses > 1 || nd->op != OP_RELU) return -1;
+        relu = j;
+    }
+    return relu;
+}
+
+/* Where node k's backward writes its inputs' gradients in the backward
+ * order: a batch norm fused with its ReLU writes them at the ReLU's turn. */
+static int backward_turn(const lsq_net *net, int k)
+{
+    int relu = net->nodes[k].fused_relu;
+    return relu >= 0 ? relu : k;
+}
+
+/* Node j's gradient is written whole (=), not added to, by the consumer
+ * whose backward reaches it first; backward need not zero it then. Returns
+ * that consumer's index, or -1 when the gradient must start at zero: no
+ * consumer, one that uses j twice, or one whose op only adds (a flatten,
+ * which shares j's buffers; a linear layer on an unquantized input). Needs
+ * every node's fused_relu. */
+static int plan_grad_setter(const lsq_net *net, int j)
+{
+    /* a flatten's consumers write through it into its source's buffer,
+     * which its source's own rule covers */
+    if (net->nodes[j].op == OP_FLATTEN) return -1;
+    int first = -1, turn = -1;
+    for (int k = j + 1; k < net->n_nodes; k++) {
+        const net_node *nd = &net->nodes[k];
+        if (nd->in[0] != j && nd->in[1] != j) continue;
+        int t = backward_turn(net, k);
+        if (t > turn) first = k, turn = t;
+    }
+    if (first < 0) return -1;
+    const net_node *c = &net->nodes[first];
+    if (c->in[0] == j && c->in[1] == j) return -1;
+    switch (c->op) {
+    case OP_CONV:
+    case OP_BN:
+    case OP_RELU:
+    case OP_MAXPOOL:
+    case OP_AVGPOOL:
+    case OP_ADD:
+        return first;
+    case OP_LINEAR:
+        return c->aq.on ? first : -1;
+    default:
+        return -1;
+    }
+}
+
+static void plan_backward(lsq_net *net)
+{
+    for (int i = 0; i < net->n_nodes; i++) net->nodes[i].fused_relu = plan_fused_relu(net, i);
+    for (int i = 0; i < net->n_nodes; i++) net->nodes[i].grad_setter = plan_grad_setter(net, i);
+}
+
 lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *quant,
                      int classes, int max_batch, lsq_err *err)
 {
@@ -537,6 +607,8 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
     net->n_params = pcur;
     net->n_state = scur;
 
+    plan_backward(net);
+
     /* allocation: one buffer each for params, grads and state */
     int fail = 0;
     net->params = xcalloc(pcur, sizeof(float), &fail);
@@ -550,8 +622,10 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
         size_t out_n = (size_t)max_batch * nd->c * nd->h * nd->w;
         size_t in_n = (size_t)max_batch * src->c * src->h * src->w;
         if (nd->op == OP_FLATTEN) continue; /* aliases its input, below */
-        nd->out = xcalloc(out_n, sizeof(float), &fail);
-        nd->dout = xcalloc(out_n, sizeof(float), &fail);
+        if (nd->fused_relu < 0) { /* a fused node writes its ReLU's buffers */
+            nd->out = xcalloc(out_n, sizeof(float), &fail);
+            nd->dout = xcalloc(out_n, sizeof(float), &fail);
+        }
         if (nd->op == OP_BN) nd->aux = xcalloc(2 * (size_t)nd->c, sizeof(float), &fail);
         if (nd->op == OP_MAXPOOL) nd->argmax = xcalloc(out_n, sizeof(int32_t), &fail);
         if (nd->op == OP_CONV) {
@@ -759,75 +833,14 @@ void net_quant_init_weights(lsq_net *net, spec_qinit init)
 
 /* ------------------------------------------------------- forward/backward */
 
-/* A batch norm or a residual add whose only consumer is a ReLU runs fused
- * with it (one pass over memory instead of two, and the node's own output
- * and gradient buffers go unused): returns that ReLU's index, else -1. */
-static int fused_relu_of(const lsq_net *net, int bn)
-{
-    const int op = net->nodes[bn].op;
-    if ((op != OP_BN && op != OP_ADD) || bn == net->output) return -1;
-    int relu = -1;
-    for (int j = bn + 1; j < net->n_nodes; j++) {
-        const net_node *nd = &net->nodes[j];
-        int uses = (nd->in[0] == bn) + (nd->in[1] == bn);
-        if (!uses) continue;
-        if (relu >= 0 || uses > 1 || nd->op != OP_RELU) return -1;
-        relu = j;
-    }
-    return relu;
-}
-
-/* Where node k's backward writes its inputs' gradients in the backward
- * order: a batch norm fused with its ReLU writes them at the ReLU's turn. */
-static int backward_turn(const lsq_net *net, int k)
-{
-    int relu = fused_relu_of(net, k);
-    return relu >= 0 ? relu : k;
-}
-
-/* Node j's gradient is written whole (=), not added to, by the consumer
- * whose backward reaches it first; backward need not zero it then. Returns
- * that consumer's index, or -1 when the gradient must start at zero: no
- * consumer, one that uses j twice, or one whose op only adds (a flatten,
- * which shares j's buffers; a linear layer on an unquantized input). */
-static int grad_setter(const lsq_net *net, int j)
-{
-    /* a flatten's consumers write through it into its source's buffer,
-     * which its source's own rule covers */
-    if (net->nodes[j].op == OP_FLATTEN) return -1;
-    int first = -1, turn = -1;
-    for (int k = j + 1; k < net->n_nodes; k++) {
-        const net_node *nd = &net->nodes[k];
-        if (nd->in[0] != j && nd->in[1] != j) continue;
-        int t = backward_turn(net, k);
-        if (t > turn) first = k, turn = t;
-    }
-    if (first < 0) return -1;
-    const net_node *c = &net->nodes[first];
-    if (c->in[0] == j && c->in[1] == j) return -1;
-    switch (c->op) {
-    case OP_CONV:
-    case OP_BN:
-    case OP_RELU:
-    case OP_MAXPOOL:
-    case OP_AVGPOOL:
-    case OP_ADD:
-        return first;
-    case OP_LINEAR:
-        return c->aq.on ? first : -1;
-    default:
-        return -1;
-    }
-}
-
 /* Node i writes the gradient of its input j whole. */
-static int sets_grad(const lsq_net *net, int i, int j) { return grad_setter(net, j) == i; }
+static int sets_grad(const lsq_net *net, int i, int j) { return net->nodes[j].grad_setter == i; }
 
 /* The ReLU at index i is the second half of a fused batch norm + ReLU. */
 static int relu_is_fused(const lsq_net *net, int i)
 {
     const net_node *nd = &net->nodes[i];
-    return nd->op == OP_RELU && nd->in[0] > 0 && fused_relu_of(net, nd->in[0]) == i;
+    return nd->op == OP_RELU && nd->in[0] > 0 && net->nodes[nd->in[0]].fused_relu == i;
 }
 
 const float *net_forward(lsq_net *net, const float *x, int n, int training)
@@ -880,7 +893,7 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
         case OP_BN: {
             float *g = view_ptr(net, nd->gammav), *be = view_ptr(net, nd->betav);
             float *rm = view_ptr(net, nd->rmeanv), *rv = view_ptr(net, nd->rvarv);
-            int r = fused_relu_of(net, i);
+            int r = nd->fused_relu;
             if (r >= 0) {
                 float *y = net->nodes[r].out;
                 if (training)
@@ -908,7 +921,7 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             avgpool_forward(nd->out, in, n, src->c, src->h * src->w);
             break;
         case OP_ADD: {
-            int r = fused_relu_of(net, i);
+            int r = nd->fused_relu;
             if (r >= 0)
                 add_relu_forward(net->nodes[r].out, in, net->nodes[nd->in[1]].out, out_count);
             else
@@ -943,8 +956,8 @@ static void zero_douts(lsq_net *net, int n)
         for (int i = 0; i < net->n_nodes; i++) {
             const net_node *nd = &net->nodes[i];
             float *buf = i ? nd->dout : net->dinput;
-            if (!buf || (i && (nd->op == OP_FLATTEN || fused_relu_of(net, i) >= 0)) ||
-                grad_setter(net, i) >= 0)
+            if (!buf || (i && (nd->op == OP_FLATTEN || nd->fused_relu >= 0)) ||
+                nd->grad_setter >= 0)
                 continue;
             const size_t len = (size_t)n * nd->c * nd->h * nd->w;
             const size_t lo = len * t / nt, hi = len * (t + 1) / nt;
@@ -1019,7 +1032,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             break;
         }
         case OP_BN:
-            if (fused_relu_of(net, i) >= 0) break; /* done by its ReLU */
+            if (nd->fused_relu >= 0) break; /* done by its ReLU */
             (sets_grad(net, i, si) ? batchnorm_backward_overwrite : batchnorm_backward)(
                 din, net->grads + net->views[nd->gammav].off,
                                net->grads + net->views[nd->betav].off, nd->dout, in, nd->aux,
@@ -1064,7 +1077,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     din, nd->dout, n, src->c, src->h * src->w);
             break;
         case OP_ADD: {
-            if (fused_relu_of(net, i) >= 0) break; /* done by its ReLU */
+            if (nd->fused_relu >= 0) break; /* done by its ReLU */
             float *db = nd->in[1] == 0 ? NULL : net->nodes[nd->in[1]].dout;
             add_backward_overwrite(din, sets_grad(net, i, si), db,
                                    db && sets_grad(net, i, nd->in[1]), nd->dout, out_count);

@@ -68,6 +68,10 @@ typedef struct {
     int rmeanv, rvarv;         /* state views (BN running statistics) */
     /* quantizers (conv/linear only) */
     net_quant wq, aq;
+    /* the backward plan (net_build): the ReLU this batch norm or add runs
+     * fused with, and the consumer that writes this node's gradient whole
+     * (no zeroing before backward); -1 for none */
+    int fused_relu, grad_setter;
     /* per-batch buffers (sized for the net's max batch) */
     float *out, *dout;
     float *aux;                /* BN: save_mean, save_rstd (2*C) */

@@ -21,7 +21,8 @@ typedef int vsum_i8 __attribute__((vector_size(32)));
 #define VSUM_SPLAT(x) ((vsum_f8){(x), (x), (x), (x), (x), (x), (x), (x)})
 /* v where mask (a vsum_i8 of all ones or zero per lane) is set, else +0 */
 #define VSUM_SELECT(mask, v) ((vsum_f8)((mask) & (vsum_i8)(v)))
-#define VSUM_LANES(v) ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5])) + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
+#define VSUM_LANES(v) \
+    ((((v)[0] + (v)[4]) + ((v)[1] + (v)[5])) + (((v)[2] + (v)[6]) + ((v)[3] + (v)[7])))
 
 /* sum of x[0..n) */
 static inline float vsum_sum(const float *x, int n)

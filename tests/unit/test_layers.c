@@ -446,7 +446,8 @@ Test(layers, overwrite_variants_match_accumulate)
 Test(layers, dconv_kernels_match_loops)
 {
     rng_seed(6);
-    const int sizes[][3] = {{1, 1, 1}, {4, 3, 8}, {7, 10, 13}, {9, 5, 30}, {16, 27, 100}, {5, 4, 40}};
+    const int sizes[][3] = {{1, 1, 1},   {4, 3, 8},     {7, 10, 13},
+                            {9, 5, 30},  {16, 27, 100}, {5, 4, 40}};
     for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++) {
         const int m = sizes[t][0], k = sizes[t][1], n = sizes[t][2];
         /* columns in blocks of DCONV_NB, then a tail of 8 or 16 */
