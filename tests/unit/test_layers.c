@@ -434,6 +434,12 @@ Test(layers, overwrite_variants_match_accumulate)
     add_relu_backward(set, 1, set2, 0, dout, fused, cnt);
     cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "add+relu backward, a set");
     cr_expect(max_abs_diff(acc2, set2, cnt) == 0.0, "add+relu backward, b added to");
+    /* both set (a residual block's two branches): the one-pass loop */
+    NANFILL(set);
+    NANFILL(set2);
+    add_relu_backward(set, 1, set2, 1, dout, fused, cnt);
+    cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "add+relu backward, both set: a");
+    cr_expect(max_abs_diff(acc, set2, cnt) == 0.0, "add+relu backward, both set: b");
     free(bb), free(fused), free(sum);
 #undef NANFILL
     free(in), free(dout), free(out), free(gamma), free(beta), free(mean), free(rstd);
