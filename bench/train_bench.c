@@ -3,7 +3,7 @@
  * LSQ; or the SGEMM ceiling of this machine (--sgemm). One JSON line out.
  *
  *   train_bench --model cnn-small|resnet20|mlp [--bits 0|2..8] [--batch 128]
- *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|gemm]
+ *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|float|gemm]
  *   train_bench --sgemm [--threads 2]
  */
 #include <cblas.h>
@@ -66,7 +66,7 @@ static int run_sgemm(int threads)
 int main(int argc, char **argv)
 {
     const char *arch = "cnn-small";
-    int bits = 0, batch = 128, threads = 2, steps = 40, warmup = 5, sgemm = 0, im2col_only = 0;
+    int bits = 0, batch = 128, threads = 2, steps = 40, warmup = 5, sgemm = 0, conv_mode = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) arch = argv[++i];
         else if (!strcmp(argv[i], "--bits") && i + 1 < argc) bits = atoi(argv[++i]);
@@ -76,14 +76,18 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sgemm")) sgemm = 1;
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
-            /* auto: direct kernels where they apply; gemm: im2col + SGEMM everywhere */
+            /* auto: direct kernels and the integer forward where they
+             * apply; float: without the integer forward; gemm: im2col +
+             * SGEMM everywhere */
             const char *c = argv[++i];
-            if (strcmp(c, "auto") && strcmp(c, "gemm")) {
-                fprintf(stderr, "train_bench: --conv takes auto or gemm\n");
+            if (strcmp(c, "auto") && strcmp(c, "float") && strcmp(c, "gemm")) {
+                fprintf(stderr, "train_bench: --conv takes auto, float or gemm\n");
                 return 2;
             }
-            im2col_only = !strcmp(c, "gemm");
-            conv2d_set_path(im2col_only ? CONV2D_PATH_GEMM : CONV2D_PATH_AUTO);
+            conv_mode = !strcmp(c, "gemm") ? 2 : !strcmp(c, "float"); /* 0 auto */
+            conv2d_set_path(conv_mode == 2 ? CONV2D_PATH_GEMM
+                            : conv_mode    ? CONV2D_PATH_FLOAT
+                                             : CONV2D_PATH_AUTO);
         }
         else {
             fprintf(stderr, "train_bench: unknown argument %s\n", argv[i]);
@@ -139,7 +143,7 @@ int main(int argc, char **argv)
     printf("{\"bench\":\"train\",\"engine\":\"%s\",\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
            "\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f,\"gflops\":%.2f,"
            "\"peak_rss_mb\":%.1f}\n",
-           im2col_only ? "lsq-im2col" : "lsq", arch, bits ? bits : 32, batch, threads, steps, ips,
+           conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq", arch, bits ? bits : 32, batch, threads, steps, ips,
            gflops, peak_rss_kb() / 1024.0);
     free(x), free(y), free(dl);
     loader_free(&l);

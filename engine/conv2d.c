@@ -18,11 +18,16 @@
  * needs no im2col: the input image already is col_i. */
 #include "layers.h"
 #include "dconv.h"
+#include "quant.h"
 #include "vsum.h"
 #include "par.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <assert.h>
 #include <limits.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +147,14 @@ static void dgeom_init(dgeom *g, const conv2d_dims *d)
     g->cbuf = align16((size_t)(d->oc > d->ic ? d->oc : d->ic) * g->nb);
 }
 
+/* Bytes of the integer forward's padded input: (IC + 1) / 2 interleaved
+ * channel pairs of PLANE positions, then what dconv_igemm reads past them
+ * (kw + a column block of positions, and the rounding of nv to 8). */
+static size_t codes_bytes(const conv2d_dims *d, const dgeom *g)
+{
+    return 2 * ((size_t)(d->ic + 1) / 2 * g->plane + (size_t)d->kw + DCONV_INB + 8) + 64;
+}
+
 static int use_direct(const conv2d_dims *d)
 {
     if (path_choice == CONV2D_PATH_GEMM || !direct_shape(d)) return 0;
@@ -156,6 +169,9 @@ static size_t slot_floats(const conv2d_dims *d)
         dgeom g;
         dgeom_init(&g, d);
         size_t t = g.pin + g.pout + g.cbuf;
+        if (t > s) s = t;
+        /* the integer forward: the code planes, then cbuf */
+        t = align16((codes_bytes(d, &g) + 3) / 4) + g.cbuf;
         if (t > s) s = t;
     }
     return s;
@@ -260,6 +276,153 @@ static void direct_forward(float *out, const float *in, const float *w, const fl
             }
         }
     }
+}
+
+/* ---- the integer forward (conv2d_forward_codes) ---- */
+
+/* One row of the code planes: dst[2 x + h] = the code of channel h's row at
+ * x (x0, x1: two channels' rows; x1 NULL for the zero channel past an odd
+ * IC), and q0, q1 (when not NULL) = the quantized values, code * s. Codes
+ * and values are quant_forward's, float for float: in / s clipped to
+ * [0, qp], rounded half to even. Returns nonzero when the rows hold a NaN
+ * (then q0 and q1 are not those of quant_forward: see pad_codes). */
+static int code_row(uint8_t *dst, float *q0, float *q1, const float *x0, const float *x1,
+                    int w, float s, float qp)
+{
+    int x = 0, nan = 0;
+#if defined(__AVX2__)
+    const __m256 vs = _mm256_set1_ps(s), vhi = _mm256_set1_ps(qp), zero = _mm256_setzero_ps();
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    __m256 bad = zero;
+    for (; x + 8 <= w; x += 8) {
+        __m256 a = _mm256_loadu_ps(x0 + x);
+        __m256 b = x1 ? _mm256_loadu_ps(x1 + x) : zero;
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+        /* x < 0 ? 0 : x, then x > qp ? qp : x, as forward_block (NaN aside) */
+        a = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(a, vs), zero), vhi);
+        b = _mm256_min_ps(_mm256_max_ps(_mm256_div_ps(b, vs), zero), vhi);
+        a = _mm256_sub_ps(_mm256_add_ps(a, magic), magic);
+        b = _mm256_sub_ps(_mm256_add_ps(b, magic), magic);
+        if (q0) {
+            /* q >= +0 and s > 0: forward_block's "+ beta" (beta = 0) is exact */
+            _mm256_storeu_ps(q0 + x, _mm256_mul_ps(a, vs));
+            if (q1) _mm256_storeu_ps(q1 + x, _mm256_mul_ps(b, vs));
+        }
+        __m256i v = _mm256_or_si256(_mm256_cvtps_epi32(a), _mm256_slli_epi32(_mm256_cvtps_epi32(b), 8));
+        v = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0xd8);
+        _mm_storeu_si128((__m128i *)(dst + 2 * x), _mm256_castsi256_si128(v));
+    }
+    nan = _mm256_movemask_ps(bad);
+#endif
+    for (; x < w; x++) {
+        float a = x0[x] / s, b = x1 ? x1[x] / s : 0.0f;
+        nan |= a != a || b != b;
+        a = a < 0.0f ? 0.0f : a;
+        a = a > qp ? qp : a;
+        b = b < 0.0f ? 0.0f : b;
+        b = b > qp ? qp : b;
+        a = quant_round(a);
+        b = quant_round(b);
+        if (q0) {
+            q0[x] = a * s;
+            if (q1) q1[x] = b * s;
+        }
+        dst[2 * x] = (uint8_t)(a == a ? a : 0.0f);
+        dst[2 * x + 1] = (uint8_t)(b == b ? b : 0.0f);
+    }
+    return nan;
+}
+
+/* The code planes of one image (see dconv.h): pairs of channels
+ * interleaved, zero padding around each plane, zeros after them up to
+ * `bytes`; and q (when not NULL) = the image quantized, as quant_forward
+ * writes it. Returns nonzero when the image holds a NaN. */
+static int pad_codes(uint8_t *dst, size_t bytes, float *q, const float *src, int c, int h,
+                     int w, int pad, const dgeom *g, float s, float qp)
+{
+    const size_t wp = (size_t)g->wp, edge = 2 * ((size_t)pad * wp + pad);
+    const size_t psz = (size_t)h * w;
+    int nan = 0;
+    for (int cp = 0; cp * 2 < c; cp++) {
+        uint8_t *pl = dst + 2 * cp * g->plane;
+        const float *s0 = src + 2 * cp * psz, *s1 = 2 * cp + 1 < c ? s0 + psz : NULL;
+        float *q0 = q ? q + 2 * cp * psz : NULL, *q1 = q && s1 ? q0 + psz : NULL;
+        memset(pl, 0, edge);
+        for (int y = 0; y < h; y++) {
+            const size_t r = (size_t)y * w;
+            uint8_t *row = pl + 2 * ((size_t)(y + pad) * wp + pad);
+            nan |= code_row(row, q0 ? q0 + r : NULL, q1 ? q1 + r : NULL, s0 + r,
+                            s1 ? s1 + r : NULL, w, s, qp);
+            memset(row + 2 * (size_t)w, 0, y + 1 < h ? 4 * (size_t)pad : edge);
+        }
+    }
+    const size_t used = 2 * (size_t)((c + 1) / 2) * g->plane;
+    memset(dst + used, 0, bytes - used);
+    if (nan && q) {
+        /* forward_block's own loop, which carries NaN */
+        for (size_t i = 0; i < (size_t)c * psz; i++) {
+            float x = src[i] / s;
+            x = x < 0.0f ? 0.0f : x;
+            x = x > qp ? qp : x;
+            q[i] = quant_round(x) * s + 0.0f;
+        }
+    }
+    return nan;
+}
+
+int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a, int qp_a,
+                         const int32_t *wcodes, const float *s_w, int w_channels, int wmax,
+                         const float *b, const conv2d_dims *d, float *scratch)
+{
+    const int taps = d->kh * d->kw, kpairs = (d->ic + 1) / 2 * taps;
+    if (path_choice != CONV2D_PATH_AUTO || !use_direct(d) ||
+        !dconv_codes_fit(kpairs, qp_a, wmax) || !(s_a > 0.0f) || !isfinite(s_a) ||
+        (w_channels != 1 && w_channels != d->oc))
+        return -1;
+    const int oc = d->oc, p = d->oh * d->ow;
+    const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
+    const size_t slot = slot_floats(d);
+    dgeom g;
+    dgeom_init(&g, d);
+    const size_t bytes = codes_bytes(d, &g), cb_at = align16((bytes + 3) / 4);
+    /* the packed codes, each row's scale, and the tap-pair offsets */
+    int16_t *ap = (int16_t *)pack_area(d, scratch);
+    float *scale = pack_area(d, scratch) + align16((dconv_packed_codes(oc, kpairs) + 1) / 2);
+    int *off = offsets_area(d, scratch);
+    assert((float *)(scale + oc) <= (float *)off);
+    dconv_pack_codes(ap, wcodes, oc, d->ic, d->kh, d->kw);
+    for (int o = 0; o < oc; o++) scale[o] = s_a * s_w[w_channels == 1 ? 0 : o];
+    for (int kp = 0; kp < kpairs; kp++)
+        off[kp] = (int)((size_t)(kp / taps) * g.plane + (size_t)(kp % taps / d->kw) * g.wp +
+                        (size_t)(kp % d->kw));
+    const float qp = (float)qp_a;
+
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        float *slotp = scratch + slot * (size_t)omp_get_thread_num();
+        uint8_t *codes = (uint8_t *)slotp;
+        float *cb = slotp + cb_at;
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < d->n; i++) {
+            float *y = out + out_sz * i;
+            if (pad_codes(codes, bytes, qin ? qin + in_sz * i : NULL, in + in_sz * i, d->ic, d->ih,
+                          d->iw, d->pad, &g, s_a, qp)) {
+                for (size_t j = 0; j < out_sz; j++) y[j] = NAN;
+                continue;
+            }
+            dconv_igemm(cb, (size_t)g.nb, ap, scale, oc, kpairs, codes, off, g.n8);
+            for (int o = 0; o < oc; o++) {
+                const float bo = b ? b[o] : 0.0f;
+                for (int r = 0; r < d->oh; r++) {
+                    const float *src = cb + (size_t)o * g.nb + (size_t)r * g.wp;
+                    float *dst = y + (size_t)o * p + (size_t)r * d->ow;
+#pragma omp simd
+                    for (int x = 0; x < d->ow; x++) dst[x] = src[x] + bo;
+                }
+            }
+        }
+    }
+    return 0;
 }
 
 static int is_pointwise(const conv2d_dims *d)

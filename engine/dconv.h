@@ -11,6 +11,7 @@
 #define LSQ_DCONV_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Rows of A per register block, and the column block of dconv_gemm. */
 #define DCONV_MR 4
@@ -35,5 +36,37 @@ void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
  * j < n only; b up to 7 floats past n. */
 void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
                  size_t ldd, const float *b, const int *off, int n, int add);
+
+/* ---- the integer forward of quantized convs (conv2d_forward_codes) ----
+ *
+ * The same product on LSQ codes: activation codes u8, weight codes s8, K
+ * taken as pairs of input channels. The padded input holds each pair of
+ * channels interleaved: byte 2 * (cp * PLANE + pos) + h is channel 2 cp + h
+ * at padded position pos (channel IC, when IC is odd, is zero); off[kp] =
+ * cp * PLANE + ki * WP + kj for kp = (cp, ki, kj). One vpmaddubsw multiplies
+ * a pair of taps for 16 positions, sums kept in 16 bits: the caller
+ * guarantees kpairs * 2 * max|a| * max|w| <= 32767 (dconv_codes_fit). */
+
+/* Positions per column block of dconv_igemm. */
+#define DCONV_INB 32
+
+/* 1 when sums of kpairs pairs of products of |a| <= amax, |w| <= wmax
+ * cannot leave int16. */
+int dconv_codes_fit(int kpairs, int amax, int wmax);
+
+/* int16s dconv_pack_codes writes for m rows and kpairs tap pairs. */
+size_t dconv_packed_codes(int m, int kpairs);
+
+/* ap = the weight codes (m, ic, kh, kw; int32 values in -128..127) in
+ * panels of DCONV_MR rows: per tap pair, DCONV_MR int16s, each the pair's
+ * two codes (channel 2 cp in the low byte). Rows past m and the channel
+ * past an odd ic are zero. */
+void dconv_pack_codes(int16_t *ap, const int32_t *codes, int m, int ic, int kh, int kw);
+
+/* c[i * ldc + j] = scale[i] * sum over tap pairs of A[i] . b for i < m and
+ * j < nb (a multiple of 8), exact integer sums. Reads b at
+ * 2 * (off[kp] + j) for j below nb rounded up to DCONV_INB. */
+void dconv_igemm(float *c, size_t ldc, const int16_t *ap, const float *scale, int m,
+                 int kpairs, const uint8_t *b, const int *off, int nb);
 
 #endif

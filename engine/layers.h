@@ -34,9 +34,11 @@ typedef struct {
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad);
 /* Which path conv2d takes: AUTO (direct kernels for stride-1 "same" convs,
- * im2col + SGEMM otherwise), or one forced for every shape it can run
- * (tests and benchmarks compare them). Process-wide; not thread-safe. */
-typedef enum { CONV2D_PATH_AUTO, CONV2D_PATH_GEMM } conv2d_path;
+ * the integer forward of conv2d_forward_codes where it applies, im2col +
+ * SGEMM otherwise), FLOAT (as AUTO without the integer forward), or GEMM
+ * (im2col + SGEMM for every shape). Tests and benchmarks compare them.
+ * Process-wide; not thread-safe. */
+typedef enum { CONV2D_PATH_AUTO, CONV2D_PATH_GEMM, CONV2D_PATH_FLOAT } conv2d_path;
 void conv2d_set_path(conv2d_path p);
 
 /* Floats of scratch that forward and backward need for this shape. */
@@ -45,6 +47,19 @@ size_t conv2d_scratch_floats(const conv2d_dims *d);
  * b may be NULL. */
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     const conv2d_dims *d, float *scratch);
+/* The forward of a conv whose input and weights are LSQ-quantized, on their
+ * integer codes (the direct path's shapes): out = s_a * s_w[o] * sum(code_w *
+ * code_a) + b, exact integer sums. The input codes are taken from `in` as
+ * quant_forward takes them, unsigned: in / s_a clipped to [0, qp_a], rounded
+ * half to even; wcodes are quant_forward's codes of the weights, |code| <=
+ * wmax, with steps s_w (w_channels: 1 or OC). qin (may be NULL) receives
+ * the input quantized, as quant_forward writes it (for the backward). An
+ * image holding a NaN gets a NaN output. Returns 0, or -1 without writing
+ * when this shape, these ranges or the path setting have no integer
+ * forward: the caller then runs conv2d_forward on the quantized values. */
+int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a, int qp_a,
+                         const int32_t *wcodes, const float *s_w, int w_channels, int wmax,
+                         const float *b, const conv2d_dims *d, float *scratch);
 /* din += the input gradient (din may be NULL); dw and db (may be NULL) +=
  * theirs. */
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,

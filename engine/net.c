@@ -643,6 +643,7 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             size_t wn = net->views[nd->wv].count;
             nd->qw = xcalloc(wn, sizeof(float), &fail);
             nd->dqw = xcalloc(wn, sizeof(float), &fail);
+            if (nd->op == OP_CONV) nd->wcodes = xcalloc(wn, sizeof(int32_t), &fail);
             nd->wq.g = xcalloc((size_t)nd->wq.channels, sizeof(float), &fail);
             nd->aq.g = xcalloc(1, sizeof(float), &fail);
         }
@@ -698,6 +699,7 @@ void net_free(lsq_net *net)
         free(nd->dqin);
         free(nd->qw);
         free(nd->dqw);
+        free(nd->wcodes);
         free(nd->wq.g);
         free(nd->aq.g);
     }
@@ -843,6 +845,33 @@ static int relu_is_fused(const lsq_net *net, int i)
     return nd->op == OP_RELU && nd->in[0] > 0 && net->nodes[nd->in[0]].fused_relu == i;
 }
 
+/* nd->qin = the layer's input quantized (v_hat); returns it. */
+static const float *quantize_input(lsq_net *net, net_node *nd, const float *in, size_t count)
+{
+    quant_forward(nd->qin, NULL, in, view_ptr(net, nd->aq.step_view),
+                  nd->aq.offset_view >= 0 ? view_ptr(net, nd->aq.offset_view) : NULL, 1, count,
+                  &nd->aq.r);
+    return nd->qin;
+}
+
+/* A conv whose input (unsigned, no LSQ+ offset) and weights are both
+ * quantized runs its forward on the integer codes (conv2d_forward_codes);
+ * nonfinite quantized weights keep the float path, which carries them.
+ * Returns 0 when it ran, -1 when the caller runs the float path. */
+static int conv_codes_forward(lsq_net *net, const net_node *nd, const float *in,
+                              const float *b, const conv2d_dims *d, int training)
+{
+    if (!nd->aq.on || !nd->wq.on || nd->aq.r.is_signed || nd->aq.offset_view >= 0)
+        return -1;
+    const size_t wn = net->views[nd->wv].count;
+    for (size_t j = 0; j < wn; j++)
+        if (!isfinite(nd->qw[j])) return -1;
+    return conv2d_forward_codes(nd->out, training ? nd->qin : NULL, in, view_ptr(net, nd->aq.step_view)[0], nd->aq.r.qp,
+                                nd->wcodes, view_ptr(net, nd->wq.step_view), nd->wq.channels,
+                                nd->wq.r.qn > nd->wq.r.qp ? nd->wq.r.qn : nd->wq.r.qp, b, d,
+                                net->scratch);
+}
+
 const float *net_forward(lsq_net *net, const float *x, int n, int training)
 {
     /* the input node's output is the caller's batch (borrowed until the
@@ -872,11 +901,9 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
                         quant_init_paper(s, in, 1, in_count, &nd->aq.r);
                     flag[0] = 1.0f;
                 }
-                quant_forward(nd->qin, NULL, in, s, off, 1, in_count, &nd->aq.r);
-                in = nd->qin;
             }
             if (nd->wq.on) {
-                quant_forward(nd->qw, NULL, w, view_ptr(net, nd->wq.step_view), NULL,
+                quant_forward(nd->qw, nd->wcodes, w, view_ptr(net, nd->wq.step_view), NULL,
                               nd->wq.channels, nd->wq.per, &nd->wq.r);
                 w = nd->qw;
             }
@@ -884,8 +911,13 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
                 conv2d_dims d;
                 conv2d_dims_init(&d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel,
                                  nd->kernel, nd->stride, nd->pad);
-                conv2d_forward(nd->out, in, w, b, &d, net->scratch);
+                /* on the codes where the layer allows it, which also
+                 * write the quantized input the backward needs */
+                const int done = conv_codes_forward(net, nd, in, b, &d, training) == 0;
+                if (nd->aq.on && !done) quantize_input(net, nd, in, in_count);
+                if (!done) conv2d_forward(nd->out, nd->aq.on ? nd->qin : in, w, b, &d, net->scratch);
             } else {
+                if (nd->aq.on) in = quantize_input(net, nd, in, in_count);
                 linear_forward(nd->out, in, w, b, n, src->c * src->h * src->w, nd->out_ch);
             }
             break;

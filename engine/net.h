@@ -78,6 +78,7 @@ typedef struct {
     int32_t *argmax;           /* maxpool */
     float *qin, *dqin;         /* quantized input and its gradient */
     float *qw, *dqw;           /* quantized weight and its gradient */
+    int32_t *wcodes;           /* conv: the weight codes (integer forward) */
 } net_node;
 
 typedef struct {

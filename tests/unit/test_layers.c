@@ -22,6 +22,7 @@
 
 #include "dconv.h"
 #include "layers.h"
+#include "quant.h"
 
 #define FD_TOL 1e-2
 
@@ -314,6 +315,142 @@ Test(layers, conv2d_direct_matches_gemm)
         free(ref);
         conv_ctx_free(&c);
     }
+}
+
+/* The integer forward of quantized convs: against the exact value of the
+ * codes' sums (double) and against the float direct path on the quantized
+ * values, for 2, 3 and 4 bits, per-tensor and per-channel steps, odd channel
+ * counts (a zero channel completes the last pair) and widths that leave every
+ * tail of the kernel's column blocks. Inputs include negatives, values past
+ * the clip edge and exact .5 ties. */
+static const int CODES_CASES[][6] = {
+    /* n, ic, h, w, oc, bits */
+    {3, 16, 28, 28, 16, 2}, /* resnet20 stage 1 (nv 840: a tail of 8) */
+    {2, 32, 14, 14, 32, 2}, /* stage 2 (nv 224) */
+    {2, 64, 7, 7, 64, 2},   /* stage 3 (nv 63: 32 + 32) */
+    {2, 3, 6, 7, 6, 3},     /* odd IC, rows left over in the last panel */
+    {4, 5, 9, 3, 7, 4},     /* nv 45: a tail of 16 */
+    {1, 1, 4, 4, 2, 2},     /* one channel */
+};
+
+Test(layers, conv2d_forward_codes_matches_float)
+{
+    use_threads(2, 1);
+    rng_seed(9);
+    for (size_t ci = 0; ci < sizeof CODES_CASES / sizeof *CODES_CASES; ci++) {
+        const int *k = CODES_CASES[ci];
+        for (int per_channel = 0; per_channel < 2; per_channel++) {
+            conv_ctx c;
+            conv_ctx_init(&c, k[0], k[1], k[2], k[3], k[4], 3, 3, 1, 1, per_channel);
+            const size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d), no = conv_out_n(&c.d);
+            quant_range ra, rw;
+            quant_range_init(&ra, k[5], 0);
+            quant_range_init(&rw, k[5], 1);
+            const float sa = 0.25f;
+            float sw[64];
+            const int wch = per_channel ? c.d.oc : 1;
+            for (int o = 0; o < wch; o++) sw[o] = 0.05f + 0.01f * (float)o;
+            /* activations from -1 to past qp * sa, every tenth on a tie */
+            for (size_t j = 0; j < ni; j++) {
+                c.in[j] = -1.0f + (float)rng_unit() * (ra.qp + 2) * sa;
+                if (j % 10 == 0) c.in[j] = ((float)(j / 10 % (ra.qp + 1)) + 0.5f) * sa;
+            }
+            float *qin = zeros(ni), *qw = zeros(nw), *out_f = zeros(no), *out_c = zeros(no);
+            int32_t *ca = calloc(ni, sizeof *ca), *cw = calloc(nw, sizeof *cw);
+            quant_forward(qin, ca, c.in, &sa, NULL, 1, ni, &ra);
+            quant_forward(qw, cw, c.w, sw, NULL, wch, nw / (size_t)wch, &rw);
+            conv2d_set_path(CONV2D_PATH_FLOAT);
+            cr_expect_eq(conv2d_forward_codes(out_c, NULL, c.in, sa, ra.qp, cw, sw, wch, rw.qn,
+                                              c.b, &c.d, c.scratch),
+                         -1, "the FLOAT path setting has no integer forward");
+            conv2d_forward(out_f, qin, qw, c.b, &c.d, c.scratch);
+            conv2d_set_path(CONV2D_PATH_AUTO);
+            float *qc = zeros(ni);
+            cr_assert_eq(conv2d_forward_codes(out_c, qc, c.in, sa, ra.qp, cw, sw, wch, rw.qn,
+                                              c.b, &c.d, c.scratch),
+                         0, "case %zu: no integer forward", ci);
+            cr_expect(memcmp(qc, qin, sizeof *qc * ni) == 0,
+                      "case %zu: the quantized input differs from quant_forward's", ci);
+            free(qc);
+            /* exact: the codes' sums in double, times the steps */
+            double worst_c = 0, worst_f = 0;
+            const conv2d_dims *d = &c.d;
+            for (int n = 0; n < d->n; n++)
+                for (int o = 0; o < d->oc; o++)
+                    for (int y = 0; y < d->oh; y++)
+                        for (int x = 0; x < d->ow; x++) {
+                            long sum = 0;
+                            for (int ic = 0; ic < d->ic; ic++)
+                                for (int ki = 0; ki < 3; ki++)
+                                    for (int kj = 0; kj < 3; kj++) {
+                                        int iy = y + ki - 1, ix = x + kj - 1;
+                                        if (iy < 0 || iy >= d->ih || ix < 0 || ix >= d->iw)
+                                            continue;
+                                        sum += (long)ca[((size_t)(n * d->ic + ic) * d->ih + iy) * d->iw + ix] *
+                                               cw[((size_t)(o * d->ic + ic) * 3 + ki) * 3 + kj];
+                                    }
+                            double ref = (double)sum * sa * sw[per_channel ? o : 0] +
+                                         (c.b ? c.b[o] : 0.0);
+                            size_t at = ((size_t)(n * d->oc + o) * d->oh + y) * d->ow + x;
+                            double scale = fmax(fabs(ref), 1.0);
+                            worst_c = fmax(worst_c, fabs(out_c[at] - ref) / scale);
+                            worst_f = fmax(worst_f, fabs(out_f[at] - ref) / scale);
+                        }
+            printf("conv2d codes case %zu%s: vs exact %.3g (float path %.3g)\n", ci,
+                   per_channel ? " per-channel" : "", worst_c, worst_f);
+            cr_expect_leq(worst_c, 1e-6, "case %zu codes vs exact", ci);
+            cr_expect_leq(worst_f, 1e-5, "case %zu float vs exact", ci);
+            free(qin), free(qw), free(out_f), free(out_c), free(ca), free(cw);
+            conv_ctx_free(&c);
+        }
+    }
+}
+
+/* Where the integer forward does not apply it says so and writes nothing;
+ * a NaN in one image makes that image's output NaN and leaves the others,
+ * and the quantized input is still quant_forward's (NaN where it was). */
+Test(layers, conv2d_forward_codes_limits)
+{
+    use_threads(2, 1);
+    rng_seed(10);
+    conv_ctx c;
+    conv_ctx_init(&c, 3, 64, 7, 7, 8, 3, 3, 1, 1, 0);
+    const size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d), no = conv_out_n(&c.d);
+    int32_t *cw = calloc(nw, sizeof *cw);
+    for (size_t j = 0; j < nw; j++) cw[j] = (int32_t)(j % 4) - 2;
+    for (size_t j = 0; j < ni; j++) c.in[j] = (float)rng_unit();
+    const float sa = 0.1f, sw = 0.2f;
+    float *out = zeros(no);
+    for (size_t j = 0; j < no; j++) out[j] = 7.0f;
+    /* K = 576 taps: 4-bit sums (288 pairs x 2 x 15 x 8) could leave int16 */
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, 15, cw, &sw, 1, 8, NULL, &c.d, c.scratch), -1);
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, 0.0f, 3, cw, &sw, 1, 2, NULL, &c.d, c.scratch), -1);
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, 3, cw, &sw, 2, 2, NULL, &c.d, c.scratch), -1,
+                 "steps neither per tensor nor per output channel");
+    conv2d_dims s2;
+    conv2d_dims_init(&s2, 3, 64, 7, 7, 8, 3, 3, 2, 1);
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, 3, cw, &sw, 1, 2, NULL, &s2, c.scratch), -1,
+                 "stride 2 has no integer forward");
+    for (size_t j = 0; j < no; j++) cr_assert_eq(out[j], 7.0f, "written although refused");
+    c.in[ni / 3 + 5] = NAN; /* in image 1 */
+    float *q = zeros(ni), *qref = zeros(ni);
+    quant_range ra;
+    quant_range_init(&ra, 2, 0);
+    quant_forward(qref, NULL, c.in, &sa, NULL, 1, ni, &ra);
+    cr_assert_eq(conv2d_forward_codes(out, q, c.in, sa, 3, cw, &sw, 1, 2, NULL, &c.d, c.scratch), 0);
+    cr_expect(isnan(q[ni / 3 + 5]));
+    for (size_t j = 0; j < ni; j++)
+        if (j != ni / 3 + 5) cr_assert_eq(q[j], qref[j], "quantized input at %zu", j);
+    free(q), free(qref);
+    const size_t per = no / 3;
+    for (size_t j = 0; j < no; j++) {
+        if (j >= per && j < 2 * per)
+            cr_assert(isnan(out[j]), "image 1 holds a NaN: its output is NaN");
+        else
+            cr_assert(isfinite(out[j]), "images 0 and 2 are finite");
+    }
+    free(out), free(cw);
+    conv_ctx_free(&c);
 }
 
 /* conv2d_backward_overwrite writes din whole, on both paths and the strided and
