@@ -242,6 +242,23 @@ static void tap_offsets(int *off, int c, const conv2d_dims *d, const dgeom *g)
                 *off++ = (int)(ch * g->plane + (size_t)ki * g->wp + kj);
 }
 
+/* y (OC, OH, OW) = the rows of padded-coordinate output cb (row stride
+ * nb) without their padding columns, + b (may be NULL). */
+static void unpad_output(float *y, const float *cb, const float *b, const conv2d_dims *d,
+                         const dgeom *g)
+{
+    const size_t p = (size_t)d->oh * d->ow;
+    for (int o = 0; o < d->oc; o++) {
+        const float bo = b ? b[o] : 0.0f;
+        for (int r = 0; r < d->oh; r++) {
+            const float *src = cb + (size_t)o * g->nb + (size_t)r * g->wp;
+            float *dst = y + (size_t)o * p + (size_t)r * d->ow;
+#pragma omp simd
+            for (int x = 0; x < d->ow; x++) dst[x] = src[x] + bo;
+        }
+    }
+}
+
 static void direct_forward(float *out, const float *in, const float *w, const float *b,
                            const conv2d_dims *d, float *scratch)
 {
@@ -264,16 +281,7 @@ static void direct_forward(float *out, const float *in, const float *w, const fl
         for (int i = 0; i < d->n; i++) {
             pad_planes(pin, g.pin, in + in_sz * i, d->ic, d->ih, d->iw, d->pad, &g);
             dconv_gemm(cb, (size_t)g.nb, ap, oc, k, pin, off, g.n8);
-            float *y = out + out_sz * i;
-            for (int o = 0; o < oc; o++) {
-                const float bo = b ? b[o] : 0.0f;
-                for (int r = 0; r < d->oh; r++) {
-                    const float *src = cb + (size_t)o * g.nb + (size_t)r * g.wp;
-                    float *dst = y + (size_t)o * p + (size_t)r * d->ow;
-#pragma omp simd
-                    for (int x = 0; x < d->ow; x++) dst[x] = src[x] + bo;
-                }
-            }
+            unpad_output(out + out_sz * i, cb, b, d, &g);
         }
     }
 }
@@ -411,15 +419,7 @@ int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a, int
                 continue;
             }
             dconv_igemm(cb, (size_t)g.nb, ap, scale, oc, kpairs, codes, off, g.n8);
-            for (int o = 0; o < oc; o++) {
-                const float bo = b ? b[o] : 0.0f;
-                for (int r = 0; r < d->oh; r++) {
-                    const float *src = cb + (size_t)o * g.nb + (size_t)r * g.wp;
-                    float *dst = y + (size_t)o * p + (size_t)r * d->ow;
-#pragma omp simd
-                    for (int x = 0; x < d->ow; x++) dst[x] = src[x] + bo;
-                }
-            }
+            unpad_output(y, cb, b, d, &g);
         }
     }
     return 0;
