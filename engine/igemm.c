@@ -90,6 +90,7 @@ lsq_status lsq_igemm_pack(lsq_igemm_w *pw, const int8_t *w, int n, int k,
     pw->n = n;
     pw->kq = kq;
     pw->panels = panels;
+    pw->wmax = 0;
     for (int j = 0; j < n; j++) {
         int p = j / LSQ_IGEMM_NR, jj = j % LSQ_IGEMM_NR;
         int8_t *dst = pw->w + (size_t)p * kq * 64 + jj * 4;
@@ -98,6 +99,7 @@ lsq_status lsq_igemm_pack(lsq_igemm_w *pw, const int8_t *w, int n, int k,
             int8_t v = w[(size_t)j * k + kk];
             dst[(size_t)(kk / 4) * 64 + kk % 4] = v;
             sum += v;
+            if (abs(v) > pw->wmax) pw->wmax = abs(v);
         }
         pw->colsum[j] = sum;
     }
@@ -113,7 +115,8 @@ void lsq_igemm_w_free(lsq_igemm_w *pw)
     memset(pw, 0, sizeof *pw);
 }
 
-/* One tile: rows [i0, i1), panels [p0, p1). `sign` says A holds int8. */
+/* One tile: rows [i0, i1), panels [p0, p1). `sign` says A holds int8
+ * (the low-bit kernel takes unsigned A only). */
 typedef void tile_fn(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
                      const lsq_igemm_w *w, int i0, int i1, int p0, int p1);
 
@@ -244,6 +247,71 @@ tile_avx2(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
         tile_avx2_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
 }
 
+/* ---- AVX2, low-bit codes: 4 rows x 16 columns per micro-kernel ----
+ * The 4 codes of a group, broadcast, times a half panel (8 columns x 4 k)
+ * with vpmaddubsw: 16 int16 lanes, (column, k-pair) each, summed in 16 bits
+ * over all of K (the caller checked the bound); one vpmaddwd by ones at the
+ * end adds the pairs into column order. */
+__attribute__((target("avx2"))) static void
+tile_avx2_lowbit(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
+                 const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+{
+    (void)sign;
+    const int k = w->k, kfull = k / 4;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int i = i0; i < i1; i += AVX2_MR) {
+        int mr = i1 - i < AVX2_MR ? i1 - i : AVX2_MR;
+        const uint8_t *ar[AVX2_MR];
+        for (int r = 0; r < AVX2_MR; r++)
+            ar[r] = a + (size_t)(i + (r < mr ? r : mr - 1)) * lda;
+        for (int p = p0; p < p1; p++) {
+            const int8_t *wp = w->w + (size_t)p * w->kq * 64;
+            __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+            __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (int g = 0; g < w->kq; g++) {
+                const __m256i w0 = _mm256_load_si256((const __m256i *)(wp + (size_t)g * 64));
+                const __m256i w1 = _mm256_load_si256((const __m256i *)(wp + (size_t)g * 64 + 32));
+                uint32_t av[AVX2_MR];
+                for (int r = 0; r < AVX2_MR; r++) {
+                    if (g < kfull)
+                        memcpy(&av[r], ar[r] + 4 * g, 4);
+                    else
+                        av[r] = load_group(ar[r], g, k);
+                }
+                __m256i va = _mm256_set1_epi32((int)av[0]);
+                a00 = _mm256_add_epi16(a00, _mm256_maddubs_epi16(va, w0));
+                a01 = _mm256_add_epi16(a01, _mm256_maddubs_epi16(va, w1));
+                va = _mm256_set1_epi32((int)av[1]);
+                a10 = _mm256_add_epi16(a10, _mm256_maddubs_epi16(va, w0));
+                a11 = _mm256_add_epi16(a11, _mm256_maddubs_epi16(va, w1));
+                va = _mm256_set1_epi32((int)av[2]);
+                a20 = _mm256_add_epi16(a20, _mm256_maddubs_epi16(va, w0));
+                a21 = _mm256_add_epi16(a21, _mm256_maddubs_epi16(va, w1));
+                va = _mm256_set1_epi32((int)av[3]);
+                a30 = _mm256_add_epi16(a30, _mm256_maddubs_epi16(va, w0));
+                a31 = _mm256_add_epi16(a31, _mm256_maddubs_epi16(va, w1));
+            }
+            const __m256i acc[AVX2_MR][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+            const int col0 = p * LSQ_IGEMM_NR;
+            const int nc = w->n - col0 < LSQ_IGEMM_NR ? w->n - col0 : LSQ_IGEMM_NR;
+            for (int r = 0; r < mr; r++) {
+                int32_t *cr = c + (size_t)(i + r) * ldc + col0;
+                __m256i s0 = _mm256_madd_epi16(acc[r][0], ones);
+                __m256i s1 = _mm256_madd_epi16(acc[r][1], ones);
+                if (nc == LSQ_IGEMM_NR) {
+                    _mm256_storeu_si256((__m256i *)cr, s0);
+                    _mm256_storeu_si256((__m256i *)(cr + 8), s1);
+                } else {
+                    int32_t tmp[LSQ_IGEMM_NR];
+                    _mm256_storeu_si256((__m256i *)tmp, s0);
+                    _mm256_storeu_si256((__m256i *)(tmp + 8), s1);
+                    memcpy(cr, tmp, (size_t)nc * sizeof *tmp);
+                }
+            }
+        }
+    }
+}
+
 /* ---- AVX-512 VNNI: 8 rows x 32 columns (2 panels) per micro-kernel ---- */
 #define VNNI_MR 8
 
@@ -323,8 +391,9 @@ tile_vnni(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
 }
 #endif
 
+/* amax: the largest code of A when known (unsigned A), else -1. */
 static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
-                        int sign, int m, const lsq_igemm_w *w,
+                        int sign, int m, int amax, const lsq_igemm_w *w,
                         lsq_kernel kern, int threads, lsq_err *err)
 {
     if (!w || !w->w)
@@ -342,7 +411,10 @@ static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
     tile_fn *tile = tile_portable;
 #if LSQ_X86
     if (kern == LSQ_KERNEL_AVX2)
-        tile = tile_avx2;
+        tile = !sign && amax >= 0 && amax <= 255 &&
+                       (long)w->kq * 2 * amax * w->wmax <= 32767
+                   ? tile_avx2_lowbit
+                   : tile_avx2;
     else if (kern == LSQ_KERNEL_VNNI)
         tile = tile_vnni;
 #endif
@@ -365,7 +437,14 @@ lsq_status lsq_igemm_u8(int32_t *c, int ldc, const uint8_t *a, int lda, int m,
                         const lsq_igemm_w *w, lsq_kernel kern, int threads,
                         lsq_err *err)
 {
-    return igemm(c, ldc, a, lda, 0, m, w, kern, threads, err);
+    return igemm(c, ldc, a, lda, 0, m, -1, w, kern, threads, err);
+}
+
+lsq_status lsq_igemm_u8_max(int32_t *c, int ldc, const uint8_t *a, int lda, int m,
+                            int amax, const lsq_igemm_w *w, lsq_kernel kern, int threads,
+                            lsq_err *err)
+{
+    return igemm(c, ldc, a, lda, 0, m, amax, w, kern, threads, err);
 }
 
 lsq_status lsq_igemm_s8(int32_t *c, int ldc, const int8_t *a, int lda, int m,
@@ -373,5 +452,5 @@ lsq_status lsq_igemm_s8(int32_t *c, int ldc, const int8_t *a, int lda, int m,
                         lsq_err *err)
 {
     /* Same bits, read as int8 by the kernels. */
-    return igemm(c, ldc, (const uint8_t *)a, lda, 1, m, w, kern, threads, err);
+    return igemm(c, ldc, (const uint8_t *)a, lda, 1, m, -1, w, kern, threads, err);
 }

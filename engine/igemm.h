@@ -44,6 +44,7 @@ typedef struct {
     int k, n;        /* logical shape of W: (K, N) */
     int kq;          /* ceil(K / 4): 4-deep groups of K */
     int panels;      /* ceil(N / 16) */
+    int wmax;        /* largest |code| of W */
     int8_t *w;       /* (panels, kq, 16, 4), 64-byte aligned */
     int32_t *colsum; /* (panels * 16) sum over K of each column, 0 on padding */
 } lsq_igemm_w;
@@ -67,5 +68,13 @@ lsq_status lsq_igemm_u8(int32_t *c, int ldc, const uint8_t *a, int lda, int m,
 lsq_status lsq_igemm_s8(int32_t *c, int ldc, const int8_t *a, int lda, int m,
                         const lsq_igemm_w *w, lsq_kernel kern, int threads,
                         lsq_err *err);
+/* lsq_igemm_u8 for codes A known to be at most amax (the input quantizer's
+ * QP). Where no sum can leave 16 bits (kq * 2 * amax * wmax <= 32767, the
+ * low-bit layers) the AVX2 path multiplies bytes with vpmaddubsw and keeps
+ * 16-bit sums, twice the work per instruction of its int16 path; results
+ * are the same exact sums. A code above amax gives undefined sums. */
+lsq_status lsq_igemm_u8_max(int32_t *c, int ldc, const uint8_t *a, int lda, int m,
+                            int amax, const lsq_igemm_w *w, lsq_kernel kern, int threads,
+                            lsq_err *err);
 
 #endif

@@ -758,7 +758,8 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
             if (!acc) goto oom;
             st = nd->in_signed
                      ? lsq_igemm_s8(acc, N, (const int8_t *)a, K, M, &nd->pw, m->kern, 1, err)
-                     : lsq_igemm_u8(acc, N, a, K, M, &nd->pw, m->kern, 1, err);
+                     : lsq_igemm_u8_max(acc, N, a, K, M, (int)nd->in_hi, &nd->pw, m->kern, 1,
+                                        err);
             if (st != LSQ_OK) goto out;
             epilogue(nd, en->kind, acc, NULL, out, M);
             break;

@@ -32,7 +32,9 @@ static void gemm_naive(int32_t *c, int ldc, const uint8_t *a, int lda,
 }
 
 /* Runs every supported path on one problem; returns the number of paths
- * run. a is filled by the caller; pad makes lda/ldc larger than needed. */
+ * run. a is filled by the caller; pad makes lda/ldc larger than needed.
+ * Unsigned A also runs through lsq_igemm_u8_max with A's largest code (the
+ * low-bit kernel, where the sums fit 16 bits). */
 static int check_all_paths(const uint8_t *a, int lda, const int8_t *w, int m,
                            int n, int k, int pad)
 {
@@ -42,9 +44,12 @@ static int check_all_paths(const uint8_t *a, int lda, const int8_t *w, int m,
     lsq_igemm_w pw;
     lsq_err err;
     cr_assert_eq(lsq_igemm_pack(&pw, w, n, k, &err), LSQ_OK, "%s", err.message);
-    int ran = 0;
-    for (int sign = 0; sign < 2; sign++) {
-        gemm_naive(ref, ldc, a, lda, sign, w, m, n, k);
+    int ran = 0, amax = 0;
+    for (int i = 0; i < m; i++)
+        for (int kk = 0; kk < k; kk++)
+            if (a[(size_t)i * lda + kk] > amax) amax = a[(size_t)i * lda + kk];
+    for (int sign = 0; sign < 3; sign++) { /* 2: unsigned, with amax */
+        gemm_naive(ref, ldc, a, lda, sign == 1, w, m, n, k);
         for (int kern = 0; kern < LSQ_KERNEL_COUNT; kern++) {
             if (!lsq_kernel_supported((lsq_kernel)kern))
                 continue;
@@ -53,10 +58,12 @@ static int check_all_paths(const uint8_t *a, int lda, const int8_t *w, int m,
                 for (size_t t = 0; t < csz; t++)
                     got[t] = 0x5A5A5A5A;
                 lsq_status st =
-                    sign ? lsq_igemm_s8(got, ldc, (const int8_t *)a, lda, m,
-                                        &pw, (lsq_kernel)kern, threads, &err)
-                         : lsq_igemm_u8(got, ldc, a, lda, m, &pw,
-                                        (lsq_kernel)kern, threads, &err);
+                    sign == 1 ? lsq_igemm_s8(got, ldc, (const int8_t *)a, lda, m,
+                                             &pw, (lsq_kernel)kern, threads, &err)
+                    : sign    ? lsq_igemm_u8_max(got, ldc, a, lda, m, amax, &pw,
+                                                 (lsq_kernel)kern, threads, &err)
+                              : lsq_igemm_u8(got, ldc, a, lda, m, &pw,
+                                             (lsq_kernel)kern, threads, &err);
                 cr_assert_eq(st, LSQ_OK, "%s", err.message);
                 for (int i = 0; i < m; i++)
                     for (int j = 0; j < ldc; j++) {
@@ -66,7 +73,7 @@ static int check_all_paths(const uint8_t *a, int lda, const int8_t *w, int m,
                                      "%s %s threads=%d M=%d N=%d K=%d: "
                                      "C[%d][%d] = %d, want %d",
                                      LSQ_KERNEL_NAMES[kern],
-                                     sign ? "s8" : "u8", threads, m, n, k, i,
+                                     sign == 1 ? "s8" : sign ? "u8 max" : "u8", threads, m, n, k, i,
                                      j, got[o], want);
                     }
                 ran++;
@@ -145,6 +152,34 @@ Test(igemm, low_bit_codes)
     check_all_paths(a, k, w, m, n, k, 0);
     free(a);
     free(w);
+}
+
+/* The low-bit kernel's 16-bit sums at their bound: K = 4 * 2730 groups of
+ * 3 x -2 products (each int16 lane ends at -32760), and odd shapes of 3-bit
+ * codes under it; the next group up takes the int16 path. */
+Test(igemm, low_bit_sums_at_the_int16_bound)
+{
+    int m = 5, n = 19, k = 4 * 2730;
+    uint8_t *a = malloc((size_t)m * k);
+    int8_t *w = malloc((size_t)n * k);
+    for (size_t t = 0; t < (size_t)m * k; t++) a[t] = 3;
+    for (size_t t = 0; t < (size_t)n * k; t++) w[t] = -2;
+    check_all_paths(a, k, w, m, n, k, 0);
+    check_all_paths(a, k, w, m, n, k - 3, 1); /* a partial last group */
+    free(a);
+    free(w);
+    uint32_t seed = 11;
+    static const int shapes[][3] = {{1, 1, 1}, {5, 17, 3}, {9, 33, 5}, {65, 64, 289}, {7, 129, 130}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int sm = shapes[s][0], sn = shapes[s][1], sk = shapes[s][2];
+        a = malloc((size_t)sm * sk);
+        w = malloc((size_t)sn * sk);
+        for (size_t t = 0; t < (size_t)sm * sk; t++) a[t] = (uint8_t)(rng_next(&seed) % 8);
+        for (size_t t = 0; t < (size_t)sn * sk; t++) w[t] = (int8_t)((int)(rng_next(&seed) % 8) - 4);
+        check_all_paths(a, sk, w, sm, sn, sk, 0);
+        free(a);
+        free(w);
+    }
 }
 
 Test(igemm, kernel_selection)
