@@ -14,6 +14,7 @@
  * micro-kernels run. */
 #include "igemm.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -252,18 +253,35 @@ tile_avx2(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
  * with vpmaddubsw: 16 int16 lanes, (column, k-pair) each, summed in 16 bits
  * over all of K (the caller checked the bound); one vpmaddwd by ones at the
  * end adds the pairs into column order. */
-__attribute__((target("avx2"))) static void
-tile_avx2_lowbit(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
-                 const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+
+/* Where the low-bit kernel reads A: row v, of image v / rows and row
+ * v % rows in it, starts at a + ((v / rows) * img + v % rows) * lda, and
+ * K's group g at goff[g] bytes into the row (the groups of a direct
+ * convolution's taps, lsq_igemm_tap_groups), or at 4 g for a plain matrix
+ * (goff NULL; lowbit_impl's `taps` says which, as a constant). */
+typedef struct {
+    const uint8_t *a;
+    int lda, rows;
+    size_t img;
+    const int *goff;
+} arows;
+
+static inline const uint8_t *arow(const arows *A, int v)
 {
-    (void)sign;
+    return A->a + ((size_t)(v / A->rows) * A->img + (size_t)(v % A->rows)) * (size_t)A->lda;
+}
+
+__attribute__((target("avx2"), always_inline)) static inline void
+lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const lsq_igemm_w *w, int i0,
+            int i1, int p0, int p1)
+{
     const int k = w->k, kfull = k / 4;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int i = i0; i < i1; i += AVX2_MR) {
         int mr = i1 - i < AVX2_MR ? i1 - i : AVX2_MR;
         const uint8_t *ar[AVX2_MR];
         for (int r = 0; r < AVX2_MR; r++)
-            ar[r] = a + (size_t)(i + (r < mr ? r : mr - 1)) * lda;
+            ar[r] = arow(A, i + (r < mr ? r : mr - 1));
         for (int p = p0; p < p1; p++) {
             const int8_t *wp = w->w + (size_t)p * w->kq * 64;
             __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
@@ -271,12 +289,18 @@ tile_avx2_lowbit(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
             for (int g = 0; g < w->kq; g++) {
                 const __m256i w0 = _mm256_load_si256((const __m256i *)(wp + (size_t)g * 64));
                 const __m256i w1 = _mm256_load_si256((const __m256i *)(wp + (size_t)g * 64 + 32));
+                /* each row's 4 codes, read straight into the broadcast
+                 * (a branch or array here kept them on the stack) */
                 uint32_t av[AVX2_MR];
-                for (int r = 0; r < AVX2_MR; r++) {
-                    if (g < kfull)
-                        memcpy(&av[r], ar[r] + 4 * g, 4);
-                    else
-                        av[r] = load_group(ar[r], g, k);
+                if (taps) {
+                    const int o = A->goff[g];
+                    memcpy(&av[0], ar[0] + o, 4), memcpy(&av[1], ar[1] + o, 4);
+                    memcpy(&av[2], ar[2] + o, 4), memcpy(&av[3], ar[3] + o, 4);
+                } else if (g < kfull) {
+                    memcpy(&av[0], ar[0] + 4 * g, 4), memcpy(&av[1], ar[1] + 4 * g, 4);
+                    memcpy(&av[2], ar[2] + 4 * g, 4), memcpy(&av[3], ar[3] + 4 * g, 4);
+                } else {
+                    for (int r = 0; r < AVX2_MR; r++) av[r] = load_group(ar[r], g, k);
                 }
                 __m256i va = _mm256_set1_epi32((int)av[0]);
                 a00 = _mm256_add_epi16(a00, _mm256_maddubs_epi16(va, w0));
@@ -310,6 +334,22 @@ tile_avx2_lowbit(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
             }
         }
     }
+}
+
+__attribute__((target("avx2"))) static void
+tile_avx2_lowbit(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
+                 const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+{
+    (void)sign;
+    const arows A = {a, lda, INT_MAX, 0, NULL};
+    lowbit_impl(c, ldc, &A, 0, w, i0, i1, p0, p1);
+}
+
+__attribute__((target("avx2"))) static void
+tile_avx2_taps(int32_t *c, int ldc, const arows *A, const lsq_igemm_w *w, int i0, int i1,
+               int p0, int p1)
+{
+    lowbit_impl(c, ldc, A, 1, w, i0, i1, p0, p1);
 }
 
 /* ---- AVX-512 VNNI: 8 rows x 32 columns (2 panels) per micro-kernel ---- */
@@ -391,6 +431,12 @@ tile_vnni(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
 }
 #endif
 
+/* 1 when the low-bit kernel's sums fit 16 bits for codes up to amax. */
+static int lowbit_fits(const lsq_igemm_w *w, int amax)
+{
+    return amax >= 0 && amax <= 255 && (long)w->kq * 2 * amax * w->wmax <= 32767;
+}
+
 /* amax: the largest code of A when known (unsigned A), else -1. */
 static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
                         int sign, int m, int amax, const lsq_igemm_w *w,
@@ -411,10 +457,7 @@ static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
     tile_fn *tile = tile_portable;
 #if LSQ_X86
     if (kern == LSQ_KERNEL_AVX2)
-        tile = !sign && amax >= 0 && amax <= 255 &&
-                       (long)w->kq * 2 * amax * w->wmax <= 32767
-                   ? tile_avx2_lowbit
-                   : tile_avx2;
+        tile = !sign && lowbit_fits(w, amax) ? tile_avx2_lowbit : tile_avx2;
     else if (kern == LSQ_KERNEL_VNNI)
         tile = tile_vnni;
 #endif
@@ -453,4 +496,51 @@ lsq_status lsq_igemm_s8(int32_t *c, int ldc, const int8_t *a, int lda, int m,
 {
     /* Same bits, read as int8 by the kernels. */
     return igemm(c, ldc, (const uint8_t *)a, lda, 1, m, -1, w, kern, threads, err);
+}
+
+int lsq_igemm_taps_ok(const lsq_igemm_w *w, int ic, int amax, lsq_kernel kern)
+{
+#if LSQ_X86
+    return kern == LSQ_KERNEL_AVX2 && lsq_kernel_supported(kern) && w && w->w && ic > 0 &&
+           ic % 4 == 0 && w->k % ic == 0 && lowbit_fits(w, amax);
+#else
+    (void)w, (void)ic, (void)amax, (void)kern;
+    return 0;
+#endif
+}
+
+void lsq_igemm_tap_groups(int *goff, const int *taps, int ntaps, int ic)
+{
+    for (int g = 0; g < ntaps * ic / 4; g++)
+        goff[g] = taps[4 * g / ic] * ic + 4 * g % ic;
+}
+
+lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg, int rows,
+                             size_t img, const int *goff, int amax, const lsq_igemm_w *w,
+                             lsq_kernel kern, int threads, lsq_err *err)
+{
+    if (!lsq_igemm_taps_ok(w, ic, amax, kern) || !goff)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "kernel",
+                           "no direct integer convolution for these weights, codes and path");
+    if (nimg < 0 || rows < 1 || ldc < w->n || threads < 1 || (long)nimg * rows > INT_MAX)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
+                           "bad direct convolution geometry: %d images of %d rows, ldc=%d "
+                           "(N=%d) threads=%d", nimg, rows, ldc, w->n, threads);
+#if LSQ_X86
+    const arows A = {a, ic, rows, img, goff};
+    const int m = nimg * rows;
+    long tm = (m + TILE_M - 1) / TILE_M;
+    long tp = (w->panels + TILE_P - 1) / TILE_P;
+    long tiles = tm * tp;
+#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && tiles > 1)
+    for (long t = 0; t < tiles; t++) {
+        int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
+        int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
+        int p1 = p0 + TILE_P < w->panels ? p0 + TILE_P : w->panels;
+        tile_avx2_taps(c, ldc, &A, w, i0, i1, p0, p1);
+    }
+#else
+    (void)c, (void)a, (void)img;
+#endif
+    return LSQ_OK;
 }

@@ -77,4 +77,25 @@ lsq_status lsq_igemm_u8_max(int32_t *c, int ldc, const uint8_t *a, int lda, int 
                             int amax, const lsq_igemm_w *w, lsq_kernel kern, int threads,
                             lsq_err *err);
 
+/* ---- direct convolution on padded NHWC codes, without an im2col matrix ----
+ * For a stride-1 conv over an image zero-padded to WP columns, output j of
+ * an image (in padded coordinates, j = y * WP + x; columns x >= OW are not
+ * outputs) reads input pixel j + taps[t] at tap t = (ky, kx), taps[t] =
+ * ky * WP + kx. W is packed from (OC, KH, KW, IC) weights, K = ntaps * IC.
+ * Only the AVX2 low-bit kernel runs it: lsq_igemm_taps_ok says whether it
+ * applies (AVX2 path, IC a multiple of 4, codes up to amax whose sums fit
+ * 16 bits); otherwise the caller forms im2col and calls lsq_igemm_u8. */
+int lsq_igemm_taps_ok(const lsq_igemm_w *w, int ic, int amax, lsq_kernel kern);
+/* goff (ntaps * ic / 4) = the byte offset of each 4-deep group of K from
+ * an output's own input pixel. */
+void lsq_igemm_tap_groups(int *goff, const int *taps, int ntaps, int ic);
+/* C (nimg * rows, N): row i of image b (row b * rows + i) = the sums of
+ * output i of image b, image b's padded codes starting at pixel b * img of
+ * a (IC bytes a pixel). Reads a up to pixel (nimg - 1) * img + rows - 1 +
+ * the largest tap, IC bytes each. LSQ_ERR_INVALID where lsq_igemm_taps_ok
+ * does not hold or for a bad geometry. */
+lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg, int rows,
+                             size_t img, const int *goff, int amax, const lsq_igemm_w *w,
+                             lsq_kernel kern, int threads, lsq_err *err);
+
 #endif

@@ -74,6 +74,8 @@ typedef struct {
     float *wstep;        /* (OC) weight step per output channel */
     float *bias;         /* (OC) or NULL */
     int8_t *wcodes;      /* (OC, K) stored order, kept for LSQ+ sums */
+    int *goff;           /* stride-1 "same" conv on unsigned codes: K's groups
+                          * in a padded image (lsq_igemm_u8_taps), else NULL */
     int out_node;        /* the node whose buffer the epilogue writes */
     int epi_codes, relu;
     float *ea, *eb;      /* (OC) folded scale and offset */
@@ -145,6 +147,7 @@ void lsqm_free(lsqm_model *m)
         free(nd->wstep);
         free(nd->bias);
         free(nd->wcodes);
+        free(nd->goff);
         free(nd->ea);
         free(nd->eb);
         free(nd->corr);
@@ -250,6 +253,22 @@ static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *
     nd->in_offset = q->act_offset;
     nd->in_lo = (float)-r.qn;
     nd->in_hi = (float)r.qp;
+    /* a stride-1 "same" conv on unsigned codes can run without im2col
+     * (whether the kernel path allows it is asked per run) */
+    if (nd->op == OP_CONV && nd->stride == 1 && nd->k % 2 == 1 && nd->pad == nd->k / 2 &&
+        nd->h == nd->ih && nd->w == nd->iw && ic % 4 == 0 && !nd->in_signed && !nd->in_offset) {
+        const int wp = nd->iw + 2 * nd->pad, ntaps = k * k;
+        int *taps = malloc((size_t)ntaps * sizeof *taps);
+        nd->goff = malloc((size_t)ntaps * ic / 4 * sizeof *nd->goff);
+        if (!taps || !nd->goff) {
+            free(taps);
+            return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+        }
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) taps[ky * k + kx] = ky * wp + kx;
+        lsq_igemm_tap_groups(nd->goff, taps, ntaps, ic);
+        free(taps);
+    }
     return LSQ_OK;
 }
 
@@ -676,6 +695,39 @@ MAXPOOL_NHWC(int8_t)
 
 static size_t esize(vkind k) { return k == VK_F32 ? 4 : 1; }
 
+/* A stride-1 "same" conv on unsigned codes (nd->goff): the nb images
+ * zero-padded (code 0 is the value 0), the sums taken in place
+ * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
+ * each output row's valid columns. */
+static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
+                            lsq_kernel kern)
+{
+    const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
+    const int n = nd->c, rows = nd->h * wp;
+    const size_t img = (size_t)hp * wp, es = esize(ok);
+    /* the largest tap reads k - 1 pixels past an image's last output row */
+    uint8_t *a = calloc(((size_t)nb * img + (size_t)nd->k) * ic, 1);
+    int32_t *acc = malloc((size_t)nb * rows * n * sizeof *acc);
+    lsq_status st = LSQ_ERR_NOMEM;
+    if (!a || !acc) goto done;
+    for (int b = 0; b < nb; b++)
+        for (int y = 0; y < nd->ih; y++)
+            memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
+                   codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
+    lsq_err e;
+    st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi, &nd->pw,
+                           kern, 1, &e);
+    if (st != LSQ_OK) goto done;
+    for (int b = 0; b < nb; b++)
+        for (int y = 0; y < nd->h; y++)
+            epilogue(nd, ok, acc + ((size_t)b * rows + (size_t)y * wp) * n, NULL,
+                     (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w);
+done:
+    free(a);
+    free(acc);
+    return st;
+}
+
 /* One pass of nb images through the plan; logits (nb, classes). */
 static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, float *logits,
                             lsq_err *err)
@@ -743,6 +795,12 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
                 if (!tmp_codes) goto oom;
                 quantize(tmp_codes, buf[nd->in0], in_elems, nd);
                 codes = tmp_codes;
+            }
+            if (nd->goff && lsq_igemm_taps_ok(&nd->pw, nd->ic, (int)nd->in_hi, m->kern)) {
+                st = conv_taps(nd, en->kind, codes, nb, out, m->kern);
+                if (st == LSQ_ERR_NOMEM) goto oom;
+                if (st != LSQ_OK) goto out;
+                break;
             }
             const uint8_t *a = codes;
             if (!direct) {

@@ -182,6 +182,79 @@ Test(igemm, low_bit_sums_at_the_int16_bound)
     }
 }
 
+/* The direct convolution on padded NHWC codes against a naive
+ * convolution with zero padding, every output of every image, on shapes
+ * with several images, odd widths and 1, 3 and 5 wide kernels. */
+Test(igemm, direct_taps_match_naive_conv)
+{
+    static const int shapes[][6] = {
+        /* n, h, w, ic, oc, k */
+        {3, 5, 6, 8, 19, 3}, {2, 7, 7, 64, 64, 3}, {1, 4, 9, 4, 5, 5}, {4, 3, 3, 12, 16, 1},
+    };
+    uint32_t seed = 21;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int n = shapes[s][0], h = shapes[s][1], wd = shapes[s][2], ic = shapes[s][3];
+        const int oc = shapes[s][4], k = shapes[s][5], pad = k / 2;
+        const int wp = wd + 2 * pad, hp = h + 2 * pad, K = k * k * ic;
+        uint8_t *x = malloc((size_t)n * h * wd * ic);
+        int8_t *w = malloc((size_t)oc * K);
+        for (size_t t = 0; t < (size_t)n * h * wd * ic; t++) x[t] = (uint8_t)(rng_next(&seed) % 4);
+        for (size_t t = 0; t < (size_t)oc * K; t++) w[t] = (int8_t)((int)(rng_next(&seed) % 4) - 2);
+        /* padded images, slack after the last for the largest tap */
+        const size_t img = (size_t)hp * wp;
+        uint8_t *a = calloc(((size_t)n * img + (size_t)k) * ic, 1);
+        for (int b = 0; b < n; b++)
+            for (int y = 0; y < h; y++)
+                memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
+                       x + (((size_t)b * h + y) * wd) * ic, (size_t)wd * ic);
+        int taps[25], goff[25 * 64 / 4];
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) taps[ky * k + kx] = ky * wp + kx;
+        lsq_igemm_tap_groups(goff, taps, k * k, ic);
+        lsq_igemm_w pw;
+        lsq_err err;
+        cr_assert_eq(lsq_igemm_pack(&pw, w, oc, K, &err), LSQ_OK, "%s", err.message);
+        if (!lsq_igemm_taps_ok(&pw, ic, 3, LSQ_KERNEL_AVX2)) {
+            cr_assert(!lsq_kernel_supported(LSQ_KERNEL_AVX2), "AVX2 present but no direct path");
+            cr_assert_eq(lsq_igemm_u8_taps(NULL, oc, a, ic, n, h * wp, img, goff, 3, &pw,
+                                           LSQ_KERNEL_AVX2, 1, &err),
+                         LSQ_ERR_INVALID);
+            lsq_igemm_w_free(&pw);
+            free(x), free(w), free(a);
+            continue;
+        }
+        cr_assert_eq(lsq_igemm_taps_ok(&pw, ic, 255, LSQ_KERNEL_AVX2),
+                     (long)pw.kq * 2 * 255 * 2 <= 32767, "8-bit codes: the 16-bit bound");
+        cr_assert(!lsq_igemm_taps_ok(&pw, ic, 3, LSQ_KERNEL_PORTABLE));
+        const int rows = h * wp;
+        int32_t *c = malloc(sizeof *c * (size_t)n * rows * oc);
+        for (int threads = 1; threads <= 2; threads++) {
+            cr_assert_eq(lsq_igemm_u8_taps(c, oc, a, ic, n, rows, img, goff, 3, &pw,
+                                           LSQ_KERNEL_AVX2, threads, &err),
+                         LSQ_OK, "%s", err.message);
+            for (int b = 0; b < n; b++)
+                for (int y = 0; y < h; y++)
+                    for (int xx = 0; xx < wd; xx++)
+                        for (int o = 0; o < oc; o++) {
+                            long want = 0;
+                            for (int ky = 0; ky < k; ky++)
+                                for (int kx = 0; kx < k; kx++) {
+                                    int iy = y + ky - pad, ix = xx + kx - pad;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
+                                    for (int ci = 0; ci < ic; ci++)
+                                        want += (long)x[(((size_t)b * h + iy) * wd + ix) * ic + ci] *
+                                                w[(size_t)o * K + (ky * k + kx) * ic + ci];
+                                }
+                            int32_t got = c[((size_t)b * rows + (size_t)y * wp + xx) * oc + o];
+                            cr_assert_eq(got, want, "shape %zu image %d (%d, %d) channel %d", s,
+                                         b, y, xx, o);
+                        }
+        }
+        lsq_igemm_w_free(&pw);
+        free(x), free(w), free(a), free(c);
+    }
+}
+
 Test(igemm, kernel_selection)
 {
     cr_assert(lsq_kernel_supported(LSQ_KERNEL_PORTABLE));
