@@ -3,7 +3,8 @@
 # medians and ratios (the machines are shared and noisy).
 #   1. training images/s: the engine vs PyTorch (Debian's python3-torch)
 #      training the same model, full precision and W2A2, batch 128, 2 threads
-#      (resnet20 also on the im2col + SGEMM conv path alone);
+#      (resnet20 also on the im2col + SGEMM conv path alone; W2A2 also
+#      without the integer forward of quantized convs, --conv float);
 #      achieved GFLOP/s against the SGEMM ceiling measured in the same run;
 #   2. integer inference vs the float engine vs onnxruntime (bench/infer.sh).
 # OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both sides alike: a
@@ -35,6 +36,11 @@ for r in $(seq 1 "$ROUNDS"); do
         # the same steps on im2col + SGEMM alone: what the direct conv path gains
         "$BUILD/bench/train_bench" --model "$model" --bits "$bits" --batch 128 --threads 2 \
             --steps "$steps" --conv gemm >> "$LOG"
+      fi
+      if [ "$bits" != 0 ]; then
+        # the same steps without the integer forward of quantized convs
+        "$BUILD/bench/train_bench" --model "$model" --bits "$bits" --batch 128 --threads 2 \
+            --steps "$steps" --conv float >> "$LOG"
       fi
     done
   done

@@ -47,6 +47,16 @@ if im2col:
         a, c = med((m, b, "lsq")), med((m, b, "lsq-im2col"))
         print("| %s | %s | %.0f | %.0f | %.2f |" % (
             m, "FP32" if b == 32 else "W%dA%d" % (b, b), a, c, a / c))
+flt = [(m, b) for m in ("cnn-small", "resnet20") for b in (2, 3, 4)
+       if med((m, b, "lsq-float")) and med((m, b, "lsq"))]
+if flt:
+    print("\nQuantized convs' forward on integer codes (lsq) vs on float values "
+          "(train_bench --conv float), same run\n")
+    print("| model | bits | lsq img/s | float forward img/s | integer / float |")
+    print("|---|---|---|---|---|")
+    for m, b in flt:
+        a, c = med((m, b, "lsq")), med((m, b, "lsq-float"))
+        print("| %s | W%dA%d | %.0f | %.0f | %.2f |" % (m, b, b, a, c, a / c))
 for model in ("cnn-small", "resnet20"):
     fp, q = med((model, 32, "lsq")), med((model, 2, "lsq"))
     if fp and q:
