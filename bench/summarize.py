@@ -15,6 +15,10 @@ for r in rows:
     groups.setdefault((r["model"], r["bits"], eng), []).append(r)
 
 
+def bits_name(b):
+    return "FP32" if b == 32 else "W%dA%d" % (b, b)
+
+
 def med(key, field="images_per_s"):
     v = [x[field] for x in groups.get(key, []) if x.get(field) is not None]
     return statistics.median(v) if v else None
@@ -34,29 +38,27 @@ for model in ("cnn-small", "resnet20", "mlp"):
         ratio = "%.2f" % (a / b) if b else "—"
         frac = "%.0f%%" % (100 * g / sgemm) if sgemm and g else "—"
         print("| %s | %s | %.0f | %s | %s | %.1f | %s | %.0f |" % (
-            model, "FP32" if bits == 32 else "W%dA%d" % (bits, bits), a,
+            model, bits_name(bits), a,
             "%.0f" % b if b else "—", ratio, g or 0, frac, rss or 0))
-im2col = [(m, b) for m in ("cnn-small", "resnet20") for b in (32, 2)
-          if med((m, b, "lsq-im2col")) and med((m, b, "lsq"))]
-if im2col:
-    print("\nconv2d paths, same run: direct kernels where they apply (lsq) vs "
-          "im2col + SGEMM everywhere (train_bench --conv gemm)\n")
-    print("| model | bits | lsq img/s | im2col + SGEMM img/s | direct / im2col |")
+def compare(engine, bits, title, head, ratio):
+    """A same-run table of lsq against another train_bench --conv mode."""
+    pairs = [(m, b) for m in ("cnn-small", "resnet20") for b in bits
+             if med((m, b, engine)) and med((m, b, "lsq"))]
+    if not pairs:
+        return
+    print("\n%s, same run\n" % title)
+    print("| model | bits | lsq img/s | %s img/s | %s |" % (head, ratio))
     print("|---|---|---|---|---|")
-    for m, b in im2col:
-        a, c = med((m, b, "lsq")), med((m, b, "lsq-im2col"))
-        print("| %s | %s | %.0f | %.0f | %.2f |" % (
-            m, "FP32" if b == 32 else "W%dA%d" % (b, b), a, c, a / c))
-flt = [(m, b) for m in ("cnn-small", "resnet20") for b in (2, 3, 4)
-       if med((m, b, "lsq-float")) and med((m, b, "lsq"))]
-if flt:
-    print("\nQuantized convs' forward on integer codes (lsq) vs on float values "
-          "(train_bench --conv float), same run\n")
-    print("| model | bits | lsq img/s | float forward img/s | integer / float |")
-    print("|---|---|---|---|---|")
-    for m, b in flt:
-        a, c = med((m, b, "lsq")), med((m, b, "lsq-float"))
-        print("| %s | W%dA%d | %.0f | %.0f | %.2f |" % (m, b, b, a, c, a / c))
+    for m, b in pairs:
+        a, c = med((m, b, "lsq")), med((m, b, engine))
+        print("| %s | %s | %.0f | %.0f | %.2f |" % (m, bits_name(b), a, c, a / c))
+
+
+compare("lsq-im2col", (32, 2), "conv2d paths: direct kernels where they apply (lsq) vs "
+        "im2col + SGEMM everywhere (train_bench --conv gemm)", "im2col + SGEMM",
+        "direct / im2col")
+compare("lsq-float", (2, 3, 4), "Quantized convs' forward on integer codes (lsq) vs on "
+        "float values (train_bench --conv float)", "float forward", "integer / float")
 for model in ("cnn-small", "resnet20"):
     fp, q = med((model, 32, "lsq")), med((model, 2, "lsq"))
     if fp and q:

@@ -431,6 +431,55 @@ tile_vnni(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
 }
 #endif
 
+/* Runs fn over m rows x `panels` panels in tiles of TILE_M rows x TILE_P
+ * panels. Dynamic: a thread slowed by another process does not hold up the
+ * rest; tiles are independent, so results do not depend on the order. */
+typedef void tiles_fn(void *job, int i0, int i1, int p0, int p1);
+
+static void run_tiles(int m, int panels, int threads, tiles_fn *fn, void *job)
+{
+    long tm = (m + TILE_M - 1) / TILE_M;
+    long tp = (panels + TILE_P - 1) / TILE_P;
+    long tiles = tm * tp;
+#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && tiles > 1)
+    for (long t = 0; t < tiles; t++) {
+        int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
+        int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
+        int p1 = p0 + TILE_P < panels ? p0 + TILE_P : panels;
+        fn(job, i0, i1, p0, p1);
+    }
+}
+
+struct gemm_job {
+    tile_fn *tile;
+    int32_t *c;
+    int ldc;
+    const uint8_t *a;
+    int lda, sign;
+    const lsq_igemm_w *w;
+};
+
+static void gemm_tile(void *job, int i0, int i1, int p0, int p1)
+{
+    const struct gemm_job *j = job;
+    j->tile(j->c, j->ldc, j->a, j->lda, j->sign, j->w, i0, i1, p0, p1);
+}
+
+#if LSQ_X86
+struct taps_job {
+    int32_t *c;
+    int ldc;
+    arows A;
+    const lsq_igemm_w *w;
+};
+
+static void taps_tile(void *job, int i0, int i1, int p0, int p1)
+{
+    const struct taps_job *j = job;
+    tile_avx2_taps(j->c, j->ldc, &j->A, j->w, i0, i1, p0, p1);
+}
+#endif
+
 /* 1 when the low-bit kernel's sums fit 16 bits for codes up to amax. */
 static int lowbit_fits(const lsq_igemm_w *w, int amax)
 {
@@ -461,18 +510,8 @@ static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
     else if (kern == LSQ_KERNEL_VNNI)
         tile = tile_vnni;
 #endif
-    long tm = (m + TILE_M - 1) / TILE_M;
-    long tp = (w->panels + TILE_P - 1) / TILE_P;
-    long tiles = tm * tp;
-    /* dynamic: a thread slowed by another process does not hold up the
-     * rest; tiles are independent, so results do not depend on the order */
-#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && tiles > 1)
-    for (long t = 0; t < tiles; t++) {
-        int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
-        int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
-        int p1 = p0 + TILE_P < w->panels ? p0 + TILE_P : w->panels;
-        tile(c, ldc, a, lda, sign, w, i0, i1, p0, p1);
-    }
+    struct gemm_job job = {tile, c, ldc, a, lda, sign, w};
+    run_tiles(m, w->panels, threads, gemm_tile, &job);
     return LSQ_OK;
 }
 
@@ -527,18 +566,8 @@ lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int 
                            "bad direct convolution geometry: %d images of %d rows, ldc=%d "
                            "(N=%d) threads=%d", nimg, rows, ldc, w->n, threads);
 #if LSQ_X86
-    const arows A = {a, ic, rows, img, goff};
-    const int m = nimg * rows;
-    long tm = (m + TILE_M - 1) / TILE_M;
-    long tp = (w->panels + TILE_P - 1) / TILE_P;
-    long tiles = tm * tp;
-#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && tiles > 1)
-    for (long t = 0; t < tiles; t++) {
-        int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
-        int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
-        int p1 = p0 + TILE_P < w->panels ? p0 + TILE_P : w->panels;
-        tile_avx2_taps(c, ldc, &A, w, i0, i1, p0, p1);
-    }
+    struct taps_job job = {c, ldc, {a, ic, rows, img, goff}, w};
+    run_tiles(nimg * rows, w->panels, threads, taps_tile, &job);
 #else
     (void)c, (void)a, (void)img;
 #endif
