@@ -143,7 +143,8 @@ int main(int argc, char **argv)
     printf("{\"bench\":\"train\",\"engine\":\"%s\",\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
            "\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f,\"gflops\":%.2f,"
            "\"peak_rss_mb\":%.1f}\n",
-           conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq", arch, bits ? bits : 32, batch, threads, steps, ips,
+           conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq", arch,
+           bits ? bits : 32, batch, threads, steps, ips,
            gflops, peak_rss_kb() / 1024.0);
     free(x), free(y), free(dl);
     loader_free(&l);

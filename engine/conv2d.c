@@ -316,7 +316,8 @@ static int code_row(uint8_t *dst, float *q0, float *q1, const float *x0, const f
             _mm256_storeu_ps(q0 + x, _mm256_mul_ps(a, vs));
             if (q1) _mm256_storeu_ps(q1 + x, _mm256_mul_ps(b, vs));
         }
-        __m256i v = _mm256_or_si256(_mm256_cvtps_epi32(a), _mm256_slli_epi32(_mm256_cvtps_epi32(b), 8));
+        __m256i v = _mm256_or_si256(_mm256_cvtps_epi32(a),
+                                    _mm256_slli_epi32(_mm256_cvtps_epi32(b), 8));
         v = _mm256_permute4x64_epi64(_mm256_packus_epi32(v, v), 0xd8);
         _mm_storeu_si128((__m128i *)(dst + 2 * x), _mm256_castsi256_si128(v));
     }

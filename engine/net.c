@@ -866,8 +866,9 @@ static int conv_codes_forward(lsq_net *net, const net_node *nd, const float *in,
     const size_t wn = net->views[nd->wv].count;
     for (size_t j = 0; j < wn; j++)
         if (!isfinite(nd->qw[j])) return -1;
-    return conv2d_forward_codes(nd->out, training ? nd->qin : NULL, in, view_ptr(net, nd->aq.step_view)[0], nd->aq.r.qp,
-                                nd->wcodes, view_ptr(net, nd->wq.step_view), nd->wq.channels,
+    return conv2d_forward_codes(nd->out, training ? nd->qin : NULL, in,
+                                view_ptr(net, nd->aq.step_view)[0], nd->aq.r.qp, nd->wcodes,
+                                view_ptr(net, nd->wq.step_view), nd->wq.channels,
                                 nd->wq.r.qn > nd->wq.r.qp ? nd->wq.r.qn : nd->wq.r.qp, b, d,
                                 net->scratch);
 }
@@ -915,7 +916,8 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
                  * write the quantized input the backward needs */
                 const int done = conv_codes_forward(net, nd, in, b, &d, training) == 0;
                 if (nd->aq.on && !done) quantize_input(net, nd, in, in_count);
-                if (!done) conv2d_forward(nd->out, nd->aq.on ? nd->qin : in, w, b, &d, net->scratch);
+                if (!done)
+                    conv2d_forward(nd->out, nd->aq.on ? nd->qin : in, w, b, &d, net->scratch);
             } else {
                 if (nd->aq.on) in = quantize_input(net, nd, in, in_count);
                 linear_forward(nd->out, in, w, b, n, src->c * src->h * src->w, nd->out_ch);
