@@ -345,7 +345,7 @@ static int code_row(uint8_t *dst, float *q0, float *q1, const float *x0, const f
 /* The code planes of one image (see dconv.h): pairs of channels
  * interleaved, zero padding around each plane, zeros after them up to
  * `bytes`; and q (when not NULL) = the image quantized, as quant_forward
- * writes it. Returns nonzero when the image holds a NaN. */
+ * writes it, unless the image holds a NaN: then it returns nonzero. */
 static int pad_codes(uint8_t *dst, size_t bytes, float *q, const float *src, int c, int h,
                      int w, int pad, const dgeom *g, float s, float qp)
 {
@@ -367,26 +367,18 @@ static int pad_codes(uint8_t *dst, size_t bytes, float *q, const float *src, int
     }
     const size_t used = 2 * (size_t)((c + 1) / 2) * g->plane;
     memset(dst + used, 0, bytes - used);
-    if (nan && q) {
-        /* forward_block's own loop, which carries NaN */
-        for (size_t i = 0; i < (size_t)c * psz; i++) {
-            float x = src[i] / s;
-            x = x < 0.0f ? 0.0f : x;
-            x = x > qp ? qp : x;
-            q[i] = quant_round(x) * s + 0.0f;
-        }
-    }
     return nan;
 }
 
-int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a, int qp_a,
-                         const int32_t *wcodes, const float *s_w, int w_channels, int wmax,
-                         const float *b, const conv2d_dims *d, float *scratch)
+int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a,
+                         const quant_range *ra, const int32_t *wcodes, const float *s_w,
+                         int w_channels, const quant_range *rw, const float *b,
+                         const conv2d_dims *d, float *scratch)
 {
-    const int taps = d->kh * d->kw, kpairs = (d->ic + 1) / 2 * taps;
-    if (path_choice != CONV2D_PATH_AUTO || !use_direct(d) ||
-        !dconv_codes_fit(kpairs, qp_a, wmax) || !(s_a > 0.0f) || !isfinite(s_a) ||
-        (w_channels != 1 && w_channels != d->oc))
+    const int taps = d->kh * d->kw, pairs = (d->ic + 1) / 2, kpairs = pairs * taps;
+    if (path_choice != CONV2D_PATH_AUTO || !use_direct(d) || ra->is_signed ||
+        !quant_pairs_fit_int16(kpairs, ra->qp, rw->qn > rw->qp ? rw->qn : rw->qp) ||
+        !(s_a > 0.0f) || !isfinite(s_a) || (w_channels != 1 && w_channels != d->oc))
         return -1;
     const int oc = d->oc, p = d->oh * d->ow;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
@@ -394,17 +386,16 @@ int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a, int
     dgeom g;
     dgeom_init(&g, d);
     const size_t bytes = codes_bytes(d, &g), cb_at = align16((bytes + 3) / 4);
-    /* the packed codes, each row's scale, and the tap-pair offsets */
+    /* the packed codes, each row's scale, and the tap-pair offsets (in
+     * positions: a pair of channels is one plane of the code planes) */
     int16_t *ap = (int16_t *)pack_area(d, scratch);
     float *scale = pack_area(d, scratch) + align16((dconv_packed_codes(oc, kpairs) + 1) / 2);
     int *off = offsets_area(d, scratch);
     assert((float *)(scale + oc) <= (float *)off);
     dconv_pack_codes(ap, wcodes, oc, d->ic, d->kh, d->kw);
     for (int o = 0; o < oc; o++) scale[o] = s_a * s_w[w_channels == 1 ? 0 : o];
-    for (int kp = 0; kp < kpairs; kp++)
-        off[kp] = (int)((size_t)(kp / taps) * g.plane + (size_t)(kp % taps / d->kw) * g.wp +
-                        (size_t)(kp % d->kw));
-    const float qp = (float)qp_a;
+    tap_offsets(off, pairs, d, &g);
+    const float qp = (float)ra->qp;
 
 #pragma omp parallel num_threads(par_gemm_threads())
     {
@@ -414,8 +405,11 @@ int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a, int
 #pragma omp for schedule(dynamic, 1)
         for (int i = 0; i < d->n; i++) {
             float *y = out + out_sz * i;
-            if (pad_codes(codes, bytes, qin ? qin + in_sz * i : NULL, in + in_sz * i, d->ic, d->ih,
-                          d->iw, d->pad, &g, s_a, qp)) {
+            float *q = qin ? qin + in_sz * i : NULL;
+            if (pad_codes(codes, bytes, q, in + in_sz * i, d->ic, d->ih, d->iw, d->pad, &g, s_a,
+                          qp)) {
+                /* NaN: quant_forward's own values (NaN stays NaN), and NaN out */
+                if (q) quant_forward(q, NULL, in + in_sz * i, &s_a, NULL, 1, in_sz, ra);
                 for (size_t j = 0; j < out_sz; j++) y[j] = NAN;
                 continue;
             }

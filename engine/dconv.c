@@ -31,12 +31,6 @@ void dconv_pack_a(float *ap, const float *a, int m, int k, size_t lda)
 }
 
 
-int dconv_codes_fit(int kpairs, int amax, int wmax)
-{
-    return kpairs >= 1 && amax >= 0 && amax <= 255 && wmax >= 0 && wmax <= 128 &&
-           (long)kpairs * 2 * amax * wmax <= 32767;
-}
-
 size_t dconv_packed_codes(int m, int kpairs)
 {
     size_t panels = (size_t)(m + DCONV_MR - 1) / DCONV_MR;

@@ -45,14 +45,10 @@ void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
  * at padded position pos (channel IC, when IC is odd, is zero); off[kp] =
  * cp * PLANE + ki * WP + kj for kp = (cp, ki, kj). One vpmaddubsw multiplies
  * a pair of taps for 16 positions, sums kept in 16 bits: the caller
- * guarantees kpairs * 2 * max|a| * max|w| <= 32767 (dconv_codes_fit). */
+ * guarantees kpairs * 2 * max|a| * max|w| <= 32767 (quant_pairs_fit_int16). */
 
 /* Positions per column block of dconv_igemm. */
 #define DCONV_INB 32
-
-/* 1 when sums of kpairs pairs of products of |a| <= amax, |w| <= wmax
- * cannot leave int16. */
-int dconv_codes_fit(int kpairs, int amax, int wmax);
 
 /* int16s dconv_pack_codes writes for m rows and kpairs tap pairs. */
 size_t dconv_packed_codes(int m, int kpairs);

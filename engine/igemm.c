@@ -13,6 +13,7 @@
  * OpenMP threads; a tile's A rows and W panels stay in cache while its
  * micro-kernels run. */
 #include "igemm.h"
+#include "quant.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -483,7 +484,7 @@ static void taps_tile(void *job, int i0, int i1, int p0, int p1)
 /* 1 when the low-bit kernel's sums fit 16 bits for codes up to amax. */
 static int lowbit_fits(const lsq_igemm_w *w, int amax)
 {
-    return amax >= 0 && amax <= 255 && (long)w->kq * 2 * amax * w->wmax <= 32767;
+    return quant_pairs_fit_int16(w->kq, amax, w->wmax);
 }
 
 /* amax: the largest code of A when known (unsigned A), else -1. */

@@ -700,7 +700,7 @@ static size_t esize(vkind k) { return k == VK_F32 ? 4 : 1; }
  * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
  * each output row's valid columns. */
 static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
-                            lsq_kernel kern)
+                            lsq_kernel kern, lsq_err *err)
 {
     const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
     const int n = nd->c, rows = nd->h * wp;
@@ -708,15 +708,17 @@ static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int
     /* the largest tap reads k - 1 pixels past an image's last output row */
     uint8_t *a = calloc(((size_t)nb * img + (size_t)nd->k) * ic, 1);
     int32_t *acc = malloc((size_t)nb * rows * n * sizeof *acc);
-    lsq_status st = LSQ_ERR_NOMEM;
-    if (!a || !acc) goto done;
+    lsq_status st = LSQ_OK;
+    if (!a || !acc) {
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+        goto done;
+    }
     for (int b = 0; b < nb; b++)
         for (int y = 0; y < nd->ih; y++)
             memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
                    codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
-    lsq_err e;
     st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi, &nd->pw,
-                           kern, 1, &e);
+                           kern, 1, err);
     if (st != LSQ_OK) goto done;
     for (int b = 0; b < nb; b++)
         for (int y = 0; y < nd->h; y++)
@@ -797,8 +799,7 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
                 codes = tmp_codes;
             }
             if (nd->goff && lsq_igemm_taps_ok(&nd->pw, nd->ic, (int)nd->in_hi, m->kern)) {
-                st = conv_taps(nd, en->kind, codes, nb, out, m->kern);
-                if (st == LSQ_ERR_NOMEM) goto oom;
+                st = conv_taps(nd, en->kind, codes, nb, out, m->kern, err);
                 if (st != LSQ_OK) goto out;
                 break;
             }

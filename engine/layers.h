@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "quant.h"
+
 /* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ---- */
 typedef struct {
     int n, ic, ih, iw;      /* input (N, IC, IH, IW) */
@@ -50,16 +52,18 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
 /* The forward of a conv whose input and weights are LSQ-quantized, on their
  * integer codes (the direct path's shapes): out = s_a * s_w[o] * sum(code_w *
  * code_a) + b, exact integer sums. The input codes are taken from `in` as
- * quant_forward takes them, unsigned: in / s_a clipped to [0, qp_a], rounded
- * half to even; wcodes are quant_forward's codes of the weights, |code| <=
- * wmax, with steps s_w (w_channels: 1 or OC). qin (may be NULL) receives
- * the input quantized, as quant_forward writes it (for the backward). An
- * image holding a NaN gets a NaN output. Returns 0, or -1 without writing
- * when this shape, these ranges or the path setting have no integer
- * forward: the caller then runs conv2d_forward on the quantized values. */
-int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a, int qp_a,
-                         const int32_t *wcodes, const float *s_w, int w_channels, int wmax,
-                         const float *b, const conv2d_dims *d, float *scratch);
+ * quant_forward takes them with step s_a and range ra (unsigned); wcodes
+ * are quant_forward's codes of the weights, range rw, steps s_w
+ * (w_channels: 1 or OC). qin (may be NULL) receives the input quantized, as
+ * quant_forward writes it (for the backward). An image holding a NaN gets a
+ * NaN output. Returns 0, or -1 without writing when this shape, these
+ * ranges (the sums must fit 16 bits: quant_pairs_fit_int16) or the path
+ * setting have no integer forward: the caller then runs conv2d_forward on
+ * the quantized values. */
+int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a,
+                         const quant_range *ra, const int32_t *wcodes, const float *s_w,
+                         int w_channels, const quant_range *rw, const float *b,
+                         const conv2d_dims *d, float *scratch);
 /* din += the input gradient (din may be NULL); dw and db (may be NULL) +=
  * theirs. */
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,

@@ -861,16 +861,14 @@ static const float *quantize_input(lsq_net *net, net_node *nd, const float *in, 
 static int conv_codes_forward(lsq_net *net, const net_node *nd, const float *in,
                               const float *b, const conv2d_dims *d, int training)
 {
-    if (!nd->aq.on || !nd->wq.on || nd->aq.r.is_signed || nd->aq.offset_view >= 0)
-        return -1;
+    if (!nd->aq.on || !nd->wq.on || nd->aq.offset_view >= 0) return -1;
     const size_t wn = net->views[nd->wv].count;
     for (size_t j = 0; j < wn; j++)
         if (!isfinite(nd->qw[j])) return -1;
     return conv2d_forward_codes(nd->out, training ? nd->qin : NULL, in,
-                                view_ptr(net, nd->aq.step_view)[0], nd->aq.r.qp, nd->wcodes,
-                                view_ptr(net, nd->wq.step_view), nd->wq.channels,
-                                nd->wq.r.qn > nd->wq.r.qp ? nd->wq.r.qn : nd->wq.r.qp, b, d,
-                                net->scratch);
+                                view_ptr(net, nd->aq.step_view)[0], &nd->aq.r, nd->wcodes,
+                                view_ptr(net, nd->wq.step_view), nd->wq.channels, &nd->wq.r, b,
+                                d, net->scratch);
 }
 
 const float *net_forward(lsq_net *net, const float *x, int n, int training)

@@ -78,6 +78,16 @@ void quant_init_paper(float *step, const float *v, int channels, size_t per,
 void quant_init_mse(float *step, float *offset, const float *v, int channels,
                     size_t per, const quant_range *r);
 
+/* 1 when integer kernels that multiply code pairs with vpmaddubsw (u8 x s8,
+ * one pair summed per 16-bit lane, saturating) and add `pairs` such pair
+ * sums in 16 bits stay exact: activation codes 0..amax (amax <= 255),
+ * weight codes |w| <= wmax (<= 128), pairs * 2 * amax * wmax <= 32767. */
+static inline int quant_pairs_fit_int16(long pairs, int amax, int wmax)
+{
+    return pairs >= 1 && amax >= 0 && amax <= 255 && wmax >= 0 && wmax <= 128 &&
+           pairs * 2 * amax * wmax <= 32767;
+}
+
 /* Smallest step the guard allows (see quant_guard). */
 #define QUANT_STEP_MIN 1e-8f
 

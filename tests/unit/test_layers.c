@@ -360,14 +360,14 @@ Test(layers, conv2d_forward_codes_matches_float)
             quant_forward(qin, ca, c.in, &sa, NULL, 1, ni, &ra);
             quant_forward(qw, cw, c.w, sw, NULL, wch, nw / (size_t)wch, &rw);
             conv2d_set_path(CONV2D_PATH_FLOAT);
-            cr_expect_eq(conv2d_forward_codes(out_c, NULL, c.in, sa, ra.qp, cw, sw, wch, rw.qn,
-                                              c.b, &c.d, c.scratch),
+            cr_expect_eq(conv2d_forward_codes(out_c, NULL, c.in, sa, &ra, cw, sw, wch, &rw, c.b,
+                                              &c.d, c.scratch),
                          -1, "the FLOAT path setting has no integer forward");
             conv2d_forward(out_f, qin, qw, c.b, &c.d, c.scratch);
             conv2d_set_path(CONV2D_PATH_AUTO);
             float *qc = zeros(ni);
-            cr_assert_eq(conv2d_forward_codes(out_c, qc, c.in, sa, ra.qp, cw, sw, wch, rw.qn,
-                                              c.b, &c.d, c.scratch),
+            cr_assert_eq(conv2d_forward_codes(out_c, qc, c.in, sa, &ra, cw, sw, wch, &rw, c.b,
+                                              &c.d, c.scratch),
                          0, "case %zu: no integer forward", ci);
             cr_expect(memcmp(qc, qin, sizeof *qc * ni) == 0,
                       "case %zu: the quantized input differs from quant_forward's", ci);
@@ -422,22 +422,37 @@ Test(layers, conv2d_forward_codes_limits)
     const float sa = 0.1f, sw = 0.2f;
     float *out = zeros(no);
     for (size_t j = 0; j < no; j++) out[j] = 7.0f;
+    quant_range ra, rw, ra4, rw4, ra_signed;
+    quant_range_init(&ra, 2, 0);
+    quant_range_init(&rw, 2, 1);
+    quant_range_init(&ra4, 4, 0);
+    quant_range_init(&rw4, 4, 1);
+    quant_range_init(&ra_signed, 2, 1);
     /* K = 576 taps: 4-bit sums (288 pairs x 2 x 15 x 8) could leave int16 */
-    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, 15, cw, &sw, 1, 8, NULL, &c.d, c.scratch), -1);
-    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, 0.0f, 3, cw, &sw, 1, 2, NULL, &c.d, c.scratch), -1);
-    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, 3, cw, &sw, 2, 2, NULL, &c.d, c.scratch), -1,
-                 "steps neither per tensor nor per output channel");
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, &ra4, cw, &sw, 1, &rw4, NULL, &c.d,
+                                      c.scratch),
+                 -1);
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, 0.0f, &ra, cw, &sw, 1, &rw, NULL, &c.d,
+                                      c.scratch),
+                 -1);
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, &ra_signed, cw, &sw, 1, &rw, NULL,
+                                      &c.d, c.scratch),
+                 -1, "signed input codes have no integer forward");
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, &ra, cw, &sw, 2, &rw, NULL, &c.d,
+                                      c.scratch),
+                 -1, "steps neither per tensor nor per output channel");
     conv2d_dims s2;
     conv2d_dims_init(&s2, 3, 64, 7, 7, 8, 3, 3, 2, 1);
-    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, 3, cw, &sw, 1, 2, NULL, &s2, c.scratch), -1,
-                 "stride 2 has no integer forward");
+    cr_expect_eq(conv2d_forward_codes(out, NULL, c.in, sa, &ra, cw, &sw, 1, &rw, NULL, &s2,
+                                      c.scratch),
+                 -1, "stride 2 has no integer forward");
     for (size_t j = 0; j < no; j++) cr_assert_eq(out[j], 7.0f, "written although refused");
     c.in[ni / 3 + 5] = NAN; /* in image 1 */
     float *q = zeros(ni), *qref = zeros(ni);
-    quant_range ra;
-    quant_range_init(&ra, 2, 0);
     quant_forward(qref, NULL, c.in, &sa, NULL, 1, ni, &ra);
-    cr_assert_eq(conv2d_forward_codes(out, q, c.in, sa, 3, cw, &sw, 1, 2, NULL, &c.d, c.scratch), 0);
+    cr_assert_eq(conv2d_forward_codes(out, q, c.in, sa, &ra, cw, &sw, 1, &rw, NULL, &c.d,
+                                      c.scratch),
+                 0);
     cr_expect(isnan(q[ni / 3 + 5]));
     for (size_t j = 0; j < ni; j++)
         if (j != ni / 3 + 5) cr_assert_eq(q[j], qref[j], "quantized input at %zu", j);
