@@ -592,9 +592,23 @@ static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
     }
 }
 
+/* The activation quantizer's backward taken in the conv's backward
+ * (conv2d_backward_quant): x the quantizer's input, dx its gradient. */
+typedef struct {
+    float *dx;
+    int set;
+    const float *x;
+    float s;
+    const quant_range *r;
+    double *sums; /* 2 per image */
+} quant_back;
+
+/* qb NULL: din (may be NULL) = or += (acc) the input gradient. qb not NULL:
+ * the input gradient goes through the quantizer's backward instead (din is
+ * NULL then). */
 static void direct_backward(float *din, float *dw, float *db, const float *dout,
                             const float *in, const float *w, const conv2d_dims *d,
-                            float *scratch, int acc)
+                            float *scratch, int acc, const quant_back *qb)
 {
     const int k = d->ic * d->kh * d->kw, oc = d->oc, ic = d->ic, p = d->oh * d->ow;
     const int kt = oc * d->kh * d->kw; /* taps of the backward data pass */
@@ -610,7 +624,8 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
     int *off_t = off + k;
     tap_offsets(off, ic, d, &g);
     tap_offsets(off_t, oc, d, &g);
-    if (din) {
+    const int want_dx = din || qb;
+    if (want_dx) {
         /* wt (IC, OC, KH, KW): w transposed and flipped, so that din is the
          * "same" convolution of the padded output gradient with it */
         for (int o = 0; o < oc; o++)
@@ -641,7 +656,7 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
             for (int i = lo; i < hi; i++) {
                 const float *gout = dout + out_sz * i;
                 if (db) bias_grad(dbp, gout, oc, p);
-                if (!dw && !din) continue;
+                if (!dw && !want_dx) continue;
                 if (dw && !wgrad_direct) {
                     /* small planes: one SGEMM over the im2col matrix, which
                      * uses the slot before the padded buffers below do */
@@ -649,27 +664,33 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p, 1.0f, gout, p,
                                 pin, p, i > lo ? 1.0f : 0.0f, dwp, k);
                 }
-                if (din || (dw && wgrad_direct))
+                if (want_dx || (dw && wgrad_direct))
                     pad_planes(pg, g.pout, gout, oc, d->oh, d->ow, d->pad, &g);
                 if (dw && wgrad_direct) {
                     pad_planes(pin, g.pin, in + in_sz * i, ic, d->ih, d->iw, d->pad, &g);
                     dconv_wgrad(dwp, (size_t)k, oc, k, pg + dshift, g.plane, pin, off, g.nv,
                                 i > lo);
                 }
-                if (din) {
+                if (want_dx) {
                     dconv_gemm(cb, (size_t)g.nb, ap, ic, kt, pg, off_t, g.n8);
-                    float *dx = din + in_sz * i;
+                    /* the quantizer's backward reads the image's gradient
+                     * compact from pin (free: the weight gradient is done) */
+                    float *dx = qb ? pin : din + in_sz * i;
                     for (int c = 0; c < ic; c++)
                         for (int r = 0; r < d->ih; r++) {
                             const float *src = cb + (size_t)c * g.nb + (size_t)r * g.wp;
                             float *dst = dx + ((size_t)c * d->ih + r) * d->iw;
-                            if (acc) {
+                            if (acc && !qb) {
 #pragma omp simd
                                 for (int x = 0; x < d->iw; x++) dst[x] += src[x];
                             } else {
                                 memcpy(dst, src, sizeof *dst * (size_t)d->iw);
                             }
                         }
+                    if (qb)
+                        quant_backward_span(qb->dx ? qb->dx + in_sz * i : NULL, qb->set, dx,
+                                            qb->x + in_sz * i, qb->s, qb->r, in_sz,
+                                            qb->sums + 2 * (size_t)i);
                 }
             }
         }
@@ -720,7 +741,7 @@ static void backward(float *din, float *dw, float *db, const float *dout, const 
                      const float *w, const conv2d_dims *d, float *scratch, int acc)
 {
     if (use_direct(d)) {
-        direct_backward(din, dw, db, dout, in, w, d, scratch, acc);
+        direct_backward(din, dw, db, dout, in, w, d, scratch, acc, NULL);
         return;
     }
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
@@ -768,6 +789,23 @@ static void backward(float *din, float *dw, float *db, const float *dout, const 
         if (dw) add_dw_parts(dw, parts, psz, ng, wsz);
     }
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
+}
+
+int conv2d_backward_quant(float *dx, int set, float *dstep, float gscale, float *dw, float *db,
+                          const float *dout, const float *qin, const float *x, float s,
+                          const quant_range *r, const float *w, const conv2d_dims *d,
+                          float *scratch)
+{
+    if (!use_direct(d)) return -1;
+    double *sums = malloc(sizeof *sums * 2 * (size_t)d->n);
+    if (!sums) return -1;
+    const quant_back qb = {dx, set, x, s, r, sums};
+    direct_backward(NULL, dw, db, dout, qin, w, d, scratch, 0, &qb);
+    double t = 0.0; /* in image order: the same bits for any thread count */
+    for (int i = 0; i < d->n; i++) t += sums[2 * i];
+    *dstep += (float)((double)gscale * t);
+    free(sums);
+    return 0;
 }
 
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,

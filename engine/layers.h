@@ -69,6 +69,18 @@ int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a,
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w, const conv2d_dims *d,
                      float *scratch);
+/* The backward of a conv whose input is an activation quantizer's output
+ * (qin = Q(x), per-tensor step s, range r, no offset) and of that quantizer,
+ * in one pass: the conv's input gradient, still in cache, goes through the
+ * quantizer's backward (quant_backward) without being stored. dx (may be
+ * NULL; = when set, else +=) = the gradient reaching x, *dstep += gscale *
+ * the step's sum, dw and db (may be NULL) += theirs. Returns 0, or -1
+ * without writing when the conv is not on the direct path: the caller then
+ * runs conv2d_backward and quant_backward. */
+int conv2d_backward_quant(float *dx, int set, float *dstep, float gscale, float *dw, float *db,
+                          const float *dout, const float *qin, const float *x, float s,
+                          const quant_range *r, const float *w, const conv2d_dims *d,
+                          float *scratch);
 /* As conv2d_backward, but din is overwritten (=): it needs no zeroing first. */
 void conv2d_backward_overwrite(float *din, float *dw, float *db, const float *dout,
                                const float *in, const float *w, const conv2d_dims *d,

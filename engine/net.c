@@ -1031,13 +1031,21 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 dqw = nd->dqw;
                 memset(dqw, 0, net->views[nd->wv].count * sizeof(float));
             }
+            int fused = 0; /* the activation quantizer's backward done by the conv's */
             if (nd->op == OP_CONV) {
                 conv2d_dims d;
                 conv2d_dims_init(&d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel,
                                  nd->kernel, nd->stride, nd->pad);
-                if (nd->aq.on || sets_grad(net, i, si))
+                if (nd->aq.on && nd->aq.offset_view < 0) {
+                    const size_t so = net->views[nd->aq.step_view].off;
+                    fused = conv2d_backward_quant(din, sets_grad(net, i, si), net->grads + so,
+                                                  nd->aq.g[0], dqw, db, nd->dout, qx, x,
+                                                  net->params[so], &nd->aq.r, qw, &d,
+                                                  net->scratch) == 0;
+                }
+                if (!fused && (nd->aq.on || sets_grad(net, i, si)))
                     conv2d_backward_overwrite(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
-                else
+                else if (!fused)
                     conv2d_backward(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
             } else {
                 linear_backward(dqx, dqw, db, nd->dout, qx, qw, n, src->c * src->h * src->w,
@@ -1048,7 +1056,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 quant_backward(dw, net->grads + sv->off, NULL, dqw, w, net->params + sv->off,
                                NULL, nd->wq.g, nd->wq.channels, nd->wq.per, &nd->wq.r);
             }
-            if (nd->aq.on) {
+            if (nd->aq.on && !fused) {
                 const net_view *sv = &net->views[nd->aq.step_view];
                 float *doff = NULL;
                 const float *off = NULL;

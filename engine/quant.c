@@ -192,6 +192,12 @@ static void backward_block(float *din, int set, const float *dout, const float *
     sums[1] = so;
 }
 
+void quant_backward_span(float *din, int set, const float *dout, const float *in, float s,
+                         const quant_range *r, size_t n, double sums[2])
+{
+    backward_block(din, set, dout, in, s, 0.0f, (float)-r->qn, (float)r->qp, n, sums);
+}
+
 static void backward_item(double sums[2], float *din, int set, const float *dout,
                           const float *in, const float *step,
                           const float *offset, size_t per, size_t c, size_t k,

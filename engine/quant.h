@@ -61,6 +61,14 @@ void quant_backward_overwrite(float *din, float *dstep, float *doffset,
                               const float *offset, const float *gscale, int channels,
                               size_t per, const quant_range *r);
 
+/* quant_backward's work on n contiguous elements of one channel without an
+ * offset, for a caller that adds the sums up itself: din (may be NULL; = when
+ * set, else +=) = dout inside the range, else 0; sums[0] = sum of dout *
+ * dv_hat/ds (before the gradient scale), sums[1] = sum of dout outside. The
+ * same float operations as quant_backward, so din gets the same bits. */
+void quant_backward_span(float *din, int set, const float *dout, const float *in, float s,
+                         const quant_range *r, size_t n, double sums[2]);
+
 /* g = 1/sqrt(N * QP) (the paper's step-size gradient scale). */
 float quant_grad_scale_paper(size_t n, const quant_range *r);
 

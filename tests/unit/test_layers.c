@@ -406,6 +406,83 @@ Test(layers, conv2d_forward_codes_matches_float)
     }
 }
 
+/* conv2d_backward_quant = conv2d_backward_overwrite into dqin, then the
+ * activation quantizer's quant_backward(_overwrite) from dqin: the same
+ * input gradient bit for bit (= and +=, and none), the same weight and bias
+ * gradients, the step gradient to double rounding; 2, 3 and 4 bits, odd
+ * channel counts, 7x7 to 28x28 planes, batches that split unevenly over
+ * the threads' groups; refused, writing nothing, off the direct path. */
+Test(layers, conv2d_backward_quant_matches_the_two_passes)
+{
+    use_threads(2, 1);
+    rng_seed(12);
+    const int cases[][6] = {/* n, ic, h, oc, bits, bias */
+                            {3, 16, 28, 8, 2, 0}, {17, 5, 14, 6, 3, 1}, {5, 64, 7, 16, 2, 0},
+                            {2, 3, 9, 4, 4, 1},  {33, 8, 7, 8, 2, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int *k = cases[ci];
+        conv_ctx c;
+        conv_ctx_init(&c, k[0], k[1], k[2], k[2], k[3], 3, 3, 1, 1, k[5]);
+        const size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d), no = conv_out_n(&c.d);
+        quant_range r;
+        quant_range_init(&r, k[4], 0);
+        /* x after a ReLU, with values past the range's top; ties at .5 */
+        const float s = 0.25f;
+        for (size_t j = 0; j < ni; j++) c.in[j] = j % 7 == 0 ? 0.0f : 1.2f * (float)r.qp * s * (float)rng_unit();
+        for (size_t j = 0; j < ni; j += 11) c.in[j] = 0.5f * s;
+        float *q = zeros(ni);
+        quant_forward(q, NULL, c.in, &s, NULL, 1, ni, &r);
+        float *dout = rand_buf(no, -1, 1);
+        const float g = quant_grad_scale_paper(ni, &r);
+        for (int mode = 0; mode < 3; mode++) { /* dx =, dx +=, no dx */
+            float *dq = zeros(ni), *dx[2], *dw[2], *db[2], dstep[2] = {0.5f, 0.5f};
+            for (int v = 0; v < 2; v++) {
+                dx[v] = rand_buf(ni, -1, 1);
+                dw[v] = zeros(nw);
+                db[v] = zeros((size_t)c.d.oc);
+            }
+            memcpy(dx[1], dx[0], sizeof(float) * ni);
+            float *x0 = mode == 2 ? NULL : dx[0], *x1 = mode == 2 ? NULL : dx[1];
+            conv2d_backward_overwrite(dq, dw[0], k[5] ? db[0] : NULL, dout, q, c.w, &c.d, c.scratch);
+            (mode == 0 ? quant_backward_overwrite : quant_backward)(x0, &dstep[0], NULL, dq, c.in,
+                                                                   &s, NULL, &g, 1, ni, &r);
+            cr_assert_eq(conv2d_backward_quant(x1, mode == 0, &dstep[1], g, dw[1],
+                                               k[5] ? db[1] : NULL, dout, q, c.in, s, &r, c.w,
+                                               &c.d, c.scratch),
+                         0, "case %zu", ci);
+            if (x0)
+                cr_expect_eq(memcmp(dx[0], dx[1], sizeof(float) * ni), 0, "case %zu mode %d dx",
+                             ci, mode);
+            cr_expect_eq(memcmp(dw[0], dw[1], sizeof(float) * nw), 0, "case %zu dw", ci);
+            cr_expect_eq(memcmp(db[0], db[1], sizeof(float) * (size_t)c.d.oc), 0, "case %zu db",
+                         ci);
+            cr_expect_float_eq(dstep[1], dstep[0], 1e-6f * fabsf(dstep[0] - 0.5f) + 1e-7f,
+                               "case %zu mode %d dstep %.9g vs %.9g", ci, mode, dstep[1],
+                               dstep[0]);
+            cr_expect(dstep[0] != 0.5f, "case %zu: a step gradient to compare", ci);
+            for (int v = 0; v < 2; v++) free(dx[v]), free(dw[v]), free(db[v]);
+            free(dq);
+        }
+        free(q), free(dout);
+        conv_ctx_free(&c);
+    }
+    /* stride 2: not the direct path; nothing written */
+    conv_ctx c;
+    conv_ctx_init(&c, 2, 4, 8, 8, 4, 3, 3, 2, 1, 0);
+    quant_range r;
+    quant_range_init(&r, 2, 0);
+    const size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d);
+    float *dx = zeros(ni), *dw = zeros(nw), dstep = 0.0f;
+    cr_expect_eq(conv2d_backward_quant(dx, 1, &dstep, 1.0f, dw, NULL, c.r, c.in, c.in, 0.5f, &r,
+                                       c.w, &c.d, c.scratch),
+                 -1);
+    for (size_t j = 0; j < ni; j++) cr_assert_eq(dx[j], 0.0f);
+    for (size_t j = 0; j < nw; j++) cr_assert_eq(dw[j], 0.0f);
+    cr_expect_eq(dstep, 0.0f);
+    free(dx), free(dw);
+    conv_ctx_free(&c);
+}
+
 /* Where the integer forward does not apply it says so and writes nothing;
  * a NaN in one image makes that image's output NaN and leaves the others,
  * and the quantized input is still quant_forward's (NaN where it was). */

@@ -223,6 +223,52 @@ Test(net, integer_forward_matches_float_forward)
     json_decref(l);
 }
 
+Test(net, a_teacher_forward_leaves_the_student_gradients_alone)
+{
+    /* distillation runs the teacher between the student's forward and its
+     * backward: nothing the student's backward reads may change */
+    spec_quant q, fq;
+    memset(&q, 0, sizeof q);
+    memset(&fq, 0, sizeof fq);
+    q.enabled = 1, q.weight_bits = 2, q.act_bits = 2, q.first_last_bits = 8;
+    lsq_err err;
+    json_t *l = net_zoo_layers("resnet20", 1, 28, 28, &err);
+    lsq_net st, te;
+    const int n = 4;
+    cr_assert_eq(net_build(&st, l, &q, 10, n, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(net_build(&te, l, &fq, 10, n, &err), LSQ_OK, "%s", err.message);
+    net_init_params(&st, 5);
+    net_init_params(&te, 6);
+    net_quant_init_weights(&st, QINIT_PAPER);
+    lsq_rng r;
+    rng_seed(&r, 9, 0);
+    float *x = malloc(sizeof *x * n * 28 * 28), *xt = malloc(sizeof *xt * n * 28 * 28);
+    for (int i = 0; i < n * 28 * 28; i++) x[i] = (float)rng_uniform(&r);
+    for (int i = 0; i < n * 28 * 28; i++) xt[i] = (float)rng_uniform(&r);
+    int32_t y[4] = {0, 3, 5, 9};
+    float *grads[2], dl[40];
+    net_forward(&st, x, n, 1); /* initialises the activation steps */
+    for (int run = 0; run < 2; run++) {
+        net_zero_grads(&st);
+        const float *lg = net_forward(&st, x, n, 1);
+        xent_forward(st.probs, lg, y, n, 10);
+        memset(dl, 0, sizeof dl);
+        xent_backward(dl, st.probs, y, n, 10, 1.0f);
+        /* the second run: the teacher's forward, in training mode too, on
+         * other images */
+        if (run) net_forward(&te, xt, n, 1);
+        net_backward(&st, dl, n);
+        grads[run] = malloc(sizeof(float) * st.n_params);
+        memcpy(grads[run], st.grads, sizeof(float) * st.n_params);
+    }
+    cr_expect_eq(memcmp(grads[0], grads[1], sizeof(float) * st.n_params), 0,
+                 "the student's gradients changed");
+    for (int p = 0; p < 2; p++) free(grads[p]);
+    free(x), free(xt);
+    net_free(&st), net_free(&te);
+    json_decref(l);
+}
+
 Test(net, signed_input_for_layers_after_batchnorm)
 {
     /* conv -> bn -> conv: the second conv sees negative values */
