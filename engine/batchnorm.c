@@ -10,6 +10,7 @@
 #include "layers.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "vsum.h"
 
@@ -68,6 +69,66 @@ static void grad_sums(const float *x, const float *g, int n, float mean, int rel
     *b = sb;
 }
 
+/* Channel ch's statistics from the sums of x - k per plane (part: 2 floats
+ * per plane, planes in (N, C) order; NULL: taken here), added in image order:
+ * save_mean, save_rstd, the running statistics; *scale, *shift normalise. */
+static void channel_stats(float *scale, float *shift, float *save_mean, float *save_rstd,
+                          float *running_mean, float *running_var, const float *part,
+                          const float *in, const float *gamma, const float *beta, int n, int c,
+                          int hw, float k, int ch, float momentum, float eps)
+{
+    const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
+    const double m = (double)n * hw;
+    double sum = 0.0, sum2 = 0.0;
+    for (int i = 0; i < n; i++) {
+        float s1, s2;
+        if (part)
+            s1 = part[2 * ((size_t)i * c + ch)], s2 = part[2 * ((size_t)i * c + ch) + 1];
+        else
+            shifted_sums(in + i * cstride + ch * plane, hw, k, &s1, &s2);
+        sum += s1;
+        sum2 += s2;
+    }
+    const double dmean = sum / m; /* mean - k */
+    const double mean = (double)k + dmean;
+    const float meanf = (float)mean;
+    double ss = sum2 - dmean * sum; /* sum of (x - mean)^2 */
+    if (ss < 0.0) ss = 0.0;
+    const double var = ss / m; /* biased: used to normalise */
+    const float rstd = (float)(1.0 / sqrt(var + eps));
+    *scale = gamma[ch] * rstd;
+    *shift = beta[ch] - meanf * *scale;
+    save_mean[ch] = meanf;
+    save_rstd[ch] = rstd;
+    if (running_mean)
+        running_mean[ch] = (1.0f - momentum) * running_mean[ch] + momentum * meanf;
+    if (running_var) {
+        double unbiased = m > 1.0 ? ss / (m - 1.0) : var;
+        running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)unbiased;
+    }
+}
+
+static void normalise_plane(float *y, const float *x, int hw, float scale, float shift,
+                            int relu)
+{
+    if (relu) {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) {
+            float v = x[j] * scale + shift;
+            y[j] = v > 0.0f ? v : 0.0f;
+        }
+    } else {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
+    }
+}
+
+/* The sums of x - k per channel, k being the mean of the channel's first
+ * plane (with k near the batch mean, the shifted sum of squares loses no
+ * more than the two-pass form would), then the normalisation: both passes
+ * plane by plane in memory order (images apart by C planes: reading channel
+ * by channel would jump between short planes). Without memory for the plane
+ * sums, channel by channel: the same floats. */
 static void forward_train(float *out, float *save_mean, float *save_rstd,
                           float *running_mean, float *running_var,
                           const float *in, const float *gamma, const float *beta,
@@ -75,54 +136,41 @@ static void forward_train(float *out, float *save_mean, float *save_rstd,
                           int relu)
 {
     const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
-    const double m = (double)n * hw;
-#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * cstride >= BN_PAR_MIN)
-    for (int ch = 0; ch < c; ch++) {
-        /* one pass over the channel for both moments, of x - k where k is
-         * the first plane's mean: with k near the batch mean, the shifted
-         * sum of squares loses no more than the two-pass form would */
-        const float k = vsum_sum(in + ch * plane, hw) / (float)hw;
-        double sum = 0.0, sum2 = 0.0;
-        for (int i = 0; i < n; i++) {
-            float s1, s2;
-            shifted_sums(in + i * cstride + ch * plane, hw, k, &s1, &s2);
-            sum += s1;
-            sum2 += s2;
+    const long planes = (long)n * c;
+    const int par = (size_t)n * cstride >= BN_PAR_MIN;
+    /* per channel k, scale, shift; then the plane sums */
+    float *buf = malloc(sizeof *buf * (3 * (size_t)c + 2 * (size_t)planes));
+    if (!buf) {
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int ch = 0; ch < c; ch++) {
+            const float k = vsum_sum(in + ch * plane, hw) / (float)hw;
+            float scale, shift;
+            channel_stats(&scale, &shift, save_mean, save_rstd, running_mean, running_var, NULL,
+                          in, gamma, beta, n, c, hw, k, ch, momentum, eps);
+            for (int i = 0; i < n; i++)
+                normalise_plane(out + i * cstride + ch * plane, in + i * cstride + ch * plane, hw,
+                                scale, shift, relu);
         }
-        const double dmean = sum / m; /* mean - k */
-        const double mean = (double)k + dmean;
-        const float meanf = (float)mean;
-        double ss = sum2 - dmean * sum; /* sum of (x - mean)^2 */
-        if (ss < 0.0) ss = 0.0;
-        const double var = ss / m; /* biased: used to normalise */
-        const float rstd = (float)(1.0 / sqrt(var + eps));
-        const float scale = gamma[ch] * rstd;
-        const float shift = beta[ch] - meanf * scale;
-        for (int i = 0; i < n; i++) {
-            const float *x = in + i * cstride + ch * plane;
-            float *y = out + i * cstride + ch * plane;
-            if (relu) {
-#pragma omp simd
-                for (int j = 0; j < hw; j++) {
-                    float v = x[j] * scale + shift;
-                    y[j] = v > 0.0f ? v : 0.0f;
-                }
-            } else {
-#pragma omp simd
-                for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
-            }
-        }
-        save_mean[ch] = meanf;
-        save_rstd[ch] = rstd;
-        if (running_mean)
-            running_mean[ch] = (1.0f - momentum) * running_mean[ch] +
-                               momentum * meanf;
-        if (running_var) {
-            double unbiased = m > 1.0 ? ss / (m - 1.0) : var;
-            running_var[ch] = (1.0f - momentum) * running_var[ch] +
-                              momentum * (float)unbiased;
-        }
+        return;
     }
+    float *k = buf, *scale = buf + c, *shift = buf + 2 * c, *part = buf + 3 * c;
+    for (int ch = 0; ch < c; ch++) k[ch] = vsum_sum(in + ch * plane, hw) / (float)hw;
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static)
+        for (long q = 0; q < planes; q++)
+            shifted_sums(in + (size_t)q * hw, hw, k[q % c], &part[2 * q], &part[2 * q + 1]);
+#pragma omp for schedule(static)
+        for (int ch = 0; ch < c; ch++)
+            channel_stats(&scale[ch], &shift[ch], save_mean, save_rstd, running_mean,
+                          running_var, part, in, gamma, beta, n, c, hw, k[ch], ch, momentum,
+                          eps);
+#pragma omp for schedule(static)
+        for (long q = 0; q < planes; q++)
+            normalise_plane(out + (size_t)q * hw, in + (size_t)q * hw, hw, scale[q % c],
+                            shift[q % c], relu);
+    }
+    free(buf);
 }
 
 void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
@@ -192,7 +240,120 @@ void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma
  * x * scale + shift was > 0, else 0. That is recomputed from x with the
  * forward's own float operations (the same scale and shift, no contraction
  * under -std=c11), so it is the forward's mask exactly, without reading the
- * ReLU's output back. */
+ * ReLU's output back.
+ *
+ * The backward is two passes: the sums per channel (batchnorm_backward_coef,
+ * which keeps what the second pass needs in BN_COEFS floats a channel), then
+ * din plane by plane (batchnorm_backward_plane), which a conv's backward may
+ * run itself on each image (conv2d_backward_ex). */
+enum { CF_MEAN, CF_RSTD, CF_SCALE, CF_SHIFT, CF_K, CF_GMEAN, CF_GXMEAN, CF_RELU };
+
+/* Channel ch's scale and shift (the fused ReLU's: shift 0 without one). */
+static void relu_affine(float *scale, float *shift, const float *beta, const float *gamma,
+                        const float *save_mean, const float *save_rstd, int ch)
+{
+    *scale = gamma[ch] * save_rstd[ch];
+    *shift = beta ? beta[ch] - save_mean[ch] * *scale : 0.0f;
+}
+
+/* Channel ch's sums (dgamma, dbeta +=) and its BN_COEFS coefficients. The
+ * plane sums come from part (2 floats per plane, planes in (N, C) order)
+ * when it is not NULL, else are taken here: the same floats either way,
+ * added in image order. */
+static void channel_coef(float *cf, float *dgamma, float *dbeta, const float *part,
+                         const float *dout, const float *beta, const float *in,
+                         const float *save_mean, const float *save_rstd, const float *gamma,
+                         int n, int c, int hw, int ch)
+{
+    const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
+    const float mean = save_mean[ch], rstd = save_rstd[ch];
+    float scale, shift;
+    relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
+    double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
+    for (int i = 0; i < n; i++) {
+        float a, b;
+        if (part) {
+            a = part[2 * ((size_t)i * c + ch)], b = part[2 * ((size_t)i * c + ch) + 1];
+        } else {
+            grad_sums(in + i * cstride + ch * plane, dout + i * cstride + ch * plane, hw, mean,
+                      beta != NULL, scale, shift, &a, &b);
+        }
+        sg += a;
+        sgx += b;
+    }
+    sgx *= rstd;
+    if (dbeta) dbeta[ch] += (float)sg;
+    if (dgamma) dgamma[ch] += (float)sgx;
+    /* din = gamma*rstd * (dout - mean(dout) - xhat * mean(dout*xhat)) */
+    const double m = (double)n * hw;
+    cf[CF_MEAN] = mean, cf[CF_RSTD] = rstd, cf[CF_SCALE] = scale, cf[CF_SHIFT] = shift;
+    cf[CF_K] = gamma[ch] * rstd;
+    cf[CF_GMEAN] = (float)(sg / m), cf[CF_GXMEAN] = (float)(sgx / m);
+    cf[CF_RELU] = (float)(beta != NULL);
+}
+
+void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const float *dout,
+                             const float *beta, const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, int n, int c, int hw)
+{
+    /* the plane sums in memory order (images apart by C planes: reading
+     * channel by channel would jump between short planes), then per channel */
+    const long planes = (long)n * c;
+    float *part = malloc(sizeof *part * 2 * (size_t)planes);
+    if (part) {
+#pragma omp parallel for schedule(static) if ((size_t)planes * hw >= BN_PAR_MIN)
+        for (long q = 0; q < planes; q++) {
+            const int ch = (int)(q % c);
+            float scale, shift;
+            relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
+            grad_sums(in + (size_t)q * hw, dout + (size_t)q * hw, hw, save_mean[ch],
+                      beta != NULL, scale, shift, &part[2 * q], &part[2 * q + 1]);
+        }
+    }
+    for (int ch = 0; ch < c; ch++)
+        channel_coef(coef + (size_t)ch * BN_COEFS, dgamma, dbeta, part, dout, beta, in,
+                     save_mean, save_rstd, gamma, n, c, hw, ch);
+    free(part);
+}
+
+void batchnorm_backward_plane(float *dx, int set, const float *g, const float *x,
+                              const float *cf, int hw)
+{
+    const float mean = cf[CF_MEAN], rstd = cf[CF_RSTD], scale = cf[CF_SCALE];
+    const float shift = cf[CF_SHIFT], k = cf[CF_K], gmean = cf[CF_GMEAN];
+    const float gxmean = cf[CF_GXMEAN];
+    const int relu = cf[CF_RELU] != 0.0f;
+    if (relu && set) {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) {
+            float xhat = (x[j] - mean) * rstd;
+            float v = x[j] * scale + shift;
+            float gj = v > 0.0f ? g[j] : 0.0f;
+            dx[j] = k * (gj - gmean - xhat * gxmean);
+        }
+    } else if (relu) {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) {
+            float xhat = (x[j] - mean) * rstd;
+            float v = x[j] * scale + shift;
+            float gj = v > 0.0f ? g[j] : 0.0f;
+            dx[j] += k * (gj - gmean - xhat * gxmean);
+        }
+    } else if (set) {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) {
+            float xhat = (x[j] - mean) * rstd;
+            dx[j] = k * (g[j] - gmean - xhat * gxmean);
+        }
+    } else {
+#pragma omp simd
+        for (int j = 0; j < hw; j++) {
+            float xhat = (x[j] - mean) * rstd;
+            dx[j] += k * (g[j] - gmean - xhat * gxmean);
+        }
+    }
+}
+
 /* overwrite: din = instead of +=. */
 static void backward(float *din, float *dgamma, float *dbeta,
                      const float *dout, const float *beta, const float *in,
@@ -200,60 +361,14 @@ static void backward(float *din, float *dgamma, float *dbeta,
                      const float *gamma, int n, int c, int hw, int overwrite)
 {
     const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
-    const double m = (double)n * hw;
 #pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * cstride >= BN_PAR_MIN)
     for (int ch = 0; ch < c; ch++) {
-        const float mean = save_mean[ch], rstd = save_rstd[ch];
-        const int relu = beta != NULL;
-        const float scale = gamma[ch] * rstd, shift = relu ? beta[ch] - mean * scale : 0.0f;
-        double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
-        for (int i = 0; i < n; i++) {
-            float a, b;
-            grad_sums(in + i * cstride + ch * plane, dout + i * cstride + ch * plane, hw, mean,
-                      relu, scale, shift, &a, &b);
-            sg += a;
-            sgx += b;
-        }
-        sgx *= rstd;
-        if (dbeta) dbeta[ch] += (float)sg;
-        if (dgamma) dgamma[ch] += (float)sgx;
-        if (!din) continue;
-        /* din = gamma*rstd * (dout - mean(dout) - xhat * mean(dout*xhat)) */
-        const float k = gamma[ch] * rstd;
-        const float gmean = (float)(sg / m), gxmean = (float)(sgx / m);
-        for (int i = 0; i < n; i++) {
-            const float *x = in + i * cstride + ch * plane;
-            const float *g = dout + i * cstride + ch * plane;
-            float *dx = din + i * cstride + ch * plane;
-            if (relu && overwrite) {
-#pragma omp simd
-                for (int j = 0; j < hw; j++) {
-                    float xhat = (x[j] - mean) * rstd;
-                    float v = x[j] * scale + shift;
-                    float gj = v > 0.0f ? g[j] : 0.0f;
-                    dx[j] = k * (gj - gmean - xhat * gxmean);
-                }
-            } else if (relu) {
-#pragma omp simd
-                for (int j = 0; j < hw; j++) {
-                    float xhat = (x[j] - mean) * rstd;
-                    float v = x[j] * scale + shift;
-                    float gj = v > 0.0f ? g[j] : 0.0f;
-                    dx[j] += k * (gj - gmean - xhat * gxmean);
-                }
-            } else if (overwrite) {
-#pragma omp simd
-                for (int j = 0; j < hw; j++) {
-                    float xhat = (x[j] - mean) * rstd;
-                    dx[j] = k * (g[j] - gmean - xhat * gxmean);
-                }
-            } else {
-#pragma omp simd
-                for (int j = 0; j < hw; j++) {
-                    float xhat = (x[j] - mean) * rstd;
-                    dx[j] += k * (g[j] - gmean - xhat * gxmean);
-                }
-            }
+        float cf[BN_COEFS];
+        channel_coef(cf, dgamma, dbeta, NULL, dout, beta, in, save_mean, save_rstd, gamma, n, c,
+                     hw, ch);
+        for (int i = 0; din && i < n; i++) {
+            const size_t o = i * cstride + ch * plane;
+            batchnorm_backward_plane(din + o, overwrite, dout + o, in + o, cf, hw);
         }
     }
 }

@@ -161,6 +161,16 @@ static int use_direct(const conv2d_dims *d)
     return 1;
 }
 
+/* Where the backward's cb starts in a slot: past the padded buffers and
+ * past the im2col matrix of the small planes' weight gradient, because cb
+ * may hold the output gradient (made from a batch norm's) while they are
+ * written. */
+static size_t back_cb_offset(const conv2d_dims *d, const dgeom *g)
+{
+    const size_t a = g->pin + g->pout, c = col_floats(d);
+    return align16(a > c ? a : c);
+}
+
 /* Per-thread slot: the im2col matrix, or the direct path's buffers. */
 static size_t slot_floats(const conv2d_dims *d)
 {
@@ -168,7 +178,7 @@ static size_t slot_floats(const conv2d_dims *d)
     if (direct_shape(d)) {
         dgeom g;
         dgeom_init(&g, d);
-        size_t t = g.pin + g.pout + g.cbuf;
+        size_t t = back_cb_offset(d, &g) + g.cbuf;
         if (t > s) s = t;
         /* the integer forward: the code planes, then cbuf */
         t = align16((codes_bytes(d, &g) + 3) / 4) + g.cbuf;
@@ -592,23 +602,10 @@ static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
     }
 }
 
-/* The activation quantizer's backward taken in the conv's backward
- * (conv2d_backward_quant): x the quantizer's input, dx its gradient. */
-typedef struct {
-    float *dx;
-    int set;
-    const float *x;
-    float s;
-    const quant_range *r;
-    double *sums; /* 2 per image */
-} quant_back;
-
-/* qb NULL: din (may be NULL) = or += (acc) the input gradient. qb not NULL:
- * the input gradient goes through the quantizer's backward instead (din is
- * NULL then). */
-static void direct_backward(float *din, float *dw, float *db, const float *dout,
-                            const float *in, const float *w, const conv2d_dims *d,
-                            float *scratch, int acc, const quant_back *qb)
+/* conv2d_backward_ex on the direct path. qsums (2 per image) when
+ * b->q_range: the activation quantizer's sums per image. */
+static void direct_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch,
+                            double *qsums)
 {
     const int k = d->ic * d->kh * d->kw, oc = d->oc, ic = d->ic, p = d->oh * d->ow;
     const int kt = oc * d->kh * d->kw; /* taps of the backward data pass */
@@ -616,6 +613,10 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
     const size_t slot = slot_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
     float *parts = scratch + slot * PAR_MAX_THREADS;
     const int ng = n_groups(d->n);
+    float *const dw = b->dw, *const db = b->db;
+    const int quant = b->q_range != NULL;
+    /* the input gradient: the conv's own, or (quant) through the quantizer */
+    const int want_dx = b->din || quant;
     dgeom g;
     dgeom_init(&g, d);
 
@@ -624,10 +625,10 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
     int *off_t = off + k;
     tap_offsets(off, ic, d, &g);
     tap_offsets(off_t, oc, d, &g);
-    const int want_dx = din || qb;
     if (want_dx) {
         /* wt (IC, OC, KH, KW): w transposed and flipped, so that din is the
          * "same" convolution of the padded output gradient with it */
+        const float *w = b->w;
         for (int o = 0; o < oc; o++)
             for (int c = 0; c < ic; c++)
                 for (int ki = 0; ki < d->kh; ki++)
@@ -645,7 +646,7 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
 #pragma omp parallel num_threads(par_gemm_threads())
     {
         float *pin = scratch + slot * (size_t)omp_get_thread_num();
-        float *pg = pin + g.pin, *cb = pg + g.pout;
+        float *pg = pin + g.pin, *cb = pin + back_cb_offset(d, &g);
 #pragma omp for schedule(dynamic, 1)
         for (int gi = 0; gi < ng; gi++) {
             float *dwp = parts + psz * (size_t)gi, *dbp = dwp + wsz;
@@ -654,20 +655,30 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
             const int lo = (int)((long)d->n * gi / ng);
             const int hi = (int)((long)d->n * (gi + 1) / ng);
             for (int i = lo; i < hi; i++) {
-                const float *gout = dout + out_sz * i;
+                const float *gout = b->dout + out_sz * i;
+                if (b->bn_coef) {
+                    /* the batch norm's input gradient, this conv's output
+                     * gradient, made here into cb (free until the input
+                     * gradient's kernel below) */
+                    for (int o = 0; o < oc; o++)
+                        batchnorm_backward_plane(cb + (size_t)o * p, 1, gout + (size_t)o * p,
+                                                 b->bn_x + out_sz * i + (size_t)o * p,
+                                                 b->bn_coef + (size_t)o * BN_COEFS, p);
+                    gout = cb;
+                }
                 if (db) bias_grad(dbp, gout, oc, p);
                 if (!dw && !want_dx) continue;
                 if (dw && !wgrad_direct) {
                     /* small planes: one SGEMM over the im2col matrix, which
                      * uses the slot before the padded buffers below do */
-                    im2col(pin, in + in_sz * i, d);
+                    im2col(pin, b->in + in_sz * i, d);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, oc, k, p, 1.0f, gout, p,
                                 pin, p, i > lo ? 1.0f : 0.0f, dwp, k);
                 }
                 if (want_dx || (dw && wgrad_direct))
                     pad_planes(pg, g.pout, gout, oc, d->oh, d->ow, d->pad, &g);
                 if (dw && wgrad_direct) {
-                    pad_planes(pin, g.pin, in + in_sz * i, ic, d->ih, d->iw, d->pad, &g);
+                    pad_planes(pin, g.pin, b->in + in_sz * i, ic, d->ih, d->iw, d->pad, &g);
                     dconv_wgrad(dwp, (size_t)k, oc, k, pg + dshift, g.plane, pin, off, g.nv,
                                 i > lo);
                 }
@@ -675,22 +686,23 @@ static void direct_backward(float *din, float *dw, float *db, const float *dout,
                     dconv_gemm(cb, (size_t)g.nb, ap, ic, kt, pg, off_t, g.n8);
                     /* the quantizer's backward reads the image's gradient
                      * compact from pin (free: the weight gradient is done) */
-                    float *dx = qb ? pin : din + in_sz * i;
+                    float *dx = quant ? pin : b->din + in_sz * i;
+                    const int add = !quant && !b->din_set;
                     for (int c = 0; c < ic; c++)
                         for (int r = 0; r < d->ih; r++) {
                             const float *src = cb + (size_t)c * g.nb + (size_t)r * g.wp;
                             float *dst = dx + ((size_t)c * d->ih + r) * d->iw;
-                            if (acc && !qb) {
+                            if (add) {
 #pragma omp simd
                                 for (int x = 0; x < d->iw; x++) dst[x] += src[x];
                             } else {
                                 memcpy(dst, src, sizeof *dst * (size_t)d->iw);
                             }
                         }
-                    if (qb)
-                        quant_backward_span(qb->dx ? qb->dx + in_sz * i : NULL, qb->set, dx,
-                                            qb->x + in_sz * i, qb->s, qb->r, in_sz,
-                                            qb->sums + 2 * (size_t)i);
+                    if (quant)
+                        quant_backward_span(b->din ? b->din + in_sz * i : NULL, b->din_set, dx,
+                                            b->q_x + in_sz * i, b->q_s, b->q_range, in_sz,
+                                            qsums + 2 * (size_t)i);
                 }
             }
         }
@@ -741,7 +753,9 @@ static void backward(float *din, float *dw, float *db, const float *dout, const 
                      const float *w, const conv2d_dims *d, float *scratch, int acc)
 {
     if (use_direct(d)) {
-        direct_backward(din, dw, db, dout, in, w, d, scratch, acc, NULL);
+        const conv2d_back bk = {.in = in, .w = w, .dout = dout, .din = din, .din_set = !acc,
+                                .dw = dw, .db = db};
+        direct_backward(&bk, d, scratch, NULL);
         return;
     }
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
@@ -791,20 +805,27 @@ static void backward(float *din, float *dw, float *db, const float *dout, const 
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
 }
 
-int conv2d_backward_quant(float *dx, int set, float *dstep, float gscale, float *dw, float *db,
-                          const float *dout, const float *qin, const float *x, float s,
-                          const quant_range *r, const float *w, const conv2d_dims *d,
-                          float *scratch)
+int conv2d_backward_fuses(const conv2d_dims *d) { return use_direct(d); }
+
+int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
+    if (!b->q_range && !b->bn_coef) {
+        backward(b->din, b->dw, b->db, b->dout, b->in, b->w, d, scratch, !b->din_set);
+        return 0;
+    }
     if (!use_direct(d)) return -1;
-    double *sums = malloc(sizeof *sums * 2 * (size_t)d->n);
-    if (!sums) return -1;
-    const quant_back qb = {dx, set, x, s, r, sums};
-    direct_backward(NULL, dw, db, dout, qin, w, d, scratch, 0, &qb);
-    double t = 0.0; /* in image order: the same bits for any thread count */
-    for (int i = 0; i < d->n; i++) t += sums[2 * i];
-    *dstep += (float)((double)gscale * t);
-    free(sums);
+    double *sums = NULL;
+    if (b->q_range) {
+        sums = malloc(sizeof *sums * 2 * (size_t)d->n);
+        if (!sums) return -1;
+    }
+    direct_backward(b, d, scratch, sums);
+    if (sums) {
+        double t = 0.0; /* in image order: the same bits for any thread count */
+        for (int i = 0; i < d->n; i++) t += sums[2 * i];
+        *b->q_dstep += (float)((double)b->q_gscale * t);
+        free(sums);
+    }
     return 0;
 }
 

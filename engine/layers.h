@@ -69,18 +69,36 @@ int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a,
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w, const conv2d_dims *d,
                      float *scratch);
-/* The backward of a conv whose input is an activation quantizer's output
- * (qin = Q(x), per-tensor step s, range r, no offset) and of that quantizer,
- * in one pass: the conv's input gradient, still in cache, goes through the
- * quantizer's backward (quant_backward) without being stored. dx (may be
- * NULL; = when set, else +=) = the gradient reaching x, *dstep += gscale *
- * the step's sum, dw and db (may be NULL) += theirs. Returns 0, or -1
- * without writing when the conv is not on the direct path: the caller then
- * runs conv2d_backward and quant_backward. */
-int conv2d_backward_quant(float *dx, int set, float *dstep, float gscale, float *dw, float *db,
-                          const float *dout, const float *qin, const float *x, float s,
-                          const quant_range *r, const float *w, const conv2d_dims *d,
-                          float *scratch);
+/* conv2d's backward with what a network fuses into it, on the direct path
+ * (stride 1, "same"), so that gradients go from one layer to the next in
+ * cache instead of through memory:
+ * - bn_coef not NULL: this conv's output is read by one batch norm alone
+ *   (its input bn_x is this conv's output); dout is the gradient reaching
+ *   that batch norm (or its fused ReLU), and the conv makes its own output
+ *   gradient from it image by image (batchnorm_backward_plane) instead of
+ *   the batch norm storing it;
+ * - q_range not NULL: in = Q(q_x), the activation quantizer's output (step
+ *   q_s, per tensor, no offset); din receives the gradient reaching q_x
+ *   and *q_dstep += q_gscale * the step's sum (quant_backward's, summed per
+ *   image, in image order).
+ * din (may be NULL) = when din_set, else +=; dw and db (may be NULL) +=.
+ * Returns 0, or -1 without writing when a fusion is asked for off the
+ * direct path: the caller then runs the layers' own backwards. */
+typedef struct {
+    const float *in, *w, *dout;
+    const float *bn_x, *bn_coef;
+    float *din;
+    int din_set;
+    float *dw, *db;
+    const float *q_x;
+    float q_s;
+    const quant_range *q_range;
+    float *q_dstep;
+    float q_gscale;
+} conv2d_back;
+int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch);
+/* 1 when conv2d_backward_ex takes fusions for this shape (and path setting). */
+int conv2d_backward_fuses(const conv2d_dims *d);
 /* As conv2d_backward, but din is overwritten (=): it needs no zeroing first. */
 void conv2d_backward_overwrite(float *din, float *dw, float *db, const float *dout,
                                const float *in, const float *w, const conv2d_dims *d,
@@ -115,6 +133,20 @@ void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
                                   const float *dout, const float *in,
                                   const float *save_mean, const float *save_rstd,
                                   const float *gamma, int n, int c, int hw);
+
+/* The backward in its two passes, for a conv that makes its output gradient
+ * itself (conv2d_backward_ex): batchnorm_backward_coef takes the sums
+ * (dgamma, dbeta += as batchnorm_backward; beta not NULL: with the fused
+ * ReLU, as batchnorm_relu_backward) and writes BN_COEFS floats a channel;
+ * batchnorm_backward_plane then makes din (= when set, else +=) of one
+ * plane of hw values from dout, in and that channel's coefficients, with
+ * batchnorm_backward's float operations: the same bits. */
+#define BN_COEFS 8
+void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const float *dout,
+                             const float *beta, const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, int n, int c, int hw);
+void batchnorm_backward_plane(float *din, int set, const float *dout, const float *in,
+                              const float *coef, int hw);
 
 /* ---- batchnorm2d followed by relu, fused: one pass instead of two, and no
  * buffer for the batch norm's own output. out = relu(bn(in)); the results

@@ -231,22 +231,38 @@ static void *xcalloc(size_t n, size_t size, int *fail)
 
 /* ---- the backward plan, fixed by the graph: computed once by net_build ---- */
 
+/* The node that alone reads node j's output, and reads it once; else -1. */
+static int sole_consumer(const lsq_net *net, int j)
+{
+    if (j == net->output) return -1;
+    int only = -1;
+    for (int k = j + 1; k < net->n_nodes; k++) {
+        const net_node *nd = &net->nodes[k];
+        int uses = (nd->in[0] == j) + (nd->in[1] == j);
+        if (!uses) continue;
+        if (only >= 0 || uses > 1) return -1;
+        only = k;
+    }
+    return only;
+}
+
 /* A batch norm or a residual add whose only consumer is a ReLU runs fused
  * with it (one pass over memory instead of two; the node gets no output or
  * gradient buffer of its own): returns that ReLU's index, else -1. */
 static int plan_fused_relu(const lsq_net *net, int bn)
 {
     const int op = net->nodes[bn].op;
-    if ((op != OP_BN && op != OP_ADD) || bn == net->output) return -1;
-    int relu = -1;
-    for (int j = bn + 1; j < net->n_nodes; j++) {
-        const net_node *nd = &net->nodes[j];
-        int uses = (nd->in[0] == bn) + (nd->in[1] == bn);
-        if (!uses) continue;
-        if (relu >= 0 || uses > 1 || nd->op != OP_RELU) return -1;
-        relu = j;
-    }
-    return relu;
+    if (op != OP_BN && op != OP_ADD) return -1;
+    const int k = sole_consumer(net, bn);
+    return k >= 0 && net->nodes[k].op == OP_RELU ? k : -1;
+}
+
+/* A conv whose only consumer is a batch norm: that batch norm's index. */
+static int plan_bn_after(const lsq_net *net, int conv)
+{
+    if (net->nodes[conv].op != OP_CONV) return -1;
+    const int k = sole_consumer(net, conv);
+    return k >= 0 && net->nodes[k].op == OP_BN ? k : -1;
 }
 
 /* Where node k's backward writes its inputs' gradients in the backward
@@ -297,6 +313,7 @@ static void plan_backward(lsq_net *net)
 {
     for (int i = 0; i < net->n_nodes; i++) net->nodes[i].fused_relu = plan_fused_relu(net, i);
     for (int i = 0; i < net->n_nodes; i++) net->nodes[i].grad_setter = plan_grad_setter(net, i);
+    for (int i = 0; i < net->n_nodes; i++) net->nodes[i].bn_after = plan_bn_after(net, i);
 }
 
 lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *quant,
@@ -626,7 +643,8 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             nd->out = xcalloc(out_n, sizeof(float), &fail);
             nd->dout = xcalloc(out_n, sizeof(float), &fail);
         }
-        if (nd->op == OP_BN) nd->aux = xcalloc(2 * (size_t)nd->c, sizeof(float), &fail);
+        if (nd->op == OP_BN)
+            nd->aux = xcalloc((2 + BN_COEFS) * (size_t)nd->c, sizeof(float), &fail);
         if (nd->op == OP_MAXPOOL) nd->argmax = xcalloc(out_n, sizeof(int32_t), &fail);
         if (nd->op == OP_CONV) {
             conv2d_dims d;
@@ -998,6 +1016,25 @@ static void zero_douts(lsq_net *net, int n)
     }
 }
 
+static void conv_dims_of(const lsq_net *net, const net_node *nd, int n, conv2d_dims *d)
+{
+    const net_node *src = &net->nodes[nd->in[0]];
+    conv2d_dims_init(d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel, nd->kernel,
+                     nd->stride, nd->pad);
+}
+
+/* 1 when batch norm bn's input gradient is made by its input conv's
+ * backward (conv2d_backward_ex): bn leaves it to the conv, which asks the
+ * same. */
+static int bn_grad_by_conv(const lsq_net *net, int bn, int n)
+{
+    const net_node *c = &net->nodes[net->nodes[bn].in[0]];
+    if (c->op != OP_CONV || c->bn_after != bn) return 0;
+    conv2d_dims d;
+    conv_dims_of(net, c, n, &d);
+    return conv2d_backward_fuses(&d);
+}
+
 void net_backward(lsq_net *net, const float *dlogits, int n)
 {
     zero_douts(net, n);
@@ -1034,19 +1071,25 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             int fused = 0; /* the activation quantizer's backward done by the conv's */
             if (nd->op == OP_CONV) {
                 conv2d_dims d;
-                conv2d_dims_init(&d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel,
-                                 nd->kernel, nd->stride, nd->pad);
-                if (nd->aq.on && nd->aq.offset_view < 0) {
-                    const size_t so = net->views[nd->aq.step_view].off;
-                    fused = conv2d_backward_quant(din, sets_grad(net, i, si), net->grads + so,
-                                                  nd->aq.g[0], dqw, db, nd->dout, qx, x,
-                                                  net->params[so], &nd->aq.r, qw, &d,
-                                                  net->scratch) == 0;
+                conv_dims_of(net, nd, n, &d);
+                conv2d_back bk = {.in = qx, .w = qw, .dout = nd->dout, .din = dqx,
+                                  .din_set = nd->aq.on || sets_grad(net, i, si), .dw = dqw,
+                                  .db = db};
+                if (nd->bn_after >= 0 && bn_grad_by_conv(net, nd->bn_after, n)) {
+                    /* the gradient reaching the batch norm, or its ReLU */
+                    const net_node *bn = &net->nodes[nd->bn_after];
+                    bk.dout = net->nodes[bn->fused_relu >= 0 ? bn->fused_relu : nd->bn_after].dout;
+                    bk.bn_x = nd->out;
+                    bk.bn_coef = bn->aux + 2 * (size_t)bn->c;
                 }
-                if (!fused && (nd->aq.on || sets_grad(net, i, si)))
-                    conv2d_backward_overwrite(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
-                else if (!fused)
-                    conv2d_backward(dqx, dqw, db, nd->dout, qx, qw, &d, net->scratch);
+                if (nd->aq.on && nd->aq.offset_view < 0 && conv2d_backward_fuses(&d)) {
+                    const size_t so = net->views[nd->aq.step_view].off;
+                    bk.din = din, bk.din_set = sets_grad(net, i, si);
+                    bk.q_x = x, bk.q_s = net->params[so], bk.q_range = &nd->aq.r;
+                    bk.q_dstep = net->grads + so, bk.q_gscale = nd->aq.g[0];
+                    fused = 1;
+                }
+                conv2d_backward_ex(&bk, &d, net->scratch);
             } else {
                 linear_backward(dqx, dqw, db, nd->dout, qx, qw, n, src->c * src->h * src->w,
                                 nd->out_ch);
@@ -1073,6 +1116,14 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
         }
         case OP_BN:
             if (nd->fused_relu >= 0) break; /* done by its ReLU */
+            if (bn_grad_by_conv(net, i, n)) {
+                batchnorm_backward_coef(nd->aux + 2 * (size_t)nd->c,
+                                        net->grads + net->views[nd->gammav].off,
+                                        net->grads + net->views[nd->betav].off, nd->dout, NULL,
+                                        in, nd->aux, nd->aux + nd->c, view_ptr(net, nd->gammav),
+                                        n, nd->c, nd->h * nd->w);
+                break;
+            }
             (sets_grad(net, i, si) ? batchnorm_backward_overwrite : batchnorm_backward)(
                 din, net->grads + net->views[nd->gammav].off,
                                net->grads + net->views[nd->betav].off, nd->dout, in, nd->aux,
@@ -1093,6 +1144,13 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 const net_node *bsrc = &net->nodes[bn->in[0]];
                 float *dg = net->grads + net->views[bn->gammav].off;
                 float *dbe = net->grads + net->views[bn->betav].off;
+                if (bn_grad_by_conv(net, si, n)) {
+                    batchnorm_backward_coef(bn->aux + 2 * (size_t)bn->c, dg, dbe, nd->dout,
+                                            view_ptr(net, bn->betav), bsrc->out, bn->aux,
+                                            bn->aux + bn->c, view_ptr(net, bn->gammav), n, bn->c,
+                                            bn->h * bn->w);
+                    break;
+                }
                 (sets_grad(net, nd->in[0], bn->in[0]) ? batchnorm_relu_backward_overwrite
                                                       : batchnorm_relu_backward)(
                     bsrc->dout, dg, dbe, nd->dout, bsrc->out, bn->aux, bn->aux + bn->c,

@@ -72,9 +72,13 @@ typedef struct {
      * fused with, and the consumer that writes this node's gradient whole
      * (no zeroing before backward); -1 for none */
     int fused_relu, grad_setter;
+    /* conv: the batch norm that alone reads its output, whose input
+     * gradient the conv's backward makes itself on the direct path; -1 */
+    int bn_after;
     /* per-batch buffers (sized for the net's max batch) */
     float *out, *dout;
-    float *aux;                /* BN: save_mean, save_rstd (2*C) */
+    float *aux;                /* BN: save_mean, save_rstd (2*C), then the
+                                * backward's coefficients (BN_COEFS*C) */
     int32_t *argmax;           /* maxpool */
     float *qin, *dqin;         /* quantized input and its gradient */
     float *qw, *dqw;           /* quantized weight and its gradient */

@@ -406,13 +406,15 @@ Test(layers, conv2d_forward_codes_matches_float)
     }
 }
 
-/* conv2d_backward_quant = conv2d_backward_overwrite into dqin, then the
- * activation quantizer's quant_backward(_overwrite) from dqin: the same
- * input gradient bit for bit (= and +=, and none), the same weight and bias
+/* conv2d_backward_ex = the layers' own backwards one after the other: the
+ * batch norm after the conv (with and without its ReLU) storing the conv's
+ * output gradient, conv2d_backward_overwrite into dqin, the activation
+ * quantizer's quant_backward(_overwrite) from dqin. The same input gradient
+ * bit for bit (=, += and none), the same weight, bias, gamma and beta
  * gradients, the step gradient to double rounding; 2, 3 and 4 bits, odd
- * channel counts, 7x7 to 28x28 planes, batches that split unevenly over
- * the threads' groups; refused, writing nothing, off the direct path. */
-Test(layers, conv2d_backward_quant_matches_the_two_passes)
+ * channel counts, 7x7 to 28x28 planes, batches that split unevenly over the
+ * threads' groups; refused, writing nothing, off the direct path. */
+Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
 {
     use_threads(2, 1);
     rng_seed(12);
@@ -424,46 +426,91 @@ Test(layers, conv2d_backward_quant_matches_the_two_passes)
         conv_ctx c;
         conv_ctx_init(&c, k[0], k[1], k[2], k[2], k[3], 3, 3, 1, 1, k[5]);
         const size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d), no = conv_out_n(&c.d);
+        const int oc = c.d.oc, p = c.d.oh * c.d.ow;
         quant_range r;
         quant_range_init(&r, k[4], 0);
         /* x after a ReLU, with values past the range's top; ties at .5 */
         const float s = 0.25f;
-        for (size_t j = 0; j < ni; j++) c.in[j] = j % 7 == 0 ? 0.0f : 1.2f * (float)r.qp * s * (float)rng_unit();
+        for (size_t j = 0; j < ni; j++)
+            c.in[j] = j % 7 == 0 ? 0.0f : 1.2f * (float)r.qp * s * (float)rng_unit();
         for (size_t j = 0; j < ni; j += 11) c.in[j] = 0.5f * s;
         float *q = zeros(ni);
         quant_forward(q, NULL, c.in, &s, NULL, 1, ni, &r);
-        float *dout = rand_buf(no, -1, 1);
+        /* the batch norm after the conv: its input, statistics, parameters */
+        float *y = zeros(no), *yn = zeros(no), *gamma = rand_buf((size_t)oc, 0.5f, 1.5f);
+        float *beta = rand_buf((size_t)oc, -0.5f, 0.5f), *mean = zeros((size_t)oc);
+        float *rstd = zeros((size_t)oc), *coef = zeros((size_t)oc * BN_COEFS);
+        conv2d_forward(y, q, c.w, c.b, &c.d, c.scratch);
+        batchnorm_forward_train(yn, mean, rstd, NULL, NULL, y, gamma, beta, c.d.n, oc, p, 0.1f,
+                                1e-5f);
+        float *gz = rand_buf(no, -1, 1);
         const float g = quant_grad_scale_paper(ni, &r);
-        for (int mode = 0; mode < 3; mode++) { /* dx =, dx +=, no dx */
-            float *dq = zeros(ni), *dx[2], *dw[2], *db[2], dstep[2] = {0.5f, 0.5f};
+        for (int mode = 0; mode < 3 * 2 * 3; mode++) {
+            const int dxm = mode % 3;       /* dx =, dx +=, no dx */
+            const int quant = mode / 3 % 2; /* through the quantizer */
+            const int bn = mode / 6;        /* none, batch norm, batch norm + ReLU */
+            const float *bt = bn == 2 ? beta : NULL;
+            float *dq = zeros(ni), *dy = zeros(no), *dx[2], *dw[2], *db[2], *dgb[2];
+            float dstep[2] = {0.5f, 0.5f};
             for (int v = 0; v < 2; v++) {
                 dx[v] = rand_buf(ni, -1, 1);
                 dw[v] = zeros(nw);
-                db[v] = zeros((size_t)c.d.oc);
+                db[v] = zeros((size_t)oc);
+                dgb[v] = zeros(2 * (size_t)oc);
             }
             memcpy(dx[1], dx[0], sizeof(float) * ni);
-            float *x0 = mode == 2 ? NULL : dx[0], *x1 = mode == 2 ? NULL : dx[1];
-            conv2d_backward_overwrite(dq, dw[0], k[5] ? db[0] : NULL, dout, q, c.w, &c.d, c.scratch);
-            (mode == 0 ? quant_backward_overwrite : quant_backward)(x0, &dstep[0], NULL, dq, c.in,
-                                                                   &s, NULL, &g, 1, ni, &r);
-            cr_assert_eq(conv2d_backward_quant(x1, mode == 0, &dstep[1], g, dw[1],
-                                               k[5] ? db[1] : NULL, dout, q, c.in, s, &r, c.w,
-                                               &c.d, c.scratch),
-                         0, "case %zu", ci);
+            float *x0 = dxm == 2 ? NULL : dx[0], *x1 = dxm == 2 ? NULL : dx[1];
+            /* one after the other */
+            const float *dout = gz;
+            if (bn == 2)
+                batchnorm_relu_backward_overwrite(dy, dgb[0], dgb[0] + oc, gz, y, mean, rstd,
+                                                  gamma, beta, c.d.n, oc, p);
+            else if (bn)
+                batchnorm_backward_overwrite(dy, dgb[0], dgb[0] + oc, gz, y, mean, rstd, gamma,
+                                             c.d.n, oc, p);
+            if (bn) dout = dy;
+            if (quant) {
+                conv2d_backward_overwrite(dq, dw[0], k[5] ? db[0] : NULL, dout, q, c.w, &c.d,
+                                          c.scratch);
+                (dxm == 0 ? quant_backward_overwrite : quant_backward)(
+                    x0, &dstep[0], NULL, dq, c.in, &s, NULL, &g, 1, ni, &r);
+            } else {
+                (dxm == 0 ? conv2d_backward_overwrite : conv2d_backward)(
+                    x0, dw[0], k[5] ? db[0] : NULL, dout, q, c.w, &c.d, c.scratch);
+            }
+            /* in one */
+            conv2d_back bk = {.in = q, .w = c.w, .dout = gz, .din = x1, .din_set = dxm == 0,
+                              .dw = dw[1], .db = k[5] ? db[1] : NULL};
+            if (bn) {
+                batchnorm_backward_coef(coef, dgb[1], dgb[1] + oc, gz, bt, y, mean, rstd, gamma,
+                                        c.d.n, oc, p);
+                bk.bn_x = y, bk.bn_coef = coef;
+            }
+            if (quant) {
+                bk.q_x = c.in, bk.q_s = s, bk.q_range = &r;
+                bk.q_dstep = &dstep[1], bk.q_gscale = g;
+            }
+            cr_assert_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), 0, "case %zu mode %d", ci,
+                         mode);
             if (x0)
                 cr_expect_eq(memcmp(dx[0], dx[1], sizeof(float) * ni), 0, "case %zu mode %d dx",
                              ci, mode);
-            cr_expect_eq(memcmp(dw[0], dw[1], sizeof(float) * nw), 0, "case %zu dw", ci);
-            cr_expect_eq(memcmp(db[0], db[1], sizeof(float) * (size_t)c.d.oc), 0, "case %zu db",
-                         ci);
+            cr_expect_eq(memcmp(dw[0], dw[1], sizeof(float) * nw), 0, "case %zu mode %d dw", ci,
+                         mode);
+            cr_expect_eq(memcmp(db[0], db[1], sizeof(float) * (size_t)oc), 0,
+                         "case %zu mode %d db", ci, mode);
+            cr_expect_eq(memcmp(dgb[0], dgb[1], sizeof(float) * 2 * (size_t)oc), 0,
+                         "case %zu mode %d dgamma, dbeta", ci, mode);
             cr_expect_float_eq(dstep[1], dstep[0], 1e-6f * fabsf(dstep[0] - 0.5f) + 1e-7f,
                                "case %zu mode %d dstep %.9g vs %.9g", ci, mode, dstep[1],
                                dstep[0]);
-            cr_expect(dstep[0] != 0.5f, "case %zu: a step gradient to compare", ci);
-            for (int v = 0; v < 2; v++) free(dx[v]), free(dw[v]), free(db[v]);
-            free(dq);
+            cr_expect(quant ? dstep[0] != 0.5f : dstep[0] == 0.5f && dstep[1] == 0.5f,
+                      "case %zu mode %d: a step gradient exactly when quantized", ci, mode);
+            for (int v = 0; v < 2; v++) free(dx[v]), free(dw[v]), free(db[v]), free(dgb[v]);
+            free(dq), free(dy);
         }
-        free(q), free(dout);
+        free(q), free(gz), free(y), free(yn), free(gamma), free(beta), free(mean), free(rstd);
+        free(coef);
         conv_ctx_free(&c);
     }
     /* stride 2: not the direct path; nothing written */
@@ -472,10 +519,14 @@ Test(layers, conv2d_backward_quant_matches_the_two_passes)
     quant_range r;
     quant_range_init(&r, 2, 0);
     const size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d);
-    float *dx = zeros(ni), *dw = zeros(nw), dstep = 0.0f;
-    cr_expect_eq(conv2d_backward_quant(dx, 1, &dstep, 1.0f, dw, NULL, c.r, c.in, c.in, 0.5f, &r,
-                                       c.w, &c.d, c.scratch),
-                 -1);
+    float *dx = zeros(ni), *dw = zeros(nw), dstep = 0.0f, coef[4 * BN_COEFS] = {0};
+    cr_expect_eq(conv2d_backward_fuses(&c.d), 0);
+    conv2d_back bk = {.in = c.in, .w = c.w, .dout = c.r, .din = dx, .din_set = 1, .dw = dw,
+                      .q_x = c.in, .q_s = 0.5f, .q_range = &r, .q_dstep = &dstep,
+                      .q_gscale = 1.0f};
+    cr_expect_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), -1);
+    bk.q_range = NULL, bk.bn_x = c.out, bk.bn_coef = coef;
+    cr_expect_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), -1);
     for (size_t j = 0; j < ni; j++) cr_assert_eq(dx[j], 0.0f);
     for (size_t j = 0; j < nw; j++) cr_assert_eq(dw[j], 0.0f);
     cr_expect_eq(dstep, 0.0f);
