@@ -204,18 +204,7 @@ static void forward_eval(float *out, const float *in, const float *gamma,
         int ch = p % c;
         float scale = gamma[ch] / sqrtf(running_var[ch] + eps);
         float shift = beta[ch] - running_mean[ch] * scale;
-        const float *x = in + p * plane;
-        float *y = out + p * plane;
-        if (relu) {
-#pragma omp simd
-            for (int j = 0; j < hw; j++) {
-                float v = x[j] * scale + shift;
-                y[j] = v > 0.0f ? v : 0.0f;
-            }
-        } else {
-#pragma omp simd
-            for (int j = 0; j < hw; j++) y[j] = x[j] * scale + shift;
-        }
+        normalise_plane(out + p * plane, in + p * plane, hw, scale, shift, relu);
     }
 }
 
