@@ -29,7 +29,6 @@
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 
 static conv2d_path path_choice = CONV2D_PATH_AUTO;
@@ -814,17 +813,11 @@ int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratc
         return 0;
     }
     if (!use_direct(d)) return -1;
-    double *sums = NULL;
+    direct_backward(b, d, scratch, b->q_sums);
     if (b->q_range) {
-        sums = malloc(sizeof *sums * 2 * (size_t)d->n);
-        if (!sums) return -1;
-    }
-    direct_backward(b, d, scratch, sums);
-    if (sums) {
         double t = 0.0; /* in image order: the same bits for any thread count */
-        for (int i = 0; i < d->n; i++) t += sums[2 * i];
+        for (int i = 0; i < d->n; i++) t += b->q_sums[2 * i];
         *b->q_dstep += (float)((double)b->q_gscale * t);
-        free(sums);
     }
     return 0;
 }

@@ -80,7 +80,7 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
  * - q_range not NULL: in = Q(q_x), the activation quantizer's output (step
  *   q_s, per tensor, no offset); din receives the gradient reaching q_x
  *   and *q_dstep += q_gscale * the step's sum (quant_backward's, summed per
- *   image, in image order).
+ *   image, in image order, in q_sums: 2 doubles per image).
  * din (may be NULL) = when din_set, else +=; dw and db (may be NULL) +=.
  * Returns 0, or -1 without writing when a fusion is asked for off the
  * direct path: the caller then runs the layers' own backwards. */
@@ -95,6 +95,7 @@ typedef struct {
     const quant_range *q_range;
     float *q_dstep;
     float q_gscale;
+    double *q_sums; /* work space: 2 per image */
 } conv2d_back;
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch);
 /* 1 when conv2d_backward_ex takes fusions for this shape (and path setting). */

@@ -669,6 +669,7 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
     if (!fail) {
         net->n_scratch = scratch;
         net->scratch = xcalloc(scratch, sizeof(float), &fail);
+        net->qsums = xcalloc(2 * (size_t)max_batch, sizeof(double), &fail);
     }
     if (fail) {
         st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory allocating the network");
@@ -729,6 +730,7 @@ void net_free(lsq_net *net)
     free(net->grads);
     free(net->state);
     free(net->scratch);
+    free(net->qsums);
     free(net->probs);
     json_decref(net->layers);
     memset(net, 0, sizeof *net);
@@ -853,6 +855,14 @@ void net_quant_init_weights(lsq_net *net, spec_qinit init)
 
 /* ------------------------------------------------------- forward/backward */
 
+/* A conv node's dimensions for a batch of n. */
+static void conv_dims_of(const lsq_net *net, const net_node *nd, int n, conv2d_dims *d)
+{
+    const net_node *src = &net->nodes[nd->in[0]];
+    conv2d_dims_init(d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel, nd->kernel,
+                     nd->stride, nd->pad);
+}
+
 /* Node i writes the gradient of its input j whole. */
 static int sets_grad(const lsq_net *net, int i, int j) { return net->nodes[j].grad_setter == i; }
 
@@ -926,8 +936,7 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             }
             if (nd->op == OP_CONV) {
                 conv2d_dims d;
-                conv2d_dims_init(&d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel,
-                                 nd->kernel, nd->stride, nd->pad);
+                conv_dims_of(net, nd, n, &d);
                 /* on the codes where the layer allows it, which also
                  * write the quantized input the backward needs */
                 const int done = conv_codes_forward(net, nd, in, b, &d, training) == 0;
@@ -1016,13 +1025,6 @@ static void zero_douts(lsq_net *net, int n)
     }
 }
 
-static void conv_dims_of(const lsq_net *net, const net_node *nd, int n, conv2d_dims *d)
-{
-    const net_node *src = &net->nodes[nd->in[0]];
-    conv2d_dims_init(d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel, nd->kernel,
-                     nd->stride, nd->pad);
-}
-
 /* 1 when batch norm bn's input gradient is made by its input conv's
  * backward (conv2d_backward_ex): bn leaves it to the conv, which asks the
  * same. */
@@ -1087,8 +1089,11 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     bk.din = din, bk.din_set = sets_grad(net, i, si);
                     bk.q_x = x, bk.q_s = net->params[so], bk.q_range = &nd->aq.r;
                     bk.q_dstep = net->grads + so, bk.q_gscale = nd->aq.g[0];
+                    bk.q_sums = net->qsums;
                     fused = 1;
                 }
+                /* fusions are asked for only where conv2d_backward_fuses: it
+                 * cannot refuse them */
                 conv2d_backward_ex(&bk, &d, net->scratch);
             } else {
                 linear_backward(dqx, dqw, db, nd->dout, qx, qw, n, src->c * src->h * src->w,

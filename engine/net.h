@@ -96,6 +96,7 @@ typedef struct {
     size_t n_state;
     int max_batch;
     float *scratch;            /* conv im2col scratch */
+    double *qsums;             /* (max_batch, 2): conv2d_backward_ex's per-image sums */
     size_t n_scratch;
     int classes;
     int quantized;

@@ -445,6 +445,7 @@ Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
                                 1e-5f);
         float *gz = rand_buf(no, -1, 1);
         const float g = quant_grad_scale_paper(ni, &r);
+        double *qsums = calloc(2 * (size_t)c.d.n, sizeof *qsums);
         for (int mode = 0; mode < 3 * 2 * 3; mode++) {
             const int dxm = mode % 3;       /* dx =, dx +=, no dx */
             const int quant = mode / 3 % 2; /* through the quantizer */
@@ -488,7 +489,7 @@ Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
             }
             if (quant) {
                 bk.q_x = c.in, bk.q_s = s, bk.q_range = &r;
-                bk.q_dstep = &dstep[1], bk.q_gscale = g;
+                bk.q_dstep = &dstep[1], bk.q_gscale = g, bk.q_sums = qsums;
             }
             cr_assert_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), 0, "case %zu mode %d", ci,
                          mode);
@@ -510,7 +511,7 @@ Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
             free(dq), free(dy);
         }
         free(q), free(gz), free(y), free(yn), free(gamma), free(beta), free(mean), free(rstd);
-        free(coef);
+        free(coef), free(qsums);
         conv_ctx_free(&c);
     }
     /* stride 2: not the direct path; nothing written */
@@ -520,10 +521,11 @@ Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
     quant_range_init(&r, 2, 0);
     const size_t ni = conv_in_n(&c.d), nw = conv_w_n(&c.d);
     float *dx = zeros(ni), *dw = zeros(nw), dstep = 0.0f, coef[4 * BN_COEFS] = {0};
+    double qsums[4];
     cr_expect_eq(conv2d_backward_fuses(&c.d), 0);
     conv2d_back bk = {.in = c.in, .w = c.w, .dout = c.r, .din = dx, .din_set = 1, .dw = dw,
                       .q_x = c.in, .q_s = 0.5f, .q_range = &r, .q_dstep = &dstep,
-                      .q_gscale = 1.0f};
+                      .q_gscale = 1.0f, .q_sums = qsums};
     cr_expect_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), -1);
     bk.q_range = NULL, bk.bn_x = c.out, bk.bn_coef = coef;
     cr_expect_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), -1);
