@@ -350,16 +350,31 @@ static void backward(float *din, float *dgamma, float *dbeta,
                      const float *gamma, int n, int c, int hw, int overwrite)
 {
     const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
-#pragma omp parallel for schedule(dynamic, 1) if ((size_t)n * cstride >= BN_PAR_MIN)
-    for (int ch = 0; ch < c; ch++) {
-        float cf[BN_COEFS];
-        channel_coef(cf, dgamma, dbeta, NULL, dout, beta, in, save_mean, save_rstd, gamma, n, c,
-                     hw, ch);
-        for (int i = 0; din && i < n; i++) {
-            const size_t o = i * cstride + ch * plane;
-            batchnorm_backward_plane(din + o, overwrite, dout + o, in + o, cf, hw);
+    const int par = (size_t)n * cstride >= BN_PAR_MIN;
+    float *coef = malloc(sizeof *coef * BN_COEFS * (size_t)c);
+    if (!coef) {
+        /* channel by channel: the same floats */
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int ch = 0; ch < c; ch++) {
+            float cf[BN_COEFS];
+            channel_coef(cf, dgamma, dbeta, NULL, dout, beta, in, save_mean, save_rstd, gamma,
+                         n, c, hw, ch);
+            for (int i = 0; din && i < n; i++) {
+                const size_t o = i * cstride + ch * plane;
+                batchnorm_backward_plane(din + o, overwrite, dout + o, in + o, cf, hw);
+            }
         }
+        return;
     }
+    batchnorm_backward_coef(coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n,
+                            c, hw);
+    if (din) {
+#pragma omp parallel for schedule(static) if (par)
+        for (long q = 0; q < (long)n * c; q++)
+            batchnorm_backward_plane(din + (size_t)q * hw, overwrite, dout + (size_t)q * hw,
+                                     in + (size_t)q * hw, coef + (size_t)(q % c) * BN_COEFS, hw);
+    }
+    free(coef);
 }
 
 void batchnorm_backward(float *din, float *dgamma, float *dbeta,

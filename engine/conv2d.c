@@ -601,10 +601,9 @@ static void col2im_add(float *din, float *dcol, const conv2d_dims *d)
     }
 }
 
-/* conv2d_backward_ex on the direct path. qsums (2 per image) when
- * b->q_range: the activation quantizer's sums per image. */
-static void direct_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch,
-                            double *qsums)
+/* conv2d_backward_ex on the direct path (the quantizer's sums per image in
+ * b->q_sums when b->q_range). */
+static void direct_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
     const int k = d->ic * d->kh * d->kw, oc = d->oc, ic = d->ic, p = d->oh * d->ow;
     const int kt = oc * d->kh * d->kw; /* taps of the backward data pass */
@@ -701,7 +700,7 @@ static void direct_backward(const conv2d_back *b, const conv2d_dims *d, float *s
                     if (quant)
                         quant_backward_span(b->din ? b->din + in_sz * i : NULL, b->din_set, dx,
                                             b->q_x + in_sz * i, b->q_s, b->q_range, in_sz,
-                                            qsums + 2 * (size_t)i);
+                                            b->q_sums + 2 * (size_t)i);
                 }
             }
         }
@@ -747,16 +746,10 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     }
 }
 
-/* acc: din += the input gradient; else din = it. */
-static void backward(float *din, float *dw, float *db, const float *dout, const float *in,
-                     const float *w, const conv2d_dims *d, float *scratch, int acc)
+/* The im2col + SGEMM backward. acc: din += the input gradient; else din = it. */
+static void gemm_backward(float *din, float *dw, float *db, const float *dout, const float *in,
+                          const float *w, const conv2d_dims *d, float *scratch, int acc)
 {
-    if (use_direct(d)) {
-        const conv2d_back bk = {.in = in, .w = w, .dout = dout, .din = din, .din_set = !acc,
-                                .dw = dw, .db = db};
-        direct_backward(&bk, d, scratch, NULL);
-        return;
-    }
     const int k = d->ic * d->kh * d->kw, p = d->oh * d->ow, oc = d->oc;
     const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
     const size_t slot = slot_floats(d), wsz = (size_t)oc * k, psz = part_floats(d);
@@ -808,12 +801,12 @@ int conv2d_backward_fuses(const conv2d_dims *d) { return use_direct(d); }
 
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
-    if (!b->q_range && !b->bn_coef) {
-        backward(b->din, b->dw, b->db, b->dout, b->in, b->w, d, scratch, !b->din_set);
+    if (!use_direct(d)) {
+        if (b->q_range || b->bn_coef) return -1;
+        gemm_backward(b->din, b->dw, b->db, b->dout, b->in, b->w, d, scratch, !b->din_set);
         return 0;
     }
-    if (!use_direct(d)) return -1;
-    direct_backward(b, d, scratch, b->q_sums);
+    direct_backward(b, d, scratch);
     if (b->q_range) {
         double t = 0.0; /* in image order: the same bits for any thread count */
         for (int i = 0; i < d->n; i++) t += b->q_sums[2 * i];
@@ -826,12 +819,15 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w, const conv2d_dims *d,
                      float *scratch)
 {
-    backward(din, dw, db, dout, in, w, d, scratch, 1);
+    const conv2d_back b = {.in = in, .w = w, .dout = dout, .din = din, .dw = dw, .db = db};
+    conv2d_backward_ex(&b, d, scratch);
 }
 
 void conv2d_backward_overwrite(float *din, float *dw, float *db, const float *dout,
                                const float *in, const float *w, const conv2d_dims *d,
                                float *scratch)
 {
-    backward(din, dw, db, dout, in, w, d, scratch, 0);
+    const conv2d_back b = {.in = in, .w = w, .dout = dout, .din = din, .din_set = 1, .dw = dw,
+                           .db = db};
+    conv2d_backward_ex(&b, d, scratch);
 }
