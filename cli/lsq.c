@@ -290,7 +290,7 @@ static int cmd_eval(int argc, char **argv)
         rc = 1;
     } else {
         double acc, loss;
-        train_evaluate(&net, &test, 256, &acc, &loss);
+        train_evaluate(&net, &test, 256, NULL, &acc, &loss);
         printf("model %s\nengine float%s\nimages %d\naccuracy %.4f\nloss %.4f\n", model,
                net.quantized ? " (fake-quantized)" : "", test.n, acc, loss);
         dataset_free(&test);

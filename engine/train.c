@@ -70,20 +70,25 @@ static void emit_artifact(run_ctx *rc, const char *name)
                                      "sha256", hex));
 }
 
-void train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, double *acc, double *loss)
+int train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, volatile sig_atomic_t *stop,
+                   double *acc, double *loss)
 {
     lsq_loader l;
     lsq_err err;
     if (batch > net->max_batch) batch = net->max_batch;
     *acc = 0, *loss = 0;
-    if (loader_init(&l, ds, batch, 0, 0, 0, 0, &err) != LSQ_OK) return;
+    if (loader_init(&l, ds, batch, 0, 0, 0, 0, &err) != LSQ_OK) return 0;
     size_t img = (size_t)ds->c * ds->h * ds->w;
     float *x = malloc((size_t)batch * img * sizeof(float));
     int32_t *y = malloc((size_t)batch * sizeof(int32_t));
     long correct = 0;
     double total_loss = 0;
-    int nb = loader_batches(&l);
+    int nb = loader_batches(&l), stopped = 0;
     for (int b = 0; b < nb && x && y; b++) {
+        if (stop && *stop) {
+            stopped = 1;
+            break;
+        }
         int n = loader_fill(&l, b, x, y);
         const float *logits = net_forward(net, x, n, 0);
         float lo = xent_forward(net->probs, logits, y, n, net->classes);
@@ -103,6 +108,7 @@ void train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, double *acc,
     free(x);
     free(y);
     loader_free(&l);
+    return stopped;
 }
 
 static json_t *ckpt_meta(run_ctx *rc, train_phase ph, int epoch, int step, int quantized)
@@ -123,11 +129,51 @@ static void progress_line(run_ctx *rc, const char *phase, int epoch, int epochs,
     fflush(f);
 }
 
+/* The running sums of an epoch's steps. A checkpoint taken inside an epoch
+ * keeps them ("tally" in its header), so that the resumed epoch reports the
+ * training loss, accuracy and seconds of the whole epoch. */
+typedef struct {
+    double loss_sum, seconds;
+    long seen, correct;
+} epoch_tally;
+
+static void tally_from_json(epoch_tally *e, const json_t *j)
+{
+    e->loss_sum = json_number_value(json_object_get(j, "loss_sum"));
+    e->seconds = json_number_value(json_object_get(j, "seconds"));
+    e->seen = (long)json_integer_value(json_object_get(j, "seen"));
+    e->correct = (long)json_integer_value(json_object_get(j, "correct"));
+}
+
+/* A stop request inside an epoch, before step b (b == steps: after the last
+ * step, during the epoch's evaluation): writes the checkpoint to resume from
+ * there and returns LSQ_ERR_CANCELLED, or the save's failure. */
+static lsq_status stop_in_epoch(run_ctx *rc, train_phase ph, lsq_net *net, const lsq_sgd *opt,
+                                int epoch, int b, const epoch_tally *e, lsq_err *err)
+{
+    char path[4096];
+    path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
+    json_t *meta = ckpt_meta(rc, ph, epoch, b, net->quantized);
+    json_object_set_new(meta, "tally",
+                        json_pack("{s:f, s:f, s:I, s:I}", "loss_sum", e->loss_sum, "seconds",
+                                  e->seconds, "seen", (json_int_t)e->seen, "correct",
+                                  (json_int_t)e->correct));
+    lsq_status st = ckpt_save(path, net, opt->momentum, meta, err);
+    json_decref(meta);
+    if (st != LSQ_OK) return st;
+    emit(rc, EV_CHECKPOINT, json_pack("{s:s, s:s, s:i, s:i}", "path", TRAIN_CKPT_FILE, "phase",
+                                      PHASE_NAMES[ph], "epoch", epoch, "step", b));
+    return lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                       "stopped on request at %s epoch %d step %d; checkpoint written",
+                       PHASE_NAMES[ph], epoch + 1, b);
+}
+
 /* One training phase over `net` (teacher: distillation source or NULL),
- * starting at (start_epoch, start_step) with momentum already restored. */
+ * starting at (start_epoch, start_step) with momentum already restored;
+ * `tally` (NULL: none) is the resumed epoch's sums from its checkpoint. */
 static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *teacher,
                             const spec_train *t, lsq_sgd *opt, int start_epoch, int start_step,
-                            lsq_err *err)
+                            const json_t *tally, lsq_err *err)
 {
     const lsq_spec *spec = rc->spec;
     lsq_status st = LSQ_OK;
@@ -154,23 +200,14 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
     double dw = spec->distill.weight, temp = spec->distill.temperature;
     for (int epoch = start_epoch; epoch < t->epochs; epoch++) {
         loader_set_epoch(&l, epoch);
-        double loss_sum = 0, t_epoch = now_s(), t_mark = t_epoch;
-        long seen = 0, correct = 0, mark_seen = 0;
+        epoch_tally e = {0, 0, 0, 0};
+        if (epoch == start_epoch && tally) tally_from_json(&e, tally);
+        double t_epoch = now_s() - e.seconds, t_mark = now_s();
+        long mark_seen = e.seen;
         for (int b = (epoch == start_epoch ? start_step : 0); b < steps; b++) {
             if (rc->opts->stop && *rc->opts->stop) {
-                char path[4096];
-                path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
-                json_t *meta = ckpt_meta(rc, ph, epoch, b, quantized);
-                st = ckpt_save(path, net, opt->momentum, meta, err);
-                json_decref(meta);
-                if (st == LSQ_OK) {
-                    emit(rc, EV_CHECKPOINT, json_pack("{s:s, s:s, s:i, s:i}", "path", TRAIN_CKPT_FILE,
-                                                      "phase", PHASE_NAMES[ph], "epoch", epoch,
-                                                      "step", b));
-                    st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
-                                     "stopped on request at %s epoch %d step %d; checkpoint written",
-                                     PHASE_NAMES[ph], epoch + 1, b);
-                }
+                e.seconds = now_s() - t_epoch;
+                st = stop_in_epoch(rc, ph, net, opt, epoch, b, &e, err);
                 goto out;
             }
             int n = loader_fill(&l, b, x, y);
@@ -202,41 +239,45 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
             net_zero_grads(net);
             net_backward(net, dlogits, n);
             sgd_step(opt, net, lr, (float)t->momentum, wd, t->nesterov);
-            loss_sum += (double)loss * n;
-            seen += n;
+            e.loss_sum += (double)loss * n;
+            e.seen += n;
             for (int i = 0; i < n; i++) {
                 const float *p = logits + (size_t)i * k;
                 int best = 0;
                 for (int c = 1; c < k; c++)
                     if (p[c] > p[best]) best = c;
-                correct += best == y[i];
+                e.correct += best == y[i];
             }
             double tnow = now_s();
             if (tnow - t_mark >= 0.5 || b == steps - 1) {
-                double ips = (seen - mark_seen) / (tnow - t_mark > 1e-9 ? tnow - t_mark : 1e-9);
-                double ips_epoch = seen / (tnow - t_epoch);
+                double ips = (e.seen - mark_seen) / (tnow - t_mark > 1e-9 ? tnow - t_mark : 1e-9);
+                double ips_epoch = e.seen / (tnow - t_epoch);
                 double eta = ips_epoch > 0 ? (double)(total - gstep - 1) * t->batch_size / ips_epoch : 0;
                 emit(rc, EV_PROGRESS,
                      json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f}", "phase",
                                PHASE_NAMES[ph], "epoch", epoch + 1, "epochs", t->epochs, "step",
                                b + 1, "steps", steps, "loss", (double)loss, "lr", (double)lr,
                                "images_per_s", ips, "eta_s", eta));
-                progress_line(rc, PHASE_NAMES[ph], epoch, t->epochs, b + 1, steps, loss_sum / seen,
+                progress_line(rc, PHASE_NAMES[ph], epoch, t->epochs, b + 1, steps, e.loss_sum / e.seen,
                               ips, eta);
                 t_mark = tnow;
-                mark_seen = seen;
+                mark_seen = e.seen;
             }
         }
         double test_acc, test_loss;
-        train_evaluate(net, &rc->test, t->batch_size, &test_acc, &test_loss);
+        if (train_evaluate(net, &rc->test, t->batch_size, rc->opts->stop, &test_acc, &test_loss)) {
+            e.seconds = now_s() - t_epoch;
+            st = stop_in_epoch(rc, ph, net, opt, epoch, steps, &e, err);
+            goto out;
+        }
         rc->last_test_acc = test_acc;
         double secs = now_s() - t_epoch;
         json_t *ev = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "phase",
                                PHASE_NAMES[ph], "epoch", epoch + 1, "epochs", t->epochs,
-                               "train_loss", seen ? loss_sum / seen : 0.0, "train_acc",
-                               seen ? (double)correct / seen : 0.0, "test_acc", test_acc,
+                               "train_loss", e.seen ? e.loss_sum / e.seen : 0.0, "train_acc",
+                               e.seen ? (double)e.correct / e.seen : 0.0, "test_acc", test_acc,
                                "test_loss", test_loss, "seconds", secs, "images_per_s",
-                               seen / (secs > 0 ? secs : 1));
+                               e.seen / (secs > 0 ? secs : 1));
         if (quantized) {
             json_object_set_new(ev, "step_sizes", net_step_sizes_json(net));
             json_object_set_new(ev, "bits", net_bits_json(net));
@@ -245,8 +286,8 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
         if (rc->opts->progress) {
             fprintf(rc->opts->progress,
                     "\r%-8s epoch %d/%d  train loss %.4f acc %.4f  test loss %.4f acc %.4f  %.1fs\n",
-                    PHASE_NAMES[ph], epoch + 1, t->epochs, seen ? loss_sum / seen : 0.0,
-                    seen ? (double)correct / seen : 0.0, test_loss, test_acc, secs);
+                    PHASE_NAMES[ph], epoch + 1, t->epochs, e.seen ? e.loss_sum / e.seen : 0.0,
+                    e.seen ? (double)e.correct / e.seen : 0.0, test_loss, test_acc, secs);
             fflush(rc->opts->progress);
         }
         int last = epoch == t->epochs - 1;
@@ -389,7 +430,8 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
                 goto out;
             }
         }
-        st = run_phase(&rc, phase, &fp, NULL, t, &opt, start_epoch, start_step, err);
+        st = run_phase(&rc, phase, &fp, NULL, t, &opt, start_epoch, start_step,
+                       resuming ? json_object_get(resume.header, "tally") : NULL, err);
         if (st != LSQ_OK) goto out;
         sgd_free(&opt);
         if (phase == PH_TRAIN) {
@@ -455,13 +497,20 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
         {
             double fa, fl;
             if (!resuming) {
-                train_evaluate(&fp, &rc.test, spec->train.batch_size, &fa, &fl);
+                if (train_evaluate(&fp, &rc.test, spec->train.batch_size, rc.opts->stop, &fa,
+                                   &fl)) {
+                    /* nothing of the LSQ phase to keep: it starts afresh from fp.lsqc */
+                    st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                                     "stopped on request before LSQ fine-tuning began");
+                    goto out;
+                }
                 emit(&rc, EV_LOG, json_pack("{s:s, s:f}", "message", "full-precision model",
                                             "test_acc", fa));
             }
         }
         st = run_phase(&rc, PH_LSQ, &q, spec->distill.enabled ? &fp : NULL, &spec->train, &opt,
-                       start_epoch, start_step, err);
+                       start_epoch, start_step,
+                       resuming ? json_object_get(resume.header, "tally") : NULL, err);
         if (st != LSQ_OK) goto out;
         sgd_free(&opt);
         st = finish_phase(&rc, &q, TRAIN_MODEL_FILE, PH_DONE, err);
@@ -482,7 +531,13 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             own = 1;
         }
         double acc, loss;
-        train_evaluate(final, &rc.test, spec->train.batch_size, &acc, &loss);
+        if (train_evaluate(final, &rc.test, spec->train.batch_size, rc.opts->stop, &acc, &loss)) {
+            if (own) net_free(&loaded);
+            st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                             "stopped on request before the export; %s is written",
+                             TRAIN_MODEL_FILE);
+            goto out;
+        }
         rc.last_test_acc = acc;
         st = export_artifacts(final, out_dir, spec, err);
         if (st == LSQ_OK) {

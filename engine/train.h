@@ -32,8 +32,11 @@ typedef struct {
 lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts *opts,
                      double *test_acc, lsq_err *err);
 
-/* Test accuracy and mean loss of a float network on a dataset (eval mode). */
-void train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, double *acc, double *loss);
+/* Test accuracy and mean loss of a float network on a dataset (eval mode).
+ * Returns 0, or 1 when *stop (may be NULL) was set before the last batch:
+ * then *acc and *loss are meaningless. */
+int train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, volatile sig_atomic_t *stop,
+                   double *acc, double *loss);
 
 /* Sets the engine's and OpenBLAS's thread counts. */
 void train_set_threads(int threads);

@@ -2,6 +2,7 @@
  * LSQ fine-tuning margin, and checkpoint resume exactness through the real
  * `lsq train` process (SIGTERM mid-run, then run again). */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,62 @@ static void expect_same_model(const char *a_dir, const char *b_dir)
     ckpt_free(&cb);
 }
 
+static int event_is(const json_t *e, const char *type)
+{
+    const char *t = json_string_value(json_object_get(e, "type"));
+    return t && strcmp(t, type) == 0;
+}
+
+/* The last "epoch" event of each (phase, epoch) in an events file, as an
+ * object keyed "phase/epoch" (owned by the caller). */
+static json_t *last_epoch_events(const char *events)
+{
+    FILE *f = fopen(events, "r");
+    cr_assert(f, "no events file %s", events);
+    json_t *by = json_object();
+    char line[65536];
+    while (fgets(line, sizeof line, f)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        if (event_is(e, "epoch")) {
+            char key[64];
+            snprintf(key, sizeof key, "%s/%lld", json_string_value(json_object_get(e, "phase")),
+                     (long long)json_integer_value(json_object_get(e, "epoch")));
+            json_object_set(by, key, e);
+        }
+        json_decref(e);
+    }
+    fclose(f);
+    return by;
+}
+
+/* A resumed run reports the epochs of the uninterrupted one: the same
+ * training loss and accuracy (the stopped epoch's running sums travel in the
+ * checkpoint) and the same test figures; only the timings differ. */
+static void expect_same_epochs(const char *a_events, const char *b_events)
+{
+    json_t *a = last_epoch_events(a_events), *b = last_epoch_events(b_events);
+    cr_assert_gt(json_object_size(a), 0, "no epoch events in %s", a_events);
+    cr_expect_eq(json_object_size(a), json_object_size(b), "%zu epochs reported, resumed %zu",
+                 json_object_size(a), json_object_size(b));
+    const char *key;
+    json_t *ea;
+    json_object_foreach(a, key, ea) {
+        json_t *eb = json_object_get(b, key);
+        cr_expect(eb, "the resumed run has no epoch event %s", key);
+        if (!eb) continue;
+        static const char *const fields[] = {"train_loss", "train_acc", "test_acc", "test_loss"};
+        for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+            double va = json_number_value(json_object_get(ea, fields[i]));
+            double vb = json_number_value(json_object_get(eb, fields[i]));
+            cr_expect_eq(va, vb, "epoch %s: %s %.17g uninterrupted, %.17g resumed", key, fields[i],
+                         va, vb);
+        }
+    }
+    json_decref(a);
+    json_decref(b);
+}
+
 static void resume_case(const char *spec_text, const char *needle, int count, int sig)
 {
     char *d = make_dir();
@@ -185,6 +242,7 @@ static void resume_case(const char *spec_text, const char *needle, int count, in
         cr_assert(rc == 128 + SIGKILL || rc == 0, "killed run: status %d", rc);
     cr_assert_eq(run_to_end(spec_path, b, eb), 0, "resumed run failed");
     expect_same_model(a, b);
+    expect_same_epochs(ea, eb);
     rm_rf(d);
     free(d);
 }
@@ -196,6 +254,57 @@ Test(train, resume_is_exact_full_precision, .timeout = 240)
                 "\"test_limit\":200,\"augment\":{\"crop_pad\":2,\"flip\":true}},"
                 "\"train\":{\"epochs\":3,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
                 "\"type\":\"epoch\"", 1, SIGTERM);
+}
+
+/* The "checkpoint" events of an events file whose step is `step`. */
+static int checkpoints_at_step(const char *events, int step)
+{
+    FILE *f = fopen(events, "r");
+    cr_assert(f);
+    char line[65536];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        n += event_is(e, "checkpoint") &&
+             json_integer_value(json_object_get(e, "step")) == step;
+        json_decref(e);
+    }
+    fclose(f);
+    return n;
+}
+
+Test(train, resume_from_a_stop_during_evaluation, .timeout = 300)
+{
+    /* SIGTERM as the first epoch's last step is reported: the signal lands in
+     * that epoch's evaluation of 10,000 test images (seconds, against a
+     * 20 ms poll). The run stops there instead of finishing the pass, and
+     * its checkpoint resumes at the evaluation (step 10 of 10) with the
+     * epoch's training sums. */
+    const char *spec = "{\"name\":\"re\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":"
+                       "{\"train_limit\":500,\"test_limit\":10000},"
+                       "\"train\":{\"epochs\":2,\"batch_size\":50,\"lr\":0.05},\"threads\":2}";
+    char *d = make_dir();
+    char spec_path[512], a[512], b[512], ea[512], eb[512];
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
+    snprintf(a, sizeof a, "%s/a", d);
+    snprintf(b, sizeof b, "%s/b", d);
+    snprintf(ea, sizeof ea, "%s/a.jsonl", d);
+    snprintf(eb, sizeof eb, "%s/b.jsonl", d);
+    FILE *f = fopen(spec_path, "w");
+    fputs(spec, f);
+    fclose(f);
+    cr_assert_eq(run_to_end(spec_path, a, ea), 0, "uninterrupted run failed");
+    int rc = run_and_stop(spec_path, b, eb, "\"epoch\":1,\"epochs\":2,\"step\":10,\"steps\":10", 1,
+                          SIGTERM);
+    cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
+    cr_assert_eq(checkpoints_at_step(eb, 10), 1,
+                 "the stop during the evaluation did not write a checkpoint at step 10 of 10");
+    cr_assert_eq(run_to_end(spec_path, b, eb), 0, "resumed run failed");
+    expect_same_model(a, b);
+    expect_same_epochs(ea, eb);
+    rm_rf(d);
+    free(d);
 }
 
 Test(train, resume_after_pretraining_ends, .timeout = 300)
