@@ -222,40 +222,6 @@ static void expect_same_epochs(const char *a_events, const char *b_events)
     json_decref(b);
 }
 
-static void resume_case(const char *spec_text, const char *needle, int count, int sig)
-{
-    char *d = make_dir();
-    char spec_path[512], a[512], b[512], ea[512], eb[512];
-    snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
-    snprintf(a, sizeof a, "%s/a", d);
-    snprintf(b, sizeof b, "%s/b", d);
-    snprintf(ea, sizeof ea, "%s/a.jsonl", d);
-    snprintf(eb, sizeof eb, "%s/b.jsonl", d);
-    FILE *f = fopen(spec_path, "w");
-    fputs(spec_text, f);
-    fclose(f);
-    cr_assert_eq(run_to_end(spec_path, a, ea), 0, "uninterrupted run failed");
-    int rc = run_and_stop(spec_path, b, eb, needle, count, sig);
-    if (sig == SIGTERM)
-        cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
-    else
-        cr_assert(rc == 128 + SIGKILL || rc == 0, "killed run: status %d", rc);
-    cr_assert_eq(run_to_end(spec_path, b, eb), 0, "resumed run failed");
-    expect_same_model(a, b);
-    expect_same_epochs(ea, eb);
-    rm_rf(d);
-    free(d);
-}
-
-Test(train, resume_is_exact_full_precision, .timeout = 240)
-{
-    /* stopped after its first epoch event (mid-run, wherever the signal lands) */
-    resume_case("{\"name\":\"r\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":3000,"
-                "\"test_limit\":200,\"augment\":{\"crop_pad\":2,\"flip\":true}},"
-                "\"train\":{\"epochs\":3,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
-                "\"type\":\"epoch\"", 1, SIGTERM);
-}
-
 /* The "checkpoint" events of an events file whose step is `step`. */
 static int checkpoints_at_step(const char *events, int step)
 {
@@ -274,16 +240,13 @@ static int checkpoints_at_step(const char *events, int step)
     return n;
 }
 
-Test(train, resume_from_a_stop_during_evaluation, .timeout = 300)
+/* Runs the spec to the end in one folder; in another, stops it with `sig`
+ * once `needle` has appeared `count` times in its events, runs it again to
+ * the end, and expects the same model and epochs. ckpt_step >= 0: the stop
+ * must also have written a checkpoint at that step. */
+static void resume_case(const char *spec_text, const char *needle, int count, int sig,
+                        int ckpt_step)
 {
-    /* SIGTERM as the first epoch's last step is reported: the signal lands in
-     * that epoch's evaluation of 10,000 test images (seconds, against a
-     * 20 ms poll). The run stops there instead of finishing the pass, and
-     * its checkpoint resumes at the evaluation (step 10 of 10) with the
-     * epoch's training sums. */
-    const char *spec = "{\"name\":\"re\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":"
-                       "{\"train_limit\":500,\"test_limit\":10000},"
-                       "\"train\":{\"epochs\":2,\"batch_size\":50,\"lr\":0.05},\"threads\":2}";
     char *d = make_dir();
     char spec_path[512], a[512], b[512], ea[512], eb[512];
     snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
@@ -292,19 +255,44 @@ Test(train, resume_from_a_stop_during_evaluation, .timeout = 300)
     snprintf(ea, sizeof ea, "%s/a.jsonl", d);
     snprintf(eb, sizeof eb, "%s/b.jsonl", d);
     FILE *f = fopen(spec_path, "w");
-    fputs(spec, f);
+    fputs(spec_text, f);
     fclose(f);
     cr_assert_eq(run_to_end(spec_path, a, ea), 0, "uninterrupted run failed");
-    int rc = run_and_stop(spec_path, b, eb, "\"epoch\":1,\"epochs\":2,\"step\":10,\"steps\":10", 1,
-                          SIGTERM);
-    cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
-    cr_assert_eq(checkpoints_at_step(eb, 10), 1,
-                 "the stop during the evaluation did not write a checkpoint at step 10 of 10");
+    int rc = run_and_stop(spec_path, b, eb, needle, count, sig);
+    if (sig == SIGTERM)
+        cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
+    else
+        cr_assert(rc == 128 + SIGKILL || rc == 0, "killed run: status %d", rc);
+    if (ckpt_step >= 0)
+        cr_assert_eq(checkpoints_at_step(eb, ckpt_step), 1,
+                     "the stop did not write a checkpoint at step %d", ckpt_step);
     cr_assert_eq(run_to_end(spec_path, b, eb), 0, "resumed run failed");
     expect_same_model(a, b);
     expect_same_epochs(ea, eb);
     rm_rf(d);
     free(d);
+}
+
+Test(train, resume_is_exact_full_precision, .timeout = 240)
+{
+    /* stopped after its first epoch event (mid-run, wherever the signal lands) */
+    resume_case("{\"name\":\"r\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":3000,"
+                "\"test_limit\":200,\"augment\":{\"crop_pad\":2,\"flip\":true}},"
+                "\"train\":{\"epochs\":3,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
+                "\"type\":\"epoch\"", 1, SIGTERM, -1);
+}
+
+Test(train, resume_from_a_stop_during_evaluation, .timeout = 300)
+{
+    /* SIGTERM as the first epoch's last step is reported: the signal lands in
+     * that epoch's evaluation of 10,000 test images (seconds, against a
+     * 20 ms poll). The run stops there instead of finishing the pass, and
+     * its checkpoint resumes at the evaluation (step 10 of 10) with the
+     * epoch's training sums. */
+    resume_case("{\"name\":\"re\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":"
+                "{\"train_limit\":500,\"test_limit\":10000},"
+                "\"train\":{\"epochs\":2,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
+                "\"epoch\":1,\"epochs\":2,\"step\":10,\"steps\":10", 1, SIGTERM, 10);
 }
 
 Test(train, resume_after_pretraining_ends, .timeout = 300)
@@ -315,7 +303,7 @@ Test(train, resume_after_pretraining_ends, .timeout = 300)
     resume_case("{\"name\":\"rp\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":1000,"
                 "\"test_limit\":200},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
                 "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":1,\"batch_size\":50},\"threads\":2}",
-                "\"name\":\"fp.lsqc\"", 1, SIGKILL);
+                "\"name\":\"fp.lsqc\"", 1, SIGKILL, -1);
 }
 
 Test(train, resume_is_exact_lsq_phase, .timeout = 300)
@@ -324,5 +312,5 @@ Test(train, resume_is_exact_lsq_phase, .timeout = 300)
     resume_case("{\"name\":\"rq\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":{\"train_limit\":1000,"
                 "\"test_limit\":200},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
                 "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":2,\"batch_size\":50},\"threads\":2}",
-                "\"phase\":\"lsq\",\"epoch\":1,", 3, SIGTERM);
+                "\"phase\":\"lsq\",\"epoch\":1,", 3, SIGTERM, -1);
 }
