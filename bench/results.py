@@ -2,6 +2,12 @@
 """Builds the results tables of docs/results.md from training runs.
 
     /usr/bin/python3 bench/results.py RUNS_DIR > tables.md
+    /usr/bin/python3 bench/results.py RUNS_DIR --runs NAME ...
+
+The second form prints one row per named run, with the training settings of
+its spec (bench/specs/NAME.json), its accuracy against the FP model it
+started from and its test and training accuracy after every epoch: the
+sweeps of docs/results.md.
 
 Each run folder (runs/NAME, written by bench/paper_tables.sh) holds the
 events of `lsq train`; every figure here is read from them: the final test
@@ -49,6 +55,8 @@ def load(runs, name):
         "seconds": sum(e.get("seconds", 0) for e in by_epoch.values()),
         "fp_acc": fp[-1]["test_acc"] if fp else None,
         "last_epoch_acc": ph[-1]["test_acc"] if ph else None,
+        "per_epoch": [by_epoch[k].get("test_acc") for k in sorted(by_epoch)],
+        "train_acc": by_epoch[max(by_epoch)].get("train_acc") if by_epoch else None,
         "images_per_s": (sorted(e.get("images_per_s", 0) for e in by_epoch.values())
                          [len(by_epoch) // 2] if by_epoch else None),
     }
@@ -70,8 +78,38 @@ def row(r, paper, extra=""):
         r["name"], acc, paper, r["epochs"], r["seconds"], cmd(r["name"]), extra)
 
 
+def sweep(runs, names):
+    """One row per run: its spec's settings, accuracy, per-epoch accuracy."""
+    out = ["| run | distillation | batch | lr | warm-up (epochs) | test acc. (%) | vs FP | train acc. (%) "
+           "| per epoch (%) | seconds | command |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        r = load(runs, name)
+        if r is None:
+            sys.exit("results.py: no events in %s" % os.path.join(runs, name))
+        spec = {}
+        path = os.path.join("bench", "specs", name + ".json")
+        if os.path.exists(path):
+            with open(path) as f:
+                spec = json.load(f)
+        train = spec.get("train", {})
+        distill = spec.get("distill")
+        kd = "no" if distill is False else ("yes" if "init" in spec else "—")
+        acc = pct(r["acc"]) if r["acc"] is not None else "not finished"
+        delta = ("%+.2f" % (100 * (r["acc"] - r["fp_acc"]))
+                 if r["acc"] is not None and r["fp_acc"] is not None else "")
+        out.append("| %s | %s | %d | %g | %g | %s | %s | %s | %s | %.0f | %s |" % (
+            name, kd, train.get("batch_size", 128), train.get("lr", 0.01),
+            train.get("warmup_epochs", 0), acc, delta, pct(r["train_acc"]),
+            ", ".join(pct(a) for a in r["per_epoch"]), r["seconds"], cmd(name)))
+    print("\n".join(out))
+
+
 def main():
     runs = sys.argv[1] if len(sys.argv) > 1 else "runs"
+    if len(sys.argv) > 2 and sys.argv[2] == "--runs":
+        sweep(runs, sys.argv[3:])
+        return
     out = []
     for model in ("cnn-small", "resnet20"):
         fp = load(runs, model + "-fp")
