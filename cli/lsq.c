@@ -53,8 +53,9 @@ static const char *TRAIN_USAGE =
     "  --events FILE    write JSON-lines events to FILE (appended)\n"
     "  --threads N      override the spec's thread count\n"
     "  --quiet          no progress line on the terminal\n"
-    "SIGTERM or Ctrl-C writes a checkpoint and exits with status 3.\n"
-    "Exit status: 0 done, 1 failed, 2 usage, 3 stopped (checkpoint written).\n";
+    "SIGTERM or Ctrl-C stops within one batch (training or evaluation), writes a\n"
+    "checkpoint of the progress since the last one and exits with status 3.\n"
+    "Exit status: 0 done, 1 failed, 2 usage, 3 stopped (resumable with the same command).\n";
 
 static const char *EVAL_USAGE =
     "usage: lsq eval MODEL [--data DIR] [--limit N] [--threads N]\n"
