@@ -368,13 +368,17 @@ static void backward(float *din, float *dgamma, float *dbeta,
     }
     batchnorm_backward_coef(coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n,
                             c, hw);
-    if (din) {
-#pragma omp parallel for schedule(static) if (par)
-        for (long q = 0; q < (long)n * c; q++)
-            batchnorm_backward_plane(din + (size_t)q * hw, overwrite, dout + (size_t)q * hw,
-                                     in + (size_t)q * hw, coef + (size_t)(q % c) * BN_COEFS, hw);
-    }
+    if (din) batchnorm_backward_planes(din, overwrite, dout, in, coef, n, c, hw);
     free(coef);
+}
+
+void batchnorm_backward_planes(float *din, int set, const float *dout, const float *in,
+                               const float *coef, int n, int c, int hw)
+{
+#pragma omp parallel for schedule(static) if ((size_t)n * c * hw >= BN_PAR_MIN)
+    for (long q = 0; q < (long)n * c; q++)
+        batchnorm_backward_plane(din + (size_t)q * hw, set, dout + (size_t)q * hw,
+                                 in + (size_t)q * hw, coef + (size_t)(q % c) * BN_COEFS, hw);
 }
 
 void batchnorm_backward(float *din, float *dgamma, float *dbeta,

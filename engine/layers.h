@@ -148,6 +148,10 @@ void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const flo
                              const float *save_rstd, const float *gamma, int n, int c, int hw);
 void batchnorm_backward_plane(float *din, int set, const float *dout, const float *in,
                               const float *coef, int hw);
+/* batchnorm_backward_plane over every plane of a (n, c, hw) batch, in
+ * memory order: the second pass of batchnorm_backward. */
+void batchnorm_backward_planes(float *din, int set, const float *dout, const float *in,
+                               const float *coef, int n, int c, int hw);
 
 /* ---- batchnorm2d followed by relu, fused: one pass instead of two, and no
  * buffer for the batch norm's own output. out = relu(bn(in)); the results

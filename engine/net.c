@@ -1121,19 +1121,16 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
         }
         case OP_BN:
             if (nd->fused_relu >= 0) break; /* done by its ReLU */
-            if (bn_grad_by_conv(net, i, n)) {
-                batchnorm_backward_coef(nd->aux + 2 * (size_t)nd->c,
-                                        net->grads + net->views[nd->gammav].off,
-                                        net->grads + net->views[nd->betav].off, nd->dout, NULL,
-                                        in, nd->aux, nd->aux + nd->c, view_ptr(net, nd->gammav),
-                                        n, nd->c, nd->h * nd->w);
-                break;
-            }
-            (sets_grad(net, i, si) ? batchnorm_backward_overwrite : batchnorm_backward)(
-                din, net->grads + net->views[nd->gammav].off,
-                               net->grads + net->views[nd->betav].off, nd->dout, in, nd->aux,
-                               nd->aux + nd->c, view_ptr(net, nd->gammav), n, nd->c,
-                               nd->h * nd->w);
+            /* the sums and coefficients into the node's own space; the
+             * input gradient here, or by the conv it feeds */
+            batchnorm_backward_coef(nd->aux + 2 * (size_t)nd->c,
+                                    net->grads + net->views[nd->gammav].off,
+                                    net->grads + net->views[nd->betav].off, nd->dout, NULL, in,
+                                    nd->aux, nd->aux + nd->c, view_ptr(net, nd->gammav), n,
+                                    nd->c, nd->h * nd->w);
+            if (din && !bn_grad_by_conv(net, i, n))
+                batchnorm_backward_planes(din, sets_grad(net, i, si), nd->dout, in,
+                                          nd->aux + 2 * (size_t)nd->c, n, nd->c, nd->h * nd->w);
             break;
         case OP_RELU:
             if (relu_is_fused(net, i) && src->op == OP_ADD) {
