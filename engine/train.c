@@ -145,24 +145,35 @@ static void tally_from_json(epoch_tally *e, const json_t *j)
     e->correct = (long)json_integer_value(json_object_get(j, "correct"));
 }
 
+/* Writes the checkpoint to resume the phase at (epoch, step), with the
+ * epoch's running sums when e is not NULL, and emits its event. */
+static lsq_status save_resume_point(run_ctx *rc, train_phase ph, lsq_net *net, const lsq_sgd *opt,
+                                    int epoch, int step, const epoch_tally *e, lsq_err *err)
+{
+    char path[4096];
+    path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
+    json_t *meta = ckpt_meta(rc, ph, epoch, step, net->quantized);
+    if (e)
+        json_object_set_new(meta, "tally",
+                            json_pack("{s:f, s:f, s:I, s:I}", "loss_sum", e->loss_sum, "seconds",
+                                      e->seconds, "seen", (json_int_t)e->seen, "correct",
+                                      (json_int_t)e->correct));
+    lsq_status st = ckpt_save(path, net, opt->momentum, meta, err);
+    json_decref(meta);
+    if (st != LSQ_OK) return st;
+    emit(rc, EV_CHECKPOINT, json_pack("{s:s, s:s, s:i, s:i}", "path", TRAIN_CKPT_FILE, "phase",
+                                      PHASE_NAMES[ph], "epoch", epoch, "step", step));
+    return LSQ_OK;
+}
+
 /* A stop request inside an epoch, before step b (b == steps: after the last
  * step, during the epoch's evaluation): writes the checkpoint to resume from
  * there and returns LSQ_ERR_CANCELLED, or the save's failure. */
 static lsq_status stop_in_epoch(run_ctx *rc, train_phase ph, lsq_net *net, const lsq_sgd *opt,
                                 int epoch, int b, const epoch_tally *e, lsq_err *err)
 {
-    char path[4096];
-    path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
-    json_t *meta = ckpt_meta(rc, ph, epoch, b, net->quantized);
-    json_object_set_new(meta, "tally",
-                        json_pack("{s:f, s:f, s:I, s:I}", "loss_sum", e->loss_sum, "seconds",
-                                  e->seconds, "seen", (json_int_t)e->seen, "correct",
-                                  (json_int_t)e->correct));
-    lsq_status st = ckpt_save(path, net, opt->momentum, meta, err);
-    json_decref(meta);
+    lsq_status st = save_resume_point(rc, ph, net, opt, epoch, b, e, err);
     if (st != LSQ_OK) return st;
-    emit(rc, EV_CHECKPOINT, json_pack("{s:s, s:s, s:i, s:i}", "path", TRAIN_CKPT_FILE, "phase",
-                                      PHASE_NAMES[ph], "epoch", epoch, "step", b));
     return lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
                        "stopped on request at %s epoch %d step %d; checkpoint written",
                        PHASE_NAMES[ph], epoch + 1, b);
@@ -292,14 +303,8 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
         }
         int last = epoch == t->epochs - 1;
         if (!last && (epoch + 1) % spec->checkpoint_every == 0) {
-            char path[4096];
-            path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
-            json_t *meta = ckpt_meta(rc, ph, epoch + 1, 0, quantized);
-            st = ckpt_save(path, net, opt->momentum, meta, err);
-            json_decref(meta);
+            st = save_resume_point(rc, ph, net, opt, epoch + 1, 0, NULL, err);
             if (st != LSQ_OK) goto out;
-            emit(rc, EV_CHECKPOINT, json_pack("{s:s, s:s, s:i, s:i}", "path", TRAIN_CKPT_FILE, "phase",
-                                              PHASE_NAMES[ph], "epoch", epoch + 1, "step", 0));
         }
     }
 out:
