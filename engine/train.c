@@ -29,6 +29,11 @@ typedef struct {
     json_t *spec_json;
     double t0;
     double last_test_acc;
+    /* the network the last epoch's evaluation scored, as it still is (its
+     * test loss beside last_test_acc): the final model's figures when it is
+     * that network, without a second pass over the test set */
+    const lsq_net *scored;
+    double last_test_loss;
 } run_ctx;
 
 static double now_s(void)
@@ -282,6 +287,8 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
             goto out;
         }
         rc->last_test_acc = test_acc;
+        rc->last_test_loss = test_loss;
+        rc->scored = net;
         double secs = now_s() - t_epoch;
         json_t *ev = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "phase",
                                PHASE_NAMES[ph], "epoch", epoch + 1, "epochs", t->epochs,
@@ -535,8 +542,9 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             final = &loaded;
             own = 1;
         }
-        double acc, loss;
-        if (train_evaluate(final, &rc.test, spec->train.batch_size, rc.opts->stop, &acc, &loss)) {
+        double acc = rc.last_test_acc, loss = rc.last_test_loss;
+        if (final != rc.scored &&
+            train_evaluate(final, &rc.test, spec->train.batch_size, rc.opts->stop, &acc, &loss)) {
             if (own) net_free(&loaded);
             st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
                              "stopped on request before the export; %s is written",

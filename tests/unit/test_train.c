@@ -306,6 +306,67 @@ Test(train, resume_after_pretraining_ends, .timeout = 300)
                 "\"name\":\"fp.lsqc\"", 1, SIGKILL, -1);
 }
 
+/* The test figures of the last "done" event of an events file and of its
+ * last "epoch" event; returns 0 when it has no done event. */
+static int done_figures(const char *events, double *acc, double *loss, double *epoch_acc,
+                        double *epoch_loss)
+{
+    FILE *f = fopen(events, "r");
+    cr_assert(f, "no events file %s", events);
+    char line[65536];
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        double *a = NULL, *l = NULL;
+        if (event_is(e, "done")) a = acc, l = loss, found = 1;
+        else if (event_is(e, "epoch")) a = epoch_acc, l = epoch_loss;
+        if (a) {
+            *a = json_number_value(json_object_get(e, "test_acc"));
+            *l = json_number_value(json_object_get(e, "test_loss"));
+        }
+        json_decref(e);
+    }
+    fclose(f);
+    return found;
+}
+
+Test(train, a_finished_run_reports_its_last_evaluation_and_rescores_from_disk, .timeout = 240)
+{
+    /* The done event carries the last epoch's test figures (the network
+     * that evaluation scored is the final model). Run again, the finished
+     * run reads model.lsqc back, scores it and exports it again: the same
+     * figures, from a pass over the test set of its own. */
+    char *d = make_dir();
+    char spec_path[512], out[512], e1[512], e2[512];
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
+    snprintf(out, sizeof out, "%s/run", d);
+    snprintf(e1, sizeof e1, "%s/1.jsonl", d);
+    snprintf(e2, sizeof e2, "%s/2.jsonl", d);
+    FILE *f = fopen(spec_path, "w");
+    fputs("{\"name\":\"fin\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":1000,"
+          "\"test_limit\":300},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
+          "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":1,\"batch_size\":50},"
+          "\"threads\":2}",
+          f);
+    fclose(f);
+    cr_assert_eq(run_to_end(spec_path, out, e1), 0, "the run failed");
+    double acc1 = -1, loss1 = -1, eacc = -2, eloss = -2;
+    cr_assert(done_figures(e1, &acc1, &loss1, &eacc, &eloss), "no done event");
+    cr_expect_eq(acc1, eacc, "done test_acc %.17g, last epoch's %.17g", acc1, eacc);
+    cr_expect_eq(loss1, eloss, "done test_loss %.17g, last epoch's %.17g", loss1, eloss);
+    cr_expect_gt(acc1, 0.3, "test accuracy %.4f", acc1);
+    cr_assert_eq(run_to_end(spec_path, out, e2), 0, "running the finished run again failed");
+    double acc2 = -1, loss2 = -1, unused_a = -3, unused_l = -3;
+    cr_assert(done_figures(e2, &acc2, &loss2, &unused_a, &unused_l),
+              "the second run has no done event");
+    cr_expect_eq(unused_a, -3, "the second run trained an epoch again");
+    cr_expect_eq(acc2, acc1, "rescored test_acc %.17g, first %.17g", acc2, acc1);
+    cr_expect_eq(loss2, loss1, "rescored test_loss %.17g, first %.17g", loss2, loss1);
+    rm_rf(d);
+    free(d);
+}
+
 Test(train, resume_is_exact_lsq_phase, .timeout = 300)
 {
     /* stopped during LSQ fine-tuning: the steps, momentum and BN state resume */
