@@ -10,7 +10,6 @@
 #include "layers.h"
 
 #include <math.h>
-#include <stdlib.h>
 
 #include "vsum.h"
 
@@ -70,24 +69,18 @@ static void grad_sums(const float *x, const float *g, int n, float mean, int rel
 }
 
 /* Channel ch's statistics from the sums of x - k per plane (part: 2 floats
- * per plane, planes in (N, C) order; NULL: taken here), added in image order:
- * save_mean, save_rstd, the running statistics; *scale, *shift normalise. */
+ * per plane, planes in (N, C) order), added in image order: save_mean,
+ * save_rstd, the running statistics; *scale, *shift normalise. */
 static void channel_stats(float *scale, float *shift, float *save_mean, float *save_rstd,
                           float *running_mean, float *running_var, const float *part,
-                          const float *in, const float *gamma, const float *beta, int n, int c,
-                          int hw, float k, int ch, float momentum, float eps)
+                          const float *gamma, const float *beta, int n, int c, int hw, float k,
+                          int ch, float momentum, float eps)
 {
-    const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
     const double m = (double)n * hw;
     double sum = 0.0, sum2 = 0.0;
     for (int i = 0; i < n; i++) {
-        float s1, s2;
-        if (part)
-            s1 = part[2 * ((size_t)i * c + ch)], s2 = part[2 * ((size_t)i * c + ch) + 1];
-        else
-            shifted_sums(in + i * cstride + ch * plane, hw, k, &s1, &s2);
-        sum += s1;
-        sum2 += s2;
+        sum += part[2 * ((size_t)i * c + ch)];
+        sum2 += part[2 * ((size_t)i * c + ch) + 1];
     }
     const double dmean = sum / m; /* mean - k */
     const double mean = (double)k + dmean;
@@ -127,33 +120,18 @@ static void normalise_plane(float *y, const float *x, int hw, float scale, float
  * plane (with k near the batch mean, the shifted sum of squares loses no
  * more than the two-pass form would), then the normalisation: both passes
  * plane by plane in memory order (images apart by C planes: reading channel
- * by channel would jump between short planes). Without memory for the plane
- * sums, channel by channel: the same floats. */
+ * by channel would jump between short planes). work: BN_WORK_FLOATS(n, c),
+ * per channel k, scale and shift, then the sums of every plane. */
 static void forward_train(float *out, float *save_mean, float *save_rstd,
                           float *running_mean, float *running_var,
                           const float *in, const float *gamma, const float *beta,
                           int n, int c, int hw, float momentum, float eps,
-                          int relu)
+                          int relu, float *work)
 {
     const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
     const long planes = (long)n * c;
     const int par = (size_t)n * cstride >= BN_PAR_MIN;
-    /* per channel k, scale, shift; then the plane sums */
-    float *buf = malloc(sizeof *buf * (3 * (size_t)c + 2 * (size_t)planes));
-    if (!buf) {
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int ch = 0; ch < c; ch++) {
-            const float k = vsum_sum(in + ch * plane, hw) / (float)hw;
-            float scale, shift;
-            channel_stats(&scale, &shift, save_mean, save_rstd, running_mean, running_var, NULL,
-                          in, gamma, beta, n, c, hw, k, ch, momentum, eps);
-            for (int i = 0; i < n; i++)
-                normalise_plane(out + i * cstride + ch * plane, in + i * cstride + ch * plane, hw,
-                                scale, shift, relu);
-        }
-        return;
-    }
-    float *k = buf, *scale = buf + c, *shift = buf + 2 * c, *part = buf + 3 * c;
+    float *k = work, *scale = work + c, *shift = work + 2 * c, *part = work + 3 * c;
     for (int ch = 0; ch < c; ch++) k[ch] = vsum_sum(in + ch * plane, hw) / (float)hw;
 #pragma omp parallel if (par)
     {
@@ -163,34 +141,32 @@ static void forward_train(float *out, float *save_mean, float *save_rstd,
 #pragma omp for schedule(static)
         for (int ch = 0; ch < c; ch++)
             channel_stats(&scale[ch], &shift[ch], save_mean, save_rstd, running_mean,
-                          running_var, part, in, gamma, beta, n, c, hw, k[ch], ch, momentum,
-                          eps);
+                          running_var, part, gamma, beta, n, c, hw, k[ch], ch, momentum, eps);
 #pragma omp for schedule(static)
         for (long q = 0; q < planes; q++)
             normalise_plane(out + (size_t)q * hw, in + (size_t)q * hw, hw, scale[q % c],
                             shift[q % c], relu);
     }
-    free(buf);
 }
 
 void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
                              float *running_mean, float *running_var,
                              const float *in, const float *gamma,
                              const float *beta, int n, int c, int hw,
-                             float momentum, float eps)
+                             float momentum, float eps, float *work)
 {
     forward_train(out, save_mean, save_rstd, running_mean, running_var, in, gamma,
-                  beta, n, c, hw, momentum, eps, 0);
+                  beta, n, c, hw, momentum, eps, 0, work);
 }
 
 void batchnorm_relu_forward_train(float *out, float *save_mean, float *save_rstd,
                                   float *running_mean, float *running_var,
                                   const float *in, const float *gamma,
                                   const float *beta, int n, int c, int hw,
-                                  float momentum, float eps)
+                                  float momentum, float eps, float *work)
 {
     forward_train(out, save_mean, save_rstd, running_mean, running_var, in, gamma,
-                  beta, n, c, hw, momentum, eps, 1);
+                  beta, n, c, hw, momentum, eps, 1, work);
 }
 
 static void forward_eval(float *out, const float *in, const float *gamma,
@@ -245,30 +221,20 @@ static void relu_affine(float *scale, float *shift, const float *beta, const flo
     *shift = beta ? beta[ch] - save_mean[ch] * *scale : 0.0f;
 }
 
-/* Channel ch's sums (dgamma, dbeta +=) and its BN_COEFS coefficients. The
- * plane sums come from part (2 floats per plane, planes in (N, C) order)
- * when it is not NULL, else are taken here: the same floats either way,
- * added in image order. */
+/* Channel ch's sums (dgamma, dbeta +=) and its BN_COEFS coefficients from
+ * the plane sums in part (2 floats per plane, planes in (N, C) order), added
+ * in image order. */
 static void channel_coef(float *cf, float *dgamma, float *dbeta, const float *part,
-                         const float *dout, const float *beta, const float *in,
-                         const float *save_mean, const float *save_rstd, const float *gamma,
-                         int n, int c, int hw, int ch)
+                         const float *beta, const float *save_mean, const float *save_rstd,
+                         const float *gamma, int n, int c, int hw, int ch)
 {
-    const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
     const float mean = save_mean[ch], rstd = save_rstd[ch];
     float scale, shift;
     relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
     double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
     for (int i = 0; i < n; i++) {
-        float a, b;
-        if (part) {
-            a = part[2 * ((size_t)i * c + ch)], b = part[2 * ((size_t)i * c + ch) + 1];
-        } else {
-            grad_sums(in + i * cstride + ch * plane, dout + i * cstride + ch * plane, hw, mean,
-                      beta != NULL, scale, shift, &a, &b);
-        }
-        sg += a;
-        sgx += b;
+        sg += part[2 * ((size_t)i * c + ch)];
+        sgx += part[2 * ((size_t)i * c + ch) + 1];
     }
     sgx *= rstd;
     if (dbeta) dbeta[ch] += (float)sg;
@@ -283,26 +249,24 @@ static void channel_coef(float *cf, float *dgamma, float *dbeta, const float *pa
 
 void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const float *dout,
                              const float *beta, const float *in, const float *save_mean,
-                             const float *save_rstd, const float *gamma, int n, int c, int hw)
+                             const float *save_rstd, const float *gamma, int n, int c, int hw,
+                             float *work)
 {
     /* the plane sums in memory order (images apart by C planes: reading
      * channel by channel would jump between short planes), then per channel */
     const long planes = (long)n * c;
-    float *part = malloc(sizeof *part * 2 * (size_t)planes);
-    if (part) {
+    float *part = work;
 #pragma omp parallel for schedule(static) if ((size_t)planes * hw >= BN_PAR_MIN)
-        for (long q = 0; q < planes; q++) {
-            const int ch = (int)(q % c);
-            float scale, shift;
-            relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
-            grad_sums(in + (size_t)q * hw, dout + (size_t)q * hw, hw, save_mean[ch],
-                      beta != NULL, scale, shift, &part[2 * q], &part[2 * q + 1]);
-        }
+    for (long q = 0; q < planes; q++) {
+        const int ch = (int)(q % c);
+        float scale, shift;
+        relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
+        grad_sums(in + (size_t)q * hw, dout + (size_t)q * hw, hw, save_mean[ch], beta != NULL,
+                  scale, shift, &part[2 * q], &part[2 * q + 1]);
     }
     for (int ch = 0; ch < c; ch++)
-        channel_coef(coef + (size_t)ch * BN_COEFS, dgamma, dbeta, part, dout, beta, in,
-                     save_mean, save_rstd, gamma, n, c, hw, ch);
-    free(part);
+        channel_coef(coef + (size_t)ch * BN_COEFS, dgamma, dbeta, part, beta, save_mean,
+                     save_rstd, gamma, n, c, hw, ch);
 }
 
 void batchnorm_backward_plane(float *dx, int set, const float *g, const float *x,
@@ -343,33 +307,17 @@ void batchnorm_backward_plane(float *dx, int set, const float *g, const float *x
     }
 }
 
-/* overwrite: din = instead of +=. */
+/* overwrite: din = instead of +=. work: BN_BACKWARD_WORK_FLOATS(n, c), the
+ * coefficients then the plane sums. */
 static void backward(float *din, float *dgamma, float *dbeta,
                      const float *dout, const float *beta, const float *in,
                      const float *save_mean, const float *save_rstd,
-                     const float *gamma, int n, int c, int hw, int overwrite)
+                     const float *gamma, int n, int c, int hw, int overwrite, float *work)
 {
-    const size_t plane = (size_t)hw, cstride = (size_t)c * hw;
-    const int par = (size_t)n * cstride >= BN_PAR_MIN;
-    float *coef = malloc(sizeof *coef * BN_COEFS * (size_t)c);
-    if (!coef) {
-        /* channel by channel: the same floats */
-#pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int ch = 0; ch < c; ch++) {
-            float cf[BN_COEFS];
-            channel_coef(cf, dgamma, dbeta, NULL, dout, beta, in, save_mean, save_rstd, gamma,
-                         n, c, hw, ch);
-            for (int i = 0; din && i < n; i++) {
-                const size_t o = i * cstride + ch * plane;
-                batchnorm_backward_plane(din + o, overwrite, dout + o, in + o, cf, hw);
-            }
-        }
-        return;
-    }
+    float *coef = work;
     batchnorm_backward_coef(coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n,
-                            c, hw);
+                            c, hw, work + BN_COEFS * (size_t)c);
     if (din) batchnorm_backward_planes(din, overwrite, dout, in, coef, n, c, hw);
-    free(coef);
 }
 
 void batchnorm_backward_planes(float *din, int set, const float *dout, const float *in,
@@ -384,32 +332,36 @@ void batchnorm_backward_planes(float *din, int set, const float *dout, const flo
 void batchnorm_backward(float *din, float *dgamma, float *dbeta,
                         const float *dout, const float *in,
                         const float *save_mean, const float *save_rstd,
-                        const float *gamma, int n, int c, int hw)
+                        const float *gamma, int n, int c, int hw, float *work)
 {
-    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw, 0);
+    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw, 0,
+             work);
 }
 
 void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
                                   const float *dout, const float *in,
                                   const float *save_mean, const float *save_rstd,
-                                  const float *gamma, int n, int c, int hw)
+                                  const float *gamma, int n, int c, int hw, float *work)
 {
-    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw, 1);
+    backward(din, dgamma, dbeta, dout, NULL, in, save_mean, save_rstd, gamma, n, c, hw, 1,
+             work);
 }
 
 void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
                              const float *dout, const float *in, const float *save_mean,
                              const float *save_rstd, const float *gamma, const float *beta,
-                             int n, int c, int hw)
+                             int n, int c, int hw, float *work)
 {
-    backward(din, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, 0);
+    backward(din, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, 0,
+             work);
 }
 
 void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
                                        const float *dout, const float *in,
                                        const float *save_mean, const float *save_rstd,
                                        const float *gamma, const float *beta, int n, int c,
-                                       int hw)
+                                       int hw, float *work)
 {
-    backward(din, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, 1);
+    backward(din, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, 1,
+             work);
 }

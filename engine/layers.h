@@ -115,37 +115,43 @@ void linear_backward(float *din, float *dw, float *db, const float *dout,
  * Training: normalises with the batch mean and biased variance, saves mean and
  * 1/sqrt(var + eps) per channel for backward, and updates the running
  * statistics with momentum (running = (1-m)*running + m*batch, the running
- * variance from the UNBIASED batch variance). Eval: running statistics. */
+ * variance from the UNBIASED batch variance); work is the caller's scratch of
+ * BN_WORK_FLOATS(n, c) floats. Eval: running statistics. */
+#define BN_WORK_FLOATS(n, c) (3 * (size_t)(c) + 2 * (size_t)(n) * (size_t)(c))
 void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
                              float *running_mean, float *running_var,
                              const float *in, const float *gamma,
                              const float *beta, int n, int c, int hw,
-                             float momentum, float eps);
+                             float momentum, float eps, float *work);
 void batchnorm_forward_eval(float *out, const float *in, const float *gamma,
                             const float *beta, const float *running_mean,
                             const float *running_var, int n, int c, int hw,
                             float eps);
+/* work: the caller's scratch of BN_BACKWARD_WORK_FLOATS(n, c) floats. */
+#define BN_BACKWARD_WORK_FLOATS(n, c) (BN_COEFS * (size_t)(c) + 2 * (size_t)(n) * (size_t)(c))
 void batchnorm_backward(float *din, float *dgamma, float *dbeta,
                         const float *dout, const float *in,
                         const float *save_mean, const float *save_rstd,
-                        const float *gamma, int n, int c, int hw);
+                        const float *gamma, int n, int c, int hw, float *work);
 /* As batchnorm_backward, but din is overwritten (=). */
 void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
                                   const float *dout, const float *in,
                                   const float *save_mean, const float *save_rstd,
-                                  const float *gamma, int n, int c, int hw);
+                                  const float *gamma, int n, int c, int hw, float *work);
 
 /* The backward in its two passes, for a conv that makes its output gradient
  * itself (conv2d_backward_ex): batchnorm_backward_coef takes the sums
  * (dgamma, dbeta += as batchnorm_backward; beta not NULL: with the fused
- * ReLU, as batchnorm_relu_backward) and writes BN_COEFS floats a channel;
+ * ReLU, as batchnorm_relu_backward; work: 2 * n * c floats of scratch) and
+ * writes BN_COEFS floats a channel;
  * batchnorm_backward_plane then makes din (= when set, else +=) of one
  * plane of hw values from dout, in and that channel's coefficients, with
  * batchnorm_backward's float operations: the same bits. */
 #define BN_COEFS 8
 void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const float *dout,
                              const float *beta, const float *in, const float *save_mean,
-                             const float *save_rstd, const float *gamma, int n, int c, int hw);
+                             const float *save_rstd, const float *gamma, int n, int c, int hw,
+                             float *work);
 void batchnorm_backward_plane(float *din, int set, const float *dout, const float *in,
                               const float *coef, int hw);
 /* batchnorm_backward_plane over every plane of a (n, c, hw) batch, in
@@ -161,7 +167,7 @@ void batchnorm_relu_forward_train(float *out, float *save_mean, float *save_rstd
                                   float *running_mean, float *running_var,
                                   const float *in, const float *gamma,
                                   const float *beta, int n, int c, int hw,
-                                  float momentum, float eps);
+                                  float momentum, float eps, float *work);
 void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma,
                                  const float *beta, const float *running_mean,
                                  const float *running_var, int n, int c, int hw,
@@ -172,14 +178,14 @@ void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma
 void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
                              const float *dout, const float *in, const float *save_mean,
                              const float *save_rstd, const float *gamma, const float *beta,
-                             int n, int c, int hw);
+                             int n, int c, int hw, float *work);
 /* As batchnorm_relu_backward, but din is OVERWRITTEN (=) rather than
  * accumulated: for a caller that would otherwise zero din first. */
 void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
                                        const float *dout, const float *in,
                                        const float *save_mean, const float *save_rstd,
                                        const float *gamma, const float *beta, int n, int c,
-                                       int hw);
+                                       int hw, float *work);
 
 /* ---- relu: backward masks by the forward OUTPUT (out > 0) ---- */
 void relu_forward(float *out, const float *in, size_t count);

@@ -643,8 +643,10 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             nd->out = xcalloc(out_n, sizeof(float), &fail);
             nd->dout = xcalloc(out_n, sizeof(float), &fail);
         }
-        if (nd->op == OP_BN)
+        if (nd->op == OP_BN) {
             nd->aux = xcalloc((2 + BN_COEFS) * (size_t)nd->c, sizeof(float), &fail);
+            if (BN_WORK_FLOATS(max_batch, nd->c) > scratch) scratch = BN_WORK_FLOATS(max_batch, nd->c);
+        }
         if (nd->op == OP_MAXPOOL) nd->argmax = xcalloc(out_n, sizeof(int32_t), &fail);
         if (nd->op == OP_CONV) {
             conv2d_dims d;
@@ -958,13 +960,14 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
                 if (training)
                     batchnorm_relu_forward_train(y, nd->aux, nd->aux + nd->c, rm, rv, in, g,
                                                  be, n, nd->c, nd->h * nd->w, BN_MOMENTUM,
-                                                 BN_EPS);
+                                                 BN_EPS, net->scratch);
                 else
                     batchnorm_relu_forward_eval(y, in, g, be, rm, rv, n, nd->c, nd->h * nd->w,
                                                 BN_EPS);
             } else if (training)
                 batchnorm_forward_train(nd->out, nd->aux, nd->aux + nd->c, rm, rv, in, g, be,
-                                        n, nd->c, nd->h * nd->w, BN_MOMENTUM, BN_EPS);
+                                        n, nd->c, nd->h * nd->w, BN_MOMENTUM, BN_EPS,
+                                        net->scratch);
             else
                 batchnorm_forward_eval(nd->out, in, g, be, rm, rv, n, nd->c, nd->h * nd->w, BN_EPS);
             break;
@@ -1127,7 +1130,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                                     net->grads + net->views[nd->gammav].off,
                                     net->grads + net->views[nd->betav].off, nd->dout, NULL, in,
                                     nd->aux, nd->aux + nd->c, view_ptr(net, nd->gammav), n,
-                                    nd->c, nd->h * nd->w);
+                                    nd->c, nd->h * nd->w, net->scratch);
             if (din && !bn_grad_by_conv(net, i, n))
                 batchnorm_backward_planes(din, sets_grad(net, i, si), nd->dout, in,
                                           nd->aux + 2 * (size_t)nd->c, n, nd->c, nd->h * nd->w);
@@ -1141,23 +1144,21 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 add_relu_backward(da, sets_grad(net, si, a), db, db && sets_grad(net, si, b),
                                   nd->dout, nd->out, out_count);
             } else if (relu_is_fused(net, i)) {
-                /* din of the batch norm's input, from this ReLU's gradient */
+                /* the batch norm's sums and coefficients (with the ReLU's
+                 * mask) into its own space; its input gradient here, or by
+                 * the conv it feeds */
                 const net_node *bn = src;
                 const net_node *bsrc = &net->nodes[bn->in[0]];
-                float *dg = net->grads + net->views[bn->gammav].off;
-                float *dbe = net->grads + net->views[bn->betav].off;
-                if (bn_grad_by_conv(net, si, n)) {
-                    batchnorm_backward_coef(bn->aux + 2 * (size_t)bn->c, dg, dbe, nd->dout,
-                                            view_ptr(net, bn->betav), bsrc->out, bn->aux,
-                                            bn->aux + bn->c, view_ptr(net, bn->gammav), n, bn->c,
-                                            bn->h * bn->w);
-                    break;
-                }
-                (sets_grad(net, nd->in[0], bn->in[0]) ? batchnorm_relu_backward_overwrite
-                                                      : batchnorm_relu_backward)(
-                    bsrc->dout, dg, dbe, nd->dout, bsrc->out, bn->aux, bn->aux + bn->c,
-                    view_ptr(net, bn->gammav), view_ptr(net, bn->betav), n, bn->c,
-                    bn->h * bn->w);
+                float *coef = bn->aux + 2 * (size_t)bn->c;
+                batchnorm_backward_coef(coef, net->grads + net->views[bn->gammav].off,
+                                        net->grads + net->views[bn->betav].off, nd->dout,
+                                        view_ptr(net, bn->betav), bsrc->out, bn->aux,
+                                        bn->aux + bn->c, view_ptr(net, bn->gammav), n, bn->c,
+                                        bn->h * bn->w, net->scratch);
+                if (!bn_grad_by_conv(net, si, n))
+                    batchnorm_backward_planes(bsrc->dout, sets_grad(net, nd->in[0], bn->in[0]),
+                                              nd->dout, bsrc->out, coef, n, bn->c,
+                                              bn->h * bn->w);
             } else if (din) {
                 (sets_grad(net, i, si) ? relu_backward_overwrite : relu_backward)(
                     din, nd->dout, nd->out, out_count);

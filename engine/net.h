@@ -95,7 +95,7 @@ typedef struct {
     float *state;              /* (n_state) */
     size_t n_state;
     int max_batch;
-    float *scratch;            /* conv im2col scratch */
+    float *scratch;            /* conv im2col and batch-norm forward scratch */
     double *qsums;             /* (max_batch, 2): conv2d_backward_ex's per-image sums */
     size_t n_scratch;
     int classes;

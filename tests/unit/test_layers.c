@@ -40,6 +40,24 @@ static double rng_unit(void) /* [0, 1) */
     return (double)(rng_state >> 11) / 9007199254740992.0;
 }
 
+/* Scratch for the batch-norm calls (their work argument): the largest any
+ * test has asked for so far, kept for the process. */
+static float *bn_work(int n, int c)
+{
+    static float *w;
+    static size_t cap;
+    size_t need = BN_WORK_FLOATS(n, c) > BN_BACKWARD_WORK_FLOATS(n, c)
+                      ? BN_WORK_FLOATS(n, c)
+                      : BN_BACKWARD_WORK_FLOATS(n, c);
+    if (need > cap) {
+        free(w);
+        w = malloc(need * sizeof *w);
+        cr_assert(w, "out of memory for batch-norm scratch");
+        cap = need;
+    }
+    return w;
+}
+
 static float *rand_buf(size_t n, float lo, float hi)
 {
     float *p = malloc(sizeof *p * (n ? n : 1));
@@ -442,7 +460,7 @@ Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
         float *rstd = zeros((size_t)oc), *coef = zeros((size_t)oc * BN_COEFS);
         conv2d_forward(y, q, c.w, c.b, &c.d, c.scratch);
         batchnorm_forward_train(yn, mean, rstd, NULL, NULL, y, gamma, beta, c.d.n, oc, p, 0.1f,
-                                1e-5f);
+                                1e-5f, bn_work(c.d.n, oc));
         float *gz = rand_buf(no, -1, 1);
         const float g = quant_grad_scale_paper(ni, &r);
         double *qsums = calloc(2 * (size_t)c.d.n, sizeof *qsums);
@@ -465,10 +483,11 @@ Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
             const float *dout = gz;
             if (bn == 2)
                 batchnorm_relu_backward_overwrite(dy, dgb[0], dgb[0] + oc, gz, y, mean, rstd,
-                                                  gamma, beta, c.d.n, oc, p);
+                                                  gamma, beta, c.d.n, oc, p,
+                                                  bn_work(c.d.n, oc));
             else if (bn)
                 batchnorm_backward_overwrite(dy, dgb[0], dgb[0] + oc, gz, y, mean, rstd, gamma,
-                                             c.d.n, oc, p);
+                                             c.d.n, oc, p, bn_work(c.d.n, oc));
             if (bn) dout = dy;
             if (quant) {
                 conv2d_backward_overwrite(dq, dw[0], k[5] ? db[0] : NULL, dout, q, c.w, &c.d,
@@ -484,7 +503,7 @@ Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
                               .dw = dw[1], .db = k[5] ? db[1] : NULL};
             if (bn) {
                 batchnorm_backward_coef(coef, dgb[1], dgb[1] + oc, gz, bt, y, mean, rstd, gamma,
-                                        c.d.n, oc, p);
+                                        c.d.n, oc, p, bn_work(c.d.n, oc));
                 bk.bn_x = y, bk.bn_coef = coef;
             }
             if (quant) {
@@ -672,11 +691,12 @@ Test(layers, overwrite_variants_match_accumulate)
     cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "avgpool");
     /* batch norm, plain and fused with a ReLU */
     batchnorm_forward_train(out, mean, rstd, NULL, NULL, in, gamma, beta, n, c, hw, 0.1f,
-                            1e-5f);
+                            1e-5f, bn_work(n, c));
     memset(acc, 0, sizeof *acc * cnt);
     NANFILL(set);
-    batchnorm_backward(acc, dg0, db0, dout, in, mean, rstd, gamma, n, c, hw);
-    batchnorm_backward_overwrite(set, dg1, db1, dout, in, mean, rstd, gamma, n, c, hw);
+    batchnorm_backward(acc, dg0, db0, dout, in, mean, rstd, gamma, n, c, hw, bn_work(n, c));
+    batchnorm_backward_overwrite(set, dg1, db1, dout, in, mean, rstd, gamma, n, c, hw,
+                                 bn_work(n, c));
     cr_expect(max_abs_diff(acc, set, cnt) == 0.0, "batchnorm din");
     cr_expect(max_abs_diff(dg0, dg1, (size_t)c) == 0.0, "batchnorm dgamma");
     cr_expect(max_abs_diff(db0, db1, (size_t)c) == 0.0, "batchnorm dbeta");
@@ -687,19 +707,20 @@ Test(layers, overwrite_variants_match_accumulate)
     memset(dg0, 0, sizeof *dg0 * c), memset(db0, 0, sizeof *db0 * c);
     memset(dg1, 0, sizeof *dg1 * c), memset(db1, 0, sizeof *db1 * c);
     batchnorm_relu_forward_train(out, mean, rstd, NULL, NULL, in, gamma, beta, n, c, hw, 0.1f,
-                                 1e-5f);
+                                 1e-5f, bn_work(n, c));
     relu_backward(gr, dout, out, cnt);
     memset(acc, 0, sizeof *acc * cnt);
-    batchnorm_backward(acc, dg0, db0, gr, in, mean, rstd, gamma, n, c, hw);
+    batchnorm_backward(acc, dg0, db0, gr, in, mean, rstd, gamma, n, c, hw, bn_work(n, c));
     NANFILL(set);
     batchnorm_relu_backward_overwrite(set, dg1, db1, dout, in, mean, rstd, gamma, beta, n, c,
-                                      hw);
+                                      hw, bn_work(n, c));
     cr_expect(max_abs_diff(acc, set, cnt) <= 1e-6, "batchnorm+relu din");
     cr_expect(max_abs_diff(dg0, dg1, (size_t)c) <= 1e-6, "batchnorm+relu dgamma");
     cr_expect(max_abs_diff(db0, db1, (size_t)c) <= 1e-6, "batchnorm+relu dbeta");
     for (size_t j = 0; j < cnt; j++) set[j] = acc[j] = 0.5f;
-    batchnorm_backward(acc, NULL, NULL, gr, in, mean, rstd, gamma, n, c, hw);
-    batchnorm_relu_backward(set, NULL, NULL, dout, in, mean, rstd, gamma, beta, n, c, hw);
+    batchnorm_backward(acc, NULL, NULL, gr, in, mean, rstd, gamma, n, c, hw, bn_work(n, c));
+    batchnorm_relu_backward(set, NULL, NULL, dout, in, mean, rstd, gamma, beta, n, c, hw,
+                            bn_work(n, c));
     cr_expect(max_abs_diff(acc, set, cnt) <= 1e-6, "batchnorm+relu din, added to");
     free(gr);
     /* add + ReLU fused: the composition, exactly; a set, b added to */
@@ -895,7 +916,8 @@ static double bn_loss(void *p)
 {
     bn_ctx *b = p;
     batchnorm_forward_train(b->out, b->mean, b->rstd, b->rm, b->rv, b->in,
-                            b->gamma, b->beta, b->n, b->c, b->hw, 0.1f, 1e-5f);
+                            b->gamma, b->beta, b->n, b->c, b->hw, 0.1f, 1e-5f,
+                            bn_work(b->n, b->c));
     return dot(b->out, b->r, (size_t)b->n * b->c * b->hw);
 }
 
@@ -931,7 +953,7 @@ Test(layers, batchnorm_variance_with_large_mean)
         in[k] = ch == 0 ? 1000.0f + 0.01f * in[k] : in[k] + (img == 0 ? 10.0f : 0.0f);
     }
     batchnorm_forward_train(out, mean, rstd, NULL, NULL, in, gamma, beta, n, c, hw, 0.1f,
-                            1e-8f);
+                            1e-8f, bn_work(n, c));
     for (int ch = 0; ch < c; ch++) {
         double s = 0, ss = 0, m = (double)n * hw;
         for (int i = 0; i < n; i++)
@@ -1009,7 +1031,8 @@ Test(layers, batchnorm_gradcheck)
         size_t cnt = (size_t)b.n * b.c * b.hw;
         float *din = zeros(cnt), *dg = zeros((size_t)b.c), *dbt = zeros((size_t)b.c);
         bn_loss(&b);
-        batchnorm_backward(din, dg, dbt, b.r, b.in, b.mean, b.rstd, b.gamma, b.n, b.c, b.hw);
+        batchnorm_backward(din, dg, dbt, b.r, b.in, b.mean, b.rstd, b.gamma, b.n, b.c, b.hw,
+                           bn_work(b.n, b.c));
         char name[64];
         snprintf(name, sizeof name, "batchnorm %dx%dx%d din", b.n, b.c, b.hw);
         cr_expect_leq(gradcheck(name, b.in, din, cnt, bn_loss, &b, 1e-2f, 60), FD_TOL);
@@ -1020,7 +1043,8 @@ Test(layers, batchnorm_gradcheck)
         /* accumulation */
         float *dg2 = malloc(sizeof *dg2 * (size_t)b.c);
         memcpy(dg2, dg, sizeof *dg2 * (size_t)b.c);
-        batchnorm_backward(NULL, dg2, NULL, b.r, b.in, b.mean, b.rstd, b.gamma, b.n, b.c, b.hw);
+        batchnorm_backward(NULL, dg2, NULL, b.r, b.in, b.mean, b.rstd, b.gamma, b.n, b.c, b.hw,
+                           bn_work(b.n, b.c));
         for (int ch = 0; ch < b.c; ch++)
             cr_expect_float_eq(dg2[ch], 2 * dg[ch], 1e-5f * (1 + fabsf(dg[ch])));
         free(din); free(dg); free(dbt); free(dg2);
