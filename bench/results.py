@@ -4,6 +4,8 @@
     /usr/bin/python3 bench/results.py RUNS_DIR > tables.md
     /usr/bin/python3 bench/results.py RUNS_DIR --runs NAME ...
 
+    /usr/bin/python3 bench/results.py RUNS_DIR --peer NAME ...
+
 The second form prints one row per named run, with the training settings of
 its spec (bench/specs/NAME.json), its accuracy against the FP model it
 started from and its test and training accuracy after every epoch: the
@@ -13,9 +15,14 @@ Each run folder (runs/NAME, written by bench/paper_tables.sh) holds the
 events of `lsq train`; every figure here is read from them: the final test
 accuracy of the `done` event, the epochs and seconds of the last phase's
 `epoch` events, and the full-precision accuracy the LSQ phase started from.
+
+The third form prints the PyTorch cross-check of bench/peer_accuracy.sh:
+each RUNS_DIR/torch/NAME.json against the float model it started from (the
+test accuracy in the header of RUNS_DIR/MODEL-fp/fp.lsqc).
 """
 import json
 import os
+import struct
 import sys
 
 # The paper's figures (ResNet-18 on ImageNet, top-1 %), from LSQ.md.
@@ -105,10 +112,39 @@ def sweep(runs, names):
     print("\n".join(out))
 
 
+def lsqc_test_acc(path):
+    """The test accuracy in an lsq checkpoint's header."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        hlen = struct.unpack("<I", head[8:12])[0]
+        return json.loads(f.read(hlen)).get("test_acc")
+
+
+def peer(runs, names):
+    """One row per PyTorch run of bench/peer_accuracy.sh."""
+    out = ["| PyTorch run | distillation | seed | test acc. (%) | vs FP | per epoch (%) | command |",
+           "|---|---|---|---|---|---|---|"]
+    for name in names:
+        path = os.path.join(runs, "torch", name + ".json")
+        if not os.path.exists(path):
+            sys.exit("results.py: no %s (bench/peer_accuracy.sh %s)" % (path, name))
+        with open(path) as f:
+            r = json.loads(f.read().strip().splitlines()[-1])
+        fp = lsqc_test_acc(os.path.join(runs, r["model"] + "-fp", "fp.lsqc"))
+        out.append("| %s | %s | %d | %s | %+.2f | %s | `bench/peer_accuracy.sh %s` |" % (
+            name, "yes" if r.get("distill") else "no", r.get("seed", 1), pct(r["test_acc"]),
+            100 * (r["test_acc"] - fp), ", ".join(pct(a) for a in r.get("per_epoch", [])),
+            name))
+    print("\n".join(out))
+
+
 def main():
     runs = sys.argv[1] if len(sys.argv) > 1 else "runs"
     if len(sys.argv) > 2 and sys.argv[2] == "--runs":
         sweep(runs, sys.argv[3:])
+        return
+    if len(sys.argv) > 2 and sys.argv[2] == "--peer":
+        peer(runs, sys.argv[3:])
         return
     out = []
     for model in ("cnn-small", "resnet20"):

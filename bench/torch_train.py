@@ -11,6 +11,14 @@ Accuracy (a full training with cosine lr, test accuracy in the JSON):
     /usr/bin/python3 bench/torch_train.py --model cnn-small --bits 2 \
         --epochs 3 --load /tmp/fp.pt          (LSQ fine-tuning, as the paper)
 
+The same fine-tuning from a float model that `lsq train` made, so that both
+engines start from the very same weights (--flip as the specs' augment.flip,
+--distill for the paper's distillation from that model):
+    /usr/bin/python3 bench/torch_train.py --model cnn-small --bits 2 \
+        --epochs 5 --flip --distill --load-lsqc runs/cnn-small-fp/fp.lsqc
+(--epochs 0 --eval-only prints the loaded model's test accuracy, which must
+equal the test_acc in the checkpoint's header.)
+
 Models (input 1x28x28, 10 classes):
   cnn-small  conv3x3 1->32, BN, ReLU, maxpool2; conv3x3 32->64, BN, ReLU,
              maxpool2; fc 3136->256, ReLU; fc 256->10
@@ -24,12 +32,18 @@ first and last layers at 8 bits. Step gradient scale g = 1/sqrt(N * QP), N =
 weights of the layer or input features per example. Steps start at
 2*mean|v|/sqrt(QP) (weights: initial values; inputs: the first training
 batch), except the network input, which starts at 1/255.
+
+Distillation (--distill): the loaded float model, in eval mode, is the
+teacher; loss = (1 - w) * CE(student, label) + w * T^2 * KL(teacher || student)
+at temperature T, both softmaxes at T (the paper: T = 1, equal weights,
+w = 0.5), as lsq's `distill`.
 """
 import argparse
 import gzip
 import json
 import math
 import os
+import re
 import struct
 import sys
 import time
@@ -65,6 +79,47 @@ def load_split(split, limit=0):
         x, y = x[:limit], y[:limit]
     x = x.astype(np.float32).reshape(-1, 1, 28, 28) / np.float32(255.0)
     return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+
+def lsqc_views(path):
+    """{view name: float32 array} of an lsq checkpoint (.lsqc, engine/ckpt.h):
+    the parameters and the batch-norm running statistics."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:4] != b"LSQC":
+        sys.exit("%s: not an lsq checkpoint" % path)
+    hlen = struct.unpack("<I", raw[8:12])[0]
+    header = json.loads(raw[12:12 + hlen])
+    off = 12 + hlen
+    bufs = []
+    for _ in range(2):  # params, state
+        n = struct.unpack("<Q", raw[off:off + 8])[0]
+        bufs.append(np.frombuffer(raw, dtype="<f4", count=n, offset=off + 8))
+        off += 8 + 4 * n
+    views = {}
+    for v in header["views"]:
+        buf = bufs[1] if v["state"] else bufs[0]
+        views[v["name"]] = buf[v["off"]:v["off"] + v["count"]].reshape(v["dims"])
+    return header, views
+
+
+def torch_name(name):
+    """lsq's view names to this file's module names (resnet20's blocks are a
+    Sequential here: s<stage>b<block> -> blocks.<index>; sc.conv/sc.bn ->
+    sc.0/sc.1)."""
+    m = re.match(r"s(\d)b(\d)\.(.*)$", name)
+    if not m:
+        return name
+    rest = m.group(3).replace("sc.conv.", "sc.0.").replace("sc.bn.", "sc.1.")
+    return "blocks.%d.%s" % ((int(m.group(1)) - 1) * 3 + int(m.group(2)) - 1, rest)
+
+
+def load_lsqc(model, path):
+    header, views = lsqc_views(path)
+    if header.get("quantized"):
+        sys.exit("%s: a quantized checkpoint; --load-lsqc takes a float model" % path)
+    state = {torch_name(k): torch.from_numpy(v.copy()) for k, v in views.items()}
+    return state, header.get("test_acc")
 
 
 # ------------------------------------------------------------------- LSQ
@@ -231,6 +286,17 @@ def main():
                     help="default the paper's: 1e-4, 0.5e-4 at 3 bits, 0.25e-4 at 2")
     ap.add_argument("--train-limit", type=int, default=0)
     ap.add_argument("--load", help="start from this state_dict (e.g. a float model)")
+    ap.add_argument("--load-lsqc", metavar="PATH",
+                    help="start from this float model of `lsq train` (fp.lsqc)")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="print the loaded model's test accuracy and stop")
+    ap.add_argument("--flip", action="store_true",
+                    help="mirror each training image with probability 1/2")
+    ap.add_argument("--distill", action="store_true",
+                    help="distil from the loaded float model (needs --load or --load-lsqc)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--distill-weight", type=float, default=0.5)
+    ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--save", help="write the trained state_dict here")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
@@ -243,14 +309,35 @@ def main():
     x_train, y_train = load_split("train", args.train_limit)
 
     model = MODELS[args.model](args.bits)
+    if args.load and args.load_lsqc:
+        sys.exit("--load and --load-lsqc: give one")
+    if args.distill and not (args.load or args.load_lsqc):
+        sys.exit("--distill needs the float teacher: --load or --load-lsqc")
+    state = None
     if args.load:
         state = torch.load(args.load)
+    elif args.load_lsqc:
+        state, header_acc = load_lsqc(model, args.load_lsqc)
+    if state is not None:
         # a float checkpoint has no quantizer entries: load what matches
         missing, unexpected = model.load_state_dict(state, strict=False)
-        bad = [k for k in missing if not (".wq." in k or ".aq." in k)]
+        bad = [k for k in missing if not (".wq." in k or ".aq." in k
+                                          or k.endswith("num_batches_tracked"))]
         if bad or unexpected:
             sys.exit("--load %s: does not fit %s (missing %s, unexpected %s)"
                      % (args.load, args.model, bad, unexpected))
+    teacher = None
+    if args.distill or args.eval_only:
+        teacher = MODELS[args.model](0)
+        teacher.load_state_dict(state, strict=False)
+        teacher.eval()
+    if args.eval_only:
+        x_test, y_test = load_split("test")
+        out = {"model": args.model, "test_acc": round(evaluate(teacher, x_test, y_test), 4)}
+        if args.load_lsqc:
+            out["checkpoint_test_acc"] = header_acc
+        print(json.dumps(out))
+        return
     model.train()
 
     if args.lr is None:
@@ -265,21 +352,34 @@ def main():
         bn_state = {k: v.clone() for k, v in model.state_dict().items()
                     if "running_" in k or "num_batches" in k}
         with torch.no_grad():
-            model(x_train[:BATCH])
+            model(x_train[:args.batch])
         model.load_state_dict(bn_state, strict=False)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9,
                           weight_decay=args.wd)
 
     n = len(x_train)
-    steps_per_epoch = n // BATCH
+    batch = args.batch
+    steps_per_epoch = n // batch
     result = {"peer": "pytorch", "torch": torch.__version__, "model": args.model,
-              "bits": args.bits if args.bits else 32, "batch": BATCH,
-              "threads": args.threads}
+              "bits": args.bits if args.bits else 32, "batch": batch,
+              "threads": args.threads, "seed": args.seed, "flip": args.flip,
+              "distill": args.distill}
+    dw, temp = args.distill_weight, args.temperature
 
     def train_step(idx):
         xb, yb = x_train[idx], y_train[idx]
+        if args.flip:
+            mirror = torch.rand(len(idx)) < 0.5
+            xb = torch.where(mirror[:, None, None, None], xb.flip(3), xb)
         opt.zero_grad(set_to_none=False)
-        loss = F.cross_entropy(model(xb), yb)
+        logits = model(xb)
+        if teacher is not None:
+            with torch.no_grad():
+                soft = F.softmax(teacher(xb) / temp, 1)
+            kd = F.kl_div(F.log_softmax(logits / temp, 1), soft, reduction="batchmean")
+            loss = (1 - dw) * F.cross_entropy(logits, yb) + dw * temp * temp * kd
+        else:
+            loss = F.cross_entropy(logits, yb)
         loss.backward()
         opt.step()
         return loss
@@ -287,19 +387,19 @@ def main():
     if args.epochs == 0:
         perm = torch.randperm(n)
 
-        def batch(i):
-            j = (i % steps_per_epoch) * BATCH
-            return perm[j:j + BATCH]
+        def batch_at(i):
+            j = (i % steps_per_epoch) * batch
+            return perm[j:j + batch]
 
         for i in range(args.warmup):
-            train_step(batch(i))
+            train_step(batch_at(i))
         t0 = time.perf_counter()
         for i in range(args.steps):
-            loss = train_step(batch(args.warmup + i))
+            loss = train_step(batch_at(args.warmup + i))
         dt = time.perf_counter() - t0
         if not math.isfinite(loss.item()):
             sys.exit("loss is not finite")
-        result.update(images_per_s=round(args.steps * BATCH / dt, 1),
+        result.update(images_per_s=round(args.steps * batch / dt, 1),
                       steps=args.steps)
     else:
         total = args.epochs * steps_per_epoch
@@ -308,25 +408,27 @@ def main():
         t0 = time.perf_counter()
         eval_s = 0.0  # kept out of images_per_s
         step = 0
+        per_epoch = []
         for epoch in range(args.epochs):
             perm = torch.randperm(n)
             run_loss = 0.0
             for b in range(steps_per_epoch):
-                loss = train_step(perm[b * BATCH:(b + 1) * BATCH])
+                loss = train_step(perm[b * batch:(b + 1) * batch])
                 sched.step()
                 run_loss += loss.item()
                 step += 1
             te = time.perf_counter()
             acc = evaluate(model, x_test, y_test)
             eval_s += time.perf_counter() - te
+            per_epoch.append(round(acc, 4))
             print(json.dumps({"epoch": epoch + 1,
                               "train_loss": round(run_loss / steps_per_epoch, 4),
                               "test_acc": round(acc, 4)}), file=sys.stderr)
         dt = time.perf_counter() - t0 - eval_s
-        result.update(images_per_s=round(step * BATCH / dt, 1), steps=step,
+        result.update(images_per_s=round(step * batch / dt, 1), steps=step,
                       epochs=args.epochs, lr=args.lr, weight_decay=args.wd,
                       train_loss=round(run_loss / steps_per_epoch, 4),
-                      test_acc=round(acc, 4))
+                      test_acc=round(acc, 4), per_epoch=per_epoch)
         if args.save:
             torch.save(model.state_dict(), args.save)
     print(json.dumps(result))
