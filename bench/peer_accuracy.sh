@@ -8,12 +8,14 @@
 # JSON line: test accuracy after every epoch); a run is skipped when its
 # file exists. Tens of minutes of CPU each; not part of `make test`.
 #   bench/peer_accuracy.sh [NAME ...]   default: all of them, in this order
+# THREADS=n sets PyTorch's threads (default 2; 1 to run two at once).
 # Table: /usr/bin/python3 bench/results.py runs --peer NAME ...
 set -eu
 cd "$(dirname "$0")/.."
 all="cnn-small-w2a2-kd-s1 cnn-small-w2a2-nokd-s1 resnet20-w2a2-nokd-s1
      cnn-small-w2a2-kd-s2 cnn-small-w2a2-nokd-s2 cnn-small-w2a2-kd-s3
-     cnn-small-w2a2-nokd-s3 resnet20-w2a2-kd-s1"
+     cnn-small-w2a2-nokd-s3 resnet20-w2a2-kd-s1 resnet20-w2a2-nokd-s2
+     resnet20-w2a2-kd-s2"
 [ $# -eq 0 ] && set -- $all
 mkdir -p runs/torch
 for name in "$@"; do
@@ -36,6 +38,7 @@ for name in "$@"; do
   echo "train $name"
   start=$(date +%s)
   /usr/bin/python3 bench/torch_train.py --model "$model" --bits 2 --epochs 5 --flip \
+    --threads "${THREADS:-2}" \
     $distill --seed "$seed" --load-lsqc "$fp" > "$out.tmp" 2> "runs/torch/$name.log"
   mv "$out.tmp" "$out"
   echo "$name: $(( $(date +%s) - start )) s"
