@@ -114,7 +114,7 @@ def torch_name(name):
     return "blocks.%d.%s" % ((int(m.group(1)) - 1) * 3 + int(m.group(2)) - 1, rest)
 
 
-def load_lsqc(model, path):
+def load_lsqc(path):
     header, views = lsqc_views(path)
     if header.get("quantized"):
         sys.exit("%s: a quantized checkpoint; --load-lsqc takes a float model" % path)
@@ -317,7 +317,7 @@ def main():
     if args.load:
         state = torch.load(args.load)
     elif args.load_lsqc:
-        state, header_acc = load_lsqc(model, args.load_lsqc)
+        state, header_acc = load_lsqc(args.load_lsqc)
     if state is not None:
         # a float checkpoint has no quantizer entries: load what matches
         missing, unexpected = model.load_state_dict(state, strict=False)
