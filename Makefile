@@ -28,15 +28,24 @@ LDFLAGS += -fopenmp $(SANFLAGS)
 pkgcflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
 pkglibs   = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null)
 
-ENGINE_SRC := $(sort $(wildcard engine/*.c))
+# Every folder is built from a wildcard: a new file needs no Makefile line.
+# engine/ is one folder per subsystem (engine/README.md); its include order is
+# checked by scripts/check-layout.sh.
+ENGINE_SRC := $(sort $(wildcard engine/*/*.c))
 SERVER_SRC := $(sort $(wildcard server/*.c))
 CLI_SRC    := $(sort $(wildcard cli/*.c))
-UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
+UNIT_SRC   := $(sort $(wildcard tests/unit/*.c tests/unit/*/*.c))
 API_SRC    := $(sort $(wildcard tests/api/*.c))
 BENCH_SRC  := $(sort $(wildcard bench/*.c))
 
+# Generated at build time, never committed: the migrations and the OpenAPI
+# document embedded into lsqd.
+GEN_DIR      := $(BUILD)/gen
+EMBED_C      := $(GEN_DIR)/embedded.c
+EMBED_INPUTS := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql)) schema/openapi.json
+
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
-SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/embedded.o
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 API_OBJ    := $(API_SRC:%.c=$(BUILD)/obj/%.o)
@@ -53,7 +62,7 @@ SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-unit test-api test-e2e run bench clean fixtures
+.PHONY: all deps test test-layout test-unit test-api test-e2e run bench clean fixtures
 all: $(BINS)
 
 # Install missing Debian packages once per build tree (scripts/install-deps.sh
@@ -67,6 +76,14 @@ $(BUILD)/obj/engine/%.o: engine/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
 
+$(EMBED_C): scripts/embed.sh $(EMBED_INPUTS) | $(DEPS_STAMP)
+	@mkdir -p $(@D)
+	scripts/embed.sh schema $@
+
+$(BUILD)/obj/gen/embedded.o: $(EMBED_C)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) -c $< -o $@
+
 $(BUILD)/obj/server/%.o: server/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Iserver $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS)) -c $< -o $@
@@ -75,9 +92,9 @@ $(BUILD)/obj/cli/%.o: cli/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) libcurl) -c $< -o $@
 
-$(BUILD)/obj/tests/%.o: tests/%.c | $(DEPS_STAMP)
+$(BUILD)/obj/tests/%.o: tests/%.c | $(DEPS_STAMP) $(EMBED_C)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Iserver -Itests $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS) criterion) -c $< -o $@
+	$(CC) $(CPPFLAGS) -Iserver -Itests -I$(GEN_DIR) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS) criterion) -c $< -o $@
 
 $(BUILD)/obj/bench/%.o: bench/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
@@ -89,7 +106,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ENGINE_LIB)
 
 $(ENGINE_LIB): $(ENGINE_OBJ)
 	@mkdir -p $(@D)
-	$(AR) rcs $@ $^
+	rm -f $@ && $(AR) qcs $@ $^
 
 $(LSQ): $(CLI_OBJ) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(ENGINE_LIB) $(ENGINE_LIBS) $(call pkglibs,libcurl)
@@ -106,11 +123,18 @@ $(API_BIN): $(API_OBJ) $(ENGINE_LIB)
 	$(CC) $(LDFLAGS) -o $@ $(API_OBJ) $(ENGINE_LIB) $(call pkglibs,criterion libcurl) $(SERVER_LIBS) $(ENGINE_LIBS)
 
 # Every tier; each fails the run on any failure.
-test: test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e)
+test: test-layout test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e)
 
 # Under the sanitizers, LeakSanitizer ignores criterion's own allocations
 # (the runner leaks a few bytes of its own at exit).
 export LSAN_OPTIONS := suppressions=$(abspath tests/lsan.supp)
+
+# The dependency rules of the layout (engine/README.md): engine subsystems
+# include and call only their own folder and lower ones; no circle between
+# the files of engine/, server/ or cli/ (read from the built objects).
+test-layout: $(BINS)
+	@scripts/install-deps.sh test
+	scripts/check-layout.py $(BUILD)
 
 test-unit: $(UNIT_BIN) $(BINS)
 	@scripts/install-deps.sh test

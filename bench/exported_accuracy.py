@@ -9,7 +9,7 @@ of the float fake-quantized engine (`lsq eval model.lsqc`), the integer
 engine (`lsq eval model.lsqm`) and onnxruntime running the .onnx
 (tests/onnx/run_model.mjs, graph optimizations off and at their default).
 Prints a markdown table. (Per-image agreement is checked by
-tests/unit/test_deploy.c.)
+tests/unit/deploy/test_deploy.c.)
 """
 import gzip
 import os

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "igemm.h"
+#include "deploy/igemm.h"
 
 static double now(void)
 {

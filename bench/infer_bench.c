@@ -14,13 +14,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "ckpt.h"
-#include "infer.h"
-#include "lsqm.h"
-#include "net.h"
-#include "onnx_export.h"
-#include "spec.h"
-#include "train.h"
+#include "core/spec.h"
+#include "deploy/infer.h"
+#include "deploy/lsqm.h"
+#include "deploy/onnx_export.h"
+#include "graph/net.h"
+#include "train/ckpt.h"
+#include "train/train.h"
 
 static double now(void)
 {

@@ -82,7 +82,7 @@ def load_split(split, limit=0):
 
 
 def lsqc_views(path):
-    """{view name: float32 array} of an lsq checkpoint (.lsqc, engine/ckpt.h):
+    """{view name: float32 array} of an lsq checkpoint (.lsqc, engine/train/ckpt.h):
     the parameters and the batch-norm running statistics."""
     with open(path, "rb") as f:
         raw = f.read()

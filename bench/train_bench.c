@@ -15,11 +15,11 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "data.h"
-#include "layers.h"
-#include "net.h"
-#include "optim.h"
-#include "train.h"
+#include "data/data.h"
+#include "graph/net.h"
+#include "nn/layers.h"
+#include "train/optim.h"
+#include "train/train.h"
 
 static double now_s(void)
 {

@@ -10,8 +10,8 @@ tier=${1:-test}
 
 BUILD_PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev \
 libsqlite3-dev libcurl4-openssl-dev libopenblas-dev zlib1g-dev libcriterion-dev \
-dataset-fashion-mnist ca-certificates"
-TEST_PKGS="nodejs npm chromium sqlite3 curl"
+dataset-fashion-mnist ca-certificates xxd"
+TEST_PKGS="nodejs npm chromium sqlite3 curl python3"
 BENCH_PKGS="python3-torch python3-numpy wrk"
 
 case "$tier" in

@@ -1,6 +1,7 @@
-/* Files that lsqd carries inside its executable (generated into embedded.c by
- * scripts/embed.py from schema/): the migrations, in order, and the OpenAPI
- * document. Text is NUL-terminated; len excludes the NUL. */
+/* Files that lsqd carries inside its executable: the migrations, in order,
+ * and the OpenAPI document. The build generates their definitions
+ * (build/gen/embedded.c, by scripts/embed.sh from schema/); they are never
+ * committed. Text is NUL-terminated; len excludes the NUL. */
 #ifndef LSQD_EMBEDDED_H
 #define LSQD_EMBEDDED_H
 

@@ -1,6 +1,8 @@
 /* The REST API of lsqd: the route table and its handlers. Handlers parse the
  * request, call the engine's validator, the store or the scheduler, and map
  * the outcome to a reply; they hold no SQL and no socket code. */
+#include "routes.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -11,14 +13,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "data.h"
+#include "core/spec.h"
+#include "data/data.h"
+#include "deploy/infer.h"
 #include "embedded.h"
-#include "http.h"
 #include "hub.h"
-#include "infer.h"
 #include "png.h"
+#include "reply.h"
 #include "scheduler.h"
-#include "spec.h"
+#include "sse.h"
 #include "static.h"
 #include "store.h"
 
@@ -648,7 +651,9 @@ static enum MHD_Result h_metrics(req *r)
     fprintf(f, "# HELP lsqd_sse_streams_waiting SSE streams waiting for events.\n"
                "# TYPE lsqd_sse_streams_waiting gauge\nlsqd_sse_streams_waiting %d\n",
             hub_parked_count());
-    http_metrics_write(f);
+    int nroutes;
+    const route_def *table = routes_table(&nroutes);
+    reply_metrics_write(f, table, nroutes);
     fclose(f);
     enum MHD_Result res = http_reply_bytes(r, 200, "text/plain; version=0.0.4", text, len);
     free(text);

@@ -15,10 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "events.h"
 #include "hub.h"
 #include "log.h"
 #include "store.h"
+#include "train/events.h"
 
 #define MAX_SLOTS 64
 #define MAX_LINE (1 << 20)

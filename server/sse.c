@@ -7,8 +7,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "http.h"
 #include "hub.h"
+#include "sse.h"
 #include "store.h"
 
 #define SSE_BATCH 256

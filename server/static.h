@@ -4,7 +4,7 @@
 #ifndef LSQD_STATIC_H
 #define LSQD_STATIC_H
 
-#include "http.h"
+#include "reply.h"
 
 /* GET /static/{name}: the file with a content type from its extension;
  * 404 for an unknown or refused name. */

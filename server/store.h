@@ -11,7 +11,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "events.h"
+#include "train/events.h"
 
 typedef enum {
     STORE_OK = 0,

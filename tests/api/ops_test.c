@@ -9,7 +9,8 @@
 
 #include "harness.h"
 
-/* The generated file, compiled into this test to compare it with schema/. */
+/* The file the build generates (scripts/embed.sh), compiled into this test
+ * to compare it with schema/. */
 #include "embedded.c"
 
 static char *read_file(const char *path, size_t *len)
@@ -34,14 +35,15 @@ Test(ops, embedded_files_match_schema)
     cr_assert_eq(glob("schema/[0-9][0-9][0-9]_*.sql", 0, NULL, &g), 0,
                  "run the tests from the repository root");
     cr_assert_eq((int)g.gl_pathc, EMBED_MIGRATION_COUNT,
-                 "server/embedded.c is stale: run scripts/embed.py");
+                 "the generated embedded.c is stale (scripts/embed.sh)");
     for (size_t i = 0; i < g.gl_pathc; i++) {
         size_t len;
         char *text = read_file(g.gl_pathv[i], &len);
         cr_assert(text);
         cr_assert(strstr(g.gl_pathv[i], EMBED_MIGRATIONS[i].name), "%s", g.gl_pathv[i]);
         cr_assert(len == EMBED_MIGRATIONS[i].len && !memcmp(text, EMBED_MIGRATIONS[i].text, len),
-                  "%s differs from server/embedded.c: run scripts/embed.py", g.gl_pathv[i]);
+                  "%s differs from the generated embedded.c (scripts/embed.sh)",
+                  g.gl_pathv[i]);
         free(text);
     }
     globfree(&g);
@@ -49,7 +51,7 @@ Test(ops, embedded_files_match_schema)
     char *doc = read_file("schema/openapi.json", &len);
     cr_assert(doc);
     cr_assert(len == EMBED_OPENAPI.len && !memcmp(doc, EMBED_OPENAPI.text, len),
-              "schema/openapi.json differs from server/embedded.c: run scripts/embed.py");
+              "schema/openapi.json differs from the generated embedded.c (scripts/embed.sh)");
     free(doc);
 }
 

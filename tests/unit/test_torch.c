@@ -14,10 +14,10 @@
 #include <string.h>
 
 #include "fixture.h"
-#include "layers.h"
-#include "net.h"
-#include "optim.h"
-#include "train.h"
+#include "graph/net.h"
+#include "nn/layers.h"
+#include "train/optim.h"
+#include "train/train.h"
 
 #define TOL 2e-4
 #define ABS_FLOOR 1e-7

@@ -1,0 +1,678 @@
+/* Subcommands for deployable models: export, eval (float engine for a
+ * checkpoint, integer engine for a packed model), predict on image files,
+ * info. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include "commands.h"
+#include "core/spec.h"
+#include "data/data.h"
+#include "deploy/export.h"
+#include "deploy/infer.h"
+#include "deploy/lsqm.h"
+#include "deploy/onnx_export.h"
+#include "train/ckpt.h"
+#include "train/train.h"
+#include "util.h"
+
+static const char *const FMNIST_NAMES[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress",
+                                             "Coat",        "Sandal",  "Shirt",    "Sneaker",
+                                             "Bag",         "Ankle boot"};
+
+/* ------------------------------------------------------------ export */
+
+static const char *EXPORT_USAGE =
+    "usage: lsq export CHECKPOINT --format lsqm|onnx [-o FILE]\n"
+    "\n"
+    "Writes the network of a checkpoint (.lsqc) as a packed integer model (.lsqm,\n"
+    "docs/model-format.md) or as an ONNX graph computing the fake-quantized network.\n"
+    "FILE defaults to CHECKPOINT with the format's extension.\n";
+
+static int cmd_export(int argc, char **argv)
+{
+    if (cli_has_help(argc, argv)) {
+        fputs(EXPORT_USAGE, stdout);
+        return 0;
+    }
+    const char *ck = NULL, *fmt = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--format") == 0 && i + 1 < argc) fmt = argv[++i];
+        else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) && i + 1 < argc)
+            out = argv[++i];
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "lsq export: unknown option '%s'\n%s", argv[i], EXPORT_USAGE);
+            return 2;
+        } else if (!ck) ck = argv[i];
+        else {
+            fprintf(stderr, "lsq export: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!ck || !fmt || (strcmp(fmt, "lsqm") != 0 && strcmp(fmt, "onnx") != 0)) {
+        if (fmt && strcmp(fmt, "lsqm") != 0 && strcmp(fmt, "onnx") != 0)
+            fprintf(stderr, "lsq export: --format must be lsqm or onnx, got '%s'\n", fmt);
+        fputs(EXPORT_USAGE, stderr);
+        return 2;
+    }
+    char outbuf[4096];
+    if (!out) {
+        size_t n = strlen(ck);
+        if (cli_ends_with(ck, ".lsqc")) n -= 5;
+        snprintf(outbuf, sizeof outbuf, "%.*s.%s", (int)n, ck, fmt);
+        out = outbuf;
+    }
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsq_ckpt c;
+    if (ckpt_load(&c, ck, &err) != LSQ_OK) {
+        cli_print_err("export", &err);
+        return 1;
+    }
+    lsq_net net;
+    if (ckpt_build_net(&net, &c, 1, &err) != LSQ_OK) {
+        cli_print_err("export", &err);
+        ckpt_free(&c);
+        return 1;
+    }
+    lsq_status st;
+    if (strcmp(fmt, "lsqm") == 0) {
+        json_t *meta = NULL;
+        lsq_spec spec;
+        memset(&spec, 0, sizeof spec);
+        const json_t *sj = json_object_get(c.header, "spec");
+        lsq_err e2;
+        if (sj && spec_from_json(&spec, sj, &e2) == LSQ_OK) meta = export_meta(&spec);
+        spec_free(&spec);
+        st = lsqm_save(out, &net, meta, &err);
+        json_decref(meta);
+    } else {
+        st = onnx_export(&net, out, &err);
+    }
+    net_free(&net);
+    ckpt_free(&c);
+    if (st != LSQ_OK) {
+        cli_print_err("export", &err);
+        return 1;
+    }
+    struct stat sb;
+    printf("wrote %s (%lld bytes)\n", out, stat(out, &sb) == 0 ? (long long)sb.st_size : -1LL);
+    return 0;
+}
+
+/* ------------------------------------------------------------ eval */
+
+static int eval_lsqm(const char *model, const char *data_dir, int limit, int threads)
+{
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsqm_file f;
+    if (lsqm_read(&f, model, &err) != LSQ_OK) {
+        cli_print_err("eval", &err);
+        lsqm_file_free(&f);
+        return 1;
+    }
+    const json_t *meta = json_object_get(f.header, "meta");
+    char dsname[SPEC_NAME_MAX] = "fashion-mnist";
+    const char *dsn = json_string_value(json_object_get(meta, "dataset"));
+    if (dsn) snprintf(dsname, sizeof dsname, "%s", dsn);
+    lsqm_model *m = lsqm_load_file(&f, &err);
+    lsqm_file_free(&f);
+    if (!m) {
+        cli_print_err("eval", &err);
+        return 1;
+    }
+    lsq_dataset test;
+    if (dataset_load(NULL, &test, dsname, data_dir, 0, limit, &err) != LSQ_OK) {
+        cli_print_err("eval", &err);
+        lsqm_free(m);
+        return 1;
+    }
+    int classes;
+    lsqm_input_shape(m, NULL, NULL, NULL, &classes);
+    float *logits = malloc((size_t)test.n * classes * sizeof *logits);
+    float *probs = malloc((size_t)test.n * classes * sizeof *probs);
+    int rc = 0;
+    if (!logits || !probs ||
+        lsqm_predict(m, test.pixels, test.n, logits, probs, threads, &err) != LSQ_OK) {
+        if (!logits || !probs) lsq_err_set(&err, LSQ_ERR_NOMEM, NULL, "out of memory");
+        cli_print_err("eval", &err);
+        rc = 1;
+    } else {
+        int correct = 0;
+        double loss = 0;
+        for (int i = 0; i < test.n; i++) {
+            const float *z = logits + (size_t)i * classes;
+            int best = 0;
+            for (int k = 1; k < classes; k++)
+                if (z[k] > z[best]) best = k;
+            correct += best == test.labels[i];
+            double p = probs[(size_t)i * classes + test.labels[i]];
+            loss -= log(p > 1e-30 ? p : 1e-30);
+        }
+        printf("model %s\nengine integer\nimages %d\naccuracy %.4f\nloss %.4f\n", model, test.n,
+               test.n ? (double)correct / test.n : 0.0, test.n ? loss / test.n : 0.0);
+    }
+    free(logits);
+    free(probs);
+    dataset_free(&test);
+    lsqm_free(m);
+    return rc;
+}
+
+/* -------------------------------------------------------------- eval */
+
+static const char *EVAL_USAGE =
+    "usage: lsq eval MODEL [--data DIR] [--limit N] [--threads N]\n"
+    "\n"
+    "Prints the test accuracy and mean loss of MODEL on the test set of the\n"
+    "dataset it was trained on. MODEL is a checkpoint (.lsqc, float engine) or a\n"
+    "packed model (.lsqm, integer engine).\n";
+
+static int cmd_eval(int argc, char **argv)
+{
+    if (cli_has_help(argc, argv)) {
+        fputs(EVAL_USAGE, stdout);
+        return 0;
+    }
+    const char *model = NULL, *data = NULL;
+    int limit = 0, threads = 2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc) {
+            if (cli_parse_int("eval", "--limit", argv[++i], 0, 1 << 30, &limit)) return 2;
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            if (cli_parse_int("eval", "--threads", argv[++i], 1, 256, &threads)) return 2;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "lsq eval: unknown option '%s'\n%s", argv[i], EVAL_USAGE);
+            return 2;
+        } else if (!model) model = argv[i];
+        else {
+            fprintf(stderr, "lsq eval: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model) {
+        fputs(EVAL_USAGE, stderr);
+        return 2;
+    }
+    size_t ml = strlen(model);
+    if (ml > 5 && strcmp(model + ml - 5, ".lsqm") == 0) return eval_lsqm(model, data, limit, threads);
+    train_set_threads(threads);
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsq_ckpt c;
+    if (ckpt_load(&c, model, &err) != LSQ_OK) {
+        cli_print_err("eval", &err);
+        return 1;
+    }
+    lsq_net net;
+    if (ckpt_build_net(&net, &c, 256, &err) != LSQ_OK) {
+        cli_print_err("eval", &err);
+        ckpt_free(&c);
+        return 1;
+    }
+    const char *dsname = "fashion-mnist";
+    const json_t *sj = json_object_get(c.header, "spec");
+    const char *dsn = json_string_value(json_object_get(json_object_get(sj, "dataset"), "name"));
+    if (dsn) dsname = dsn;
+    if (!data) data = json_string_value(json_object_get(json_object_get(sj, "dataset"), "path"));
+    lsq_dataset test;
+    int rc = 0;
+    if (dataset_load(NULL, &test, dsname, data, 0, limit, &err) != LSQ_OK) {
+        cli_print_err("eval", &err);
+        rc = 1;
+    } else {
+        double acc, loss;
+        train_evaluate(&net, &test, 256, NULL, &acc, &loss);
+        printf("model %s\nengine float%s\nimages %d\naccuracy %.4f\nloss %.4f\n", model,
+               net.quantized ? " (fake-quantized)" : "", test.n, acc, loss);
+        dataset_free(&test);
+    }
+    net_free(&net);
+    ckpt_free(&c);
+    return rc;
+}
+
+/* ------------------------------------------------------------ images */
+
+typedef struct {
+    int n, h, w;
+    uint8_t *px; /* (n, h, w) gray */
+} images;
+
+static int read_all(const char *path, uint8_t **out, size_t *len)
+{
+    char *t;
+    if (cli_read_file(path, &t, len) != 0) return -1;
+    *out = (uint8_t *)t;
+    return 0;
+}
+
+/* PGM: binary P5 with maxval <= 255, or plain P2. */
+static int decode_pgm(const uint8_t *b, size_t len, images *im, char *why, size_t wn)
+{
+    size_t p = 2;
+    int vals[3], plain = b[1] == '2';
+    for (int k = 0; k < 3; k++) {
+        for (;;) {
+            while (p < len && (b[p] == ' ' || b[p] == '\t' || b[p] == '\n' || b[p] == '\r')) p++;
+            if (p < len && b[p] == '#') {
+                while (p < len && b[p] != '\n') p++;
+                continue;
+            }
+            break;
+        }
+        long v = 0;
+        size_t s = p;
+        while (p < len && b[p] >= '0' && b[p] <= '9' && v < 100000) v = v * 10 + (b[p++] - '0');
+        if (p == s) {
+            snprintf(why, wn, "malformed PGM header");
+            return -1;
+        }
+        vals[k] = (int)v;
+    }
+    int w = vals[0], h = vals[1], maxv = vals[2];
+    if (w < 1 || h < 1 || maxv < 1 || maxv > 255) {
+        snprintf(why, wn, "unsupported PGM (%dx%d, maxval %d; 8-bit only)", w, h, maxv);
+        return -1;
+    }
+    im->px = malloc((size_t)w * h);
+    if (!im->px) return -1;
+    if (!plain) {
+        p++; /* one whitespace byte after maxval */
+        if (len < p || len - p < (size_t)w * h) {
+            snprintf(why, wn, "truncated PGM");
+            return -1;
+        }
+        for (size_t i = 0; i < (size_t)w * h; i++) im->px[i] = (uint8_t)(b[p + i] * 255 / maxv);
+    } else {
+        for (size_t i = 0; i < (size_t)w * h; i++) {
+            while (p < len && (b[p] < '0' || b[p] > '9')) p++;
+            int v = 0;
+            if (p >= len) {
+                snprintf(why, wn, "truncated PGM");
+                return -1;
+            }
+            while (p < len && b[p] >= '0' && b[p] <= '9' && v < 1000) v = v * 10 + (b[p++] - '0');
+            im->px[i] = (uint8_t)((v > maxv ? maxv : v) * 255 / maxv);
+        }
+    }
+    im->n = 1, im->h = h, im->w = w;
+    return 0;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int paeth(int a, int b, int c)
+{
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+}
+
+/* PNG: 8-bit gray, gray+alpha, RGB or RGBA, not interlaced; to gray. */
+static int decode_png(const uint8_t *b, size_t len, images *im, char *why, size_t wn)
+{
+    size_t p = 8, idat_len = 0;
+    uint32_t w = 0, h = 0;
+    int depth = 0, ctype = -1, interlace = 0;
+    uint8_t *idat = NULL;
+    int rc = -1;
+    while (p + 12 <= len) {
+        uint32_t n = be32(b + p);
+        const uint8_t *type = b + p + 4, *d = b + p + 8;
+        if (n > len - p - 12) {
+            snprintf(why, wn, "truncated PNG chunk");
+            goto out;
+        }
+        if (memcmp(type, "IHDR", 4) == 0 && n >= 13) {
+            w = be32(d), h = be32(d + 4), depth = d[8], ctype = d[9], interlace = d[12];
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            uint8_t *ni = realloc(idat, idat_len + n + 1);
+            if (!ni) goto out;
+            idat = ni;
+            memcpy(idat + idat_len, d, n);
+            idat_len += n;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            break;
+        }
+        p += 12 + (size_t)n;
+    }
+    int ch = ctype == 0 ? 1 : ctype == 4 ? 2 : ctype == 2 ? 3 : ctype == 6 ? 4 : 0;
+    if (w < 1 || h < 1 || w > 16384 || h > 16384 || depth != 8 || !ch || interlace) {
+        snprintf(why, wn, "unsupported PNG (need 8-bit gray/RGB/RGBA, not interlaced)");
+        goto out;
+    }
+    size_t stride = (size_t)w * ch, raw_len = (stride + 1) * h;
+    uint8_t *raw = malloc(raw_len), *pix = malloc(stride * h);
+    uLongf got = (uLongf)raw_len;
+    if (!raw || !pix || !idat || uncompress(raw, &got, idat, (uLong)idat_len) != Z_OK ||
+        got != raw_len) {
+        snprintf(why, wn, "corrupt PNG image data");
+        free(raw), free(pix);
+        goto out;
+    }
+    for (uint32_t y = 0; y < h; y++) {
+        int f = raw[y * (stride + 1)];
+        const uint8_t *src = raw + y * (stride + 1) + 1;
+        uint8_t *row = pix + y * stride, *up = y ? pix + (y - 1) * stride : NULL;
+        for (size_t x = 0; x < stride; x++) {
+            int a = x >= (size_t)ch ? row[x - ch] : 0, u = up ? up[x] : 0;
+            int c = (up && x >= (size_t)ch) ? up[x - ch] : 0, v = src[x];
+            if (f == 1) v += a;
+            else if (f == 2) v += u;
+            else if (f == 3) v += (a + u) / 2;
+            else if (f == 4) v += paeth(a, u, c);
+            else if (f != 0) {
+                snprintf(why, wn, "corrupt PNG filter");
+                free(raw), free(pix);
+                goto out;
+            }
+            row[x] = (uint8_t)v;
+        }
+    }
+    im->px = malloc((size_t)w * h);
+    if (im->px)
+        for (size_t i = 0; i < (size_t)w * h; i++) {
+            const uint8_t *q = pix + i * ch;
+            im->px[i] = ch < 3 ? q[0] : (uint8_t)((q[0] * 299 + q[1] * 587 + q[2] * 114 + 500) / 1000);
+        }
+    free(raw), free(pix);
+    if (!im->px) goto out;
+    im->n = 1, im->h = (int)h, im->w = (int)w;
+    rc = 0;
+out:
+    free(idat);
+    return rc;
+}
+
+static int load_images(const char *path, images *im, char *why, size_t wn)
+{
+    memset(im, 0, sizeof *im);
+    uint8_t *b;
+    size_t len;
+    if (read_all(path, &b, &len) != 0) {
+        snprintf(why, wn, "cannot read: %s", strerror(errno));
+        return -1;
+    }
+    int rc;
+    if (len >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) {
+        rc = decode_png(b, len, im, why, wn);
+    } else if (len >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '2')) {
+        rc = decode_pgm(b, len, im, why, wn);
+    } else {
+        idx_array a;
+        lsq_err err;
+        rc = -1;
+        if (idx_read(&a, path, &err) != LSQ_OK) {
+            snprintf(why, wn, "not a PNG, PGM or IDX file (%.200s)", err.message);
+        } else if (a.ndim != 3 && a.ndim != 2) {
+            snprintf(why, wn, "an IDX image file has 2 or 3 dimensions, this has %d", a.ndim);
+            idx_free(&a);
+        } else {
+            im->n = a.ndim == 3 ? a.dims[0] : 1;
+            im->h = a.dims[a.ndim - 2], im->w = a.dims[a.ndim - 1];
+            im->px = a.data;
+            a.data = NULL;
+            idx_free(&a);
+            rc = 0;
+        }
+    }
+    free(b);
+    return rc;
+}
+
+static const char *PREDICT_USAGE =
+    "usage: lsq predict MODEL.lsqm IMAGES... [--threads N]\n"
+    "\n"
+    "Classifies images with the integer engine: IDX image files (all images in\n"
+    "them), binary/plain PGM, or PNG (8-bit gray/RGB/RGBA, converted to gray). Prints\n"
+    "each image's class and its top-3 probabilities.\n";
+
+static int cmd_predict(int argc, char **argv)
+{
+    if (cli_has_help(argc, argv)) {
+        fputs(PREDICT_USAGE, stdout);
+        return 0;
+    }
+    const char *model = NULL;
+    int threads = 2, nfiles = 0;
+    const char **files = calloc((size_t)argc, sizeof *files);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "lsq predict: unknown option '%s'\n%s", argv[i], PREDICT_USAGE);
+            free(files);
+            return 2;
+        } else if (!model) model = argv[i];
+        else files[nfiles++] = argv[i];
+    }
+    if (!model || !nfiles || threads < 1) {
+        fputs(PREDICT_USAGE, stderr);
+        free(files);
+        return 2;
+    }
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsqm_file f;
+    if (lsqm_read(&f, model, &err) != LSQ_OK) {
+        cli_print_err("predict", &err);
+        lsqm_file_free(&f);
+        free(files);
+        return 1;
+    }
+    const char *ds = json_string_value(json_object_get(json_object_get(f.header, "meta"), "dataset"));
+    int named = !ds || strcmp(ds, "fashion-mnist") == 0;
+    lsqm_model *m = lsqm_load_file(&f, &err);
+    lsqm_file_free(&f);
+    if (!m) {
+        cli_print_err("predict", &err);
+        free(files);
+        return 1;
+    }
+    int c, h, w, classes, rc = 0;
+    lsqm_input_shape(m, &c, &h, &w, &classes);
+    named = named && classes == 10;
+    for (int fi = 0; fi < nfiles; fi++) {
+        images im;
+        char why[512];
+        if (load_images(files[fi], &im, why, sizeof why) != 0) {
+            fprintf(stderr, "lsq predict: %s: %s\n", files[fi], why);
+            rc = 1;
+            continue;
+        }
+        if (c != 1 || im.h != h || im.w != w) {
+            fprintf(stderr, "lsq predict: %s: images are %dx%d, the model takes %dx%dx%d\n",
+                    files[fi], im.h, im.w, c, h, w);
+            free(im.px);
+            rc = 1;
+            continue;
+        }
+        float *z = malloc((size_t)im.n * classes * sizeof *z);
+        float *pr = malloc((size_t)im.n * classes * sizeof *pr);
+        if (!z || !pr || lsqm_predict(m, im.px, im.n, z, pr, threads, &err) != LSQ_OK) {
+            if (!z || !pr) lsq_err_set(&err, LSQ_ERR_NOMEM, NULL, "out of memory");
+            cli_print_err("predict", &err);
+            rc = 1;
+        } else {
+            for (int i = 0; i < im.n; i++) {
+                const float *p = pr + (size_t)i * classes;
+                int top[3] = {-1, -1, -1};
+                for (int t = 0; t < 3 && t < classes; t++)
+                    for (int k = 0; k < classes; k++) {
+                        if (k == top[0] || k == top[1]) continue;
+                        if (top[t] < 0 || p[k] > p[top[t]]) top[t] = k;
+                    }
+                if (im.n > 1) printf("%s[%d]: ", files[fi], i);
+                else printf("%s: ", files[fi]);
+                printf("class %d%s%s%s  top-3:", top[0], named ? " (" : "",
+                       named ? FMNIST_NAMES[top[0]] : "", named ? ")" : "");
+                for (int t = 0; t < 3 && t < classes; t++) printf(" %d %.4f", top[t], p[top[t]]);
+                printf("\n");
+            }
+        }
+        free(z);
+        free(pr);
+        free(im.px);
+    }
+    lsqm_free(m);
+    free(files);
+    return rc;
+}
+
+/* ------------------------------------------------------------ info */
+
+static int info_lsqm(const char *path)
+{
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsqm_file f;
+    if (lsqm_read(&f, path, &err) != LSQ_OK) {
+        cli_print_err("info", &err);
+        lsqm_file_free(&f);
+        return 1;
+    }
+    const json_t *meta = json_object_get(f.header, "meta");
+    printf("%s: packed model (.lsqm version %d), %zu bytes (header %zu, payload %zu)\n", path,
+           LSQM_VERSION, f.size, f.size - f.payload_bytes - LSQM_MIN_BYTES, f.payload_bytes);
+    const char *nm = json_string_value(json_object_get(meta, "name"));
+    if (nm) printf("job %s, dataset %s\n", nm,
+                   json_string_value(json_object_get(meta, "dataset")));
+    const json_t *in = json_object_get(f.model, "input");
+    printf("input %lldx%lldx%lld, %d classes\n", (long long)json_integer_value(json_array_get(in, 0)),
+           (long long)json_integer_value(json_array_get(in, 1)),
+           (long long)json_integer_value(json_array_get(in, 2)), f.classes);
+    printf("%-16s %-9s %6s %6s %12s %12s %10s %10s\n", "layer", "type", "w.bits", "a.bits",
+           "w.step", "in.step", "weights", "bytes");
+    size_t n = json_array_size(json_object_get(f.model, "layers"));
+    for (size_t i = 0; i < n; i++) {
+        const json_t *l = json_array_get(json_object_get(f.model, "layers"), i);
+        const char *type = json_string_value(json_object_get(l, "type"));
+        const char *name = json_string_value(json_object_get(l, "name"));
+        if (!type || !name) continue;
+        char tn[128];
+        snprintf(tn, sizeof tn, "%s.weight", name);
+        const lsqm_tensor *t = lsqm_find(&f, tn);
+        const lsqm_qlayer *q = lsqm_find_qlayer(&f, name);
+        if (!t || !q) {
+            printf("%-16s %-9s\n", name, type);
+            continue;
+        }
+        char ws[32] = "-", as[32] = "-";
+        if (q->quantized) {
+            snprintf(tn, sizeof tn, "%s.weight.step", name);
+            const lsqm_tensor *s = lsqm_find(&f, tn);
+            snprintf(tn, sizeof tn, "%s.input.step", name);
+            const lsqm_tensor *a = lsqm_find(&f, tn);
+            if (s && s->count >= 1 && s->count <= 65536) {
+                float *v = malloc(s->count * sizeof *v);
+                double mean = 0;
+                lsqm_tensor_f32(&f, s, v);
+                for (size_t k = 0; k < s->count; k++) mean += v[k];
+                snprintf(ws, sizeof ws, "%.4g%s", mean / s->count, s->count > 1 ? "*" : "");
+                free(v);
+            }
+            if (a) {
+                float v;
+                lsqm_tensor_f32(&f, a, &v);
+                snprintf(as, sizeof as, "%.4g", v);
+            }
+        }
+        char wb[8] = "f32", ab[16] = "f32";
+        if (q->quantized) {
+            snprintf(wb, sizeof wb, "%d", q->weight_bits);
+            snprintf(ab, sizeof ab, "%d%s", q->act_bits,
+                     q->act_offset ? "+" : q->act_signed ? "s" : "u");
+        }
+        printf("%-16s %-9s %6s %6s %12s %12s %10zu %10zu\n", name, type, wb, ab, ws, as, t->count,
+               t->bytes);
+    }
+    printf("(w.step: * = mean of per-channel steps; a.bits: u unsigned, s signed, + LSQ+ offset)\n");
+    lsqm_file_free(&f);
+    return 0;
+}
+
+static int info_lsqc(const char *path)
+{
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsq_ckpt c;
+    if (ckpt_load(&c, path, &err) != LSQ_OK) {
+        cli_print_err("info", &err);
+        return 1;
+    }
+    lsq_net net;
+    if (ckpt_build_net(&net, &c, 1, &err) != LSQ_OK) {
+        cli_print_err("info", &err);
+        ckpt_free(&c);
+        return 1;
+    }
+    struct stat sb;
+    printf("%s: checkpoint (.lsqc), %lld bytes, %s, %zu parameters\n", path,
+           stat(path, &sb) == 0 ? (long long)sb.st_size : -1LL,
+           net.quantized ? "quantized (LSQ)" : "full precision", net.n_params);
+    printf("%-16s %-9s %6s %6s %12s %12s %10s %10s\n", "layer", "type", "w.bits", "a.bits",
+           "w.step", "in.step", "weights", "packed");
+    size_t total = 0;
+    for (int i = 1; i < net.n_nodes; i++) {
+        const net_node *nd = &net.nodes[i];
+        if (nd->op != OP_CONV && nd->op != OP_LINEAR) continue;
+        const net_view *w = &net.views[nd->wv];
+        char wb[8] = "f32", ab[16] = "f32", ws[32] = "-", as[32] = "-";
+        size_t packed = w->count * 4;
+        if (nd->wq.on) {
+            const net_view *s = &net.views[nd->wq.step_view];
+            double mean = 0;
+            for (size_t k = 0; k < s->count; k++) mean += net.params[s->off + k];
+            snprintf(wb, sizeof wb, "%d", nd->wq.r.bits);
+            snprintf(ab, sizeof ab, "%d%s", nd->aq.r.bits,
+                     nd->aq.offset_view >= 0 ? "+" : nd->aq.r.is_signed ? "s" : "u");
+            snprintf(ws, sizeof ws, "%.4g%s", mean / s->count, s->count > 1 ? "*" : "");
+            snprintf(as, sizeof as, "%.4g", net.params[net.views[nd->aq.step_view].off]);
+            packed = (w->count * (size_t)nd->wq.r.bits + 7) / 8;
+        }
+        total += packed;
+        printf("%-16s %-9s %6s %6s %12s %12s %10zu %10zu\n", nd->name, NET_OP_NAMES[nd->op], wb,
+               ab, ws, as, w->count, packed);
+    }
+    printf("packed weights: %zu bytes (lsq export --format lsqm writes them)\n", total);
+    net_free(&net);
+    ckpt_free(&c);
+    return 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    if (cli_has_help(argc, argv) || argc != 2) {
+        fputs("usage: lsq info MODEL\n\nLayers, bits, step sizes and size of a checkpoint (.lsqc)"
+              " or packed model (.lsqm).\n",
+              cli_has_help(argc, argv) ? stdout : stderr);
+        return cli_has_help(argc, argv) ? 0 : 2;
+    }
+    FILE *fp = fopen(argv[1], "rb");
+    char magic[4] = {0};
+    if (!fp) {
+        fprintf(stderr, "lsq info: cannot open %s: %s\n", argv[1], strerror(errno));
+        return 1;
+    }
+    size_t got = fread(magic, 1, 4, fp);
+    fclose(fp);
+    if (got == 4 && memcmp(magic, "LSQM", 4) == 0) return info_lsqm(argv[1]);
+    return info_lsqc(argv[1]);
+}
+
+int cli_deploy_dispatch(const char *cmd, int argc, char **argv)
+{
+    if (strcmp(cmd, "export") == 0) return cmd_export(argc, argv);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc, argv);
+    if (strcmp(cmd, "predict") == 0) return cmd_predict(argc, argv);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc, argv);
+    return -1;
+}

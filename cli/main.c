@@ -1,0 +1,47 @@
+/* lsq: one command for local work (train, eval, export, predict, info) and
+ * for talking to lsqd (see `lsq --help`). Each group of subcommands lives in
+ * its own file (commands.h); this one only dispatches. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+static const char *USAGE =
+    "usage: lsq COMMAND [ARGS]\n"
+    "\n"
+    "Local work:\n"
+    "  train SPEC.json [--out DIR] [--events-fd N | --events FILE] [--threads N] [--quiet]\n"
+    "                     train a job (full precision or LSQ) into DIR\n"
+    "  eval MODEL         test accuracy and loss of a checkpoint (.lsqc) or packed model (.lsqm)\n"
+    "  export CHECKPOINT --format lsqm|onnx [-o FILE]\n"
+    "  predict MODEL.lsqm IMAGES...   classify IDX / PGM / PNG images\n"
+    "  info MODEL         layers, bits, step sizes and size of a model\n"
+    "  check SPEC.json    validate a job spec and print it with every default\n"
+    "\n"
+    "Talking to lsqd (LSQD_URL, default http://127.0.0.1:8080):\n"
+    "  submit SPEC.json | jobs | status ID | watch ID | cancel ID | download ID NAME [-o FILE]\n"
+    "\n"
+    "Run `lsq COMMAND --help` for the options of one command.\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    argc--, argv++;
+    int (*const groups[])(const char *, int, char **) = {
+        cli_train_dispatch, cli_deploy_dispatch, cli_client_dispatch,
+    };
+    for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) {
+        int rc = groups[i](cmd, argc, argv);
+        if (rc >= 0) return rc;
+    }
+    fprintf(stderr, "lsq: unknown command '%s'\n\n%s", cmd, USAGE);
+    return 2;
+}

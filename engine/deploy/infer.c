@@ -1,0 +1,972 @@
+/* Integer-only inference on packed .lsqm models (infer.h,
+ * docs/model-format.md "Integer inference").
+ *
+ * A model is compiled at load into a plan over the network's nodes. Tensors
+ * are NHWC inside the plan (a conv's GEMM output, one row per output pixel,
+ * is already NHWC), except that flatten reorders to the channel-major order
+ * the layer list means, so linear weights keep their stored order.
+ *
+ * Every quantized conv/linear multiplies 8-bit activation codes by int8
+ * weight codes with int32 accumulation (igemm.h; conv through im2col on the
+ * codes). Its epilogue folds the step sizes, the bias and a following batch
+ * norm (and ReLU) into one per-output-channel (scale A, offset B):
+ *
+ *     v = acc * A[c] + B[c],  A = s_in * s_w[c] * g[c],  B = bias[c] * g[c] + h[c]
+ *     (g = gamma / sqrt(var + eps), h = beta_bn - mean * g)
+ *
+ * When the value's only consumer (through maxpool / flatten) is another
+ * quantized layer, the epilogue writes that layer's activation codes
+ * directly:  code = clip(round(acc * A/s + (B - beta)/s), lo, hi), with
+ * lo = -QN, or max(-QN, round(-beta/s)) after a ReLU (relu then quantize).
+ * A max pool then runs on the codes: the code map is non-decreasing, so it
+ * commutes with max. Otherwise (a residual add, several consumers, a float
+ * layer, the logits) the epilogue writes float values and each quantized
+ * consumer quantizes them exactly as the float engine does:
+ * code = round(clip((x - beta) / s, -QN, QP)).
+ *
+ * Residual adds: the float engine adds the two branches unquantized (the
+ * identity shortcut carries the block input as it is), so the plan keeps the
+ * residual stream as float32: both branches arrive as epilogue values
+ * v = acc * A + B of their conv + batch norm (or as the block input), are
+ * added and passed through ReLU in float, and the next layers requantize the
+ * sum into their own input code spaces. Quantizing the stream itself would
+ * change the network the float engine trained.
+ *
+ * Layers left in float (a "float" override) run as float im2col + SGEMM. */
+#include "deploy/infer.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deploy/igemm.h"
+#include "deploy/lsqm.h"
+#include "graph/net.h"
+#include "quant/quant.h"
+
+#define INFER_BN_EPS 1e-5f /* net.c's BN_EPS */
+#define INFER_CHUNK 32     /* images per pass through the plan */
+
+typedef enum { VK_NONE, VK_F32, VK_U8, VK_S8 } vkind;
+/* How a conv/linear obtains its input. */
+typedef enum { IN_UNSET, IN_CODES, IN_QUANT, IN_PIXELS, IN_FLOAT } insrc;
+
+typedef struct {
+    net_op op;
+    char name[64];
+    int in0, in1;
+    int c, h, w;         /* output of one example */
+    int ic, ih, iw;      /* input in0 */
+    vkind kind;          /* what the node's buffer holds */
+    int skip;            /* batch norm / ReLU folded into a conv epilogue */
+    int alias;           /* flatten of a 1x1 tensor: shares in0's buffer */
+    int last_use;        /* last node reading this buffer */
+    /* conv / linear */
+    int quant;
+    int k, stride, pad, kdim;
+    lsq_igemm_w pw;      /* quantized: packed (OC, KH, KW, IC) codes */
+    float *wf;           /* float layer: (OC, KH*KW*IC) */
+    insrc src;
+    float in_s, in_beta, in_lo, in_hi;
+    int in_signed, in_bits, in_offset;
+    float *wstep;        /* (OC) weight step per output channel */
+    float *bias;         /* (OC) or NULL */
+    int8_t *wcodes;      /* (OC, K) stored order, kept for LSQ+ sums */
+    int *goff;           /* stride-1 "same" conv on unsigned codes: K's groups
+                          * in a padded image (lsq_igemm_u8_taps), else NULL */
+    int out_node;        /* the node whose buffer the epilogue writes */
+    int epi_codes, relu;
+    float *ea, *eb;      /* (OC) folded scale and offset */
+    float *corr;         /* LSQ+ conv: (OH*OW, OC), else NULL */
+    float elo, ehi;
+    /* batch norm: folded scale and shift (C) */
+    float *bs, *bh;
+    /* max pool */
+    int pk, ps;
+} inode;
+
+struct lsqm_model {
+    int c, h, w, classes;
+    int n;
+    inode *nodes;
+    int output;
+    lsq_kernel kern;
+    int need_float_input;
+    int has_float_gemm;
+};
+
+/* ---------------------------------------------------------------- load */
+
+static const lsqm_tensor *need(const lsqm_file *f, const char *layer, const char *suffix,
+                               size_t count, int type, lsq_err *err, lsq_status *st)
+{
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s%s", layer, suffix);
+    const lsqm_tensor *t = lsqm_find(f, nm);
+    if (!t) {
+        *st = lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "the model file has no tensor '%s'", nm);
+        return NULL;
+    }
+    if (t->count != count || (type >= 0 && (int)t->type != type)) {
+        *st = lsq_err_set(err, LSQ_ERR_FORMAT, NULL,
+                          "tensor '%s' has %zu %s values; the layer needs %zu %s", nm, t->count,
+                          LSQM_TTYPE_NAMES[t->type], count,
+                          type >= 0 ? LSQM_TTYPE_NAMES[type] : "");
+        return NULL;
+    }
+    return t;
+}
+
+static float *load_f32(const lsqm_file *f, const lsqm_tensor *t, lsq_status *st, lsq_err *err)
+{
+    float *p = malloc(t->count * sizeof *p);
+    if (!p) {
+        *st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading '%s'", t->name);
+        return NULL;
+    }
+    lsqm_tensor_f32(f, t, p);
+    for (size_t i = 0; i < t->count; i++)
+        if (!isfinite(p[i])) {
+            *st = lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "tensor '%s' holds a non-finite value",
+                              t->name);
+            free(p);
+            return NULL;
+        }
+    return p;
+}
+
+void lsqm_free(lsqm_model *m)
+{
+    if (!m) return;
+    for (int i = 0; i < m->n; i++) {
+        inode *nd = &m->nodes[i];
+        lsq_igemm_w_free(&nd->pw);
+        free(nd->wf);
+        free(nd->wstep);
+        free(nd->bias);
+        free(nd->wcodes);
+        free(nd->goff);
+        free(nd->ea);
+        free(nd->eb);
+        free(nd->corr);
+        free(nd->bs);
+        free(nd->bh);
+    }
+    free(m->nodes);
+    free(m);
+}
+
+/* Reads one conv/linear layer's tensors into nd. */
+static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *f, lsq_err *err)
+{
+    lsq_status st = LSQ_OK;
+    const lsqm_qlayer *q = lsqm_find_qlayer(f, nd->name);
+    if (!q)
+        return lsq_err_set(err, LSQ_ERR_FORMAT, NULL,
+                           "the model file has no quantization entry for layer '%s'", nd->name);
+    int oc = nd->c;
+    size_t kdim = (size_t)nd->kdim, count = (size_t)oc * kdim;
+    const lsqm_tensor *t;
+    if (src_nd->bias) {
+        if (!(t = need(f, nd->name, ".bias", (size_t)oc, LSQM_T_F32, err, &st))) return st;
+        if (!(nd->bias = load_f32(f, t, &st, err))) return st;
+    }
+    nd->quant = q->quantized;
+    if (!q->quantized) {
+        if (!(t = need(f, nd->name, ".weight", count, LSQM_T_F32, err, &st))) return st;
+        float *w = load_f32(f, t, &st, err);
+        if (!w) return st;
+        nd->wf = malloc(count * sizeof *nd->wf);
+        if (!nd->wf) {
+            free(w);
+            return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+        }
+        /* (OC, IC, KH, KW) -> (OC, KH, KW, IC) to match NHWC im2col rows */
+        int k = nd->k, ic = nd->ic;
+        for (int o = 0; o < oc; o++)
+            for (int c = 0; c < ic; c++)
+                for (int r = 0; r < k * k; r++)
+                    nd->wf[(size_t)o * kdim + (size_t)r * ic + c] =
+                        w[(size_t)o * kdim + (size_t)c * k * k + r];
+        free(w);
+        return LSQ_OK;
+    }
+    if (q->weight_channels != 1 && q->weight_channels != oc)
+        return lsq_err_set(err, LSQ_ERR_FORMAT, NULL,
+                           "layer '%s': %d weight steps for %d output channels", nd->name,
+                           q->weight_channels, oc);
+    if (!(t = need(f, nd->name, ".weight", count, LSQM_T_CODES, err, &st))) return st;
+    if (!t->is_signed || t->bits != q->weight_bits)
+        return lsq_err_set(err, LSQ_ERR_FORMAT, NULL,
+                           "tensor '%s.weight' is not %d-bit signed codes", nd->name,
+                           q->weight_bits);
+    nd->wcodes = malloc(count);
+    int8_t *perm = malloc(count);
+    if (!nd->wcodes || !perm) {
+        free(perm);
+        return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+    }
+    if ((st = lsqm_tensor_codes(f, t, nd->wcodes, err)) != LSQ_OK) {
+        free(perm);
+        return st;
+    }
+    int k = nd->k, ic = nd->ic;
+    for (int o = 0; o < oc; o++)
+        for (int c = 0; c < ic; c++)
+            for (int r = 0; r < k * k; r++)
+                perm[(size_t)o * kdim + (size_t)r * ic + c] =
+                    nd->wcodes[(size_t)o * kdim + (size_t)c * k * k + r];
+    st = lsq_igemm_pack(&nd->pw, perm, oc, (int)kdim, err);
+    free(perm);
+    if (st != LSQ_OK) return st;
+    if (!(t = need(f, nd->name, ".weight.step", (size_t)q->weight_channels, LSQM_T_F32, err, &st)))
+        return st;
+    float *ws = load_f32(f, t, &st, err);
+    if (!ws) return st;
+    nd->wstep = malloc((size_t)oc * sizeof *nd->wstep);
+    if (!nd->wstep) {
+        free(ws);
+        return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+    }
+    for (int o = 0; o < oc; o++) nd->wstep[o] = ws[q->weight_channels == 1 ? 0 : o];
+    free(ws);
+    if (!(t = need(f, nd->name, ".input.step", 1, LSQM_T_F32, err, &st))) return st;
+    lsqm_tensor_f32(f, t, &nd->in_s);
+    nd->in_beta = 0.0f;
+    if (q->act_offset) {
+        if (!(t = need(f, nd->name, ".input.offset", 1, LSQM_T_F32, err, &st))) return st;
+        lsqm_tensor_f32(f, t, &nd->in_beta);
+    }
+    for (int o = 0; o < oc; o++)
+        if (!(nd->wstep[o] > 0.0f) || !isfinite(nd->wstep[o]))
+            return lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "layer '%s' has a weight step <= 0",
+                               nd->name);
+    if (!(nd->in_s > 0.0f) || !isfinite(nd->in_s) || !isfinite(nd->in_beta))
+        return lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "layer '%s' has an input step <= 0",
+                           nd->name);
+    quant_range r;
+    quant_range_init(&r, q->act_bits, q->act_signed);
+    nd->in_bits = q->act_bits;
+    nd->in_signed = q->act_signed;
+    nd->in_offset = q->act_offset;
+    nd->in_lo = (float)-r.qn;
+    nd->in_hi = (float)r.qp;
+    /* a stride-1 "same" conv on unsigned codes can run without im2col
+     * (whether the kernel path allows it is asked per run) */
+    if (nd->op == OP_CONV && nd->stride == 1 && nd->k % 2 == 1 && nd->pad == nd->k / 2 &&
+        nd->h == nd->ih && nd->w == nd->iw && ic % 4 == 0 && !nd->in_signed && !nd->in_offset) {
+        const int wp = nd->iw + 2 * nd->pad, ntaps = k * k;
+        int *taps = malloc((size_t)ntaps * sizeof *taps);
+        nd->goff = malloc((size_t)ntaps * ic / 4 * sizeof *nd->goff);
+        if (!taps || !nd->goff) {
+            free(taps);
+            return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+        }
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) taps[ky * k + kx] = ky * wp + kx;
+        lsq_igemm_tap_groups(nd->goff, taps, ntaps, ic);
+        free(taps);
+    }
+    return LSQ_OK;
+}
+
+static lsq_status load_bn(inode *nd, const lsqm_file *f, lsq_err *err)
+{
+    lsq_status st = LSQ_OK;
+    size_t c = (size_t)nd->c;
+    const char *sfx[4] = {".weight", ".bias", ".running_mean", ".running_var"};
+    float *v[4] = {0};
+    for (int i = 0; i < 4 && st == LSQ_OK; i++) {
+        const lsqm_tensor *t = need(f, nd->name, sfx[i], c, LSQM_T_F32, err, &st);
+        if (t) v[i] = load_f32(f, t, &st, err);
+    }
+    if (st == LSQ_OK) {
+        nd->bs = malloc(c * sizeof(float));
+        nd->bh = malloc(c * sizeof(float));
+        if (!nd->bs || !nd->bh) st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory");
+    }
+    for (size_t i = 0; st == LSQ_OK && i < c; i++) {
+        if (!(v[3][i] + INFER_BN_EPS > 0.0f)) {
+            st = lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "batch norm '%s' has a negative variance",
+                             nd->name);
+            break;
+        }
+        /* as batchnorm_forward_eval computes them */
+        float scale = v[0][i] / sqrtf(v[3][i] + INFER_BN_EPS);
+        nd->bs[i] = scale;
+        nd->bh[i] = v[1][i] - v[2][i] * scale;
+    }
+    for (int i = 0; i < 4; i++) free(v[i]);
+    return st;
+}
+
+/* Folds a conv/linear layer's steps, bias, batch norm and the consumer's
+ * quantizer into (ea, eb, elo, ehi); see the file comment. */
+static lsq_status fold_epilogue(lsqm_model *m, inode *nd, int bn, const inode *cons, lsq_err *err)
+{
+    int oc = nd->c;
+    nd->ea = malloc((size_t)oc * sizeof(float));
+    nd->eb = malloc((size_t)oc * sizeof(float));
+    if (!nd->ea || !nd->eb) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory");
+    const inode *b = bn >= 0 ? &m->nodes[bn] : NULL;
+    double s_next = cons ? cons->in_s : 1.0, beta_next = cons ? cons->in_beta : 0.0;
+    for (int o = 0; o < oc; o++) {
+        double base = nd->quant ? (double)nd->in_s * nd->wstep[o] : 1.0;
+        double g = b ? b->bs[o] : 1.0, h = b ? b->bh[o] : 0.0;
+        double bias = nd->bias ? nd->bias[o] : 0.0;
+        double a = base * g, c = bias * g + h;
+        if (cons) {
+            a /= s_next;
+            c = (c - beta_next) / s_next;
+        }
+        nd->ea[o] = (float)a;
+        nd->eb[o] = (float)c;
+    }
+    if (cons) {
+        nd->ehi = cons->in_hi;
+        nd->elo = cons->in_lo;
+        if (nd->relu) {
+            float r = quant_round((float)(-beta_next / s_next));
+            if (r > nd->elo) nd->elo = r;
+        }
+    }
+    if (nd->quant && nd->in_offset) {
+        /* LSQ+: the input is code * s + beta where the image is, 0 in the
+         * padding, so each output pixel gets beta * s_w * (sum of the weight
+         * codes its window covers inside the image). */
+        int hw = nd->h * nd->w, k = nd->k, ic = nd->ic;
+        nd->corr = calloc((size_t)hw * oc, sizeof(float));
+        if (!nd->corr) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory");
+        for (int p = 0; p < hw; p++) {
+            int oy = p / nd->w, ox = p % nd->w;
+            for (int o = 0; o < oc; o++) {
+                long sum = 0;
+                for (int c = 0; c < ic; c++)
+                    for (int ky = 0; ky < k; ky++) {
+                        int y = oy * nd->stride - nd->pad + ky;
+                        if (y < 0 || y >= nd->ih) continue;
+                        for (int kx = 0; kx < k; kx++) {
+                            int x = ox * nd->stride - nd->pad + kx;
+                            if (x < 0 || x >= nd->iw) continue;
+                            sum += nd->wcodes[(size_t)o * nd->kdim + ((size_t)c * k + ky) * k + kx];
+                        }
+                    }
+                double g = b ? b->bs[o] : 1.0;
+                double v = (double)nd->in_beta * nd->wstep[o] * g * (double)sum;
+                if (cons) v /= s_next;
+                nd->corr[(size_t)p * oc + o] = (float)v;
+            }
+        }
+    }
+    return LSQ_OK;
+}
+
+static lsqm_model *build(const lsqm_file *f, lsq_err *err)
+{
+    lsq_status st = LSQ_OK;
+    lsq_net net;
+    if (net_build(&net, f->model, NULL, f->classes, 1, err) != LSQ_OK) {
+        lsq_err_prefix(err, "the model's layer list");
+        err->code = LSQ_ERR_FORMAT;
+        return NULL;
+    }
+    lsqm_model *m = calloc(1, sizeof *m);
+    int *ncons = calloc((size_t)net.n_nodes, sizeof *ncons);
+    int *cons = calloc((size_t)net.n_nodes, sizeof *cons);
+    if (!m || !ncons || !cons || !(m->nodes = calloc((size_t)net.n_nodes, sizeof *m->nodes))) {
+        lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading the model");
+        goto fail;
+    }
+    m->n = net.n_nodes;
+    m->output = net.output;
+    m->classes = net.classes;
+    m->c = net.nodes[0].c, m->h = net.nodes[0].h, m->w = net.nodes[0].w;
+    m->kern = lsq_kernel_select();
+    for (int i = 0; i < m->n; i++) {
+        const net_node *s = &net.nodes[i];
+        inode *nd = &m->nodes[i];
+        nd->op = s->op;
+        snprintf(nd->name, sizeof nd->name, "%s", s->name);
+        nd->in0 = s->in[0], nd->in1 = s->in[1];
+        nd->c = s->c, nd->h = s->h, nd->w = s->w;
+        nd->out_node = i;
+        if (i > 0) {
+            const net_node *src = &net.nodes[s->in[0]];
+            nd->ic = src->c, nd->ih = src->h, nd->iw = src->w;
+            ncons[s->in[0]]++, cons[s->in[0]] = i;
+            if (s->op == OP_ADD) ncons[s->in[1]]++, cons[s->in[1]] = i;
+        }
+        if (s->op == OP_CONV) {
+            nd->k = s->kernel, nd->stride = s->stride, nd->pad = s->pad;
+            nd->kdim = nd->ic * nd->k * nd->k;
+        } else if (s->op == OP_LINEAR) {
+            nd->ic = nd->ic * nd->ih * nd->iw, nd->ih = nd->iw = 1;
+            nd->k = 1, nd->stride = 1, nd->pad = 0;
+            nd->kdim = nd->ic;
+        } else if (s->op == OP_MAXPOOL) {
+            nd->pk = s->kernel, nd->ps = s->stride;
+        }
+        if (s->op == OP_CONV || s->op == OP_LINEAR) {
+            if (nd->kdim > LSQ_IGEMM_MAX_K) {
+                lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "layer '%s': K = %d is too large",
+                            nd->name, nd->kdim);
+                goto fail;
+            }
+            if ((st = load_gemm(nd, s, f, err)) != LSQ_OK) goto fail;
+            if (!nd->quant) m->has_float_gemm = 1;
+        } else if (s->op == OP_BN) {
+            if ((st = load_bn(nd, f, err)) != LSQ_OK) goto fail;
+        }
+    }
+    ncons[m->output]++; /* the caller reads the logits */
+    /* epilogue chains and value kinds, in node order */
+    m->nodes[0].kind = VK_F32;
+    for (int i = 0; i < m->n; i++) {
+        inode *nd = &m->nodes[i];
+        if (nd->skip) continue;
+        if (nd->op == OP_CONV || nd->op == OP_LINEAR) {
+            int e = i, bn = -1;
+            while (ncons[e] == 1 && e != m->output) {
+                int j = cons[e];
+                const inode *nj = &m->nodes[j];
+                if (nj->op == OP_BN && bn < 0 && !nd->relu) bn = j;
+                else if (nj->op == OP_RELU) nd->relu = 1;
+                else break;
+                m->nodes[j].skip = 1;
+                e = j;
+            }
+            nd->out_node = e;
+            /* through max pools and flattens to a single quantized consumer? */
+            int p = e;
+            while (ncons[p] == 1 && p != m->output &&
+                   (m->nodes[cons[p]].op == OP_MAXPOOL || m->nodes[cons[p]].op == OP_FLATTEN))
+                p = cons[p];
+            const inode *cn = NULL;
+            if (ncons[p] == 1 && p != m->output) {
+                const inode *c = &m->nodes[cons[p]];
+                if ((c->op == OP_CONV || c->op == OP_LINEAR) && c->quant && c->in0 == p) cn = c;
+            }
+            nd->epi_codes = cn != NULL;
+            if ((st = fold_epilogue(m, nd, bn, cn, err)) != LSQ_OK) goto fail;
+            vkind k = cn ? (cn->in_signed ? VK_S8 : VK_U8) : VK_F32;
+            m->nodes[e].kind = k;
+            for (int q = e; q != p;) {
+                q = cons[q];
+                m->nodes[q].kind = k;
+            }
+            if (cn) m->nodes[cons[p]].src = IN_CODES;
+        } else if (nd->op == OP_MAXPOOL || nd->op == OP_FLATTEN) {
+            if (nd->kind == VK_NONE) nd->kind = m->nodes[nd->in0].kind;
+            if (nd->op == OP_FLATTEN && nd->ih * nd->iw == 1) nd->alias = 1;
+        } else if (i > 0) {
+            nd->kind = VK_F32;
+        }
+    }
+    /* inputs of conv/linear layers that did not get codes from an epilogue */
+    for (int i = 1; i < m->n; i++) {
+        inode *nd = &m->nodes[i];
+        if (nd->op != OP_CONV && nd->op != OP_LINEAR) continue;
+        if (!nd->quant) {
+            nd->src = IN_FLOAT;
+            continue;
+        }
+        if (nd->src == IN_CODES) continue;
+        int p = nd->in0;
+        while (p > 0 && m->nodes[p].op == OP_FLATTEN) p = m->nodes[p].in0;
+        int exact = nd->in_s == 1.0f / 255.0f && !nd->in_offset && !nd->in_signed &&
+                    nd->in_bits == 8;
+        /* the image as 8-bit codes: codes = pixels when s = 1/255 at 8 bits */
+        /* NCHW pixels are the order a conv on a one-channel image or a
+         * flattened / linear input reads */
+        if (p == 0 && exact && (nd->in0 != 0 || m->c == 1 || nd->op == OP_LINEAR))
+            nd->src = IN_PIXELS;
+        else nd->src = IN_QUANT;
+    }
+    m->nodes[0].kind = VK_F32;
+    for (int i = 1; i < m->n; i++) {
+        const inode *nd = &m->nodes[i];
+        if (nd->skip) continue;
+        if ((nd->op == OP_CONV || nd->op == OP_LINEAR) && nd->src == IN_PIXELS) continue;
+        int p = nd->in0;
+        while (p > 0 && m->nodes[p].alias) p = m->nodes[p].in0;
+        if (p == 0) m->need_float_input = 1;
+        if (nd->op == OP_ADD && nd->in1 == 0) m->need_float_input = 1;
+    }
+    /* buffer lifetimes: the last reader of each buffer-owning node */
+    for (int i = 0; i < m->n; i++) m->nodes[i].last_use = -1;
+    for (int i = 1; i < m->n; i++) {
+        const inode *nd = &m->nodes[i];
+        if (nd->skip) continue;
+        int ins[2] = {nd->in0, nd->op == OP_ADD ? nd->in1 : -1};
+        for (int k = 0; k < 2; k++) {
+            int p = ins[k];
+            if (p < 0) continue;
+            while (m->nodes[p].alias) p = m->nodes[p].in0;
+            if (m->nodes[p].last_use < i) m->nodes[p].last_use = i;
+        }
+    }
+    {
+        int p = m->output;
+        while (m->nodes[p].alias) p = m->nodes[p].in0;
+        m->nodes[p].last_use = m->n; /* kept until the logits are copied */
+        if (m->nodes[m->output].kind != VK_F32) {
+            lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "the network's output is not float");
+            goto fail;
+        }
+    }
+    free(ncons);
+    free(cons);
+    net_free(&net);
+    return m;
+fail:
+    free(ncons);
+    free(cons);
+    net_free(&net);
+    lsqm_free(m);
+    return NULL;
+}
+
+lsqm_model *lsqm_load_file(const lsqm_file *f, lsq_err *err)
+{
+    return build(f, err);
+}
+
+lsqm_model *lsqm_load(const char *path, lsq_err *err)
+{
+    lsqm_file f;
+    if (lsqm_read(&f, path, err) != LSQ_OK) {
+        lsqm_file_free(&f);
+        return NULL;
+    }
+    lsqm_model *m = build(&f, err);
+    if (!m) {
+        char pre[600];
+        snprintf(pre, sizeof pre, "%s", path);
+        if (!strstr(err->message, path)) lsq_err_prefix(err, pre);
+    }
+    lsqm_file_free(&f);
+    return m;
+}
+
+void lsqm_input_shape(const lsqm_model *m, int *c, int *h, int *w, int *classes)
+{
+    if (c) *c = m->c;
+    if (h) *h = m->h;
+    if (w) *w = m->w;
+    if (classes) *classes = m->classes;
+}
+
+lsq_status lsqm_set_kernel(lsqm_model *m, int kernel, lsq_err *err)
+{
+    if (kernel < 0 || kernel >= LSQ_KERNEL_COUNT || !lsq_kernel_supported((lsq_kernel)kernel))
+        return lsq_err_set(err, LSQ_ERR_INVALID, "kernel",
+                           "kernel path %d is not supported on this CPU", kernel);
+    m->kern = (lsq_kernel)kernel;
+    return LSQ_OK;
+}
+
+/* ------------------------------------------------------------ kernels */
+
+/* im2col over NHWC: row (img, oy, ox) holds the window in (ky, kx, c) order;
+ * padding is code / value 0. esz: element bytes (1 or 4). */
+static void im2col_nhwc(uint8_t *col, const uint8_t *in, int nb, int ih, int iw, int ic, int k,
+                        int stride, int pad, int oh, int ow, size_t esz)
+{
+    size_t kd = (size_t)k * k * ic * esz, run = (size_t)ic * esz;
+    for (int b = 0; b < nb; b++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                uint8_t *row = col + (((size_t)b * oh + oy) * ow + ox) * kd;
+                for (int ky = 0; ky < k; ky++) {
+                    int y = oy * stride - pad + ky;
+                    for (int kx = 0; kx < k; kx++) {
+                        int x = ox * stride - pad + kx;
+                        uint8_t *dst = row + ((size_t)ky * k + kx) * run;
+                        if (y < 0 || y >= ih || x < 0 || x >= iw) memset(dst, 0, run);
+                        else if (run == 1) *dst = in[((size_t)b * ih + y) * iw + x];
+                        else memcpy(dst, in + (((size_t)b * ih + y) * iw + x) * run, run);
+                    }
+                }
+            }
+}
+
+/* The folded epilogue of a conv/linear over m rows of acc (int32 or float). */
+static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float *accf, void *out,
+                     int m)
+{
+    const int n = nd->c, hw = nd->h * nd->w;
+    const float *restrict A = nd->ea, *restrict B = nd->eb;
+    const float lo = nd->elo, hi = nd->ehi;
+    float tmp[LSQ_IGEMM_NR * 8];
+    for (int r = 0; r < m; r++) {
+        const float *restrict cr = nd->corr ? nd->corr + (size_t)(r % hw) * n : NULL;
+        for (int c0 = 0; c0 < n; c0 += (int)(sizeof tmp / sizeof *tmp)) {
+            const int cn = n - c0 < (int)(sizeof tmp / sizeof *tmp) ? n - c0
+                                                                    : (int)(sizeof tmp / sizeof *tmp);
+            float *restrict t = tmp;
+            if (acci) {
+                const int32_t *restrict a = acci + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) t[c] = (float)a[c] * A[c0 + c] + B[c0 + c];
+            } else {
+                const float *restrict a = accf + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) t[c] = a[c] * A[c0 + c] + B[c0 + c];
+            }
+            if (cr) {
+#pragma omp simd
+                for (int c = 0; c < cn; c++) t[c] += cr[c0 + c];
+            }
+            if (!nd->epi_codes) {
+                float *restrict o = (float *)out + (size_t)r * n + c0;
+                if (nd->relu) {
+#pragma omp simd
+                    for (int c = 0; c < cn; c++) o[c] = t[c] > 0.0f ? t[c] : 0.0f;
+                } else {
+                    memcpy(o, t, (size_t)cn * sizeof *o);
+                }
+            } else if (ok == VK_U8) {
+                uint8_t *restrict o = (uint8_t *)out + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) {
+                    float x = t[c] < lo ? lo : t[c];
+                    x = x > hi ? hi : x;
+                    o[c] = (uint8_t)(int32_t)quant_round(x);
+                }
+            } else {
+                int8_t *restrict o = (int8_t *)out + (size_t)r * n + c0;
+#pragma omp simd
+                for (int c = 0; c < cn; c++) {
+                    float x = t[c] < lo ? lo : t[c];
+                    x = x > hi ? hi : x;
+                    o[c] = (int8_t)(int32_t)quant_round(x);
+                }
+            }
+        }
+    }
+}
+
+/* Quantizes float values exactly as the float engine's quant_forward. */
+static void quantize(void *out, const float *in, size_t count, const inode *nd)
+{
+    const float s = nd->in_s, beta = nd->in_beta, lo = nd->in_lo, hi = nd->in_hi;
+    if (nd->in_signed) {
+        int8_t *o = out;
+        for (size_t i = 0; i < count; i++) {
+            float x = (in[i] - beta) / s;
+            x = x < lo ? lo : x;
+            x = x > hi ? hi : x;
+            o[i] = (int8_t)(int)quant_round(x);
+        }
+    } else {
+        uint8_t *o = out;
+        for (size_t i = 0; i < count; i++) {
+            float x = (in[i] - beta) / s;
+            x = x < lo ? lo : x;
+            x = x > hi ? hi : x;
+            o[i] = (uint8_t)(int)quant_round(x);
+        }
+    }
+}
+
+#define MAXPOOL_NHWC(T)                                                                    \
+    static void maxpool_##T(T *out, const T *in, int nb, int ih, int iw, int c, int k,     \
+                            int s, int oh, int ow)                                         \
+    {                                                                                      \
+        for (int b = 0; b < nb; b++)                                                       \
+            for (int oy = 0; oy < oh; oy++)                                                \
+                for (int ox = 0; ox < ow; ox++) {                                          \
+                    T *o = out + (((size_t)b * oh + oy) * ow + ox) * c;                    \
+                    const T *first = in + (((size_t)b * ih + oy * s) * iw + ox * s) * c;   \
+                    memcpy(o, first, (size_t)c * sizeof(T));                               \
+                    for (int ky = 0; ky < k; ky++)                                         \
+                        for (int kx = 0; kx < k; kx++) {                                   \
+                            const T *p =                                                   \
+                                in + (((size_t)b * ih + oy * s + ky) * iw + ox * s + kx) * c; \
+                            for (int j = 0; j < c; j++) o[j] = p[j] > o[j] ? p[j] : o[j];  \
+                        }                                                                  \
+                }                                                                          \
+    }
+MAXPOOL_NHWC(float)
+MAXPOOL_NHWC(uint8_t)
+MAXPOOL_NHWC(int8_t)
+
+static size_t esize(vkind k) { return k == VK_F32 ? 4 : 1; }
+
+/* A stride-1 "same" conv on unsigned codes (nd->goff): the nb images
+ * zero-padded (code 0 is the value 0), the sums taken in place
+ * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
+ * each output row's valid columns. */
+static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
+                            lsq_kernel kern, lsq_err *err)
+{
+    const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
+    const int n = nd->c, rows = nd->h * wp;
+    const size_t img = (size_t)hp * wp, es = esize(ok);
+    /* the largest tap reads k - 1 pixels past an image's last output row */
+    uint8_t *a = calloc(((size_t)nb * img + (size_t)nd->k) * ic, 1);
+    int32_t *acc = malloc((size_t)nb * rows * n * sizeof *acc);
+    lsq_status st = LSQ_OK;
+    if (!a || !acc) {
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+        goto done;
+    }
+    for (int b = 0; b < nb; b++)
+        for (int y = 0; y < nd->ih; y++)
+            memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
+                   codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
+    st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi, &nd->pw,
+                           kern, 1, err);
+    if (st != LSQ_OK) goto done;
+    for (int b = 0; b < nb; b++)
+        for (int y = 0; y < nd->h; y++)
+            epilogue(nd, ok, acc + ((size_t)b * rows + (size_t)y * wp) * n, NULL,
+                     (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w);
+done:
+    free(a);
+    free(acc);
+    return st;
+}
+
+/* One pass of nb images through the plan; logits (nb, classes). */
+static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, float *logits,
+                            lsq_err *err)
+{
+    lsq_status st = LSQ_OK;
+    void **buf = calloc((size_t)m->n, sizeof *buf);
+    if (!buf) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+    const size_t in_plane = (size_t)m->c * m->h * m->w;
+    uint8_t *tmp_codes = NULL, *col = NULL;
+    int32_t *acc = NULL;
+    float *accf = NULL;
+    if (m->need_float_input) {
+        float *x = malloc((size_t)nb * in_plane * sizeof *x);
+        if (!x) goto oom;
+        /* NCHW pixels / 255 -> NHWC (as the data loader: pixel / 255.0f) */
+        size_t hw = (size_t)m->h * m->w;
+        for (int b = 0; b < nb; b++)
+            for (int c = 0; c < m->c; c++)
+                for (size_t p = 0; p < hw; p++)
+                    x[((size_t)b * hw + p) * m->c + c] =
+                        (float)pixels[(size_t)b * in_plane + (size_t)c * hw + p] / 255.0f;
+        buf[0] = x;
+    }
+    for (int i = 1; i < m->n; i++) {
+        const inode *nd = &m->nodes[i];
+        if (nd->skip) continue;
+        const size_t out_elems = (size_t)nb * nd->c * nd->h * nd->w;
+        switch (nd->op) {
+        case OP_CONV:
+        case OP_LINEAR: {
+            const int M = nb * nd->h * nd->w, N = nd->c, K = nd->kdim;
+            const size_t in_elems = (size_t)nb * nd->ic * nd->ih * nd->iw;
+            const int direct = nd->k == 1 && nd->stride == 1 && nd->pad == 0;
+            const inode *en = &m->nodes[nd->out_node];
+            void *out = malloc(out_elems * esize(en->kind));
+            if (!out) goto oom;
+            buf[nd->out_node] = out;
+            if (!nd->quant) {
+                const float *x = buf[nd->in0];
+                const float *a = x;
+                if (!direct) {
+                    free(col);
+                    col = malloc((size_t)M * K * sizeof(float));
+                    if (!col) goto oom;
+                    im2col_nhwc(col, (const uint8_t *)x, nb, nd->ih, nd->iw, nd->ic, nd->k,
+                                nd->stride, nd->pad, nd->h, nd->w, 4);
+                    a = (const float *)col;
+                }
+                free(accf);
+                accf = malloc((size_t)M * N * sizeof *accf);
+                if (!accf) goto oom;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, nd->wf,
+                            K, 0.0f, accf, N);
+                epilogue(nd, en->kind, NULL, accf, out, M);
+                break;
+            }
+            const uint8_t *codes;
+            if (nd->src == IN_CODES) {
+                codes = buf[nd->in0];
+            } else if (nd->src == IN_PIXELS) {
+                codes = pixels; /* one channel, or a flat linear input: the stored order */
+            } else {
+                free(tmp_codes);
+                tmp_codes = malloc(in_elems);
+                if (!tmp_codes) goto oom;
+                quantize(tmp_codes, buf[nd->in0], in_elems, nd);
+                codes = tmp_codes;
+            }
+            if (nd->goff && lsq_igemm_taps_ok(&nd->pw, nd->ic, (int)nd->in_hi, m->kern)) {
+                st = conv_taps(nd, en->kind, codes, nb, out, m->kern, err);
+                if (st != LSQ_OK) goto out;
+                break;
+            }
+            const uint8_t *a = codes;
+            if (!direct) {
+                free(col);
+                col = malloc((size_t)M * K);
+                if (!col) goto oom;
+                im2col_nhwc(col, codes, nb, nd->ih, nd->iw, nd->ic, nd->k, nd->stride, nd->pad,
+                            nd->h, nd->w, 1);
+                a = col;
+            }
+            free(acc);
+            acc = malloc((size_t)M * N * sizeof *acc);
+            if (!acc) goto oom;
+            st = nd->in_signed
+                     ? lsq_igemm_s8(acc, N, (const int8_t *)a, K, M, &nd->pw, m->kern, 1, err)
+                     : lsq_igemm_u8_max(acc, N, a, K, M, (int)nd->in_hi, &nd->pw, m->kern, 1,
+                                        err);
+            if (st != LSQ_OK) goto out;
+            epilogue(nd, en->kind, acc, NULL, out, M);
+            break;
+        }
+        case OP_BN: {
+            const float *x = buf[nd->in0];
+            float *y = malloc(out_elems * sizeof *y);
+            if (!y) goto oom;
+            for (size_t p = 0; p < out_elems; p += (size_t)nd->c)
+                for (int c = 0; c < nd->c; c++) y[p + c] = x[p + c] * nd->bs[c] + nd->bh[c];
+            buf[i] = y;
+            break;
+        }
+        case OP_RELU: {
+            const float *x = buf[nd->in0];
+            float *y = malloc(out_elems * sizeof *y);
+            if (!y) goto oom;
+            for (size_t p = 0; p < out_elems; p++) y[p] = x[p] > 0.0f ? x[p] : 0.0f;
+            buf[i] = y;
+            break;
+        }
+        case OP_ADD: {
+            const float *a = buf[nd->in0], *b = buf[nd->in1];
+            float *y = malloc(out_elems * sizeof *y);
+            if (!y) goto oom;
+            for (size_t p = 0; p < out_elems; p++) y[p] = a[p] + b[p];
+            buf[i] = y;
+            break;
+        }
+        case OP_AVGPOOL: {
+            const float *x = buf[nd->in0];
+            float *y = calloc(out_elems, sizeof *y);
+            if (!y) goto oom;
+            const int hw = nd->ih * nd->iw, c = nd->c;
+            const float inv = 1.0f / (float)hw;
+            for (int b = 0; b < nb; b++) {
+                float *o = y + (size_t)b * c;
+                for (int p = 0; p < hw; p++) {
+                    const float *xp = x + ((size_t)b * hw + p) * c;
+                    for (int j = 0; j < c; j++) o[j] += xp[j];
+                }
+                for (int j = 0; j < c; j++) o[j] *= inv;
+            }
+            buf[i] = y;
+            break;
+        }
+        case OP_MAXPOOL: {
+            void *y = malloc(out_elems * esize(nd->kind));
+            if (!y) goto oom;
+            if (nd->kind == VK_F32)
+                maxpool_float(y, buf[nd->in0], nb, nd->ih, nd->iw, nd->c, nd->pk, nd->ps, nd->h,
+                              nd->w);
+            else if (nd->kind == VK_U8)
+                maxpool_uint8_t(y, buf[nd->in0], nb, nd->ih, nd->iw, nd->c, nd->pk, nd->ps,
+                                nd->h, nd->w);
+            else
+                maxpool_int8_t(y, buf[nd->in0], nb, nd->ih, nd->iw, nd->c, nd->pk, nd->ps,
+                               nd->h, nd->w);
+            buf[i] = y;
+            break;
+        }
+        case OP_FLATTEN: {
+            if (nd->alias) {
+                buf[i] = buf[nd->in0];
+                break;
+            }
+            /* NHWC -> the channel-major order of the layer list */
+            const size_t es = esize(nd->kind), hw = (size_t)nd->ih * nd->iw, c = (size_t)nd->ic;
+            uint8_t *y = malloc(out_elems * es);
+            if (!y) goto oom;
+            const uint8_t *x = buf[nd->in0];
+            for (int b = 0; b < nb; b++)
+                for (size_t p = 0; p < hw; p++)
+                    for (size_t j = 0; j < c; j++)
+                        memcpy(y + (((size_t)b * c + j) * hw + p) * es,
+                               x + (((size_t)b * hw + p) * c + j) * es, es);
+            buf[i] = y;
+            break;
+        }
+        default:
+            break;
+        }
+        /* release buffers whose last reader has run */
+        for (int j = 0; j < i; j++)
+            if (m->nodes[j].last_use == i && !m->nodes[j].alias) {
+                free(buf[j]);
+                buf[j] = NULL;
+            }
+    }
+    {
+        int p = m->output;
+        memcpy(logits, buf[p], (size_t)nb * m->classes * sizeof *logits);
+    }
+    goto out;
+oom:
+    st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+out:
+    for (int j = 0; j < m->n; j++)
+        if (!m->nodes[j].alias) free(buf[j]);
+    free(buf);
+    free(tmp_codes);
+    free(col);
+    free(acc);
+    free(accf);
+    return st;
+}
+
+lsq_status lsqm_predict(const lsqm_model *m, const uint8_t *pixels, int n, float *logits,
+                        float *probs, int threads, lsq_err *err)
+{
+    if (n < 0 || threads < 1 || (n > 0 && (!pixels || !logits)))
+        return lsq_err_set(err, LSQ_ERR_INVALID, NULL,
+                           "lsqm_predict needs n >= 0, threads >= 1 and buffers");
+    if (m->has_float_gemm && openblas_get_num_threads() > 1) threads = 1;
+    if (threads > n) threads = n > 0 ? n : 1;
+    const size_t plane = (size_t)m->c * m->h * m->w;
+    lsq_status sts[256];
+    lsq_err errs[4];
+    if (threads > 256) threads = 256;
+    for (int t = 0; t < threads; t++) sts[t] = LSQ_OK;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int lo = (int)((long)n * t / T), hi = (int)((long)n * (t + 1) / T);
+        lsq_err mine;
+        lsq_err_clear(&mine);
+        for (int b = lo; b < hi && sts[t] == LSQ_OK; b += INFER_CHUNK) {
+            int nb = hi - b < INFER_CHUNK ? hi - b : INFER_CHUNK;
+            sts[t] = run_chunk(m, pixels + (size_t)b * plane, nb,
+                               logits + (size_t)b * m->classes, &mine);
+        }
+        if (sts[t] != LSQ_OK && t < 4) errs[t] = mine;
+    }
+    for (int t = 0; t < threads; t++)
+        if (sts[t] != LSQ_OK) {
+            if (err && t < 4) *err = errs[t];
+            else lsq_err_set(err, sts[t], NULL, "inference failed");
+            return sts[t];
+        }
+    if (probs)
+        for (int b = 0; b < n; b++) {
+            const float *z = logits + (size_t)b * m->classes;
+            float *p = probs + (size_t)b * m->classes;
+            float mx = z[0];
+            for (int k = 1; k < m->classes; k++) mx = z[k] > mx ? z[k] : mx;
+            double sum = 0;
+            for (int k = 0; k < m->classes; k++) sum += p[k] = expf(z[k] - mx);
+            for (int k = 0; k < m->classes; k++) p[k] = (float)(p[k] / sum);
+        }
+    return LSQ_OK;
+}

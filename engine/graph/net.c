@@ -1,0 +1,1135 @@
+/* Networks as data: building a graph from a JSON layer list, shape inference,
+ * the parameter buffer and its named views, forward and backward (with the LSQ
+ * quantizers wrapped around every conv/linear layer of a quantized net). */
+#include "graph/net.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/par.h"
+#include "core/rng.h"
+#include "nn/layers.h"
+
+const char *const NET_OP_NAMES[] = {
+    "input", "conv2d", "linear", "batchnorm", "relu", "maxpool", "avgpool",
+    "add", "flatten",
+};
+_Static_assert(sizeof NET_OP_NAMES / sizeof *NET_OP_NAMES == OP_COUNT,
+               "NET_OP_NAMES must name every net_op");
+
+const char *const PV_KIND_NAMES[] = {
+    "weight", "bias", "bn_gamma", "bn_beta", "step", "offset", "running", "flag",
+};
+_Static_assert(sizeof PV_KIND_NAMES / sizeof *PV_KIND_NAMES == PV_COUNT,
+               "PV_KIND_NAMES must name every pv_kind");
+
+#define BN_MOMENTUM 0.1f
+#define BN_EPS 1e-5f
+#define MAX_NODES 512
+
+/* ---------------------------------------------------------- building */
+
+typedef struct {
+    const json_t *obj;
+    int index;
+    lsq_err *err;
+} layer_ctx;
+
+static lsq_status key_err(layer_ctx *lc, const char *key, const char *fmt, const char *detail)
+{
+    char field[128];
+    snprintf(field, sizeof field, "model.layers[%d]%s%s", lc->index, key ? "." : "", key ? key : "");
+    return lsq_err_set(lc->err, LSQ_ERR_INVALID, field, fmt, field, detail);
+}
+
+/* Reads an optional integer key within [lo, hi]. */
+static lsq_status get_int(layer_ctx *lc, const char *key, int *out, int dflt,
+                          int required, int lo, int hi)
+{
+    json_t *v = json_object_get(lc->obj, key);
+    if (!v) {
+        if (required) return key_err(lc, key, "%s is required%s", "");
+        *out = dflt;
+        return LSQ_OK;
+    }
+    if (!json_is_integer(v)) return key_err(lc, key, "%s must be an integer%s", "");
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi) {
+        char d[96];
+        snprintf(d, sizeof d, " in %d..%d, got %lld", lo, hi, (long long)x);
+        return key_err(lc, key, "%s must be an integer%s", d);
+    }
+    *out = (int)x;
+    return LSQ_OK;
+}
+
+static lsq_status check_keys(layer_ctx *lc, const char *const *allowed)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)lc->obj, k, v) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            if (strcmp(*a, k) == 0) ok = 1;
+        if (!ok) {
+            char d[160];
+            snprintf(d, sizeof d, " is not a key of a %s layer",
+                     json_string_value(json_object_get(lc->obj, "type")));
+            return key_err(lc, k, "%s: unknown key;%s", d);
+        }
+    }
+    return LSQ_OK;
+}
+
+static int find_node(const lsq_net *net, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(net->nodes[i].name, name) == 0) return i;
+    return -1;
+}
+
+static int add_view(lsq_net *net, int node, const char *suffix, pv_kind kind,
+                    int in_state, int ndim, const int *dims, size_t *cursor)
+{
+    net_view *v = &net->views[net->n_views];
+    memset(v, 0, sizeof *v);
+    snprintf(v->name, sizeof v->name, "%s%s", net->nodes[node].name, suffix);
+    v->kind = kind;
+    v->node = node;
+    v->in_state = in_state;
+    v->ndim = ndim;
+    size_t count = 1;
+    for (int i = 0; i < ndim; i++) {
+        v->dims[i] = dims[i];
+        count *= (size_t)dims[i];
+    }
+    v->count = count;
+    v->off = *cursor;
+    *cursor += count;
+    return net->n_views++;
+}
+
+/* Follows flatten nodes back: does this node carry the raw image? */
+static int reads_image(const lsq_net *net, int node)
+{
+    while (net->nodes[node].op == OP_FLATTEN) node = net->nodes[node].in[0];
+    return net->nodes[node].op == OP_INPUT;
+}
+
+static void *xcalloc(size_t n, size_t size, int *fail)
+{
+    if (n == 0) n = 1;
+    void *p = calloc(n, size);
+    if (!p) *fail = 1;
+    return p;
+}
+
+/* ---- the backward plan, fixed by the graph: computed once by net_build ---- */
+
+/* The node that alone reads node j's output, and reads it once; else -1. */
+static int sole_consumer(const lsq_net *net, int j)
+{
+    if (j == net->output) return -1;
+    int only = -1;
+    for (int k = j + 1; k < net->n_nodes; k++) {
+        const net_node *nd = &net->nodes[k];
+        int uses = (nd->in[0] == j) + (nd->in[1] == j);
+        if (!uses) continue;
+        if (only >= 0 || uses > 1) return -1;
+        only = k;
+    }
+    return only;
+}
+
+/* A batch norm or a residual add whose only consumer is a ReLU runs fused
+ * with it (one pass over memory instead of two; the node gets no output or
+ * gradient buffer of its own): returns that ReLU's index, else -1. */
+static int plan_fused_relu(const lsq_net *net, int bn)
+{
+    const int op = net->nodes[bn].op;
+    if (op != OP_BN && op != OP_ADD) return -1;
+    const int k = sole_consumer(net, bn);
+    return k >= 0 && net->nodes[k].op == OP_RELU ? k : -1;
+}
+
+/* A conv whose only consumer is a batch norm: that batch norm's index. */
+static int plan_bn_after(const lsq_net *net, int conv)
+{
+    if (net->nodes[conv].op != OP_CONV) return -1;
+    const int k = sole_consumer(net, conv);
+    return k >= 0 && net->nodes[k].op == OP_BN ? k : -1;
+}
+
+/* Where node k's backward writes its inputs' gradients in the backward
+ * order: a batch norm fused with its ReLU writes them at the ReLU's turn. */
+static int backward_turn(const lsq_net *net, int k)
+{
+    int relu = net->nodes[k].fused_relu;
+    return relu >= 0 ? relu : k;
+}
+
+/* Node j's gradient is written whole (=), not added to, by the consumer
+ * whose backward reaches it first; backward need not zero it then. Returns
+ * that consumer's index, or -1 when the gradient must start at zero: no
+ * consumer, one that uses j twice, or one whose op only adds (a flatten,
+ * which shares j's buffers; a linear layer on an unquantized input). Needs
+ * every node's fused_relu. */
+static int plan_grad_setter(const lsq_net *net, int j)
+{
+    /* a flatten's consumers write through it into its source's buffer,
+     * which its source's own rule covers */
+    if (net->nodes[j].op == OP_FLATTEN) return -1;
+    int first = -1, turn = -1;
+    for (int k = j + 1; k < net->n_nodes; k++) {
+        const net_node *nd = &net->nodes[k];
+        if (nd->in[0] != j && nd->in[1] != j) continue;
+        int t = backward_turn(net, k);
+        if (t > turn) first = k, turn = t;
+    }
+    if (first < 0) return -1;
+    const net_node *c = &net->nodes[first];
+    if (c->in[0] == j && c->in[1] == j) return -1;
+    switch (c->op) {
+    case OP_CONV:
+    case OP_BN:
+    case OP_RELU:
+    case OP_MAXPOOL:
+    case OP_AVGPOOL:
+    case OP_ADD:
+        return first;
+    case OP_LINEAR:
+        return c->aq.on ? first : -1;
+    default:
+        return -1;
+    }
+}
+
+static void plan_backward(lsq_net *net)
+{
+    for (int i = 0; i < net->n_nodes; i++) net->nodes[i].fused_relu = plan_fused_relu(net, i);
+    for (int i = 0; i < net->n_nodes; i++) net->nodes[i].grad_setter = plan_grad_setter(net, i);
+    for (int i = 0; i < net->n_nodes; i++) net->nodes[i].bn_after = plan_bn_after(net, i);
+}
+
+lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *quant,
+                     int classes, int max_batch, lsq_err *err)
+{
+    memset(net, 0, sizeof *net);
+    lsq_status st = LSQ_OK;
+    const json_t *input = json_object_get(spec_layers, "input");
+    const json_t *layers = json_object_get(spec_layers, "layers");
+    if (!json_is_array(layers) || json_array_size(layers) == 0)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "model.layers",
+                           "model.layers must be a non-empty array of layer objects");
+    if (json_array_size(layers) >= MAX_NODES)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "model.layers",
+                           "model.layers has %zu layers, at most %d are allowed",
+                           json_array_size(layers), MAX_NODES - 1);
+    int ic = 1, ih = 28, iw = 28;
+    if (input) {
+        if (!json_is_array(input) || json_array_size(input) != 3)
+            return lsq_err_set(err, LSQ_ERR_INVALID, "model.input",
+                               "model.input must be [C, H, W]");
+        int d[3];
+        for (int i = 0; i < 3; i++) {
+            json_t *x = json_array_get(input, i);
+            if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 4096)
+                return lsq_err_set(err, LSQ_ERR_INVALID, "model.input",
+                                   "model.input must hold three integers in 1..4096");
+            d[i] = (int)json_integer_value(x);
+        }
+        ic = d[0], ih = d[1], iw = d[2];
+    }
+    net->layers = json_deep_copy(spec_layers);
+    net->max_batch = max_batch;
+    net->classes = classes;
+    net->quantized = quant && quant->enabled;
+    net->qinit = quant ? quant->init : QINIT_PAPER;
+    net->gscale = quant ? quant->grad_scale : GSCALE_PAPER;
+    net->gscale_value = quant ? quant->grad_scale_value : 1.0;
+    size_t n_layers = json_array_size(layers);
+    net->nodes = calloc(n_layers + 1, sizeof *net->nodes);
+    net->views = calloc(8 * (n_layers + 1), sizeof *net->views);
+    if (!net->nodes || !net->views) {
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory building the network");
+        goto fail;
+    }
+    net_node *in0 = &net->nodes[0];
+    in0->op = OP_INPUT;
+    snprintf(in0->name, sizeof in0->name, "input");
+    in0->in[0] = in0->in[1] = -1;
+    in0->c = ic, in0->h = ih, in0->w = iw;
+    in0->nonneg = 1;
+    in0->wv = in0->bv = in0->gammav = in0->betav = -1;
+    net->n_nodes = 1;
+
+    /* pass 1: nodes and shapes */
+    for (size_t li = 0; li < n_layers; li++) {
+        layer_ctx lc = {json_array_get(layers, li), (int)li, err};
+        if (!json_is_object(lc.obj)) {
+            st = key_err(&lc, NULL, "%s must be an object%s", "");
+            goto fail;
+        }
+        const char *type = json_string_value(json_object_get(lc.obj, "type"));
+        if (!type) {
+            st = key_err(&lc, "type", "%s is required: a string%s", "");
+            goto fail;
+        }
+        int op = -1;
+        for (int o = 1; o < OP_COUNT; o++)
+            if (strcmp(type, NET_OP_NAMES[o]) == 0) op = o;
+        if (op < 0) {
+            char d[160];
+            snprintf(d, sizeof d, " (conv2d, linear, batchnorm, relu, maxpool, avgpool, add, flatten), got '%.80s'", type);
+            st = key_err(&lc, "type", "%s must be a layer type%s", d);
+            goto fail;
+        }
+        int idx = net->n_nodes;
+        net_node *nd = &net->nodes[idx];
+        nd->op = (net_op)op;
+        nd->wv = nd->bv = nd->gammav = nd->betav = nd->rmeanv = nd->rvarv = -1;
+        nd->wq.step_view = nd->wq.offset_view = nd->wq.flag_view = -1;
+        nd->aq.step_view = nd->aq.offset_view = nd->aq.flag_view = -1;
+        const json_t *jn = json_object_get(lc.obj, "name");
+        if (jn) {
+            const char *s = json_string_value(jn);
+            if (!s || !*s || strlen(s) >= 48) {
+                st = key_err(&lc, "name", "%s must be a string of 1 to 47 characters%s", "");
+                goto fail;
+            }
+            snprintf(nd->name, sizeof nd->name, "%s", s);
+        } else {
+            snprintf(nd->name, sizeof nd->name, "%s%zu", type, li + 1);
+        }
+        if (find_node(net, idx, nd->name) >= 0) {
+            st = key_err(&lc, "name", "%s: the name '%s' is used by an earlier layer", nd->name);
+            goto fail;
+        }
+        /* inputs */
+        nd->in[0] = idx - 1;
+        nd->in[1] = -1;
+        if (op == OP_ADD) {
+            const json_t *ins = json_object_get(lc.obj, "inputs");
+            if (!json_is_array(ins) || json_array_size(ins) != 2) {
+                st = key_err(&lc, "inputs", "%s must name the two layers to add%s", "");
+                goto fail;
+            }
+            for (int k = 0; k < 2; k++) {
+                const char *s = json_string_value(json_array_get(ins, (size_t)k));
+                int f = s ? find_node(net, idx, s) : -1;
+                if (f < 0) {
+                    st = key_err(&lc, "inputs", "%s: no earlier layer is named '%s'", s ? s : "(not a string)");
+                    goto fail;
+                }
+                nd->in[k] = f;
+            }
+        } else {
+            const json_t *ji = json_object_get(lc.obj, "input");
+            if (ji) {
+                const char *s = json_string_value(ji);
+                int f = s ? find_node(net, idx, s) : -1;
+                if (f < 0) {
+                    st = key_err(&lc, "input", "%s: no earlier layer is named '%s'", s ? s : "(not a string)");
+                    goto fail;
+                }
+                nd->in[0] = f;
+            }
+        }
+        const net_node *src = &net->nodes[nd->in[0]];
+        static const char *const k_conv[] = {"type", "name", "input", "out", "kernel", "stride", "pad", "bias", NULL};
+        static const char *const k_linear[] = {"type", "name", "input", "out", "bias", NULL};
+        static const char *const k_plain[] = {"type", "name", "input", NULL};
+        static const char *const k_pool[] = {"type", "name", "input", "kernel", "stride", NULL};
+        static const char *const k_add[] = {"type", "name", "inputs", NULL};
+        switch (nd->op) {
+        case OP_CONV: {
+            if ((st = check_keys(&lc, k_conv))) goto fail;
+            if ((st = get_int(&lc, "out", &nd->out_ch, 0, 1, 1, 4096))) goto fail;
+            if ((st = get_int(&lc, "kernel", &nd->kernel, 0, 1, 1, 15))) goto fail;
+            if ((st = get_int(&lc, "stride", &nd->stride, 1, 0, 1, 8))) goto fail;
+            if ((st = get_int(&lc, "pad", &nd->pad, 0, 0, 0, nd->kernel - 1 > 0 ? nd->kernel - 1 : 0))) goto fail;
+            const json_t *b = json_object_get(lc.obj, "bias");
+            if (b && !json_is_boolean(b)) {
+                st = key_err(&lc, "bias", "%s must be true or false%s", "");
+                goto fail;
+            }
+            nd->bias = b ? json_is_true(b) : 1;
+            conv2d_dims d;
+            if (conv2d_dims_init(&d, 1, src->c, src->h, src->w, nd->out_ch, nd->kernel,
+                                 nd->kernel, nd->stride, nd->pad) != 0) {
+                char dd[128];
+                snprintf(dd, sizeof dd, "%dx%d", src->h, src->w);
+                st = key_err(&lc, "kernel", "%s: the kernel does not fit the %s input", dd);
+                goto fail;
+            }
+            nd->c = nd->out_ch, nd->h = d.oh, nd->w = d.ow;
+            break;
+        }
+        case OP_LINEAR: {
+            if ((st = check_keys(&lc, k_linear))) goto fail;
+            if ((st = get_int(&lc, "out", &nd->out_ch, 0, 1, 1, 1 << 16))) goto fail;
+            const json_t *b = json_object_get(lc.obj, "bias");
+            if (b && !json_is_boolean(b)) {
+                st = key_err(&lc, "bias", "%s must be true or false%s", "");
+                goto fail;
+            }
+            nd->bias = b ? json_is_true(b) : 1;
+            if (src->h != 1 || src->w != 1) {
+                char dd[128];
+                snprintf(dd, sizeof dd, " (%dx%dx%d); add a flatten or avgpool layer before it",
+                         src->c, src->h, src->w);
+                st = key_err(&lc, "input", "%s: a linear layer needs a flat input%s", dd);
+                goto fail;
+            }
+            nd->c = nd->out_ch, nd->h = nd->w = 1;
+            break;
+        }
+        case OP_BN:
+        case OP_RELU:
+            if ((st = check_keys(&lc, k_plain))) goto fail;
+            nd->c = src->c, nd->h = src->h, nd->w = src->w;
+            nd->nonneg = nd->op == OP_RELU;
+            break;
+        case OP_FLATTEN:
+            if ((st = check_keys(&lc, k_plain))) goto fail;
+            nd->c = src->c * src->h * src->w, nd->h = nd->w = 1;
+            nd->nonneg = src->nonneg;
+            break;
+        case OP_AVGPOOL:
+            if ((st = check_keys(&lc, k_plain))) goto fail;
+            nd->c = src->c, nd->h = nd->w = 1;
+            nd->nonneg = src->nonneg;
+            break;
+        case OP_MAXPOOL: {
+            if ((st = check_keys(&lc, k_pool))) goto fail;
+            if ((st = get_int(&lc, "kernel", &nd->kernel, 0, 1, 1, 16))) goto fail;
+            if ((st = get_int(&lc, "stride", &nd->stride, nd->kernel, 0, 1, 16))) goto fail;
+            if (src->h < nd->kernel || src->w < nd->kernel) {
+                char dd[64];
+                snprintf(dd, sizeof dd, "%dx%d", src->h, src->w);
+                st = key_err(&lc, "kernel", "%s: the pooling window is larger than the %s input", dd);
+                goto fail;
+            }
+            nd->c = src->c;
+            nd->h = (src->h - nd->kernel) / nd->stride + 1;
+            nd->w = (src->w - nd->kernel) / nd->stride + 1;
+            nd->nonneg = src->nonneg;
+            break;
+        }
+        case OP_ADD: {
+            if ((st = check_keys(&lc, k_add))) goto fail;
+            const net_node *a = &net->nodes[nd->in[0]], *b = &net->nodes[nd->in[1]];
+            if (a->c != b->c || a->h != b->h || a->w != b->w) {
+                char dd[160];
+                snprintf(dd, sizeof dd, "%dx%dx%d vs %dx%dx%d", a->c, a->h, a->w, b->c, b->h, b->w);
+                st = key_err(&lc, "inputs", "%s: the two inputs have different shapes (%s)", dd);
+                goto fail;
+            }
+            nd->c = a->c, nd->h = a->h, nd->w = a->w;
+            nd->nonneg = a->nonneg && b->nonneg;
+            break;
+        }
+        default:
+            break;
+        }
+        net->n_nodes++;
+    }
+    net->output = net->n_nodes - 1;
+    {
+        const net_node *o = &net->nodes[net->output];
+        if (o->c * o->h * o->w != classes) {
+            char field[64];
+            snprintf(field, sizeof field, "model.layers[%d]", net->output - 1);
+            st = lsq_err_set(err, LSQ_ERR_INVALID, field,
+                             "%s: the network ends with %dx%dx%d outputs; the dataset has %d classes",
+                             field, o->c, o->h, o->w, classes);
+            goto fail;
+        }
+    }
+
+    /* quantization per conv/linear */
+    int first_q = -1, last_q = -1;
+    for (int i = 1; i < net->n_nodes; i++) {
+        if (net->nodes[i].op == OP_CONV || net->nodes[i].op == OP_LINEAR) {
+            if (first_q < 0) first_q = i;
+            last_q = i;
+        }
+    }
+    if (net->quantized) {
+        /* quant.layers may name only the model's conv/linear layers */
+        const char *names[MAX_NODES];
+        int n_names = 0;
+        for (int i = 1; i < net->n_nodes; i++)
+            if (net->nodes[i].op == OP_CONV || net->nodes[i].op == OP_LINEAR)
+                names[n_names++] = net->nodes[i].name;
+        if ((st = spec_check_layer_names(quant, names, n_names, err)) != LSQ_OK) goto fail;
+    }
+
+    /* pass 2: views */
+    size_t pcur = 0, scur = 0;
+    for (int i = 1; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        const net_node *src = &net->nodes[nd->in[0]];
+        if (nd->op == OP_CONV || nd->op == OP_LINEAR) {
+            int wd[4] = {nd->out_ch, src->c, nd->kernel, nd->kernel};
+            int ndim = 4;
+            if (nd->op == OP_LINEAR) wd[1] = src->c * src->h * src->w, ndim = 2;
+            nd->wv = add_view(net, i, ".weight", PV_WEIGHT, 0, ndim, wd, &pcur);
+            if (nd->bias) nd->bv = add_view(net, i, ".bias", PV_BIAS, 0, 1, wd, &pcur);
+            if (!net->quantized) continue;
+            /* bits: the spec's rule (job, then first/last, then override) */
+            spec_layer_quant lq = spec_layer_resolve(quant, nd->name, i == first_q || i == last_q);
+            if (!lq.quantized) continue;
+            int wbits = lq.weight_bits, abits = lq.act_bits;
+            /* quant.act_sign is the rule for inputs that can be negative;
+             * an input after ReLU (or the image) is unsigned unless a
+             * per-layer override says otherwise */
+            const spec_layer_override *ov = spec_find_override(quant, nd->name);
+            spec_act_sign asign = (ov && ov->act_sign != ASIGN_AUTO) || !src->nonneg
+                                      ? lq.act_sign : ASIGN_UNSIGNED;
+            /* weights: signed; per-tensor or per-output-channel */
+            nd->wq.on = 1;
+            quant_range_init(&nd->wq.r, wbits, 1);
+            nd->wq.channels = quant->granularity == GRAN_CHANNEL ? nd->out_ch : 1;
+            nd->wq.per = net->views[nd->wv].count / (size_t)nd->wq.channels;
+            int sd[1] = {nd->wq.channels};
+            nd->wq.step_view = add_view(net, i, ".weight.step", PV_STEP, 0, 1, sd, &pcur);
+            /* input activations: unsigned after ReLU, else by act_sign */
+            nd->aq.on = 1;
+            int is_signed, offset = 0;
+            if (asign == ASIGN_AUTO) is_signed = !src->nonneg;
+            else if (asign == ASIGN_UNSIGNED) is_signed = 0;
+            else if (asign == ASIGN_SIGNED) is_signed = 1;
+            else is_signed = 0, offset = 1;
+            quant_range_init(&nd->aq.r, abits, is_signed);
+            nd->aq.channels = 1;
+            nd->aq.per = (size_t)src->c * src->h * src->w;
+            int one[1] = {1};
+            nd->aq.step_view = add_view(net, i, ".input.step", PV_STEP, 0, 1, one, &pcur);
+            if (offset) nd->aq.offset_view = add_view(net, i, ".input.offset", PV_OFFSET, 0, 1, one, &pcur);
+            nd->aq.flag_view = add_view(net, i, ".input.init", PV_FLAG, 1, 1, one, &scur);
+        } else if (nd->op == OP_BN) {
+            int cd[1] = {nd->c};
+            nd->gammav = add_view(net, i, ".weight", PV_BN_GAMMA, 0, 1, cd, &pcur);
+            nd->betav = add_view(net, i, ".bias", PV_BN_BETA, 0, 1, cd, &pcur);
+            nd->rmeanv = add_view(net, i, ".running_mean", PV_RUNNING, 1, 1, cd, &scur);
+            nd->rvarv = add_view(net, i, ".running_var", PV_RUNNING, 1, 1, cd, &scur);
+        }
+    }
+    net->n_params = pcur;
+    net->n_state = scur;
+
+    plan_backward(net);
+
+    /* allocation: one buffer each for params, grads and state */
+    int fail = 0;
+    net->params = xcalloc(pcur, sizeof(float), &fail);
+    net->grads = xcalloc(pcur, sizeof(float), &fail);
+    net->state = xcalloc(scur, sizeof(float), &fail);
+    net->probs = xcalloc((size_t)max_batch * classes, sizeof(float), &fail);
+    size_t scratch = 0;
+    for (int i = 1; i < net->n_nodes && !fail; i++) {
+        net_node *nd = &net->nodes[i];
+        const net_node *src = &net->nodes[nd->in[0]];
+        size_t out_n = (size_t)max_batch * nd->c * nd->h * nd->w;
+        size_t in_n = (size_t)max_batch * src->c * src->h * src->w;
+        if (nd->op == OP_FLATTEN) continue; /* aliases its input, below */
+        if (nd->fused_relu < 0) { /* a fused node writes its ReLU's buffers */
+            nd->out = xcalloc(out_n, sizeof(float), &fail);
+            nd->dout = xcalloc(out_n, sizeof(float), &fail);
+        }
+        if (nd->op == OP_BN) {
+            nd->aux = xcalloc((2 + BN_COEFS) * (size_t)nd->c, sizeof(float), &fail);
+            if (BN_WORK_FLOATS(max_batch, nd->c) > scratch) scratch = BN_WORK_FLOATS(max_batch, nd->c);
+        }
+        if (nd->op == OP_MAXPOOL) nd->argmax = xcalloc(out_n, sizeof(int32_t), &fail);
+        if (nd->op == OP_CONV) {
+            conv2d_dims d;
+            conv2d_dims_init(&d, max_batch, src->c, src->h, src->w, nd->out_ch,
+                             nd->kernel, nd->kernel, nd->stride, nd->pad);
+            size_t s = conv2d_scratch_floats(&d);
+            if (s > scratch) scratch = s;
+        }
+        if (nd->aq.on) {
+            nd->qin = xcalloc(in_n, sizeof(float), &fail);
+            nd->dqin = xcalloc(in_n, sizeof(float), &fail);
+        }
+        if (nd->wq.on) {
+            size_t wn = net->views[nd->wv].count;
+            nd->qw = xcalloc(wn, sizeof(float), &fail);
+            nd->dqw = xcalloc(wn, sizeof(float), &fail);
+            if (nd->op == OP_CONV) nd->wcodes = xcalloc(wn, sizeof(int32_t), &fail);
+            nd->wq.g = xcalloc((size_t)nd->wq.channels, sizeof(float), &fail);
+            nd->aq.g = xcalloc(1, sizeof(float), &fail);
+        }
+    }
+    if (!fail) {
+        net->n_scratch = scratch;
+        net->scratch = xcalloc(scratch, sizeof(float), &fail);
+        net->qsums = xcalloc(2 * (size_t)max_batch, sizeof(double), &fail);
+    }
+    if (fail) {
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory allocating the network");
+        goto fail;
+    }
+    /* gradient scales */
+    for (int i = 1; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        if (nd->op == OP_FLATTEN) {
+            /* flatten is a view of its input (set again in every forward) */
+            nd->out = net->nodes[nd->in[0]].out;
+            nd->dout = net->nodes[nd->in[0]].dout;
+        }
+        if (!nd->wq.on) continue;
+        net_quant *qs[2] = {&nd->wq, &nd->aq};
+        for (int k = 0; k < 2; k++) {
+            net_quant *q = qs[k];
+            for (int c = 0; c < q->channels; c++) {
+                double g;
+                if (net->gscale == GSCALE_PAPER) g = quant_grad_scale_paper(q->per, &q->r);
+                else if (net->gscale == GSCALE_NONE) g = 1.0;
+                else if (net->gscale == GSCALE_SQRT_N) g = 1.0 / sqrt((double)q->per);
+                else g = net->gscale_value;
+                q->g[c] = (float)g;
+            }
+        }
+    }
+    return LSQ_OK;
+fail:
+    net_free(net);
+    return st;
+}
+
+void net_free(lsq_net *net)
+{
+    if (!net) return;
+    for (int i = 1; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        if (nd->op != OP_FLATTEN) {
+            free(nd->out);
+            free(nd->dout);
+        }
+        free(nd->aux);
+        free(nd->argmax);
+        free(nd->qin);
+        free(nd->dqin);
+        free(nd->qw);
+        free(nd->dqw);
+        free(nd->wcodes);
+        free(nd->wq.g);
+        free(nd->aq.g);
+    }
+    /* nodes that failed mid-build may own buffers beyond n_nodes: none, since
+     * buffers are allocated only after every node is built */
+    free(net->nodes);
+    free(net->views);
+    free(net->params);
+    free(net->grads);
+    free(net->state);
+    free(net->scratch);
+    free(net->qsums);
+    free(net->probs);
+    json_decref(net->layers);
+    memset(net, 0, sizeof *net);
+}
+
+json_t *net_spec_layers(const lsq_spec *spec, lsq_err *err)
+{
+    if (spec->model_layers) {
+        json_t *copy = json_deep_copy(spec->model_layers);
+        if (!json_object_get(copy, "input"))
+            json_object_set_new(copy, "input", json_pack("[i,i,i]", 1, 28, 28));
+        return copy;
+    }
+    return net_zoo_layers(spec->arch[0] ? spec->arch : "cnn-small", 1, 28, 28, err);
+}
+
+lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err)
+{
+    json_t *layers = net_spec_layers(spec, err);
+    if (!layers) return err ? err->code : LSQ_ERR_INVALID;
+    lsq_net net;
+    lsq_status st = net_build(&net, layers, spec->quant.enabled ? &spec->quant : NULL,
+                              10, 1, err);
+    if (st == LSQ_OK) net_free(&net);
+    json_decref(layers);
+    return st;
+}
+
+int net_find_view(const lsq_net *net, const char *name)
+{
+    for (int i = 0; i < net->n_views; i++)
+        if (strcmp(net->views[i].name, name) == 0) return i;
+    return -1;
+}
+
+static float *view_ptr(lsq_net *net, int v)
+{
+    const net_view *vw = &net->views[v];
+    return (vw->in_state ? net->state : net->params) + vw->off;
+}
+
+void net_init_params(lsq_net *net, uint64_t seed)
+{
+    lsq_rng rng;
+    rng_seed(&rng, seed, 0x9e11);
+    for (int v = 0; v < net->n_views; v++) {
+        net_view *vw = &net->views[v];
+        float *p = view_ptr(net, v);
+        const net_node *nd = &net->nodes[vw->node];
+        switch (vw->kind) {
+        case PV_WEIGHT:
+            if (nd->op == OP_CONV) {
+                /* He (Kaiming) normal, fan_out, for ReLU networks */
+                double fan_out = (double)nd->out_ch * nd->kernel * nd->kernel;
+                double std = sqrt(2.0 / fan_out);
+                for (size_t i = 0; i < vw->count; i++) p[i] = (float)(std * rng_normal(&rng));
+            } else {
+                /* PyTorch's default for linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+                double bound = 1.0 / sqrt((double)vw->dims[1]);
+                for (size_t i = 0; i < vw->count; i++)
+                    p[i] = (float)(bound * (2.0 * rng_uniform(&rng) - 1.0));
+            }
+            break;
+        case PV_BIAS: {
+            const net_view *w = &net->views[nd->wv];
+            double bound = 1.0 / sqrt((double)(w->count / (size_t)nd->out_ch));
+            for (size_t i = 0; i < vw->count; i++)
+                p[i] = (float)(bound * (2.0 * rng_uniform(&rng) - 1.0));
+            break;
+        }
+        case PV_BN_GAMMA:
+            for (size_t i = 0; i < vw->count; i++) p[i] = 1.0f;
+            break;
+        case PV_RUNNING: {
+            float x = strstr(vw->name, ".running_var") ? 1.0f : 0.0f;
+            for (size_t i = 0; i < vw->count; i++) p[i] = x;
+            break;
+        }
+        case PV_STEP:
+            for (size_t i = 0; i < vw->count; i++) p[i] = 1.0f;
+            break;
+        default:
+            memset(p, 0, vw->count * sizeof *p);
+            break;
+        }
+    }
+}
+
+int net_copy_matching(lsq_net *dst, const lsq_net *src)
+{
+    int copied = 0;
+    for (int v = 0; v < dst->n_views; v++) {
+        const net_view *dv = &dst->views[v];
+        int s = net_find_view(src, dv->name);
+        if (s < 0) continue;
+        const net_view *sv = &src->views[s];
+        if (sv->count != dv->count || sv->kind != dv->kind) continue;
+        memcpy(view_ptr(dst, v), view_ptr((lsq_net *)src, s), dv->count * sizeof(float));
+        copied++;
+    }
+    return copied;
+}
+
+void net_quant_init_weights(lsq_net *net, spec_qinit init)
+{
+    for (int i = 1; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        if (!nd->wq.on) continue;
+        float *w = view_ptr(net, nd->wv);
+        float *s = view_ptr(net, nd->wq.step_view);
+        if (init == QINIT_MSE) quant_init_mse(s, NULL, w, nd->wq.channels, nd->wq.per, &nd->wq.r);
+        else quant_init_paper(s, w, nd->wq.channels, nd->wq.per, &nd->wq.r);
+        /* The network's input: 8-bit pixels are represented exactly by
+         * s = 1/255 (codes 0..255); the paper's init would waste most levels. */
+        if (nd->aq.on && reads_image(net, nd->in[0]) && !nd->aq.r.is_signed &&
+            nd->aq.r.bits == 8 && nd->aq.offset_view < 0) {
+            view_ptr(net, nd->aq.step_view)[0] = 1.0f / 255.0f;
+            view_ptr(net, nd->aq.flag_view)[0] = 1.0f;
+        }
+    }
+}
+
+/* ------------------------------------------------------- forward/backward */
+
+/* A conv node's dimensions for a batch of n. */
+static void conv_dims_of(const lsq_net *net, const net_node *nd, int n, conv2d_dims *d)
+{
+    const net_node *src = &net->nodes[nd->in[0]];
+    conv2d_dims_init(d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel, nd->kernel,
+                     nd->stride, nd->pad);
+}
+
+/* Node i writes the gradient of its input j whole. */
+static int sets_grad(const lsq_net *net, int i, int j) { return net->nodes[j].grad_setter == i; }
+
+/* The ReLU at index i is the second half of a fused batch norm + ReLU. */
+static int relu_is_fused(const lsq_net *net, int i)
+{
+    const net_node *nd = &net->nodes[i];
+    return nd->op == OP_RELU && nd->in[0] > 0 && net->nodes[nd->in[0]].fused_relu == i;
+}
+
+/* nd->qin = the layer's input quantized (v_hat); returns it. */
+static const float *quantize_input(lsq_net *net, net_node *nd, const float *in, size_t count)
+{
+    quant_forward(nd->qin, NULL, in, view_ptr(net, nd->aq.step_view),
+                  nd->aq.offset_view >= 0 ? view_ptr(net, nd->aq.offset_view) : NULL, 1, count,
+                  &nd->aq.r);
+    return nd->qin;
+}
+
+/* A conv whose input (unsigned, no LSQ+ offset) and weights are both
+ * quantized runs its forward on the integer codes (conv2d_forward_codes);
+ * nonfinite quantized weights keep the float path, which carries them.
+ * Returns 0 when it ran, -1 when the caller runs the float path. */
+static int conv_codes_forward(lsq_net *net, const net_node *nd, const float *in,
+                              const float *b, const conv2d_dims *d, int training)
+{
+    if (!nd->aq.on || !nd->wq.on || nd->aq.offset_view >= 0) return -1;
+    const size_t wn = net->views[nd->wv].count;
+    for (size_t j = 0; j < wn; j++)
+        if (!isfinite(nd->qw[j])) return -1;
+    return conv2d_forward_codes(nd->out, training ? nd->qin : NULL, in,
+                                view_ptr(net, nd->aq.step_view)[0], &nd->aq.r, nd->wcodes,
+                                view_ptr(net, nd->wq.step_view), nd->wq.channels, &nd->wq.r, b,
+                                d, net->scratch);
+}
+
+const float *net_forward(lsq_net *net, const float *x, int n, int training)
+{
+    /* the input node's output is the caller's batch (borrowed until the
+     * matching backward) */
+    net->nodes[0].out = (float *)x;
+    net->nodes[0].dout = net->dinput;
+    for (int i = 1; i < net->n_nodes; i++) {
+        net_node *nd = &net->nodes[i];
+        const net_node *src = &net->nodes[nd->in[0]];
+        const float *in = src->out;
+        size_t in_count = (size_t)n * src->c * src->h * src->w;
+        size_t out_count = (size_t)n * nd->c * nd->h * nd->w;
+        switch (nd->op) {
+        case OP_CONV:
+        case OP_LINEAR: {
+            const float *w = view_ptr(net, nd->wv);
+            const float *b = nd->bv >= 0 ? view_ptr(net, nd->bv) : NULL;
+            if (nd->aq.on) {
+                float *s = view_ptr(net, nd->aq.step_view);
+                float *off = nd->aq.offset_view >= 0 ? view_ptr(net, nd->aq.offset_view) : NULL;
+                float *flag = view_ptr(net, nd->aq.flag_view);
+                if (training && flag[0] == 0.0f) {
+                    /* activation steps start from the first training batch */
+                    if (net->qinit == QINIT_MSE || off)
+                        quant_init_mse(s, off, in, 1, in_count, &nd->aq.r);
+                    else
+                        quant_init_paper(s, in, 1, in_count, &nd->aq.r);
+                    flag[0] = 1.0f;
+                }
+            }
+            if (nd->wq.on) {
+                quant_forward(nd->qw, nd->wcodes, w, view_ptr(net, nd->wq.step_view), NULL,
+                              nd->wq.channels, nd->wq.per, &nd->wq.r);
+                w = nd->qw;
+            }
+            if (nd->op == OP_CONV) {
+                conv2d_dims d;
+                conv_dims_of(net, nd, n, &d);
+                /* on the codes where the layer allows it, which also
+                 * write the quantized input the backward needs */
+                const int done = conv_codes_forward(net, nd, in, b, &d, training) == 0;
+                if (nd->aq.on && !done) quantize_input(net, nd, in, in_count);
+                if (!done)
+                    conv2d_forward(nd->out, nd->aq.on ? nd->qin : in, w, b, &d, net->scratch);
+            } else {
+                if (nd->aq.on) in = quantize_input(net, nd, in, in_count);
+                linear_forward(nd->out, in, w, b, n, src->c * src->h * src->w, nd->out_ch);
+            }
+            break;
+        }
+        case OP_BN: {
+            float *g = view_ptr(net, nd->gammav), *be = view_ptr(net, nd->betav);
+            float *rm = view_ptr(net, nd->rmeanv), *rv = view_ptr(net, nd->rvarv);
+            int r = nd->fused_relu;
+            if (r >= 0) {
+                float *y = net->nodes[r].out;
+                if (training)
+                    batchnorm_relu_forward_train(y, nd->aux, nd->aux + nd->c, rm, rv, in, g,
+                                                 be, n, nd->c, nd->h * nd->w, BN_MOMENTUM,
+                                                 BN_EPS, net->scratch);
+                else
+                    batchnorm_relu_forward_eval(y, in, g, be, rm, rv, n, nd->c, nd->h * nd->w,
+                                                BN_EPS);
+            } else if (training)
+                batchnorm_forward_train(nd->out, nd->aux, nd->aux + nd->c, rm, rv, in, g, be,
+                                        n, nd->c, nd->h * nd->w, BN_MOMENTUM, BN_EPS,
+                                        net->scratch);
+            else
+                batchnorm_forward_eval(nd->out, in, g, be, rm, rv, n, nd->c, nd->h * nd->w, BN_EPS);
+            break;
+        }
+        case OP_RELU:
+            if (!relu_is_fused(net, i)) relu_forward(nd->out, in, out_count);
+            break;
+        case OP_MAXPOOL:
+            maxpool_forward(nd->out, nd->argmax, in, n, src->c, src->h, src->w, nd->kernel,
+                            nd->stride, nd->h, nd->w);
+            break;
+        case OP_AVGPOOL:
+            avgpool_forward(nd->out, in, n, src->c, src->h * src->w);
+            break;
+        case OP_ADD: {
+            int r = nd->fused_relu;
+            if (r >= 0)
+                add_relu_forward(net->nodes[r].out, in, net->nodes[nd->in[1]].out, out_count);
+            else
+                add_forward(nd->out, in, net->nodes[nd->in[1]].out, out_count);
+            break;
+        }
+        case OP_FLATTEN:
+            /* a view of its input, which for the raw image changes per call */
+            nd->out = src->out;
+            nd->dout = src->dout;
+            break;
+        default:
+            break;
+        }
+    }
+    return net->nodes[net->output].out;
+}
+
+void net_zero_grads(lsq_net *net)
+{
+    memset(net->grads, 0, net->n_params * sizeof(float));
+}
+
+/* Zeroes the gradient buffers that backward accumulates into, split across
+ * the threads (a lone thread's memset of every activation gradient left the
+ * others waiting). */
+static void zero_douts(lsq_net *net, int n)
+{
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        const size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        for (int i = 0; i < net->n_nodes; i++) {
+            const net_node *nd = &net->nodes[i];
+            float *buf = i ? nd->dout : net->dinput;
+            if (!buf || (i && (nd->op == OP_FLATTEN || nd->fused_relu >= 0)) ||
+                nd->grad_setter >= 0)
+                continue;
+            const size_t len = (size_t)n * nd->c * nd->h * nd->w;
+            const size_t lo = len * t / nt, hi = len * (t + 1) / nt;
+            memset(buf + lo, 0, (hi - lo) * sizeof(float));
+        }
+    }
+}
+
+/* 1 when batch norm bn's input gradient is made by its input conv's
+ * backward (conv2d_backward_ex): bn leaves it to the conv, which asks the
+ * same. */
+static int bn_grad_by_conv(const lsq_net *net, int bn, int n)
+{
+    const net_node *c = &net->nodes[net->nodes[bn].in[0]];
+    if (c->op != OP_CONV || c->bn_after != bn) return 0;
+    conv2d_dims d;
+    conv_dims_of(net, c, n, &d);
+    return conv2d_backward_fuses(&d);
+}
+
+void net_backward(lsq_net *net, const float *dlogits, int n)
+{
+    zero_douts(net, n);
+    net_node *o = &net->nodes[net->output];
+    memcpy(o->dout, dlogits, (size_t)n * net->classes * sizeof(float));
+    for (int i = net->n_nodes - 1; i >= 1; i--) {
+        net_node *nd = &net->nodes[i];
+        int si = nd->in[0];
+        const net_node *src = &net->nodes[si];
+        const float *in = src->out;
+        float *din = src->dout; /* NULL for the raw image: no gradient needed */
+        size_t in_count = (size_t)n * src->c * src->h * src->w;
+        size_t out_count = (size_t)n * nd->c * nd->h * nd->w;
+        switch (nd->op) {
+        case OP_CONV:
+        case OP_LINEAR: {
+            const float *x = in;
+            const float *w = view_ptr(net, nd->wv);
+            float *dw = net->grads + net->views[nd->wv].off;
+            float *db = nd->bv >= 0 ? net->grads + net->views[nd->bv].off : NULL;
+            const float *qx = x, *qw = w;
+            float *dqx = din, *dqw = dw;
+            if (nd->aq.on) {
+                /* a conv sets dqx whole; linear_backward adds to it */
+                qx = nd->qin;
+                dqx = nd->dqin;
+                if (nd->op != OP_CONV) memset(dqx, 0, in_count * sizeof(float));
+            }
+            if (nd->wq.on) {
+                qw = nd->qw;
+                dqw = nd->dqw;
+                memset(dqw, 0, net->views[nd->wv].count * sizeof(float));
+            }
+            int fused = 0; /* the activation quantizer's backward done by the conv's */
+            if (nd->op == OP_CONV) {
+                conv2d_dims d;
+                conv_dims_of(net, nd, n, &d);
+                conv2d_back bk = {.in = qx, .w = qw, .dout = nd->dout, .din = dqx,
+                                  .din_set = nd->aq.on || sets_grad(net, i, si), .dw = dqw,
+                                  .db = db};
+                if (nd->bn_after >= 0 && bn_grad_by_conv(net, nd->bn_after, n)) {
+                    /* the gradient reaching the batch norm, or its ReLU */
+                    const net_node *bn = &net->nodes[nd->bn_after];
+                    bk.dout = net->nodes[bn->fused_relu >= 0 ? bn->fused_relu : nd->bn_after].dout;
+                    bk.bn_x = nd->out;
+                    bk.bn_coef = bn->aux + 2 * (size_t)bn->c;
+                }
+                if (nd->aq.on && nd->aq.offset_view < 0 && conv2d_backward_fuses(&d)) {
+                    const size_t so = net->views[nd->aq.step_view].off;
+                    bk.din = din, bk.din_set = sets_grad(net, i, si);
+                    bk.q_x = x, bk.q_s = net->params[so], bk.q_range = &nd->aq.r;
+                    bk.q_dstep = net->grads + so, bk.q_gscale = nd->aq.g[0];
+                    bk.q_sums = net->qsums;
+                    fused = 1;
+                }
+                /* fusions are asked for only where conv2d_backward_fuses: it
+                 * cannot refuse them */
+                conv2d_backward_ex(&bk, &d, net->scratch);
+            } else {
+                linear_backward(dqx, dqw, db, nd->dout, qx, qw, n, src->c * src->h * src->w,
+                                nd->out_ch);
+            }
+            if (nd->wq.on) {
+                const net_view *sv = &net->views[nd->wq.step_view];
+                quant_backward(dw, net->grads + sv->off, NULL, dqw, w, net->params + sv->off,
+                               NULL, nd->wq.g, nd->wq.channels, nd->wq.per, &nd->wq.r);
+            }
+            if (nd->aq.on && !fused) {
+                const net_view *sv = &net->views[nd->aq.step_view];
+                float *doff = NULL;
+                const float *off = NULL;
+                if (nd->aq.offset_view >= 0) {
+                    const net_view *ov = &net->views[nd->aq.offset_view];
+                    doff = net->grads + ov->off;
+                    off = net->params + ov->off;
+                }
+                (sets_grad(net, i, si) ? quant_backward_overwrite : quant_backward)(
+                    din, net->grads + sv->off, doff, nd->dqin, x, net->params + sv->off, off,
+                    nd->aq.g, 1, in_count, &nd->aq.r);
+            }
+            break;
+        }
+        case OP_BN:
+            if (nd->fused_relu >= 0) break; /* done by its ReLU */
+            /* the sums and coefficients into the node's own space; the
+             * input gradient here, or by the conv it feeds */
+            batchnorm_backward_coef(nd->aux + 2 * (size_t)nd->c,
+                                    net->grads + net->views[nd->gammav].off,
+                                    net->grads + net->views[nd->betav].off, nd->dout, NULL, in,
+                                    nd->aux, nd->aux + nd->c, view_ptr(net, nd->gammav), n,
+                                    nd->c, nd->h * nd->w, net->scratch);
+            if (din && !bn_grad_by_conv(net, i, n))
+                batchnorm_backward_planes(din, sets_grad(net, i, si), nd->dout, in,
+                                          nd->aux + 2 * (size_t)nd->c, n, nd->c, nd->h * nd->w);
+            break;
+        case OP_RELU:
+            if (relu_is_fused(net, i) && src->op == OP_ADD) {
+                /* the add's two input gradients, from this ReLU's gradient */
+                const int a = src->in[0], b = src->in[1];
+                float *da = net->nodes[a].dout;
+                float *db = b == 0 ? NULL : net->nodes[b].dout;
+                add_relu_backward(da, sets_grad(net, si, a), db, db && sets_grad(net, si, b),
+                                  nd->dout, nd->out, out_count);
+            } else if (relu_is_fused(net, i)) {
+                /* the batch norm's sums and coefficients (with the ReLU's
+                 * mask) into its own space; its input gradient here, or by
+                 * the conv it feeds */
+                const net_node *bn = src;
+                const net_node *bsrc = &net->nodes[bn->in[0]];
+                float *coef = bn->aux + 2 * (size_t)bn->c;
+                batchnorm_backward_coef(coef, net->grads + net->views[bn->gammav].off,
+                                        net->grads + net->views[bn->betav].off, nd->dout,
+                                        view_ptr(net, bn->betav), bsrc->out, bn->aux,
+                                        bn->aux + bn->c, view_ptr(net, bn->gammav), n, bn->c,
+                                        bn->h * bn->w, net->scratch);
+                if (!bn_grad_by_conv(net, si, n))
+                    batchnorm_backward_planes(bsrc->dout, sets_grad(net, nd->in[0], bn->in[0]),
+                                              nd->dout, bsrc->out, coef, n, bn->c,
+                                              bn->h * bn->w);
+            } else if (din) {
+                (sets_grad(net, i, si) ? relu_backward_overwrite : relu_backward)(
+                    din, nd->dout, nd->out, out_count);
+            }
+            break;
+        case OP_MAXPOOL:
+            if (din && sets_grad(net, i, si))
+                maxpool_backward_overwrite(din, nd->dout, nd->argmax, n, src->c, src->h,
+                                           src->w, nd->h, nd->w);
+            else if (din)
+                maxpool_backward(din, nd->dout, nd->argmax, n, src->c, src->h, src->w, nd->h,
+                                 nd->w);
+            break;
+        case OP_AVGPOOL:
+            if (din)
+                (sets_grad(net, i, si) ? avgpool_backward_overwrite : avgpool_backward)(
+                    din, nd->dout, n, src->c, src->h * src->w);
+            break;
+        case OP_ADD: {
+            if (nd->fused_relu >= 0) break; /* done by its ReLU */
+            float *db = nd->in[1] == 0 ? NULL : net->nodes[nd->in[1]].dout;
+            add_backward_overwrite(din, sets_grad(net, i, si), db,
+                                   db && sets_grad(net, i, nd->in[1]), nd->dout, out_count);
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+int net_node_weight_bits(const net_node *nd) { return nd->wq.on ? nd->wq.r.bits : 0; }
+int net_node_act_bits(const net_node *nd) { return nd->aq.on ? nd->aq.r.bits : 0; }
+
+json_t *net_step_sizes_json(const lsq_net *net)
+{
+    json_t *o = json_object();
+    for (int i = 1; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        char key[96];
+        if (nd->wq.on) {
+            const net_view *v = &net->views[nd->wq.step_view];
+            double m = 0;
+            for (size_t k = 0; k < v->count; k++) m += net->params[v->off + k];
+            snprintf(key, sizeof key, "%s.weight", nd->name);
+            json_object_set_new(o, key, json_real(m / (double)v->count));
+        }
+        if (nd->aq.on) {
+            snprintf(key, sizeof key, "%s.input", nd->name);
+            json_object_set_new(o, key, json_real(net->params[net->views[nd->aq.step_view].off]));
+        }
+    }
+    return o;
+}
+
+json_t *net_bits_json(const lsq_net *net)
+{
+    json_t *o = json_object();
+    for (int i = 1; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        if (nd->op != OP_CONV && nd->op != OP_LINEAR) continue;
+        json_object_set_new(o, nd->name, json_pack("{s:i, s:i}", "weight", net_node_weight_bits(nd),
+                                                   "act", net_node_act_bits(nd)));
+    }
+    return o;
+}
+
+double net_forward_macs(const lsq_net *net)
+{
+    double macs = 0;
+    for (int i = 1; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        if (nd->op == OP_CONV || nd->op == OP_LINEAR)
+            macs += (double)net->views[nd->wv].count * nd->h * nd->w;
+    }
+    return macs;
+}

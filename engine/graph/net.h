@@ -1,0 +1,171 @@
+/* Networks as data: a graph of layer nodes built from a JSON layer list (the
+ * zoo models are JSON layer lists too), with shapes inferred layer to layer.
+ * Parameters (weights, biases, batch-norm affine, LSQ step sizes and offsets)
+ * live in ONE contiguous buffer owned by the net, carved into named views;
+ * gradients in a second buffer with the same layout. Batch-norm running
+ * statistics and quantizer bookkeeping live in a third, `state`, buffer:
+ * saved in checkpoints, never trained.
+ *
+ * A quantized net wraps every conv/linear node's weight and input activation
+ * with an LSQ quantizer (quant.h): v_hat = round(clip(v/s, -QN, QP)) * s. */
+#ifndef LSQ_NET_H
+#define LSQ_NET_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/spec.h"
+#include "quant/quant.h"
+
+typedef enum {
+    OP_INPUT, OP_CONV, OP_LINEAR, OP_BN, OP_RELU, OP_MAXPOOL, OP_AVGPOOL,
+    OP_ADD, OP_FLATTEN, OP_COUNT
+} net_op;
+extern const char *const NET_OP_NAMES[]; /* as written in layer lists */
+
+typedef enum {
+    PV_WEIGHT, PV_BIAS, PV_BN_GAMMA, PV_BN_BETA, PV_STEP, PV_OFFSET,
+    PV_RUNNING, /* state: BN running mean / var */
+    PV_FLAG,    /* state: quantizer bookkeeping (1 = step initialised) */
+    PV_COUNT
+} pv_kind;
+extern const char *const PV_KIND_NAMES[];
+
+/* A named view into the parameter (or state) buffer. */
+typedef struct {
+    char name[96];      /* "conv2.weight", "conv2.weight.step", "bn1.running_mean" */
+    pv_kind kind;
+    size_t off, count;
+    int ndim, dims[4];
+    int node;           /* owning node */
+    int in_state;       /* 1: lives in net->state, else in params/grads */
+} net_view;
+
+/* The quantizer of one tensor (a weight or a layer's input). */
+typedef struct {
+    int on;             /* 0: this tensor stays float */
+    quant_range r;
+    int channels;       /* steps: 1 (per-tensor) or OC (per-channel weights) */
+    size_t per;         /* elements per channel (weights) or per example (acts) */
+    int step_view;      /* index into views */
+    int offset_view;    /* LSQ+ beta (activations only); -1 when absent */
+    int flag_view;      /* state view: 1.0 once the step is initialised */
+    float *g;           /* (channels) gradient scale */
+} net_quant;
+
+typedef struct {
+    net_op op;
+    char name[64];
+    int in[2];                 /* input node indices; -1 for none */
+    int c, h, w;               /* output shape of one example */
+    int nonneg;                /* output is >= 0 (after ReLU, or the image) */
+    /* op settings */
+    int out_ch, kernel, stride, pad, bias;
+    /* parameter views (-1 when absent) */
+    int wv, bv, gammav, betav;
+    int rmeanv, rvarv;         /* state views (BN running statistics) */
+    /* quantizers (conv/linear only) */
+    net_quant wq, aq;
+    /* the backward plan (net_build): the ReLU this batch norm or add runs
+     * fused with, and the consumer that writes this node's gradient whole
+     * (no zeroing before backward); -1 for none */
+    int fused_relu, grad_setter;
+    /* conv: the batch norm that alone reads its output, whose input
+     * gradient the conv's backward makes itself on the direct path; -1 */
+    int bn_after;
+    /* per-batch buffers (sized for the net's max batch) */
+    float *out, *dout;
+    float *aux;                /* BN: save_mean, save_rstd (2*C), then the
+                                * backward's coefficients (BN_COEFS*C) */
+    int32_t *argmax;           /* maxpool */
+    float *qin, *dqin;         /* quantized input and its gradient */
+    float *qw, *dqw;           /* quantized weight and its gradient */
+    int32_t *wcodes;           /* conv: the weight codes (integer forward) */
+} net_node;
+
+typedef struct {
+    int n_nodes;
+    net_node *nodes;
+    int n_views;
+    net_view *views;
+    float *params, *grads;     /* (n_params) each, one allocation each */
+    size_t n_params;
+    float *state;              /* (n_state) */
+    size_t n_state;
+    int max_batch;
+    float *scratch;            /* conv im2col and batch-norm forward scratch */
+    double *qsums;             /* (max_batch, 2): conv2d_backward_ex's per-image sums */
+    size_t n_scratch;
+    int classes;
+    int quantized;
+    int output;                /* index of the output node (logits) */
+    spec_qinit qinit;          /* how activation steps initialise */
+    spec_gscale gscale;        /* step-gradient scale mode */
+    double gscale_value;
+    json_t *layers;            /* the layer list it was built from (owned) */
+    float *probs;              /* (max_batch, classes) */
+    float *dinput;             /* optional, caller-owned (max_batch, C, H, W):
+                                * when set, backward writes the input gradient */
+} lsq_net;
+
+/* Quantization settings of one conv/linear layer, resolved from the spec. */
+typedef struct {
+    int on;
+    int weight_bits, act_bits;
+    spec_act_sign act_sign;
+} net_layer_quant;
+
+/* Builds the layer list of a zoo model ("mlp", "cnn-small", "resnet20") for
+ * input (c, h, w). Returns a new JSON object {"input": [...], "layers": [...]},
+ * or NULL with err (LSQ_ERR_NOT_FOUND, field model.arch). */
+json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err);
+extern const char *const NET_ZOO_NAMES[];
+#define NET_ZOO_COUNT 3
+
+/* Builds a net from a layer list (borrowed) for images (c, h, w) and `classes`
+ * outputs. quant NULL: full precision. Errors name the layer and the key
+ * ("model.layers[3].kernel"). Call net_free on success. */
+lsq_status net_build(lsq_net *net, const json_t *layers, const spec_quant *quant,
+                     int classes, int max_batch, lsq_err *err);
+/* The layer list for a spec's model (zoo arch or custom layers); caller owns. */
+json_t *net_spec_layers(const lsq_spec *spec, lsq_err *err);
+/* Checks a spec's model and quant.layers names against the built network. */
+lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err);
+void net_free(lsq_net *net);
+
+/* Finds a view by name; -1 if none. */
+int net_find_view(const lsq_net *net, const char *name);
+
+/* Initialises weights (He/Kaiming-uniform as PyTorch's default), biases, BN. */
+void net_init_params(lsq_net *net, uint64_t seed);
+/* Copies every parameter and state entry with the same name and size from
+ * src (e.g. a full-precision net into a quantized one). Returns the count. */
+int net_copy_matching(lsq_net *dst, const lsq_net *src);
+/* Initialises the weight quantizers' steps from the current weights
+ * (init: paper or mse); activation steps initialise on the first training
+ * forward. The network input's quantizer starts at 1/255. */
+void net_quant_init_weights(lsq_net *net, spec_qinit init);
+
+/* Forward of n images x (n, C, H, W); training selects batch statistics for
+ * BN (and updates running stats) and lazily initialises activation steps.
+ * Returns the logits (n, classes), valid until the next call. */
+const float *net_forward(lsq_net *net, const float *x, int n, int training);
+/* Backward from dlogits (n, classes): accumulates into net->grads. */
+void net_backward(lsq_net *net, const float *dlogits, int n);
+void net_zero_grads(lsq_net *net);
+
+/* Bits of a node's weight / input quantizer (0 = float). */
+int net_node_weight_bits(const net_node *nd);
+int net_node_act_bits(const net_node *nd);
+
+/* {"conv2.weight": s, "conv2.input": s, ...} (per-channel: the mean step). */
+json_t *net_step_sizes_json(const lsq_net *net);
+/* {"conv2": {"weight": 2, "act": 2}, ...} */
+json_t *net_bits_json(const lsq_net *net);
+
+/* Multiply-accumulates of one example's forward pass. */
+double net_forward_macs(const lsq_net *net);
+
+#endif

@@ -1,0 +1,244 @@
+/* Layer kernels: one pair of free functions per layer kind, forward and
+ * backward, in the llm.c style: outputs first, then inputs and weights, then
+ * sizes. Every tensor is float32, contiguous, NCHW.
+ *
+ * Conventions (every kernel):
+ * - backward ACCUMULATES (+=) into every gradient it writes: din, dw, db.
+ *   The caller zeroes gradients once per step. A NULL gradient pointer means
+ *   "not needed" (e.g. din of the first layer) and is skipped.
+ * - Results are deterministic for a given thread count: no atomics, reductions
+ *   in a fixed order.
+ * - Threads: OpenMP in the engine's own loops (omp_set_num_threads by the
+ *   caller); OpenBLAS for SGEMM (openblas_set_num_threads by the caller).
+ *   conv2d and linear fan SGEMM calls out over OpenMP threads themselves, so
+ *   the caller should set OpenBLAS to ONE thread; if it is left multi-
+ *   threaded they fall back to one OpenMP thread (correct, slower). See par.h.
+ * - Kernels never allocate on the hot path: scratch comes from the caller,
+ *   sized by the *_scratch_floats() functions.
+ */
+#ifndef LSQ_LAYERS_H
+#define LSQ_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quant/quant.h"
+
+/* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ---- */
+typedef struct {
+    int n, ic, ih, iw;      /* input (N, IC, IH, IW) */
+    int oc, kh, kw;         /* weight (OC, IC, KH, KW) */
+    int stride, pad;        /* same in both spatial dims */
+    int oh, ow;             /* output (N, OC, OH, OW), set by conv2d_dims_init */
+} conv2d_dims;
+
+/* Fills d and computes oh/ow; returns 0, or -1 if the output would be empty. */
+int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
+                     int kh, int kw, int stride, int pad);
+/* Which path conv2d takes: AUTO (direct kernels for stride-1 "same" convs,
+ * the integer forward of conv2d_forward_codes where it applies, im2col +
+ * SGEMM otherwise), FLOAT (as AUTO without the integer forward), or GEMM
+ * (im2col + SGEMM for every shape). Tests and benchmarks compare them.
+ * Process-wide; not thread-safe. */
+typedef enum { CONV2D_PATH_AUTO, CONV2D_PATH_GEMM, CONV2D_PATH_FLOAT } conv2d_path;
+void conv2d_set_path(conv2d_path p);
+
+/* Floats of scratch that forward and backward need for this shape. */
+size_t conv2d_scratch_floats(const conv2d_dims *d);
+/* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC, KH, KW)) + b (OC) ;
+ * b may be NULL. */
+void conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                    const conv2d_dims *d, float *scratch);
+/* The forward of a conv whose input and weights are LSQ-quantized, on their
+ * integer codes (the direct path's shapes): out = s_a * s_w[o] * sum(code_w *
+ * code_a) + b, exact integer sums. The input codes are taken from `in` as
+ * quant_forward takes them with step s_a and range ra (unsigned); wcodes
+ * are quant_forward's codes of the weights, range rw, steps s_w
+ * (w_channels: 1 or OC). qin (may be NULL) receives the input quantized, as
+ * quant_forward writes it (for the backward). An image holding a NaN gets a
+ * NaN output. Returns 0, or -1 without writing when this shape, these
+ * ranges (the sums must fit 16 bits: quant_pairs_fit_int16) or the path
+ * setting have no integer forward: the caller then runs conv2d_forward on
+ * the quantized values. */
+int conv2d_forward_codes(float *out, float *qin, const float *in, float s_a,
+                         const quant_range *ra, const int32_t *wcodes, const float *s_w,
+                         int w_channels, const quant_range *rw, const float *b,
+                         const conv2d_dims *d, float *scratch);
+/* din += the input gradient (din may be NULL); dw and db (may be NULL) +=
+ * theirs. */
+void conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, const conv2d_dims *d,
+                     float *scratch);
+/* conv2d's backward with what a network fuses into it, on the direct path
+ * (stride 1, "same"), so that gradients go from one layer to the next in
+ * cache instead of through memory:
+ * - bn_coef not NULL: this conv's output is read by one batch norm alone
+ *   (its input bn_x is this conv's output); dout is the gradient reaching
+ *   that batch norm (or its fused ReLU), and the conv makes its own output
+ *   gradient from it image by image (batchnorm_backward_plane) instead of
+ *   the batch norm storing it;
+ * - q_range not NULL: in = Q(q_x), the activation quantizer's output (step
+ *   q_s, per tensor, no offset); din receives the gradient reaching q_x
+ *   and *q_dstep += q_gscale * the step's sum (quant_backward's, summed per
+ *   image, in image order, in q_sums: 2 doubles per image).
+ * din (may be NULL) = when din_set, else +=; dw and db (may be NULL) +=.
+ * Returns 0, or -1 without writing when a fusion is asked for off the
+ * direct path: the caller then runs the layers' own backwards. */
+typedef struct {
+    const float *in, *w, *dout;
+    const float *bn_x, *bn_coef;
+    float *din;
+    int din_set;
+    float *dw, *db;
+    const float *q_x;
+    float q_s;
+    const quant_range *q_range;
+    float *q_dstep;
+    float q_gscale;
+    double *q_sums; /* work space: 2 per image */
+} conv2d_back;
+int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch);
+/* 1 when conv2d_backward_ex takes fusions for this shape (and path setting). */
+int conv2d_backward_fuses(const conv2d_dims *d);
+/* As conv2d_backward, but din is overwritten (=): it needs no zeroing first. */
+void conv2d_backward_overwrite(float *din, float *dw, float *db, const float *dout,
+                               const float *in, const float *w, const conv2d_dims *d,
+                               float *scratch);
+
+/* ---- linear: out (N, OUT) = in (N, IN) · w (OUT, IN)^T + b (OUT) ---- */
+void linear_forward(float *out, const float *in, const float *w, const float *b,
+                    int n, int in_f, int out_f);
+void linear_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, int n, int in_f, int out_f);
+
+/* ---- batchnorm2d over (N, C, HW): PyTorch semantics ----
+ * Training: normalises with the batch mean and biased variance, saves mean and
+ * 1/sqrt(var + eps) per channel for backward, and updates the running
+ * statistics with momentum (running = (1-m)*running + m*batch, the running
+ * variance from the UNBIASED batch variance); work is the caller's scratch of
+ * BN_WORK_FLOATS(n, c) floats. Eval: running statistics. */
+#define BN_WORK_FLOATS(n, c) (3 * (size_t)(c) + 2 * (size_t)(n) * (size_t)(c))
+void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd,
+                             float *running_mean, float *running_var,
+                             const float *in, const float *gamma,
+                             const float *beta, int n, int c, int hw,
+                             float momentum, float eps, float *work);
+void batchnorm_forward_eval(float *out, const float *in, const float *gamma,
+                            const float *beta, const float *running_mean,
+                            const float *running_var, int n, int c, int hw,
+                            float eps);
+/* work: the caller's scratch of BN_BACKWARD_WORK_FLOATS(n, c) floats. */
+#define BN_BACKWARD_WORK_FLOATS(n, c) (BN_COEFS * (size_t)(c) + 2 * (size_t)(n) * (size_t)(c))
+void batchnorm_backward(float *din, float *dgamma, float *dbeta,
+                        const float *dout, const float *in,
+                        const float *save_mean, const float *save_rstd,
+                        const float *gamma, int n, int c, int hw, float *work);
+/* As batchnorm_backward, but din is overwritten (=). */
+void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
+                                  const float *dout, const float *in,
+                                  const float *save_mean, const float *save_rstd,
+                                  const float *gamma, int n, int c, int hw, float *work);
+
+/* The backward in its two passes, for a conv that makes its output gradient
+ * itself (conv2d_backward_ex): batchnorm_backward_coef takes the sums
+ * (dgamma, dbeta += as batchnorm_backward; beta not NULL: with the fused
+ * ReLU, as batchnorm_relu_backward; work: 2 * n * c floats of scratch) and
+ * writes BN_COEFS floats a channel;
+ * batchnorm_backward_plane then makes din (= when set, else +=) of one
+ * plane of hw values from dout, in and that channel's coefficients, with
+ * batchnorm_backward's float operations: the same bits. */
+#define BN_COEFS 8
+void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const float *dout,
+                             const float *beta, const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, int n, int c, int hw,
+                             float *work);
+void batchnorm_backward_plane(float *din, int set, const float *dout, const float *in,
+                              const float *coef, int hw);
+/* batchnorm_backward_plane over every plane of a (n, c, hw) batch, in
+ * memory order: the second pass of batchnorm_backward. */
+void batchnorm_backward_planes(float *din, int set, const float *dout, const float *in,
+                               const float *coef, int n, int c, int hw);
+
+/* ---- batchnorm2d followed by relu, fused: one pass instead of two, and no
+ * buffer for the batch norm's own output. out = relu(bn(in)); the results
+ * equal batchnorm_* then relu_* exactly. Backward takes dout of the ReLU
+ * and accumulates din, dgamma, dbeta of the batch norm. */
+void batchnorm_relu_forward_train(float *out, float *save_mean, float *save_rstd,
+                                  float *running_mean, float *running_var,
+                                  const float *in, const float *gamma,
+                                  const float *beta, int n, int c, int hw,
+                                  float momentum, float eps, float *work);
+void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma,
+                                 const float *beta, const float *running_mean,
+                                 const float *running_var, int n, int c, int hw,
+                                 float eps);
+/* dout is the ReLU's; its mask is recomputed from in (the same operations as
+ * the forward, so exactly the forward's), with gamma and beta as they were
+ * in that forward. */
+void batchnorm_relu_backward(float *din, float *dgamma, float *dbeta,
+                             const float *dout, const float *in, const float *save_mean,
+                             const float *save_rstd, const float *gamma, const float *beta,
+                             int n, int c, int hw, float *work);
+/* As batchnorm_relu_backward, but din is OVERWRITTEN (=) rather than
+ * accumulated: for a caller that would otherwise zero din first. */
+void batchnorm_relu_backward_overwrite(float *din, float *dgamma, float *dbeta,
+                                       const float *dout, const float *in,
+                                       const float *save_mean, const float *save_rstd,
+                                       const float *gamma, const float *beta, int n, int c,
+                                       int hw, float *work);
+
+/* ---- relu: backward masks by the forward OUTPUT (out > 0) ---- */
+void relu_forward(float *out, const float *in, size_t count);
+void relu_backward(float *din, const float *dout, const float *out, size_t count);
+/* As relu_backward, but din is overwritten (=). */
+void relu_backward_overwrite(float *din, const float *dout, const float *out, size_t count);
+
+/* ---- maxpool2d (kernel k, stride s, no padding); argmax saved (N,C,OH,OW)
+ * as the flat index within the input plane. Ties: the first maximum. */
+void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
+                     int c, int ih, int iw, int k, int stride, int oh, int ow);
+void maxpool_backward(float *din, const float *dout, const int32_t *argmax,
+                      int n, int c, int ih, int iw, int oh, int ow);
+/* As maxpool_backward, but din is overwritten (zero except at the argmax). */
+void maxpool_backward_overwrite(float *din, const float *dout,
+                                const int32_t *argmax, int n, int c, int ih,
+                                int iw, int oh, int ow);
+
+/* ---- global average pool: (N, C, H, W) -> (N, C) ---- */
+void avgpool_forward(float *out, const float *in, int n, int c, int hw);
+void avgpool_backward(float *din, const float *dout, int n, int c, int hw);
+/* As avgpool_backward, but din is overwritten (=). */
+void avgpool_backward_overwrite(float *din, const float *dout, int n, int c, int hw);
+
+/* ---- residual add: out = a + b; backward da += dout, db += dout ---- */
+void add_forward(float *out, const float *a, const float *b, size_t count);
+void add_backward(float *da, float *db, const float *dout, size_t count);
+/* The same, with da (set_a) and db (set_b) each overwritten (=) or added to. */
+void add_backward_overwrite(float *da, int set_a, float *db, int set_b, const float *dout,
+                            size_t count);
+
+/* ---- residual add followed by relu, fused: out = relu(a + b), equal to
+ * add_forward then relu_forward exactly. Backward takes the ReLU's dout and
+ * out; da and db (either may be NULL) are each set (=) or added to. */
+void add_relu_forward(float *out, const float *a, const float *b, size_t count);
+void add_relu_backward(float *da, int set_a, float *db, int set_b, const float *dout,
+                       const float *out, size_t count);
+
+/* ---- softmax cross-entropy, mean over the batch ----
+ * probs (N, K) receives softmax(logits); returns the mean loss.
+ * backward: dlogits += scale * (probs - onehot(labels)) / N. */
+float xent_forward(float *probs, const float *logits, const int32_t *labels,
+                   int n, int k);
+void xent_backward(float *dlogits, const float *probs, const int32_t *labels,
+                   int n, int k, float scale);
+
+/* ---- distillation loss: T^2 * KL(softmax(t/T) || softmax(s/T)), mean over
+ * the batch (Hinton et al.). probs_s receives softmax(s/T), probs_t
+ * softmax(t/T). backward: ds += scale * T * (probs_s - probs_t) / N. */
+float distill_forward(float *probs_s, float *probs_t, const float *logits_s,
+                      const float *logits_t, int n, int k, float temperature);
+void distill_backward(float *dlogits_s, const float *probs_s,
+                      const float *probs_t, int n, int k, float temperature,
+                      float scale);
+
+#endif

@@ -1,0 +1,584 @@
+/* Training driver: phases, epochs, evaluation, events, checkpoints. */
+#include "train/train.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/sha256.h"
+#include "deploy/export.h"
+#include "nn/layers.h"
+#include "train/ckpt.h"
+#include "train/optim.h"
+
+typedef enum { PH_PRETRAIN, PH_LSQ, PH_TRAIN, PH_DONE, PH_COUNT } train_phase;
+static const char *const PHASE_NAMES[] = {"pretrain", "lsq", "train", "done"};
+_Static_assert(sizeof PHASE_NAMES / sizeof *PHASE_NAMES == PH_COUNT, "PHASE_NAMES");
+
+typedef struct {
+    const lsq_spec *spec;
+    const train_opts *opts;
+    const char *dir;
+    lsq_dataset train, test;
+    json_t *spec_json;
+    double t0;
+    double last_test_acc;
+    /* the network the last epoch's evaluation scored, as it still is (its
+     * test loss beside last_test_acc): the final model's figures when it is
+     * that network, without a second pass over the test set */
+    const lsq_net *scored;
+    double last_test_loss;
+} run_ctx;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void train_set_threads(int threads)
+{
+    if (threads < 1) threads = 1;
+    /* the kernels split work across OpenMP threads and call single-threaded
+     * SGEMM inside them (layers.h) */
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(1);
+}
+
+static void path_in(char *out, size_t n, const char *dir, const char *file)
+{
+    snprintf(out, n, "%s/%s", dir, file);
+}
+
+static int file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static void emit(run_ctx *rc, ev_type t, json_t *o) { ev_emit(rc->opts->events, t, o); }
+
+static void emit_artifact(run_ctx *rc, const char *name)
+{
+    char path[4096], hex[65];
+    path_in(path, sizeof path, rc->dir, name);
+    long long bytes = 0;
+    if (sha256_file_hex(path, hex, &bytes) != 0) return;
+    emit(rc, EV_ARTIFACT, json_pack("{s:s, s:I, s:s}", "name", name, "bytes", (json_int_t)bytes,
+                                     "sha256", hex));
+}
+
+int train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, volatile sig_atomic_t *stop,
+                   double *acc, double *loss)
+{
+    lsq_loader l;
+    lsq_err err;
+    if (batch > net->max_batch) batch = net->max_batch;
+    *acc = 0, *loss = 0;
+    if (loader_init(&l, ds, batch, 0, 0, 0, 0, &err) != LSQ_OK) return 0;
+    size_t img = (size_t)ds->c * ds->h * ds->w;
+    float *x = malloc((size_t)batch * img * sizeof(float));
+    int32_t *y = malloc((size_t)batch * sizeof(int32_t));
+    long correct = 0;
+    double total_loss = 0;
+    int nb = loader_batches(&l), stopped = 0;
+    for (int b = 0; b < nb && x && y; b++) {
+        if (stop && *stop) {
+            stopped = 1;
+            break;
+        }
+        int n = loader_fill(&l, b, x, y);
+        const float *logits = net_forward(net, x, n, 0);
+        float lo = xent_forward(net->probs, logits, y, n, net->classes);
+        total_loss += (double)lo * n;
+        for (int i = 0; i < n; i++) {
+            const float *p = logits + (size_t)i * net->classes;
+            int best = 0;
+            for (int k = 1; k < net->classes; k++)
+                if (p[k] > p[best]) best = k;
+            correct += best == y[i];
+        }
+    }
+    if (ds->n > 0) {
+        *acc = (double)correct / ds->n;
+        *loss = total_loss / ds->n;
+    }
+    free(x);
+    free(y);
+    loader_free(&l);
+    return stopped;
+}
+
+static json_t *ckpt_meta(run_ctx *rc, train_phase ph, int epoch, int step, int quantized)
+{
+    return json_pack("{s:s, s:i, s:i, s:O, s:b, s:i, s:f}", "phase", PHASE_NAMES[ph], "epoch",
+                     epoch, "step", step, "spec", rc->spec_json, "quantized", quantized,
+                     "classes", 10, "test_acc", rc->last_test_acc);
+}
+
+static void progress_line(run_ctx *rc, const char *phase, int epoch, int epochs, int step,
+                          int steps, double loss, double ips, double eta)
+{
+    FILE *f = rc->opts->progress;
+    if (!f) return;
+    int m = (int)(eta / 60), s = (int)eta % 60;
+    fprintf(f, "\r%-8s epoch %d/%d  step %4d/%d  loss %.4f  %6.0f img/s  ETA %d:%02d   ", phase,
+            epoch + 1, epochs, step, steps, loss, ips, m, s);
+    fflush(f);
+}
+
+/* The running sums of an epoch's steps. A checkpoint taken inside an epoch
+ * keeps them ("tally" in its header), so that the resumed epoch reports the
+ * training loss, accuracy and seconds of the whole epoch. */
+typedef struct {
+    double loss_sum, seconds;
+    long seen, correct;
+} epoch_tally;
+
+static void tally_from_json(epoch_tally *e, const json_t *j)
+{
+    e->loss_sum = json_number_value(json_object_get(j, "loss_sum"));
+    e->seconds = json_number_value(json_object_get(j, "seconds"));
+    e->seen = (long)json_integer_value(json_object_get(j, "seen"));
+    e->correct = (long)json_integer_value(json_object_get(j, "correct"));
+}
+
+/* Writes the checkpoint to resume the phase at (epoch, step), with the
+ * epoch's running sums when e is not NULL, and emits its event. */
+static lsq_status save_resume_point(run_ctx *rc, train_phase ph, lsq_net *net, const lsq_sgd *opt,
+                                    int epoch, int step, const epoch_tally *e, lsq_err *err)
+{
+    char path[4096];
+    path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
+    json_t *meta = ckpt_meta(rc, ph, epoch, step, net->quantized);
+    if (e)
+        json_object_set_new(meta, "tally",
+                            json_pack("{s:f, s:f, s:I, s:I}", "loss_sum", e->loss_sum, "seconds",
+                                      e->seconds, "seen", (json_int_t)e->seen, "correct",
+                                      (json_int_t)e->correct));
+    lsq_status st = ckpt_save(path, net, opt->momentum, meta, err);
+    json_decref(meta);
+    if (st != LSQ_OK) return st;
+    emit(rc, EV_CHECKPOINT, json_pack("{s:s, s:s, s:i, s:i}", "path", TRAIN_CKPT_FILE, "phase",
+                                      PHASE_NAMES[ph], "epoch", epoch, "step", step));
+    return LSQ_OK;
+}
+
+/* A stop request inside an epoch, before step b (b == steps: after the last
+ * step, during the epoch's evaluation): writes the checkpoint to resume from
+ * there and returns LSQ_ERR_CANCELLED, or the save's failure. */
+static lsq_status stop_in_epoch(run_ctx *rc, train_phase ph, lsq_net *net, const lsq_sgd *opt,
+                                int epoch, int b, const epoch_tally *e, lsq_err *err)
+{
+    lsq_status st = save_resume_point(rc, ph, net, opt, epoch, b, e, err);
+    if (st != LSQ_OK) return st;
+    return lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                       "stopped on request at %s epoch %d step %d; checkpoint written",
+                       PHASE_NAMES[ph], epoch + 1, b);
+}
+
+/* One training phase over `net` (teacher: distillation source or NULL),
+ * starting at (start_epoch, start_step) with momentum already restored;
+ * `tally` (NULL: none) is the resumed epoch's sums from its checkpoint. */
+static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *teacher,
+                            const spec_train *t, lsq_sgd *opt, int start_epoch, int start_step,
+                            const json_t *tally, lsq_err *err)
+{
+    const lsq_spec *spec = rc->spec;
+    lsq_status st = LSQ_OK;
+    lsq_loader l;
+    st = loader_init(&l, &rc->train, t->batch_size, 1, t->seed, spec->augment_crop_pad,
+                     spec->augment_flip, err);
+    if (st != LSQ_OK) return st;
+    int k = net->classes;
+    size_t img = (size_t)rc->train.c * rc->train.h * rc->train.w;
+    float *x = malloc((size_t)t->batch_size * img * sizeof(float));
+    int32_t *y = malloc((size_t)t->batch_size * sizeof(int32_t));
+    float *dlogits = malloc((size_t)t->batch_size * k * sizeof(float));
+    float *ps = malloc((size_t)t->batch_size * k * sizeof(float));
+    float *pt = malloc((size_t)t->batch_size * k * sizeof(float));
+    if (!x || !y || !dlogits || !ps || !pt) {
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory for a training batch");
+        goto out;
+    }
+    int steps = loader_batches(&l);
+    long total = (long)t->epochs * steps;
+    long warm = (long)(t->warmup_epochs * steps);
+    int quantized = net->quantized;
+    float wd = (float)spec_train_weight_decay(spec, t, quantized);
+    double dw = spec->distill.weight, temp = spec->distill.temperature;
+    for (int epoch = start_epoch; epoch < t->epochs; epoch++) {
+        loader_set_epoch(&l, epoch);
+        epoch_tally e = {0, 0, 0, 0};
+        if (epoch == start_epoch && tally) tally_from_json(&e, tally);
+        double t_epoch = now_s() - e.seconds, t_mark = now_s();
+        long mark_seen = e.seen;
+        for (int b = (epoch == start_epoch ? start_step : 0); b < steps; b++) {
+            if (rc->opts->stop && *rc->opts->stop) {
+                e.seconds = now_s() - t_epoch;
+                st = stop_in_epoch(rc, ph, net, opt, epoch, b, &e, err);
+                goto out;
+            }
+            int n = loader_fill(&l, b, x, y);
+            long gstep = (long)epoch * steps + b;
+            float lr = t->schedule == SCHED_COSINE ? lr_cosine((float)t->lr, gstep, total, warm)
+                                                   : (float)t->lr;
+            const float *logits = net_forward(net, x, n, 1);
+            memset(dlogits, 0, (size_t)n * k * sizeof(float));
+            float loss;
+            if (teacher) {
+                memcpy(ps, logits, (size_t)n * k * sizeof(float));
+                const float *tl = net_forward(teacher, x, n, 0);
+                float ce = xent_forward(net->probs, ps, y, n, k);
+                xent_backward(dlogits, net->probs, y, n, k, (float)(1.0 - dw));
+                float kd = distill_forward(ps, pt, net->nodes[net->output].out, tl, n, k, (float)temp);
+                distill_backward(dlogits, ps, pt, n, k, (float)temp, (float)dw);
+                loss = (float)((1.0 - dw) * ce + dw * kd);
+                logits = net->nodes[net->output].out;
+            } else {
+                loss = xent_forward(net->probs, logits, y, n, k);
+                xent_backward(dlogits, net->probs, y, n, k, 1.0f);
+            }
+            if (!isfinite(loss)) {
+                st = lsq_err_set(err, LSQ_ERR_NUMERIC, NULL,
+                                 "the loss became %f at %s epoch %d step %d (lr %g); lower train.lr",
+                                 loss, PHASE_NAMES[ph], epoch + 1, b, lr);
+                goto out;
+            }
+            net_zero_grads(net);
+            net_backward(net, dlogits, n);
+            sgd_step(opt, net, lr, (float)t->momentum, wd, t->nesterov);
+            e.loss_sum += (double)loss * n;
+            e.seen += n;
+            for (int i = 0; i < n; i++) {
+                const float *p = logits + (size_t)i * k;
+                int best = 0;
+                for (int c = 1; c < k; c++)
+                    if (p[c] > p[best]) best = c;
+                e.correct += best == y[i];
+            }
+            double tnow = now_s();
+            if (tnow - t_mark >= 0.5 || b == steps - 1) {
+                double ips = (e.seen - mark_seen) / (tnow - t_mark > 1e-9 ? tnow - t_mark : 1e-9);
+                double ips_epoch = e.seen / (tnow - t_epoch);
+                double eta = ips_epoch > 0 ? (double)(total - gstep - 1) * t->batch_size / ips_epoch : 0;
+                emit(rc, EV_PROGRESS,
+                     json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f}", "phase",
+                               PHASE_NAMES[ph], "epoch", epoch + 1, "epochs", t->epochs, "step",
+                               b + 1, "steps", steps, "loss", (double)loss, "lr", (double)lr,
+                               "images_per_s", ips, "eta_s", eta));
+                progress_line(rc, PHASE_NAMES[ph], epoch, t->epochs, b + 1, steps, e.loss_sum / e.seen,
+                              ips, eta);
+                t_mark = tnow;
+                mark_seen = e.seen;
+            }
+        }
+        double test_acc, test_loss;
+        if (train_evaluate(net, &rc->test, t->batch_size, rc->opts->stop, &test_acc, &test_loss)) {
+            e.seconds = now_s() - t_epoch;
+            st = stop_in_epoch(rc, ph, net, opt, epoch, steps, &e, err);
+            goto out;
+        }
+        rc->last_test_acc = test_acc;
+        rc->last_test_loss = test_loss;
+        rc->scored = net;
+        double secs = now_s() - t_epoch;
+        json_t *ev = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "phase",
+                               PHASE_NAMES[ph], "epoch", epoch + 1, "epochs", t->epochs,
+                               "train_loss", e.seen ? e.loss_sum / e.seen : 0.0, "train_acc",
+                               e.seen ? (double)e.correct / e.seen : 0.0, "test_acc", test_acc,
+                               "test_loss", test_loss, "seconds", secs, "images_per_s",
+                               e.seen / (secs > 0 ? secs : 1));
+        if (quantized) {
+            json_object_set_new(ev, "step_sizes", net_step_sizes_json(net));
+            json_object_set_new(ev, "bits", net_bits_json(net));
+        }
+        emit(rc, EV_EPOCH, ev);
+        if (rc->opts->progress) {
+            fprintf(rc->opts->progress,
+                    "\r%-8s epoch %d/%d  train loss %.4f acc %.4f  test loss %.4f acc %.4f  %.1fs\n",
+                    PHASE_NAMES[ph], epoch + 1, t->epochs, e.seen ? e.loss_sum / e.seen : 0.0,
+                    e.seen ? (double)e.correct / e.seen : 0.0, test_loss, test_acc, secs);
+            fflush(rc->opts->progress);
+        }
+        int last = epoch == t->epochs - 1;
+        if (!last && (epoch + 1) % spec->checkpoint_every == 0) {
+            st = save_resume_point(rc, ph, net, opt, epoch + 1, 0, NULL, err);
+            if (st != LSQ_OK) goto out;
+        }
+    }
+out:
+    free(x);
+    free(y);
+    free(dlogits);
+    free(ps);
+    free(pt);
+    loader_free(&l);
+    return st;
+}
+
+/* Saves a finished phase's model under `file` and the resume point. */
+static lsq_status finish_phase(run_ctx *rc, lsq_net *net, const char *file, train_phase next,
+                               lsq_err *err)
+{
+    char path[4096];
+    path_in(path, sizeof path, rc->dir, file);
+    json_t *meta = ckpt_meta(rc, PH_DONE, 0, 0, net->quantized);
+    lsq_status st = ckpt_save(path, net, NULL, meta, err);
+    json_decref(meta);
+    if (st != LSQ_OK) return st;
+    emit_artifact(rc, file);
+    path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
+    meta = ckpt_meta(rc, next, 0, 0, net->quantized);
+    st = ckpt_save(path, net, NULL, meta, err);
+    json_decref(meta);
+    return st;
+}
+
+static lsq_status load_fp_model(lsq_net *net, const char *path, int max_batch, lsq_err *err)
+{
+    lsq_ckpt c;
+    lsq_status st = ckpt_load(&c, path, err);
+    if (st != LSQ_OK) return st;
+    st = ckpt_build_net(net, &c, max_batch, err);
+    ckpt_free(&c);
+    return st;
+}
+
+lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts *opts,
+                     double *test_acc, lsq_err *err)
+{
+    lsq_status st = LSQ_OK;
+    run_ctx rc;
+    memset(&rc, 0, sizeof rc);
+    rc.spec = spec;
+    rc.opts = opts;
+    rc.dir = out_dir;
+    rc.t0 = now_s();
+    lsq_net fp, q;
+    int have_fp = 0, have_q = 0;
+    lsq_sgd opt;
+    memset(&opt, 0, sizeof opt);
+    lsq_ckpt resume;
+    memset(&resume, 0, sizeof resume);
+    json_t *layers = NULL;
+    train_set_threads(opts->threads_override > 0 ? opts->threads_override : spec->threads);
+
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        st = lsq_err_set(err, LSQ_ERR_IO, "out", "cannot create %s: %s", out_dir, strerror(errno));
+        goto out;
+    }
+    rc.spec_json = spec_to_json(spec);
+    layers = net_spec_layers(spec, err);
+    if (!layers) {
+        st = err->code;
+        goto out;
+    }
+    st = dataset_load(&rc.train, &rc.test, spec->dataset, spec->dataset_path, spec->train_limit,
+                      spec->test_limit, err);
+    if (st != LSQ_OK) goto out;
+
+    /* where to start: a checkpoint in the folder resumes the run */
+    train_phase phase;
+    int start_epoch = 0, start_step = 0, resuming = 0;
+    char ck[4096];
+    path_in(ck, sizeof ck, out_dir, TRAIN_CKPT_FILE);
+    if (file_exists(ck)) {
+        st = ckpt_load(&resume, ck, err);
+        if (st != LSQ_OK) goto out;
+        const char *ph = json_string_value(json_object_get(resume.header, "phase"));
+        phase = PH_COUNT;
+        for (int i = 0; i < PH_COUNT; i++)
+            if (ph && strcmp(ph, PHASE_NAMES[i]) == 0) phase = (train_phase)i;
+        if (phase == PH_COUNT) {
+            st = lsq_err_set(err, LSQ_ERR_FORMAT, ck, "%s: unknown phase in the checkpoint", ck);
+            goto out;
+        }
+        start_epoch = (int)json_integer_value(json_object_get(resume.header, "epoch"));
+        start_step = (int)json_integer_value(json_object_get(resume.header, "step"));
+        resuming = 1;
+        /* stopped between pretraining and the first LSQ checkpoint: the
+         * checkpoint holds the full-precision net; LSQ starts afresh from
+         * fp.lsqc */
+        if (phase == PH_LSQ && !json_is_true(json_object_get(resume.header, "quantized")))
+            resuming = 0, start_epoch = start_step = 0;
+    } else if (!spec->quant.enabled) {
+        phase = PH_TRAIN;
+    } else {
+        phase = spec->pretrain.enabled && !spec->init_from[0] ? PH_PRETRAIN : PH_LSQ;
+    }
+    emit(&rc, EV_START, json_pack("{s:s, s:s, s:b, s:i, s:i, s:s, s:i}", "name", spec->name, "phase",
+                                  PHASE_NAMES[phase], "resumed", resuming, "epoch", start_epoch,
+                                  "step", start_step, "dataset", spec->dataset, "train_images",
+                                  rc.train.n));
+
+    int max_batch = spec->train.batch_size > spec->pretrain.batch_size ? spec->train.batch_size
+                                                                         : spec->pretrain.batch_size;
+    /* full-precision phases */
+    if (phase == PH_PRETRAIN || phase == PH_TRAIN) {
+        const spec_train *t = phase == PH_PRETRAIN ? &spec->pretrain : &spec->train;
+        st = net_build(&fp, layers, NULL, 10, max_batch, err);
+        if (st != LSQ_OK) goto out;
+        have_fp = 1;
+        net_init_params(&fp, t->seed);
+        if ((st = sgd_init(&opt, &fp, err)) != LSQ_OK) goto out;
+        if (resuming) {
+            st = ckpt_apply(&resume, &fp, opt.momentum, 1, err);
+            if (st != LSQ_OK) goto out;
+        } else if (spec->init_from[0]) {
+            lsq_ckpt c;
+            if ((st = ckpt_load(&c, spec->init_from, err)) != LSQ_OK) goto out;
+            st = ckpt_apply(&c, &fp, NULL, 1, err);
+            ckpt_free(&c);
+            if (st != LSQ_OK) {
+                lsq_err_prefix(err, "init.from");
+                goto out;
+            }
+        }
+        st = run_phase(&rc, phase, &fp, NULL, t, &opt, start_epoch, start_step,
+                       resuming ? json_object_get(resume.header, "tally") : NULL, err);
+        if (st != LSQ_OK) goto out;
+        sgd_free(&opt);
+        if (phase == PH_TRAIN) {
+            st = finish_phase(&rc, &fp, TRAIN_MODEL_FILE, PH_DONE, err);
+            if (st != LSQ_OK) goto out;
+            st = finish_phase(&rc, &fp, TRAIN_FP_FILE, PH_DONE, err);
+            if (st != LSQ_OK) goto out;
+            phase = PH_DONE;
+        } else {
+            st = finish_phase(&rc, &fp, TRAIN_FP_FILE, PH_LSQ, err);
+            if (st != LSQ_OK) goto out;
+            phase = PH_LSQ;
+        }
+        start_epoch = start_step = 0;
+        resuming = 0;
+    }
+    if (phase == PH_LSQ) {
+        if (!have_fp) {
+            /* the teacher / starting point: this run's pretrained model, or init.from */
+            char fpp[4096];
+            path_in(fpp, sizeof fpp, out_dir, TRAIN_FP_FILE);
+            const char *src = file_exists(fpp) ? fpp : spec->init_from;
+            if (!src[0]) {
+                st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                                 "a quantized job needs a full-precision model: pretrain or init.from");
+                goto out;
+            }
+            st = load_fp_model(&fp, src, max_batch, err);
+            if (st != LSQ_OK) {
+                if (src == spec->init_from) lsq_err_prefix(err, "init.from");
+                goto out;
+            }
+            have_fp = 1;
+            if (fp.quantized) {
+                st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                                 "init.from must be a full-precision model; %s is quantized", src);
+                goto out;
+            }
+            if (src == spec->init_from && !file_exists(fpp)) {
+                /* keep the starting model beside the run, for resume and export */
+                json_t *meta = ckpt_meta(&rc, PH_DONE, 0, 0, 0);
+                st = ckpt_save(fpp, &fp, NULL, meta, err);
+                json_decref(meta);
+                if (st != LSQ_OK) goto out;
+                emit_artifact(&rc, TRAIN_FP_FILE);
+            }
+        }
+        st = net_build(&q, layers, &spec->quant, 10, max_batch, err);
+        if (st != LSQ_OK) goto out;
+        have_q = 1;
+        net_init_params(&q, spec->train.seed);
+        if (net_copy_matching(&q, &fp) == 0) {
+            st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                             "the full-precision model does not match the job's network");
+            goto out;
+        }
+        net_quant_init_weights(&q, spec->quant.init);
+        if ((st = sgd_init(&opt, &q, err)) != LSQ_OK) goto out;
+        if (resuming) {
+            st = ckpt_apply(&resume, &q, opt.momentum, 1, err);
+            if (st != LSQ_OK) goto out;
+        }
+        {
+            double fa, fl;
+            if (!resuming) {
+                if (train_evaluate(&fp, &rc.test, spec->train.batch_size, rc.opts->stop, &fa,
+                                   &fl)) {
+                    /* nothing of the LSQ phase to keep: it starts afresh from fp.lsqc */
+                    st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                                     "stopped on request before LSQ fine-tuning began");
+                    goto out;
+                }
+                emit(&rc, EV_LOG, json_pack("{s:s, s:f}", "message", "full-precision model",
+                                            "test_acc", fa));
+            }
+        }
+        st = run_phase(&rc, PH_LSQ, &q, spec->distill.enabled ? &fp : NULL, &spec->train, &opt,
+                       start_epoch, start_step,
+                       resuming ? json_object_get(resume.header, "tally") : NULL, err);
+        if (st != LSQ_OK) goto out;
+        sgd_free(&opt);
+        st = finish_phase(&rc, &q, TRAIN_MODEL_FILE, PH_DONE, err);
+        if (st != LSQ_OK) goto out;
+        phase = PH_DONE;
+    }
+    /* the deployable artifacts of the final model */
+    {
+        char mp[4096];
+        path_in(mp, sizeof mp, out_dir, TRAIN_MODEL_FILE);
+        lsq_net *final = have_q ? &q : (have_fp ? &fp : NULL);
+        lsq_net loaded;
+        int own = 0;
+        if (!final) {
+            st = load_fp_model(&loaded, mp, max_batch, err);
+            if (st != LSQ_OK) goto out;
+            final = &loaded;
+            own = 1;
+        }
+        double acc = rc.last_test_acc, loss = rc.last_test_loss;
+        if (final != rc.scored &&
+            train_evaluate(final, &rc.test, spec->train.batch_size, rc.opts->stop, &acc, &loss)) {
+            if (own) net_free(&loaded);
+            st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                             "stopped on request before the export; %s is written",
+                             TRAIN_MODEL_FILE);
+            goto out;
+        }
+        rc.last_test_acc = acc;
+        st = export_artifacts(final, out_dir, spec, err);
+        if (st == LSQ_OK) {
+            for (int i = 0; export_artifact_names[i]; i++) {
+                char ap[4096];
+                path_in(ap, sizeof ap, out_dir, export_artifact_names[i]);
+                if (file_exists(ap)) emit_artifact(&rc, export_artifact_names[i]);
+            }
+        }
+        if (own) net_free(&loaded);
+        if (st != LSQ_OK) goto out;
+        if (test_acc) *test_acc = acc;
+        emit(&rc, EV_DONE, json_pack("{s:f, s:f, s:f}", "test_acc", acc, "test_loss", loss, "seconds",
+                                     now_s() - rc.t0));
+    }
+out:
+    if (st != LSQ_OK && st != LSQ_ERR_CANCELLED)
+        emit(&rc, EV_ERROR, json_pack("{s:s, s:s, s:s}", "code", LSQ_STATUS_NAMES[st], "message",
+                                      err->message, "field", err->field));
+    else if (st == LSQ_ERR_CANCELLED)
+        emit(&rc, EV_ERROR, json_pack("{s:s, s:s}", "code", "cancelled", "message", err->message));
+    if (have_fp) net_free(&fp);
+    if (have_q) net_free(&q);
+    sgd_free(&opt);
+    ckpt_free(&resume);
+    dataset_free(&rc.train);
+    dataset_free(&rc.test);
+    json_decref(layers);
+    json_decref(rc.spec_json);
+    return st;
+}

@@ -1,0 +1,44 @@
+/* The training driver behind `lsq train`: pretrain (full precision), then LSQ
+ * fine-tuning with distillation from the full-precision model; per-epoch test
+ * evaluation, events, checkpoints that resume exactly, and the artifacts. */
+#ifndef LSQ_TRAIN_H
+#define LSQ_TRAIN_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include "core/spec.h"
+#include "data/data.h"
+#include "graph/net.h"
+#include "train/events.h"
+
+/* File names inside a run's output folder. */
+#define TRAIN_CKPT_FILE "checkpoint.lsqc" /* latest state, for resume */
+#define TRAIN_FP_FILE "fp.lsqc"           /* the full-precision model */
+#define TRAIN_MODEL_FILE "model.lsqc"     /* the final model */
+
+typedef struct {
+    ev_sink *events;                  /* may be a sink with fd -1 */
+    volatile sig_atomic_t *stop;      /* set by SIGTERM: checkpoint and return */
+    FILE *progress;                   /* a terminal line; NULL for none */
+    int threads_override;             /* > 0: replaces spec->threads */
+} train_opts;
+
+/* Runs the job described by spec into out_dir (created if missing). Resumes
+ * from out_dir/checkpoint.lsqc when it exists. Returns LSQ_OK when done,
+ * LSQ_ERR_CANCELLED after a stop request (a checkpoint was written), or
+ * another status with err filled (an "error" event was also emitted).
+ * *test_acc receives the final test accuracy when not NULL. */
+lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts *opts,
+                     double *test_acc, lsq_err *err);
+
+/* Test accuracy and mean loss of a float network on a dataset (eval mode).
+ * Returns 0, or 1 when *stop (may be NULL) was set before the last batch:
+ * then *acc and *loss are meaningless. */
+int train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, volatile sig_atomic_t *stop,
+                   double *acc, double *loss);
+
+/* Sets the engine's and OpenBLAS's thread counts. */
+void train_set_threads(int threads);
+
+#endif

@@ -1,0 +1,125 @@
+/* Replies of lsqd's HTTP layer (reply.h): JSON, bytes and the one error
+ * shape, each counted by route and status for /metrics. */
+#include "reply.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const HTTP_ERR_CODES[] = {
+    "malformed_json", "bad_request", "not_found", "method_not_allowed", "conflict",
+    "body_too_large", "unsupported_media_type", "invalid_spec", "invalid_value",
+    "internal", "queue_full", "unavailable",
+};
+_Static_assert(sizeof HTTP_ERR_CODES / sizeof *HTTP_ERR_CODES == HERR_COUNT,
+               "HTTP_ERR_CODES must name every http_err");
+static const unsigned HTTP_ERR_STATUS[] = {
+    400, 400, 404, 405, 409, 413, 415, 422, 422, 500, 503, 503,
+};
+_Static_assert(sizeof HTTP_ERR_STATUS / sizeof *HTTP_ERR_STATUS == HERR_COUNT,
+               "HTTP_ERR_STATUS must give every http_err a status");
+
+/* Counters for /metrics: requests by route and status, errors by code. */
+#define MAX_ROUTES 48
+static const unsigned STATUS_SLOTS[] = {
+    200, 201, 202, 204, 304, 400, 404, 405, 409, 413, 415, 422, 500, 503, 0,
+};
+#define N_STATUS (sizeof STATUS_SLOTS / sizeof *STATUS_SLOTS)
+static unsigned long g_requests[MAX_ROUTES + 1][N_STATUS];
+static unsigned long g_errors[HERR_COUNT];
+
+static void count_request(int route, unsigned status)
+{
+    size_t slot = N_STATUS - 1;
+    for (size_t i = 0; i < N_STATUS - 1; i++)
+        if (STATUS_SLOTS[i] == status) slot = i;
+    int r = route >= 0 && route < MAX_ROUTES ? route : MAX_ROUTES;
+    __atomic_add_fetch(&g_requests[r][slot], 1, __ATOMIC_RELAXED);
+}
+
+enum MHD_Result http_reply_response(req *r, unsigned status, struct MHD_Response *resp)
+{
+    if (!resp) return MHD_NO;
+    r->status = status;
+    /* counted now, not on completion, so that the next request sees it */
+    count_request(r->route, status);
+    enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+enum MHD_Result http_reply_bytes(req *r, unsigned status, const char *ctype,
+                                 const void *data, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return http_reply_response(r, status, resp);
+}
+
+enum MHD_Result http_reply_json(req *r, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+    json_decref(body);
+    if (!text) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot encode the reply");
+    size_t len = strlen(text);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) { free(text); return MHD_NO; }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return http_reply_response(r, status, resp);
+}
+
+enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, const char *allow,
+                                       const char *message)
+{
+    __atomic_add_fetch(&g_errors[e], 1, __ATOMIC_RELAXED);
+    json_t *err = json_pack("{s:s,s:s}", "code", HTTP_ERR_CODES[e], "message", message);
+    json_object_set_new(err, "field", field && *field ? json_string(field) : json_null());
+    json_t *body = json_pack("{s:o}", "error", err);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!text) return MHD_NO;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) { free(text); return MHD_NO; }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    return http_reply_response(r, HTTP_ERR_STATUS[e], resp);
+}
+
+enum MHD_Result http_reply_error(req *r, http_err e, const char *field, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return http_reply_error_allow(r, e, field, NULL, msg);
+}
+
+void reply_metrics_write(FILE *f, const route_def *t, int n)
+{
+    fputs("# HELP lsqd_http_requests_total HTTP requests by route and status.\n"
+          "# TYPE lsqd_http_requests_total counter\n", f);
+    for (int i = 0; i <= MAX_ROUTES; i++) {
+        if (i < MAX_ROUTES && i >= n) continue;
+        for (size_t s = 0; s < N_STATUS; s++) {
+            unsigned long c = __atomic_load_n(&g_requests[i][s], __ATOMIC_RELAXED);
+            if (!c) continue;
+            char status[16];
+            if (STATUS_SLOTS[s]) snprintf(status, sizeof status, "%u", STATUS_SLOTS[s]);
+            else snprintf(status, sizeof status, "other");
+            fprintf(f, "lsqd_http_requests_total{route=\"%s\",status=\"%s\"} %lu\n",
+                    i < MAX_ROUTES ? t[i].name : "none", status, c);
+        }
+    }
+    fputs("# HELP lsqd_errors_total Error replies by error code.\n"
+          "# TYPE lsqd_errors_total counter\n", f);
+    for (int e = 0; e < HERR_COUNT; e++)
+        fprintf(f, "lsqd_errors_total{code=\"%s\"} %lu\n", HTTP_ERR_CODES[e],
+                __atomic_load_n(&g_errors[e], __ATOMIC_RELAXED));
+}

@@ -1,0 +1,81 @@
+/* Requests and replies of lsqd's HTTP layer: per-request state, the route
+ * definition, the wire error codes with their one status table, the reply
+ * helpers every handler uses, and the counters behind /metrics. The daemon
+ * (http.c) and the handlers (routes.c, sse.c, static.c) all sit on this
+ * unit; it knows neither of them. */
+#ifndef LSQD_REPLY_H
+#define LSQD_REPLY_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+/* Wire error codes; the HTTP status of each is in one table (reply.c). 4xx
+ * and 5xx never share a code. */
+typedef enum {
+    HERR_MALFORMED_JSON,     /* 400 */
+    HERR_BAD_REQUEST,        /* 400 */
+    HERR_NOT_FOUND,          /* 404 */
+    HERR_METHOD_NOT_ALLOWED, /* 405 + Allow */
+    HERR_CONFLICT,           /* 409 */
+    HERR_BODY_TOO_LARGE,     /* 413 */
+    HERR_UNSUPPORTED_MEDIA,  /* 415 */
+    HERR_INVALID_SPEC,       /* 422: the job spec, with "field" */
+    HERR_INVALID_VALUE,      /* 422: any other value, with "field" */
+    HERR_INTERNAL,           /* 500 */
+    HERR_QUEUE_FULL,         /* 503 */
+    HERR_UNAVAILABLE,        /* 503 */
+    HERR_COUNT
+} http_err;
+extern const char *const HTTP_ERR_CODES[];
+
+#define ROUTE_PARAM_MAX 256
+
+typedef struct req req;
+typedef enum MHD_Result (*route_fn)(req *r);
+
+typedef struct {
+    const char *method;
+    const char *pattern;     /* "/api/v1/jobs/{id}/artifacts/{name}" */
+    const char *name;        /* label in /metrics and logs */
+    route_fn fn;
+    int json_body;           /* 1: the request carries a JSON body */
+} route_def;
+
+struct req {
+    struct MHD_Connection *conn;
+    const lsqd_config *cfg;
+    const char *method;
+    const char *url;
+    int route;               /* index in the table, -1: none */
+    char id_param[ROUTE_PARAM_MAX];   /* {id} */
+    char name_param[ROUTE_PARAM_MAX]; /* {name} */
+    int64_t job_id;          /* {id} as a number, when the pattern has one */
+    char *body;              /* NUL-terminated */
+    size_t len, cap;
+    int too_large;
+    unsigned status;         /* the status replied, for /metrics */
+    double t0;
+};
+
+/* Replies (each returns what the access handler returns). */
+enum MHD_Result http_reply_json(req *r, unsigned status, json_t *body); /* steals body */
+enum MHD_Result http_reply_error(req *r, http_err e, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Copies the bytes. */
+enum MHD_Result http_reply_bytes(req *r, unsigned status, const char *ctype,
+                                 const void *data, size_t len);
+/* Queues a prepared response, counting the status; destroys it. */
+enum MHD_Result http_reply_response(req *r, unsigned status, struct MHD_Response *resp);
+/* As http_reply_error, with an Allow header (405). */
+enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, const char *allow,
+                                       const char *message);
+
+/* Writes the request counters of a route table (by route and status) and
+ * the error counters (by code) as Prometheus text. */
+void reply_metrics_write(FILE *f, const route_def *table, int n);
+
+#endif

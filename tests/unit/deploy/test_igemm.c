@@ -1,0 +1,297 @@
+/* Integer GEMM: every kernel path this CPU has agrees bit for bit with a
+ * naive triple loop, on odd shapes, both activation signednesses, extreme
+ * codes at the largest K, with 1 and 2 threads. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deploy/igemm.h"
+
+static uint32_t rng_next(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+/* w (N, K): one row per output channel, as lsq_igemm_pack takes it. */
+static void gemm_naive(int32_t *c, int ldc, const uint8_t *a, int lda,
+                       int sign, const int8_t *w, int m, int n, int k)
+{
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            int64_t s = 0;
+            for (int kk = 0; kk < k; kk++) {
+                int av = sign ? (int8_t)a[(size_t)i * lda + kk]
+                              : a[(size_t)i * lda + kk];
+                s += (int64_t)av * w[(size_t)j * k + kk];
+            }
+            c[(size_t)i * ldc + j] = (int32_t)s;
+        }
+}
+
+/* Runs every supported path on one problem; returns the number of paths
+ * run. a is filled by the caller; pad makes lda/ldc larger than needed.
+ * Unsigned A also runs through lsq_igemm_u8_max with A's largest code (the
+ * low-bit kernel, where the sums fit 16 bits). */
+static int check_all_paths(const uint8_t *a, int lda, const int8_t *w, int m,
+                           int n, int k, int pad)
+{
+    int ldc = n + pad;
+    size_t csz = (size_t)(m ? m : 1) * ldc;
+    int32_t *ref = malloc(csz * sizeof *ref), *got = malloc(csz * sizeof *got);
+    lsq_igemm_w pw;
+    lsq_err err;
+    cr_assert_eq(lsq_igemm_pack(&pw, w, n, k, &err), LSQ_OK, "%s", err.message);
+    int ran = 0, amax = 0;
+    for (int i = 0; i < m; i++)
+        for (int kk = 0; kk < k; kk++)
+            if (a[(size_t)i * lda + kk] > amax) amax = a[(size_t)i * lda + kk];
+    for (int sign = 0; sign < 3; sign++) { /* 2: unsigned, with amax */
+        gemm_naive(ref, ldc, a, lda, sign == 1, w, m, n, k);
+        for (int kern = 0; kern < LSQ_KERNEL_COUNT; kern++) {
+            if (!lsq_kernel_supported((lsq_kernel)kern))
+                continue;
+            for (int threads = 1; threads <= 2; threads++) {
+                /* a sentinel in the padding columns must survive */
+                for (size_t t = 0; t < csz; t++)
+                    got[t] = 0x5A5A5A5A;
+                lsq_status st =
+                    sign == 1 ? lsq_igemm_s8(got, ldc, (const int8_t *)a, lda, m,
+                                             &pw, (lsq_kernel)kern, threads, &err)
+                    : sign    ? lsq_igemm_u8_max(got, ldc, a, lda, m, amax, &pw,
+                                                 (lsq_kernel)kern, threads, &err)
+                              : lsq_igemm_u8(got, ldc, a, lda, m, &pw,
+                                             (lsq_kernel)kern, threads, &err);
+                cr_assert_eq(st, LSQ_OK, "%s", err.message);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < ldc; j++) {
+                        size_t o = (size_t)i * ldc + j;
+                        int32_t want = j < n ? ref[o] : 0x5A5A5A5A;
+                        cr_assert_eq(got[o], want,
+                                     "%s %s threads=%d M=%d N=%d K=%d: "
+                                     "C[%d][%d] = %d, want %d",
+                                     LSQ_KERNEL_NAMES[kern],
+                                     sign == 1 ? "s8" : sign ? "u8 max" : "u8", threads, m, n, k, i,
+                                     j, got[o], want);
+                    }
+                ran++;
+            }
+        }
+    }
+    lsq_igemm_w_free(&pw);
+    free(ref);
+    free(got);
+    return ran;
+}
+
+Test(igemm, paths_match_naive_on_odd_shapes)
+{
+    static const int shapes[][3] = {
+        /* M, N, K */
+        {1, 1, 1},    {1, 1, 5},    {3, 7, 1},     {5, 17, 3},
+        {8, 16, 4},   {9, 33, 5},   {13, 31, 7},   {64, 16, 288},
+        {65, 64, 289}, {130, 70, 37}, {7, 129, 130}, {200, 10, 1000},
+        {0, 5, 9},    {31, 48, 2},  {17, 1, 63},   {70, 100, 6},
+    };
+    uint32_t seed = 99;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        for (int pad = 0; pad <= 3; pad += 3) {
+            int lda = k + pad;
+            size_t asz = (size_t)(m ? m : 1) * lda;
+            uint8_t *a = malloc(asz);
+            int8_t *w = malloc((size_t)n * k);
+            for (size_t t = 0; t < asz; t++)
+                a[t] = (uint8_t)rng_next(&seed);
+            for (size_t t = 0; t < (size_t)n * k; t++)
+                w[t] = (int8_t)rng_next(&seed);
+            int ran = check_all_paths(a, lda, w, m, n, k, pad);
+            cr_assert_geq(ran, 4, "at least the portable path must run");
+            free(a);
+            free(w);
+        }
+    }
+}
+
+/* Extreme codes at the largest K: any int16 saturation or int32 overflow in
+ * a path shows up as a mismatch. */
+Test(igemm, extreme_codes_at_max_k)
+{
+    int m = 3, n = 5, k = LSQ_IGEMM_MAX_K;
+    uint8_t *a = malloc((size_t)m * k);
+    int8_t *w = malloc((size_t)n * k);
+    for (int kk = 0; kk < k; kk++) {
+        a[kk] = 255;                  /* u8: 255; s8: -1 */
+        a[(size_t)k + kk] = 0x80;     /* u8: 128; s8: -128 */
+        a[(size_t)2 * k + kk] = 0x7F; /* 127 either way */
+        w[kk] = -128;
+        w[(size_t)k + kk] = 127;
+        w[(size_t)2 * k + kk] = -128;
+        w[(size_t)3 * k + kk] = (int8_t)(kk % 2 ? 127 : -128);
+        w[(size_t)4 * k + kk] = (int8_t)(kk % 3 - 1);
+    }
+    check_all_paths(a, k, w, m, n, k, 0);
+    free(a);
+    free(w);
+}
+
+/* Low-bit codes as the network uses them: 2-bit activations, 2-bit weights
+ * at a resnet-sized K (576 = 64 * 3 * 3). */
+Test(igemm, low_bit_codes)
+{
+    int m = 37, n = 64, k = 576;
+    uint32_t seed = 7;
+    uint8_t *a = malloc((size_t)m * k);
+    int8_t *w = malloc((size_t)n * k);
+    for (size_t t = 0; t < (size_t)m * k; t++)
+        a[t] = (uint8_t)(rng_next(&seed) % 4);
+    for (size_t t = 0; t < (size_t)n * k; t++)
+        w[t] = (int8_t)((int)(rng_next(&seed) % 4) - 2);
+    check_all_paths(a, k, w, m, n, k, 0);
+    free(a);
+    free(w);
+}
+
+/* The low-bit kernel's 16-bit sums at their bound: K = 4 * 2730 groups of
+ * 3 x -2 products (each int16 lane ends at -32760), and odd shapes of 3-bit
+ * codes under it; the next group up takes the int16 path. */
+Test(igemm, low_bit_sums_at_the_int16_bound)
+{
+    int m = 5, n = 19, k = 4 * 2730;
+    uint8_t *a = malloc((size_t)m * k);
+    int8_t *w = malloc((size_t)n * k);
+    for (size_t t = 0; t < (size_t)m * k; t++) a[t] = 3;
+    for (size_t t = 0; t < (size_t)n * k; t++) w[t] = -2;
+    check_all_paths(a, k, w, m, n, k, 0);
+    check_all_paths(a, k, w, m, n, k - 3, 1); /* a partial last group */
+    free(a);
+    free(w);
+    uint32_t seed = 11;
+    static const int shapes[][3] = {{1, 1, 1}, {5, 17, 3}, {9, 33, 5}, {65, 64, 289}, {7, 129, 130}};
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int sm = shapes[s][0], sn = shapes[s][1], sk = shapes[s][2];
+        a = malloc((size_t)sm * sk);
+        w = malloc((size_t)sn * sk);
+        for (size_t t = 0; t < (size_t)sm * sk; t++) a[t] = (uint8_t)(rng_next(&seed) % 8);
+        for (size_t t = 0; t < (size_t)sn * sk; t++) w[t] = (int8_t)((int)(rng_next(&seed) % 8) - 4);
+        check_all_paths(a, sk, w, sm, sn, sk, 0);
+        free(a);
+        free(w);
+    }
+}
+
+/* The direct convolution on padded NHWC codes against a naive
+ * convolution with zero padding, every output of every image, on shapes
+ * with several images, odd widths and 1, 3 and 5 wide kernels. */
+Test(igemm, direct_taps_match_naive_conv)
+{
+    static const int shapes[][6] = {
+        /* n, h, w, ic, oc, k */
+        {3, 5, 6, 8, 19, 3}, {2, 7, 7, 64, 64, 3}, {1, 4, 9, 4, 5, 5}, {4, 3, 3, 12, 16, 1},
+    };
+    uint32_t seed = 21;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int n = shapes[s][0], h = shapes[s][1], wd = shapes[s][2], ic = shapes[s][3];
+        const int oc = shapes[s][4], k = shapes[s][5], pad = k / 2;
+        const int wp = wd + 2 * pad, hp = h + 2 * pad, K = k * k * ic;
+        uint8_t *x = malloc((size_t)n * h * wd * ic);
+        int8_t *w = malloc((size_t)oc * K);
+        for (size_t t = 0; t < (size_t)n * h * wd * ic; t++) x[t] = (uint8_t)(rng_next(&seed) % 4);
+        for (size_t t = 0; t < (size_t)oc * K; t++) w[t] = (int8_t)((int)(rng_next(&seed) % 4) - 2);
+        /* padded images, slack after the last for the largest tap */
+        const size_t img = (size_t)hp * wp;
+        uint8_t *a = calloc(((size_t)n * img + (size_t)k) * ic, 1);
+        for (int b = 0; b < n; b++)
+            for (int y = 0; y < h; y++)
+                memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
+                       x + (((size_t)b * h + y) * wd) * ic, (size_t)wd * ic);
+        int taps[25], goff[25 * 64 / 4];
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) taps[ky * k + kx] = ky * wp + kx;
+        lsq_igemm_tap_groups(goff, taps, k * k, ic);
+        lsq_igemm_w pw;
+        lsq_err err;
+        cr_assert_eq(lsq_igemm_pack(&pw, w, oc, K, &err), LSQ_OK, "%s", err.message);
+        if (!lsq_igemm_taps_ok(&pw, ic, 3, LSQ_KERNEL_AVX2)) {
+            cr_assert(!lsq_kernel_supported(LSQ_KERNEL_AVX2), "AVX2 present but no direct path");
+            cr_assert_eq(lsq_igemm_u8_taps(NULL, oc, a, ic, n, h * wp, img, goff, 3, &pw,
+                                           LSQ_KERNEL_AVX2, 1, &err),
+                         LSQ_ERR_INVALID);
+            lsq_igemm_w_free(&pw);
+            free(x), free(w), free(a);
+            continue;
+        }
+        cr_assert_eq(lsq_igemm_taps_ok(&pw, ic, 255, LSQ_KERNEL_AVX2),
+                     (long)pw.kq * 2 * 255 * 2 <= 32767, "8-bit codes: the 16-bit bound");
+        cr_assert(!lsq_igemm_taps_ok(&pw, ic, 3, LSQ_KERNEL_PORTABLE));
+        const int rows = h * wp;
+        int32_t *c = malloc(sizeof *c * (size_t)n * rows * oc);
+        for (int threads = 1; threads <= 2; threads++) {
+            cr_assert_eq(lsq_igemm_u8_taps(c, oc, a, ic, n, rows, img, goff, 3, &pw,
+                                           LSQ_KERNEL_AVX2, threads, &err),
+                         LSQ_OK, "%s", err.message);
+            for (int b = 0; b < n; b++)
+                for (int y = 0; y < h; y++)
+                    for (int xx = 0; xx < wd; xx++)
+                        for (int o = 0; o < oc; o++) {
+                            long want = 0;
+                            for (int ky = 0; ky < k; ky++)
+                                for (int kx = 0; kx < k; kx++) {
+                                    int iy = y + ky - pad, ix = xx + kx - pad;
+                                    if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
+                                    for (int ci = 0; ci < ic; ci++)
+                                        want += (long)x[(((size_t)b * h + iy) * wd + ix) * ic + ci] *
+                                                w[(size_t)o * K + (ky * k + kx) * ic + ci];
+                                }
+                            int32_t got = c[((size_t)b * rows + (size_t)y * wp + xx) * oc + o];
+                            cr_assert_eq(got, want, "shape %zu image %d (%d, %d) channel %d", s,
+                                         b, y, xx, o);
+                        }
+        }
+        lsq_igemm_w_free(&pw);
+        free(x), free(w), free(a), free(c);
+    }
+}
+
+Test(igemm, kernel_selection)
+{
+    cr_assert(lsq_kernel_supported(LSQ_KERNEL_PORTABLE));
+    setenv("LSQ_KERNEL", "portable", 1);
+    cr_assert_eq(lsq_kernel_select(), LSQ_KERNEL_PORTABLE);
+    setenv("LSQ_KERNEL", "avx2", 1);
+    if (lsq_kernel_supported(LSQ_KERNEL_AVX2))
+        cr_assert_eq(lsq_kernel_select(), LSQ_KERNEL_AVX2);
+    setenv("LSQ_KERNEL", "nonsense", 1);
+    lsq_kernel best = lsq_kernel_select();
+    unsetenv("LSQ_KERNEL");
+    cr_assert_eq(lsq_kernel_select(), best);
+    cr_assert(lsq_kernel_supported(best));
+    for (int k = best + 1; k < LSQ_KERNEL_COUNT; k++)
+        cr_assert(!lsq_kernel_supported((lsq_kernel)k),
+                  "the default must be the fastest supported path");
+    cr_log_info("igemm kernel path on this CPU: %s", LSQ_KERNEL_NAMES[best]);
+}
+
+Test(igemm, rejects_bad_arguments)
+{
+    lsq_igemm_w pw;
+    lsq_err err;
+    int8_t w[6] = {1, 2, 3, 4, 5, 6};
+    cr_assert_eq(lsq_igemm_pack(&pw, w, 0, 6, &err), LSQ_ERR_INVALID);
+    cr_assert_eq(lsq_igemm_pack(&pw, w, 1, LSQ_IGEMM_MAX_K + 1, &err),
+                 LSQ_ERR_INVALID);
+    cr_assert_eq(lsq_igemm_pack(&pw, w, 2, 3, &err), LSQ_OK);
+    uint8_t a[6] = {0};
+    int32_t c[4];
+    cr_assert_eq(lsq_igemm_u8(c, 2, a, 2, 2, &pw, LSQ_KERNEL_PORTABLE, 1, &err),
+                 LSQ_ERR_INVALID, "lda < K must be rejected");
+    cr_assert_eq(lsq_igemm_u8(c, 1, a, 3, 2, &pw, LSQ_KERNEL_PORTABLE, 1, &err),
+                 LSQ_ERR_INVALID, "ldc < N must be rejected");
+    cr_assert_eq(lsq_igemm_u8(c, 2, a, 3, 2, &pw, LSQ_KERNEL_COUNT, 1, &err),
+                 LSQ_ERR_INVALID);
+    cr_assert_eq(lsq_igemm_u8(c, 2, a, 3, 2, &pw, LSQ_KERNEL_PORTABLE, 1, &err),
+                 LSQ_OK);
+    lsq_igemm_w_free(&pw);
+}

@@ -1,0 +1,438 @@
+/* Networks: zoo shapes, layer-list errors naming the layer and key, the
+ * parameter buffer's views, a whole-network gradient check, checkpoints. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/rng.h"
+#include "graph/net.h"
+#include "nn/layers.h"
+#include "train/ckpt.h"
+
+static lsq_status build_text(lsq_net *net, const char *text, const spec_quant *q, lsq_err *err)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    cr_assert(j, "test JSON does not parse: %s", je.text);
+    lsq_status st = net_build(net, j, q, 10, 4, err);
+    json_decref(j);
+    return st;
+}
+
+Test(net, zoo_shapes_and_params)
+{
+    struct { const char *arch; size_t params; int convs; } want[] = {
+        /* cnn-small: 288 + 2*32 + 18432 + 2*64 + 3136*256+256 + 2560+10 */
+        {"cnn-small", 288 + 64 + 18432 + 128 + 802816 + 256 + 2560 + 10, 2},
+        {"mlp", 784 * 256 + 256 + 256 * 256 + 256 + 2560 + 10, 0},
+        {"resnet20", 0, 21},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        lsq_err err;
+        json_t *l = net_zoo_layers(want[i].arch, 1, 28, 28, &err);
+        cr_assert(l);
+        lsq_net net;
+        cr_assert_eq(net_build(&net, l, NULL, 10, 2, &err), LSQ_OK, "%s: %s", want[i].arch, err.message);
+        int convs = 0;
+        for (int k = 0; k < net.n_nodes; k++) convs += net.nodes[k].op == OP_CONV;
+        cr_expect_eq(convs, want[i].convs, "%s: %d convs", want[i].arch, convs);
+        if (want[i].params) cr_expect_eq(net.n_params, want[i].params, "%s: %zu params", want[i].arch, net.n_params);
+        const net_node *o = &net.nodes[net.output];
+        cr_expect_eq(o->c, 10);
+        net_free(&net);
+        json_decref(l);
+    }
+}
+
+Test(net, resnet20_structure)
+{
+    lsq_err err;
+    json_t *l = net_zoo_layers("resnet20", 1, 28, 28, &err);
+    lsq_net net;
+    cr_assert_eq(net_build(&net, l, NULL, 10, 2, &err), LSQ_OK, "%s", err.message);
+    /* 19 3x3 convs + 2 projection shortcuts; stages end at 28, 14, 7 */
+    int proj = 0, last_h = 0;
+    for (int k = 0; k < net.n_nodes; k++) {
+        const net_node *nd = &net.nodes[k];
+        if (nd->op == OP_CONV && nd->kernel == 1) proj++;
+        if (nd->op == OP_ADD) last_h = nd->h;
+    }
+    cr_expect_eq(proj, 2);
+    cr_expect_eq(last_h, 7);
+    cr_expect_geq(net_find_view(&net, "s2b1.sc.conv.weight"), 0);
+    cr_expect_geq(net_find_view(&net, "s3b3.bn2.running_var"), 0);
+    /* 0.27M parameters as in He et al. (plus BN) */
+    cr_expect(net.n_params > 260000 && net.n_params < 280000, "%zu", net.n_params);
+    net_free(&net);
+    json_decref(l);
+}
+
+Test(net, layer_list_errors_name_layer_and_key)
+{
+    struct { const char *text, *field, *needle; } cases[] = {
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":8,\"kernel\":3,\"strid\":2}]}", "model.layers[0].strid", "unknown key"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"kernel\":3}]}", "model.layers[0].out", "required"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":8,\"kernel\":40}]}", "model.layers[0].kernel", "1..15"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":8,\"kernel\":3,\"pad\":1},{\"type\":\"linear\",\"out\":10}]}", "model.layers[1].input", "flat"},
+        {"{\"layers\":[{\"type\":\"dense\",\"out\":10}]}", "model.layers[0].type", "dense"},
+        {"{\"layers\":[{\"out\":10}]}", "model.layers[0].type", "required"},
+        {"{\"layers\":[{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":12}]}", "model.layers[1]", "10 classes"},
+        {"{\"layers\":[{\"type\":\"flatten\",\"name\":\"a\"},{\"type\":\"relu\",\"name\":\"a\"}]}", "model.layers[1].name", "earlier"},
+        {"{\"layers\":[{\"type\":\"flatten\"},{\"type\":\"add\",\"inputs\":[\"nope\",\"input\"]}]}", "model.layers[1].inputs", "nope"},
+        {"{\"input\":[1,8,8],\"layers\":[{\"type\":\"maxpool\",\"kernel\":10}]}", "model.layers[0].kernel", "larger"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":8,\"kernel\":3,\"bias\":1}]}", "model.layers[0].bias", "true or false"},
+        {"{\"layers\":[]}", "model.layers", "non-empty"},
+        {"{\"input\":[1,28],\"layers\":[{\"type\":\"flatten\"}]}", "model.input", "[C, H, W]"},
+        {"{\"layers\":[{\"type\":\"relu\",\"input\":\"ghost\"}]}", "model.layers[0].input", "ghost"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":8,\"kernel\":3,\"pad\":1,\"name\":\"c\"},{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,\"stride\":2},"
+         "{\"type\":\"add\",\"inputs\":[\"c\",\"conv2d2\"]}]}", "model.layers[2].inputs", "different shapes"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        lsq_net net;
+        lsq_err err;
+        lsq_err_clear(&err);
+        lsq_status st = build_text(&net, cases[i].text, NULL, &err);
+        cr_expect_eq(st, LSQ_ERR_INVALID, "case %zu: status %d", i, st);
+        cr_expect_str_eq(err.field, cases[i].field, "case %zu: field '%s' (%s)", i, err.field, err.message);
+        cr_expect(strstr(err.message, cases[i].needle), "case %zu: message '%s' lacks '%s'", i,
+                  err.message, cases[i].needle);
+        if (st == LSQ_OK) net_free(&net);
+    }
+}
+
+Test(net, quant_layer_names_are_checked)
+{
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 2, q.act_bits = 2, q.first_last_bits = 8;
+    q.n_layers = 1;
+    snprintf(q.layers[0].name, sizeof q.layers[0].name, "fc9");
+    lsq_err err;
+    json_t *l = net_zoo_layers("cnn-small", 1, 28, 28, &err);
+    lsq_net net;
+    cr_assert_eq(net_build(&net, l, &q, 10, 2, &err), LSQ_ERR_INVALID);
+    cr_expect_str_eq(err.field, "quant.layers.fc9");
+    json_decref(l);
+}
+
+Test(net, quantized_cnn_small_bits_and_signs)
+{
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 2, q.act_bits = 3, q.first_last_bits = 8;
+    q.n_layers = 1;
+    snprintf(q.layers[0].name, sizeof q.layers[0].name, "fc1");
+    q.layers[0].weight_bits = 4;
+    lsq_err err;
+    json_t *l = net_zoo_layers("cnn-small", 1, 28, 28, &err);
+    lsq_net net;
+    cr_assert_eq(net_build(&net, l, &q, 10, 2, &err), LSQ_OK, "%s", err.message);
+    struct { const char *name; int wb, ab; } want[] = {
+        {"conv1", 8, 8}, {"conv2", 2, 3}, {"fc1", 4, 3}, {"fc2", 8, 8}};
+    for (int i = 0; i < 4; i++) {
+        const net_node *nd = NULL;
+        for (int k = 0; k < net.n_nodes; k++)
+            if (strcmp(net.nodes[k].name, want[i].name) == 0) nd = &net.nodes[k];
+        cr_assert(nd);
+        cr_expect_eq(net_node_weight_bits(nd), want[i].wb, "%s", want[i].name);
+        cr_expect_eq(net_node_act_bits(nd), want[i].ab, "%s", want[i].name);
+        cr_expect_eq(nd->wq.r.is_signed, 1);
+        cr_expect_eq(nd->aq.r.is_signed, 0, "%s input follows ReLU/pool or the image", want[i].name);
+    }
+    /* steps are parameters in the one buffer; g for an activation uses the
+     * per-example feature count: conv2 input is 32x14x14 */
+    int v = net_find_view(&net, "conv2.input.step");
+    cr_assert_geq(v, 0);
+    cr_expect_eq(net.views[v].kind, PV_STEP);
+    cr_expect_eq(net.views[v].in_state, 0);
+    const net_node *c2 = &net.nodes[net.views[v].node];
+    cr_expect_float_eq(c2->aq.g[0], (float)(1.0 / sqrt(32.0 * 14 * 14 * 7)), 1e-9);
+    cr_expect_float_eq(c2->wq.g[0], (float)(1.0 / sqrt(32.0 * 64 * 9 * 1)), 1e-9);
+    /* the input quantizer of conv1 starts at 1/255 */
+    net_init_params(&net, 1);
+    net_quant_init_weights(&net, QINIT_PAPER);
+    cr_expect_eq(net.params[net.views[net_find_view(&net, "conv1.input.step")].off], 1.0f / 255.0f);
+    net_free(&net);
+    json_decref(l);
+}
+
+/* A W2A2 resnet20 training step with the quantized convs' forward on
+ * integer codes (the default) and on float values (CONV2D_PATH_FLOAT): the
+ * two differ only by float rounding in the forward sums. (At batch norm's
+ * initial beta = 0 the ReLU edge sits at xhat = 0, where a rounding flips
+ * masks and bias gradients: there the two float paths, direct and im2col,
+ * differ by ~1% of the gradient norm too. So the batch norms are moved off
+ * their initial values first.) */
+Test(net, integer_forward_matches_float_forward)
+{
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 2, q.act_bits = 2, q.first_last_bits = 8;
+    lsq_err err;
+    json_t *l = net_zoo_layers("resnet20", 1, 28, 28, &err);
+    lsq_net net;
+    const int n = 4;
+    cr_assert_eq(net_build(&net, l, &q, 10, n, &err), LSQ_OK, "%s", err.message);
+    net_init_params(&net, 5);
+    lsq_rng r;
+    rng_seed(&r, 9, 0);
+    /* batch norm away from its initial beta = 0, where every ReLU edge sits
+     * on xhat = 0 */
+    for (int v = 0; v < net.n_views; v++)
+        if (strstr(net.views[v].name, "bn") && !net.views[v].in_state)
+            for (size_t i = 0; i < net.views[v].count; i++)
+                net.params[net.views[v].off + i] += 0.2f * (float)rng_normal(&r);
+    net_quant_init_weights(&net, QINIT_PAPER);
+    float *x = malloc(sizeof *x * n * 28 * 28);
+    for (int i = 0; i < n * 28 * 28; i++) x[i] = (float)rng_uniform(&r);
+    int32_t y[4] = {0, 3, 5, 9};
+    float *logits[2], *grads[2], dl[40];
+    for (int path = 0; path < 2; path++) {
+        /* the float run goes first: it initialises the activation steps */
+        conv2d_set_path(path ? CONV2D_PATH_AUTO : CONV2D_PATH_FLOAT);
+        net_zero_grads(&net);
+        const float *lg = net_forward(&net, x, n, 1);
+        logits[path] = malloc(sizeof(float) * n * 10);
+        memcpy(logits[path], lg, sizeof(float) * n * 10);
+        xent_forward(net.probs, lg, y, n, 10);
+        memset(dl, 0, sizeof dl);
+        xent_backward(dl, net.probs, y, n, 10, 1.0f);
+        net_backward(&net, dl, n);
+        grads[path] = malloc(sizeof(float) * net.n_params);
+        memcpy(grads[path], net.grads, sizeof(float) * net.n_params);
+    }
+    conv2d_set_path(CONV2D_PATH_AUTO);
+    double el = 0, d2 = 0, g2 = 0;
+    for (int i = 0; i < n * 10; i++) el = fmax(el, fabs(logits[0][i] - logits[1][i]));
+    for (size_t i = 0; i < net.n_params; i++) {
+        double e = (double)grads[0][i] - grads[1][i];
+        d2 += e * e;
+        g2 += (double)grads[0][i] * grads[0][i];
+    }
+    printf("integer vs float forward, W2A2 resnet20: logits max diff %.3g, gradient rel norm "
+           "diff %.3g\n", el, sqrt(d2 / g2));
+    cr_expect_leq(el, 1e-4, "logits");
+    cr_expect_leq(sqrt(d2 / g2), 1e-4, "gradients");
+    cr_expect(g2 > 0);
+    for (int p = 0; p < 2; p++) free(logits[p]), free(grads[p]);
+    free(x);
+    net_free(&net);
+    json_decref(l);
+}
+
+Test(net, a_teacher_forward_leaves_the_student_gradients_alone)
+{
+    /* distillation runs the teacher between the student's forward and its
+     * backward: nothing the student's backward reads may change */
+    spec_quant q, fq;
+    memset(&q, 0, sizeof q);
+    memset(&fq, 0, sizeof fq);
+    q.enabled = 1, q.weight_bits = 2, q.act_bits = 2, q.first_last_bits = 8;
+    lsq_err err;
+    json_t *l = net_zoo_layers("resnet20", 1, 28, 28, &err);
+    lsq_net st, te;
+    const int n = 4;
+    cr_assert_eq(net_build(&st, l, &q, 10, n, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(net_build(&te, l, &fq, 10, n, &err), LSQ_OK, "%s", err.message);
+    net_init_params(&st, 5);
+    net_init_params(&te, 6);
+    net_quant_init_weights(&st, QINIT_PAPER);
+    lsq_rng r;
+    rng_seed(&r, 9, 0);
+    float *x = malloc(sizeof *x * n * 28 * 28), *xt = malloc(sizeof *xt * n * 28 * 28);
+    for (int i = 0; i < n * 28 * 28; i++) x[i] = (float)rng_uniform(&r);
+    for (int i = 0; i < n * 28 * 28; i++) xt[i] = (float)rng_uniform(&r);
+    int32_t y[4] = {0, 3, 5, 9};
+    float *grads[2], dl[40];
+    net_forward(&st, x, n, 1); /* initialises the activation steps */
+    for (int run = 0; run < 2; run++) {
+        net_zero_grads(&st);
+        const float *lg = net_forward(&st, x, n, 1);
+        xent_forward(st.probs, lg, y, n, 10);
+        memset(dl, 0, sizeof dl);
+        xent_backward(dl, st.probs, y, n, 10, 1.0f);
+        /* the second run: the teacher's forward, in training mode too, on
+         * other images */
+        if (run) net_forward(&te, xt, n, 1);
+        net_backward(&st, dl, n);
+        grads[run] = malloc(sizeof(float) * st.n_params);
+        memcpy(grads[run], st.grads, sizeof(float) * st.n_params);
+    }
+    cr_expect_eq(memcmp(grads[0], grads[1], sizeof(float) * st.n_params), 0,
+                 "the student's gradients changed");
+    for (int p = 0; p < 2; p++) free(grads[p]);
+    free(x), free(xt);
+    net_free(&st), net_free(&te);
+    json_decref(l);
+}
+
+Test(net, signed_input_for_layers_after_batchnorm)
+{
+    /* conv -> bn -> conv: the second conv sees negative values */
+    const char *text = "{\"layers\":[{\"type\":\"conv2d\",\"name\":\"a\",\"out\":4,\"kernel\":3,\"pad\":1},"
+                       "{\"type\":\"batchnorm\",\"name\":\"bn\"},"
+                       "{\"type\":\"conv2d\",\"name\":\"b\",\"out\":4,\"kernel\":3,\"pad\":1},"
+                       "{\"type\":\"flatten\"},{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 4, q.act_bits = 4, q.first_last_bits = 8;
+    lsq_net net;
+    lsq_err err;
+    cr_assert_eq(build_text(&net, text, &q, &err), LSQ_OK, "%s", err.message);
+    cr_expect_eq(net.nodes[3].aq.r.is_signed, 1);
+    cr_expect_eq(net.nodes[3].aq.r.qn, 8);
+    net_free(&net);
+    /* LSQ+ for such layers: an offset parameter appears */
+    q.act_sign = ASIGN_OFFSET;
+    cr_assert_eq(build_text(&net, text, &q, &err), LSQ_OK, "%s", err.message);
+    cr_expect_geq(net_find_view(&net, "b.input.offset"), 0);
+    cr_expect_lt(net_find_view(&net, "a.input.offset"), 0, "the image input stays unsigned");
+    net_free(&net);
+}
+
+/* Loss of a float net on a fixed batch (training-mode BN), in double. */
+static double net_loss(lsq_net *net, const float *x, const int32_t *y, int n)
+{
+    const float *logits = net_forward(net, x, n, 1);
+    return xent_forward(net->probs, logits, y, n, net->classes);
+}
+
+Test(net, whole_network_gradient_check)
+{
+    /* a small residual network exercising every layer kind */
+    const char *text =
+        "{\"input\":[2,8,8],\"layers\":["
+        "{\"type\":\"conv2d\",\"name\":\"c1\",\"out\":4,\"kernel\":3,\"pad\":1,\"bias\":false},"
+        "{\"type\":\"batchnorm\",\"name\":\"b1\"},{\"type\":\"relu\",\"name\":\"r1\"},"
+        "{\"type\":\"conv2d\",\"name\":\"c2\",\"out\":4,\"kernel\":3,\"pad\":1},"
+        "{\"type\":\"add\",\"name\":\"add\",\"inputs\":[\"c2\",\"r1\"]},{\"type\":\"relu\"},"
+        "{\"type\":\"maxpool\",\"kernel\":2},"
+        "{\"type\":\"conv2d\",\"name\":\"c3\",\"out\":6,\"kernel\":3,\"stride\":2,\"pad\":1},"
+        "{\"type\":\"avgpool\"},{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
+    json_t *j = json_loads(text, 0, NULL);
+    lsq_net net;
+    lsq_err err;
+    int n = 3;
+    cr_assert_eq(net_build(&net, j, NULL, 10, n, &err), LSQ_OK, "%s", err.message);
+    net_init_params(&net, 7);
+    lsq_rng r;
+    rng_seed(&r, 3, 0);
+    float x[3 * 2 * 8 * 8];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)rng_normal(&r);
+    int32_t y[3] = {1, 4, 9};
+    /* backward */
+    net_zero_grads(&net);
+    const float *logits = net_forward(&net, x, n, 1);
+    xent_forward(net.probs, logits, y, n, 10);
+    float dl[30] = {0};
+    xent_backward(dl, net.probs, y, n, 10, 1.0f);
+    net_backward(&net, dl, n);
+    /* central differences on a sample of parameters; BN running stats are
+     * state and do not affect training-mode outputs */
+    double worst = 0;
+    int checked = 0, kinks = 0;
+    double l0 = net_loss(&net, x, y, n);
+    for (size_t i = 0; i < net.n_params; i += 7) {
+        float keep = net.params[i];
+        float h = 1e-3f * fmaxf(1.0f, fabsf(keep));
+        net.params[i] = keep + h;
+        double lp = net_loss(&net, x, y, n);
+        net.params[i] = keep - h;
+        double lm = net_loss(&net, x, y, n);
+        net.params[i] = keep;
+        /* a ReLU or max-pool switch inside [-h, h] makes the two one-sided
+         * slopes disagree: such points have no derivative to compare */
+        double fwd = (lp - l0) / h, bwd = (l0 - lm) / h;
+        if (fabs(fwd - bwd) > 0.05 * fmax(fabs(fwd), fabs(bwd)) + 2e-3) {
+            kinks++;
+            continue;
+        }
+        double num = (lp - lm) / (2.0 * h);
+        double ana = net.grads[i];
+        double rel = fabs(num - ana) / fmax(1e-2, fabs(num) + fabs(ana));
+        if (rel > worst) worst = rel;
+        if (rel > 2e-2) printf("  %zu: numeric %g analytic %g\n", i, num, ana);
+        checked++;
+    }
+    printf("whole-network gradcheck: %d parameters, %d at kinks skipped, max rel diff %.3g\n",
+           checked, kinks, worst);
+    cr_expect_lt(kinks, checked / 5, "too many kinks skipped: %d of %d", kinks, checked);
+    cr_expect_lt(worst, 2e-2, "max relative difference %g", worst);
+    net_free(&net);
+    json_decref(j);
+}
+
+Test(net, checkpoint_round_trip_and_corruption)
+{
+    lsq_err err;
+    json_t *l = net_zoo_layers("cnn-small", 1, 28, 28, &err);
+    lsq_net a, b;
+    cr_assert_eq(net_build(&a, l, NULL, 10, 2, &err), LSQ_OK);
+    cr_assert_eq(net_build(&b, l, NULL, 10, 2, &err), LSQ_OK);
+    net_init_params(&a, 1);
+    net_init_params(&b, 2);
+    char dir[] = "/tmp/lsq-ckpt-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char path[256];
+    snprintf(path, sizeof path, "%s/a.lsqc", dir);
+    json_t *meta = json_pack("{s:s, s:i, s:b}", "phase", "train", "epoch", 3, "quantized", 0);
+    float *mom = calloc(a.n_params, sizeof(float));
+    for (size_t i = 0; i < a.n_params; i++) mom[i] = (float)i * 1e-6f;
+    cr_assert_eq(ckpt_save(path, &a, mom, meta, &err), LSQ_OK, "%s", err.message);
+    lsq_ckpt c;
+    cr_assert_eq(ckpt_load(&c, path, &err), LSQ_OK, "%s", err.message);
+    float *mom2 = calloc(b.n_params, sizeof(float));
+    cr_assert_eq(ckpt_apply(&c, &b, mom2, 1, &err), LSQ_OK, "%s", err.message);
+    cr_expect_eq(memcmp(a.params, b.params, a.n_params * sizeof(float)), 0);
+    cr_expect_eq(memcmp(a.state, b.state, a.n_state * sizeof(float)), 0);
+    cr_expect_eq(memcmp(mom, mom2, a.n_params * sizeof(float)), 0);
+    cr_expect_eq(json_integer_value(json_object_get(c.header, "epoch")), 3);
+    ckpt_free(&c);
+
+    /* corruptions: every one an error, none a crash */
+    char *buf;
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = malloc((size_t)size);
+    cr_assert_eq(fread(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    struct { long at; int mode; const char *needle; } bad[] = {
+        {0, 0, "magic"}, {4, 0, "version"}, {size / 2, 0, "checksum"}, {size - 1, 0, "checksum"},
+        {size / 3, 1, "truncated"}, {10, 1, "short"},
+    };
+    char bpath[256];
+    snprintf(bpath, sizeof bpath, "%s/bad.lsqc", dir);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        FILE *g = fopen(bpath, "wb");
+        if (bad[i].mode == 0) {
+            char keep = buf[bad[i].at];
+            buf[bad[i].at] ^= 0x5a;
+            fwrite(buf, 1, (size_t)size, g);
+            buf[bad[i].at] = keep;
+        } else {
+            fwrite(buf, 1, (size_t)bad[i].at, g);
+        }
+        fclose(g);
+        lsq_status st = ckpt_load(&c, bpath, &err);
+        cr_expect_eq(st, LSQ_ERR_FORMAT, "case %zu: status %d (%s)", i, st, err.message);
+        /* truncation is caught by the checksum first when the tail is gone */
+        if (bad[i].mode == 0)
+            cr_expect(strstr(err.message, bad[i].needle), "case %zu: '%s'", i, err.message);
+    }
+    cr_expect_eq(ckpt_load(&c, "/nonexistent/x.lsqc", &err), LSQ_ERR_IO);
+    free(buf);
+    free(mom);
+    free(mom2);
+    unlink(bpath);
+    unlink(path);
+    rmdir(dir);
+    json_decref(meta);
+    net_free(&a);
+    net_free(&b);
+    json_decref(l);
+}

@@ -1,0 +1,377 @@
+/* Training end to end on the real dataset: a smoke test that must learn, the
+ * LSQ fine-tuning margin, and checkpoint resume exactness through the real
+ * `lsq train` process (SIGTERM mid-run, then run again). */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/spec.h"
+#include "train/ckpt.h"
+#include "train/train.h"
+
+static char *make_dir(void)
+{
+    char *d = strdup("/tmp/lsq-train-XXXXXX");
+    cr_assert(mkdtemp(d));
+    return d;
+}
+
+static void rm_rf(const char *d)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    cr_expect_eq(system(cmd), 0);
+}
+
+static void parse_spec(lsq_spec *s, const char *text)
+{
+    lsq_err err;
+    lsq_err_clear(&err);
+    cr_assert_eq(spec_parse(s, text, strlen(text), &err), LSQ_OK, "%s: %s", err.field, err.message);
+}
+
+static double run(const char *text, const char *dir)
+{
+    lsq_spec s;
+    parse_spec(&s, text);
+    ev_sink sink;
+    ev_sink_init(&sink, -1);
+    train_opts o = {&sink, NULL, NULL, 0};
+    lsq_err err;
+    lsq_err_clear(&err);
+    double acc = 0;
+    lsq_status st = train_run(&s, dir, &o, &acc, &err);
+    cr_assert_eq(st, LSQ_OK, "%s", err.message);
+    spec_free(&s);
+    return acc;
+}
+
+/* Full precision on a 2,000-image subset must learn: 2 epochs of cnn-small
+ * reach 75% on 1,000 test images (a constant guess is 10%). */
+Test(train, smoke_cnn_small_learns, .timeout = 240)
+{
+    char *d = make_dir();
+    double acc = run("{\"name\":\"smoke\",\"model\":{\"arch\":\"cnn-small\"},"
+                     "\"dataset\":{\"train_limit\":2000,\"test_limit\":1000},"
+                     "\"train\":{\"epochs\":2,\"lr\":0.05,\"batch_size\":64}}", d);
+    printf("smoke: cnn-small FP, 2,000 images, 2 epochs: test accuracy %.4f\n", acc);
+    cr_expect_geq(acc, 0.75, "test accuracy %.4f below 0.75", acc);
+    rm_rf(d);
+    free(d);
+}
+
+/* LSQ at W4A4 fine-tuned from the model above must stay within 2 points of
+ * the full-precision model it started from (same subset). */
+Test(train, smoke_w4a4_keeps_accuracy, .timeout = 300)
+{
+    char *d = make_dir();
+    char spec[1024];
+    snprintf(spec, sizeof spec,
+             "{\"name\":\"smoke-q\",\"model\":{\"arch\":\"cnn-small\"},"
+             "\"dataset\":{\"train_limit\":2000,\"test_limit\":1000},"
+             "\"pretrain\":{\"epochs\":3,\"lr\":0.05,\"batch_size\":64},"
+             "\"quant\":{\"weight_bits\":4},\"train\":{\"epochs\":2,\"batch_size\":64}}");
+    double q = run(spec, d);
+    lsq_ckpt c;
+    lsq_err err;
+    char fp[512];
+    snprintf(fp, sizeof fp, "%s/fp.lsqc", d);
+    cr_assert_eq(ckpt_load(&c, fp, &err), LSQ_OK, "%s", err.message);
+    double fpacc = json_real_value(json_object_get(c.header, "test_acc"));
+    ckpt_free(&c);
+    printf("smoke: W4A4 %.4f vs FP %.4f\n", q, fpacc);
+    cr_expect_gt(fpacc, 0.7);
+    cr_expect_geq(q, fpacc - 0.02, "W4A4 %.4f lost more than 2 points against FP %.4f", q, fpacc);
+    rm_rf(d);
+    free(d);
+}
+
+/* Runs `lsq train`, SIGTERMs it once `needle` appears `count` times in its
+ * event file, and returns the exit status. */
+static int run_and_stop(const char *spec_path, const char *out, const char *events,
+                        const char *needle, int count, int sig)
+{
+    const char *bin = getenv("LSQ_BIN");
+    cr_assert(bin, "LSQ_BIN is not set (run through make test)");
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execl(bin, bin, "train", spec_path, "--out", out, "--events", events, "--quiet",
+              (char *)NULL);
+        _exit(127);
+    }
+    int signalled = 0;
+    for (int i = 0; i < 6000 && !signalled; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        FILE *f = fopen(events, "r");
+        if (!f) continue;
+        char line[8192];
+        int seen = 0;
+        while (fgets(line, sizeof line, f))
+            if (strstr(line, needle)) seen++;
+        fclose(f);
+        if (seen >= count) {
+            kill(pid, sig);
+            signalled = 1;
+        }
+        int status;
+        if (!signalled && waitpid(pid, &status, WNOHANG) == pid) return WEXITSTATUS(status);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    if (sig == SIGKILL) return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+    cr_assert(WIFEXITED(status), "lsq train did not exit normally");
+    return WEXITSTATUS(status);
+}
+
+static int run_to_end(const char *spec_path, const char *out, const char *events)
+{
+    const char *bin = getenv("LSQ_BIN");
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(bin, bin, "train", spec_path, "--out", out, "--events", events, "--quiet",
+              (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void expect_same_model(const char *a_dir, const char *b_dir)
+{
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s/model.lsqc", a_dir);
+    snprintf(b, sizeof b, "%s/model.lsqc", b_dir);
+    lsq_ckpt ca, cb;
+    lsq_err err;
+    cr_assert_eq(ckpt_load(&ca, a, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(ckpt_load(&cb, b, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(ca.n_params, cb.n_params);
+    size_t diff = 0;
+    for (size_t i = 0; i < ca.n_params; i++) diff += memcmp(&ca.params[i], &cb.params[i], 4) != 0;
+    cr_expect_eq(diff, 0, "%zu of %zu parameters differ after resume", diff, ca.n_params);
+    cr_assert_eq(ca.n_state, cb.n_state);
+    if (ca.n_state) /* an mlp has no batch-norm state at all */
+        cr_expect_eq(memcmp(ca.state, cb.state, ca.n_state * sizeof(float)), 0,
+                     "batch-norm statistics differ after resume");
+    ckpt_free(&ca);
+    ckpt_free(&cb);
+}
+
+static int event_is(const json_t *e, const char *type)
+{
+    const char *t = json_string_value(json_object_get(e, "type"));
+    return t && strcmp(t, type) == 0;
+}
+
+/* The last "epoch" event of each (phase, epoch) in an events file, as an
+ * object keyed "phase/epoch" (owned by the caller). */
+static json_t *last_epoch_events(const char *events)
+{
+    FILE *f = fopen(events, "r");
+    cr_assert(f, "no events file %s", events);
+    json_t *by = json_object();
+    char line[65536];
+    while (fgets(line, sizeof line, f)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        if (event_is(e, "epoch")) {
+            char key[64];
+            snprintf(key, sizeof key, "%s/%lld", json_string_value(json_object_get(e, "phase")),
+                     (long long)json_integer_value(json_object_get(e, "epoch")));
+            json_object_set(by, key, e);
+        }
+        json_decref(e);
+    }
+    fclose(f);
+    return by;
+}
+
+/* A resumed run reports the epochs of the uninterrupted one: the same
+ * training loss and accuracy (the stopped epoch's running sums travel in the
+ * checkpoint) and the same test figures; only the timings differ. */
+static void expect_same_epochs(const char *a_events, const char *b_events)
+{
+    json_t *a = last_epoch_events(a_events), *b = last_epoch_events(b_events);
+    cr_assert_gt(json_object_size(a), 0, "no epoch events in %s", a_events);
+    cr_expect_eq(json_object_size(a), json_object_size(b), "%zu epochs reported, resumed %zu",
+                 json_object_size(a), json_object_size(b));
+    const char *key;
+    json_t *ea;
+    json_object_foreach(a, key, ea) {
+        json_t *eb = json_object_get(b, key);
+        cr_expect(eb, "the resumed run has no epoch event %s", key);
+        if (!eb) continue;
+        static const char *const fields[] = {"train_loss", "train_acc", "test_acc", "test_loss"};
+        for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+            double va = json_number_value(json_object_get(ea, fields[i]));
+            double vb = json_number_value(json_object_get(eb, fields[i]));
+            cr_expect_eq(va, vb, "epoch %s: %s %.17g uninterrupted, %.17g resumed", key, fields[i],
+                         va, vb);
+        }
+    }
+    json_decref(a);
+    json_decref(b);
+}
+
+/* The "checkpoint" events of an events file whose step is `step`. */
+static int checkpoints_at_step(const char *events, int step)
+{
+    FILE *f = fopen(events, "r");
+    cr_assert(f);
+    char line[65536];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        n += event_is(e, "checkpoint") &&
+             json_integer_value(json_object_get(e, "step")) == step;
+        json_decref(e);
+    }
+    fclose(f);
+    return n;
+}
+
+/* Runs the spec to the end in one folder; in another, stops it with `sig`
+ * once `needle` has appeared `count` times in its events, runs it again to
+ * the end, and expects the same model and epochs. ckpt_step >= 0: the stop
+ * must also have written a checkpoint at that step. */
+static void resume_case(const char *spec_text, const char *needle, int count, int sig,
+                        int ckpt_step)
+{
+    char *d = make_dir();
+    char spec_path[512], a[512], b[512], ea[512], eb[512];
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
+    snprintf(a, sizeof a, "%s/a", d);
+    snprintf(b, sizeof b, "%s/b", d);
+    snprintf(ea, sizeof ea, "%s/a.jsonl", d);
+    snprintf(eb, sizeof eb, "%s/b.jsonl", d);
+    FILE *f = fopen(spec_path, "w");
+    fputs(spec_text, f);
+    fclose(f);
+    cr_assert_eq(run_to_end(spec_path, a, ea), 0, "uninterrupted run failed");
+    int rc = run_and_stop(spec_path, b, eb, needle, count, sig);
+    if (sig == SIGTERM)
+        cr_assert_eq(rc, 3, "a stopped run exits 3 after writing its checkpoint, got %d", rc);
+    else
+        cr_assert(rc == 128 + SIGKILL || rc == 0, "killed run: status %d", rc);
+    if (ckpt_step >= 0)
+        cr_assert_eq(checkpoints_at_step(eb, ckpt_step), 1,
+                     "the stop did not write a checkpoint at step %d", ckpt_step);
+    cr_assert_eq(run_to_end(spec_path, b, eb), 0, "resumed run failed");
+    expect_same_model(a, b);
+    expect_same_epochs(ea, eb);
+    rm_rf(d);
+    free(d);
+}
+
+Test(train, resume_is_exact_full_precision, .timeout = 240)
+{
+    /* stopped after its first epoch event (mid-run, wherever the signal lands) */
+    resume_case("{\"name\":\"r\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":3000,"
+                "\"test_limit\":200,\"augment\":{\"crop_pad\":2,\"flip\":true}},"
+                "\"train\":{\"epochs\":3,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
+                "\"type\":\"epoch\"", 1, SIGTERM, -1);
+}
+
+Test(train, resume_from_a_stop_during_evaluation, .timeout = 300)
+{
+    /* SIGTERM as the first epoch's last step is reported: the signal lands in
+     * that epoch's evaluation of 10,000 test images (seconds, against a
+     * 20 ms poll). The run stops there instead of finishing the pass, and
+     * its checkpoint resumes at the evaluation (step 10 of 10) with the
+     * epoch's training sums. */
+    resume_case("{\"name\":\"re\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":"
+                "{\"train_limit\":500,\"test_limit\":10000},"
+                "\"train\":{\"epochs\":2,\"batch_size\":50,\"lr\":0.05},\"threads\":2}",
+                "\"epoch\":1,\"epochs\":2,\"step\":10,\"steps\":10", 1, SIGTERM, 10);
+}
+
+Test(train, resume_after_pretraining_ends, .timeout = 300)
+{
+    /* killed (SIGKILL: no checkpoint of its own) as the full-precision model
+     * is written: the LSQ phase starts from it whether or not its first
+     * checkpoint was reached */
+    resume_case("{\"name\":\"rp\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":1000,"
+                "\"test_limit\":200},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
+                "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":1,\"batch_size\":50},\"threads\":2}",
+                "\"name\":\"fp.lsqc\"", 1, SIGKILL, -1);
+}
+
+/* The test figures of the last "done" event of an events file and of its
+ * last "epoch" event; returns 0 when it has no done event. */
+static int done_figures(const char *events, double *acc, double *loss, double *epoch_acc,
+                        double *epoch_loss)
+{
+    FILE *f = fopen(events, "r");
+    cr_assert(f, "no events file %s", events);
+    char line[65536];
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        double *a = NULL, *l = NULL;
+        if (event_is(e, "done")) a = acc, l = loss, found = 1;
+        else if (event_is(e, "epoch")) a = epoch_acc, l = epoch_loss;
+        if (a) {
+            *a = json_number_value(json_object_get(e, "test_acc"));
+            *l = json_number_value(json_object_get(e, "test_loss"));
+        }
+        json_decref(e);
+    }
+    fclose(f);
+    return found;
+}
+
+Test(train, a_finished_run_reports_its_last_evaluation_and_rescores_from_disk, .timeout = 240)
+{
+    /* The done event carries the last epoch's test figures (the network
+     * that evaluation scored is the final model). Run again, the finished
+     * run reads model.lsqc back, scores it and exports it again: the same
+     * figures, from a pass over the test set of its own. */
+    char *d = make_dir();
+    char spec_path[512], out[512], e1[512], e2[512];
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
+    snprintf(out, sizeof out, "%s/run", d);
+    snprintf(e1, sizeof e1, "%s/1.jsonl", d);
+    snprintf(e2, sizeof e2, "%s/2.jsonl", d);
+    FILE *f = fopen(spec_path, "w");
+    fputs("{\"name\":\"fin\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":1000,"
+          "\"test_limit\":300},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
+          "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":1,\"batch_size\":50},"
+          "\"threads\":2}",
+          f);
+    fclose(f);
+    cr_assert_eq(run_to_end(spec_path, out, e1), 0, "the run failed");
+    double acc1 = -1, loss1 = -1, eacc = -2, eloss = -2;
+    cr_assert(done_figures(e1, &acc1, &loss1, &eacc, &eloss), "no done event");
+    cr_expect_eq(acc1, eacc, "done test_acc %.17g, last epoch's %.17g", acc1, eacc);
+    cr_expect_eq(loss1, eloss, "done test_loss %.17g, last epoch's %.17g", loss1, eloss);
+    cr_expect_gt(acc1, 0.3, "test accuracy %.4f", acc1);
+    cr_assert_eq(run_to_end(spec_path, out, e2), 0, "running the finished run again failed");
+    double acc2 = -1, loss2 = -1, unused_a = -3, unused_l = -3;
+    cr_assert(done_figures(e2, &acc2, &loss2, &unused_a, &unused_l),
+              "the second run has no done event");
+    cr_expect_eq(unused_a, -3, "the second run trained an epoch again");
+    cr_expect_eq(acc2, acc1, "rescored test_acc %.17g, first %.17g", acc2, acc1);
+    cr_expect_eq(loss2, loss1, "rescored test_loss %.17g, first %.17g", loss2, loss1);
+    rm_rf(d);
+    free(d);
+}
+
+Test(train, resume_is_exact_lsq_phase, .timeout = 300)
+{
+    /* stopped during LSQ fine-tuning: the steps, momentum and BN state resume */
+    resume_case("{\"name\":\"rq\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":{\"train_limit\":1000,"
+                "\"test_limit\":200},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
+                "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":2,\"batch_size\":50},\"threads\":2}",
+                "\"phase\":\"lsq\",\"epoch\":1,", 3, SIGTERM, -1);
+}
