@@ -529,7 +529,12 @@ static lsq_status parse_distill(lsq_spec *spec, const json_t *root, lsq_err *err
     const json_t *v = json_object_get(root, "distill");
     /* the teacher is the full-precision model: pretrained or loaded */
     int teacher = spec->quant.enabled && (spec->pretrain.enabled || spec->init_from[0]);
-    if (!v) { distill_defaults(d, teacher); return LSQ_OK; }
+    /* By default only at 3 bits and above: at 2 bits distillation ended below
+     * LSQ alone in every pairing measured (docs/results.md, "W2A2 with and
+     * without distillation"), as it did in the PyTorch reference on the same
+     * float models. */
+    int two_bit = spec->quant.weight_bits < 3 || spec->quant.act_bits < 3;
+    if (!v) { distill_defaults(d, teacher && !two_bit); return LSQ_OK; }
     distill_defaults(d, 0);
     if (json_is_null(v) || json_is_false(v)) return LSQ_OK;
     if (!json_is_true(v) && !json_is_object(v))

@@ -356,6 +356,12 @@ Test(spec, distill_rules)
         /* no teacher (no pretraining, no init.from): off unless asked */
         {"{\"quant\":{},\"pretrain\":null}", 0, 1, 0.5},
         {"{\"quant\":{},\"init\":{\"from\":\"7\"}}", 1, 1, 0.5},
+        /* at 2 bits (weights or activations) off unless asked */
+        {"{\"quant\":{\"weight_bits\":2}}", 0, 1, 0.5},
+        {"{\"quant\":{\"weight_bits\":4,\"act_bits\":2}}", 0, 1, 0.5},
+        {"{\"quant\":{\"weight_bits\":2},\"init\":{\"from\":\"7\"}}", 0, 1, 0.5},
+        {"{\"quant\":{\"weight_bits\":2},\"distill\":true}", 1, 1, 0.5},
+        {"{\"quant\":{\"weight_bits\":3}}", 1, 1, 0.5},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         lsq_spec s;
