@@ -20,6 +20,7 @@ const GROUPS = [
     { path: 'quant', label: 'Quantize (off: a full-precision job)', kind: 'check', def: true },
     { path: 'quant.weight_bits', label: 'Weight bits', kind: 'select', def: '4', options: BITS, q: true },
     { path: 'quant.act_bits', label: 'Activation bits', kind: 'select', def: '', options: [['', 'same as weights'], ...BITS], q: true },
+    { path: 'quant.method', label: 'Method', kind: 'select', def: '', options: [['', 'LSQ fine-tuning'], ['ptq', 'post-training only (seconds, no training)']], q: true },
     { path: 'quant.first_last_bits', label: 'First/last layer bits', kind: 'select', def: '8', options: [...BITS, ['float', 'float (unquantized)']], q: true },
     { path: 'distill', label: 'Distillation', kind: 'select', def: '', options: [['', 'auto (on with a teacher, 3 bits and above)'], ['true', 'on'], ['false', 'off']], q: true },
   ]],

@@ -20,6 +20,9 @@ _Static_assert(sizeof SPEC_GRANULARITY_NAMES / sizeof *SPEC_GRANULARITY_NAMES ==
 const char *const SPEC_GSCALE_NAMES[] = {"paper", "none", "sqrt_n", "value"};
 _Static_assert(sizeof SPEC_GSCALE_NAMES / sizeof *SPEC_GSCALE_NAMES == GSCALE_COUNT,
                "SPEC_GSCALE_NAMES must name every spec_gscale");
+const char *const SPEC_QMETHOD_NAMES[] = {"lsq", "ptq"};
+_Static_assert(sizeof SPEC_QMETHOD_NAMES / sizeof *SPEC_QMETHOD_NAMES == QMETHOD_COUNT,
+               "SPEC_QMETHOD_NAMES must name every spec_qmethod");
 const char *const SPEC_QINIT_NAMES[] = {"paper", "mse"};
 _Static_assert(sizeof SPEC_QINIT_NAMES / sizeof *SPEC_QINIT_NAMES == QINIT_COUNT,
                "SPEC_QINIT_NAMES must name every spec_qinit");
@@ -267,6 +270,9 @@ static void quant_defaults(spec_quant *q)
     q->grad_scale = GSCALE_PAPER;
     q->init = QINIT_PAPER;
     q->act_sign = ASIGN_AUTO;
+    q->method = QMETHOD_LSQ;
+    q->calibration_images = SPEC_CALIBRATION_DEFAULT;
+    q->report_ptq = 1;
 }
 
 /* ---- sections ------------------------------------------------------------- */
@@ -409,7 +415,8 @@ static lsq_status parse_quant(lsq_spec *spec, const json_t *root, lsq_err *err)
 {
     static const char *const keys[] = {"weight_bits", "act_bits", "first_last_bits",
                                        "granularity", "grad_scale", "init", "act_sign",
-                                       "layers", NULL};
+                                       "layers", "method", "calibration_images", "report_ptq",
+                                       NULL};
     spec_quant *q = &spec->quant;
     const json_t *o;
     memset(q, 0, sizeof *q);
@@ -442,6 +449,11 @@ static lsq_status parse_quant(lsq_spec *spec, const json_t *root, lsq_err *err)
     e = ASIGN_AUTO;
     TRY(get_enum(o, "quant", "act_sign", SPEC_ACT_SIGN_NAMES, ASIGN_COUNT, &e, err));
     q->act_sign = (spec_act_sign)e;
+    e = QMETHOD_LSQ;
+    TRY(get_enum(o, "quant", "method", SPEC_QMETHOD_NAMES, QMETHOD_COUNT, &e, err));
+    q->method = (spec_qmethod)e;
+    TRY(get_int32(o, "quant", "calibration_images", 1, 4096, &q->calibration_images, err));
+    TRY(get_bool(o, "quant", "report_ptq", &q->report_ptq, err));
     const json_t *layers;
     TRY(get_obj(o, "quant", "layers", 0, &layers, err));
     if (layers) {
@@ -534,7 +546,8 @@ static lsq_status parse_distill(lsq_spec *spec, const json_t *root, lsq_err *err
      * without distillation"), as it did in the PyTorch reference on the same
      * float models. */
     int two_bit = spec->quant.weight_bits < 3 || spec->quant.act_bits < 3;
-    if (!v) { distill_defaults(d, teacher && !two_bit); return LSQ_OK; }
+    int ptq = spec->quant.method == QMETHOD_PTQ;
+    if (!v) { distill_defaults(d, teacher && !two_bit && !ptq); return LSQ_OK; }
     distill_defaults(d, 0);
     if (json_is_null(v) || json_is_false(v)) return LSQ_OK;
     if (!json_is_true(v) && !json_is_object(v))
@@ -552,6 +565,10 @@ static lsq_status parse_distill(lsq_spec *spec, const json_t *root, lsq_err *err
         return lsq_err_set(err, LSQ_ERR_INVALID, "distill",
                            "distill needs a full-precision teacher: enable pretrain or "
                            "set init.from");
+    if (ptq)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "distill",
+                           "distill applies to LSQ fine-tuning; quant.method \"ptq\" does "
+                           "not train");
     d->enabled = 1;
     return LSQ_OK;
 }
@@ -711,7 +728,7 @@ static json_t *quant_to_json(const spec_quant *q)
         }
         json_object_set_new(layers, o->name, v);
     }
-    return json_pack("{s:i, s:i, s:o, s:s, s:o, s:s, s:s, s:o}",
+    return json_pack("{s:i, s:i, s:o, s:s, s:o, s:s, s:s, s:o, s:s, s:i, s:b}",
                      "weight_bits", q->weight_bits, "act_bits", q->act_bits,
                      "first_last_bits", q->first_last_bits < 0 ? json_string("float")
                                                                : json_integer(q->first_last_bits),
@@ -720,7 +737,9 @@ static json_t *quant_to_json(const spec_quant *q)
                                        ? json_real(q->grad_scale_value)
                                        : json_string(SPEC_GSCALE_NAMES[q->grad_scale]),
                      "init", SPEC_QINIT_NAMES[q->init],
-                     "act_sign", SPEC_ACT_SIGN_NAMES[q->act_sign], "layers", layers);
+                     "act_sign", SPEC_ACT_SIGN_NAMES[q->act_sign], "layers", layers,
+                     "method", SPEC_QMETHOD_NAMES[q->method], "calibration_images",
+                     q->calibration_images, "report_ptq", q->report_ptq);
 }
 
 json_t *spec_to_json(const lsq_spec *spec)

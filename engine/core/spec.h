@@ -28,6 +28,13 @@ extern const char *const SPEC_GSCALE_NAMES[]; /* "paper", "none", "sqrt_n", "val
 typedef enum { QINIT_PAPER, QINIT_MSE, QINIT_COUNT } spec_qinit;
 extern const char *const SPEC_QINIT_NAMES[];
 
+/* lsq: fine-tune with learned steps (the default); ptq: post-training
+ * quantization, the steps calibrated (MSE) on a few training images, no
+ * training. */
+typedef enum { QMETHOD_LSQ, QMETHOD_PTQ, QMETHOD_COUNT } spec_qmethod;
+extern const char *const SPEC_QMETHOD_NAMES[]; /* "lsq", "ptq" */
+#define SPEC_CALIBRATION_DEFAULT 256
+
 /* How a layer's input activations are quantized. AUTO: unsigned when the
  * input comes from a ReLU (or is the image), else signed. */
 typedef enum { ASIGN_AUTO, ASIGN_UNSIGNED, ASIGN_SIGNED, ASIGN_OFFSET, ASIGN_COUNT } spec_act_sign;
@@ -50,6 +57,10 @@ typedef struct {
     spec_gscale grad_scale;    /* "paper" (default) | "none" | a number */
     double grad_scale_value;   /* when GSCALE_VALUE */
     spec_qinit init;           /* "paper" (default) | "mse" */
+    spec_qmethod method;       /* "lsq" (default) | "ptq" */
+    int calibration_images;    /* 1..4096, default 256: PTQ's calibration batch */
+    int report_ptq;            /* lsq: score the PTQ model before fine-tuning
+                                  (default true) */
     spec_act_sign act_sign;    /* default for signed-input layers: "auto" */
     int n_layers;
     spec_layer_override layers[SPEC_MAX_LAYER_OVERRIDES];

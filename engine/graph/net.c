@@ -752,6 +752,13 @@ void net_quant_init_weights(lsq_net *net, spec_qinit init)
     }
 }
 
+void net_calibrate(lsq_net *net, const float *x, int n)
+{
+    net->calibrating = 1;
+    net_forward(net, x, n, 0);
+    net->calibrating = 0;
+}
+
 /* ------------------------------------------------------- forward/backward */
 
 /* A conv node's dimensions for a batch of n. */
@@ -819,9 +826,10 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
                 float *s = view_ptr(net, nd->aq.step_view);
                 float *off = nd->aq.offset_view >= 0 ? view_ptr(net, nd->aq.offset_view) : NULL;
                 float *flag = view_ptr(net, nd->aq.flag_view);
-                if (training && flag[0] == 0.0f) {
-                    /* activation steps start from the first training batch */
-                    if (net->qinit == QINIT_MSE || off)
+                if ((training || net->calibrating) && flag[0] == 0.0f) {
+                    /* activation steps start from the first training batch
+                     * (or the calibration batch) */
+                    if (net->qinit == QINIT_MSE || off || net->calibrating)
                         quant_init_mse(s, off, in, 1, in_count, &nd->aq.r);
                     else
                         quant_init_paper(s, in, 1, in_count, &nd->aq.r);

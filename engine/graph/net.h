@@ -102,6 +102,7 @@ typedef struct {
     int quantized;
     int output;                /* index of the output node (logits) */
     spec_qinit qinit;          /* how activation steps initialise */
+    int calibrating;           /* inside net_calibrate */
     spec_gscale gscale;        /* step-gradient scale mode */
     double gscale_value;
     json_t *layers;            /* the layer list it was built from (owned) */
@@ -147,6 +148,12 @@ int net_copy_matching(lsq_net *dst, const lsq_net *src);
  * (init: paper or mse); activation steps initialise on the first training
  * forward. The network input's quantizer starts at 1/255. */
 void net_quant_init_weights(lsq_net *net, spec_qinit init);
+/* Post-training calibration: runs the batch x (n <= max_batch) forward in
+ * evaluation mode (batch norm on its running statistics, nothing learned)
+ * and sets every activation step not yet initialised from what reaches it,
+ * by minimising the quantization MSE (quant_init_mse). Layers are set in
+ * order, each from the already quantized layers before it. */
+void net_calibrate(lsq_net *net, const float *x, int n);
 
 /* Forward of n images x (n, C, H, W); training selects batch statistics for
  * BN (and updates running stats) and lazily initialises activation steps.

@@ -342,6 +342,68 @@ static lsq_status finish_phase(run_ctx *rc, lsq_net *net, const char *file, trai
     return st;
 }
 
+/* Post-training quantization of fp into *pq (built here; the caller frees
+ * it on LSQ_OK): the job's quantized network with fp's weights, MSE steps
+ * for the weights, activation steps calibrated on the first
+ * quant.calibration_images training images (no augmentation, nothing
+ * trained), then scored on the test set and reported as a log event.
+ * LSQ_ERR_CANCELLED when a stop arrives during the scoring. */
+static lsq_status ptq_build(run_ctx *rc, const lsq_net *fp, const json_t *layers, lsq_net *pq,
+                           lsq_err *err)
+{
+    const lsq_spec *spec = rc->spec;
+    double t0 = now_s();
+    int n = spec->quant.calibration_images < rc->train.n ? spec->quant.calibration_images
+                                                         : rc->train.n;
+    int max_batch = n > spec->train.batch_size ? n : spec->train.batch_size;
+    size_t img = (size_t)rc->train.c * rc->train.h * rc->train.w;
+    float *x = malloc((size_t)n * img * sizeof(float));
+    int32_t *y = malloc((size_t)n * sizeof(int32_t));
+    lsq_loader l;
+    int have_l = 0, built = 0;
+    lsq_status st = LSQ_OK;
+    if (!x || !y) {
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory for the calibration images");
+        goto out;
+    }
+    if ((st = loader_init(&l, &rc->train, n, 1, spec->train.seed, 0, 0, err)) != LSQ_OK) goto out;
+    have_l = 1;
+    loader_set_epoch(&l, 0);
+    n = loader_fill(&l, 0, x, y);
+    if ((st = net_build(pq, layers, &spec->quant, 10, max_batch, err)) != LSQ_OK) goto out;
+    built = 1;
+    net_init_params(pq, spec->train.seed);
+    if (net_copy_matching(pq, fp) == 0) {
+        st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                         "the full-precision model does not match the job's network");
+        goto out;
+    }
+    net_quant_init_weights(pq, QINIT_MSE);
+    net_calibrate(pq, x, n);
+    double acc, loss;
+    if (train_evaluate(pq, &rc->test, spec->train.batch_size, rc->opts->stop, &acc, &loss)) {
+        st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                         "stopped on request during post-training quantization");
+        goto out;
+    }
+    rc->last_test_acc = acc;
+    rc->last_test_loss = loss;
+    emit(rc, EV_LOG, json_pack("{s:s, s:f, s:f, s:i, s:f}", "message",
+                               "post-training quantization", "test_acc", acc, "test_loss", loss,
+                               "calibration_images", n, "seconds", now_s() - t0));
+    if (rc->opts->progress) {
+        fprintf(rc->opts->progress, "ptq      %d calibration images  test loss %.4f acc %.4f  %.1fs\n",
+                n, loss, acc, now_s() - t0);
+        fflush(rc->opts->progress);
+    }
+out:
+    if (st != LSQ_OK && built) net_free(pq);
+    if (have_l) loader_free(&l);
+    free(x);
+    free(y);
+    return st;
+}
+
 static lsq_status load_fp_model(lsq_net *net, const char *path, int max_batch, lsq_err *err)
 {
     lsq_ckpt c;
@@ -491,40 +553,52 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
                 emit_artifact(&rc, TRAIN_FP_FILE);
             }
         }
-        st = net_build(&q, layers, &spec->quant, 10, max_batch, err);
-        if (st != LSQ_OK) goto out;
-        have_q = 1;
-        net_init_params(&q, spec->train.seed);
-        if (net_copy_matching(&q, &fp) == 0) {
-            st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
-                             "the full-precision model does not match the job's network");
-            goto out;
-        }
-        net_quant_init_weights(&q, spec->quant.init);
-        if ((st = sgd_init(&opt, &q, err)) != LSQ_OK) goto out;
-        if (resuming) {
-            st = ckpt_apply(&resume, &q, opt.momentum, 1, err);
-            if (st != LSQ_OK) goto out;
-        }
-        {
+        if (!resuming) {
             double fa, fl;
-            if (!resuming) {
-                if (train_evaluate(&fp, &rc.test, spec->train.batch_size, rc.opts->stop, &fa,
-                                   &fl)) {
-                    /* nothing of the LSQ phase to keep: it starts afresh from fp.lsqc */
-                    st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
-                                     "stopped on request before LSQ fine-tuning began");
-                    goto out;
-                }
-                emit(&rc, EV_LOG, json_pack("{s:s, s:f}", "message", "full-precision model",
-                                            "test_acc", fa));
+            if (train_evaluate(&fp, &rc.test, spec->train.batch_size, rc.opts->stop, &fa, &fl)) {
+                /* nothing of the LSQ phase to keep: it starts afresh from fp.lsqc */
+                st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
+                                 "stopped on request before LSQ fine-tuning began");
+                goto out;
             }
+            emit(&rc, EV_LOG, json_pack("{s:s, s:f}", "message", "full-precision model",
+                                        "test_acc", fa));
         }
-        st = run_phase(&rc, PH_LSQ, &q, spec->distill.enabled ? &fp : NULL, &spec->train, &opt,
-                       start_epoch, start_step,
-                       resuming ? json_object_get(resume.header, "tally") : NULL, err);
-        if (st != LSQ_OK) goto out;
-        sgd_free(&opt);
+        int ptq = spec->quant.method == QMETHOD_PTQ;
+        if (ptq) {
+            /* the calibrated network is the final model */
+            if ((st = ptq_build(&rc, &fp, layers, &q, err)) != LSQ_OK) goto out;
+            have_q = 1;
+            rc.scored = &q;
+        } else {
+            if (!resuming && spec->quant.report_ptq) {
+                /* what calibration alone gives, for comparison; LSQ then
+                 * starts from the job's own initialisation */
+                lsq_net pq;
+                if ((st = ptq_build(&rc, &fp, layers, &pq, err)) != LSQ_OK) goto out;
+                net_free(&pq);
+            }
+            st = net_build(&q, layers, &spec->quant, 10, max_batch, err);
+            if (st != LSQ_OK) goto out;
+            have_q = 1;
+            net_init_params(&q, spec->train.seed);
+            if (net_copy_matching(&q, &fp) == 0) {
+                st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                                 "the full-precision model does not match the job's network");
+                goto out;
+            }
+            net_quant_init_weights(&q, spec->quant.init);
+            if ((st = sgd_init(&opt, &q, err)) != LSQ_OK) goto out;
+            if (resuming) {
+                st = ckpt_apply(&resume, &q, opt.momentum, 1, err);
+                if (st != LSQ_OK) goto out;
+            }
+            st = run_phase(&rc, PH_LSQ, &q, spec->distill.enabled ? &fp : NULL, &spec->train,
+                           &opt, start_epoch, start_step,
+                           resuming ? json_object_get(resume.header, "tally") : NULL, err);
+            if (st != LSQ_OK) goto out;
+            sgd_free(&opt);
+        }
         st = finish_phase(&rc, &q, TRAIN_MODEL_FILE, PH_DONE, err);
         if (st != LSQ_OK) goto out;
         phase = PH_DONE;

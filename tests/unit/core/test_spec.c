@@ -31,6 +31,12 @@ static const bad_case BAD[] = {
     {"{\"dataset\":{\"augment\":{\"rotate\":1}}}", LSQ_ERR_INVALID, "dataset.augment.rotate"},
     {"{\"model\":{\"kind\":\"x\"}}", LSQ_ERR_INVALID, "model.kind"},
     {"{\"quant\":{},\"distill\":{\"alpha\":1}}", LSQ_ERR_INVALID, "distill.alpha"},
+    {"{\"quant\":{\"method\":\"qat\"}}", LSQ_ERR_INVALID, "quant.method"},
+    {"{\"quant\":{\"method\":1}}", LSQ_ERR_INVALID, "quant.method"},
+    {"{\"quant\":{\"calibration_images\":0}}", LSQ_ERR_INVALID, "quant.calibration_images"},
+    {"{\"quant\":{\"calibration_images\":4097}}", LSQ_ERR_INVALID, "quant.calibration_images"},
+    {"{\"quant\":{\"report_ptq\":\"yes\"}}", LSQ_ERR_INVALID, "quant.report_ptq"},
+    {"{\"quant\":{\"method\":\"ptq\"},\"distill\":true}", LSQ_ERR_INVALID, "distill"},
     {"{\"init\":{\"from\":\"x\",\"to\":\"y\"}}", LSQ_ERR_INVALID, "init.to"},
     {"{\"quant\":{},\"pretrain\":{\"epoch\":2}}", LSQ_ERR_INVALID, "pretrain.epoch"},
     /* name */
@@ -256,6 +262,9 @@ Test(spec, quant_defaults)
     cr_expect_eq(s.quant.init, QINIT_PAPER);
     cr_expect_eq(s.quant.act_sign, ASIGN_AUTO);
     cr_expect_eq(s.quant.n_layers, 0);
+    cr_expect_eq(s.quant.method, QMETHOD_LSQ);
+    cr_expect_eq(s.quant.calibration_images, 256);
+    cr_expect_eq(s.quant.report_ptq, 1);
     /* no init.from: pretrain a full-precision model first */
     cr_expect_eq(s.pretrain.enabled, 1);
     cr_expect_eq(s.pretrain.epochs, 6);
@@ -362,6 +371,8 @@ Test(spec, distill_rules)
         {"{\"quant\":{\"weight_bits\":2},\"init\":{\"from\":\"7\"}}", 0, 1, 0.5},
         {"{\"quant\":{\"weight_bits\":2},\"distill\":true}", 1, 1, 0.5},
         {"{\"quant\":{\"weight_bits\":3}}", 1, 1, 0.5},
+        /* post-training quantization does not train: no distillation */
+        {"{\"quant\":{\"method\":\"ptq\"}}", 0, 1, 0.5},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         lsq_spec s;

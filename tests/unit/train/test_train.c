@@ -375,3 +375,137 @@ Test(train, resume_is_exact_lsq_phase, .timeout = 300)
                 "\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":2,\"batch_size\":50},\"threads\":2}",
                 "\"phase\":\"lsq\",\"epoch\":1,", 3, SIGTERM, -1);
 }
+
+/* The log event "post-training quantization": its test figures (-1 when
+ * absent) and the number of "epoch" events of the lsq phase before it. */
+static int ptq_figures(const char *events, double *acc, double *loss, int *lsq_epochs_before,
+                       int *lsq_epochs)
+{
+    FILE *f = fopen(events, "r");
+    cr_assert(f, "no events file %s", events);
+    char line[65536];
+    int found = 0;
+    *lsq_epochs = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        const char *ph = json_string_value(json_object_get(e, "phase"));
+        if (event_is(e, "log") && msg && !strcmp(msg, "post-training quantization")) {
+            *acc = json_number_value(json_object_get(e, "test_acc"));
+            *loss = json_number_value(json_object_get(e, "test_loss"));
+            *lsq_epochs_before = *lsq_epochs;
+            found++;
+        } else if (event_is(e, "epoch") && ph && !strcmp(ph, "lsq")) {
+            (*lsq_epochs)++;
+        }
+        json_decref(e);
+    }
+    fclose(f);
+    return found;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* quant.method "ptq": no training; the calibrated network is the model.
+ * At 8 bits (first/last too) calibration alone must stay within 2 points of
+ * the float model; at 2 bits it must still be far above chance. */
+Test(train, ptq_calibrates_without_training, .timeout = 300)
+{
+    char *d = make_dir();
+    char fp_spec[512], fp_out[512], fp_ev[512], path[1024];
+    snprintf(fp_spec, sizeof fp_spec, "%s/fp.json", d);
+    snprintf(fp_out, sizeof fp_out, "%s/fp", d);
+    snprintf(fp_ev, sizeof fp_ev, "%s/fp.jsonl", d);
+    write_text(fp_spec, "{\"name\":\"fp\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":"
+                        "{\"train_limit\":2000,\"test_limit\":1000},\"quant\":null,"
+                        "\"train\":{\"epochs\":2,\"lr\":0.05,\"batch_size\":64},\"threads\":2}");
+    cr_assert_eq(run_to_end(fp_spec, fp_out, fp_ev), 0, "the float run failed");
+    double fpacc = -1, fploss, ea, el;
+    cr_assert(done_figures(fp_ev, &fpacc, &fploss, &ea, &el));
+    static const int bits[] = {8, 2};
+    for (int i = 0; i < 2; i++) {
+        char spec[1024], sp[512], out[512], ev[512];
+        snprintf(sp, sizeof sp, "%s/p%d.json", d, bits[i]);
+        snprintf(out, sizeof out, "%s/p%d", d, bits[i]);
+        snprintf(ev, sizeof ev, "%s/p%d.jsonl", d, bits[i]);
+        snprintf(spec, sizeof spec,
+                 "{\"name\":\"p\",\"model\":{\"arch\":\"cnn-small\"},\"dataset\":"
+                 "{\"train_limit\":2000,\"test_limit\":1000},\"init\":{\"from\":\"%s/model.lsqc\"},"
+                 "\"quant\":{\"weight_bits\":%d,\"first_last_bits\":%d,\"method\":\"ptq\","
+                 "\"calibration_images\":200},\"threads\":2}",
+                 fp_out, bits[i], 8);
+        write_text(sp, spec);
+        cr_assert_eq(run_to_end(sp, out, ev), 0, "the PTQ run at %d bits failed", bits[i]);
+        double pacc = -1, ploss = -1, acc = -2, loss = -2, eacc = -3, eloss = -3;
+        int before = -1, epochs = -1;
+        cr_assert_eq(ptq_figures(ev, &pacc, &ploss, &before, &epochs), 1, "no PTQ figure");
+        cr_assert(done_figures(ev, &acc, &loss, &eacc, &eloss), "no done event");
+        cr_expect_eq(epochs, 0, "a PTQ job trained %d LSQ epochs", epochs);
+        cr_expect_eq(eacc, -3, "a PTQ job reported an epoch");
+        cr_expect_eq(acc, pacc, "done test_acc %.17g, PTQ's %.17g", acc, pacc);
+        cr_expect_eq(loss, ploss, "done test_loss %.17g, PTQ's %.17g", loss, ploss);
+        printf("ptq: cnn-small W%dA%d %.4f (float %.4f)\n", bits[i], bits[i], pacc, fpacc);
+        if (bits[i] == 8)
+            cr_expect_geq(pacc, fpacc - 0.02, "W8A8 PTQ %.4f vs float %.4f", pacc, fpacc);
+        else
+            cr_expect_geq(pacc, 0.3, "W2A2 PTQ %.4f", pacc);
+        static const char *const files[] = {"model.lsqc", "model.lsqm", "model.onnx"};
+        for (int k = 0; k < 3; k++) {
+            snprintf(path, sizeof path, "%s/%s", out, files[k]);
+            cr_expect_eq(access(path, R_OK), 0, "%s is missing", path);
+        }
+    }
+    rm_rf(d);
+    free(d);
+}
+
+/* An LSQ job scores the PTQ model first (quant.report_ptq, on by default)
+ * before its first epoch, and LSQ's result is bit for bit the same as
+ * without that report. */
+Test(train, ptq_report_leaves_lsq_unchanged, .timeout = 300)
+{
+    char *d = make_dir();
+    double acc[2], loss[2];
+    for (int r = 0; r < 2; r++) {
+        char spec[1024], sp[512], out[512], ev[512];
+        snprintf(sp, sizeof sp, "%s/s%d.json", d, r);
+        snprintf(out, sizeof out, "%s/r%d", d, r);
+        snprintf(ev, sizeof ev, "%s/r%d.jsonl", d, r);
+        snprintf(spec, sizeof spec,
+                 "{\"name\":\"rp\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":1000,"
+                 "\"test_limit\":300},\"pretrain\":{\"epochs\":1,\"batch_size\":50},"
+                 "\"quant\":{\"weight_bits\":2,\"report_ptq\":%s},"
+                 "\"train\":{\"epochs\":1,\"batch_size\":50},\"threads\":2}",
+                 r ? "false" : "true");
+        write_text(sp, spec);
+        cr_assert_eq(run_to_end(sp, out, ev), 0, "run %d failed", r);
+        double ea, el, pacc = -1, ploss = -1;
+        int before = -1, epochs = -1;
+        cr_assert(done_figures(ev, &acc[r], &loss[r], &ea, &el));
+        int n = ptq_figures(ev, &pacc, &ploss, &before, &epochs);
+        cr_expect_eq(n, r ? 0 : 1, "run %d: %d PTQ reports", r, n);
+        if (!r) {
+            cr_expect_eq(before, 0, "the PTQ figure came after %d LSQ epochs", before);
+            cr_expect_eq(epochs, 1);
+            cr_expect(pacc > 0 && pacc <= 1, "PTQ test_acc %g", pacc);
+            printf("ptq report: mlp W2A2 PTQ %.4f, LSQ %.4f\n", pacc, acc[r]);
+        }
+    }
+    cr_expect_eq(acc[0], acc[1], "LSQ test_acc %.17g with the report, %.17g without", acc[0],
+                 acc[1]);
+    cr_expect_eq(loss[0], loss[1], "LSQ test_loss %.17g with the report, %.17g without",
+                 loss[0], loss[1]);
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/r0", d);
+    snprintf(b, sizeof b, "%s/r1", d);
+    expect_same_model(a, b);
+    rm_rf(d);
+    free(d);
+}
