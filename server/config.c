@@ -14,6 +14,7 @@ static const char USAGE[] =
     "  --workers N          LSQD_WORKERS       (1)\n"
     "  --max-queue N        LSQD_MAX_QUEUE     (100 queued jobs; 503 past it)\n"
     "  --max-body BYTES     LSQD_MAX_BODY      (1048576; 413 past it)\n"
+    "  --max-upload BYTES   LSQD_MAX_UPLOAD    (268435456: an uploaded file; 413 past it)\n"
     "  --max-attempts N     LSQD_MAX_ATTEMPTS  (3 starts of a job across restarts)\n"
     "  --grace SECONDS      LSQD_GRACE         (10; SIGTERM to SIGKILL of a worker)\n"
     "  --heartbeat SECONDS  LSQD_HEARTBEAT     (15; SSE \": ping\" comments)\n"
@@ -82,6 +83,11 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         cfg->max_body = (size_t)n;
         return 0;
     }
+    if (!strcmp(name, "max-upload")) {
+        if (parse_long(v, 1024, 1L << 40, &n)) return -1;
+        cfg->max_upload = (unsigned long long)n;
+        return 0;
+    }
     if (!strcmp(name, "max-attempts")) {
         if (parse_long(v, 1, 1000, &n)) return -1;
         cfg->max_attempts = (int)n;
@@ -136,6 +142,7 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
     cfg->workers = 1;
     cfg->max_queue = 100;
     cfg->max_body = 1 << 20;
+    cfg->max_upload = 256ULL << 20;
     cfg->max_attempts = 3;
     cfg->grace_s = 10;
     cfg->heartbeat_s = 15;
@@ -149,6 +156,7 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
     static const struct { const char *env, *name; } ENVS[] = {
         {"LSQD_LISTEN", "listen"}, {"LSQD_DATA", "data"}, {"LSQD_WORKERS", "workers"},
         {"LSQD_MAX_QUEUE", "max-queue"}, {"LSQD_MAX_BODY", "max-body"},
+        {"LSQD_MAX_UPLOAD", "max-upload"},
         {"LSQD_MAX_ATTEMPTS", "max-attempts"}, {"LSQD_GRACE", "grace"},
         {"LSQD_HEARTBEAT", "heartbeat"}, {"LSQD_HTTP_THREADS", "http-threads"},
         {"LSQ_BIN", "lsq"}, {"LSQD_WEB", "web"},

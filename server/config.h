@@ -11,7 +11,8 @@ typedef struct {
     char data[PATH_MAX];    /* --data / LSQD_DATA, ./var */
     int workers;            /* --workers / LSQD_WORKERS, 1 */
     int max_queue;          /* --max-queue / LSQD_MAX_QUEUE, 100 queued jobs */
-    size_t max_body;        /* --max-body / LSQD_MAX_BODY, 1 MiB */
+    size_t max_body;        /* --max-body / LSQD_MAX_BODY, 1 MiB (JSON bodies) */
+    unsigned long long max_upload; /* --max-upload / LSQD_MAX_UPLOAD, 256 MiB (files) */
     int max_attempts;       /* --max-attempts / LSQD_MAX_ATTEMPTS, 3 */
     double grace_s;         /* --grace / LSQD_GRACE, 10 s from SIGTERM to SIGKILL */
     double heartbeat_s;     /* --heartbeat / LSQD_HEARTBEAT, 15 s between SSE pings */

@@ -5,11 +5,15 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "reply.h"
@@ -69,13 +73,108 @@ static int route_find(req *r, char *allow, size_t cap)
     return path_ok ? -1 : -2;
 }
 
-static int is_json_type(const char *ct)
+
+/* ------------------------------------------------------------- uploads */
+
+static int is_type(const char *ct, const char *want)
 {
     if (!ct) return 0;
     while (*ct == ' ') ct++;
-    size_t n = strlen("application/json");
-    return !strncasecmp(ct, "application/json", n) && (ct[n] == '\0' || ct[n] == ';' ||
-                                                       ct[n] == ' ');
+    size_t n = strlen(want);
+    return !strncasecmp(ct, want, n) && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* The first call of a BODY_FILE request: checks the type and the announced
+ * length, then opens the file the body streams into. */
+static enum MHD_Result upload_begin(req *r)
+{
+    const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!is_type(ct, "application/octet-stream"))
+        return http_reply_error(r, HERR_UNSUPPORTED_MEDIA, NULL,
+                                "the body must be the file, as application/octet-stream, "
+                                "not '%s'", ct ? ct : "(none)");
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strtoull(cl, NULL, 10) > g_cfg->max_upload)
+        return http_reply_error(r, HERR_BODY_TOO_LARGE, NULL,
+                                "the file is larger than %llu bytes (--max-upload)",
+                                g_cfg->max_upload);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s/uploads", PATH_MAX - 16, g_cfg->data);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return http_reply_error(r, HERR_INTERNAL, NULL, "cannot create %s: %s", "uploads",
+                                strerror(errno));
+    snprintf(r->upload_path, sizeof r->upload_path, "%.*s/.part-XXXXXX", PATH_MAX - 32, dir);
+    r->upload_fd = mkostemp(r->upload_path, O_CLOEXEC);
+    if (r->upload_fd < 0) {
+        r->upload_path[0] = '\0';
+        return http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the upload: %s",
+                                strerror(errno));
+    }
+    sha256_init(&r->upload_sha);
+    return MHD_YES;
+}
+
+/* Drops the partial file (too large, or a write failed). */
+static void upload_discard(req *r)
+{
+    if (r->upload_fd >= 0) close(r->upload_fd);
+    r->upload_fd = -1;
+    if (r->upload_path[0]) unlink(r->upload_path);
+    r->upload_path[0] = '\0';
+}
+
+static void upload_chunk(req *r, const char *data, size_t n)
+{
+    if (r->too_large || r->upload_failed) return;
+    if (r->upload_bytes + n > g_cfg->max_upload) {
+        r->too_large = 1;
+        upload_discard(r);
+        return;
+    }
+    sha256_update(&r->upload_sha, data, n);
+    r->upload_bytes += n;
+    while (n) {
+        ssize_t w = write(r->upload_fd, data, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            r->upload_failed = 1;
+            r->upload_errno = w < 0 ? errno : EIO;
+            upload_discard(r);
+            return;
+        }
+        data += w;
+        n -= (size_t)w;
+    }
+}
+
+/* The end of the body: 0 with the file complete (fd closed, sha256 set), or
+ * -1 after replying. */
+static int upload_end(req *r)
+{
+    if (r->too_large) {
+        http_reply_error(r, HERR_BODY_TOO_LARGE, NULL,
+                         "the file is larger than %llu bytes (--max-upload)", g_cfg->max_upload);
+        return -1;
+    }
+    if (r->upload_failed || r->upload_fd < 0) {
+        http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the upload: %s",
+                         strerror(r->upload_failed ? r->upload_errno : EBADF));
+        return -1;
+    }
+    int rc = fsync(r->upload_fd) != 0 ? errno : 0;
+    if (close(r->upload_fd) != 0 && !rc) rc = errno;
+    r->upload_fd = -1;
+    if (rc) {
+        upload_discard(r);
+        http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the upload: %s", strerror(rc));
+        return -1;
+    }
+    unsigned char d[32];
+    sha256_final(&r->upload_sha, d);
+    sha256_hex(d, r->upload_sha256);
+    return 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -94,6 +193,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = r;
         r->conn = conn;
         r->cfg = g_cfg;
+        r->upload_fd = -1;
         r->method = method;
         r->url = url;
         r->t0 = now_s();
@@ -107,14 +207,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (strstr(table[r->route].pattern, "{id}")) {
             char *end;
             long long id = strtoll(r->id_param, &end, 10);
-            if (*end || end == r->id_param || id <= 0)
-                return http_reply_error(r, HERR_NOT_FOUND, "id", "no job '%s'", r->id_param);
+            if (*end || end == r->id_param || id <= 0) {
+                /* "/api/v1/models/{id}..." -> "model" */
+                const char *p = strstr(table[r->route].pattern, "/{id}"), *q = p;
+                while (q > table[r->route].pattern && q[-1] != '/') q--;
+                int len = (int)(p - q) - (p > q && p[-1] == 's');
+                return http_reply_error(r, HERR_NOT_FOUND, "id", "no %.*s '%s'", len, q,
+                                        r->id_param);
+            }
             r->job_id = id;
         }
-        if (table[r->route].json_body) {
+        route_body body = table[r->route].body;
+        if (body == BODY_JSON) {
             const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                          MHD_HTTP_HEADER_CONTENT_TYPE);
-            if (!is_json_type(ct))
+            if (!is_type(ct, "application/json"))
                 return http_reply_error(r, HERR_UNSUPPORTED_MEDIA, NULL,
                                         "the body must be application/json, not '%s'",
                                         ct ? ct : "(none)");
@@ -123,14 +230,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (cl && strtoull(cl, NULL, 10) > g_cfg->max_body)
                 return http_reply_error(r, HERR_BODY_TOO_LARGE, NULL,
                                         "the body is larger than %zu bytes", g_cfg->max_body);
+        } else if (body == BODY_FILE) {
+            return upload_begin(r);
         }
         return MHD_YES;
     }
     if (r->status) return MHD_YES; /* replied early: ignore the rest of the upload */
+    if (table[r->route].body == BODY_FILE) {
+        if (*upload_data_size) {
+            upload_chunk(r, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        if (upload_end(r)) return r->status ? MHD_YES : MHD_NO;
+        return table[r->route].fn(r);
+    }
     if (*upload_data_size) {
         size_t add = *upload_data_size;
         *upload_data_size = 0;
-        if (r->too_large || !table[r->route].json_body) return MHD_YES;
+        if (r->too_large || table[r->route].body != BODY_JSON) return MHD_YES;
         if (r->len + add > g_cfg->max_body) {
             r->too_large = 1;
             return MHD_YES;
@@ -169,6 +287,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  "route", r->route >= 0 ? t[r->route].name : "none", "status", (int)r->status,
                  "ms", (now_s() - r->t0) * 1e3);
     }
+    upload_discard(r);
     free(r->body);
     free(r);
     *con_cls = NULL;

@@ -9,12 +9,12 @@
 const char *const HTTP_ERR_CODES[] = {
     "malformed_json", "bad_request", "not_found", "method_not_allowed", "conflict",
     "body_too_large", "unsupported_media_type", "invalid_spec", "invalid_value",
-    "internal", "queue_full", "unavailable",
+    "invalid_model", "internal", "queue_full", "unavailable",
 };
 _Static_assert(sizeof HTTP_ERR_CODES / sizeof *HTTP_ERR_CODES == HERR_COUNT,
                "HTTP_ERR_CODES must name every http_err");
 static const unsigned HTTP_ERR_STATUS[] = {
-    400, 400, 404, 405, 409, 413, 415, 422, 422, 500, 503, 503,
+    400, 400, 404, 405, 409, 413, 415, 422, 422, 422, 500, 503, 503,
 };
 _Static_assert(sizeof HTTP_ERR_STATUS / sizeof *HTTP_ERR_STATUS == HERR_COUNT,
                "HTTP_ERR_STATUS must give every http_err a status");
@@ -59,7 +59,8 @@ enum MHD_Result http_reply_bytes(req *r, unsigned status, const char *ctype,
     return http_reply_response(r, status, resp);
 }
 
-enum MHD_Result http_reply_json(req *r, unsigned status, json_t *body)
+enum MHD_Result http_reply_json_location(req *r, unsigned status, json_t *body,
+                                         const char *location)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
     json_decref(body);
@@ -70,7 +71,13 @@ enum MHD_Result http_reply_json(req *r, unsigned status, json_t *body)
     if (!resp) { free(text); return MHD_NO; }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (location) MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
     return http_reply_response(r, status, resp);
+}
+
+enum MHD_Result http_reply_json(req *r, unsigned status, json_t *body)
+{
+    return http_reply_json_location(r, status, body, NULL);
 }
 
 enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, const char *allow,

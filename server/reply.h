@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "core/sha256.h"
 
 /* Wire error codes; the HTTP status of each is in one table (reply.c). 4xx
  * and 5xx never share a code. */
@@ -25,6 +26,7 @@ typedef enum {
     HERR_UNSUPPORTED_MEDIA,  /* 415 */
     HERR_INVALID_SPEC,       /* 422: the job spec, with "field" */
     HERR_INVALID_VALUE,      /* 422: any other value, with "field" */
+    HERR_INVALID_MODEL,      /* 422: an uploaded model the importer refuses */
     HERR_INTERNAL,           /* 500 */
     HERR_QUEUE_FULL,         /* 503 */
     HERR_UNAVAILABLE,        /* 503 */
@@ -37,12 +39,21 @@ extern const char *const HTTP_ERR_CODES[];
 typedef struct req req;
 typedef enum MHD_Result (*route_fn)(req *r);
 
+/* What a route's request body is. */
+typedef enum {
+    BODY_NONE,               /* ignored */
+    BODY_JSON,               /* application/json, at most max_body bytes, in memory */
+    BODY_FILE,               /* application/octet-stream, at most max_upload bytes,
+                              * streamed to a file under DATA/uploads with its
+                              * sha256 computed on the way */
+} route_body;
+
 typedef struct {
     const char *method;
     const char *pattern;     /* "/api/v1/jobs/{id}/artifacts/{name}" */
     const char *name;        /* label in /metrics and logs */
     route_fn fn;
-    int json_body;           /* 1: the request carries a JSON body */
+    route_body body;
 } route_def;
 
 struct req {
@@ -57,12 +68,25 @@ struct req {
     char *body;              /* NUL-terminated */
     size_t len, cap;
     int too_large;
+    /* BODY_FILE: the upload, complete when the handler runs. A handler that
+     * keeps the file renames it and clears upload_path; otherwise it is
+     * removed when the request ends. */
+    int upload_fd;
+    char upload_path[PATH_MAX];
+    unsigned long long upload_bytes;
+    char upload_sha256[65];
+    sha256_ctx upload_sha;
+    int upload_failed;       /* a write failed (errno in upload_errno) */
+    int upload_errno;
     unsigned status;         /* the status replied, for /metrics */
     double t0;
 };
 
 /* Replies (each returns what the access handler returns). */
 enum MHD_Result http_reply_json(req *r, unsigned status, json_t *body); /* steals body */
+/* As http_reply_json, with a Location header (201 Created). */
+enum MHD_Result http_reply_json_location(req *r, unsigned status, json_t *body,
+                                         const char *location);
 enum MHD_Result http_reply_error(req *r, http_err e, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Copies the bytes. */

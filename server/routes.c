@@ -18,6 +18,7 @@
 #include "deploy/infer.h"
 #include "embedded.h"
 #include "hub.h"
+#include "models.h"
 #include "png.h"
 #include "reply.h"
 #include "scheduler.h"
@@ -149,8 +150,14 @@ static enum MHD_Result h_jobs_submit(req *r)
     char *norm_text = NULL;
     json_t *obj = body_json_or_reply(r, &res);
     if (!obj) return res;
+    int64_t model_id = 0;
     if (json_is_object(obj)) {
         if (resolve_init_from(r, obj, &res)) goto out;
+        char why[256];
+        if (models_resolve_spec(r->cfg, obj, &model_id, why, sizeof why)) {
+            res = http_reply_error(r, HERR_INVALID_SPEC, "model.onnx", "%s", why);
+            goto out;
+        }
         apply_registered_dataset(obj);
     }
     lsq_err err;
@@ -174,8 +181,13 @@ static enum MHD_Result h_jobs_submit(req *r)
         goto out;
     }
     int64_t id;
-    store_status ss = store_job_insert(spec.name[0] ? spec.name : "job", norm_text,
+    store_status ss = store_job_insert(spec.name[0] ? spec.name : "job", norm_text, model_id,
                                        r->cfg->max_queue, &id);
+    if (ss == STORE_NOT_FOUND) {
+        res = http_reply_error(r, HERR_INVALID_SPEC, "model.onnx",
+                               "model.onnx: model %lld was deleted", (long long)model_id);
+        goto out;
+    }
     if (ss == STORE_FULL) {
         res = http_reply_error(r, HERR_QUEUE_FULL, NULL,
                                "the queue holds %d jobs already; retry later", r->cfg->max_queue);
@@ -187,20 +199,13 @@ static enum MHD_Result h_jobs_submit(req *r)
     }
     sched_kick();
     json_t *job = store_job_get(id);
-    char *text = job ? json_dumps(job, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
-    json_decref(job);
-    if (!text) {
+    if (!job) {
         res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot read the job back");
         goto out;
     }
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    if (!resp) { free(text); res = MHD_NO; goto out; }
     char loc[64];
     snprintf(loc, sizeof loc, "/api/v1/jobs/%lld", (long long)id);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, loc);
-    res = http_reply_response(r, 201, resp);
+    res = http_reply_json_location(r, 201, job, loc);
 out:
     if (spec_ready) spec_free(&spec);
     free(norm_text);
@@ -688,22 +693,26 @@ static enum MHD_Result h_index(req *r)
 const route_def *routes_table(int *n)
 {
     static const route_def ROUTES[] = {
-        {"POST", "/api/v1/jobs", "jobs_submit", h_jobs_submit, 1},
-        {"GET", "/api/v1/jobs", "jobs_list", h_jobs_list, 0},
-        {"GET", "/api/v1/jobs/{id}", "job_get", h_job_get, 0},
-        {"POST", "/api/v1/jobs/{id}/cancel", "job_cancel", h_job_cancel, 0},
-        {"GET", "/api/v1/jobs/{id}/events", "job_events", h_job_events, 0},
-        {"GET", "/api/v1/jobs/{id}/metrics", "job_metrics", h_job_metrics, 0},
-        {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, 0},
-        {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, 0},
-        {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, 1},
-        {"GET", "/api/v1/datasets", "datasets_list", h_datasets_list, 0},
-        {"POST", "/api/v1/datasets", "datasets_register", h_datasets_post, 1},
-        {"GET", "/api/v1/openapi.json", "openapi", h_openapi, 0},
-        {"GET", "/healthz", "healthz", h_healthz, 0},
-        {"GET", "/metrics", "metrics", h_metrics, 0},
-        {"GET", "/", "index", h_index, 0},
-        {"GET", "/static/{name}", "static", static_reply, 0},
+        {"POST", "/api/v1/jobs", "jobs_submit", h_jobs_submit, BODY_JSON},
+        {"GET", "/api/v1/jobs", "jobs_list", h_jobs_list, BODY_NONE},
+        {"GET", "/api/v1/jobs/{id}", "job_get", h_job_get, BODY_NONE},
+        {"POST", "/api/v1/jobs/{id}/cancel", "job_cancel", h_job_cancel, BODY_NONE},
+        {"GET", "/api/v1/jobs/{id}/events", "job_events", h_job_events, BODY_NONE},
+        {"GET", "/api/v1/jobs/{id}/metrics", "job_metrics", h_job_metrics, BODY_NONE},
+        {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, BODY_NONE},
+        {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, BODY_NONE},
+        {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, BODY_JSON},
+        {"GET", "/api/v1/datasets", "datasets_list", h_datasets_list, BODY_NONE},
+        {"POST", "/api/v1/datasets", "datasets_register", h_datasets_post, BODY_JSON},
+        {"POST", "/api/v1/models", "models_upload", models_post, BODY_FILE},
+        {"GET", "/api/v1/models", "models_list", models_list, BODY_NONE},
+        {"GET", "/api/v1/models/{id}", "model_get", models_get, BODY_NONE},
+        {"DELETE", "/api/v1/models/{id}", "model_delete", models_delete, BODY_NONE},
+        {"GET", "/api/v1/openapi.json", "openapi", h_openapi, BODY_NONE},
+        {"GET", "/healthz", "healthz", h_healthz, BODY_NONE},
+        {"GET", "/metrics", "metrics", h_metrics, BODY_NONE},
+        {"GET", "/", "index", h_index, BODY_NONE},
+        {"GET", "/static/{name}", "static", static_reply, BODY_NONE},
     };
     *n = (int)(sizeof ROUTES / sizeof *ROUTES);
     return ROUTES;

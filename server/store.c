@@ -175,8 +175,8 @@ int store_ping(void)
 
 /* ---------------------------------------------------------------- jobs */
 
-store_status store_job_insert(const char *name, const char *spec_json, int max_queue,
-                              int64_t *id)
+store_status store_job_insert(const char *name, const char *spec_json, int64_t model_id,
+                              int max_queue, int64_t *id)
 {
     sqlite3 *db = db_get();
     sqlite3_stmt *st = NULL;
@@ -186,11 +186,25 @@ store_status store_job_insert(const char *name, const char *spec_json, int max_q
     if (!st || sqlite3_step(st) != SQLITE_ROW) goto out;
     if (sqlite3_column_int64(st, 0) >= max_queue) { rc = STORE_FULL; goto out; }
     sqlite3_finalize(st);
-    st = prep(db, "INSERT INTO jobs (name, spec, created_at) VALUES (?, ?, ?)");
+    st = NULL;
+    if (model_id > 0) {
+        /* in the same transaction as the insert: a DELETE of the model
+         * cannot slip in between */
+        st = prep(db, "SELECT 1 FROM models WHERE id = ?");
+        if (!st) goto out;
+        sqlite3_bind_int64(st, 1, model_id);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
+        if (step != SQLITE_ROW) goto out;
+        sqlite3_finalize(st);
+    }
+    st = prep(db, "INSERT INTO jobs (name, spec, created_at, model_id) VALUES (?, ?, ?, ?)");
     if (!st) goto out;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, spec_json, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 3, now_s());
+    if (model_id > 0) sqlite3_bind_int64(st, 4, model_id);
+    else sqlite3_bind_null(st, 4);
     if (sqlite3_step(st) != SQLITE_DONE) { log_sql("insert job", db); goto out; }
     *id = sqlite3_last_insert_rowid(db);
     rc = STORE_OK;
@@ -700,5 +714,99 @@ store_status store_dataset_path(const char *name, char *path, size_t cap)
         rc = STORE_OK;
     }
     sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- models */
+
+static json_t *model_row(sqlite3_stmt *st)
+{
+    json_t *summary = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
+    return json_pack("{s:I, s:s, s:I, s:s, s:o, s:f, s:I}",
+                     "id", (json_int_t)sqlite3_column_int64(st, 0),
+                     "name", (const char *)sqlite3_column_text(st, 1),
+                     "bytes", (json_int_t)sqlite3_column_int64(st, 2),
+                     "sha256", (const char *)sqlite3_column_text(st, 3),
+                     "summary", summary ? summary : json_object(),
+                     "created_at", sqlite3_column_double(st, 5),
+                     "jobs_active", (json_int_t)sqlite3_column_int64(st, 6));
+}
+
+#define MODEL_COLUMNS                                                                      \
+    "m.id, m.name, m.bytes, m.sha256, m.path, m.summary, m.created_at, "                   \
+    "(SELECT count(*) FROM jobs j WHERE j.model_id = m.id AND j.state IN "                 \
+    "('queued','running'))"
+
+store_status store_model_insert(const char *name, long long bytes, const char *sha256,
+                                const char *summary_json, int64_t *id)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db, "INSERT INTO models (name, bytes, sha256, summary, created_at) "
+                                "VALUES (?, ?, ?, ?, ?)");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, bytes);
+    sqlite3_bind_text(st, 3, sha256, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, summary_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 5, now_s());
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc) log_sql("insert model", db);
+    else *id = sqlite3_last_insert_rowid(db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+json_t *store_model_get(int64_t id)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT " MODEL_COLUMNS " FROM models m WHERE m.id = ?");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    json_t *m = sqlite3_step(st) == SQLITE_ROW ? model_row(st) : NULL;
+    sqlite3_finalize(st);
+    return m;
+}
+
+json_t *store_model_list(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT " MODEL_COLUMNS " FROM models m ORDER BY m.id DESC");
+    if (!st) return NULL;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(arr, model_row(st));
+    sqlite3_finalize(st);
+    return arr;
+}
+
+store_status store_model_delete(int64_t id, int64_t *active_job)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = NULL;
+    store_status rc = STORE_ERR;
+    *active_job = 0;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
+    st = prep(db, "SELECT 1 FROM models WHERE id = ?");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
+    if (step != SQLITE_ROW) goto out;
+    sqlite3_finalize(st);
+    st = prep(db, "SELECT min(id) FROM jobs WHERE model_id = ? AND state IN ('queued','running')");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_ROW) goto out;
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        *active_job = sqlite3_column_int64(st, 0);
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = prep(db, "DELETE FROM models WHERE id = ?");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("delete model", db); goto out; }
+    rc = STORE_OK;
+out:
+    sqlite3_finalize(st);
+    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
     return rc;
 }

@@ -37,9 +37,11 @@ int store_version(void);
 /* 0 when the database answers a query (for /healthz). */
 int store_ping(void);
 
-/* Inserts a queued job unless max_queue jobs are already queued (STORE_FULL). */
-store_status store_job_insert(const char *name, const char *spec_json, int max_queue,
-                              int64_t *id);
+/* Inserts a queued job unless max_queue jobs are already queued (STORE_FULL).
+ * model_id > 0: the uploaded model it trains from, which must exist
+ * (STORE_NOT_FOUND otherwise, checked in the same transaction). */
+store_status store_job_insert(const char *name, const char *spec_json, int64_t model_id,
+                              int max_queue, int64_t *id);
 /* The job as the API shows it; NULL when it does not exist (or on error). */
 json_t *store_job_get(int64_t id);
 /* Newest first; state < 0: any; after > 0: only ids below it. */
@@ -89,5 +91,19 @@ json_t *store_datasets_list(void);
 store_status store_dataset_put(const char *name, const char *path);
 /* Copies the registered path of name (STORE_NOT_FOUND if none). */
 store_status store_dataset_path(const char *name, char *path, size_t cap);
+
+/* Uploaded models (the file is DATA/models/ID.onnx, models.c). A model as
+ * the API shows it: {"id","name","bytes","sha256","summary":{...},
+ * "created_at","jobs_active"} (jobs_active: queued or running jobs using it). */
+store_status store_model_insert(const char *name, long long bytes, const char *sha256,
+                                const char *summary_json, int64_t *id);
+/* NULL when it does not exist (or on error). */
+json_t *store_model_get(int64_t id);
+/* Newest first. */
+json_t *store_model_list(void);
+/* Deletes the row unless a queued or running job uses the model
+ * (STORE_CONFLICT, *active_job = the oldest such job). STORE_NOT_FOUND if
+ * there is no such model. */
+store_status store_model_delete(int64_t id, int64_t *active_job);
 
 #endif
