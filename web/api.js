@@ -57,6 +57,8 @@ export const api = {
   artifacts: (id) => request('GET', `/api/v1/jobs/${id}/artifacts`),
   predict: (id, images) => request('POST', `/api/v1/jobs/${id}/predict`, { images }),
   health: () => request('GET', '/healthz'),
+  models: () => request('GET', '/api/v1/models'),
+  deleteModel: (id) => request('DELETE', `/api/v1/models/${id}`),
   eventsUrl: (id) => `/api/v1/jobs/${id}/events`,
   artifactUrl: (id, name) => `/api/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`,
 };
@@ -72,3 +74,33 @@ export async function finishedArtifacts(job) {
   }
   return p;
 }
+
+// Uploads a file as the raw body of POST path (application/octet-stream),
+// reporting progress(fraction) as it goes (fetch cannot: XMLHttpRequest).
+// Resolves to the decoded reply or throws an ApiError like request().
+export function upload(path, file, progress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', path);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable && progress) progress(e.loaded / e.total); };
+    xhr.onerror = () => {
+      const err = new ApiError(0, 'unreachable', 'lsqd is unreachable');
+      tell(false, err);
+      reject(err);
+    };
+    xhr.onload = () => {
+      tell(true);
+      let json = null;
+      try { json = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch { /* below */ }
+      if (xhr.status >= 200 && xhr.status < 300 && json) return resolve(json);
+      const e = json && json.error;
+      reject(e ? new ApiError(xhr.status, e.code, e.message, e.field)
+        : new ApiError(xhr.status, 'http_' + xhr.status, `HTTP ${xhr.status}`));
+    };
+    xhr.send(file);
+  });
+}
+
+export const uploadModel = (file, progress) =>
+  upload(`/api/v1/models?name=${encodeURIComponent(file.name)}`, file, progress);

@@ -1,7 +1,7 @@
 // Submit: a form over the main fields of the job spec, defaults filled in.
 // The API validates; its 422 {"error":{"field":"train.lr",...}} is shown next
 // to the input for that field (or the nearest enclosing one).
-import { api } from './api.js';
+import { api, uploadModel } from './api.js';
 import { el } from './ui.js';
 
 const BITS = ['2', '3', '4', '5', '6', '7', '8'];
@@ -72,10 +72,13 @@ function readSpec(form) {
     o[keys[keys.length - 1]] = v;
   };
   const quant = form.elements['quant'].checked;
+  const arch = form.elements['model.arch'].value;
+  if (arch.startsWith('onnx:')) spec.model = { onnx: parseInt(arch.slice(5), 10) };
   for (const [, fields] of GROUPS) {
     for (const f of fields) {
       if (f.kind === 'check') continue;
       if (f.q && !quant) continue;
+      if (f.path === 'model.arch' && spec.model) continue;
       const raw = form.elements[f.path].value.trim();
       if (raw === '') continue;
       let v = raw;
@@ -107,6 +110,56 @@ function inputFor(form, field) {
   return null;
 }
 
+// Uploaded models as options of the Model select ("onnx:ID"), and a file
+// input beside it that uploads an .onnx file and selects it.
+function modelLabel(m) {
+  const s = m.summary || {};
+  const shape = Array.isArray(s.input) ? s.input.join('×') : '?';
+  return `${m.name} (uploaded #${m.id}, ${shape}, ${s.classes ?? '?'} classes)`;
+}
+
+async function fillModels(select, selectId) {
+  let list = [];
+  try { list = (await api.models()).models || []; } catch { return; }
+  for (const o of [...select.querySelectorAll('option[data-onnx]')]) o.remove();
+  for (const m of list) {
+    select.append(el('option', { value: `onnx:${m.id}`, text: modelLabel(m), 'data-onnx': '1' }));
+  }
+  if (selectId) select.value = `onnx:${selectId}`;
+}
+
+function uploadRow(form, sync) {
+  const select = form.elements['model.arch'];
+  const file = el('input', { id: 'f-model-upload', type: 'file', accept: '.onnx' });
+  const bar = el('progress', { id: 'model-upload-progress', max: 1, value: 0, hidden: true });
+  const note = el('span', { id: 'model-upload-status', class: 'help', 'aria-live': 'polite' });
+  const errSlot = select.parentElement.querySelector('.field-error');
+  file.addEventListener('change', async () => {
+    const f = file.files[0];
+    if (!f) return;
+    errSlot.textContent = '';
+    select.removeAttribute('aria-invalid');
+    bar.hidden = false;
+    bar.value = 0;
+    note.textContent = `uploading ${f.name}…`;
+    try {
+      const m = await uploadModel(f, (x) => { bar.value = x; });
+      note.textContent = `${f.name}: ${m.summary.layers ?? '?'} layers, ${m.summary.parameters ?? '?'} parameters`;
+      await fillModels(select, m.id);
+      sync();
+    } catch (e) {
+      note.textContent = '';
+      errSlot.textContent = `Upload refused: ${e.message}`;
+      select.setAttribute('aria-invalid', 'true');
+    } finally {
+      bar.hidden = true;
+      file.value = '';
+    }
+  });
+  return el('div', { class: 'field' },
+    el('label', { for: 'f-model-upload', text: 'Or upload an ONNX model' }), file, bar, note);
+}
+
 export function render(main) {
   const form = el('form', { id: 'submit-form', novalidate: true });
   const preview = el('pre', { id: 'spec-preview' });
@@ -125,6 +178,9 @@ export function render(main) {
     for (const fs of form.querySelectorAll('fieldset')) fs.hidden = !quant && fs.dataset.group === 'Full-precision pretraining';
     preview.textContent = JSON.stringify(readSpec(form), null, 2);
   };
+  const modelSelect = form.elements['model.arch'];
+  modelSelect.parentElement.after(uploadRow(form, sync));
+  fillModels(modelSelect).then(sync);
   form.addEventListener('input', sync);
   form.addEventListener('change', sync);
   form.addEventListener('reset', () => setTimeout(() => { clearErrors(form); sync(); }));
@@ -154,7 +210,7 @@ export function render(main) {
     }
   });
   main.append(el('h1', { text: 'Submit a job' }),
-    el('p', { class: 'muted', text: 'Fields left at their defaults train the paper\'s recipe: full-precision pretraining, then LSQ fine-tuning with distillation. Every field is checked by lsqd.' }),
+    el('p', { class: 'muted', text: 'Fields left at their defaults train the paper\'s recipe: full-precision pretraining, then LSQ fine-tuning (with distillation at 3 bits and above). An uploaded ONNX model starts from its own weights. Every field is checked by lsqd.' }),
     form);
   sync();
 }
