@@ -24,17 +24,30 @@
 
 #include "quant/quant.h"
 
-/* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ---- */
+/* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ----
+ * Grouped convs (groups > 1: input and output channels split into `groups`
+ * independent convs, as PyTorch's and ONNX's `group`) and dilated ones
+ * (taps `dilation` apart) take paths of their own: depthwise convs (groups
+ * == IC, OC a multiple of IC) direct loops over (n, c) planes, every other
+ * grouped or dilated shape im2col + SGEMM per group. */
 typedef struct {
     int n, ic, ih, iw;      /* input (N, IC, IH, IW) */
-    int oc, kh, kw;         /* weight (OC, IC, KH, KW) */
+    int oc, kh, kw;         /* weight (OC, IC / groups, KH, KW) */
     int stride, pad;        /* same in both spatial dims */
+    int dilation;           /* tap spacing, same in both dims; 1: dense */
+    int groups;             /* 1: every output reads every input channel */
     int oh, ow;             /* output (N, OC, OH, OW), set by conv2d_dims_init */
 } conv2d_dims;
 
-/* Fills d and computes oh/ow; returns 0, or -1 if the output would be empty. */
+/* Fills d (dilation 1, groups 1) and computes oh/ow; returns 0, or -1 if the
+ * output would be empty. */
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad);
+/* As conv2d_dims_init with a dilation and groups: oh = (ih + 2 pad -
+ * dilation (kh - 1) - 1) / stride + 1. Returns -1 as well when ic or oc is
+ * not a multiple of groups, or dilation or groups is below 1. */
+int conv2d_dims_init_ex(conv2d_dims *d, int n, int ic, int ih, int iw, int oc, int kh, int kw,
+                        int stride, int pad, int dilation, int groups);
 /* Which path conv2d takes: AUTO (direct kernels for stride-1 "same" convs,
  * the integer forward of conv2d_forward_codes where it applies, im2col +
  * SGEMM otherwise), FLOAT (as AUTO without the integer forward), or GEMM

@@ -841,6 +841,189 @@ Test(layers, conv2d_backward_accumulates_and_repeats)
     conv_ctx_free(&c);
 }
 
+/* ---- grouped and dilated conv2d ---- */
+
+static size_t gconv_w_n(const conv2d_dims *d)
+{
+    return (size_t)d->oc * (d->ic / d->groups) * d->kh * d->kw;
+}
+
+static void gconv_ctx_init(conv_ctx *c, const int *k)
+{
+    /* n, ic, ih, iw, oc, kernel, stride, pad, dilation, groups, bias */
+    cr_assert_eq(conv2d_dims_init_ex(&c->d, k[0], k[1], k[2], k[3], k[4], k[5], k[5], k[6], k[7],
+                                     k[8], k[9]),
+                 0);
+    c->in = rand_buf(conv_in_n(&c->d), -1, 1);
+    c->w = rand_buf(gconv_w_n(&c->d), -1, 1);
+    c->b = k[10] ? rand_buf((size_t)c->d.oc, -1, 1) : NULL;
+    c->out = zeros(conv_out_n(&c->d));
+    c->r = rand_buf(conv_out_n(&c->d), -1, 1);
+    c->scratch = zeros(conv2d_scratch_floats(&c->d));
+}
+
+/* Grouped, dilated convolution in double, as PyTorch's F.conv2d. */
+static void gconv_ref(double *out, const conv_ctx *c)
+{
+    const conv2d_dims *d = &c->d;
+    const int icg = d->ic / d->groups, ocg = d->oc / d->groups;
+    for (int n = 0; n < d->n; n++)
+        for (int o = 0; o < d->oc; o++)
+            for (int oy = 0; oy < d->oh; oy++)
+                for (int ox = 0; ox < d->ow; ox++) {
+                    double s = c->b ? c->b[o] : 0.0;
+                    for (int j = 0; j < icg; j++) {
+                        const int ci = o / ocg * icg + j;
+                        for (int ki = 0; ki < d->kh; ki++)
+                            for (int kj = 0; kj < d->kw; kj++) {
+                                int iy = oy * d->stride + ki * d->dilation - d->pad;
+                                int ix = ox * d->stride + kj * d->dilation - d->pad;
+                                if (iy < 0 || iy >= d->ih || ix < 0 || ix >= d->iw) continue;
+                                s += (double)c->in[((size_t)(n * d->ic + ci) * d->ih + iy) * d->iw + ix] *
+                                     c->w[((size_t)(o * icg + j) * d->kh + ki) * d->kw + kj];
+                            }
+                    }
+                    out[((size_t)(n * d->oc + o) * d->oh + oy) * d->ow + ox] = s;
+                }
+}
+
+static const int GCONV_CASES[][11] = {
+    /* n, ic, ih, iw, oc, kernel, stride, pad, dilation, groups, bias */
+    {2, 4, 7, 6, 4, 3, 1, 1, 1, 4, 1},     /* depthwise 3x3 */
+    {3, 5, 9, 8, 5, 3, 2, 1, 1, 5, 0},     /* depthwise, stride 2 (MobileNetV2) */
+    {2, 3, 6, 7, 6, 3, 1, 1, 1, 3, 1},     /* depthwise, channel multiplier 2 */
+    {2, 4, 9, 9, 4, 3, 1, 2, 2, 4, 1},     /* depthwise, dilation 2 */
+    {1, 3, 8, 7, 3, 5, 2, 2, 1, 3, 1},     /* depthwise 5x5, stride 2 */
+    {4, 32, 14, 14, 32, 3, 1, 1, 1, 32, 1}, /* depthwise, large enough to fork */
+    {2, 6, 7, 7, 4, 3, 1, 1, 1, 2, 1},     /* two groups */
+    {2, 8, 5, 6, 12, 1, 1, 0, 1, 4, 0},    /* grouped pointwise (ShuffleNet) */
+    {2, 3, 9, 8, 4, 3, 1, 2, 2, 1, 1},     /* dense, dilation 2 */
+    {2, 6, 10, 9, 6, 3, 2, 2, 2, 3, 1},    /* grouped, dilated, strided */
+    {1, 4, 3, 3, 4, 3, 1, 0, 1, 2, 0},     /* one output position */
+};
+#define N_GCONV_CASES (sizeof GCONV_CASES / sizeof *GCONV_CASES)
+
+Test(layers, conv2d_grouped_dims)
+{
+    conv2d_dims d;
+    cr_assert_eq(conv2d_dims_init_ex(&d, 2, 32, 28, 28, 32, 3, 3, 2, 1, 1, 32), 0);
+    cr_expect(d.oh == 14 && d.ow == 14 && d.groups == 32 && d.dilation == 1);
+    /* the dilated 3x3 spans 5: 9 + 4 - 5 + 1 = 9 */
+    cr_assert_eq(conv2d_dims_init_ex(&d, 1, 4, 9, 9, 4, 3, 3, 1, 2, 2, 1), 0);
+    cr_expect(d.oh == 9 && d.ow == 9);
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 6, 9, 9, 4, 3, 3, 1, 1, 1, 4), -1, "IC % groups");
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 4, 9, 9, 6, 3, 3, 1, 1, 1, 4), -1, "OC % groups");
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 4, 4, 4, 4, 3, 3, 1, 0, 2, 1), -1, "span 5 > 4");
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 4, 8, 8, 4, 3, 3, 1, 0, 0, 1), -1, "dilation 0");
+    cr_assert_eq(conv2d_dims_init(&d, 1, 4, 8, 8, 4, 3, 3, 1, 1), 0);
+    cr_expect(d.groups == 1 && d.dilation == 1);
+}
+
+Test(layers, conv2d_grouped_forward_matches_direct)
+{
+    use_threads(2, 1);
+    rng_seed(21);
+    for (size_t i = 0; i < N_GCONV_CASES; i++) {
+        conv_ctx c;
+        gconv_ctx_init(&c, GCONV_CASES[i]);
+        double *ref = malloc(sizeof *ref * conv_out_n(&c.d));
+        gconv_ref(ref, &c);
+        conv_loss(&c);
+        double rel = max_rel_diff(c.out, ref, conv_out_n(&c.d));
+        printf("conv2d grouped forward case %zu: max rel diff %.3g\n", i, rel);
+        cr_expect_leq(rel, 1e-5, "case %zu", i);
+        free(ref);
+        conv_ctx_free(&c);
+    }
+}
+
+Test(layers, conv2d_grouped_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(22);
+    for (size_t i = 0; i < N_GCONV_CASES; i++) {
+        conv_ctx c;
+        gconv_ctx_init(&c, GCONV_CASES[i]);
+        const size_t ni = conv_in_n(&c.d), nw = gconv_w_n(&c.d);
+        float *din = zeros(ni), *dw = zeros(nw), *db = zeros((size_t)c.d.oc);
+        conv2d_backward(din, dw, c.b ? db : NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        char name[64];
+        snprintf(name, sizeof name, "conv2d grouped case %zu din", i);
+        cr_expect_leq(gradcheck(name, c.in, din, ni, conv_loss, &c, 1e-2f, 60), FD_TOL);
+        snprintf(name, sizeof name, "conv2d grouped case %zu dw", i);
+        cr_expect_leq(gradcheck(name, c.w, dw, nw, conv_loss, &c, 1e-2f, 60), FD_TOL);
+        if (c.b) {
+            snprintf(name, sizeof name, "conv2d grouped case %zu db", i);
+            cr_expect_leq(gradcheck(name, c.b, db, (size_t)c.d.oc, conv_loss, &c, 1e-2f, 60),
+                          FD_TOL);
+        }
+        free(din), free(dw), free(db);
+        conv_ctx_free(&c);
+    }
+}
+
+/* The grouped paths keep the kernel conventions: backward accumulates and
+ * conv2d_backward_overwrite overwrites (din held NaN), and every result is
+ * the same bits for one thread and for two. The integer forward and the
+ * backward's fusions are refused, writing nothing: the caller runs the
+ * float path. */
+Test(layers, conv2d_grouped_accumulates_repeats_and_refuses_fusions)
+{
+    rng_seed(23);
+    for (size_t i = 0; i < N_GCONV_CASES; i++) {
+        conv_ctx c;
+        gconv_ctx_init(&c, GCONV_CASES[i]);
+        const size_t ni = conv_in_n(&c.d), nw = gconv_w_n(&c.d), no = conv_out_n(&c.d);
+        const size_t oc = (size_t)c.d.oc;
+        float *out[2], *din[2], *dw[2], *db[2];
+        for (int t = 0; t < 2; t++) {
+            use_threads(t + 1, 1);
+            out[t] = zeros(no), din[t] = zeros(ni), dw[t] = zeros(nw), db[t] = zeros(oc);
+            conv2d_forward(out[t], c.in, c.w, c.b, &c.d, c.scratch);
+            conv2d_backward(din[t], dw[t], db[t], c.r, c.in, c.w, &c.d, c.scratch);
+        }
+        use_threads(2, 1);
+        cr_expect_arr_eq(out[0], out[1], sizeof(float) * no, "case %zu: forward", i);
+        cr_expect_arr_eq(din[0], din[1], sizeof(float) * ni, "case %zu: din", i);
+        cr_expect_arr_eq(dw[0], dw[1], sizeof(float) * nw, "case %zu: dw", i);
+        cr_expect_arr_eq(db[0], db[1], sizeof(float) * oc, "case %zu: db", i);
+        /* on top: twice the gradient */
+        conv2d_backward(din[1], dw[1], db[1], c.r, c.in, c.w, &c.d, c.scratch);
+        double e = 0;
+        for (size_t j = 0; j < ni; j++) e = fmax(e, fabs(din[1][j] - 2.0 * din[0][j]));
+        for (size_t j = 0; j < nw; j++) e = fmax(e, fabs(dw[1][j] - 2.0 * dw[0][j]) / 8);
+        for (size_t j = 0; j < oc; j++) e = fmax(e, fabs(db[1][j] - 2.0 * db[0][j]) / 8);
+        cr_expect_leq(e, 1e-5, "case %zu: backward does not accumulate (%g)", i, e);
+        /* overwrite: = what accumulating into zeros gives */
+        for (size_t j = 0; j < ni; j++) din[1][j] = NAN;
+        conv2d_backward_overwrite(din[1], NULL, NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        cr_expect_arr_eq(din[0], din[1], sizeof(float) * ni, "case %zu: overwrite", i);
+        /* refusals */
+        quant_range ra, rw;
+        quant_range_init(&ra, 2, 0);
+        quant_range_init(&rw, 2, 1);
+        int32_t *cw = calloc(nw, sizeof *cw);
+        const float sw = 0.1f;
+        for (size_t j = 0; j < no; j++) out[1][j] = 7.0f;
+        cr_expect_eq(conv2d_forward_codes(out[1], NULL, c.in, 0.25f, &ra, cw, &sw, 1, &rw, NULL,
+                                          &c.d, c.scratch),
+                     -1, "case %zu: grouped shapes have no integer forward", i);
+        cr_expect_eq(conv2d_backward_fuses(&c.d), 0);
+        float dstep = 0.0f;
+        double sums[64];
+        const conv2d_back bk = {.in = c.in, .w = c.w, .dout = c.r, .din = din[1], .q_x = c.in,
+                                .q_s = 0.25f, .q_range = &ra, .q_dstep = &dstep, .q_gscale = 1.0f,
+                                .q_sums = sums};
+        cr_expect_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), -1);
+        for (size_t j = 0; j < no; j++) cr_assert_eq(out[1][j], 7.0f, "written although refused");
+        cr_expect_arr_eq(din[0], din[1], sizeof(float) * ni, "case %zu: written although refused",
+                         i);
+        free(cw);
+        for (int t = 0; t < 2; t++) free(out[t]), free(din[t]), free(dw[t]), free(db[t]);
+        conv_ctx_free(&c);
+    }
+}
+
 /* ---- linear ---- */
 
 typedef struct {
