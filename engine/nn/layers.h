@@ -206,6 +206,17 @@ void relu_backward(float *din, const float *dout, const float *out, size_t count
 /* As relu_backward, but din is overwritten (=). */
 void relu_backward_overwrite(float *din, const float *dout, const float *out, size_t count);
 
+/* ---- 2-d pooling windows: kernel k (square), stride, padding pad on every
+ * side; oh = (ih + 2 pad - k) / stride + 1 (floor, as ONNX's default and
+ * PyTorch's). pad <= k - 1, so every window holds an input cell. */
+typedef struct {
+    int n, c, ih, iw;       /* input (N, C, IH, IW) */
+    int k, stride, pad;
+    int oh, ow;             /* output (N, C, OH, OW), set by pool2d_dims_init */
+} pool2d_dims;
+/* Fills d; returns 0, or -1 for an empty output or a pad above k - 1. */
+int pool2d_dims_init(pool2d_dims *d, int n, int c, int ih, int iw, int k, int stride, int pad);
+
 /* ---- maxpool2d (kernel k, stride s, no padding); argmax saved (N,C,OH,OW)
  * as the flat index within the input plane. Ties: the first maximum. */
 void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
@@ -217,11 +228,49 @@ void maxpool_backward_overwrite(float *din, const float *dout,
                                 const int32_t *argmax, int n, int c, int ih,
                                 int iw, int oh, int ow);
 
+/* ---- maxpool2d with padding: the padded cells never win (ONNX MaxPool's
+ * pads, PyTorch's padding); otherwise as maxpool_forward, whose backward
+ * (maxpool_backward) it shares: argmax holds input cells only. */
+void maxpool2d_forward(float *out, int32_t *argmax, const float *in, const pool2d_dims *d);
+
+/* ---- windowed average pool (ONNX AveragePool, PyTorch avg_pool2d): the
+ * mean of each window's cells; count_include_pad 1: every window divides by
+ * k * k, padded cells counting as zeros; 0 (ONNX's default): by the cells
+ * inside the input. Backward: din += dout / that count over the window. */
+void avgpool2d_forward(float *out, const float *in, const pool2d_dims *d, int count_include_pad);
+void avgpool2d_backward(float *din, const float *dout, const pool2d_dims *d,
+                        int count_include_pad);
+
 /* ---- global average pool: (N, C, H, W) -> (N, C) ---- */
 void avgpool_forward(float *out, const float *in, int n, int c, int hw);
 void avgpool_backward(float *din, const float *dout, int n, int c, int hw);
 /* As avgpool_backward, but din is overwritten (=). */
 void avgpool_backward_overwrite(float *din, const float *dout, int n, int c, int hw);
+
+/* ---- clip: out = min(max(in, lo), hi) (ONNX Clip; ReLU6 is lo 0, hi 6).
+ * The gradient passes strictly inside, lo < in < hi, and is 0 at either
+ * bound and beyond: PyTorch's hardtanh and relu6 (torch.clamp would pass it
+ * at the bounds too). Backward masks by the forward OUTPUT, strictly inside
+ * exactly when the input is. lo may be -INFINITY, hi INFINITY. */
+void clip_forward(float *out, const float *in, size_t count, float lo, float hi);
+void clip_backward(float *din, const float *dout, const float *out, size_t count, float lo,
+                   float hi);
+
+/* ---- leaky relu: out = in > 0 ? in : alpha * in; backward by the INPUT:
+ * din += in > 0 ? dout : alpha * dout (alpha at 0, as PyTorch). */
+void leakyrelu_forward(float *out, const float *in, size_t count, float alpha);
+void leakyrelu_backward(float *din, const float *dout, const float *in, size_t count,
+                        float alpha);
+
+/* ---- scale by a constant: out = value * in; din += value * dout ---- */
+void scale_forward(float *out, const float *in, size_t count, float value);
+void scale_backward(float *din, const float *dout, size_t count, float value);
+
+/* ---- concat along channels: k inputs in[j] (N, c[j], HW) into out (N,
+ * sum c[j], HW), in order. Backward: din[j] += its channels of dout; a NULL
+ * din[j] is skipped; the same buffer may appear twice (it gets both). */
+void concat_forward(float *out, const float *const *in, const int *c, int k, int n, int hw);
+void concat_backward(float *const *din, const float *dout, const int *c, int k, int n, int hw);
 
 /* ---- residual add: out = a + b; backward da += dout, db += dout ---- */
 void add_forward(float *out, const float *a, const float *b, size_t count);
