@@ -1,7 +1,9 @@
 /* The engine against PyTorch: one forward, backward and SGD step of cnn-small
- * (full precision, W2A2, W4A4 with the paper's quantizer) and of a ResNet
- * basic block with a projection shortcut, compared tensor by tensor with the
- * fixtures that tests/fixtures/make_fixtures.py wrote (Debian's python3-torch).
+ * (full precision, W2A2, W4A4 with the paper's quantizer), of a ResNet
+ * basic block with a projection shortcut and of a MobileNetV2-style net of
+ * the layers beyond the zoo's (float, W2A2, per-channel W4A4), compared
+ * tensor by tensor with the fixtures that tests/fixtures/make_fixtures.py
+ * wrote (Debian's python3-torch).
  *
  * Tolerance: every tensor must agree to TOL of its own largest magnitude
  * (max |got - ref| <= TOL * max |ref| + ABS_FLOOR). float32 sums in another
