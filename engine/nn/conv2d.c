@@ -1,4 +1,4 @@
-/* conv2d, one image at a time, on one of two paths:
+/* conv2d, one image at a time. Dense undilated convs take one of two paths:
  *
  * - direct (stride 1, "same" padding, the 3x3 convs of the zoo): the image is
  *   copied once into a zero-padded plane and dconv.h's kernels multiply the
@@ -15,7 +15,10 @@
  * own im2col slot of scratch and single-threaded SGEMM (see par.h); dw and db
  * are summed per fixed group of images (below), so results do not depend on
  * the thread count. A 1x1, stride 1, unpadded conv
- * needs no im2col: the input image already is col_i. */
+ * needs no im2col: the input image already is col_i.
+ *
+ * Grouped and dilated convs have their own paths, at the end of the file:
+ * depthwise direct loops, or im2col + SGEMM per group. */
 #include "core/par.h"
 #include "core/vsum.h"
 #include "nn/dconv.h"

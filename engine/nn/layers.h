@@ -58,8 +58,8 @@ void conv2d_set_path(conv2d_path p);
 
 /* Floats of scratch that forward and backward need for this shape. */
 size_t conv2d_scratch_floats(const conv2d_dims *d);
-/* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC, KH, KW)) + b (OC) ;
- * b may be NULL. */
+/* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC / groups, KH, KW))
+ * + b (OC) ; b may be NULL. */
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     const conv2d_dims *d, float *scratch);
 /* The forward of a conv whose input and weights are LSQ-quantized, on their
