@@ -43,6 +43,7 @@
 
 #include "deploy/igemm.h"
 #include "deploy/lsqm.h"
+#include "deploy/support.h"
 #include "graph/net.h"
 #include "quant/quant.h"
 
@@ -370,6 +371,12 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
     if (net_build(&net, f->model, NULL, f->classes, 1, err) != LSQ_OK) {
         lsq_err_prefix(err, "the model's layer list");
         err->code = LSQ_ERR_FORMAT;
+        return NULL;
+    }
+    /* lsqm_encode writes no such file; one made elsewhere is refused here */
+    if (deploy_check_layers(&net, DEPLOY_INTEGER, err) != LSQ_OK) {
+        lsq_err_prefix(err, "the model's layer list");
+        net_free(&net);
         return NULL;
     }
     lsqm_model *m = calloc(1, sizeof *m);

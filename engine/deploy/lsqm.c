@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "deploy/support.h"
 #include "quant/pack.h"
 #include "quant/quant.h"
 
@@ -131,7 +132,10 @@ lsq_status lsqm_encode(const lsq_net *net, const json_t *meta, uint8_t **out, si
 {
     *out = NULL;
     *len = 0;
-    lsq_status st = LSQ_OK;
+    /* a layer the integer engine cannot run: no file, rather than one that
+     * fails to load or computes something else */
+    lsq_status st = deploy_check_layers(net, DEPLOY_INTEGER, err);
+    if (st != LSQ_OK) return st;
     buf pay = {0}, file = {0};
     char *htext = NULL;
     json_t *table = json_array();

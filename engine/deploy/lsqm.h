@@ -69,6 +69,8 @@ typedef struct {
  * dataset, spec quant settings, test accuracy). Quantized layers store their
  * weight codes packed at their bit width; float layers store float32. */
 lsq_status lsqm_save(const char *path, const lsq_net *net, const json_t *meta, lsq_err *err);
+/* (Both refuse a net with a layer the integer engine cannot run yet,
+ * support.h: LSQ_ERR_INVALID naming that layer, and no file.) */
 
 /* The same into memory: *out (malloc'd, the caller frees), *len. */
 lsq_status lsqm_encode(const lsq_net *net, const json_t *meta, uint8_t **out, size_t *len,

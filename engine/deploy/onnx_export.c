@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "deploy/onnx_pb.h"
+#include "deploy/support.h"
 #include "quant/quant.h"
 
 #define EXPORT_BN_EPS 1e-5f /* net.c's BN_EPS */
@@ -139,7 +140,8 @@ static lsq_status weight_input(onnx_model *m, const lsq_net *net, const net_node
 
 lsq_status onnx_export(const lsq_net *net, const char *path, lsq_err *err)
 {
-    lsq_status st = LSQ_OK;
+    lsq_status st = deploy_check_layers(net, DEPLOY_ONNX, err);
+    if (st != LSQ_OK) return st;
     onnx_model *m = onnx_model_new("lsqd");
     int *rank = calloc((size_t)net->n_nodes, sizeof *rank);
     char (*val)[160] = calloc((size_t)net->n_nodes, sizeof *val);

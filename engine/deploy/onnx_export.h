@@ -17,7 +17,9 @@
 #include "core/err.h"
 #include "graph/net.h"
 
-/* Writes net to path (LSQ_ERR_IO, LSQ_ERR_NOMEM). */
+/* Writes net to path (LSQ_ERR_IO, LSQ_ERR_NOMEM). A net with a layer the
+ * export does not carry yet (support.h: grouped or dilated conv, clip, ...)
+ * is LSQ_ERR_INVALID naming that layer, and no file is written. */
 lsq_status onnx_export(const lsq_net *net, const char *path, lsq_err *err);
 
 #endif

@@ -3,6 +3,7 @@
  * quantizers wrapped around every conv/linear layer of a quantized net). */
 #include "graph/net.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,7 @@
 
 const char *const NET_OP_NAMES[] = {
     "input", "conv2d", "linear", "batchnorm", "relu", "maxpool", "avgpool",
-    "add", "flatten",
+    "add", "flatten", "clip", "leakyrelu", "scale", "concat",
 };
 _Static_assert(sizeof NET_OP_NAMES / sizeof *NET_OP_NAMES == OP_COUNT,
                "NET_OP_NAMES must name every net_op");
@@ -62,6 +63,37 @@ static lsq_status get_int(layer_ctx *lc, const char *key, int *out, int dflt,
         return key_err(lc, key, "%s must be an integer%s", d);
     }
     *out = (int)x;
+    return LSQ_OK;
+}
+
+/* Reads an optional number key (an integer or a real) within [lo, hi]. */
+static lsq_status get_num(layer_ctx *lc, const char *key, double *out, double dflt, int required,
+                          double lo, double hi)
+{
+    json_t *v = json_object_get(lc->obj, key);
+    if (!v) {
+        if (required) return key_err(lc, key, "%s is required%s", ": a number");
+        *out = dflt;
+        return LSQ_OK;
+    }
+    char d[128];
+    snprintf(d, sizeof d, " in [%g, %g]", lo, hi);
+    if (!json_is_number(v)) return key_err(lc, key, "%s must be a number%s", d);
+    const double x = json_number_value(v);
+    if (!(x >= lo && x <= hi)) {
+        snprintf(d, sizeof d, " in [%g, %g], got %g", lo, hi, x);
+        return key_err(lc, key, "%s must be a number%s", d);
+    }
+    *out = x;
+    return LSQ_OK;
+}
+
+/* Reads an optional boolean key. */
+static lsq_status get_bool(layer_ctx *lc, const char *key, int *out, int dflt)
+{
+    json_t *v = json_object_get(lc->obj, key);
+    if (v && !json_is_boolean(v)) return key_err(lc, key, "%s must be true or false%s", "");
+    *out = v ? json_is_true(v) : dflt;
     return LSQ_OK;
 }
 
@@ -126,6 +158,14 @@ static void *xcalloc(size_t n, size_t size, int *fail)
     return p;
 }
 
+/* How many of nd's inputs are node j. */
+static int uses_of(const net_node *nd, int j)
+{
+    int uses = 0;
+    for (int t = 0; t < nd->n_in; t++) uses += nd->in[t] == j;
+    return uses;
+}
+
 /* ---- the backward plan, fixed by the graph: computed once by net_build ---- */
 
 /* The node that alone reads node j's output, and reads it once; else -1. */
@@ -135,7 +175,7 @@ static int sole_consumer(const lsq_net *net, int j)
     int only = -1;
     for (int k = j + 1; k < net->n_nodes; k++) {
         const net_node *nd = &net->nodes[k];
-        int uses = (nd->in[0] == j) + (nd->in[1] == j);
+        int uses = uses_of(nd, j);
         if (!uses) continue;
         if (only >= 0 || uses > 1) return -1;
         only = k;
@@ -171,11 +211,13 @@ static int backward_turn(const lsq_net *net, int k)
 }
 
 /* Node j's gradient is written whole (=), not added to, by the consumer
- * whose backward reaches it first; backward need not zero it then. Returns
- * that consumer's index, or -1 when the gradient must start at zero: no
- * consumer, one that uses j twice, or one whose op only adds (a flatten,
- * which shares j's buffers; a linear layer on an unquantized input). Needs
- * every node's fused_relu. */
+ * whose backward reaches it first; backward need not zero it then; the
+ * consumers after it add theirs (+=), so a node read by several gets the
+ * sum of their gradients. Returns that first consumer's index, or -1 when
+ * the gradient must start at zero: no consumer, one that uses j twice, or
+ * one whose op only adds (a flatten, which shares j's buffers; a linear
+ * layer on an unquantized input; windowed average pooling, clip, leaky
+ * relu, scale and concat). Needs every node's fused_relu. */
 static int plan_grad_setter(const lsq_net *net, int j)
 {
     /* a flatten's consumers write through it into its source's buffer,
@@ -184,21 +226,22 @@ static int plan_grad_setter(const lsq_net *net, int j)
     int first = -1, turn = -1;
     for (int k = j + 1; k < net->n_nodes; k++) {
         const net_node *nd = &net->nodes[k];
-        if (nd->in[0] != j && nd->in[1] != j) continue;
+        if (!uses_of(nd, j)) continue;
         int t = backward_turn(net, k);
         if (t > turn) first = k, turn = t;
     }
     if (first < 0) return -1;
     const net_node *c = &net->nodes[first];
-    if (c->in[0] == j && c->in[1] == j) return -1;
+    if (uses_of(c, j) > 1) return -1;
     switch (c->op) {
     case OP_CONV:
     case OP_BN:
     case OP_RELU:
     case OP_MAXPOOL:
-    case OP_AVGPOOL:
     case OP_ADD:
         return first;
+    case OP_AVGPOOL:
+        return c->kernel ? -1 : first; /* windowed: += only */
     case OP_LINEAR:
         return c->aq.on ? first : -1;
     default:
@@ -259,7 +302,7 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
     net_node *in0 = &net->nodes[0];
     in0->op = OP_INPUT;
     snprintf(in0->name, sizeof in0->name, "input");
-    in0->in[0] = in0->in[1] = -1;
+    for (int t = 0; t < NET_MAX_INPUTS; t++) in0->in[t] = -1;
     in0->c = ic, in0->h = ih, in0->w = iw;
     in0->nonneg = 1;
     in0->wv = in0->bv = in0->gammav = in0->betav = -1;
@@ -281,8 +324,12 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
         for (int o = 1; o < OP_COUNT; o++)
             if (strcmp(type, NET_OP_NAMES[o]) == 0) op = o;
         if (op < 0) {
-            char d[160];
-            snprintf(d, sizeof d, " (conv2d, linear, batchnorm, relu, maxpool, avgpool, add, flatten), got '%.80s'", type);
+            char d[320];
+            size_t at = (size_t)snprintf(d, sizeof d, " (");
+            for (int o = 1; o < OP_COUNT; o++)
+                at += (size_t)snprintf(d + at, sizeof d - at, "%s%s", NET_OP_NAMES[o],
+                                       o + 1 < OP_COUNT ? ", " : "");
+            snprintf(d + at, sizeof d - at, "), got '%.80s'", type);
             st = key_err(&lc, "type", "%s must be a layer type%s", d);
             goto fail;
         }
@@ -308,15 +355,21 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             goto fail;
         }
         /* inputs */
+        for (int t = 0; t < NET_MAX_INPUTS; t++) nd->in[t] = -1;
         nd->in[0] = idx - 1;
-        nd->in[1] = -1;
-        if (op == OP_ADD) {
+        nd->n_in = 1;
+        if (op == OP_ADD || op == OP_CONCAT) {
             const json_t *ins = json_object_get(lc.obj, "inputs");
-            if (!json_is_array(ins) || json_array_size(ins) != 2) {
-                st = key_err(&lc, "inputs", "%s must name the two layers to add%s", "");
+            const size_t most = op == OP_ADD ? 2 : NET_MAX_INPUTS;
+            if (!json_is_array(ins) || json_array_size(ins) < 2 || json_array_size(ins) > most) {
+                if (op == OP_ADD)
+                    st = key_err(&lc, "inputs", "%s must name the two layers to add%s", "");
+                else
+                    st = key_err(&lc, "inputs", "%s must name 2 to 16 layers to concatenate%s", "");
                 goto fail;
             }
-            for (int k = 0; k < 2; k++) {
+            nd->n_in = (int)json_array_size(ins);
+            for (int k = 0; k < nd->n_in; k++) {
                 const char *s = json_string_value(json_array_get(ins, (size_t)k));
                 int f = s ? find_node(net, idx, s) : -1;
                 if (f < 0) {
@@ -338,18 +391,34 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             }
         }
         const net_node *src = &net->nodes[nd->in[0]];
-        static const char *const k_conv[] = {"type", "name", "input", "out", "kernel", "stride", "pad", "bias", NULL};
+        static const char *const k_conv[] = {"type", "name", "input", "out", "kernel", "stride",
+                                             "pad", "dilation", "groups", "bias", NULL};
         static const char *const k_linear[] = {"type", "name", "input", "out", "bias", NULL};
         static const char *const k_plain[] = {"type", "name", "input", NULL};
-        static const char *const k_pool[] = {"type", "name", "input", "kernel", "stride", NULL};
+        static const char *const k_pool[] = {"type", "name", "input", "kernel", "stride", "pad", NULL};
+        static const char *const k_avg[] = {"type", "name", "input", "kernel", "stride", "pad",
+                                            "count_include_pad", NULL};
         static const char *const k_add[] = {"type", "name", "inputs", NULL};
+        static const char *const k_clip[] = {"type", "name", "input", "min", "max", NULL};
+        static const char *const k_leaky[] = {"type", "name", "input", "alpha", NULL};
+        static const char *const k_scale[] = {"type", "name", "input", "value", NULL};
         switch (nd->op) {
         case OP_CONV: {
             if ((st = check_keys(&lc, k_conv))) goto fail;
             if ((st = get_int(&lc, "out", &nd->out_ch, 0, 1, 1, 4096))) goto fail;
             if ((st = get_int(&lc, "kernel", &nd->kernel, 0, 1, 1, 15))) goto fail;
             if ((st = get_int(&lc, "stride", &nd->stride, 1, 0, 1, 8))) goto fail;
-            if ((st = get_int(&lc, "pad", &nd->pad, 0, 0, 0, nd->kernel - 1 > 0 ? nd->kernel - 1 : 0))) goto fail;
+            if ((st = get_int(&lc, "dilation", &nd->dilation, 1, 0, 1, 16))) goto fail;
+            /* the dilated kernel spans dilation * (kernel - 1) + 1 */
+            const int most_pad = nd->dilation * (nd->kernel - 1);
+            if ((st = get_int(&lc, "pad", &nd->pad, 0, 0, 0, most_pad))) goto fail;
+            if ((st = get_int(&lc, "groups", &nd->groups, 1, 0, 1, 4096))) goto fail;
+            if (src->c % nd->groups || nd->out_ch % nd->groups) {
+                char dd[128];
+                snprintf(dd, sizeof dd, "%d input and %d output channels", src->c, nd->out_ch);
+                st = key_err(&lc, "groups", "%s must divide the %s", dd);
+                goto fail;
+            }
             const json_t *b = json_object_get(lc.obj, "bias");
             if (b && !json_is_boolean(b)) {
                 st = key_err(&lc, "bias", "%s must be true or false%s", "");
@@ -357,8 +426,9 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             }
             nd->bias = b ? json_is_true(b) : 1;
             conv2d_dims d;
-            if (conv2d_dims_init(&d, 1, src->c, src->h, src->w, nd->out_ch, nd->kernel,
-                                 nd->kernel, nd->stride, nd->pad) != 0) {
+            if (conv2d_dims_init_ex(&d, 1, src->c, src->h, src->w, nd->out_ch, nd->kernel,
+                                    nd->kernel, nd->stride, nd->pad, nd->dilation,
+                                    nd->groups) != 0) {
                 char dd[128];
                 snprintf(dd, sizeof dd, "%dx%d", src->h, src->w);
                 st = key_err(&lc, "kernel", "%s: the kernel does not fit the %s input", dd);
@@ -398,24 +468,101 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             nd->nonneg = src->nonneg;
             break;
         case OP_AVGPOOL:
-            if ((st = check_keys(&lc, k_plain))) goto fail;
+            if ((st = check_keys(&lc, k_avg))) goto fail;
             nd->c = src->c, nd->h = nd->w = 1;
             nd->nonneg = src->nonneg;
-            break;
+            if (!json_object_get(lc.obj, "kernel")) {
+                /* global average pooling: the window's keys have no meaning */
+                static const char *const k_win[] = {"stride", "pad", "count_include_pad"};
+                for (int t = 0; t < 3; t++)
+                    if (json_object_get(lc.obj, k_win[t])) {
+                        st = key_err(&lc, k_win[t], "%s is a key of windowed average pooling%s",
+                                     ": give \"kernel\" too (without it the pooling is global)");
+                        goto fail;
+                    }
+                break;
+            }
+            if ((st = get_bool(&lc, "count_include_pad", &nd->count_include_pad, 0))) goto fail;
+            /* the window's keys and shape as max pooling's */
+            /* fall through */
         case OP_MAXPOOL: {
-            if ((st = check_keys(&lc, k_pool))) goto fail;
+            if (nd->op == OP_MAXPOOL && (st = check_keys(&lc, k_pool))) goto fail;
             if ((st = get_int(&lc, "kernel", &nd->kernel, 0, 1, 1, 16))) goto fail;
             if ((st = get_int(&lc, "stride", &nd->stride, nd->kernel, 0, 1, 16))) goto fail;
-            if (src->h < nd->kernel || src->w < nd->kernel) {
+            if ((st = get_int(&lc, "pad", &nd->pad, 0, 0, 0, nd->kernel - 1))) goto fail;
+            if (src->h + 2 * nd->pad < nd->kernel || src->w + 2 * nd->pad < nd->kernel) {
                 char dd[64];
                 snprintf(dd, sizeof dd, "%dx%d", src->h, src->w);
-                st = key_err(&lc, "kernel", "%s: the pooling window is larger than the %s input", dd);
+                st = key_err(&lc, "kernel", nd->pad ? "%s: the pooling window is larger than the "
+                                                      "padded %s input"
+                                                    : "%s: the pooling window is larger than the "
+                                                      "%s input",
+                             dd);
                 goto fail;
             }
             nd->c = src->c;
-            nd->h = (src->h - nd->kernel) / nd->stride + 1;
-            nd->w = (src->w - nd->kernel) / nd->stride + 1;
+            nd->h = (src->h + 2 * nd->pad - nd->kernel) / nd->stride + 1;
+            nd->w = (src->w + 2 * nd->pad - nd->kernel) / nd->stride + 1;
             nd->nonneg = src->nonneg;
+            break;
+        }
+        case OP_CLIP: {
+            if ((st = check_keys(&lc, k_clip))) goto fail;
+            double lo, hi;
+            if ((st = get_num(&lc, "min", &lo, -INFINITY, 0, -FLT_MAX, FLT_MAX))) goto fail;
+            if ((st = get_num(&lc, "max", &hi, INFINITY, 0, -FLT_MAX, FLT_MAX))) goto fail;
+            nd->lo = (float)lo, nd->hi = (float)hi;
+            if (!(nd->lo < nd->hi)) {
+                char dd[96];
+                snprintf(dd, sizeof dd, " (min %g, max %g)", (double)nd->lo, (double)nd->hi);
+                st = key_err(&lc, "max", "%s must be above min%s", dd);
+                goto fail;
+            }
+            nd->c = src->c, nd->h = src->h, nd->w = src->w;
+            /* ReLU6 (min 0): the next layer's input quantizer is unsigned */
+            nd->nonneg = nd->lo >= 0.0f || (src->nonneg && nd->hi >= 0.0f);
+            break;
+        }
+        case OP_LEAKYRELU: {
+            if ((st = check_keys(&lc, k_leaky))) goto fail;
+            double a;
+            if ((st = get_num(&lc, "alpha", &a, 0.01, 0, 0.0, 1.0))) goto fail;
+            nd->alpha = (float)a;
+            nd->c = src->c, nd->h = src->h, nd->w = src->w;
+            nd->nonneg = src->nonneg || nd->alpha == 0.0f;
+            break;
+        }
+        case OP_SCALE: {
+            if ((st = check_keys(&lc, k_scale))) goto fail;
+            double v;
+            if ((st = get_num(&lc, "value", &v, 0.0, 1, -FLT_MAX, FLT_MAX))) goto fail;
+            nd->value = (float)v;
+            nd->c = src->c, nd->h = src->h, nd->w = src->w;
+            nd->nonneg = nd->value == 0.0f || (nd->value > 0.0f && src->nonneg);
+            break;
+        }
+        case OP_CONCAT: {
+            if ((st = check_keys(&lc, k_add))) goto fail;
+            const net_node *a = &net->nodes[nd->in[0]];
+            nd->c = 0, nd->h = a->h, nd->w = a->w;
+            nd->nonneg = 1;
+            for (int t = 0; t < nd->n_in; t++) {
+                const net_node *b = &net->nodes[nd->in[t]];
+                if (b->h != a->h || b->w != a->w) {
+                    char dd[256];
+                    snprintf(dd, sizeof dd, "'%s' is %dx%dx%d, '%s' is %dx%dx%d", a->name, a->c,
+                             a->h, a->w, b->name, b->c, b->h, b->w);
+                    st = key_err(&lc, "inputs", "%s: the inputs differ in height or width (%s)",
+                                 dd);
+                    goto fail;
+                }
+                nd->c += b->c;
+                nd->nonneg = nd->nonneg && b->nonneg;
+            }
+            if (nd->c > 1 << 20) {
+                st = key_err(&lc, "inputs", "%s: more than %s channels", "1048576");
+                goto fail;
+            }
             break;
         }
         case OP_ADD: {
@@ -473,7 +620,8 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
         net_node *nd = &net->nodes[i];
         const net_node *src = &net->nodes[nd->in[0]];
         if (nd->op == OP_CONV || nd->op == OP_LINEAR) {
-            int wd[4] = {nd->out_ch, src->c, nd->kernel, nd->kernel};
+            int wd[4] = {nd->out_ch, src->c / (nd->groups > 1 ? nd->groups : 1), nd->kernel,
+                          nd->kernel};
             int ndim = 4;
             if (nd->op == OP_LINEAR) wd[1] = src->c * src->h * src->w, ndim = 2;
             nd->wv = add_view(net, i, ".weight", PV_WEIGHT, 0, ndim, wd, &pcur);
@@ -547,8 +695,8 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
         if (nd->op == OP_MAXPOOL) nd->argmax = xcalloc(out_n, sizeof(int32_t), &fail);
         if (nd->op == OP_CONV) {
             conv2d_dims d;
-            conv2d_dims_init(&d, max_batch, src->c, src->h, src->w, nd->out_ch,
-                             nd->kernel, nd->kernel, nd->stride, nd->pad);
+            conv2d_dims_init_ex(&d, max_batch, src->c, src->h, src->w, nd->out_ch, nd->kernel,
+                                nd->kernel, nd->stride, nd->pad, nd->dilation, nd->groups);
             size_t s = conv2d_scratch_floats(&d);
             if (s > scratch) scratch = s;
         }
@@ -765,8 +913,15 @@ void net_calibrate(lsq_net *net, const float *x, int n)
 static void conv_dims_of(const lsq_net *net, const net_node *nd, int n, conv2d_dims *d)
 {
     const net_node *src = &net->nodes[nd->in[0]];
-    conv2d_dims_init(d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel, nd->kernel,
-                     nd->stride, nd->pad);
+    conv2d_dims_init_ex(d, n, src->c, src->h, src->w, nd->out_ch, nd->kernel, nd->kernel,
+                        nd->stride, nd->pad, nd->dilation, nd->groups);
+}
+
+/* A pooling node's window for a batch of n. */
+static void pool_dims_of(const lsq_net *net, const net_node *nd, int n, pool2d_dims *d)
+{
+    const net_node *src = &net->nodes[nd->in[0]];
+    pool2d_dims_init(d, n, src->c, src->h, src->w, nd->kernel, nd->stride, nd->pad);
 }
 
 /* Node i writes the gradient of its input j whole. */
@@ -881,12 +1036,43 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             if (!relu_is_fused(net, i)) relu_forward(nd->out, in, out_count);
             break;
         case OP_MAXPOOL:
-            maxpool_forward(nd->out, nd->argmax, in, n, src->c, src->h, src->w, nd->kernel,
-                            nd->stride, nd->h, nd->w);
+            if (nd->pad) {
+                pool2d_dims d;
+                pool_dims_of(net, nd, n, &d);
+                maxpool2d_forward(nd->out, nd->argmax, in, &d);
+            } else {
+                maxpool_forward(nd->out, nd->argmax, in, n, src->c, src->h, src->w, nd->kernel,
+                                nd->stride, nd->h, nd->w);
+            }
             break;
         case OP_AVGPOOL:
-            avgpool_forward(nd->out, in, n, src->c, src->h * src->w);
+            if (nd->kernel) {
+                pool2d_dims d;
+                pool_dims_of(net, nd, n, &d);
+                avgpool2d_forward(nd->out, in, &d, nd->count_include_pad);
+            } else {
+                avgpool_forward(nd->out, in, n, src->c, src->h * src->w);
+            }
             break;
+        case OP_CLIP:
+            clip_forward(nd->out, in, out_count, nd->lo, nd->hi);
+            break;
+        case OP_LEAKYRELU:
+            leakyrelu_forward(nd->out, in, out_count, nd->alpha);
+            break;
+        case OP_SCALE:
+            scale_forward(nd->out, in, out_count, nd->value);
+            break;
+        case OP_CONCAT: {
+            const float *ins[NET_MAX_INPUTS];
+            int ch[NET_MAX_INPUTS];
+            for (int t = 0; t < nd->n_in; t++) {
+                ins[t] = net->nodes[nd->in[t]].out;
+                ch[t] = net->nodes[nd->in[t]].c;
+            }
+            concat_forward(nd->out, ins, ch, nd->n_in, n, nd->h * nd->w);
+            break;
+        }
         case OP_ADD: {
             int r = nd->fused_relu;
             if (r >= 0)
@@ -1078,10 +1264,36 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                                  nd->w);
             break;
         case OP_AVGPOOL:
-            if (din)
+            if (din && nd->kernel) {
+                pool2d_dims d; /* never the setter: += */
+                pool_dims_of(net, nd, n, &d);
+                avgpool2d_backward(din, nd->dout, &d, nd->count_include_pad);
+            } else if (din) {
                 (sets_grad(net, i, si) ? avgpool_backward_overwrite : avgpool_backward)(
                     din, nd->dout, n, src->c, src->h * src->w);
+            }
             break;
+        /* the ops below only add (+=) to their inputs' gradients: never
+         * setters (plan_grad_setter) */
+        case OP_CLIP:
+            if (din) clip_backward(din, nd->dout, nd->out, out_count, nd->lo, nd->hi);
+            break;
+        case OP_LEAKYRELU:
+            if (din) leakyrelu_backward(din, nd->dout, in, out_count, nd->alpha);
+            break;
+        case OP_SCALE:
+            if (din) scale_backward(din, nd->dout, out_count, nd->value);
+            break;
+        case OP_CONCAT: {
+            float *dins[NET_MAX_INPUTS];
+            int ch[NET_MAX_INPUTS];
+            for (int t = 0; t < nd->n_in; t++) {
+                dins[t] = net->nodes[nd->in[t]].dout;
+                ch[t] = net->nodes[nd->in[t]].c;
+            }
+            concat_backward(dins, nd->dout, ch, nd->n_in, n, nd->h * nd->w);
+            break;
+        }
         case OP_ADD: {
             if (nd->fused_relu >= 0) break; /* done by its ReLU */
             float *db = nd->in[1] == 0 ? NULL : net->nodes[nd->in[1]].dout;

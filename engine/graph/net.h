@@ -21,9 +21,12 @@
 
 typedef enum {
     OP_INPUT, OP_CONV, OP_LINEAR, OP_BN, OP_RELU, OP_MAXPOOL, OP_AVGPOOL,
-    OP_ADD, OP_FLATTEN, OP_COUNT
+    OP_ADD, OP_FLATTEN, OP_CLIP, OP_LEAKYRELU, OP_SCALE, OP_CONCAT, OP_COUNT
 } net_op;
 extern const char *const NET_OP_NAMES[]; /* as written in layer lists */
+
+/* The most inputs a node reads (a concat's). */
+#define NET_MAX_INPUTS 16
 
 typedef enum {
     PV_WEIGHT, PV_BIAS, PV_BN_GAMMA, PV_BN_BETA, PV_STEP, PV_OFFSET,
@@ -58,11 +61,17 @@ typedef struct {
 typedef struct {
     net_op op;
     char name[64];
-    int in[2];                 /* input node indices; -1 for none */
+    int n_in;                  /* inputs read: 0 (the image), 1, 2 (add), 2..16 (concat) */
+    int in[NET_MAX_INPUTS];    /* input node indices, in[0..n_in); -1 past them */
     int c, h, w;               /* output shape of one example */
     int nonneg;                /* output is >= 0 (after ReLU, or the image) */
     /* op settings */
     int out_ch, kernel, stride, pad, bias;
+    int groups, dilation;      /* conv */
+    int count_include_pad;     /* avgpool; kernel 0 there: global pooling */
+    float lo, hi;              /* clip bounds (-INFINITY, INFINITY when absent) */
+    float alpha;               /* leakyrelu */
+    float value;               /* scale */
     /* parameter views (-1 when absent) */
     int wv, bv, gammav, betav;
     int rmeanv, rvarv;         /* state views (BN running statistics) */
@@ -70,7 +79,8 @@ typedef struct {
     net_quant wq, aq;
     /* the backward plan (net_build): the ReLU this batch norm or add runs
      * fused with, and the consumer that writes this node's gradient whole
-     * (no zeroing before backward); -1 for none */
+     * (no zeroing before backward); -1 for none. Every other consumer adds
+     * to the gradient, so a node read by several (a DAG) gets the sum. */
     int fused_relu, grad_setter;
     /* conv: the batch norm that alone reads its output, whose input
      * gradient the conv's backward makes itself on the direct path; -1 */

@@ -1,4 +1,4 @@
-/* conv2d, one image at a time, on one of two paths:
+/* conv2d, one image at a time. Dense undilated convs take one of two paths:
  *
  * - direct (stride 1, "same" padding, the 3x3 convs of the zoo): the image is
  *   copied once into a zero-padded plane and dconv.h's kernels multiply the
@@ -15,7 +15,10 @@
  * own im2col slot of scratch and single-threaded SGEMM (see par.h); dw and db
  * are summed per fixed group of images (below), so results do not depend on
  * the thread count. A 1x1, stride 1, unpadded conv
- * needs no im2col: the input image already is col_i. */
+ * needs no im2col: the input image already is col_i.
+ *
+ * Grouped and dilated convs have their own paths, at the end of the file:
+ * depthwise direct loops, or im2col + SGEMM per group. */
 #include "core/par.h"
 #include "core/vsum.h"
 #include "nn/dconv.h"
@@ -38,18 +41,32 @@ void conv2d_set_path(conv2d_path p) { path_choice = p; }
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad)
 {
+    return conv2d_dims_init_ex(d, n, ic, ih, iw, oc, kh, kw, stride, pad, 1, 1);
+}
+
+int conv2d_dims_init_ex(conv2d_dims *d, int n, int ic, int ih, int iw, int oc, int kh, int kw,
+                        int stride, int pad, int dilation, int groups)
+{
     memset(d, 0, sizeof *d);
     if (n < 1 || ic < 1 || ih < 1 || iw < 1 || oc < 1 || kh < 1 || kw < 1 ||
-        stride < 1 || pad < 0)
+        stride < 1 || pad < 0 || dilation < 1 || groups < 1 || ic % groups || oc % groups)
         return -1;
-    int oh = (ih + 2 * pad - kh) / stride + 1;
-    int ow = (iw + 2 * pad - kw) / stride + 1;
-    if (ih + 2 * pad < kh || iw + 2 * pad < kw || oh < 1 || ow < 1) return -1;
+    /* the extent of the dilated kernel */
+    const long ekh = (long)dilation * (kh - 1) + 1, ekw = (long)dilation * (kw - 1) + 1;
+    if (ih + 2L * pad < ekh || iw + 2L * pad < ekw) return -1;
+    int oh = (int)((ih + 2L * pad - ekh) / stride + 1);
+    int ow = (int)((iw + 2L * pad - ekw) / stride + 1);
+    if (oh < 1 || ow < 1) return -1;
     *d = (conv2d_dims){.n = n, .ic = ic, .ih = ih, .iw = iw, .oc = oc,
                        .kh = kh, .kw = kw, .stride = stride, .pad = pad,
-                       .oh = oh, .ow = ow};
+                       .dilation = dilation, .groups = groups, .oh = oh, .ow = ow};
     return 0;
 }
+
+/* Dense and undilated: the paths below (direct, integer, im2col + SGEMM).
+ * Every other shape takes the grouped paths at the end of this file. A
+ * dims struct filled without conv2d_dims_init (0 in both) counts as plain. */
+static int is_plain(const conv2d_dims *d) { return d->groups <= 1 && d->dilation <= 1; }
 
 /* Images are handed to threads dynamically (a thread that the OS
  * preempts does not hold up the others), so dw and db are summed per GROUP of
@@ -124,6 +141,7 @@ typedef struct {
 
 static int direct_shape(const conv2d_dims *d)
 {
+    if (!is_plain(d)) return 0;
     /* 1x1 convs stay on SGEMM: they need no im2col there either. Tap
      * offsets are ints: planes of channels must stay well inside INT_MAX. */
     const size_t planes = (size_t)(d->ic > d->oc ? d->ic : d->oc) *
@@ -198,8 +216,11 @@ static size_t pack_floats(const conv2d_dims *d)
     return align16(fw > bw ? fw : bw) + align16((size_t)k + kt);
 }
 
+static size_t grouped_scratch_floats(const conv2d_dims *d);
+
 size_t conv2d_scratch_floats(const conv2d_dims *d)
 {
+    if (!is_plain(d)) return grouped_scratch_floats(d);
     return slot_floats(d) * PAR_MAX_THREADS + part_floats(d) * CONV_GROUPS + pack_floats(d);
 }
 
@@ -709,6 +730,324 @@ static void direct_backward(const conv2d_back *b, const conv2d_dims *d, float *s
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
 }
 
+/* ---- grouped and dilated convs ----
+ *
+ * Depthwise (groups == IC, each output channel o reading input channel
+ * o / (OC / IC) alone): direct loops, one (n, c) plane per OpenMP work item,
+ * each output row built tap by tap along the width (the loops vectorise; no
+ * im2col of a single channel, whose SGEMM would be a dot product). The
+ * weight and bias gradients go one output channel per work item, images and
+ * rows in order. Every other grouped or dilated shape: per image and per
+ * group, im2col of the group's IC / G channels (taps `dilation` apart) and
+ * one SGEMM with the group's OC / G rows of weights; the weight gradient in
+ * per-group-of-images partial sums as gemm_backward's. Results do not depend
+ * on the thread count on either path. */
+
+static int is_depthwise(const conv2d_dims *d) { return d->groups > 1 && d->groups == d->ic; }
+
+/* Below this many output values the depthwise loops stay on one thread. */
+#define DW_PAR_MIN 16384
+
+static size_t gcol_floats(const conv2d_dims *d)
+{
+    return align16((size_t)(d->ic / d->groups) * d->kh * d->kw * d->oh * d->ow);
+}
+
+static size_t gpart_floats(const conv2d_dims *d)
+{
+    return align16((size_t)d->oc * (d->ic / d->groups) * d->kh * d->kw + (size_t)d->oc);
+}
+
+static size_t grouped_scratch_floats(const conv2d_dims *d)
+{
+    if (is_depthwise(d)) return 0;
+    return gcol_floats(d) * PAR_MAX_THREADS + gpart_floats(d) * CONV_GROUPS;
+}
+
+/* col (NC*KH*KW, P) from the NC channels at `in` (one image), the taps
+ * `dilation` apart. */
+static void im2col_dil(float *col, const float *in, int nc, const conv2d_dims *d)
+{
+    const int s = d->stride, dl = d->dilation, oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
+    const size_t p = (size_t)oh * ow;
+    for (int c = 0; c < nc; c++) {
+        const float *plane = in + (size_t)c * ih * iw;
+        for (int ki = 0; ki < d->kh; ki++) {
+            int ylo, yhi;
+            const int yoff = ki * dl - d->pad;
+            valid_range(oh, s, yoff, ih, &ylo, &yhi);
+            for (int kj = 0; kj < d->kw; kj++) {
+                int xlo, xhi;
+                const int xoff = kj * dl - d->pad;
+                valid_range(ow, s, xoff, iw, &xlo, &xhi);
+                float *row = col + ((size_t)(c * d->kh + ki) * d->kw + kj) * p;
+                memset(row, 0, sizeof *row * (size_t)ylo * ow);
+                for (int oy = ylo; oy < yhi; oy++) {
+                    float *dst = row + (size_t)oy * ow;
+                    const float *src = plane + (size_t)(oy * s + yoff) * iw + xoff;
+                    for (int ox = 0; ox < xlo; ox++) dst[ox] = 0.0f;
+#pragma omp simd
+                    for (int ox = xlo; ox < xhi; ox++) dst[ox] = src[ox * s];
+                    for (int ox = xhi; ox < ow; ox++) dst[ox] = 0.0f;
+                }
+                memset(row + (size_t)yhi * ow, 0, sizeof *row * (size_t)(oh - yhi) * ow);
+            }
+        }
+    }
+}
+
+/* din (NC, IH, IW) += col2im(dcol (NC*KH*KW, P)), im2col_dil's inverse. */
+static void col2im_dil_add(float *din, const float *dcol, int nc, const conv2d_dims *d)
+{
+    const int s = d->stride, dl = d->dilation, oh = d->oh, ow = d->ow, ih = d->ih, iw = d->iw;
+    const size_t p = (size_t)oh * ow;
+    for (int c = 0; c < nc; c++) {
+        float *plane = din + (size_t)c * ih * iw;
+        for (int ki = 0; ki < d->kh; ki++) {
+            int ylo, yhi;
+            const int yoff = ki * dl - d->pad;
+            valid_range(oh, s, yoff, ih, &ylo, &yhi);
+            for (int kj = 0; kj < d->kw; kj++) {
+                int xlo, xhi;
+                const int xoff = kj * dl - d->pad;
+                valid_range(ow, s, xoff, iw, &xlo, &xhi);
+                const float *row = dcol + ((size_t)(c * d->kh + ki) * d->kw + kj) * p;
+                for (int oy = ylo; oy < yhi; oy++) {
+                    const float *src = row + (size_t)oy * ow;
+                    float *dst = plane + (size_t)(oy * s + yoff) * iw + xoff;
+                    for (int ox = xlo; ox < xhi; ox++) dst[ox * s] += src[ox];
+                }
+            }
+        }
+    }
+}
+
+static void dw_forward(float *out, const float *in, const float *w, const float *b,
+                       const conv2d_dims *d)
+{
+    const int m = d->oc / d->ic, planes = d->n * d->oc, s = d->stride, dl = d->dilation;
+    const int ih = d->ih, iw = d->iw, oh = d->oh, ow = d->ow, kh = d->kh, kw = d->kw;
+    const size_t isz = (size_t)ih * iw, osz = (size_t)oh * ow;
+#pragma omp parallel for schedule(dynamic, 4) if ((size_t)planes * osz * kh * kw >= DW_PAR_MIN)
+    for (int pl = 0; pl < planes; pl++) {
+        const int i = pl / d->oc, o = pl % d->oc;
+        const float *x = in + ((size_t)i * d->ic + o / m) * isz;
+        const float *wk = w + (size_t)o * kh * kw;
+        float *y = out + (size_t)pl * osz;
+        const float bo = b ? b[o] : 0.0f;
+        for (int oy = 0; oy < oh; oy++) {
+            float *yr = y + (size_t)oy * ow;
+            for (int ox = 0; ox < ow; ox++) yr[ox] = bo;
+            for (int ki = 0; ki < kh; ki++) {
+                const int iy = oy * s + ki * dl - d->pad;
+                if (iy < 0 || iy >= ih) continue;
+                const float *xr = x + (size_t)iy * iw;
+                for (int kj = 0; kj < kw; kj++) {
+                    int lo, hi;
+                    const int xoff = kj * dl - d->pad;
+                    valid_range(ow, s, xoff, iw, &lo, &hi);
+                    const float wv = wk[ki * kw + kj];
+                    const float *xs = xr + xoff;
+                    if (s == 1) {
+#pragma omp simd
+                        for (int ox = lo; ox < hi; ox++) yr[ox] += wv * xs[ox];
+                    } else {
+#pragma omp simd
+                        for (int ox = lo; ox < hi; ox++) yr[ox] += wv * xs[ox * s];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* din (= when set, else +=), then dw and db (+=); any may be NULL. */
+static void dw_backward(float *din, int set, float *dw, float *db, const float *dout,
+                        const float *in, const float *w, const conv2d_dims *d)
+{
+    const int m = d->oc / d->ic, s = d->stride, dl = d->dilation;
+    const int ih = d->ih, iw = d->iw, oh = d->oh, ow = d->ow, kh = d->kh, kw = d->kw;
+    const size_t isz = (size_t)ih * iw, osz = (size_t)oh * ow;
+    const int par = (size_t)d->n * d->oc * osz * kh * kw >= DW_PAR_MIN;
+    if (din) {
+        /* one input plane per item: the gradient of its m output planes,
+         * scattered tap by tap along the rows */
+        const int planes = d->n * d->ic;
+#pragma omp parallel for schedule(dynamic, 4) if (par)
+        for (int pl = 0; pl < planes; pl++) {
+            const int i = pl / d->ic, c = pl % d->ic;
+            float *dx = din + (size_t)pl * isz;
+            if (set) memset(dx, 0, sizeof *dx * isz);
+            for (int j = 0; j < m; j++) {
+                const int o = c * m + j;
+                const float *g = dout + ((size_t)i * d->oc + o) * osz;
+                const float *wk = w + (size_t)o * kh * kw;
+                for (int oy = 0; oy < oh; oy++) {
+                    const float *gr = g + (size_t)oy * ow;
+                    for (int ki = 0; ki < kh; ki++) {
+                        const int iy = oy * s + ki * dl - d->pad;
+                        if (iy < 0 || iy >= ih) continue;
+                        float *xr = dx + (size_t)iy * iw;
+                        for (int kj = 0; kj < kw; kj++) {
+                            int lo, hi;
+                            const int xoff = kj * dl - d->pad;
+                            valid_range(ow, s, xoff, iw, &lo, &hi);
+                            const float wv = wk[ki * kw + kj];
+                            float *xs = xr + xoff;
+                            if (s == 1) {
+#pragma omp simd
+                                for (int ox = lo; ox < hi; ox++) xs[ox] += wv * gr[ox];
+                            } else {
+                                for (int ox = lo; ox < hi; ox++) xs[ox * s] += wv * gr[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (!dw && !db) return;
+    /* one output channel per item: its taps' sums over images and rows, in
+     * order */
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int o = 0; o < d->oc; o++) {
+        const int c = o / m;
+        if (db) {
+            float acc = 0.0f;
+            for (int i = 0; i < d->n; i++)
+                acc += vsum_sum(dout + ((size_t)i * d->oc + o) * osz, (int)osz);
+            db[o] += acc;
+        }
+        if (!dw) continue;
+        for (int ki = 0; ki < kh; ki++)
+            for (int kj = 0; kj < kw; kj++) {
+                int lo, hi;
+                const int xoff = kj * dl - d->pad;
+                valid_range(ow, s, xoff, iw, &lo, &hi);
+                float acc = 0.0f;
+                for (int i = 0; i < d->n; i++) {
+                    const float *g = dout + ((size_t)i * d->oc + o) * osz;
+                    const float *x = in + ((size_t)i * d->ic + c) * isz;
+                    for (int oy = 0; oy < oh; oy++) {
+                        const int iy = oy * s + ki * dl - d->pad;
+                        if (iy < 0 || iy >= ih) continue;
+                        const float *gr = g + (size_t)oy * ow, *xs = x + (size_t)iy * iw + xoff;
+                        float r = 0.0f;
+                        if (s == 1) {
+#pragma omp simd reduction(+ : r)
+                            for (int ox = lo; ox < hi; ox++) r += gr[ox] * xs[ox];
+                        } else {
+#pragma omp simd reduction(+ : r)
+                            for (int ox = lo; ox < hi; ox++) r += gr[ox] * xs[ox * s];
+                        }
+                        acc += r;
+                    }
+                }
+                dw[(size_t)o * kh * kw + ki * kw + kj] += acc;
+            }
+    }
+}
+
+static int grouped_pointwise(const conv2d_dims *d)
+{
+    return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
+}
+
+static void grouped_forward(float *out, const float *in, const float *w, const float *b,
+                            const conv2d_dims *d, float *scratch)
+{
+    if (is_depthwise(d)) {
+        dw_forward(out, in, w, b, d);
+        return;
+    }
+    const int ng = d->groups, icg = d->ic / ng, ocg = d->oc / ng;
+    const int k = icg * d->kh * d->kw, p = d->oh * d->ow;
+    const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)d->oc * p;
+    const size_t gin = (size_t)icg * d->ih * d->iw, slot = gcol_floats(d);
+    const int pw = grouped_pointwise(d);
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        float *col = scratch + slot * (size_t)omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+        for (int i = 0; i < d->n; i++) {
+            for (int gi = 0; gi < ng; gi++) {
+                const float *x = in + in_sz * i + gin * gi;
+                float *y = out + out_sz * i + (size_t)gi * ocg * p;
+                if (!pw) im2col_dil(col, x, icg, d);
+                float beta = 0.0f;
+                if (b) {
+                    for (int o = 0; o < ocg; o++) {
+                        const float bo = b[gi * ocg + o];
+                        float *yo = y + (size_t)o * p;
+                        for (int j = 0; j < p; j++) yo[j] = bo;
+                    }
+                    beta = 1.0f;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ocg, p, k, 1.0f,
+                            w + (size_t)gi * ocg * k, k, pw ? x : col, p, beta, y, p);
+            }
+        }
+    }
+}
+
+/* acc: din += the input gradient; else din = it. */
+static void grouped_backward(float *din, float *dw, float *db, const float *dout,
+                             const float *in, const float *w, const conv2d_dims *d,
+                             float *scratch, int acc)
+{
+    if (is_depthwise(d)) {
+        dw_backward(din, !acc, dw, db, dout, in, w, d);
+        return;
+    }
+    const int ng = d->groups, icg = d->ic / ng, ocg = d->oc / ng, oc = d->oc;
+    const int k = icg * d->kh * d->kw, p = d->oh * d->ow;
+    const size_t in_sz = (size_t)d->ic * d->ih * d->iw, out_sz = (size_t)oc * p;
+    const size_t gin = (size_t)icg * d->ih * d->iw, slot = gcol_floats(d);
+    const size_t wsz = (size_t)oc * k, psz = gpart_floats(d);
+    float *parts = scratch + slot * PAR_MAX_THREADS;
+    const int pw = grouped_pointwise(d);
+    const int nig = n_groups(d->n);
+
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        float *col = scratch + slot * (size_t)omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+        for (int ig = 0; ig < nig; ig++) {
+            float *dwp = parts + psz * (size_t)ig, *dbp = dwp + wsz;
+            if (db) memset(dbp, 0, sizeof *dbp * (size_t)oc);
+            const int lo = (int)((long)d->n * ig / nig);
+            const int hi = (int)((long)d->n * (ig + 1) / nig);
+            for (int i = lo; i < hi; i++) {
+                if (db) bias_grad(dbp, dout + out_sz * i, oc, p);
+                for (int gi = 0; gi < ng; gi++) {
+                    const float *x = in + in_sz * i + gin * gi;
+                    const float *g = dout + out_sz * i + (size_t)gi * ocg * p;
+                    const float *wg = w + (size_t)gi * ocg * k;
+                    if (dw) {
+                        if (!pw) im2col_dil(col, x, icg, d);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ocg, k, p, 1.0f, g,
+                                    p, pw ? x : col, p, i > lo ? 1.0f : 0.0f,
+                                    dwp + (size_t)gi * ocg * k, k);
+                    }
+                    if (!din) continue;
+                    float *dx = din + in_sz * i + gin * gi;
+                    if (pw) {
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, ocg, 1.0f, wg,
+                                    k, g, p, acc ? 1.0f : 0.0f, dx, p);
+                    } else {
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, p, ocg, 1.0f, wg,
+                                    k, g, p, 0.0f, col, p);
+                        if (!acc) memset(dx, 0, sizeof *dx * gin);
+                        col2im_dil_add(dx, col, icg, d);
+                    }
+                }
+            }
+        }
+        if (dw) add_dw_parts(dw, parts, psz, nig, wsz);
+    }
+    if (db) add_db_parts(db, parts, psz, nig, wsz, oc);
+}
+
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     const conv2d_dims *d, float *scratch)
 {
@@ -718,6 +1057,10 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
 
+    if (!is_plain(d)) {
+        grouped_forward(out, in, w, b, d, scratch);
+        return;
+    }
     if (use_direct(d)) {
         direct_forward(out, in, w, b, d, scratch);
         return;
@@ -801,6 +1144,11 @@ int conv2d_backward_fuses(const conv2d_dims *d) { return use_direct(d); }
 
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
+    if (!is_plain(d)) {
+        if (b->q_range || b->bn_coef) return -1;
+        grouped_backward(b->din, b->dw, b->db, b->dout, b->in, b->w, d, scratch, !b->din_set);
+        return 0;
+    }
     if (!use_direct(d)) {
         if (b->q_range || b->bn_coef) return -1;
         gemm_backward(b->din, b->dw, b->db, b->dout, b->in, b->w, d, scratch, !b->din_set);

@@ -24,17 +24,30 @@
 
 #include "quant/quant.h"
 
-/* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ---- */
+/* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ----
+ * Grouped convs (groups > 1: input and output channels split into `groups`
+ * independent convs, as PyTorch's and ONNX's `group`) and dilated ones
+ * (taps `dilation` apart) take paths of their own: depthwise convs (groups
+ * == IC, OC a multiple of IC) direct loops over (n, c) planes, every other
+ * grouped or dilated shape im2col + SGEMM per group. */
 typedef struct {
     int n, ic, ih, iw;      /* input (N, IC, IH, IW) */
-    int oc, kh, kw;         /* weight (OC, IC, KH, KW) */
+    int oc, kh, kw;         /* weight (OC, IC / groups, KH, KW) */
     int stride, pad;        /* same in both spatial dims */
+    int dilation;           /* tap spacing, same in both dims; 1: dense */
+    int groups;             /* 1: every output reads every input channel */
     int oh, ow;             /* output (N, OC, OH, OW), set by conv2d_dims_init */
 } conv2d_dims;
 
-/* Fills d and computes oh/ow; returns 0, or -1 if the output would be empty. */
+/* Fills d (dilation 1, groups 1) and computes oh/ow; returns 0, or -1 if the
+ * output would be empty. */
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad);
+/* As conv2d_dims_init with a dilation and groups: oh = (ih + 2 pad -
+ * dilation (kh - 1) - 1) / stride + 1. Returns -1 as well when ic or oc is
+ * not a multiple of groups, or dilation or groups is below 1. */
+int conv2d_dims_init_ex(conv2d_dims *d, int n, int ic, int ih, int iw, int oc, int kh, int kw,
+                        int stride, int pad, int dilation, int groups);
 /* Which path conv2d takes: AUTO (direct kernels for stride-1 "same" convs,
  * the integer forward of conv2d_forward_codes where it applies, im2col +
  * SGEMM otherwise), FLOAT (as AUTO without the integer forward), or GEMM
@@ -45,8 +58,8 @@ void conv2d_set_path(conv2d_path p);
 
 /* Floats of scratch that forward and backward need for this shape. */
 size_t conv2d_scratch_floats(const conv2d_dims *d);
-/* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC, KH, KW)) + b (OC) ;
- * b may be NULL. */
+/* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC / groups, KH, KW))
+ * + b (OC) ; b may be NULL. */
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     const conv2d_dims *d, float *scratch);
 /* The forward of a conv whose input and weights are LSQ-quantized, on their
@@ -193,6 +206,17 @@ void relu_backward(float *din, const float *dout, const float *out, size_t count
 /* As relu_backward, but din is overwritten (=). */
 void relu_backward_overwrite(float *din, const float *dout, const float *out, size_t count);
 
+/* ---- 2-d pooling windows: kernel k (square), stride, padding pad on every
+ * side; oh = (ih + 2 pad - k) / stride + 1 (floor, as ONNX's default and
+ * PyTorch's). pad <= k - 1, so every window holds an input cell. */
+typedef struct {
+    int n, c, ih, iw;       /* input (N, C, IH, IW) */
+    int k, stride, pad;
+    int oh, ow;             /* output (N, C, OH, OW), set by pool2d_dims_init */
+} pool2d_dims;
+/* Fills d; returns 0, or -1 for an empty output or a pad above k - 1. */
+int pool2d_dims_init(pool2d_dims *d, int n, int c, int ih, int iw, int k, int stride, int pad);
+
 /* ---- maxpool2d (kernel k, stride s, no padding); argmax saved (N,C,OH,OW)
  * as the flat index within the input plane. Ties: the first maximum. */
 void maxpool_forward(float *out, int32_t *argmax, const float *in, int n,
@@ -204,11 +228,49 @@ void maxpool_backward_overwrite(float *din, const float *dout,
                                 const int32_t *argmax, int n, int c, int ih,
                                 int iw, int oh, int ow);
 
+/* ---- maxpool2d with padding: the padded cells never win (ONNX MaxPool's
+ * pads, PyTorch's padding); otherwise as maxpool_forward, whose backward
+ * (maxpool_backward) it shares: argmax holds input cells only. */
+void maxpool2d_forward(float *out, int32_t *argmax, const float *in, const pool2d_dims *d);
+
+/* ---- windowed average pool (ONNX AveragePool, PyTorch avg_pool2d): the
+ * mean of each window's cells; count_include_pad 1: every window divides by
+ * k * k, padded cells counting as zeros; 0 (ONNX's default): by the cells
+ * inside the input. Backward: din += dout / that count over the window. */
+void avgpool2d_forward(float *out, const float *in, const pool2d_dims *d, int count_include_pad);
+void avgpool2d_backward(float *din, const float *dout, const pool2d_dims *d,
+                        int count_include_pad);
+
 /* ---- global average pool: (N, C, H, W) -> (N, C) ---- */
 void avgpool_forward(float *out, const float *in, int n, int c, int hw);
 void avgpool_backward(float *din, const float *dout, int n, int c, int hw);
 /* As avgpool_backward, but din is overwritten (=). */
 void avgpool_backward_overwrite(float *din, const float *dout, int n, int c, int hw);
+
+/* ---- clip: out = min(max(in, lo), hi) (ONNX Clip; ReLU6 is lo 0, hi 6).
+ * The gradient passes strictly inside, lo < in < hi, and is 0 at either
+ * bound and beyond: PyTorch's hardtanh and relu6 (torch.clamp would pass it
+ * at the bounds too). Backward masks by the forward OUTPUT, strictly inside
+ * exactly when the input is. lo may be -INFINITY, hi INFINITY. */
+void clip_forward(float *out, const float *in, size_t count, float lo, float hi);
+void clip_backward(float *din, const float *dout, const float *out, size_t count, float lo,
+                   float hi);
+
+/* ---- leaky relu: out = in > 0 ? in : alpha * in; backward by the INPUT:
+ * din += in > 0 ? dout : alpha * dout (alpha at 0, as PyTorch). */
+void leakyrelu_forward(float *out, const float *in, size_t count, float alpha);
+void leakyrelu_backward(float *din, const float *dout, const float *in, size_t count,
+                        float alpha);
+
+/* ---- scale by a constant: out = value * in; din += value * dout ---- */
+void scale_forward(float *out, const float *in, size_t count, float value);
+void scale_backward(float *din, const float *dout, size_t count, float value);
+
+/* ---- concat along channels: k inputs in[j] (N, c[j], HW) into out (N,
+ * sum c[j], HW), in order. Backward: din[j] += its channels of dout; a NULL
+ * din[j] is skipped; the same buffer may appear twice (it gets both). */
+void concat_forward(float *out, const float *const *in, const int *c, int k, int n, int hw);
+void concat_backward(float *const *din, const float *dout, const int *c, int k, int n, int hw);
 
 /* ---- residual add: out = a + b; backward da += dout, db += dout ---- */
 void add_forward(float *out, const float *a, const float *b, size_t count);

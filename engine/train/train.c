@@ -626,7 +626,25 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             goto out;
         }
         rc.last_test_acc = acc;
-        st = export_artifacts(final, out_dir, spec, err);
+        /* a network with layers that a deployed form cannot carry yet
+         * (deploy/support.h) still finishes: that artifact is skipped, and
+         * a log event says which and why */
+        json_t *skipped = json_array();
+        st = export_artifacts(final, out_dir, spec, skipped, err);
+        for (size_t k = 0; k < json_array_size(skipped); k++) {
+            const json_t *s = json_array_get(skipped, k);
+            const char *name = json_string_value(json_object_get(s, "artifact"));
+            const char *why = json_string_value(json_object_get(s, "reason"));
+            char msg[700];
+            snprintf(msg, sizeof msg, "%s is not written: %s", name, why);
+            emit(&rc, EV_LOG, json_pack("{s:s, s:s, s:s}", "message", msg, "artifact", name,
+                                        "reason", why));
+            if (rc.opts->progress) {
+                fprintf(rc.opts->progress, "\n%s\n", msg);
+                fflush(rc.opts->progress);
+            }
+        }
+        json_decref(skipped);
         if (st == LSQ_OK) {
             for (int i = 0; export_artifact_names[i]; i++) {
                 char ap[4096];

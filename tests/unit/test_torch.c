@@ -1,7 +1,9 @@
 /* The engine against PyTorch: one forward, backward and SGD step of cnn-small
- * (full precision, W2A2, W4A4 with the paper's quantizer) and of a ResNet
- * basic block with a projection shortcut, compared tensor by tensor with the
- * fixtures that tests/fixtures/make_fixtures.py wrote (Debian's python3-torch).
+ * (full precision, W2A2, W4A4 with the paper's quantizer), of a ResNet
+ * basic block with a projection shortcut and of a MobileNetV2-style net of
+ * the layers beyond the zoo's (float, W2A2, per-channel W4A4), compared
+ * tensor by tensor with the fixtures that tests/fixtures/make_fixtures.py
+ * wrote (Debian's python3-torch).
  *
  * Tolerance: every tensor must agree to TOL of its own largest magnitude
  * (max |got - ref| <= TOL * max |ref| + ABS_FLOOR). float32 sums in another
@@ -221,4 +223,126 @@ Test(torch, resnet_block_with_projection)
     free(dx);
     net_free(&net);
     fixture_free(fx);
+}
+
+/* ---- a MobileNetV2-style net of the layers beyond the zoo's ----
+ * make_fixtures.py's Mbv2, as a layer list: depthwise convs (stride 1 and
+ * 2), a grouped dilated conv, ReLU6 as clip, an inverted residual add, max
+ * pooling with padding, leaky relu, a concat, scale, windowed average
+ * pooling, global average pooling, flatten, linear. Float, W2A2 with
+ * per-tensor steps, W4A4 with per-channel weight steps; the same tolerance
+ * as cnn-small. */
+static const char *MBV2_NET =
+    "{\"input\":[1,28,28],\"layers\":["
+    "{\"type\":\"conv2d\",\"name\":\"stem\",\"out\":8,\"kernel\":3,\"pad\":1,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn0\"},{\"type\":\"clip\",\"name\":\"r0\",\"min\":0,\"max\":6},"
+    "{\"type\":\"conv2d\",\"name\":\"dw1\",\"out\":8,\"kernel\":3,\"stride\":2,\"pad\":1,\"groups\":8,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn1\"},{\"type\":\"clip\",\"name\":\"r1\",\"min\":0,\"max\":6},"
+    "{\"type\":\"conv2d\",\"name\":\"pj1\",\"out\":8,\"kernel\":1,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn2\"},"
+    "{\"type\":\"conv2d\",\"name\":\"ex2\",\"out\":16,\"kernel\":1,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn3\"},{\"type\":\"clip\",\"name\":\"r3\",\"min\":0,\"max\":6},"
+    "{\"type\":\"conv2d\",\"name\":\"dw2\",\"out\":16,\"kernel\":3,\"pad\":1,\"groups\":16,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn4\"},{\"type\":\"clip\",\"name\":\"r4\",\"min\":0,\"max\":6},"
+    "{\"type\":\"conv2d\",\"name\":\"pj2\",\"out\":8,\"kernel\":1,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn5\"},"
+    "{\"type\":\"add\",\"name\":\"res\",\"inputs\":[\"bn5\",\"bn2\"]},"
+    "{\"type\":\"maxpool\",\"name\":\"mp\",\"kernel\":3,\"stride\":1,\"pad\":1},"
+    "{\"type\":\"conv2d\",\"name\":\"gd\",\"input\":\"res\",\"out\":8,\"kernel\":3,\"pad\":2,\"dilation\":2,\"groups\":2},"
+    "{\"type\":\"leakyrelu\",\"name\":\"lr\",\"alpha\":0.1},"
+    "{\"type\":\"concat\",\"name\":\"cat\",\"inputs\":[\"mp\",\"lr\"]},"
+    "{\"type\":\"scale\",\"name\":\"sc\",\"value\":0.5},"
+    "{\"type\":\"avgpool\",\"name\":\"ap\",\"kernel\":3,\"stride\":2,\"pad\":1},"
+    "{\"type\":\"conv2d\",\"name\":\"head\",\"out\":32,\"kernel\":1,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"bn6\"},{\"type\":\"clip\",\"name\":\"r6\",\"min\":0,\"max\":6},"
+    "{\"type\":\"avgpool\",\"name\":\"gap\"},{\"type\":\"flatten\",\"name\":\"flat\"},"
+    "{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
+
+static lsq_net *build_mbv2(const spec_quant *q, int batch)
+{
+    lsq_err err;
+    json_t *l = json_loads(MBV2_NET, 0, NULL);
+    cr_assert(l);
+    lsq_net *net = calloc(1, sizeof *net);
+    cr_assert_eq(net_build(net, l, q, 10, batch, &err), LSQ_OK, "%s", err.message);
+    json_decref(l);
+    return net;
+}
+
+Test(torch, mbv2_fp_step)
+{
+    train_set_threads(2);
+    fixture *fx = fixture_load(FIXTURE_DIR "/mbv2_fp.bin");
+    cr_assert(fx);
+    lsq_net *net = build_mbv2(NULL, 32);
+    load_params(net, fx, 0);
+    printf("MobileNetV2-style net FP vs PyTorch:\n");
+    step_and_check(net, fx, 0);
+    net_free(net);
+    free(net);
+    fixture_free(fx);
+}
+
+static void mbv2_quant_case(const char *file, int bits, spec_granularity gran)
+{
+    train_set_threads(2);
+    fixture *fx = fixture_load(file);
+    cr_assert(fx);
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = q.act_bits = bits, q.first_last_bits = 8;
+    q.granularity = gran, q.grad_scale = GSCALE_PAPER, q.init = QINIT_PAPER;
+    lsq_net *net = build_mbv2(&q, 32);
+    /* the input signs the fixture assumes: signed after a bare batch norm,
+     * an add, a leaky relu or a concat with one; unsigned after ReLU6 */
+    static const char *const signed_in[] = {"ex2", "gd", "head"};
+    for (int i = 1; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        if (!nd->aq.on) continue;
+        int want = 0;
+        for (int k = 0; k < 3; k++) want |= strcmp(nd->name, signed_in[k]) == 0;
+        cr_expect_eq(nd->aq.r.is_signed, want, "%s: input signed %d", nd->name, nd->aq.r.is_signed);
+    }
+    load_params(net, fx, 0);
+    net_quant_init_weights(net, QINIT_PAPER);
+    printf("MobileNetV2-style net W%dA%d%s vs PyTorch (paper's quantizer):\n", bits, bits,
+           gran == GRAN_CHANNEL ? " per-channel" : "");
+    const fixture_tensor *x0 = fixture_get(fx, "input");
+    cr_assert(x0);
+    net_forward(net, x0->data, 32, 1);
+    char name[160];
+    for (int v = 0; v < net->n_views; v++) {
+        if (net->views[v].kind != PV_STEP) continue;
+        snprintf(name, sizeof name, "init.%s", net->views[v].name);
+        check(fx, name, net->params + net->views[v].off, net->views[v].count);
+    }
+    load_params(net, fx, 1);
+    /* the depthwise conv's integer weight codes */
+    int wv = net_find_view(net, "dw2.weight"), sv = net_find_view(net, "dw2.weight.step");
+    size_t nw = net->views[wv].count;
+    int ch = (int)net->views[sv].count;
+    float *tmp = malloc(nw * sizeof(float));
+    int32_t *codes = malloc(nw * sizeof(int32_t));
+    quant_range r;
+    quant_range_init(&r, bits, 1);
+    quant_forward(tmp, codes, net->params + net->views[wv].off, net->params + net->views[sv].off,
+                  NULL, ch, nw / (size_t)ch, &r);
+    const fixture_tensor *ref = fixture_get(fx, "codes.dw2.weight");
+    cr_assert(ref && ref->numel == nw);
+    size_t differ = 0;
+    for (size_t i = 0; i < nw; i++) differ += (float)codes[i] != ref->data[i];
+    printf("  dw2 weight codes: %zu of %zu differ\n", differ, nw);
+    cr_expect_eq(differ, 0, "%zu dw2 weight codes differ from PyTorch", differ);
+    free(tmp);
+    free(codes);
+    step_and_check(net, fx, 1);
+    net_free(net);
+    free(net);
+    fixture_free(fx);
+}
+
+Test(torch, mbv2_w2a2_step) { mbv2_quant_case(FIXTURE_DIR "/mbv2_w2a2.bin", 2, GRAN_TENSOR); }
+Test(torch, mbv2_w4a4_per_channel_step)
+{
+    mbv2_quant_case(FIXTURE_DIR "/mbv2_w4a4c.bin", 4, GRAN_CHANNEL);
 }

@@ -20,9 +20,11 @@
 
 #include "core/spec.h"
 #include "data/data.h"
+#include "deploy/export.h"
 #include "deploy/igemm.h"
 #include "deploy/infer.h"
 #include "deploy/lsqm.h"
+#include "deploy/onnx_export.h"
 #include "graph/net.h"
 #include "train/ckpt.h"
 #include "train/train.h"
@@ -591,4 +593,133 @@ Test(deploy, lsqm_load_missing_file_is_io_error)
     lsq_err_clear(&err);
     cr_assert_null(lsqm_load("/nonexistent/model.lsqm", &err));
     cr_assert_eq(err.code, LSQ_ERR_IO);
+}
+
+/* ------------------------------------------- layers no deployed form has */
+
+/* Each layer list holds one layer that neither the integer engine nor the
+ * ONNX export carries yet: both refuse it with LSQ_ERR_INVALID naming the
+ * layer, and write nothing; export_artifacts skips them when asked to (and
+ * removes a stale file of that name) or fails when not; a .lsqm made
+ * elsewhere with such a layer does not load. */
+static const struct {
+    const char *layers, *field, *what;
+} UNSUPPORTED[] = {
+    {"{\"type\":\"conv2d\",\"name\":\"c\",\"out\":4,\"kernel\":3,\"pad\":1},"
+     "{\"type\":\"conv2d\",\"name\":\"dw\",\"out\":4,\"kernel\":3,\"pad\":1,\"groups\":4}",
+     "model.layers[1]", "layer 'dw': groups > 1 has no "},
+    {"{\"type\":\"conv2d\",\"name\":\"d\",\"out\":4,\"kernel\":3,\"pad\":2,\"dilation\":2}",
+     "model.layers[0]", "layer 'd': dilation > 1 has no "},
+    {"{\"type\":\"maxpool\",\"name\":\"mp\",\"kernel\":3,\"stride\":2,\"pad\":1}",
+     "model.layers[0]", "layer 'mp': max pooling with pad > 0 has no "},
+    {"{\"type\":\"avgpool\",\"name\":\"ap\",\"kernel\":2}", "model.layers[0]",
+     "layer 'ap': windowed average pooling (avgpool with a kernel) has no "},
+    {"{\"type\":\"conv2d\",\"name\":\"c\",\"out\":4,\"kernel\":3,\"pad\":1},"
+     "{\"type\":\"clip\",\"name\":\"r6\",\"min\":0,\"max\":6}",
+     "model.layers[1]", "layer 'r6': clip has no "},
+    {"{\"type\":\"leakyrelu\",\"name\":\"lr\"}", "model.layers[0]", "layer 'lr': leakyrelu has no "},
+    {"{\"type\":\"scale\",\"name\":\"s\",\"value\":2}", "model.layers[0]", "layer 's': scale has no "},
+    {"{\"type\":\"relu\",\"name\":\"a\"},{\"type\":\"concat\",\"name\":\"cat\",\"inputs\":[\"a\",\"input\"]}",
+     "model.layers[1]", "layer 'cat': concat has no "},
+};
+
+static void build_unsupported(lsq_net *net, size_t i, int quantized)
+{
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"input\":[1,8,8],\"layers\":[%s,{\"type\":\"conv2d\",\"name\":\"last\",\"out\":4,"
+             "\"kernel\":1},{\"type\":\"avgpool\"},{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}",
+             UNSUPPORTED[i].layers);
+    json_t *j = json_loads(text, 0, NULL);
+    cr_assert_not_null(j, "case %zu", i);
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 4, q.act_bits = 4, q.first_last_bits = 8;
+    lsq_err err;
+    cr_assert_eq(net_build(net, j, quantized ? &q : NULL, 10, 2, &err), LSQ_OK, "case %zu: %s", i,
+                 err.message);
+    json_decref(j);
+    net_init_params(net, 1);
+    if (quantized) net_quant_init_weights(net, QINIT_PAPER);
+}
+
+Test(deploy, layers_without_a_deployed_form_are_refused)
+{
+    char dir[] = "/tmp/lsq-unsup-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char lsqm[4200], onnx[4200];
+    snprintf(lsqm, sizeof lsqm, "%s/model.lsqm", dir);
+    snprintf(onnx, sizeof onnx, "%s/model.onnx", dir);
+    for (size_t i = 0; i < sizeof UNSUPPORTED / sizeof *UNSUPPORTED; i++)
+        for (int quantized = 0; quantized < 2; quantized++) {
+            lsq_net net;
+            build_unsupported(&net, i, quantized);
+            char want[256];
+            lsq_err err;
+            uint8_t *bytes = NULL;
+            size_t len = 0;
+            lsq_err_clear(&err);
+            cr_expect_eq(lsqm_encode(&net, NULL, &bytes, &len, &err), LSQ_ERR_INVALID, "case %zu", i);
+            cr_expect_null(bytes);
+            snprintf(want, sizeof want, "%sinteger engine yet", UNSUPPORTED[i].what);
+            cr_expect_str_eq(err.message, want, "case %zu", i);
+            cr_expect_str_eq(err.field, UNSUPPORTED[i].field, "case %zu", i);
+            lsq_err_clear(&err);
+            cr_expect_eq(onnx_export(&net, onnx, &err), LSQ_ERR_INVALID, "case %zu", i);
+            snprintf(want, sizeof want, "%sONNX export yet", UNSUPPORTED[i].what);
+            cr_expect_str_eq(err.message, want, "case %zu", i);
+            cr_expect_neq(access(onnx, F_OK), 0, "case %zu: an ONNX file was written", i);
+            /* the training run's export: skipped with the reasons, a stale
+             * artifact removed; or an error */
+            FILE *stale = fopen(lsqm, "w");
+            cr_assert_not_null(stale);
+            fclose(stale);
+            json_t *skipped = json_array();
+            cr_expect_eq(export_artifacts(&net, dir, NULL, skipped, &err), LSQ_OK, "case %zu: %s", i,
+                         err.message);
+            cr_expect_eq(json_array_size(skipped), 2);
+            cr_expect_str_eq(json_string_value(json_object_get(json_array_get(skipped, 0), "artifact")),
+                             "model.lsqm");
+            cr_expect(strstr(json_string_value(json_object_get(json_array_get(skipped, 1), "reason")),
+                             "ONNX export yet"));
+            json_decref(skipped);
+            cr_expect_neq(access(lsqm, F_OK), 0, "case %zu: the stale model.lsqm is left", i);
+            cr_expect_neq(access(onnx, F_OK), 0);
+            cr_expect_eq(export_artifacts(&net, dir, NULL, NULL, &err), LSQ_ERR_INVALID);
+            net_free(&net);
+        }
+    rmdir(dir);
+}
+
+Test(deploy, lsqm_with_a_layer_the_engine_lacks_does_not_load)
+{
+    /* a file as another writer might make it: conv, relu -> clip in the
+     * header's layer list (the same length), checksum made consistent */
+    const char *text = "{\"input\":[1,8,8],\"layers\":[{\"type\":\"conv2d\",\"name\":\"c\",\"out\":4,"
+                       "\"kernel\":3,\"pad\":1},{\"type\":\"relu\",\"name\":\"r\"},{\"type\":\"avgpool\"},"
+                       "{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
+    json_t *j = json_loads(text, 0, NULL);
+    lsq_net net;
+    lsq_err err;
+    cr_assert_eq(net_build(&net, j, NULL, 10, 2, &err), LSQ_OK, "%s", err.message);
+    json_decref(j);
+    net_init_params(&net, 1);
+    uint8_t *b = NULL;
+    size_t len = 0;
+    cr_assert_eq(lsqm_encode(&net, NULL, &b, &len, &err), LSQ_OK, "%s", err.message);
+    net_free(&net);
+    char *relu = memmem(b, len, "\"type\":\"relu\"", 13);
+    cr_assert_not_null(relu);
+    memcpy(relu + 8, "clip", 4);
+    const uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), b, (uInt)(len - 4));
+    for (int k = 0; k < 4; k++) b[len - 4 + k] = (uint8_t)(crc >> (8 * k));
+    lsqm_file f;
+    cr_assert_eq(lsqm_parse(&f, b, len, "test.lsqm", &err), LSQ_OK, "%s", err.message);
+    lsq_err_clear(&err);
+    lsqm_model *m = lsqm_load_file(&f, &err);
+    cr_expect_null(m);
+    cr_expect_eq(err.code, LSQ_ERR_INVALID);
+    cr_expect(strstr(err.message, "layer 'r': clip has no integer engine yet"), "%s", err.message);
+    if (m) lsqm_free(m);
+    lsqm_file_free(&f);
 }

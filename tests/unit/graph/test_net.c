@@ -2,6 +2,7 @@
  * parameter buffer's views, a whole-network gradient check, checkpoints. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -362,6 +363,242 @@ Test(net, whole_network_gradient_check)
     cr_expect_lt(kinks, checked / 5, "too many kinks skipped: %d of %d", kinks, checked);
     cr_expect_lt(worst, 2e-2, "max relative difference %g", worst);
     net_free(&net);
+    json_decref(j);
+}
+
+Test(net, new_layer_errors_name_layer_and_key)
+{
+    struct { const char *text, *field, *needle; } cases[] = {
+        {"{\"input\":[6,8,8],\"layers\":[{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,\"groups\":4}]}",
+         "model.layers[0].groups", "6 input and 4 output channels"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,\"groups\":0}]}", "model.layers[0].groups", "1..4096"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,\"dilation\":17}]}", "model.layers[0].dilation", "1..16"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,\"pad\":3}]}", "model.layers[0].pad", "0..2"},
+        {"{\"layers\":[{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,\"dilation\":2,\"pad\":5}]}", "model.layers[0].pad", "0..4"},
+        {"{\"input\":[1,4,4],\"layers\":[{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,\"dilation\":3}]}", "model.layers[0].kernel", "does not fit"},
+        {"{\"layers\":[{\"type\":\"clip\",\"min\":6,\"max\":0}]}", "model.layers[0].max", "above min"},
+        {"{\"layers\":[{\"type\":\"clip\",\"min\":\"0\"}]}", "model.layers[0].min", "number"},
+        {"{\"layers\":[{\"type\":\"clip\",\"lo\":0}]}", "model.layers[0].lo", "unknown key"},
+        {"{\"layers\":[{\"type\":\"leakyrelu\",\"alpha\":2}]}", "model.layers[0].alpha", "[0, 1]"},
+        {"{\"layers\":[{\"type\":\"scale\"}]}", "model.layers[0].value", "required"},
+        {"{\"layers\":[{\"type\":\"scale\",\"value\":true}]}", "model.layers[0].value", "number"},
+        {"{\"layers\":[{\"type\":\"avgpool\",\"stride\":2}]}", "model.layers[0].stride", "kernel"},
+        {"{\"layers\":[{\"type\":\"avgpool\",\"kernel\":3,\"count_include_pad\":1}]}", "model.layers[0].count_include_pad", "true or false"},
+        {"{\"layers\":[{\"type\":\"avgpool\",\"kernel\":3,\"pad\":3}]}", "model.layers[0].pad", "0..2"},
+        {"{\"layers\":[{\"type\":\"avgpool\",\"kernel\":3,\"dilation\":1}]}", "model.layers[0].dilation", "unknown key"},
+        {"{\"layers\":[{\"type\":\"maxpool\",\"kernel\":2,\"pad\":2}]}", "model.layers[0].pad", "0..1"},
+        {"{\"input\":[1,2,2],\"layers\":[{\"type\":\"maxpool\",\"kernel\":5,\"pad\":1}]}", "model.layers[0].kernel", "padded 2x2"},
+        {"{\"layers\":[{\"type\":\"relu\",\"name\":\"a\"},{\"type\":\"concat\",\"inputs\":[\"a\"]}]}", "model.layers[1].inputs", "2 to 16"},
+        {"{\"layers\":[{\"type\":\"relu\",\"name\":\"a\"},{\"type\":\"concat\",\"inputs\":[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}]}",
+         "model.layers[1].inputs", "2 to 16"},
+        {"{\"layers\":[{\"type\":\"relu\",\"name\":\"a\"},{\"type\":\"concat\",\"inputs\":[\"a\",\"ghost\"]}]}", "model.layers[1].inputs", "ghost"},
+        {"{\"input\":[4,8,8],\"layers\":[{\"type\":\"maxpool\",\"name\":\"p\",\"kernel\":2},{\"type\":\"concat\",\"inputs\":[\"input\",\"p\"]}]}",
+         "model.layers[1].inputs", "'input' is 4x8x8, 'p' is 4x4x4"},
+        {"{\"layers\":[{\"type\":\"relu\",\"name\":\"a\"},{\"type\":\"concat\",\"input\":\"a\",\"inputs\":[\"a\",\"a\"]}]}", "model.layers[1].input", "unknown key"},
+        {"{\"layers\":[{\"type\":\"relu\",\"name\":\"a\"},{\"type\":\"add\",\"inputs\":[\"a\",\"a\",\"a\"]}]}", "model.layers[1].inputs", "two layers"},
+        {"{\"layers\":[{\"type\":\"dense\",\"out\":10}]}", "model.layers[0].type", "clip, leakyrelu, scale, concat"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        lsq_net net;
+        lsq_err err;
+        lsq_err_clear(&err);
+        lsq_status st = build_text(&net, cases[i].text, NULL, &err);
+        cr_expect_eq(st, LSQ_ERR_INVALID, "case %zu: status %d", i, st);
+        cr_expect_str_eq(err.field, cases[i].field, "case %zu: field '%s' (%s)", i, err.field, err.message);
+        cr_expect(strstr(err.message, cases[i].needle), "case %zu: message '%s' lacks '%s'", i,
+                  err.message, cases[i].needle);
+        if (st == LSQ_OK) net_free(&net);
+    }
+}
+
+static const net_node *node_named(const lsq_net *net, const char *name)
+{
+    for (int k = 0; k < net->n_nodes; k++)
+        if (strcmp(net->nodes[k].name, name) == 0) return &net->nodes[k];
+    cr_assert_fail("no node %s", name);
+    return NULL;
+}
+
+/* Shapes, weight views and the activation quantizers' signs through the new
+ * layers: clip with min >= 0 (ReLU6) keeps the next input unsigned, leaky
+ * relu and scale by a negative value make it signed, concat is unsigned
+ * when every input is. */
+Test(net, new_layers_shapes_views_and_signs)
+{
+    const char *text =
+        "{\"input\":[3,16,16],\"layers\":["
+        "{\"type\":\"conv2d\",\"name\":\"c1\",\"out\":8,\"kernel\":3,\"pad\":1,\"bias\":false},"
+        "{\"type\":\"clip\",\"name\":\"r6\",\"min\":0,\"max\":6},"
+        "{\"type\":\"conv2d\",\"name\":\"dw\",\"out\":16,\"kernel\":3,\"stride\":2,\"pad\":1,\"groups\":8},"
+        "{\"type\":\"leakyrelu\",\"name\":\"lr\"},"
+        "{\"type\":\"conv2d\",\"name\":\"g2\",\"out\":8,\"kernel\":3,\"pad\":2,\"dilation\":2,\"groups\":2},"
+        "{\"type\":\"maxpool\",\"name\":\"mp\",\"input\":\"r6\",\"kernel\":3,\"stride\":2,\"pad\":1},"
+        "{\"type\":\"concat\",\"name\":\"cat\",\"inputs\":[\"g2\",\"mp\"]},"
+        "{\"type\":\"conv2d\",\"name\":\"c3\",\"out\":8,\"kernel\":1},"
+        "{\"type\":\"relu\",\"name\":\"r3\"},"
+        "{\"type\":\"concat\",\"name\":\"cat2\",\"inputs\":[\"r3\",\"mp\"]},"
+        "{\"type\":\"conv2d\",\"name\":\"c4\",\"out\":8,\"kernel\":1},"
+        "{\"type\":\"scale\",\"name\":\"neg\",\"value\":-0.5},"
+        "{\"type\":\"avgpool\",\"name\":\"ap\",\"kernel\":3,\"stride\":2,\"pad\":1},"
+        "{\"type\":\"conv2d\",\"name\":\"c5\",\"out\":8,\"kernel\":1},"
+        "{\"type\":\"avgpool\",\"name\":\"gap\"},"
+        "{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 4, q.act_bits = 4, q.first_last_bits = 8;
+    q.granularity = GRAN_CHANNEL;
+    lsq_net net;
+    lsq_err err;
+    cr_assert_eq(build_text(&net, text, &q, &err), LSQ_OK, "%s", err.message);
+    const net_node *dw = node_named(&net, "dw"), *g2 = node_named(&net, "g2");
+    cr_expect(dw->c == 16 && dw->h == 8 && dw->w == 8 && dw->groups == 8);
+    cr_expect(g2->c == 8 && g2->h == 8 && g2->w == 8);
+    const net_view *w = &net.views[dw->wv];
+    cr_expect(w->ndim == 4 && w->dims[0] == 16 && w->dims[1] == 1 && w->dims[2] == 3, "dw weight (16, 1, 3, 3)");
+    cr_expect_eq(net.views[g2->wv].dims[1], 8, "g2 weight (8, 16 / 2, 3, 3)");
+    cr_expect_eq(net.views[dw->wq.step_view].count, 16, "a step per output channel");
+    cr_expect_eq(dw->wq.per, 9);
+    const net_node *cat = node_named(&net, "cat"), *mp = node_named(&net, "mp");
+    cr_expect(mp->h == 8 && mp->w == 8 && mp->c == 8);
+    cr_expect(cat->c == 16 && cat->h == 8 && cat->n_in == 2);
+    cr_expect_eq(node_named(&net, "ap")->h, 4);
+    cr_expect_eq(node_named(&net, "dw")->aq.r.is_signed, 0, "after clip(0, 6): unsigned");
+    cr_expect_eq(node_named(&net, "g2")->aq.r.is_signed, 1, "after leakyrelu: signed");
+    cr_expect_eq(node_named(&net, "c3")->aq.r.is_signed, 1, "concat with a signed input: signed");
+    cr_expect_eq(node_named(&net, "c4")->aq.r.is_signed, 0, "concat of relu and maxpool(relu6)");
+    cr_expect_eq(node_named(&net, "c5")->aq.r.is_signed, 1, "after a negative scale: signed");
+    /* MACs count a grouped conv's own taps: dw has 16 * 9 per position */
+    double macs = net_forward_macs(&net);
+    cr_expect_gt(macs, 16.0 * 9 * 64);
+    net_free(&net);
+}
+
+/* A float DAG of every new layer: a node read by three consumers (conv,
+ * max pool, concat), concat splitting its gradient, the inverted residual
+ * add; the whole gradient (parameters and input) against central
+ * differences, and the same bits on one thread and on two. */
+static const char *DAG_NET =
+    "{\"input\":[2,8,8],\"layers\":["
+    "{\"type\":\"conv2d\",\"name\":\"c1\",\"out\":4,\"kernel\":3,\"pad\":1,\"bias\":false},"
+    "{\"type\":\"batchnorm\",\"name\":\"b1\"},{\"type\":\"clip\",\"name\":\"r1\",\"min\":0,\"max\":6},"
+    "{\"type\":\"conv2d\",\"name\":\"dw\",\"out\":4,\"kernel\":3,\"pad\":1,\"groups\":4},"
+    "{\"type\":\"batchnorm\",\"name\":\"b2\"},{\"type\":\"clip\",\"name\":\"r2\",\"min\":-1,\"max\":1.5},"
+    "{\"type\":\"conv2d\",\"name\":\"pw\",\"out\":4,\"kernel\":1,\"bias\":false},"
+    "{\"type\":\"add\",\"name\":\"res\",\"inputs\":[\"pw\",\"r1\"]},"
+    "{\"type\":\"maxpool\",\"name\":\"mp\",\"input\":\"r1\",\"kernel\":3,\"stride\":1,\"pad\":1},"
+    "{\"type\":\"conv2d\",\"name\":\"dl\",\"input\":\"r1\",\"out\":4,\"kernel\":3,\"pad\":2,\"dilation\":2,\"groups\":2},"
+    "{\"type\":\"concat\",\"name\":\"cat\",\"inputs\":[\"res\",\"mp\",\"r1\",\"dl\",\"input\"]},"
+    "{\"type\":\"leakyrelu\",\"name\":\"lr\",\"alpha\":0.1},"
+    "{\"type\":\"scale\",\"name\":\"sc\",\"value\":0.5},"
+    "{\"type\":\"avgpool\",\"name\":\"ap\",\"kernel\":3,\"stride\":2,\"pad\":1},"
+    "{\"type\":\"conv2d\",\"name\":\"c3\",\"out\":6,\"kernel\":3,\"stride\":2,\"pad\":1},"
+    "{\"type\":\"avgpool\"},{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
+
+Test(net, dag_of_new_layers_gradient_check)
+{
+    json_t *j = json_loads(DAG_NET, 0, NULL);
+    lsq_net net;
+    lsq_err err;
+    const int n = 3;
+    cr_assert_eq(net_build(&net, j, NULL, 10, n, &err), LSQ_OK, "%s", err.message);
+    net_init_params(&net, 7);
+    lsq_rng r;
+    rng_seed(&r, 4, 0);
+    float x[3 * 2 * 8 * 8], dx[3 * 2 * 8 * 8];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)rng_normal(&r);
+    int32_t y[3] = {2, 5, 7};
+    net.dinput = dx;
+    net_zero_grads(&net);
+    const float *logits = net_forward(&net, x, n, 1);
+    xent_forward(net.probs, logits, y, n, 10);
+    float dl[30] = {0};
+    xent_backward(dl, net.probs, y, n, 10, 1.0f);
+    net_backward(&net, dl, n);
+    net.dinput = NULL;
+    double worst = 0;
+    int checked = 0, kinks = 0;
+    const size_t np = net.n_params, nx = sizeof x / sizeof *x;
+    for (size_t i = 0; i < np + nx; i += 5) {
+        float *p = i < np ? &net.params[i] : &x[i - np];
+        const double ana = i < np ? net.grads[i] : dx[i - np];
+        float keep = *p;
+        float h = 1e-3f * fmaxf(1.0f, fabsf(keep));
+        double l0 = net_loss(&net, x, y, n);
+        *p = keep + h;
+        double lp = net_loss(&net, x, y, n);
+        *p = keep - h;
+        double lm = net_loss(&net, x, y, n);
+        *p = keep;
+        double fwd = (lp - l0) / h, bwd = (l0 - lm) / h;
+        if (fabs(fwd - bwd) > 0.05 * fmax(fabs(fwd), fabs(bwd)) + 2e-3) {
+            kinks++;
+            continue;
+        }
+        double num = (lp - lm) / (2.0 * h);
+        double rel = fabs(num - ana) / fmax(1e-2, fabs(num) + fabs(ana));
+        if (rel > worst) worst = rel;
+        if (rel > 2e-2) printf("  %s %zu: numeric %g analytic %g\n", i < np ? "param" : "input",
+                               i < np ? i : i - np, num, ana);
+        checked++;
+    }
+    printf("DAG of new layers gradcheck: %d parameters and inputs, %d at kinks skipped, max rel "
+           "diff %.3g\n", checked, kinks, worst);
+    cr_expect_lt(kinks, checked / 5, "too many kinks skipped: %d of %d", kinks, checked);
+    cr_expect_lt(worst, 2e-2, "max relative difference %g", worst);
+    net_free(&net);
+    json_decref(j);
+}
+
+Test(net, dag_of_new_layers_repeats_across_thread_counts)
+{
+    json_t *j = json_loads(DAG_NET, 0, NULL);
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 2, q.act_bits = 2, q.first_last_bits = 8;
+    q.granularity = GRAN_CHANNEL;
+    const int n = 8;
+    float x[8 * 2 * 8 * 8];
+    lsq_rng r;
+    rng_seed(&r, 5, 0);
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)rng_normal(&r);
+    int32_t y[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    float *grads[2];
+    size_t np = 0;
+    for (int run = 0; run < 2; run++) {
+        omp_set_num_threads(run + 1);
+        lsq_net net;
+        lsq_err err;
+        cr_assert_eq(net_build(&net, j, &q, 10, n, &err), LSQ_OK, "%s", err.message);
+        net_init_params(&net, 3);
+        net_quant_init_weights(&net, QINIT_PAPER);
+        net_zero_grads(&net);
+        const float *logits = net_forward(&net, x, n, 1);
+        xent_forward(net.probs, logits, y, n, 10);
+        float dl[80] = {0};
+        xent_backward(dl, net.probs, y, n, 10, 1.0f);
+        net_backward(&net, dl, n);
+        np = net.n_params;
+        grads[run] = malloc(sizeof(float) * np);
+        memcpy(grads[run], net.grads, sizeof(float) * np);
+        double g2 = 0;
+        for (size_t i = 0; i < np; i++) g2 += (double)net.grads[i] * net.grads[i];
+        cr_expect(isfinite(g2) && g2 > 0, "W2A2 DAG: gradient norm %g", g2);
+        /* every quantizer of the quantized DAG gets a step gradient (a
+         * channel may get none: 2-bit weight codes can zero a whole input
+         * channel's path) */
+        for (int v = 0; v < net.n_views; v++) {
+            const net_view *vw = &net.views[v];
+            if (vw->kind != PV_STEP) continue;
+            int any = 0;
+            for (size_t k = 0; k < vw->count; k++) any |= net.grads[vw->off + k] != 0.0f;
+            cr_expect(any, "%s has no gradient", vw->name);
+        }
+        net_free(&net);
+    }
+    omp_set_num_threads(2);
+    cr_expect_eq(memcmp(grads[0], grads[1], sizeof(float) * np), 0,
+                 "one thread and two give different gradients");
+    free(grads[0]), free(grads[1]);
     json_decref(j);
 }
 

@@ -841,6 +841,189 @@ Test(layers, conv2d_backward_accumulates_and_repeats)
     conv_ctx_free(&c);
 }
 
+/* ---- grouped and dilated conv2d ---- */
+
+static size_t gconv_w_n(const conv2d_dims *d)
+{
+    return (size_t)d->oc * (d->ic / d->groups) * d->kh * d->kw;
+}
+
+static void gconv_ctx_init(conv_ctx *c, const int *k)
+{
+    /* n, ic, ih, iw, oc, kernel, stride, pad, dilation, groups, bias */
+    cr_assert_eq(conv2d_dims_init_ex(&c->d, k[0], k[1], k[2], k[3], k[4], k[5], k[5], k[6], k[7],
+                                     k[8], k[9]),
+                 0);
+    c->in = rand_buf(conv_in_n(&c->d), -1, 1);
+    c->w = rand_buf(gconv_w_n(&c->d), -1, 1);
+    c->b = k[10] ? rand_buf((size_t)c->d.oc, -1, 1) : NULL;
+    c->out = zeros(conv_out_n(&c->d));
+    c->r = rand_buf(conv_out_n(&c->d), -1, 1);
+    c->scratch = zeros(conv2d_scratch_floats(&c->d));
+}
+
+/* Grouped, dilated convolution in double, as PyTorch's F.conv2d. */
+static void gconv_ref(double *out, const conv_ctx *c)
+{
+    const conv2d_dims *d = &c->d;
+    const int icg = d->ic / d->groups, ocg = d->oc / d->groups;
+    for (int n = 0; n < d->n; n++)
+        for (int o = 0; o < d->oc; o++)
+            for (int oy = 0; oy < d->oh; oy++)
+                for (int ox = 0; ox < d->ow; ox++) {
+                    double s = c->b ? c->b[o] : 0.0;
+                    for (int j = 0; j < icg; j++) {
+                        const int ci = o / ocg * icg + j;
+                        for (int ki = 0; ki < d->kh; ki++)
+                            for (int kj = 0; kj < d->kw; kj++) {
+                                int iy = oy * d->stride + ki * d->dilation - d->pad;
+                                int ix = ox * d->stride + kj * d->dilation - d->pad;
+                                if (iy < 0 || iy >= d->ih || ix < 0 || ix >= d->iw) continue;
+                                s += (double)c->in[((size_t)(n * d->ic + ci) * d->ih + iy) * d->iw + ix] *
+                                     c->w[((size_t)(o * icg + j) * d->kh + ki) * d->kw + kj];
+                            }
+                    }
+                    out[((size_t)(n * d->oc + o) * d->oh + oy) * d->ow + ox] = s;
+                }
+}
+
+static const int GCONV_CASES[][11] = {
+    /* n, ic, ih, iw, oc, kernel, stride, pad, dilation, groups, bias */
+    {2, 4, 7, 6, 4, 3, 1, 1, 1, 4, 1},     /* depthwise 3x3 */
+    {3, 5, 9, 8, 5, 3, 2, 1, 1, 5, 0},     /* depthwise, stride 2 (MobileNetV2) */
+    {2, 3, 6, 7, 6, 3, 1, 1, 1, 3, 1},     /* depthwise, channel multiplier 2 */
+    {2, 4, 9, 9, 4, 3, 1, 2, 2, 4, 1},     /* depthwise, dilation 2 */
+    {1, 3, 8, 7, 3, 5, 2, 2, 1, 3, 1},     /* depthwise 5x5, stride 2 */
+    {4, 32, 14, 14, 32, 3, 1, 1, 1, 32, 1}, /* depthwise, large enough to fork */
+    {2, 6, 7, 7, 4, 3, 1, 1, 1, 2, 1},     /* two groups */
+    {2, 8, 5, 6, 12, 1, 1, 0, 1, 4, 0},    /* grouped pointwise (ShuffleNet) */
+    {2, 3, 9, 8, 4, 3, 1, 2, 2, 1, 1},     /* dense, dilation 2 */
+    {2, 6, 10, 9, 6, 3, 2, 2, 2, 3, 1},    /* grouped, dilated, strided */
+    {1, 4, 3, 3, 4, 3, 1, 0, 1, 2, 0},     /* one output position */
+};
+#define N_GCONV_CASES (sizeof GCONV_CASES / sizeof *GCONV_CASES)
+
+Test(layers, conv2d_grouped_dims)
+{
+    conv2d_dims d;
+    cr_assert_eq(conv2d_dims_init_ex(&d, 2, 32, 28, 28, 32, 3, 3, 2, 1, 1, 32), 0);
+    cr_expect(d.oh == 14 && d.ow == 14 && d.groups == 32 && d.dilation == 1);
+    /* the dilated 3x3 spans 5: 9 + 4 - 5 + 1 = 9 */
+    cr_assert_eq(conv2d_dims_init_ex(&d, 1, 4, 9, 9, 4, 3, 3, 1, 2, 2, 1), 0);
+    cr_expect(d.oh == 9 && d.ow == 9);
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 6, 9, 9, 4, 3, 3, 1, 1, 1, 4), -1, "IC % groups");
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 4, 9, 9, 6, 3, 3, 1, 1, 1, 4), -1, "OC % groups");
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 4, 4, 4, 4, 3, 3, 1, 0, 2, 1), -1, "span 5 > 4");
+    cr_expect_eq(conv2d_dims_init_ex(&d, 1, 4, 8, 8, 4, 3, 3, 1, 0, 0, 1), -1, "dilation 0");
+    cr_assert_eq(conv2d_dims_init(&d, 1, 4, 8, 8, 4, 3, 3, 1, 1), 0);
+    cr_expect(d.groups == 1 && d.dilation == 1);
+}
+
+Test(layers, conv2d_grouped_forward_matches_direct)
+{
+    use_threads(2, 1);
+    rng_seed(21);
+    for (size_t i = 0; i < N_GCONV_CASES; i++) {
+        conv_ctx c;
+        gconv_ctx_init(&c, GCONV_CASES[i]);
+        double *ref = malloc(sizeof *ref * conv_out_n(&c.d));
+        gconv_ref(ref, &c);
+        conv_loss(&c);
+        double rel = max_rel_diff(c.out, ref, conv_out_n(&c.d));
+        printf("conv2d grouped forward case %zu: max rel diff %.3g\n", i, rel);
+        cr_expect_leq(rel, 1e-5, "case %zu", i);
+        free(ref);
+        conv_ctx_free(&c);
+    }
+}
+
+Test(layers, conv2d_grouped_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(22);
+    for (size_t i = 0; i < N_GCONV_CASES; i++) {
+        conv_ctx c;
+        gconv_ctx_init(&c, GCONV_CASES[i]);
+        const size_t ni = conv_in_n(&c.d), nw = gconv_w_n(&c.d);
+        float *din = zeros(ni), *dw = zeros(nw), *db = zeros((size_t)c.d.oc);
+        conv2d_backward(din, dw, c.b ? db : NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        char name[64];
+        snprintf(name, sizeof name, "conv2d grouped case %zu din", i);
+        cr_expect_leq(gradcheck(name, c.in, din, ni, conv_loss, &c, 1e-2f, 60), FD_TOL);
+        snprintf(name, sizeof name, "conv2d grouped case %zu dw", i);
+        cr_expect_leq(gradcheck(name, c.w, dw, nw, conv_loss, &c, 1e-2f, 60), FD_TOL);
+        if (c.b) {
+            snprintf(name, sizeof name, "conv2d grouped case %zu db", i);
+            cr_expect_leq(gradcheck(name, c.b, db, (size_t)c.d.oc, conv_loss, &c, 1e-2f, 60),
+                          FD_TOL);
+        }
+        free(din), free(dw), free(db);
+        conv_ctx_free(&c);
+    }
+}
+
+/* The grouped paths keep the kernel conventions: backward accumulates and
+ * conv2d_backward_overwrite overwrites (din held NaN), and every result is
+ * the same bits for one thread and for two. The integer forward and the
+ * backward's fusions are refused, writing nothing: the caller runs the
+ * float path. */
+Test(layers, conv2d_grouped_accumulates_repeats_and_refuses_fusions)
+{
+    rng_seed(23);
+    for (size_t i = 0; i < N_GCONV_CASES; i++) {
+        conv_ctx c;
+        gconv_ctx_init(&c, GCONV_CASES[i]);
+        const size_t ni = conv_in_n(&c.d), nw = gconv_w_n(&c.d), no = conv_out_n(&c.d);
+        const size_t oc = (size_t)c.d.oc;
+        float *out[2], *din[2], *dw[2], *db[2];
+        for (int t = 0; t < 2; t++) {
+            use_threads(t + 1, 1);
+            out[t] = zeros(no), din[t] = zeros(ni), dw[t] = zeros(nw), db[t] = zeros(oc);
+            conv2d_forward(out[t], c.in, c.w, c.b, &c.d, c.scratch);
+            conv2d_backward(din[t], dw[t], db[t], c.r, c.in, c.w, &c.d, c.scratch);
+        }
+        use_threads(2, 1);
+        cr_expect_arr_eq(out[0], out[1], sizeof(float) * no, "case %zu: forward", i);
+        cr_expect_arr_eq(din[0], din[1], sizeof(float) * ni, "case %zu: din", i);
+        cr_expect_arr_eq(dw[0], dw[1], sizeof(float) * nw, "case %zu: dw", i);
+        cr_expect_arr_eq(db[0], db[1], sizeof(float) * oc, "case %zu: db", i);
+        /* on top: twice the gradient */
+        conv2d_backward(din[1], dw[1], db[1], c.r, c.in, c.w, &c.d, c.scratch);
+        double e = 0;
+        for (size_t j = 0; j < ni; j++) e = fmax(e, fabs(din[1][j] - 2.0 * din[0][j]));
+        for (size_t j = 0; j < nw; j++) e = fmax(e, fabs(dw[1][j] - 2.0 * dw[0][j]) / 8);
+        for (size_t j = 0; j < oc; j++) e = fmax(e, fabs(db[1][j] - 2.0 * db[0][j]) / 8);
+        cr_expect_leq(e, 1e-5, "case %zu: backward does not accumulate (%g)", i, e);
+        /* overwrite: = what accumulating into zeros gives */
+        for (size_t j = 0; j < ni; j++) din[1][j] = NAN;
+        conv2d_backward_overwrite(din[1], NULL, NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        cr_expect_arr_eq(din[0], din[1], sizeof(float) * ni, "case %zu: overwrite", i);
+        /* refusals */
+        quant_range ra, rw;
+        quant_range_init(&ra, 2, 0);
+        quant_range_init(&rw, 2, 1);
+        int32_t *cw = calloc(nw, sizeof *cw);
+        const float sw = 0.1f;
+        for (size_t j = 0; j < no; j++) out[1][j] = 7.0f;
+        cr_expect_eq(conv2d_forward_codes(out[1], NULL, c.in, 0.25f, &ra, cw, &sw, 1, &rw, NULL,
+                                          &c.d, c.scratch),
+                     -1, "case %zu: grouped shapes have no integer forward", i);
+        cr_expect_eq(conv2d_backward_fuses(&c.d), 0);
+        float dstep = 0.0f;
+        double sums[64];
+        const conv2d_back bk = {.in = c.in, .w = c.w, .dout = c.r, .din = din[1], .q_x = c.in,
+                                .q_s = 0.25f, .q_range = &ra, .q_dstep = &dstep, .q_gscale = 1.0f,
+                                .q_sums = sums};
+        cr_expect_eq(conv2d_backward_ex(&bk, &c.d, c.scratch), -1);
+        for (size_t j = 0; j < no; j++) cr_assert_eq(out[1][j], 7.0f, "written although refused");
+        cr_expect_arr_eq(din[0], din[1], sizeof(float) * ni, "case %zu: written although refused",
+                         i);
+        free(cw);
+        for (int t = 0; t < 2; t++) free(out[t]), free(din[t]), free(dw[t]), free(db[t]);
+        conv_ctx_free(&c);
+    }
+}
+
 /* ---- linear ---- */
 
 typedef struct {
@@ -1224,6 +1407,310 @@ Test(layers, avgpool_forward_and_gradcheck)
     avgpool_backward(din, a.r, n, c, hw);
     cr_expect_float_eq(din[5], 2 * keep, 1e-6f);
     free(din); free(a.in); free(a.out); free(a.r);
+}
+
+/* ---- clip, leaky relu, scale, concat ---- */
+
+typedef struct {
+    size_t n;
+    float *in, *out, *r;
+    float a, b; /* clip: lo, hi; leaky relu: alpha; scale: value */
+} ew2_ctx;
+
+static double clip_loss(void *p)
+{
+    ew2_ctx *e = p;
+    clip_forward(e->out, e->in, e->n, e->a, e->b);
+    return dot(e->out, e->r, e->n);
+}
+
+static double leaky_loss(void *p)
+{
+    ew2_ctx *e = p;
+    leakyrelu_forward(e->out, e->in, e->n, e->a);
+    return dot(e->out, e->r, e->n);
+}
+
+static double scale_loss(void *p)
+{
+    ew2_ctx *e = p;
+    scale_forward(e->out, e->in, e->n, e->a);
+    return dot(e->out, e->r, e->n);
+}
+
+/* clip is ReLU6 at (0, 6) and a signed window at (-1, 2); its gradient is
+ * that of PyTorch's hardtanh: 1 strictly inside, 0 at either bound. */
+Test(layers, clip_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(31);
+    const float bounds[][2] = {{0.0f, 6.0f}, {-1.0f, 2.0f}};
+    size_t sizes[] = {41, 100000};
+    for (int bi = 0; bi < 2; bi++)
+        for (int t = 0; t < 2; t++) {
+            const float lo = bounds[bi][0], hi = bounds[bi][1];
+            size_t n = sizes[t];
+            ew2_ctx e = {n, rand_buf(n, lo - 3, hi + 3), zeros(n), rand_buf(n, -1, 1), lo, hi};
+            for (size_t i = 0; i < n; i++) /* away from the kinks */
+                if (fabsf(e.in[i] - lo) < 0.05f || fabsf(e.in[i] - hi) < 0.05f) e.in[i] = 0.5f * (lo + hi);
+            clip_loss(&e);
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(e.out[i], e.in[i] < lo ? lo : e.in[i] > hi ? hi : e.in[i]);
+            float *din = zeros(n);
+            clip_backward(din, e.r, e.out, n, lo, hi);
+            char name[64];
+            snprintf(name, sizeof name, "clip [%g, %g] n %zu din", lo, hi, n);
+            cr_expect_leq(gradcheck(name, e.in, din, n, clip_loss, &e, 1e-2f, 200), FD_TOL);
+            clip_backward(din, e.r, e.out, n, lo, hi); /* accumulates */
+            for (size_t i = 0; i < n; i++)
+                cr_assert_eq(din[i], e.in[i] > lo && e.in[i] < hi ? 2 * e.r[i] : 0.0f);
+            free(din), free(e.in), free(e.out), free(e.r);
+        }
+    /* at the bounds: out is the bound, the gradient 0 (relu6's hardtanh) */
+    float in[5] = {0.0f, 6.0f, 3.0f, -0.0f, NAN}, out[5], g[5] = {1, 1, 1, 1, 1}, d[5] = {0};
+    clip_forward(out, in, 5, 0.0f, 6.0f);
+    clip_backward(d, g, out, 5, 0.0f, 6.0f);
+    cr_expect(out[0] == 0.0f && out[1] == 6.0f && out[2] == 3.0f && isnan(out[4]));
+    cr_expect(d[0] == 0.0f && d[1] == 0.0f && d[2] == 1.0f && d[3] == 0.0f && d[4] == 0.0f);
+}
+
+Test(layers, leakyrelu_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(32);
+    const float alphas[] = {0.01f, 0.2f};
+    for (int ai = 0; ai < 2; ai++) {
+        size_t n = 70000;
+        ew2_ctx e = {n, rand_buf(n, -1, 1), zeros(n), rand_buf(n, -1, 1), alphas[ai], 0};
+        for (size_t i = 0; i < n; i++)
+            if (fabsf(e.in[i]) < 0.05f) e.in[i] = -0.5f;
+        leaky_loss(&e);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(e.out[i], e.in[i] > 0 ? e.in[i] : e.a * e.in[i]);
+        float *din = zeros(n);
+        leakyrelu_backward(din, e.r, e.in, n, e.a);
+        char name[64];
+        snprintf(name, sizeof name, "leakyrelu alpha %g din", e.a);
+        cr_expect_leq(gradcheck(name, e.in, din, n, leaky_loss, &e, 1e-2f, 200), FD_TOL);
+        free(din), free(e.in), free(e.out), free(e.r);
+    }
+    /* at 0 the gradient is alpha, as PyTorch's */
+    float in[2] = {0.0f, 1.0f}, g[2] = {1, 1}, d[2] = {0};
+    leakyrelu_backward(d, g, in, 2, 0.1f);
+    cr_expect(d[0] == 0.1f && d[1] == 1.0f);
+}
+
+Test(layers, scale_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(33);
+    size_t n = 70000;
+    ew2_ctx e = {n, rand_buf(n, -1, 1), zeros(n), rand_buf(n, -1, 1), -0.75f, 0};
+    scale_loss(&e);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(e.out[i], -0.75f * e.in[i]);
+    float *din = zeros(n);
+    scale_backward(din, e.r, n, e.a);
+    cr_expect_leq(gradcheck("scale -0.75 din", e.in, din, n, scale_loss, &e, 1e-2f, 100), FD_TOL);
+    scale_backward(din, e.r, n, e.a);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(din[i], 2 * (-0.75f * e.r[i]));
+    free(din), free(e.in), free(e.out), free(e.r);
+}
+
+typedef struct {
+    int k, n, hw, c[3];
+    float *in[3], *out, *r;
+} cat_ctx;
+
+static double concat_loss(void *p)
+{
+    cat_ctx *x = p;
+    concat_forward(x->out, (const float *const *)x->in, x->c, x->k, x->n, x->hw);
+    return dot(x->out, x->r, (size_t)x->n * (x->c[0] + x->c[1] + x->c[2]) * x->hw);
+}
+
+Test(layers, concat_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(34);
+    /* small, and large enough to fork */
+    const int shapes[][5] = {{2, 3, 1, 4, 5}, {8, 16, 24, 8, 196}};
+    for (int si = 0; si < 2; si++) {
+        const int *s = shapes[si];
+        cat_ctx x = {3, s[0], s[4], {s[1], s[2], s[3]}, {NULL}, NULL, NULL};
+        const int oc = s[1] + s[2] + s[3];
+        const size_t no = (size_t)x.n * oc * x.hw;
+        for (int j = 0; j < 3; j++) x.in[j] = rand_buf((size_t)x.n * x.c[j] * x.hw, -1, 1);
+        x.out = zeros(no);
+        x.r = rand_buf(no, -1, 1);
+        concat_loss(&x);
+        for (int i = 0; i < x.n; i++)
+            for (int ch = 0, j = 0, base = 0; ch < oc; ch++) {
+                if (ch - base >= x.c[j]) base += x.c[j++];
+                for (int q = 0; q < x.hw; q++)
+                    cr_assert_eq(x.out[((size_t)i * oc + ch) * x.hw + q],
+                                 x.in[j][((size_t)i * x.c[j] + ch - base) * x.hw + q]);
+            }
+        float *din[3];
+        for (int j = 0; j < 3; j++) din[j] = zeros((size_t)x.n * x.c[j] * x.hw);
+        float *skip[3] = {din[0], NULL, din[2]};
+        concat_backward(skip, x.r, x.c, 3, x.n, x.hw);
+        concat_backward((float *const[]){NULL, din[1], NULL}, x.r, x.c, 3, x.n, x.hw);
+        for (int j = 0; j < 3; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "concat %d input %d din", si, j);
+            cr_expect_leq(gradcheck(name, x.in[j], din[j], (size_t)x.n * x.c[j] * x.hw,
+                                    concat_loss, &x, 1e-2f, 60),
+                          FD_TOL);
+        }
+        for (int j = 0; j < 3; j++) free(din[j]), free(x.in[j]);
+        free(x.out), free(x.r);
+    }
+    /* one buffer given twice: it gets both slices */
+    float a[2] = {1, 2}, out[4], g[4] = {1, 2, 3, 4}, da[2] = {0};
+    concat_forward(out, (const float *const[]){a, a}, (const int[]){1, 1}, 2, 1, 2);
+    cr_expect(out[0] == 1 && out[1] == 2 && out[2] == 1 && out[3] == 2);
+    concat_backward((float *const[]){da, da}, g, (const int[]){1, 1}, 2, 1, 2);
+    cr_expect(da[0] == 4 && da[1] == 6);
+}
+
+/* ---- padded max pooling, windowed average pooling ---- */
+
+typedef struct {
+    pool2d_dims d;
+    int include_pad;
+    float *in, *out, *r;
+    int32_t *am;
+} pool2_ctx;
+
+static double maxpool2d_loss(void *p)
+{
+    pool2_ctx *m = p;
+    maxpool2d_forward(m->out, m->am, m->in, &m->d);
+    return dot(m->out, m->r, (size_t)m->d.n * m->d.c * m->d.oh * m->d.ow);
+}
+
+static double avgpool2d_loss(void *p)
+{
+    pool2_ctx *m = p;
+    avgpool2d_forward(m->out, m->in, &m->d, m->include_pad);
+    return dot(m->out, m->r, (size_t)m->d.n * m->d.c * m->d.oh * m->d.ow);
+}
+
+static const int POOL2_CASES[][7] = {
+    /* n, c, ih, iw, k, stride, pad */
+    {2, 3, 6, 7, 3, 2, 1}, /* ResNet's stem pool */
+    {1, 2, 5, 5, 3, 1, 1}, /* "same" */
+    {2, 2, 7, 6, 2, 2, 1}, /* pad k - 1: edge windows of one cell */
+    {1, 3, 8, 8, 5, 3, 2},
+    {2, 2, 6, 6, 2, 2, 0}, /* no padding */
+    {8, 16, 28, 28, 3, 2, 1}, /* parallel */
+};
+
+Test(layers, pool2d_dims)
+{
+    pool2d_dims d;
+    cr_assert_eq(pool2d_dims_init(&d, 2, 3, 28, 27, 3, 2, 1), 0);
+    cr_expect(d.oh == 14 && d.ow == 14);
+    cr_expect_eq(pool2d_dims_init(&d, 1, 1, 8, 8, 3, 1, 3), -1, "pad > k - 1");
+    cr_expect_eq(pool2d_dims_init(&d, 1, 1, 2, 2, 5, 1, 1), -1, "window larger than the padded input");
+}
+
+Test(layers, maxpool2d_padded_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(35);
+    for (size_t ci = 0; ci < sizeof POOL2_CASES / sizeof *POOL2_CASES; ci++) {
+        const int *k = POOL2_CASES[ci];
+        pool2_ctx m;
+        memset(&m, 0, sizeof m);
+        cr_assert_eq(pool2d_dims_init(&m.d, k[0], k[1], k[2], k[3], k[4], k[5], k[6]), 0);
+        const size_t ni = (size_t)k[0] * k[1] * k[2] * k[3];
+        const size_t no = (size_t)k[0] * k[1] * m.d.oh * m.d.ow;
+        /* distinct NEGATIVE values 0.01 apart: a padded zero would win */
+        m.in = zeros(ni);
+        for (size_t i = 0; i < ni; i++) m.in[i] = -0.01f * (float)(i + 1);
+        for (size_t i = ni - 1; i > 0; i--) {
+            size_t j = (size_t)(rng_unit() * (i + 1));
+            float t = m.in[i]; m.in[i] = m.in[j]; m.in[j] = t;
+        }
+        m.out = zeros(no);
+        m.r = rand_buf(no, -1, 1);
+        m.am = malloc(sizeof *m.am * no);
+        maxpool2d_loss(&m);
+        const int ih = k[2], iw = k[3];
+        for (int p = 0; p < k[0] * k[1]; p++)
+            for (int oy = 0; oy < m.d.oh; oy++)
+                for (int ox = 0; ox < m.d.ow; ox++) {
+                    float best = -INFINITY;
+                    int32_t arg = -1;
+                    for (int ki = 0; ki < k[4]; ki++)
+                        for (int kj = 0; kj < k[4]; kj++) {
+                            int y = oy * k[5] + ki - k[6], x = ox * k[5] + kj - k[6];
+                            if (y < 0 || y >= ih || x < 0 || x >= iw) continue;
+                            float v = m.in[(size_t)p * ih * iw + y * iw + x];
+                            if (v > best) best = v, arg = y * iw + x;
+                        }
+                    size_t o = ((size_t)p * m.d.oh + oy) * m.d.ow + ox;
+                    cr_assert_eq(m.out[o], best, "case %zu", ci);
+                    cr_assert_eq(m.am[o], arg, "case %zu", ci);
+                }
+        float *din = zeros(ni);
+        maxpool_backward(din, m.r, m.am, k[0], k[1], ih, iw, m.d.oh, m.d.ow);
+        char name[64];
+        snprintf(name, sizeof name, "maxpool2d k%d s%d p%d %dx%d din", k[4], k[5], k[6], ih, iw);
+        cr_expect_leq(gradcheck(name, m.in, din, ni, maxpool2d_loss, &m, 1e-3f, 120), FD_TOL);
+        free(din), free(m.in), free(m.out), free(m.r), free(m.am);
+    }
+}
+
+Test(layers, avgpool2d_forward_and_gradcheck)
+{
+    use_threads(2, 1);
+    rng_seed(36);
+    for (size_t ci = 0; ci < sizeof POOL2_CASES / sizeof *POOL2_CASES; ci++)
+        for (int inc = 0; inc < 2; inc++) {
+            const int *k = POOL2_CASES[ci];
+            pool2_ctx m;
+            memset(&m, 0, sizeof m);
+            cr_assert_eq(pool2d_dims_init(&m.d, k[0], k[1], k[2], k[3], k[4], k[5], k[6]), 0);
+            m.include_pad = inc;
+            const int ih = k[2], iw = k[3];
+            const size_t ni = (size_t)k[0] * k[1] * ih * iw;
+            const size_t no = (size_t)k[0] * k[1] * m.d.oh * m.d.ow;
+            m.in = rand_buf(ni, -1, 1);
+            m.out = zeros(no);
+            m.r = rand_buf(no, -1, 1);
+            avgpool2d_loss(&m);
+            double worst = 0;
+            for (int p = 0; p < k[0] * k[1]; p++)
+                for (int oy = 0; oy < m.d.oh; oy++)
+                    for (int ox = 0; ox < m.d.ow; ox++) {
+                        double s = 0;
+                        int cells = 0;
+                        for (int ki = 0; ki < k[4]; ki++)
+                            for (int kj = 0; kj < k[4]; kj++) {
+                                int y = oy * k[5] + ki - k[6], x = ox * k[5] + kj - k[6];
+                                if (y < 0 || y >= ih || x < 0 || x >= iw) continue;
+                                s += m.in[(size_t)p * ih * iw + y * iw + x];
+                                cells++;
+                            }
+                        s /= inc ? k[4] * k[4] : cells;
+                        size_t o = ((size_t)p * m.d.oh + oy) * m.d.ow + ox;
+                        worst = fmax(worst, fabs(m.out[o] - s));
+                    }
+            cr_expect_leq(worst, 1e-6, "case %zu include_pad %d: forward off by %g", ci, inc,
+                          worst);
+            float *din = zeros(ni);
+            avgpool2d_backward(din, m.r, &m.d, inc);
+            char name[80];
+            snprintf(name, sizeof name, "avgpool2d k%d s%d p%d %s din", k[4], k[5], k[6],
+                     inc ? "incl" : "excl");
+            cr_expect_leq(gradcheck(name, m.in, din, ni, avgpool2d_loss, &m, 1e-2f, 120), FD_TOL);
+            float keep = din[ni / 2];
+            avgpool2d_backward(din, m.r, &m.d, inc);
+            cr_expect_float_eq(din[ni / 2], 2 * keep, 1e-6f);
+            free(din), free(m.in), free(m.out), free(m.r);
+        }
 }
 
 /* ---- losses ---- */

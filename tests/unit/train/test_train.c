@@ -506,6 +506,74 @@ Test(train, ptq_report_leaves_lsq_unchanged, .timeout = 300)
     snprintf(a, sizeof a, "%s/r0", d);
     snprintf(b, sizeof b, "%s/r1", d);
     expect_same_model(a, b);
+
+/* A W4A4 run of a MobileNetV2-style layer list (grouped convs, ReLU6 as
+ * clip, windowed and padded pooling, concat) through the real `lsq train`:
+ * it trains and finishes ("done"); model.lsqc holds the model; model.lsqm
+ * and model.onnx, whose forms cannot carry these layers yet, are not
+ * written, and a log event for each says why. */
+Test(train, a_net_the_deployed_forms_lack_still_finishes, .timeout = 240)
+{
+    char *d = make_dir();
+    char spec_path[512], events[512], out[512], p[600];
+    snprintf(spec_path, sizeof spec_path, "%s/spec.json", d);
+    snprintf(events, sizeof events, "%s/events.jsonl", d);
+    snprintf(out, sizeof out, "%s/run", d);
+    FILE *f = fopen(spec_path, "w");
+    cr_assert_not_null(f);
+    fputs("{\"name\":\"mbv2\",\"model\":{\"input\":[1,28,28],\"layers\":["
+          "{\"type\":\"conv2d\",\"name\":\"stem\",\"out\":8,\"kernel\":3,\"stride\":2,\"pad\":1,\"bias\":false},"
+          "{\"type\":\"batchnorm\",\"name\":\"bn0\"},{\"type\":\"clip\",\"name\":\"r0\",\"min\":0,\"max\":6},"
+          "{\"type\":\"conv2d\",\"name\":\"dw\",\"out\":8,\"kernel\":3,\"pad\":1,\"groups\":8,\"bias\":false},"
+          "{\"type\":\"batchnorm\",\"name\":\"bn1\"},{\"type\":\"clip\",\"name\":\"r1\",\"min\":0,\"max\":6},"
+          "{\"type\":\"conv2d\",\"name\":\"pw\",\"out\":8,\"kernel\":1,\"bias\":false},"
+          "{\"type\":\"batchnorm\",\"name\":\"bn2\"},"
+          "{\"type\":\"add\",\"name\":\"res\",\"inputs\":[\"bn2\",\"r0\"]},"
+          "{\"type\":\"maxpool\",\"name\":\"mp\",\"input\":\"r0\",\"kernel\":3,\"stride\":1,\"pad\":1},"
+          "{\"type\":\"concat\",\"name\":\"cat\",\"inputs\":[\"res\",\"mp\"]},"
+          "{\"type\":\"avgpool\",\"name\":\"ap\",\"kernel\":2},"
+          "{\"type\":\"conv2d\",\"name\":\"head\",\"out\":16,\"kernel\":1},"
+          "{\"type\":\"leakyrelu\"},{\"type\":\"avgpool\"},"
+          "{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]},"
+          "\"dataset\":{\"train_limit\":256,\"test_limit\":128},"
+          "\"pretrain\":{\"epochs\":1,\"batch_size\":64},\"quant\":{\"weight_bits\":4},"
+          "\"train\":{\"epochs\":1,\"batch_size\":64},\"threads\":2}",
+          f);
+    fclose(f);
+    cr_assert_eq(run_to_end(spec_path, out, events), 0, "lsq train failed");
+    snprintf(p, sizeof p, "%s/model.lsqc", out);
+    cr_expect_eq(access(p, F_OK), 0, "no model.lsqc");
+    snprintf(p, sizeof p, "%s/model.lsqm", out);
+    cr_expect_neq(access(p, F_OK), 0, "a model.lsqm was written");
+    snprintf(p, sizeof p, "%s/model.onnx", out);
+    cr_expect_neq(access(p, F_OK), 0, "a model.onnx was written");
+    FILE *ev = fopen(events, "r");
+    cr_assert_not_null(ev);
+    char line[65536];
+    int done = 0, errors = 0, skipped = 0, artifacts = 0;
+    while (fgets(line, sizeof line, ev)) {
+        json_t *e = json_loads(line, 0, NULL);
+        if (!e) continue;
+        done += event_is(e, "done");
+        errors += event_is(e, "error");
+        const char *art = json_string_value(json_object_get(e, "artifact"));
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        if (event_is(e, "log") && art && msg) {
+            cr_expect(strstr(msg, "is not written: layer 'r0': clip has no "), "%s", msg);
+            skipped++;
+        }
+        if (event_is(e, "artifact")) {
+            const char *name = json_string_value(json_object_get(e, "name"));
+            cr_expect(strcmp(name, "model.lsqm") && strcmp(name, "model.onnx"), "artifact %s", name);
+            artifacts++;
+        }
+        json_decref(e);
+    }
+    fclose(ev);
+    cr_expect_eq(done, 1);
+    cr_expect_eq(errors, 0);
+    cr_expect_eq(skipped, 2, "a log event for each skipped artifact");
+    cr_expect_gt(artifacts, 0, "the checkpoints are still artifacts");
     rm_rf(d);
     free(d);
 }
