@@ -506,6 +506,9 @@ Test(train, ptq_report_leaves_lsq_unchanged, .timeout = 300)
     snprintf(a, sizeof a, "%s/r0", d);
     snprintf(b, sizeof b, "%s/r1", d);
     expect_same_model(a, b);
+    rm_rf(d);
+    free(d);
+}
 
 /* A W4A4 run of a MobileNetV2-style layer list (grouped convs, ReLU6 as
  * clip, windowed and padded pooling, concat) through the real `lsq train`:
