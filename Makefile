@@ -177,8 +177,11 @@ bench: $(BINS) $(BENCH_BINS)
 	bench/run.sh $(abspath $(BUILD))
 
 # Regenerate the PyTorch fixtures (not run by CI; the outputs are committed).
+# The ONNX ones store onnxruntime's logits, so they need onnxruntime-node.
 fixtures:
 	/usr/bin/python3 tests/fixtures/make_fixtures.py tests/fixtures
+	@scripts/setup-onnxruntime.sh
+	/usr/bin/python3 tests/fixtures/make_onnx_fixtures.py tests/fixtures/onnx
 
 clean:
 	rm -rf build build-san
