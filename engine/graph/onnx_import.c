@@ -937,6 +937,7 @@ static lsq_status op_leakyrelu(ictx *x)
     if ((st = need_inputs(x, 1, 1)) || (st = check_attrs(x, attrs)) ||
         (st = act_input(x, 0, &in)) || (st = attr_float(x, "alpha", 0.01, &alpha)))
         return st;
+    if (!isfinite(alpha)) return node_err(x, "alpha %g is not a number", alpha);
     int li;
     json_t *l = emit(x, "leakyrelu", in, &li);
     if (!l) return nomem(x);
@@ -1058,6 +1059,7 @@ static lsq_status op_mul(ictx *x)
         return node_err(x, "lsq takes Mul only of an activation by a constant scalar");
     float s;
     if ((st = scalar_input(x, ki, &s))) return st;
+    if (!isfinite(s)) return node_err(x, "multiplies by %g", (double)s);
     int li;
     json_t *l = emit(x, "scale", act, &li);
     if (!l) return nomem(x);
@@ -1091,6 +1093,7 @@ static lsq_status op_concat(ictx *x)
     }
     value *in0;
     if ((st = act_input(x, 0, &in0))) return st;
+    if (x->node->n_input == 1) return set_output(x, 0, in0); /* nothing to join */
     if (!(axis == 1 || axis == -(int64_t)in0->rank + 1))
         return node_err(x, "concatenates on axis %lld; lsq concatenates channels (axis 1)",
                         (long long)axis);
