@@ -14,7 +14,7 @@ FROM debian:12
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libmicrohttpd12 libjansson4 libsqlite3-0 libcurl4 libopenblas0-pthread zlib1g \
-      libgomp1 dataset-fashion-mnist curl ca-certificates \
+      libprotobuf-c1 libgomp1 dataset-fashion-mnist curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/lsqd --create-home --shell /usr/sbin/nologin lsqd
 COPY --from=build /src/build/lsq /src/build/lsqd /usr/local/bin/

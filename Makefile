@@ -10,7 +10,7 @@ SANITIZE ?=
 BUILD   := build$(if $(SANITIZE),-san)
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-ENGINE_PKGS := jansson zlib openblas
+ENGINE_PKGS := jansson zlib openblas libprotobuf-c
 SERVER_PKGS := libmicrohttpd sqlite3 libcurl
 PKG_CONFIG  ?= pkg-config
 
@@ -39,12 +39,23 @@ API_SRC    := $(sort $(wildcard tests/api/*.c))
 BENCH_SRC  := $(sort $(wildcard bench/*.c))
 
 # Generated at build time, never committed: the migrations and the OpenAPI
-# document embedded into lsqd.
+# document embedded into lsqd, and the ONNX protobuf code.
 GEN_DIR      := $(BUILD)/gen
 EMBED_C      := $(GEN_DIR)/embedded.c
 EMBED_INPUTS := $(sort $(wildcard schema/[0-9][0-9][0-9]_*.sql)) schema/openapi.json
 
-ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
+# ONNX's schema as Debian ships it (libonnx-dev), compiled by protoc-c into C
+# structs with pack/unpack: $(GEN_DIR)/onnx/onnx.pb-c.{c,h}, included as
+# "onnx/onnx.pb-c.h" and built into the engine library as its lowest folder,
+# onnx/ (engine/README.md).
+ONNX_PROTO_ROOT ?= /usr/include
+PROTOC_C        ?= protoc-c
+ONNX_PROTO := $(ONNX_PROTO_ROOT)/onnx/onnx.proto
+ONNX_PB_C  := $(GEN_DIR)/onnx/onnx.pb-c.c
+ONNX_PB_H  := $(GEN_DIR)/onnx/onnx.pb-c.h
+ONNX_PB_O  := $(BUILD)/obj/engine/onnx/onnx.pb-c.o
+
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o) $(ONNX_PB_O)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/embedded.o
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
@@ -72,9 +83,19 @@ $(DEPS_STAMP): scripts/install-deps.sh
 	@mkdir -p $(@D) && touch $@
 deps: $(DEPS_STAMP)
 
-$(BUILD)/obj/engine/%.o: engine/%.c | $(DEPS_STAMP)
+# One protoc-c run writes both files. Every object that may include the
+# header waits for it (order-only); -MMD then records the real dependency.
+$(ONNX_PB_C) $(ONNX_PB_H) &: $(ONNX_PROTO) | $(DEPS_STAMP)
+	@mkdir -p $(GEN_DIR)
+	$(PROTOC_C) --proto_path=$(ONNX_PROTO_ROOT) --c_out=$(GEN_DIR) $(ONNX_PROTO)
+
+$(ONNX_PB_O): $(ONNX_PB_C) $(ONNX_PB_H)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
+	$(CC) $(CPPFLAGS) -I$(GEN_DIR) $(CFLAGS) $(call pkgcflags,libprotobuf-c) -c $< -o $@
+
+$(BUILD)/obj/engine/%.o: engine/%.c | $(DEPS_STAMP) $(ONNX_PB_H)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -I$(GEN_DIR) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
 
 $(EMBED_C): scripts/embed.sh $(EMBED_INPUTS) | $(DEPS_STAMP)
 	@mkdir -p $(@D)
@@ -92,7 +113,7 @@ $(BUILD)/obj/cli/%.o: cli/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) libcurl) -c $< -o $@
 
-$(BUILD)/obj/tests/%.o: tests/%.c | $(DEPS_STAMP) $(EMBED_C)
+$(BUILD)/obj/tests/%.o: tests/%.c | $(DEPS_STAMP) $(EMBED_C) $(ONNX_PB_H)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Iserver -Itests -I$(GEN_DIR) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS) criterion) -c $< -o $@
 
@@ -156,8 +177,11 @@ bench: $(BINS) $(BENCH_BINS)
 	bench/run.sh $(abspath $(BUILD))
 
 # Regenerate the PyTorch fixtures (not run by CI; the outputs are committed).
+# The ONNX ones store onnxruntime's logits, so they need onnxruntime-node.
 fixtures:
 	/usr/bin/python3 tests/fixtures/make_fixtures.py tests/fixtures
+	@scripts/setup-onnxruntime.sh
+	/usr/bin/python3 tests/fixtures/make_onnx_fixtures.py tests/fixtures/onnx
 
 clean:
 	rm -rf build build-san

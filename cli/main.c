@@ -1,4 +1,4 @@
-/* lsq: one command for local work (train, eval, export, predict, info) and
+/* lsq: one command for local work (train, import, eval, export, predict, info) and
  * for talking to lsqd (see `lsq --help`). Each group of subcommands lives in
  * its own file (commands.h); this one only dispatches. */
 #include <stdio.h>
@@ -12,6 +12,8 @@ static const char *USAGE =
     "Local work:\n"
     "  train SPEC.json [--out DIR] [--events-fd N | --events FILE] [--threads N] [--quiet]\n"
     "                     train a job (full precision or LSQ) into DIR\n"
+    "  import MODEL.onnx [--weight-bits N] [--act-bits N] [--json]\n"
+    "                     a float ONNX model as lsq sees it: layers, shapes, bits\n"
     "  eval MODEL         test accuracy and loss of a checkpoint (.lsqc) or packed model (.lsqm)\n"
     "  export CHECKPOINT --format lsqm|onnx [-o FILE]\n"
     "  predict MODEL.lsqm IMAGES...   classify IDX / PGM / PNG images\n"
@@ -36,7 +38,7 @@ int main(int argc, char **argv)
     }
     argc--, argv++;
     int (*const groups[])(const char *, int, char **) = {
-        cli_train_dispatch, cli_deploy_dispatch, cli_client_dispatch,
+        cli_train_dispatch, cli_model_dispatch, cli_deploy_dispatch, cli_client_dispatch,
     };
     for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) {
         int rc = groups[i](cmd, argc, argv);

@@ -279,16 +279,27 @@ static void quant_defaults(spec_quant *q)
 
 static lsq_status parse_model(lsq_spec *spec, const json_t *root, lsq_err *err)
 {
-    static const char *const keys[] = {"arch", "layers", "input", NULL};
+    static const char *const keys[] = {"arch", "layers", "input", "onnx", NULL};
     const json_t *m;
     TRY(get_obj(root, "", "model", 0, &m, err));
     if (!m) return LSQ_OK;
     TRY(check_keys(m, "model", keys, err));
     const json_t *layers = json_object_get(m, "layers");
     const json_t *input = json_object_get(m, "input");
-    if (json_object_get(m, "arch") && layers)
+    const json_t *onnx = json_object_get(m, "onnx");
+    if ((json_object_get(m, "arch") != NULL) + (layers != NULL) + (onnx != NULL) > 1)
         return lsq_err_set(err, LSQ_ERR_INVALID, "model",
-                           "model takes either \"arch\" or \"layers\", not both");
+                           "model takes one of \"arch\", \"layers\" and \"onnx\", not several");
+    if (onnx) {
+        /* only the type here: the file is read when the job trains */
+        if (input)
+            return lsq_err_set(err, LSQ_ERR_INVALID, "model.input",
+                               "model.input is only used with model.layers (an ONNX model "
+                               "declares its input)");
+        TRY(get_str(m, "model", "onnx", spec->model_onnx, sizeof spec->model_onnx, 1, err));
+        spec->arch[0] = '\0';
+        return LSQ_OK;
+    }
     if (!layers) {
         if (input)
             return lsq_err_set(err, LSQ_ERR_INVALID, "model.input",
@@ -517,9 +528,12 @@ static lsq_status parse_pretrain(lsq_spec *spec, const json_t *root, lsq_err *er
     spec_train *t = &spec->pretrain;
     const json_t *v = json_object_get(root, "pretrain");
     if (!v) {
-        /* A quantized job needs a full-precision model to start from. */
-        if (spec->quant.enabled && !spec->init_from[0]) train_defaults(t, 1);
-        else pretrain_disabled(t);
+        /* A quantized job needs a full-precision model to start from; an
+         * ONNX model or init.from is one. */
+        if (spec->quant.enabled && !spec->init_from[0] && !spec->model_onnx[0])
+            train_defaults(t, 1);
+        else
+            pretrain_disabled(t);
         return LSQ_OK;
     }
     if (json_is_null(v)) { pretrain_disabled(t); return LSQ_OK; }
@@ -540,7 +554,8 @@ static lsq_status parse_distill(lsq_spec *spec, const json_t *root, lsq_err *err
     spec_distill *d = &spec->distill;
     const json_t *v = json_object_get(root, "distill");
     /* the teacher is the full-precision model: pretrained or loaded */
-    int teacher = spec->quant.enabled && (spec->pretrain.enabled || spec->init_from[0]);
+    int teacher = spec->quant.enabled &&
+                  (spec->pretrain.enabled || spec->init_from[0] || spec->model_onnx[0]);
     /* By default only at 3 bits and above: at 2 bits distillation ended below
      * LSQ alone in every pairing measured (docs/results.md, "W2A2 with and
      * without distillation"), as it did in the PyTorch reference on the same
@@ -563,8 +578,8 @@ static lsq_status parse_distill(lsq_spec *spec, const json_t *root, lsq_err *err
                            "full-precision model); quant is null");
     if (!teacher)
         return lsq_err_set(err, LSQ_ERR_INVALID, "distill",
-                           "distill needs a full-precision teacher: enable pretrain or "
-                           "set init.from");
+                           "distill needs a full-precision teacher: enable pretrain, set "
+                           "init.from or train an ONNX model");
     if (ptq)
         return lsq_err_set(err, LSQ_ERR_INVALID, "distill",
                            "distill applies to LSQ fine-tuning; quant.method \"ptq\" does "
@@ -745,7 +760,8 @@ static json_t *quant_to_json(const spec_quant *q)
 json_t *spec_to_json(const lsq_spec *spec)
 {
     json_t *model = spec->model_layers ? json_deep_copy(spec->model_layers)
-                                       : json_pack("{s:s}", "arch", spec->arch);
+                    : spec->model_onnx[0] ? json_pack("{s:s}", "onnx", spec->model_onnx)
+                                          : json_pack("{s:s}", "arch", spec->arch);
     return json_pack(
         "{s:s, s:o, s:{s:s, s:s, s:i, s:i, s:{s:i, s:b}}, s:o, s:o, s:o, s:o, s:o, s:i, s:i}",
         "name", spec->name, "model", model,

@@ -67,8 +67,8 @@ typedef struct {
 } spec_quant;
 
 typedef struct {
-    int enabled;               /* pretrain: absent -> on for quant jobs without init.from;
-                                  0 when null or epochs 0. train: always 1 */
+    int enabled;               /* pretrain: absent -> on for quant jobs without init.from
+                                  or model.onnx; 0 when null or epochs 0. train: always 1 */
     int epochs;                /* train: 0..1000, default 3; pretrain: default 6 */
     int batch_size;            /* 1..4096, default 128 */
     double lr;                 /* (0, 10], default 0.01 (train), 0.05 (pretrain); train at 8 bits: 0.001 */
@@ -83,16 +83,18 @@ typedef struct {
 
 typedef struct {
     int enabled;               /* default true when quant is on and a FP model exists
-                                  (pretrain on or init.from set) */
+                                  (pretrain on, init.from or model.onnx set) */
     double temperature;        /* (0, 100], default 1 */
     double weight;             /* [0, 1], default 0.5: loss = (1-w) CE + w KD */
 } spec_distill;
 
 typedef struct {
     char name[SPEC_NAME_MAX];  /* default "job" */
-    /* model: exactly one of arch (zoo name) and layers (a JSON layer list) */
+    /* model: exactly one of arch (zoo name), layers (a JSON layer list) and
+     * onnx (a float model's ONNX file, read when training starts) */
     char arch[SPEC_NAME_MAX];  /* "mlp" | "cnn-small" | "resnet20"; default cnn-small */
     json_t *model_layers;      /* owned: the "model" object when it has "layers" */
+    char model_onnx[SPEC_PATH_MAX]; /* "model": {"onnx": PATH}; "" = none */
     /* dataset */
     char dataset[SPEC_NAME_MAX];   /* "fashion-mnist" (default) | "mnist" */
     char dataset_path[SPEC_PATH_MAX]; /* "" = default location */

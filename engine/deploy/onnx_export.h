@@ -5,21 +5,39 @@
  *  - quantized layer inputs: Clip to the representable range
  *    [-QN*s + beta, QP*s + beta] -> QuantizeLinear -> DequantizeLinear
  *    (uint8 codes for unsigned, int8 for signed; LSQ+ offsets as Sub / Add
- *    around them), so round half to even happens on the same values;
- *  - Conv / Gemm, BatchNormalization (running statistics), Relu, MaxPool,
- *    GlobalAveragePool, Add, Flatten; layers left in float keep float
- *    initializers.
+ *    around them), so round half to even happens on the same values. The
+ *    clip comes before QuantizeLinear so that DequantizeLinear feeds
+ *    Conv / MatMul directly: with a Clip in between, onnxruntime's default
+ *    graph optimizations re-quantize the activation dynamically and the
+ *    result is no longer exact;
+ *  - Conv / MatMul + Add, BatchNormalization (running statistics), Relu,
+ *    MaxPool, GlobalAveragePool, Add, Flatten; layers left in float keep
+ *    float initializers.
  * Input "input": float32 (N, C, H, W), pixels / 255. Output "logits":
- * float32 (N, classes). */
+ * float32 (N, classes). The model is built with the C structs protoc-c
+ * generates from onnx.proto (build/gen/onnx) and packed by protobuf-c:
+ * IR version 8, producer "lsqd", default-domain opset 13, tensor data as
+ * little-endian raw_data. */
 #ifndef LSQ_ONNX_EXPORT_H
 #define LSQ_ONNX_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #include "core/err.h"
 #include "graph/net.h"
 
-/* Writes net to path (LSQ_ERR_IO, LSQ_ERR_NOMEM). A net with a layer the
- * export does not carry yet (support.h: grouped or dilated conv, clip, ...)
- * is LSQ_ERR_INVALID naming that layer, and no file is written. */
+#define ONNX_EXPORT_IR_VERSION 8
+#define ONNX_EXPORT_OPSET 13
+
+/* The serialized ModelProto of net in *out (malloc'd, the caller frees it)
+ * and its size in *len. LSQ_ERR_NOMEM on allocation failure (*out NULL). A
+ * net with a layer the export does not carry yet (support.h: grouped or
+ * dilated conv, clip, ...) is LSQ_ERR_INVALID naming that layer. */
+lsq_status onnx_export_bytes(const lsq_net *net, uint8_t **out, size_t *len, lsq_err *err);
+
+/* Writes net to path (LSQ_ERR_IO, LSQ_ERR_NOMEM, or LSQ_ERR_INVALID as
+ * onnx_export_bytes; then no file is written). */
 lsq_status onnx_export(const lsq_net *net, const char *path, lsq_err *err);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include "core/par.h"
 #include "core/rng.h"
+#include "graph/onnx_import.h"
 #include "nn/layers.h"
 
 const char *const NET_OP_NAMES[] = {
@@ -785,6 +786,14 @@ void net_free(lsq_net *net)
 
 json_t *net_spec_layers(const lsq_spec *spec, lsq_err *err)
 {
+    if (spec->model_onnx[0]) {
+        onnx_import im;
+        if (onnx_import_file(&im, spec->model_onnx, ONNX_IMPORT_MAX_BYTES, err) != LSQ_OK)
+            return NULL;
+        json_t *layers = json_incref(im.layers);
+        onnx_import_free(&im);
+        return layers;
+    }
     if (spec->model_layers) {
         json_t *copy = json_deep_copy(spec->model_layers);
         if (!json_object_get(copy, "input"))

@@ -140,7 +140,9 @@ extern const char *const NET_ZOO_NAMES[];
  * ("model.layers[3].kernel"). Call net_free on success. */
 lsq_status net_build(lsq_net *net, const json_t *layers, const spec_quant *quant,
                      int classes, int max_batch, lsq_err *err);
-/* The layer list for a spec's model (zoo arch or custom layers); caller owns. */
+/* The layer list for a spec's model (zoo arch, custom layers, or the layers
+ * of its ONNX file: onnx_import.h, which also has the file's weights);
+ * caller owns. NULL with err when the ONNX file cannot be imported. */
 json_t *net_spec_layers(const lsq_spec *spec, lsq_err *err);
 /* Checks a spec's model and quant.layers names against the built network. */
 lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err);

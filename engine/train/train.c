@@ -13,6 +13,7 @@
 
 #include "core/sha256.h"
 #include "deploy/export.h"
+#include "graph/onnx_import.h"
 #include "nn/layers.h"
 #include "train/ckpt.h"
 #include "train/optim.h"
@@ -431,6 +432,8 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
     lsq_ckpt resume;
     memset(&resume, 0, sizeof resume);
     json_t *layers = NULL;
+    onnx_import imp; /* model.onnx: its layers and its weights, the starting point */
+    memset(&imp, 0, sizeof imp);
     train_set_threads(opts->threads_override > 0 ? opts->threads_override : spec->threads);
 
     if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
@@ -438,7 +441,13 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
         goto out;
     }
     rc.spec_json = spec_to_json(spec);
-    layers = net_spec_layers(spec, err);
+    if (spec->model_onnx[0]) {
+        st = onnx_import_file(&imp, spec->model_onnx, ONNX_IMPORT_MAX_BYTES, err);
+        if (st != LSQ_OK) goto out;
+        layers = json_incref(imp.layers);
+    } else {
+        layers = net_spec_layers(spec, err);
+    }
     if (!layers) {
         st = err->code;
         goto out;
@@ -446,6 +455,25 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
     st = dataset_load(&rc.train, &rc.test, spec->dataset, spec->dataset_path, spec->train_limit,
                       spec->test_limit, err);
     if (st != LSQ_OK) goto out;
+    {
+        /* the network must take the dataset's images */
+        const json_t *in = json_object_get(layers, "input");
+        const int c = (int)json_integer_value(json_array_get(in, 0));
+        const int h = (int)json_integer_value(json_array_get(in, 1));
+        const int w = (int)json_integer_value(json_array_get(in, 2));
+        if (c != rc.train.c || h != rc.train.h || w != rc.train.w) {
+            st = lsq_err_set(err, LSQ_ERR_INVALID, spec->model_onnx[0] ? "model.onnx" : "model.input",
+                             "the model takes %dx%dx%d images; %s has %dx%dx%d", c, h, w,
+                             spec->dataset, rc.train.c, rc.train.h, rc.train.w);
+            goto out;
+        }
+        if (spec->model_onnx[0] && imp.classes != 10) {
+            st = lsq_err_set(err, LSQ_ERR_INVALID, "model.onnx",
+                             "the ONNX model has %d outputs; %s has 10 classes", imp.classes,
+                             spec->dataset);
+            goto out;
+        }
+    }
 
     /* where to start: a checkpoint in the folder resumes the run */
     train_phase phase;
@@ -503,6 +531,9 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
                 lsq_err_prefix(err, "init.from");
                 goto out;
             }
+        } else if (spec->model_onnx[0]) {
+            /* the ONNX model's weights are the starting point */
+            if ((st = onnx_import_set_params(&imp, &fp, err)) != LSQ_OK) goto out;
         }
         st = run_phase(&rc, phase, &fp, NULL, t, &opt, start_epoch, start_step,
                        resuming ? json_object_get(resume.header, "tally") : NULL, err);
@@ -528,23 +559,33 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             char fpp[4096];
             path_in(fpp, sizeof fpp, out_dir, TRAIN_FP_FILE);
             const char *src = file_exists(fpp) ? fpp : spec->init_from;
-            if (!src[0]) {
+            if (!src[0] && spec->model_onnx[0]) {
+                /* the ONNX model is the full-precision model: kept beside
+                 * the run as fp.lsqc, for resume and export */
+                st = net_build(&fp, layers, NULL, 10, max_batch, err);
+                if (st != LSQ_OK) goto out;
+                have_fp = 1;
+                net_init_params(&fp, spec->train.seed);
+                if ((st = onnx_import_set_params(&imp, &fp, err)) != LSQ_OK) goto out;
+            } else if (!src[0]) {
                 st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
                                  "a quantized job needs a full-precision model: pretrain or init.from");
                 goto out;
+            } else {
+                st = load_fp_model(&fp, src, max_batch, err);
+                if (st != LSQ_OK) {
+                    if (src == spec->init_from) lsq_err_prefix(err, "init.from");
+                    goto out;
+                }
+                have_fp = 1;
+                if (fp.quantized) {
+                    st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                                     "init.from must be a full-precision model; %s is quantized",
+                                     src);
+                    goto out;
+                }
             }
-            st = load_fp_model(&fp, src, max_batch, err);
-            if (st != LSQ_OK) {
-                if (src == spec->init_from) lsq_err_prefix(err, "init.from");
-                goto out;
-            }
-            have_fp = 1;
-            if (fp.quantized) {
-                st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
-                                 "init.from must be a full-precision model; %s is quantized", src);
-                goto out;
-            }
-            if (src == spec->init_from && !file_exists(fpp)) {
+            if (!file_exists(fpp)) {
                 /* keep the starting model beside the run, for resume and export */
                 json_t *meta = ckpt_meta(&rc, PH_DONE, 0, 0, 0);
                 st = ckpt_save(fpp, &fp, NULL, meta, err);
@@ -671,6 +712,7 @@ out:
     dataset_free(&rc.train);
     dataset_free(&rc.test);
     json_decref(layers);
+    onnx_import_free(&imp);
     json_decref(rc.spec_json);
     return st;
 }

@@ -55,6 +55,11 @@ static const bad_case BAD[] = {
     {"{\"model\":{\"layers\":[{}],\"input\":[1,0,28]}}", LSQ_ERR_INVALID, "model.input[1]"},
     {"{\"model\":{\"layers\":[{}],\"input\":[1,28.5,28]}}", LSQ_ERR_INVALID, "model.input[1]"},
     {"{\"model\":{\"arch\":\"mlp\",\"input\":[1,28,28]}}", LSQ_ERR_INVALID, "model.input"},
+    {"{\"model\":{\"onnx\":3}}", LSQ_ERR_INVALID, "model.onnx"},
+    {"{\"model\":{\"onnx\":\"\"}}", LSQ_ERR_INVALID, "model.onnx"},
+    {"{\"model\":{\"onnx\":\"m.onnx\",\"arch\":\"mlp\"}}", LSQ_ERR_INVALID, "model"},
+    {"{\"model\":{\"onnx\":\"m.onnx\",\"layers\":[{}]}}", LSQ_ERR_INVALID, "model"},
+    {"{\"model\":{\"onnx\":\"m.onnx\",\"input\":[1,28,28]}}", LSQ_ERR_INVALID, "model.input"},
     /* dataset */
     {"{\"dataset\":{\"name\":\"cifar10\"}}", LSQ_ERR_INVALID, "dataset.name"},
     {"{\"dataset\":{\"train_limit\":-5}}", LSQ_ERR_INVALID, "dataset.train_limit"},
@@ -449,6 +454,39 @@ Test(spec, layer_list_model)
     spec_free(&s);
 }
 
+/* An ONNX model is only a path here (read when the job trains); it is a
+ * trained float model, so LSQ starts from it: no pretraining by default,
+ * distillation from it. */
+Test(spec, onnx_model)
+{
+    lsq_spec s;
+    lsq_err err;
+    cr_assert_eq(parse(&s, "{\"model\":{\"onnx\":\"models/r.onnx\"},\"quant\":{}}", &err), LSQ_OK,
+                 "%s", err.message);
+    cr_expect_str_eq(s.model_onnx, "models/r.onnx");
+    cr_expect_str_eq(s.arch, "");
+    cr_expect_null(s.model_layers);
+    cr_expect_eq(s.pretrain.enabled, 0);
+    cr_expect_eq(s.pretrain.epochs, 0);
+    cr_expect_eq(s.distill.enabled, 1);
+    json_t *j = spec_to_json(&s);
+    json_t *want = json_pack("{s:s}", "onnx", "models/r.onnx");
+    cr_expect(json_equal(json_object_get(j, "model"), want));
+    cr_expect(json_is_null(json_object_get(j, "pretrain")));
+    json_decref(want);
+    json_decref(j);
+    spec_free(&s);
+    /* an explicit pretrain fine-tunes the float model first */
+    cr_assert_eq(parse(&s, "{\"model\":{\"onnx\":\"m.onnx\"},\"quant\":{},\"pretrain\":{\"epochs\":2}}",
+                       &err), LSQ_OK, "%s", err.message);
+    cr_expect(s.pretrain.enabled && s.pretrain.epochs == 2);
+    spec_free(&s);
+    /* full precision: trains the float model itself */
+    cr_assert_eq(parse(&s, "{\"model\":{\"onnx\":\"m.onnx\"}}", &err), LSQ_OK, "%s", err.message);
+    cr_expect(!s.pretrain.enabled && !s.distill.enabled && !s.quant.enabled);
+    spec_free(&s);
+}
+
 /* The example of DESIGN.md "Job spec (v1)", verbatim. */
 static const char DESIGN_EXAMPLE[] =
     "{\n"
@@ -509,6 +547,7 @@ Test(spec, round_trip)
         "\"threads\":16,\"checkpoint_every\":5}",
         "{\"model\":{\"layers\":[{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":10}]},"
         "\"quant\":{\"weight_bits\":2},\"init\":{\"from\":\"job-3\"}}",
+        "{\"model\":{\"onnx\":\"models/resnet.onnx\"},\"quant\":{\"weight_bits\":3}}",
         DESIGN_EXAMPLE,
     };
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {

@@ -1,6 +1,7 @@
 /* Training end to end on the real dataset: a smoke test that must learn, the
- * LSQ fine-tuning margin, and checkpoint resume exactness through the real
- * `lsq train` process (SIGTERM mid-run, then run again). */
+ * LSQ fine-tuning margin, checkpoint resume exactness through the real
+ * `lsq train` process (SIGTERM mid-run, then run again), and a job on an
+ * ONNX model. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/spec.h"
+#include "graph/onnx_import.h"
 #include "train/ckpt.h"
 #include "train/train.h"
 
@@ -577,6 +579,110 @@ Test(train, a_net_the_deployed_forms_lack_still_finishes, .timeout = 240)
     cr_expect_eq(errors, 0);
     cr_expect_eq(skipped, 2, "a log event for each skipped artifact");
     cr_expect_gt(artifacts, 0, "the checkpoints are still artifacts");
+
+/* ---- a job on an ONNX model ---- */
+
+/* Every value the import gives has the same bytes in the checkpoint's net. */
+static void expect_ckpt_holds_import(const char *ckpt, const onnx_import *im)
+{
+    lsq_ckpt c;
+    lsq_err err;
+    cr_assert_eq(ckpt_load(&c, ckpt, &err), LSQ_OK, "%s", err.message);
+    lsq_net net;
+    cr_assert_eq(ckpt_build_net(&net, &c, 1, &err), LSQ_OK, "%s", err.message);
+    for (int i = 0; i < im->n_params; i++) {
+        const onnx_param *p = &im->params[i];
+        int v = net_find_view(&net, p->name);
+        cr_assert_geq(v, 0, "%s: no view %s", ckpt, p->name);
+        const net_view *vw = &net.views[v];
+        const float *got = (vw->in_state ? net.state : net.params) + vw->off;
+        cr_expect_eq(memcmp(got, p->data, p->count * sizeof *got), 0, "%s: %s is not the import's",
+                     ckpt, p->name);
+    }
+    net_free(&net);
+    ckpt_free(&c);
+}
+
+static int count_in_file(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f, "no %s", path);
+    char line[16384];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* LSQ starts from the ONNX model's weights: no pretraining, the imported
+ * net kept as fp.lsqc and used as the teacher, the layers named after the
+ * ONNX nodes with the first/last 8-bit rule; a full-precision job of 0
+ * epochs leaves the imported weights as they are. */
+Test(train, lsq_from_an_onnx_model, .timeout = 240)
+{
+    const char *model = "tests/fixtures/onnx/resnet_op13_bn.onnx";
+    onnx_import im;
+    lsq_err err;
+    cr_assert_eq(onnx_import_file(&im, model, ONNX_IMPORT_MAX_BYTES, &err), LSQ_OK, "%s",
+                 err.message);
+    char *d = make_dir();
+    char spec[1024], out[512], events[512], path[600];
+    snprintf(out, sizeof out, "%s/q", d);
+    snprintf(events, sizeof events, "%s/q.jsonl", d);
+    snprintf(spec, sizeof spec,
+             "{\"name\":\"onnx-q\",\"model\":{\"onnx\":\"%s\"},\"dataset\":{\"train_limit\":256,"
+             "\"test_limit\":128},\"quant\":{\"weight_bits\":4},\"train\":{\"epochs\":1,"
+             "\"batch_size\":64}}", model);
+    lsq_spec s;
+    parse_spec(&s, spec);
+    FILE *ef = fopen(events, "w");
+    cr_assert_not_null(ef);
+    ev_sink sink;
+    ev_sink_init(&sink, fileno(ef));
+    train_opts o = {&sink, NULL, NULL, 0};
+    double acc;
+    cr_assert_eq(train_run(&s, out, &o, &acc, &err), LSQ_OK, "%s", err.message);
+    fclose(ef);
+    spec_free(&s);
+    cr_expect_eq(count_in_file(events, "\"phase\":\"pretrain\""), 0, "it pretrained");
+    cr_expect_eq(count_in_file(events, "\"full-precision model\""), 1);
+    snprintf(path, sizeof path, "%s/fp.lsqc", out);
+    expect_ckpt_holds_import(path, &im);
+    snprintf(path, sizeof path, "%s/model.lsqc", out);
+    lsq_ckpt c;
+    cr_assert_eq(ckpt_load(&c, path, &err), LSQ_OK, "%s", err.message);
+    lsq_net net;
+    cr_assert_eq(ckpt_build_net(&net, &c, 1, &err), LSQ_OK, "%s", err.message);
+    cr_expect(net.quantized);
+    json_t *bits = net_bits_json(&net);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(bits, "conv1"), "weight")), 8);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(bits, "layer1.conv1"), "weight")), 4);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(bits, "fc"), "act")), 8);
+    json_decref(bits);
+    net_free(&net);
+    ckpt_free(&c);
+
+    /* full precision, 0 epochs: the final model is the import */
+    snprintf(out, sizeof out, "%s/fp", d);
+    snprintf(spec, sizeof spec,
+             "{\"name\":\"onnx-fp\",\"model\":{\"onnx\":\"%s\"},\"dataset\":{\"train_limit\":64,"
+             "\"test_limit\":64},\"train\":{\"epochs\":0}}", model);
+    run(spec, out);
+    snprintf(path, sizeof path, "%s/model.lsqc", out);
+    expect_ckpt_holds_import(path, &im);
+    onnx_import_free(&im);
+
+    /* a model for other images than the dataset's is refused before training */
+    snprintf(spec, sizeof spec,
+             "{\"model\":{\"onnx\":\"tests/fixtures/onnx/mobilenet_op13_eval.onnx\"},"
+             "\"dataset\":{\"train_limit\":64,\"test_limit\":64},\"train\":{\"epochs\":0}}");
+    parse_spec(&s, spec);
+    ev_sink_init(&sink, -1);
+    snprintf(out, sizeof out, "%s/bad", d);
+    cr_expect_eq(train_run(&s, out, &o, &acc, &err), LSQ_ERR_INVALID);
+    cr_expect_str_eq(err.field, "model.onnx");
+    cr_expect(strstr(err.message, "3x16x16") && strstr(err.message, "1x28x28"), "%s", err.message);
+    spec_free(&s);
     rm_rf(d);
     free(d);
 }
