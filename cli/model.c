@@ -14,7 +14,7 @@
 
 static const char *IMPORT_USAGE =
     "usage: lsq import MODEL.onnx [--weight-bits N] [--act-bits N] [--first-last-bits N|float]\n"
-    "                  [--json]\n"
+    "                  [--json | --summary]\n"
     "\n"
     "Reads a float model exported to ONNX (docs/import.md) and prints it as lsq\n"
     "sees it: each layer with its type, inputs, output shape, parameters and\n"
@@ -22,6 +22,9 @@ static const char *IMPORT_USAGE =
     "quantizes at --weight-bits/--act-bits (default 4/4, the first and last\n"
     "conv/linear layers at --first-last-bits, default 8), and the totals.\n"
     "  --json   print the JSON layer list instead (the form of model.layers)\n"
+    "  --summary  print one JSON object: {\"summary\": input, classes, opset, layers,\n"
+    "           parameters, MACs, the quantized layers; \"model\": the layer list}, or\n"
+    "           {\"error\": {code, message, field}} and exit 1 (lsqd validates uploads so)\n"
     "A job spec trains the file with \"model\": {\"onnx\": \"MODEL.onnx\"}.\n"
     "Exit status: 0 imported, 1 refused (the message says why), 2 usage.\n";
 
@@ -50,6 +53,73 @@ static int is_weighted(const json_t *l)
     return strcmp(t, "conv2d") == 0 || strcmp(t, "linear") == 0;
 }
 
+/* --summary on failure: {"error":{"code","message","field"}} on stdout. */
+static int print_error_json(const lsq_err *err)
+{
+    json_t *j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", LSQ_STATUS_NAMES[err->code],
+                          "message", err->message, "field", err->field);
+    char *s = json_dumps(j, JSON_COMPACT);
+    printf("%s\n", s ? s : "{}");
+    free(s);
+    json_decref(j);
+    return 1;
+}
+
+/* --summary: {"summary": {...}, "model": the layer list}; a model this lsq
+ * imports but cannot build is an error. */
+static int print_summary_json(const onnx_import *im, int wbits, int abits, int flbits)
+{
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1;
+    q.weight_bits = wbits, q.act_bits = abits, q.first_last_bits = flbits;
+    const json_t *list = json_object_get(im->layers, "layers");
+    int first = -1, last = -1;
+    for (int i = 0; i < im->n_layers; i++)
+        if (is_weighted(json_array_get(list, (size_t)i))) {
+            if (first < 0) first = i;
+            last = i;
+        }
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsq_net net;
+    if (net_build(&net, im->layers, &q, im->classes, 1, &err) != LSQ_OK) {
+        lsq_err_prefix(&err, "model.onnx");
+        return print_error_json(&err);
+    }
+    double macs = net_forward_macs(&net);
+    size_t params = 0;
+    json_t *quantized = json_array();
+    for (int i = 0; i < im->n_layers; i++) {
+        const json_t *l = json_array_get(list, (size_t)i);
+        params += im->info[i].params;
+        if (!is_weighted(l)) continue;
+        const char *name = json_string_value(json_object_get(l, "name"));
+        spec_layer_quant r = spec_layer_resolve(&q, name, i == first || i == last);
+        json_array_append_new(quantized,
+                              r.quantized ? json_pack("{s:s, s:i, s:i}", "name", name,
+                                                      "weight_bits", r.weight_bits,
+                                                      "act_bits", r.act_bits)
+                                          : json_pack("{s:s, s:n}", "name", name,
+                                                      "weight_bits"));
+    }
+    net_free(&net);
+    json_t *j = json_pack("{s:{s:[i,i,i], s:i, s:I, s:I, s:s, s:i, s:I, s:f, s:i, s:o},"
+                          " s:O}",
+                          "summary", "input", im->c, im->h, im->w, "classes", im->classes,
+                          "opset", (json_int_t)im->opset, "ir_version",
+                          (json_int_t)im->ir_version, "producer", im->producer, "layers",
+                          im->n_layers, "parameters", (json_int_t)params, "macs", macs,
+                          "bn_training", im->bn_training, "quantized", quantized,
+                          "model", im->layers);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(j);
+    if (!s) return 1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
 static int cmd_import(int argc, char **argv)
 {
     if (cli_has_help(argc, argv)) {
@@ -69,6 +139,8 @@ static int cmd_import(int argc, char **argv)
             else if (cli_parse_int("import", a, argv[++i], 2, 8, &flbits)) return 2;
         } else if (strcmp(a, "--json") == 0) {
             as_json = 1;
+        } else if (strcmp(a, "--summary") == 0) {
+            as_json = 2;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "lsq import: unknown option '%s'\n%s", a, IMPORT_USAGE);
             return 2;
@@ -88,10 +160,16 @@ static int cmd_import(int argc, char **argv)
     lsq_err_clear(&err);
     onnx_import im;
     if (onnx_import_file(&im, path, ONNX_IMPORT_MAX_BYTES, &err) != LSQ_OK) {
+        if (as_json == 2) return print_error_json(&err);
         cli_print_err("import", &err);
         return 1;
     }
     const json_t *list = json_object_get(im.layers, "layers");
+    if (as_json == 2) {
+        int rc = print_summary_json(&im, wbits, abits, flbits);
+        onnx_import_free(&im);
+        return rc;
+    }
     if (as_json) {
         char *s = json_dumps(im.layers, JSON_INDENT(2) | JSON_REAL_PRECISION(9));
         printf("%s\n", s ? s : "");

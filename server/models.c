@@ -1,6 +1,6 @@
 /* Uploaded models: POST /api/v1/models takes an ONNX file (streamed to disk
  * by the HTTP layer, size-capped, sha256 on the way), validates it by running
- * `lsq import --json` on it in a child process (a parser fed by strangers
+ * `lsq import --summary` on it in a child process (a parser fed by strangers
  * never runs inside the daemon), and keeps it as DATA/models/ID.onnx with
  * the summary the importer printed. A file that does not import is refused
  * with the importer's message and nothing is stored. */
@@ -37,7 +37,7 @@ static double mono_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* Runs `lsq import --json FILE` and returns what it printed (NUL-terminated,
+/* Runs `lsq import --summary FILE` and returns what it printed (NUL-terminated,
  * caller frees) with its exit status in *status (-1: killed, timed out or
  * not started), or NULL when it could not be run at all. */
 static char *run_import(const lsqd_config *cfg, const char *file, int *status)
@@ -59,7 +59,7 @@ static char *run_import(const lsqd_config *cfg, const char *file, int *status)
             dup2(devnull, 2);
         }
         dup2(p[1], 1);
-        char *argv[] = {(char *)cfg->lsq_bin, "import", "--json", (char *)file, NULL};
+        char *argv[] = {(char *)cfg->lsq_bin, "import", "--summary", (char *)file, NULL};
         execv(argv[0], argv);
         _exit(127);
     }

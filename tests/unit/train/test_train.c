@@ -579,6 +579,9 @@ Test(train, a_net_the_deployed_forms_lack_still_finishes, .timeout = 240)
     cr_expect_eq(errors, 0);
     cr_expect_eq(skipped, 2, "a log event for each skipped artifact");
     cr_expect_gt(artifacts, 0, "the checkpoints are still artifacts");
+    rm_rf(d);
+    free(d);
+}
 
 /* ---- a job on an ONNX model ---- */
 
