@@ -143,13 +143,28 @@ enum MHD_Result models_post(req *r)
         json_t *e = json_object_get(doc, "error");
         const char *msg = json_string_value(json_object_get(e, "message"));
         const char *field = json_string_value(json_object_get(e, "field"));
-        if (msg)
+        if (msg) {
+            /* the message names the file: say the upload's name, not the
+             * server's temporary path */
+            char text[1024];
+            size_t pl = strlen(r->upload_path), o = 0;
+            for (const char *p = msg; *p && o + 1 < sizeof text;) {
+                if (pl && !strncmp(p, r->upload_path, pl)) {
+                    o += (size_t)snprintf(text + o, sizeof text - o, "%s", name);
+                    if (o >= sizeof text) o = sizeof text - 1;
+                    p += pl;
+                } else {
+                    text[o++] = *p++;
+                }
+            }
+            text[o] = '\0';
             res = http_reply_error(r, HERR_INVALID_MODEL, field && *field ? field : "body",
-                                   "%s", msg);
-        else
+                                   "%s", text);
+        } else {
             res = http_reply_error(r, HERR_INVALID_MODEL, "body",
                                    "the file could not be read as an ONNX model (the importer "
                                    "%s)", status < 0 ? "was stopped" : "failed");
+        }
         json_decref(doc);
         return res;
     }

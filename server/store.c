@@ -733,7 +733,7 @@ static json_t *model_row(sqlite3_stmt *st)
 }
 
 #define MODEL_COLUMNS                                                                      \
-    "m.id, m.name, m.bytes, m.sha256, m.path, m.summary, m.created_at, "                   \
+    "m.id, m.name, m.bytes, m.sha256, m.summary, m.created_at, "                           \
     "(SELECT count(*) FROM jobs j WHERE j.model_id = m.id AND j.state IN "                 \
     "('queued','running'))"
 

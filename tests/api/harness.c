@@ -163,6 +163,12 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 api_res *api(lsqd *d, const char *method, const char *path, const char *body,
              const char *ctype, const char *extra_header)
 {
+    return api_bin(d, method, path, body, body ? strlen(body) : 0, ctype, extra_header);
+}
+
+api_res *api_bin(lsqd *d, const char *method, const char *path, const void *body, size_t len,
+                 const char *ctype, const char *extra_header)
+{
     api_res *r = calloc(1, sizeof *r);
     cr_assert(r);
     r->content_length = -1;
@@ -175,7 +181,7 @@ api_res *api(lsqd *d, const char *method, const char *path, const char *body,
         snprintf(cth, sizeof cth, "Content-Type: %s", ctype ? ctype : "application/json");
         h = curl_slist_append(h, cth);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     }
     h = curl_slist_append(h, "Expect:");
     if (extra_header) h = curl_slist_append(h, extra_header);

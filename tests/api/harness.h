@@ -50,6 +50,9 @@ typedef struct {
  * body is given; extra_header may be NULL ("If-None-Match: ..."). */
 api_res *api(lsqd *d, const char *method, const char *path, const char *body,
              const char *ctype, const char *extra_header);
+/* The same with a body of len bytes (binary, e.g. an uploaded file). */
+api_res *api_bin(lsqd *d, const char *method, const char *path, const void *body, size_t len,
+                 const char *ctype, const char *extra_header);
 void api_free(api_res *r);
 /* The error code of an error reply ("" when there is none). */
 const char *api_err_code(const api_res *r);
