@@ -155,6 +155,17 @@ void dataset_free(lsq_dataset *d)
     memset(d, 0, sizeof *d);
 }
 
+void dataset_keep_first(lsq_dataset *d, int n)
+{
+    if (n <= 0 || n >= d->n) return;
+    size_t img = (size_t)d->c * d->h * d->w;
+    uint8_t *p = realloc(d->pixels, (size_t)n * img);
+    if (p) d->pixels = p;  /* a failed shrink keeps the larger buffer */
+    int32_t *l = realloc(d->labels, (size_t)n * sizeof *l);
+    if (l) d->labels = l;
+    d->n = n;
+}
+
 /* ---- the loader ---- */
 
 /* splitmix64's output function: a bijective 64-bit mixer. */
