@@ -144,6 +144,34 @@ void cache_histogram(const lsq_cache *c, const lsq_dataset *d, long *hist)
         if (d->labels[i] >= 0 && d->labels[i] < c->classes) hist[d->labels[i]]++;
 }
 
+void cache_stats(const lsq_dataset *d, double *mean, double *std)
+{
+    size_t hw = (size_t)d->h * d->w;
+    for (int ch = 0; ch < d->c; ch++) {
+        uint64_t s1 = 0, s2 = 0;
+        for (int i = 0; i < d->n; i++) {
+            const uint8_t *p = d->pixels + ((size_t)i * d->c + ch) * hw;
+            /* 32-bit partial sums of 4096 pixels cannot overflow (4096 *
+             * 255^2 < 2^32) and keep the inner loop narrow */
+            for (size_t k0 = 0; k0 < hw; k0 += 4096) {
+                size_t k1 = hw - k0 < 4096 ? hw : k0 + 4096;
+                uint32_t a = 0, b = 0;
+                for (size_t k = k0; k < k1; k++) {
+                    a += p[k];
+                    b += (uint32_t)p[k] * p[k];
+                }
+                s1 += a;
+                s2 += b;
+            }
+        }
+        double n = (double)d->n * (double)hw;
+        double m = n > 0 ? (double)s1 / n / 255.0 : 0.0;
+        double var = n > 0 ? (double)s2 / n / (255.0 * 255.0) - m * m : 0.0;
+        mean[ch] = m;
+        std[ch] = var > 0 ? sqrt(var) : 0.0;
+    }
+}
+
 lsq_status cache_finish(lsq_cache *c, lsq_err *err)
 {
     if (c->train.n < 1)
@@ -155,28 +183,7 @@ lsq_status cache_finish(lsq_cache *c, lsq_err *err)
                 return lsq_err_set(err, LSQ_ERR_FORMAT, NULL,
                                    "%s label %d at index %d is not below the %d classes",
                                    s ? "test" : "train", sp[s]->labels[i], i, c->classes);
-    /* exact integer sums: the statistics do not depend on summation order */
-    size_t hw = (size_t)c->h * c->w;
-    for (int ch = 0; ch < c->c; ch++) {
-        uint64_t s1 = 0, s2 = 0;
-        for (int i = 0; i < c->train.n; i++) {
-            const uint8_t *p = c->train.pixels + ((size_t)i * c->c + ch) * hw;
-            uint32_t a = 0, b = 0;  /* per plane: 4096^2 * 255^2 would overflow, so widen */
-            uint64_t a64 = 0, b64 = 0;
-            for (size_t k = 0; k < hw; k++) {
-                a += p[k];
-                b += (uint32_t)p[k] * p[k];
-                if ((k & 0xfff) == 0xfff) a64 += a, b64 += b, a = b = 0;
-            }
-            s1 += a64 + a;
-            s2 += b64 + b;
-        }
-        double n = (double)c->train.n * (double)hw;
-        double mean = (double)s1 / n / 255.0;
-        double var = (double)s2 / n / (255.0 * 255.0) - mean * mean;
-        c->mean[ch] = mean;
-        c->std[ch] = var > 0 ? sqrt(var) : 0.0;
-    }
+    cache_stats(&c->train, c->mean, c->std);
     return LSQ_OK;
 }
 

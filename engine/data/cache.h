@@ -58,6 +58,9 @@ lsq_status cache_store(lsq_dataset *d, int i, const uint8_t *src, int c, int h, 
  * count is not c->classes or a name is not valid. */
 lsq_status cache_names_parse(lsq_cache *c, const uint8_t *text, size_t n, const char *where,
                              lsq_err *err);
+/* Per-channel mean and population std of d's pixels scaled to [0, 1]
+ * (exact integer sums: the result does not depend on the order). */
+void cache_stats(const lsq_dataset *d, double *mean, double *std);
 /* Checks every label of both splits against the class count and fills
  * mean and std from the training pixels. LSQ_ERR_FORMAT for an empty
  * training split or a label out of range. */

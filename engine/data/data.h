@@ -66,6 +66,8 @@ typedef struct {
     int flip;            /* random horizontal flip */
     int epoch;
     int32_t *perm;       /* (N), owned */
+    int normalize;       /* loader_set_normalize: x = pixel * scale[c] + bias[c] */
+    float scale[4], bias[4];
 } lsq_loader;
 
 lsq_status loader_init(lsq_loader *l, const lsq_dataset *ds, int batch,
@@ -75,7 +77,14 @@ lsq_status loader_init(lsq_loader *l, const lsq_dataset *ds, int batch,
 void loader_set_epoch(lsq_loader *l, int epoch);
 /* Number of batches per epoch (the last may be short). */
 int loader_batches(const lsq_loader *l);
-/* Fills batch b: x (count, C, H, W) pixels / 255, y (count). Returns count. */
+/* Per-channel normalisation of what loader_fill writes: (pixel / 255 -
+ * mean[c]) / std[c], computed as pixel * scale + bias with scale = 1 / (255
+ * std) and bias = -mean / std; the zero padding of a random crop becomes a
+ * black pixel's value, -mean / std (as padding before normalising does).
+ * mean and std have C entries (C <= 4, std > 0); NULL turns it off. */
+void loader_set_normalize(lsq_loader *l, const float *mean, const float *std);
+/* Fills batch b: x (count, C, H, W) pixels / 255 (or normalised), y
+ * (count). Returns count. */
 int loader_fill(const lsq_loader *l, int b, float *x, int32_t *y);
 void loader_free(lsq_loader *l);
 
