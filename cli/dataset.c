@@ -16,7 +16,8 @@
 
 static const char *DATASET_USAGE =
     "usage: lsq dataset import SRC --out DIR [--format F] [--size HxW] [--channels 1|3]\n"
-    "                          [--test-fraction F] [--seed S] [--labels fine|coarse] [--json]\n"
+    "                          [--test-fraction F] [--seed S] [--labels fine|coarse]\n"
+    "                          [--max-bytes N] [--json]\n"
     "       lsq dataset info DIR [--json]\n"
     "\n"
     "import decodes the dataset at SRC (a folder, or a .tar, .tar.gz or .zip; a .npz)\n"
@@ -29,6 +30,8 @@ static const char *DATASET_USAGE =
     "  --test-fraction F  folder: share of each class held out for test (default 0.2)\n"
     "  --seed S           folder: seed of the split and of the stored order (default 1)\n"
     "  --labels L         cifar100: fine (100 classes, default) or coarse (20)\n"
+    "  --max-bytes N      refuse an archive that expands past N bytes in all (and\n"
+    "                     no entry past min(N, 1 GiB)); default 8 GiB\n"
     "  --json             print the summary (or the error) as one JSON object\n"
     "info prints the summary of an existing cache after checking all of it.\n"
     "Exit status: 0 done, 1 failed, 2 usage.\n";
@@ -122,7 +125,8 @@ static int cmd_import(int argc, char **argv)
         char msg[256];
         if (!strcmp(a, "--json")) continue;
         static const char *const valued[] = {"--out", "--format", "--size", "--channels",
-                                             "--test-fraction", "--seed", "--labels", NULL};
+                                             "--test-fraction", "--seed", "--labels",
+                                             "--max-bytes", NULL};
         int takes = 0;
         for (int k = 0; valued[k]; k++) takes |= !strcmp(a, valued[k]);
         if (takes && !v) {
@@ -174,6 +178,16 @@ static int cmd_import(int argc, char **argv)
                 return usage_fail(cmd, json, "seed", msg);
             }
             o.seed = s;
+            i++;
+        } else if (!strcmp(a, "--max-bytes")) {
+            char *end;
+            unsigned long long m = strtoull(v, &end, 10);
+            if (end == v || *end || v[0] == '-' || m < 1024) {
+                snprintf(msg, sizeof msg, "--max-bytes must be an integer >= 1024, got '%.64s'", v);
+                return usage_fail(cmd, json, "max_bytes", msg);
+            }
+            o.limits.max_total_bytes = (size_t)m;
+            o.limits.max_entry_bytes = m < SRC_MAX_ENTRY_BYTES ? (size_t)m : SRC_MAX_ENTRY_BYTES;
             i++;
         } else if (!strcmp(a, "--labels")) {
             if (strcmp(v, "fine") && strcmp(v, "coarse")) {

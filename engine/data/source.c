@@ -131,6 +131,19 @@ static lsq_status archive_fail(walk *w, struct archive *a, const char *entry)
                        w->src, msg ? msg : "read error");
 }
 
+/* Whether the file starts like a gzip, bzip2, xz or zip stream: then a
+ * failure to read it is damage, not a file of another kind. */
+static int looks_packed(const char *path)
+{
+    unsigned char b[6] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    return (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) || (n >= 3 && !memcmp(b, "BZh", 3)) ||
+           (n >= 6 && !memcmp(b, "\xfd" "7zXZ\0", 6)) || (n >= 4 && !memcmp(b, "PK\3\4", 4));
+}
+
 static lsq_status walk_archive(walk *w)
 {
     lsq_status st = LSQ_OK;
@@ -149,6 +162,8 @@ static lsq_status walk_archive(walk *w)
         if (e == ENOENT || e == EACCES || e == EISDIR)
             st = lsq_err_set(w->err, LSQ_ERR_IO, w->src, "cannot open %s: %s", w->src,
                              strerror(e));
+        else if (looks_packed(w->src))
+            st = archive_fail(w, a, NULL);
         else
             st = lsq_err_set(w->err, LSQ_ERR_FORMAT, w->src,
                              "%s: not a tar or zip archive (%s)", w->src,
@@ -160,7 +175,9 @@ static lsq_status walk_archive(walk *w)
         int r = archive_read_next_header(a, &e);
         if (r == ARCHIVE_EOF) break;
         if (r < ARCHIVE_WARN) {
-            if (first)
+            /* nothing recognised at all is "not an archive"; a compressed
+             * stream or a known format that fails is a damaged one */
+            if (first && !looks_packed(w->src))
                 st = lsq_err_set(w->err, LSQ_ERR_FORMAT, w->src,
                                  "%s: not a tar or zip archive (%s)", w->src,
                                  archive_error_string(a) ? archive_error_string(a)
@@ -211,7 +228,7 @@ static lsq_status walk_archive(walk *w)
             (uint64_t)archive_entry_size(e) > w->max_entry) {
             st = lsq_err_set(w->err, LSQ_ERR_FORMAT, w->src,
                              "%s: entry '%.300s' declares %lld bytes, over the cap of %zu "
-                             "bytes per entry; refused", w->src, path,
+                             "bytes per entry (a decompression bomb?); refused", w->src, path,
                              (long long)archive_entry_size(e), w->max_entry);
             goto out;
         }
