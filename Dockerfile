@@ -10,11 +10,13 @@ COPY . .
 RUN make -j"$(nproc)" build/lsq build/lsqd && mkdir -p web
 
 FROM debian:12
-# Runtime libraries of lsq and lsqd, and the Fashion-MNIST package the jobs read.
+# Runtime libraries of lsq and lsqd (libarchive, libpng and libjpeg read the
+# datasets that `lsq dataset import` decodes), and the Fashion-MNIST package.
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       libmicrohttpd12 libjansson4 libsqlite3-0 libcurl4 libopenblas0-pthread zlib1g \
-      libprotobuf-c1 libgomp1 dataset-fashion-mnist curl ca-certificates \
+      libprotobuf-c1 libarchive13 libpng16-16 libjpeg62-turbo \
+      libgomp1 dataset-fashion-mnist curl ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/lsqd --create-home --shell /usr/sbin/nologin lsqd
 COPY --from=build /src/build/lsq /src/build/lsqd /usr/local/bin/

@@ -10,7 +10,11 @@ SANITIZE ?=
 BUILD   := build$(if $(SANITIZE),-san)
 DEPS_STAMP := $(BUILD)/.deps-ok
 
-ENGINE_PKGS := jansson zlib openblas libprotobuf-c
+# Datasets: libarchive (tar, tar.gz, zip), libpng and libjpeg(-turbo). Debian's
+# libjpeg62-turbo-dev ships libjpeg.pc; elsewhere plain -ljpeg is the fallback.
+# Deferred (=) so that it is asked after install-deps.sh ran.
+JPEG_PKG     = $(shell $(PKG_CONFIG) --exists libjpeg 2>/dev/null && echo libjpeg)
+ENGINE_PKGS  = jansson zlib openblas libprotobuf-c libarchive libpng $(JPEG_PKG)
 SERVER_PKGS := libmicrohttpd sqlite3 libcurl
 PKG_CONFIG  ?= pkg-config
 
@@ -67,7 +71,7 @@ LSQD       := $(BUILD)/lsqd
 UNIT_BIN   := $(BUILD)/tests/unit
 API_BIN    := $(BUILD)/tests/api
 
-ENGINE_LIBS = $(call pkglibs,$(ENGINE_PKGS)) -lm
+ENGINE_LIBS = $(call pkglibs,$(ENGINE_PKGS)) $(if $(JPEG_PKG),,-ljpeg) -lm
 SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))

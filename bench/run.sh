@@ -6,7 +6,11 @@
 #      (resnet20 also on the im2col + SGEMM conv path alone; W2A2 also
 #      without the integer forward of quantized convs, --conv float);
 #      achieved GFLOP/s against the SGEMM ceiling measured in the same run;
-#   2. integer inference vs the float engine vs onnxruntime (bench/infer.sh).
+#   2. the loader: cached colour 32x32 images per second on one core, batch
+#      fill with crop + flip + normalisation, against resnet20's training
+#      images/s (median of the rounds): the loader must never be what
+#      training waits on;
+#   3. integer inference vs the float engine vs onnxruntime (bench/infer.sh).
 # OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both sides alike: a
 # user's machine has neither (tests and CI leave them as they are).
 # ROUNDS (default 3) and STEPS (default 30) size the run.
@@ -46,6 +50,23 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 /usr/bin/python3 bench/summarize.py "$LOG" | tee "$OUT/train.md"
+"$BUILD/bench/loader_bench" > "$OUT/loader.jsonl"
+/usr/bin/python3 - "$LOG" "$OUT/loader.jsonl" <<'PY' | tee "$OUT/loader.md"
+import json, statistics, sys
+train = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+loader = json.loads(open(sys.argv[2]).read())
+ips = loader["images_per_s"]
+print("\nloader: %.0f colour 32x32 images/s on one core (batch %d, crop pad %d + flip + "
+      "normalise; %s)" % (ips, loader["batch"], loader["crop_pad"], loader["cpu"]))
+for bits in (32, 2):
+    runs = [r for r in train if r.get("bench") == "train" and r.get("engine") == "lsq" and
+            r.get("model") == "resnet20" and r.get("bits") == bits]
+    if runs:
+        t = statistics.median(r["images_per_s"] for r in runs)
+        print("  resnet20 %s trains %.0f images/s on %d threads: the loader is %.0fx that "
+              "on one core" % ("FP" if bits == 32 else "W%dA%d" % (bits, bits), t,
+                               runs[0].get("threads", 2), ips / t))
+PY
 if [ -x bench/infer.sh ]; then
   bench/infer.sh "$BUILD"
 fi

@@ -216,14 +216,22 @@ static int cmd_eval(int argc, char **argv)
         ckpt_free(&c);
         return 1;
     }
-    const char *dsname = "fashion-mnist";
-    const json_t *sj = json_object_get(c.header, "spec");
-    const char *dsn = json_string_value(json_object_get(json_object_get(sj, "dataset"), "name"));
-    if (dsn) dsname = dsn;
-    if (!data) data = json_string_value(json_object_get(json_object_get(sj, "dataset"), "path"));
+    /* the test set of the dataset the model was trained on: its job spec's
+     * (a cache, or a built-in set), --data replacing the folder */
+    lsq_spec spec;
     lsq_dataset test;
+    net_data nd;
     int rc = 0;
-    if (dataset_load(NULL, &test, dsname, data, 0, limit, &err) != LSQ_OK) {
+    lsq_status st = spec_from_json(&spec, json_object_get(c.header, "spec"), &err);
+    if (st == LSQ_OK) {
+        spec.train_limit = 0;
+        spec.test_limit = limit;
+        st = train_load_dataset(&spec, data, NULL, &test, &nd, &err);
+    } else {
+        st = dataset_load(NULL, &test, "fashion-mnist", data, 0, limit, &err);
+    }
+    spec_free(&spec);
+    if (st != LSQ_OK) {
         cli_print_err("eval", &err);
         rc = 1;
     } else {

@@ -19,6 +19,9 @@ static const char *USAGE =
     "  predict MODEL.lsqm IMAGES...   classify IDX / PGM / PNG images\n"
     "  info MODEL         layers, bits, step sizes and size of a model\n"
     "  check SPEC.json    validate a job spec and print it with every default\n"
+    "  dataset import SRC --out DIR [...]   decode a dataset (IDX, CIFAR, image folders,\n"
+    "                     .npz) once into a cache that jobs train on\n"
+    "  dataset info DIR   the summary of a dataset cache\n"
     "\n"
     "Talking to lsqd (LSQD_URL, default http://127.0.0.1:8080):\n"
     "  submit SPEC.json | jobs | status ID | watch ID | cancel ID | download ID NAME [-o FILE]\n"
@@ -38,7 +41,8 @@ int main(int argc, char **argv)
     }
     argc--, argv++;
     int (*const groups[])(const char *, int, char **) = {
-        cli_train_dispatch, cli_model_dispatch, cli_deploy_dispatch, cli_client_dispatch,
+        cli_train_dispatch, cli_model_dispatch, cli_deploy_dispatch, cli_dataset_dispatch,
+        cli_client_dispatch,
     };
     for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) {
         int rc = groups[i](cmd, argc, argv);

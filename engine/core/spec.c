@@ -340,18 +340,14 @@ static lsq_status parse_model(lsq_spec *spec, const json_t *root, lsq_err *err)
     spec->arch[0] = '\0';
     json_t *copy = json_deep_copy(m);
     if (!copy) return lsq_err_set(err, LSQ_ERR_NOMEM, "model", "out of memory copying model");
-    /* Both datasets are 28x28 grayscale; make the default explicit so the
-     * network builder always finds the input shape. */
-    if (!input)
-        json_object_set_new(copy, "input", json_pack("[iii]", 1, 28, 28));
     spec->model_layers = copy;
     return LSQ_OK;
 }
 
 static lsq_status parse_dataset(lsq_spec *spec, const json_t *root, lsq_err *err)
 {
-    static const char *const keys[] = {"name", "path", "train_limit", "test_limit",
-                                       "augment", NULL};
+    static const char *const keys[] = {"name", "path", "cache", "normalize", "train_limit",
+                                       "test_limit", "augment", NULL};
     static const char *const akeys[] = {"crop_pad", "flip", NULL};
     const json_t *d, *a;
     TRY(get_obj(root, "", "dataset", 0, &d, err));
@@ -361,6 +357,15 @@ static lsq_status parse_dataset(lsq_spec *spec, const json_t *root, lsq_err *err
     TRY(get_enum(d, "dataset", "name", DATASET_NAMES, DATASET_COUNT, &which, err));
     snprintf(spec->dataset, sizeof spec->dataset, "%s", DATASET_NAMES[which]);
     TRY(get_str(d, "dataset", "path", spec->dataset_path, sizeof spec->dataset_path, 0, err));
+    TRY(get_str(d, "dataset", "cache", spec->dataset_cache, sizeof spec->dataset_cache, 0, err));
+    if (spec->dataset_cache[0] && (which != 0 || spec->dataset_path[0]))
+        return lsq_err_set(err, LSQ_ERR_INVALID, "dataset.cache",
+                           "dataset.cache names the whole dataset; it cannot be combined with "
+                           "dataset.name \"%s\" or a dataset.path", spec->dataset);
+    /* normalisation is on for caches; the built-in sets keep the plain
+     * x/255 inputs that their results were obtained with */
+    spec->normalize = spec->dataset_cache[0] != 0;
+    TRY(get_bool(d, "dataset", "normalize", &spec->normalize, err));
     TRY(get_int32(d, "dataset", "train_limit", 0, INT_MAX, &spec->train_limit, err));
     TRY(get_int32(d, "dataset", "test_limit", 0, INT_MAX, &spec->test_limit, err));
     TRY(get_obj(d, "dataset", "augment", 0, &a, err));
@@ -633,6 +638,13 @@ static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_e
     }
     TRY(parse_model(spec, root, err));
     TRY(parse_dataset(spec, root, err));
+    /* The built-in datasets are 28x28 grayscale: a layer list without an
+     * input shape gets that one, made explicit so that the network builder
+     * always finds it. With a cache the shape is the cache's, known when
+     * the network is built (net_spec_layers). */
+    if (spec->model_layers && !json_object_get(spec->model_layers, "input") &&
+        !spec->dataset_cache[0])
+        json_object_set_new(spec->model_layers, "input", json_pack("[iii]", 1, 28, 28));
     TRY(parse_quant(spec, root, err));
     TRY(parse_init(spec, root, err));
     TRY(parse_pretrain(spec, root, err));
@@ -763,9 +775,11 @@ json_t *spec_to_json(const lsq_spec *spec)
                     : spec->model_onnx[0] ? json_pack("{s:s}", "onnx", spec->model_onnx)
                                           : json_pack("{s:s}", "arch", spec->arch);
     return json_pack(
-        "{s:s, s:o, s:{s:s, s:s, s:i, s:i, s:{s:i, s:b}}, s:o, s:o, s:o, s:o, s:o, s:i, s:i}",
+        "{s:s, s:o, s:{s:s, s:s, s:s, s:b, s:i, s:i, s:{s:i, s:b}}, s:o, s:o, s:o, s:o, s:o, s:i, "
+        "s:i}",
         "name", spec->name, "model", model,
-        "dataset", "name", spec->dataset, "path", spec->dataset_path,
+        "dataset", "name", spec->dataset, "path", spec->dataset_path, "cache",
+        spec->dataset_cache, "normalize", spec->normalize,
         "train_limit", spec->train_limit, "test_limit", spec->test_limit,
         "augment", "crop_pad", spec->augment_crop_pad, "flip", spec->augment_flip,
         "quant", spec->quant.enabled ? quant_to_json(&spec->quant) : json_null(),

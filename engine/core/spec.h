@@ -98,6 +98,10 @@ typedef struct {
     /* dataset */
     char dataset[SPEC_NAME_MAX];   /* "fashion-mnist" (default) | "mnist" */
     char dataset_path[SPEC_PATH_MAX]; /* "" = default location */
+    char dataset_cache[SPEC_PATH_MAX]; /* a folder from `lsq dataset import`; "" = none.
+                                          Exclusive with a non-default name or path */
+    int normalize;             /* dataset.normalize: inputs (x/255 - mean) / std per
+                                  channel; default true with a cache, else false */
     int train_limit, test_limit;   /* 0 = all */
     int augment_crop_pad;      /* dataset.augment.crop_pad, 0..8, default 0 */
     int augment_flip;          /* dataset.augment.flip, default false */

@@ -155,6 +155,17 @@ void dataset_free(lsq_dataset *d)
     memset(d, 0, sizeof *d);
 }
 
+void dataset_keep_first(lsq_dataset *d, int n)
+{
+    if (n <= 0 || n >= d->n) return;
+    size_t img = (size_t)d->c * d->h * d->w;
+    uint8_t *p = realloc(d->pixels, (size_t)n * img);
+    if (p) d->pixels = p;  /* a failed shrink keeps the larger buffer */
+    int32_t *l = realloc(d->labels, (size_t)n * sizeof *l);
+    if (l) d->labels = l;
+    d->n = n;
+}
+
 /* ---- the loader ---- */
 
 /* splitmix64's output function: a bijective 64-bit mixer. */
@@ -216,6 +227,7 @@ lsq_status loader_init(lsq_loader *l, const lsq_dataset *ds, int batch,
     l->seed = seed;
     l->crop_pad = crop_pad;
     l->flip = flip;
+    loader_set_normalize(l, NULL, NULL);
     loader_set_epoch(l, 0);
     return LSQ_OK;
 }
@@ -240,26 +252,63 @@ int loader_batches(const lsq_loader *l)
     return (l->ds->n - 1) / l->batch + 1;  /* n >= 1; no overflow for big batches */
 }
 
+void loader_set_normalize(lsq_loader *l, const float *mean, const float *std)
+{
+    l->normalize = mean && std;
+    for (int c = 0; c < 4; c++) {
+        l->scale[c] = 1.0f / 255.0f;
+        l->bias[c] = 0.0f;
+    }
+    if (!l->normalize) return;
+    for (int c = 0; c < l->ds->c && c < 4; c++) {
+        l->scale[c] = (float)(1.0 / (255.0 * std[c]));
+        l->bias[c] = (float)(-(double)mean[c] / std[c]);
+    }
+}
+
+/* n pixels of a row into floats: src[k * step] for k < n (step 1 or -1),
+ * pixel / 255 exactly (as always without normalisation) or pixel * a + b.
+ * Branch-free inner loops, so they vectorize. */
+static inline void data_row(float *dst, const uint8_t *src, int n, int step, int norm, float a,
+                            float b)
+{
+    if (!norm) {
+        if (step > 0) {
+#pragma omp simd
+            for (int x = 0; x < n; x++) dst[x] = (float)src[x] / 255.0f;
+        } else {
+#pragma omp simd
+            for (int x = 0; x < n; x++) dst[x] = (float)src[-x] / 255.0f;
+        }
+    } else if (step > 0) {
+#pragma omp simd
+        for (int x = 0; x < n; x++) dst[x] = (float)src[x] * a + b;
+    } else {
+#pragma omp simd
+        for (int x = 0; x < n; x++) dst[x] = (float)src[-x] * a + b;
+    }
+}
+
 /* One image: shift by (dy, dx) with zero fill (a crop of the zero-padded
  * image), then mirror when flip. src (C, H, W) bytes, dst (C, H, W) floats,
- * each pixel / 255.0f. The inner loops are branch-free so they vectorize. */
-static void data_fill_one(float *dst, const uint8_t *src, int c, int h, int w,
-                          int dy, int dx, int flip)
+ * each pixel / 255.0f, or pixel * scale[c] + bias[c] when norm (the padding
+ * then is bias[c], a black pixel's value). */
+static void data_fill_one(float *dst, const uint8_t *src, int c, int h, int w, int dy, int dx,
+                          int flip, int norm, const float *scale, const float *bias)
 {
     for (int ch = 0; ch < c; ch++) {
         const uint8_t *sp = src + (size_t)ch * h * w;
         float *dp = dst + (size_t)ch * h * w;
+        float a = scale[ch], b = bias[ch], pad = norm ? b : 0.0f;
         if (dy == 0 && dx == 0 && !flip) {
-            int hw = h * w;
-#pragma omp simd
-            for (int i = 0; i < hw; i++) dp[i] = (float)sp[i] / 255.0f;
+            data_row(dp, sp, h * w, 1, norm, a, b);
             continue;
         }
         for (int y = 0; y < h; y++) {
             int sy = y + dy;
             float *row = dp + (size_t)y * w;
             if (sy < 0 || sy >= h) {
-                memset(row, 0, (size_t)w * sizeof *row);
+                for (int x = 0; x < w; x++) row[x] = pad;
                 continue;
             }
             const uint8_t *srow = sp + (size_t)sy * w;
@@ -269,17 +318,12 @@ static void data_fill_one(float *dst, const uint8_t *src, int c, int h, int w,
             if (x0 < 0) x0 = 0;
             if (x1 > w) x1 = w;
             if (x1 < x0) x1 = x0;
-            for (int x = 0; x < x0; x++) row[x] = 0.0f;
-            if (flip) {
-                const uint8_t *rs = srow + w - 1 + dx;  /* rs[-x] = srow[sx] */
-#pragma omp simd
-                for (int x = x0; x < x1; x++) row[x] = (float)rs[-x] / 255.0f;
-            } else {
-                const uint8_t *rs = srow + dx;
-#pragma omp simd
-                for (int x = x0; x < x1; x++) row[x] = (float)rs[x] / 255.0f;
-            }
-            for (int x = x1; x < w; x++) row[x] = 0.0f;
+            for (int x = 0; x < x0; x++) row[x] = pad;
+            if (flip) /* rs[-x] = srow[sx] */
+                data_row(row + x0, srow + w - 1 + dx - x0, x1 - x0, -1, norm, a, b);
+            else
+                data_row(row + x0, srow + dx + x0, x1 - x0, 1, norm, a, b);
+            for (int x = x1; x < w; x++) row[x] = pad;
         }
     }
 }
@@ -313,8 +357,8 @@ int loader_fill(const lsq_loader *l, int b, float *x, int32_t *y)
             }
             if (l->flip) fl = (int)(r >> 63);
         }
-        data_fill_one(x + (size_t)i * img, ds->pixels + (size_t)src * img, c, h,
-                      w, dy, dx, fl);
+        data_fill_one(x + (size_t)i * img, ds->pixels + (size_t)src * img, c, h, w, dy, dx,
+                      fl, l->normalize, l->scale, l->bias);
         y[i] = ds->labels[src];
     }
     return count;

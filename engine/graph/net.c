@@ -11,6 +11,7 @@
 
 #include "core/par.h"
 #include "core/rng.h"
+#include "data/cache.h"
 #include "graph/onnx_import.h"
 #include "nn/layers.h"
 
@@ -286,6 +287,28 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
         }
         ic = d[0], ih = d[1], iw = d[2];
     }
+    const json_t *norm = json_object_get(spec_layers, "normalize");
+    if (norm) {
+        const json_t *m = json_object_get(norm, "mean"), *sd = json_object_get(norm, "std");
+        int ok = json_is_object(norm) && json_object_size(norm) == 2 && ic <= NET_NORM_MAX &&
+                 json_is_array(m) && json_is_array(sd) && json_array_size(m) == (size_t)ic &&
+                 json_array_size(sd) == (size_t)ic;
+        for (int i = 0; ok && i < ic; i++) {
+            const json_t *a = json_array_get(m, (size_t)i), *b = json_array_get(sd, (size_t)i);
+            double x = json_number_value(a), y = json_number_value(b);
+            ok = json_is_number(a) && json_is_number(b) && isfinite(x) && isfinite(y) && y > 0;
+            net->norm_mean[i] = (float)x;
+            net->norm_std[i] = (float)y;
+        }
+        if (!ok) {
+            memset(net, 0, sizeof *net);
+            return lsq_err_set(err, LSQ_ERR_INVALID, "model.normalize",
+                               "model.normalize must be {\"mean\": [%d numbers], \"std\": [%d "
+                               "numbers > 0]} for %d input channels (at most %d)",
+                               ic, ic, ic, NET_NORM_MAX);
+        }
+        net->norm_on = 1;
+    }
     net->layers = json_deep_copy(spec_layers);
     net->max_batch = max_batch;
     net->classes = classes;
@@ -305,7 +328,7 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
     snprintf(in0->name, sizeof in0->name, "input");
     for (int t = 0; t < NET_MAX_INPUTS; t++) in0->in[t] = -1;
     in0->c = ic, in0->h = ih, in0->w = iw;
-    in0->nonneg = 1;
+    in0->nonneg = !net->norm_on;  /* pixels / 255 are >= 0; normalised ones are not */
     in0->wv = in0->bv = in0->gammav = in0->betav = -1;
     net->n_nodes = 1;
 
@@ -786,30 +809,88 @@ void net_free(lsq_net *net)
 
 json_t *net_spec_layers(const lsq_spec *spec, lsq_err *err)
 {
+    net_data d = NET_DATA_MNIST;
+    return net_spec_layers_for(spec, &d, err);
+}
+
+json_t *net_spec_layers_for(const lsq_spec *spec, const net_data *data, lsq_err *err)
+{
+    json_t *layers;
     if (spec->model_onnx[0]) {
+        /* the ONNX file's layer list (its input shape is checked against
+         * the dataset by the caller, naming model.onnx) */
         onnx_import im;
         if (onnx_import_file(&im, spec->model_onnx, ONNX_IMPORT_MAX_BYTES, err) != LSQ_OK)
             return NULL;
-        json_t *layers = json_incref(im.layers);
+        layers = json_deep_copy(im.layers);
         onnx_import_free(&im);
-        return layers;
+        if (!layers) {
+            lsq_err_set(err, LSQ_ERR_NOMEM, "model.onnx", "out of memory copying the layers");
+            return NULL;
+        }
+    } else if (spec->model_layers) {
+        layers = json_deep_copy(spec->model_layers);
+        if (!layers) {
+            lsq_err_set(err, LSQ_ERR_NOMEM, "model", "out of memory copying model.layers");
+            return NULL;
+        }
+        const json_t *in = json_object_get(layers, "input");
+        if (!in) {
+            json_object_set_new(layers, "input", json_pack("[i,i,i]", data->c, data->h, data->w));
+        } else {
+            int d[3] = {0, 0, 0};
+            for (int i = 0; i < 3; i++) d[i] = (int)json_integer_value(json_array_get(in, (size_t)i));
+            if (d[0] != data->c || d[1] != data->h || d[2] != data->w) {
+                lsq_err_set(err, LSQ_ERR_INVALID, "model.input",
+                            "model.input is %dx%dx%d but the dataset's images are %dx%dx%d "
+                            "(C x H x W)", d[0], d[1], d[2], data->c, data->h, data->w);
+                json_decref(layers);
+                return NULL;
+            }
+        }
+    } else {
+        layers = net_zoo_layers_for(spec->arch[0] ? spec->arch : "cnn-small", data->c, data->h,
+                                    data->w, data->classes, err);
+        if (!layers) return NULL;
     }
-    if (spec->model_layers) {
-        json_t *copy = json_deep_copy(spec->model_layers);
-        if (!json_object_get(copy, "input"))
-            json_object_set_new(copy, "input", json_pack("[i,i,i]", 1, 28, 28));
-        return copy;
+    if (data->normalize) {
+        json_t *m = json_array(), *sd = json_array();
+        for (int i = 0; i < data->c && i < NET_NORM_MAX; i++) {
+            json_array_append_new(m, json_real(data->mean[i]));
+            json_array_append_new(sd, json_real(data->std[i] >= 1e-6 ? data->std[i] : 1.0));
+        }
+        json_object_set_new(layers, "normalize", json_pack("{s:o, s:o}", "mean", m, "std", sd));
     }
-    return net_zoo_layers(spec->arch[0] ? spec->arch : "cnn-small", 1, 28, 28, err);
+    return layers;
+}
+
+lsq_status net_spec_data(const lsq_spec *spec, net_data *data, lsq_err *err)
+{
+    *data = NET_DATA_MNIST;
+    data->normalize = spec->normalize;
+    for (int i = 0; i < NET_NORM_MAX; i++) data->std[i] = 1.0;
+    if (!spec->dataset_cache[0]) return LSQ_OK;
+    lsq_cache c;
+    lsq_status st = cache_read(&c, spec->dataset_cache, 1, err);
+    if (st != LSQ_OK) {
+        if (err) snprintf(err->field, sizeof err->field, "dataset.cache");
+        return st;
+    }
+    data->c = c.c, data->h = c.h, data->w = c.w, data->classes = c.classes;
+    for (int i = 0; i < c.c; i++) data->mean[i] = c.mean[i], data->std[i] = c.std[i];
+    cache_free(&c);
+    return LSQ_OK;
 }
 
 lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err)
 {
-    json_t *layers = net_spec_layers(spec, err);
+    net_data d;
+    lsq_status st = net_spec_data(spec, &d, err);
+    if (st != LSQ_OK) return st;
+    json_t *layers = net_spec_layers_for(spec, &d, err);
     if (!layers) return err ? err->code : LSQ_ERR_INVALID;
     lsq_net net;
-    lsq_status st = net_build(&net, layers, spec->quant.enabled ? &spec->quant : NULL,
-                              10, 1, err);
+    st = net_build(&net, layers, spec->quant.enabled ? &spec->quant : NULL, d.classes, 1, err);
     if (st == LSQ_OK) net_free(&net);
     json_decref(layers);
     return st;
@@ -901,10 +982,27 @@ void net_quant_init_weights(lsq_net *net, spec_qinit init)
         else quant_init_paper(s, w, nd->wq.channels, nd->wq.per, &nd->wq.r);
         /* The network's input: 8-bit pixels are represented exactly by
          * s = 1/255 (codes 0..255); the paper's init would waste most levels. */
-        if (nd->aq.on && reads_image(net, nd->in[0]) && !nd->aq.r.is_signed &&
+        if (nd->aq.on && reads_image(net, nd->in[0]) && !nd->aq.r.is_signed && !net->norm_on &&
             nd->aq.r.bits == 8 && nd->aq.offset_view < 0) {
             view_ptr(net, nd->aq.step_view)[0] = 1.0f / 255.0f;
             view_ptr(net, nd->aq.flag_view)[0] = 1.0f;
+        }
+        /* A normalised input covers [-mean/std, (1-mean)/std] per channel:
+         * the smallest step that holds all of it without clipping. */
+        if (nd->aq.on && reads_image(net, nd->in[0]) && nd->aq.r.is_signed && net->norm_on &&
+            nd->aq.r.bits == 8 && nd->aq.offset_view < 0) {
+            int ch = net->nodes[0].c;
+            double step = 0;
+            for (int c = 0; c < ch; c++) {
+                double lo = net->norm_mean[c] / net->norm_std[c];
+                double hi = (1.0 - net->norm_mean[c]) / net->norm_std[c];
+                if (lo / nd->aq.r.qn > step) step = lo / nd->aq.r.qn;
+                if (hi / nd->aq.r.qp > step) step = hi / nd->aq.r.qp;
+            }
+            if (step > 0) {
+                view_ptr(net, nd->aq.step_view)[0] = (float)step;
+                view_ptr(net, nd->aq.flag_view)[0] = 1.0f;
+            }
         }
     }
 }

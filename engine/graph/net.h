@@ -95,6 +95,8 @@ typedef struct {
     int32_t *wcodes;           /* conv: the weight codes (integer forward) */
 } net_node;
 
+#define NET_NORM_MAX 4  /* channels a normalised input may have */
+
 typedef struct {
     int n_nodes;
     net_node *nodes;
@@ -116,6 +118,9 @@ typedef struct {
     spec_gscale gscale;        /* step-gradient scale mode */
     double gscale_value;
     json_t *layers;            /* the layer list it was built from (owned) */
+    int norm_on;               /* the input is normalised: (x/255 - mean) / std per
+                                * channel ("normalize" in the layer list) */
+    float norm_mean[NET_NORM_MAX], norm_std[NET_NORM_MAX];
     float *probs;              /* (max_batch, classes) */
     float *dinput;             /* optional, caller-owned (max_batch, C, H, W):
                                 * when set, backward writes the input gradient */
@@ -128,23 +133,52 @@ typedef struct {
     spec_act_sign act_sign;
 } net_layer_quant;
 
+/* What a network is built for: the dataset's image shape (C, H, W), its
+ * class count, and whether its inputs are normalised per channel with this
+ * mean and std (of the pixels scaled to [0, 1]). */
+typedef struct {
+    int c, h, w, classes;
+    int normalize;
+    double mean[NET_NORM_MAX], std[NET_NORM_MAX];
+} net_data;
+
+/* The built-in datasets: 1x28x28, 10 classes, inputs x/255. */
+#define NET_DATA_MNIST ((net_data){1, 28, 28, 10, 0, {0}, {0}})
+
 /* Builds the layer list of a zoo model ("mlp", "cnn-small", "resnet20") for
- * input (c, h, w). Returns a new JSON object {"input": [...], "layers": [...]},
- * or NULL with err (LSQ_ERR_NOT_FOUND, field model.arch). */
+ * input (c, h, w) and 10 classes. Returns a new JSON object {"input": [...],
+ * "layers": [...]}, or NULL with err (LSQ_ERR_NOT_FOUND, field model.arch). */
 json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err);
+/* The same for `classes` outputs. */
+json_t *net_zoo_layers_for(const char *arch, int c, int h, int w, int classes, lsq_err *err);
 extern const char *const NET_ZOO_NAMES[];
 #define NET_ZOO_COUNT 3
 
 /* Builds a net from a layer list (borrowed) for images (c, h, w) and `classes`
  * outputs. quant NULL: full precision. Errors name the layer and the key
- * ("model.layers[3].kernel"). Call net_free on success. */
+ * ("model.layers[3].kernel"). Call net_free on success. The list's optional
+ * "normalize": {"mean": [C numbers], "std": [C numbers > 0]} says that the
+ * input is normalised, so it is signed: the first layer's input quantizer is
+ * then signed under quant.act_sign "auto". */
 lsq_status net_build(lsq_net *net, const json_t *layers, const spec_quant *quant,
                      int classes, int max_batch, lsq_err *err);
 /* The layer list for a spec's model (zoo arch, custom layers, or the layers
- * of its ONNX file: onnx_import.h, which also has the file's weights);
- * caller owns. NULL with err when the ONNX file cannot be imported. */
+ * of its ONNX file: onnx_import.h, which also has the file's weights) on the
+ * built-in datasets' 1x28x28 images and 10 classes; caller owns. NULL with
+ * err when the ONNX file cannot be imported. */
 json_t *net_spec_layers(const lsq_spec *spec, lsq_err *err);
-/* Checks a spec's model and quant.layers names against the built network. */
+/* The same for a dataset: a zoo model is built for its shape and classes; a
+ * layer list without "input" takes its shape, one whose "input" differs is
+ * LSQ_ERR_INVALID naming both shapes (field model.input). With
+ * data->normalize, "normalize" is added (a std below 1e-6, a constant
+ * channel, counts as 1). Caller owns. */
+json_t *net_spec_layers_for(const lsq_spec *spec, const net_data *data, lsq_err *err);
+/* What a spec's dataset gives a network: NET_DATA_MNIST for the built-in
+ * sets, or the shape, classes and statistics in the header of its cache
+ * (errors as cache_read). */
+lsq_status net_spec_data(const lsq_spec *spec, net_data *data, lsq_err *err);
+/* Checks a spec's model and quant.layers names against the built network,
+ * on the spec's dataset (a cache's header is read for its shape). */
 lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err);
 void net_free(lsq_net *net);
 
@@ -158,7 +192,10 @@ void net_init_params(lsq_net *net, uint64_t seed);
 int net_copy_matching(lsq_net *dst, const lsq_net *src);
 /* Initialises the weight quantizers' steps from the current weights
  * (init: paper or mse); activation steps initialise on the first training
- * forward. The network input's quantizer starts at 1/255. */
+ * forward. The network input's 8-bit quantizer starts at the data's own
+ * scale: 1/255 for pixels / 255 (unsigned), and for a normalised input
+ * (signed) the smallest step whose codes -128..127 hold every normalised
+ * pixel value, max over channels of max(mean/std / 128, (1-mean)/std / 127). */
 void net_quant_init_weights(lsq_net *net, spec_qinit init);
 /* Post-training calibration: runs the batch x (n <= max_batch) forward in
  * evaluation mode (batch norm on its running statistics, nothing learned)

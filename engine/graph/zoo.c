@@ -57,6 +57,11 @@ static void resnet_block(json_t *ls, const char *in, int s, int b, int out,
 
 json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err)
 {
+    return net_zoo_layers_for(arch, c, h, w, 10, err);
+}
+
+json_t *net_zoo_layers_for(const char *arch, int c, int h, int w, int classes, lsq_err *err)
+{
     json_t *ls = json_array();
     if (strcmp(arch, "mlp") == 0) {
         json_array_append_new(ls, layer_simple("flatten", "flatten", NULL));
@@ -64,7 +69,7 @@ json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err)
         json_array_append_new(ls, layer_simple("relu", "relu1", NULL));
         json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc2", "out", 256));
         json_array_append_new(ls, layer_simple("relu", "relu2", NULL));
-        json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc3", "out", 10));
+        json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc3", "out", classes));
     } else if (strcmp(arch, "cnn-small") == 0) {
         json_array_append_new(ls, layer_conv("conv1", NULL, 32, 3, 1, 1));
         json_array_append_new(ls, layer_simple("batchnorm", "bn1", NULL));
@@ -77,7 +82,7 @@ json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err)
         json_array_append_new(ls, layer_simple("flatten", "flatten", NULL));
         json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc1", "out", 256));
         json_array_append_new(ls, layer_simple("relu", "relu3", NULL));
-        json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc2", "out", 10));
+        json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc2", "out", classes));
     } else if (strcmp(arch, "resnet20") == 0) {
         json_array_append_new(ls, layer_conv("conv1", NULL, 16, 3, 1, 1));
         json_array_append_new(ls, layer_simple("batchnorm", "bn1", NULL));
@@ -96,7 +101,7 @@ json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err)
             }
         }
         json_array_append_new(ls, layer_simple("avgpool", "pool", NULL));
-        json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc", "out", 10));
+        json_array_append_new(ls, json_pack("{s:s,s:s,s:i}", "type", "linear", "name", "fc", "out", classes));
     } else {
         json_decref(ls);
         lsq_err_set(err, LSQ_ERR_INVALID, "model.arch",

@@ -271,7 +271,16 @@ lsq_status ckpt_build_net(lsq_net *net, const lsq_ckpt *c, int max_batch, lsq_er
             return st;
         }
     }
-    st = net_build(net, layers, quant ? &spec.quant : NULL, 10, max_batch, err);
+    /* checkpoints from before datasets other than the 10-class built-in ones
+     * carry no class count */
+    const json_t *cj = json_object_get(c->header, "classes");
+    json_int_t classes = json_is_integer(cj) ? json_integer_value(cj) : 10;
+    if (classes < 1 || classes > 1 << 16) {
+        spec_free(&spec);
+        return lsq_err_set(err, LSQ_ERR_FORMAT, "checkpoint", "checkpoint has %lld classes",
+                           (long long)classes);
+    }
+    st = net_build(net, layers, quant ? &spec.quant : NULL, (int)classes, max_batch, err);
     spec_free(&spec);
     if (st != LSQ_OK) return st;
     st = ckpt_apply(c, net, NULL, 1, err);

@@ -5,8 +5,10 @@
  *   | u64 n_state  | f32 state[n_state]
  *   | u64 n_mom    | f32 momentum[n_mom]      (0 when not saved)
  *   | u32 crc32 of every byte before it (zlib's crc32)
- * The header holds the layer list, the normalised job spec, the named views
- * of the buffers and where the run stands (phase, epoch, step). Files are
+ * The header holds the layer list (with the input's normalisation, "layers"
+ * -> "normalize": {"mean", "std"}, when the dataset's inputs are normalised),
+ * the class count, the normalised job spec, the named views of the buffers
+ * and where the run stands (phase, epoch, step). Files are
  * written to a temporary name, synced and renamed: a crash never leaves half
  * a checkpoint under the real name. */
 #ifndef LSQ_CKPT_H

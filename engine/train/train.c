@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/sha256.h"
+#include "data/cache.h"
 #include "deploy/export.h"
 #include "graph/onnx_import.h"
 #include "nn/layers.h"
@@ -27,6 +28,7 @@ typedef struct {
     const train_opts *opts;
     const char *dir;
     lsq_dataset train, test;
+    net_data data;                    /* what the networks are built for */
     json_t *spec_json;
     double t0;
     double last_test_acc;
@@ -84,6 +86,7 @@ int train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, volatile sig_
     if (batch > net->max_batch) batch = net->max_batch;
     *acc = 0, *loss = 0;
     if (loader_init(&l, ds, batch, 0, 0, 0, 0, &err) != LSQ_OK) return 0;
+    if (net->norm_on) loader_set_normalize(&l, net->norm_mean, net->norm_std);
     size_t img = (size_t)ds->c * ds->h * ds->w;
     float *x = malloc((size_t)batch * img * sizeof(float));
     int32_t *y = malloc((size_t)batch * sizeof(int32_t));
@@ -121,7 +124,7 @@ static json_t *ckpt_meta(run_ctx *rc, train_phase ph, int epoch, int step, int q
 {
     return json_pack("{s:s, s:i, s:i, s:O, s:b, s:i, s:f}", "phase", PHASE_NAMES[ph], "epoch",
                      epoch, "step", step, "spec", rc->spec_json, "quantized", quantized,
-                     "classes", 10, "test_acc", rc->last_test_acc);
+                     "classes", rc->data.classes, "test_acc", rc->last_test_acc);
 }
 
 static void progress_line(run_ctx *rc, const char *phase, int epoch, int epochs, int step,
@@ -198,6 +201,7 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
     st = loader_init(&l, &rc->train, t->batch_size, 1, t->seed, spec->augment_crop_pad,
                      spec->augment_flip, err);
     if (st != LSQ_OK) return st;
+    if (net->norm_on) loader_set_normalize(&l, net->norm_mean, net->norm_std);
     int k = net->classes;
     size_t img = (size_t)rc->train.c * rc->train.h * rc->train.w;
     float *x = malloc((size_t)t->batch_size * img * sizeof(float));
@@ -369,9 +373,11 @@ static lsq_status ptq_build(run_ctx *rc, const lsq_net *fp, const json_t *layers
     }
     if ((st = loader_init(&l, &rc->train, n, 1, spec->train.seed, 0, 0, err)) != LSQ_OK) goto out;
     have_l = 1;
+    if (fp->norm_on) loader_set_normalize(&l, fp->norm_mean, fp->norm_std);
     loader_set_epoch(&l, 0);
     n = loader_fill(&l, 0, x, y);
-    if ((st = net_build(pq, layers, &spec->quant, 10, max_batch, err)) != LSQ_OK) goto out;
+    if ((st = net_build(pq, layers, &spec->quant, rc->data.classes, max_batch, err)) != LSQ_OK)
+        goto out;
     built = 1;
     net_init_params(pq, spec->train.seed);
     if (net_copy_matching(pq, fp) == 0) {
@@ -403,6 +409,67 @@ out:
     free(x);
     free(y);
     return st;
+}
+
+/* A model read from disk (init.from, fp.lsqc) must take the dataset's
+ * images, with the same normalisation, and give its classes. */
+static lsq_status check_fits(const lsq_net *net, const net_data *d, const char *path,
+                             lsq_err *err)
+{
+    const net_node *in = &net->nodes[0];
+    if (in->c != d->c || in->h != d->h || in->w != d->w || net->classes != d->classes)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                           "%s takes %dx%dx%d images and gives %d classes, but the dataset's "
+                           "images are %dx%dx%d with %d classes", path, in->c, in->h, in->w,
+                           net->classes, d->c, d->h, d->w, d->classes);
+    if (net->norm_on != d->normalize)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
+                           "%s was trained on %s inputs, but this job's inputs are %s "
+                           "(dataset.normalize)", path, net->norm_on ? "normalised" : "x/255",
+                           d->normalize ? "normalised" : "x/255");
+    return LSQ_OK;
+}
+
+lsq_status train_load_dataset(const lsq_spec *spec, const char *path_override,
+                              lsq_dataset *train, lsq_dataset *test, net_data *data,
+                              lsq_err *err)
+{
+    lsq_status st = net_spec_data(spec, data, err);
+    if (st != LSQ_OK) return st;
+    if (!spec->dataset_cache[0]) {
+        st = dataset_load(train, test, spec->dataset,
+                          path_override ? path_override : spec->dataset_path, spec->train_limit,
+                          spec->test_limit, err);
+        if (st != LSQ_OK) return st;
+        const lsq_dataset *src = train ? train : test;
+        if (spec->normalize) cache_stats(src, data->mean, data->std);
+        return LSQ_OK;
+    }
+    lsq_cache c;
+    st = cache_read(&c, path_override ? path_override : spec->dataset_cache, 0, err);
+    if (st != LSQ_OK) {
+        snprintf(err->field, sizeof err->field, "dataset.cache");
+        return st;
+    }
+    data->c = c.c, data->h = c.h, data->w = c.w, data->classes = c.classes;
+    for (int i = 0; i < c.c; i++) data->mean[i] = c.mean[i], data->std[i] = c.std[i];
+    if (test && c.test.n < 1) {
+        cache_free(&c);
+        return lsq_err_set(err, LSQ_ERR_INVALID, "dataset.cache",
+                           "%s has no test images to evaluate on", spec->dataset_cache);
+    }
+    dataset_keep_first(&c.train, spec->train_limit);
+    dataset_keep_first(&c.test, spec->test_limit);
+    if (train) {
+        *train = c.train;
+        memset(&c.train, 0, sizeof c.train);
+    }
+    if (test) {
+        *test = c.test;
+        memset(&c.test, 0, sizeof c.test);
+    }
+    cache_free(&c);
+    return LSQ_OK;
 }
 
 static lsq_status load_fp_model(lsq_net *net, const char *path, int max_batch, lsq_err *err)
@@ -441,36 +508,36 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
         goto out;
     }
     rc.spec_json = spec_to_json(spec);
+    st = train_load_dataset(spec, NULL, &rc.train, &rc.test, &rc.data, err);
+    if (st != LSQ_OK) goto out;
     if (spec->model_onnx[0]) {
+        /* its weights are the starting point (the layer list comes below) */
         st = onnx_import_file(&imp, spec->model_onnx, ONNX_IMPORT_MAX_BYTES, err);
         if (st != LSQ_OK) goto out;
-        layers = json_incref(imp.layers);
-    } else {
-        layers = net_spec_layers(spec, err);
     }
+    /* the networks take the dataset's shape, classes and normalisation */
+    layers = net_spec_layers_for(spec, &rc.data, err);
     if (!layers) {
         st = err->code;
         goto out;
     }
-    st = dataset_load(&rc.train, &rc.test, spec->dataset, spec->dataset_path, spec->train_limit,
-                      spec->test_limit, err);
-    if (st != LSQ_OK) goto out;
     {
         /* the network must take the dataset's images */
         const json_t *in = json_object_get(layers, "input");
         const int c = (int)json_integer_value(json_array_get(in, 0));
         const int h = (int)json_integer_value(json_array_get(in, 1));
         const int w = (int)json_integer_value(json_array_get(in, 2));
-        if (c != rc.train.c || h != rc.train.h || w != rc.train.w) {
+        const char *dsname = spec->dataset_cache[0] ? spec->dataset_cache : spec->dataset;
+        if (c != rc.data.c || h != rc.data.h || w != rc.data.w) {
             st = lsq_err_set(err, LSQ_ERR_INVALID, spec->model_onnx[0] ? "model.onnx" : "model.input",
                              "the model takes %dx%dx%d images; %s has %dx%dx%d", c, h, w,
-                             spec->dataset, rc.train.c, rc.train.h, rc.train.w);
+                             dsname, rc.data.c, rc.data.h, rc.data.w);
             goto out;
         }
-        if (spec->model_onnx[0] && imp.classes != 10) {
+        if (spec->model_onnx[0] && imp.classes != rc.data.classes) {
             st = lsq_err_set(err, LSQ_ERR_INVALID, "model.onnx",
-                             "the ONNX model has %d outputs; %s has 10 classes", imp.classes,
-                             spec->dataset);
+                             "the ONNX model has %d outputs; %s has %d classes", imp.classes,
+                             dsname, rc.data.classes);
             goto out;
         }
     }
@@ -506,15 +573,16 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
     }
     emit(&rc, EV_START, json_pack("{s:s, s:s, s:b, s:i, s:i, s:s, s:i}", "name", spec->name, "phase",
                                   PHASE_NAMES[phase], "resumed", resuming, "epoch", start_epoch,
-                                  "step", start_step, "dataset", spec->dataset, "train_images",
-                                  rc.train.n));
+                                  "step", start_step, "dataset",
+                                  spec->dataset_cache[0] ? spec->dataset_cache : spec->dataset,
+                                  "train_images", rc.train.n));
 
     int max_batch = spec->train.batch_size > spec->pretrain.batch_size ? spec->train.batch_size
                                                                          : spec->pretrain.batch_size;
     /* full-precision phases */
     if (phase == PH_PRETRAIN || phase == PH_TRAIN) {
         const spec_train *t = phase == PH_PRETRAIN ? &spec->pretrain : &spec->train;
-        st = net_build(&fp, layers, NULL, 10, max_batch, err);
+        st = net_build(&fp, layers, NULL, rc.data.classes, max_batch, err);
         if (st != LSQ_OK) goto out;
         have_fp = 1;
         net_init_params(&fp, t->seed);
@@ -562,7 +630,7 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             if (!src[0] && spec->model_onnx[0]) {
                 /* the ONNX model is the full-precision model: kept beside
                  * the run as fp.lsqc, for resume and export */
-                st = net_build(&fp, layers, NULL, 10, max_batch, err);
+                st = net_build(&fp, layers, NULL, rc.data.classes, max_batch, err);
                 if (st != LSQ_OK) goto out;
                 have_fp = 1;
                 net_init_params(&fp, spec->train.seed);
@@ -578,6 +646,10 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
                     goto out;
                 }
                 have_fp = 1;
+                if ((st = check_fits(&fp, &rc.data, src, err)) != LSQ_OK) {
+                    if (src == spec->init_from) lsq_err_prefix(err, "init.from");
+                    goto out;
+                }
                 if (fp.quantized) {
                     st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
                                      "init.from must be a full-precision model; %s is quantized",
@@ -619,7 +691,7 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
                 if ((st = ptq_build(&rc, &fp, layers, &pq, err)) != LSQ_OK) goto out;
                 net_free(&pq);
             }
-            st = net_build(&q, layers, &spec->quant, 10, max_batch, err);
+            st = net_build(&q, layers, &spec->quant, rc.data.classes, max_batch, err);
             if (st != LSQ_OK) goto out;
             have_q = 1;
             net_init_params(&q, spec->train.seed);

@@ -38,6 +38,17 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
 int train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, volatile sig_atomic_t *stop,
                    double *acc, double *loss);
 
+/* Loads the spec's dataset with its limits: the built-in IDX sets
+ * (dataset.name, dataset.path) or a cache (dataset.cache); train or test may
+ * be NULL. *data receives what the network is built for: the image shape,
+ * the classes and the normalisation (the cache's mean and std; for a
+ * built-in set with dataset.normalize, those of the training images loaded,
+ * or of the test images when train is NULL). path_override (NULL: none)
+ * replaces dataset.path, or dataset.cache for a cache job. */
+lsq_status train_load_dataset(const lsq_spec *spec, const char *path_override,
+                              lsq_dataset *train, lsq_dataset *test, net_data *data,
+                              lsq_err *err);
+
 /* Sets the engine's and OpenBLAS's thread counts. */
 void train_set_threads(int threads);
 

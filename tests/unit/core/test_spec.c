@@ -68,6 +68,10 @@ static const bad_case BAD[] = {
     {"{\"dataset\":{\"augment\":{\"crop_pad\":9}}}", LSQ_ERR_INVALID, "dataset.augment.crop_pad"},
     {"{\"dataset\":{\"augment\":{\"flip\":\"yes\"}}}", LSQ_ERR_INVALID, "dataset.augment.flip"},
     {"{\"dataset\":[]}", LSQ_ERR_INVALID, "dataset"},
+    {"{\"dataset\":{\"cache\":5}}", LSQ_ERR_INVALID, "dataset.cache"},
+    {"{\"dataset\":{\"cache\":\"/d\",\"name\":\"mnist\"}}", LSQ_ERR_INVALID, "dataset.cache"},
+    {"{\"dataset\":{\"cache\":\"/d\",\"path\":\"/p\"}}", LSQ_ERR_INVALID, "dataset.cache"},
+    {"{\"dataset\":{\"normalize\":1}}", LSQ_ERR_INVALID, "dataset.normalize"},
     /* quant */
     {"{\"quant\":5}", LSQ_ERR_INVALID, "quant"},
     {"{\"quant\":{\"weight_bits\":9}}", LSQ_ERR_INVALID, "quant.weight_bits"},
@@ -251,6 +255,52 @@ Test(spec, empty_spec_is_a_full_precision_job)
     cr_expect_eq(s.threads, 2);
     cr_expect_eq(s.checkpoint_every, 1);
     spec_free(&s);
+}
+
+Test(spec, dataset_cache_and_normalize)
+{
+    lsq_spec s;
+    lsq_err err;
+    cr_assert_eq(parse(&s, "{}", &err), LSQ_OK);
+    cr_expect_str_eq(s.dataset_cache, "");
+    cr_expect_eq(s.normalize, 0, "the built-in sets keep x/255 by default");
+    spec_free(&s);
+    cr_assert_eq(parse(&s, "{\"dataset\":{\"cache\":\"/data/c10\"}}", &err), LSQ_OK, "%s",
+                 err.message);
+    cr_expect_str_eq(s.dataset_cache, "/data/c10");
+    cr_expect_eq(s.normalize, 1, "a cache normalises by default");
+    spec_free(&s);
+    /* the default name with a cache is fine: it is what the normalised spec says */
+    cr_assert_eq(parse(&s, "{\"dataset\":{\"cache\":\"/c\",\"name\":\"fashion-mnist\","
+                           "\"path\":\"\",\"normalize\":false}}", &err), LSQ_OK, "%s", err.message);
+    cr_expect_eq(s.normalize, 0);
+    spec_free(&s);
+    cr_assert_eq(parse(&s, "{\"dataset\":{\"normalize\":true}}", &err), LSQ_OK);
+    cr_expect_eq(s.normalize, 1);
+    spec_free(&s);
+    cr_assert_eq(parse(&s, "{\"dataset\":{\"cache\":\"/c\",\"name\":\"mnist\"}}", &err),
+                 LSQ_ERR_INVALID);
+    cr_expect(strstr(err.message, "mnist"), "%s", err.message);
+    /* a layer list on a cache gets no 28x28 default: the cache gives the shape */
+    cr_assert_eq(parse(&s, "{\"model\":{\"layers\":[{\"type\":\"flatten\"},{\"type\":\"linear\","
+                           "\"out\":10}]},\"dataset\":{\"cache\":\"/c\"}}", &err), LSQ_OK);
+    cr_expect_null(json_object_get(s.model_layers, "input"));
+    spec_free(&s);
+    /* both round-trip through the normalised JSON */
+    const char *texts[] = {"{\"dataset\":{\"cache\":\"/c\"}}",
+                           "{\"dataset\":{\"cache\":\"/c\",\"normalize\":false}}",
+                           "{\"dataset\":{\"normalize\":true}}"};
+    for (int i = 0; i < 3; i++) {
+        lsq_spec a, b;
+        cr_assert_eq(parse(&a, texts[i], &err), LSQ_OK);
+        char *t = spec_to_text(&a, JSON_COMPACT);
+        cr_assert_eq(parse(&b, t, &err), LSQ_OK, "%s: %s", t, err.message);
+        cr_expect_str_eq(a.dataset_cache, b.dataset_cache);
+        cr_expect_eq(a.normalize, b.normalize, "%s", t);
+        free(t);
+        spec_free(&a);
+        spec_free(&b);
+    }
 }
 
 Test(spec, quant_defaults)
