@@ -5,6 +5,7 @@ imports and quantizes (docs/results.md, "An imported MobileNetV2").
 
     /usr/bin/python3 bench/mobilenet_fmnist.py --out runs/mobilenet \
         [--epochs 8] [--threads 2] [--opset 13] [--seed 1]
+    /usr/bin/python3 bench/mobilenet_fmnist.py --out DIR --export-untrained FILE.onnx
 
 writes runs/mobilenet/mobilenet.onnx (eval mode: PyTorch folds each batch
 norm into its conv on export), runs/mobilenet/mobilenet.pt (the state dict)
@@ -118,7 +119,20 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--export-untrained", metavar="FILE",
+                    help="only export the network with random weights and its batch norms "
+                         "kept (a train() module, TrainingMode.PRESERVE): what lsq trains in "
+                         "the speed benchmark")
     a = ap.parse_args()
+    if a.export_untrained:
+        torch.manual_seed(a.seed)
+        torch.onnx.export(MobileNetV2Small().train(), torch.zeros(2, 1, 28, 28),
+                          a.export_untrained, opset_version=a.opset,
+                          training=torch.onnx.TrainingMode.PRESERVE,
+                          do_constant_folding=False, input_names=["image"],
+                          output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        return
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)

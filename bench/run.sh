@@ -3,6 +3,7 @@
 # medians and ratios (the machines are shared and noisy).
 #   1. training images/s: the engine vs PyTorch (Debian's python3-torch)
 #      training the same model, full precision and W2A2, batch 128, 2 threads
+#      (cnn-small, resnet20, and a MobileNetV2-style net imported from ONNX)
 #      (resnet20 also on the im2col + SGEMM conv path alone; W2A2 also
 #      without the integer forward of quantized convs, --conv float);
 #      achieved GFLOP/s against the SGEMM ceiling measured in the same run;
@@ -47,6 +48,19 @@ for r in $(seq 1 "$ROUNDS"); do
             --steps "$steps" --conv float >> "$LOG"
       fi
     done
+  done
+done
+# A MobileNetV2-style net (depthwise convs, ReLU6, inverted residuals) as
+# PyTorch exports it, imported by lsq, against the same net in PyTorch.
+/usr/bin/python3 bench/mobilenet_fmnist.py --out "$OUT" \
+    --export-untrained "$OUT/mobilenet.onnx" 2>/dev/null
+for r in $(seq 1 "$ROUNDS"); do
+  for bits in 0 2; do
+    echo "round $r: mobilenet bits=$bits" >&2
+    "$BUILD/bench/train_bench" --model mobilenet --onnx "$OUT/mobilenet.onnx" --bits "$bits" \
+        --batch 128 --threads 2 --steps $(( STEPS / 2 )) >> "$LOG"
+    /usr/bin/python3 bench/torch_train.py --model mobilenet --bits "$bits" --threads 2 \
+        --steps $(( STEPS / 2 )) 2>/dev/null >> "$LOG"
   done
 done
 /usr/bin/python3 bench/summarize.py "$LOG" | tee "$OUT/train.md"

@@ -28,7 +28,7 @@ print("Training images/s, batch 128, 2 threads (median of %d rounds; same run)\n
       % max((len(v) for v in groups.values()), default=0))
 print("| model | bits | lsq | PyTorch | lsq / PyTorch | lsq GFLOP/s | of SGEMM ceiling | peak RSS MB |")
 print("|---|---|---|---|---|---|---|---|")
-for model in ("cnn-small", "resnet20", "mlp"):
+for model in ("cnn-small", "resnet20", "mobilenet", "mlp"):
     for bits in (32, 2):
         a, b = med((model, bits, "lsq")), med((model, bits, "pytorch"))
         if a is None:

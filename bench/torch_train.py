@@ -162,8 +162,9 @@ class LsqQuantizer(nn.Module):
 
 
 class QConv2d(nn.Conv2d):
-    def __init__(self, cin, cout, k, stride=1, padding=0, bits=0, input_step=None):
-        super().__init__(cin, cout, k, stride=stride, padding=padding, bias=False)
+    def __init__(self, cin, cout, k, stride=1, padding=0, bits=0, input_step=None, groups=1):
+        super().__init__(cin, cout, k, stride=stride, padding=padding, bias=False,
+                         groups=groups)
         self.bits = bits
         if bits:
             self.wq = LsqQuantizer(bits, True)
@@ -250,7 +251,49 @@ class ResNet20(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-MODELS = {"cnn-small": CnnSmall, "resnet20": ResNet20}
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block (bench/mobilenet_fmnist.py), its convs quantized."""
+
+    def __init__(self, cin, cout, stride, expand, bits):
+        super().__init__()
+        hidden = cin * expand
+        layers = []
+        if expand != 1:
+            layers += [QConv2d(cin, hidden, 1, bits=bits), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [QConv2d(hidden, hidden, 3, stride, 1, bits, groups=hidden),
+                   nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   QConv2d(hidden, cout, 1, bits=bits), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class MobileNet(nn.Module):
+    """bench/mobilenet_fmnist.py's MobileNetV2-style net (1x28x28, 10 classes)
+    with LSQ on every conv/linear, first and last at 8 bits."""
+
+    def __init__(self, bits):
+        super().__init__()
+        layers = [QConv2d(1, 16, 3, 1, 1, edge_bits(bits), input_step=1.0 / 255.0),
+                  nn.BatchNorm2d(16), nn.ReLU6()]
+        cin = 16
+        for t, c, n, s in ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2), (4, 64, 2, 1)):
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t, bits))
+                cin = c
+        layers += [QConv2d(cin, 128, 1, bits=bits), nn.BatchNorm2d(128), nn.ReLU6()]
+        self.features = nn.Sequential(*layers)
+        self.fc = QLinear(128, 10, edge_bits(bits))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.features(x), 1)
+        return self.fc(x.view(x.size(0), -1))
+
+
+MODELS = {"cnn-small": CnnSmall, "resnet20": ResNet20, "mobilenet": MobileNet}
 
 
 # ----------------------------------------------------------------- train

@@ -1,9 +1,12 @@
 /* Training throughput of the engine: timed SGD steps (forward, backward,
- * update) of a zoo model on real Fashion-MNIST batches, full precision or
- * LSQ; or the SGEMM ceiling of this machine (--sgemm). One JSON line out.
+ * update) of a zoo model, or of a model imported from ONNX (--onnx FILE,
+ * reported under --model NAME), on real Fashion-MNIST batches, full
+ * precision or LSQ; or the SGEMM ceiling of this machine (--sgemm). One JSON
+ * line out.
  *
  *   train_bench --model cnn-small|resnet20|mlp [--bits 0|2..8] [--batch 128]
  *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|float|gemm]
+ *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
  */
 #include <cblas.h>
@@ -17,6 +20,7 @@
 
 #include "data/data.h"
 #include "graph/net.h"
+#include "graph/onnx_import.h"
 #include "nn/layers.h"
 #include "train/optim.h"
 #include "train/train.h"
@@ -65,10 +69,11 @@ static int run_sgemm(int threads)
 
 int main(int argc, char **argv)
 {
-    const char *arch = "cnn-small";
+    const char *arch = "cnn-small", *onnx = NULL;
     int bits = 0, batch = 128, threads = 2, steps = 40, warmup = 5, sgemm = 0, conv_mode = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) arch = argv[++i];
+        else if (!strcmp(argv[i], "--onnx") && i + 1 < argc) onnx = argv[++i];
         else if (!strcmp(argv[i], "--bits") && i + 1 < argc) bits = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -102,7 +107,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "train_bench: %s\n", err.message);
         return 1;
     }
-    json_t *layers = net_zoo_layers(arch, 1, 28, 28, &err);
+    json_t *layers = NULL;
+    if (onnx) {
+        /* a model as PyTorch exports it: lsq trains its imported layer list */
+        onnx_import im;
+        if (onnx_import_file(&im, onnx, ONNX_IMPORT_MAX_BYTES, &err) == LSQ_OK) {
+            layers = json_incref(im.layers);
+            onnx_import_free(&im);
+        }
+    } else {
+        layers = net_zoo_layers(arch, 1, 28, 28, &err);
+    }
     if (!layers) {
         fprintf(stderr, "train_bench: %s\n", err.message);
         return 1;
