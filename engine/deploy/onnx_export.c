@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/data.h"
 #include "deploy/support.h"
 #include "onnx/onnx.pb-c.h"
 #include "quant/quant.h"
@@ -359,6 +360,33 @@ static lsq_status weight_input(onnx_builder *b, const lsq_net *net, const net_no
     return LSQ_OK;
 }
 
+/* The image as the first layers read it, its name written into out: the
+ * graph input "input" (pixels / 255), or, when the layer list has
+ * "normalize", the loader's normalised input redone float for float as the
+ * loader computes it (data.h): the pixel, input * 255 (exact for every
+ * p / 255.0f), times scale[c], plus bias[c], with loader_normalize_coefs's
+ * coefficients as (C, 1, 1) initializers. Sub(mean) / Div(std) would be the
+ * same up to rounding but not bit for bit. */
+static void image_input(onnx_builder *b, const lsq_net *net, char *out, size_t out_sz)
+{
+    if (!net->norm_on) {
+        snprintf(out, out_sz, "input");
+        return;
+    }
+    const int c = net->nodes[0].c;
+    float scale[NET_NORM_MAX], bias[NET_NORM_MAX];
+    loader_normalize_coefs(scale, bias, net->norm_mean, net->norm_std, c);
+    const int64_t d[3] = {c, 1, 1};
+    ob_scalar_f(b, "input.pixel_scale", 255.0f);
+    ob_init(b, "input.norm_scale", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, d, 3, scale);
+    ob_init(b, "input.norm_bias", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, d, 3, bias);
+    ob_node(b, "Mul", "input.pixels", NAMES("input", "input.pixel_scale"), NAMES("input.pixels"));
+    ob_node(b, "Mul", "input.scaled", NAMES("input.pixels", "input.norm_scale"),
+            NAMES("input.scaled"));
+    snprintf(out, out_sz, "input.normalized");
+    ob_node(b, "Add", out, NAMES("input.scaled", "input.norm_bias"), NAMES(out));
+}
+
 /* Value x of rank xr (4: (N, C, H, W); 2: (N, C), after a flatten or a
  * linear layer) as the rank `want` that its reader needs: a rank-2 value
  * gets Unsqueeze to (N, C, 1, 1), and a rank-4 one, which beside a rank-2
@@ -408,7 +436,7 @@ static lsq_status build_graph(onnx_builder *b, const lsq_net *net, lsq_err *err)
     const int64_t in_dims[4] = {-1, in0->c, in0->h, in0->w};
     ob_push(b, (void ***)&b->inputs, &b->n_inputs, &b->cap_inputs,
             ob_value_info(b, "input", in_dims, 4));
-    snprintf(val[0], sizeof val[0], "input");
+    image_input(b, net, val[0], sizeof val[0]);
     rank[0] = 4;
     for (int i = 1; i < net->n_nodes && st == LSQ_OK; i++) {
         const net_node *nd = &net->nodes[i];

@@ -17,9 +17,11 @@
  *    LeakyRelu, Mul (scale), MaxPool and AveragePool with their pads,
  *    GlobalAveragePool, Add, Concat (axis 1), Flatten; layers left in float
  *    keep float initializers.
- * Input "input": float32 (N, C, H, W), pixels / 255. Output "logits":
- * float32 (N, classes). The model is built with the C structs protoc-c
- * generates from onnx.proto (build/gen/onnx) and packed by protobuf-c:
+ * Input "input": float32 (N, C, H, W), pixels / 255; a net with
+ * "normalize" normalises it in the graph exactly as the loader does
+ * (input * 255 * scale[c] + bias[c], loader_normalize_coefs). Output
+ * "logits": float32 (N, classes). The model is built with the C structs
+ * protoc-c generates from onnx.proto (build/gen/onnx) and packed by protobuf-c:
  * IR version 8, producer "lsqd", default-domain opset 13, tensor data as
  * little-endian raw_data. */
 #ifndef LSQ_ONNX_EXPORT_H
