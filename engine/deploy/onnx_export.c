@@ -461,19 +461,34 @@ static lsq_status build_graph(onnx_builder *b, const lsq_net *net, lsq_err *err)
             if (nd->aq.on) quant_input(b, net, nd, x, xin, sizeof xin);
             else snprintf(xin, sizeof xin, "%s", x);
             if ((st = weight_input(b, net, nd, w, sizeof w, err)) != LSQ_OK) break;
+            /* a quantized conv's bias is an Add after it, (C, 1, 1): as
+             * Conv's third input beside DequantizeLinear weights,
+             * onnxruntime's default optimizations round it to an int32
+             * multiple of s_in * s_w */
+            const int bias_apart = nd->op == OP_CONV && nd->wq.on && nd->bv >= 0;
             if (nd->bv >= 0) {
                 snprintf(bias, sizeof bias, "%s.bias", nd->name);
-                add_view_init(b, net, nd->bv, bias);
+                if (bias_apart) {
+                    const int64_t bd[3] = {nd->out_ch, 1, 1};
+                    ob_init(b, bias, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, bd, 3,
+                            view_data(net, nd->bv));
+                } else {
+                    add_view_init(b, net, nd->bv, bias);
+                }
             }
             if (nd->op == OP_CONV) {
+                char cv[180];
+                snprintf(cv, sizeof cv, "%s.conv", nd->name);
+                const char *co = bias_apart ? cv : val[i];
                 const char *const ins[3] = {xin, w, bias};
-                Onnx__NodeProto *c = ob_node(b, "Conv", val[i], ins, nd->bv >= 0 ? 3 : 2,
-                                             NAMES(val[i]));
+                Onnx__NodeProto *c = ob_node(b, "Conv", co, ins,
+                                             nd->bv >= 0 && !bias_apart ? 3 : 2, NAMES(co));
                 ob_attr_ints(b, c, "kernel_shape", nd->kernel, 2);
                 ob_attr_ints(b, c, "strides", nd->stride, 2);
                 ob_attr_ints(b, c, "pads", nd->pad, 4);
                 if (nd->dilation > 1) ob_attr_ints(b, c, "dilations", nd->dilation, 2);
                 if (nd->groups > 1) ob_attr_int(b, c, "group", nd->groups);
+                if (bias_apart) ob_node(b, "Add", val[i], NAMES(cv, bias), NAMES(val[i]));
                 rank[i] = 4;
             } else {
                 /* MatMul + Add: onnxruntime keeps the Q/DQ form of this

@@ -12,7 +12,9 @@
  *    graph optimizations re-quantize the activation dynamically and the
  *    result is no longer exact;
  *  - one node per layer, for every layer a layer list has, in any DAG:
- *    Conv (grouped, depthwise, dilated) / MatMul + Add, BatchNormalization
+ *    Conv (grouped, depthwise, dilated; a quantized conv's bias as an Add
+ *    after it, out of reach of onnxruntime's int32 bias rounding) /
+ *    MatMul + Add, BatchNormalization
  *    (running statistics), Relu, Clip (a missing bound an empty input),
  *    LeakyRelu, Mul (scale), MaxPool and AveragePool with their pads,
  *    GlobalAveragePool, Add, Concat (axis 1), Flatten; layers left in float

@@ -290,14 +290,23 @@ Test(onnx_layers, graph_form)
         &w4c);
     const Onnx__GraphProto *g = m->graph;
     /* the depthwise dilated conv: group, dilations, per-channel weights on
-     * axis 0 with one step per output channel */
-    const Onnx__NodeProto *dw = node_named(g, "dw");
+     * axis 0 with one step per output channel; its bias an Add after it */
+    const Onnx__NodeProto *dw = node_named(g, "dw.conv");
     cr_expect_str_eq(dw->op_type, "Conv");
+    cr_expect_eq(dw->n_input, 2);
     cr_expect_eq(attr_of(dw, "group"), 8);
     cr_expect_eq(attr_of(dw, "dilations"), 2);
     cr_expect_eq(attr_of(dw, "pads"), 2);
-    cr_expect_eq(attr_of(node_named(g, "stem"), "group"), -1, "a dense conv has no group");
+    cr_expect_eq(attr_of(node_named(g, "stem.conv"), "group"), -1, "a dense conv has no group");
     cr_expect_eq(attr_of(node_named(g, "dw.weight.dq"), "axis"), 0);
+    const Onnx__NodeProto *dwb = node_named(g, "dw");
+    cr_expect_str_eq(dwb->op_type, "Add");
+    cr_assert_eq(dwb->n_input, 2);
+    cr_expect(strcmp(dwb->input[0], "dw.conv") == 0 && strcmp(dwb->input[1], "dw.bias") == 0);
+    for (size_t i = 0; i < g->n_initializer; i++)
+        if (strcmp(g->initializer[i]->name, "dw.bias") == 0)
+            cr_expect(g->initializer[i]->n_dims == 3 && g->initializer[i]->dims[0] == 8 &&
+                      g->initializer[i]->dims[1] == 1 && g->initializer[i]->dims[2] == 1);
     /* Clip: a missing bound is an empty input, none after the last given */
     const Onnx__NodeProto *hi = node_named(g, "hi"), *lo = node_named(g, "lo");
     cr_expect_str_eq(hi->op_type, "Clip");
