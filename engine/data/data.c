@@ -260,9 +260,14 @@ void loader_set_normalize(lsq_loader *l, const float *mean, const float *std)
         l->bias[c] = 0.0f;
     }
     if (!l->normalize) return;
-    for (int c = 0; c < l->ds->c && c < 4; c++) {
-        l->scale[c] = (float)(1.0 / (255.0 * std[c]));
-        l->bias[c] = (float)(-(double)mean[c] / std[c]);
+    loader_normalize_coefs(l->scale, l->bias, mean, std, l->ds->c < 4 ? l->ds->c : 4);
+}
+
+void loader_normalize_coefs(float *scale, float *bias, const float *mean, const float *std, int c)
+{
+    for (int k = 0; k < c; k++) {
+        scale[k] = (float)(1.0 / (255.0 * std[k]));
+        bias[k] = (float)(-(double)mean[k] / std[k]);
     }
 }
 

@@ -83,6 +83,11 @@ int loader_batches(const lsq_loader *l);
  * black pixel's value, -mean / std (as padding before normalising does).
  * mean and std have C entries (C <= 4, std > 0); NULL turns it off. */
 void loader_set_normalize(lsq_loader *l, const float *mean, const float *std);
+/* Those per-channel coefficients for c channels: scale[k] = 1 / (255 std[k])
+ * and bias[k] = -mean[k] / std[k], each worked out in double and rounded
+ * once to float. The ONNX export uses them to redo the loader's arithmetic
+ * float for float. */
+void loader_normalize_coefs(float *scale, float *bias, const float *mean, const float *std, int c);
 /* Fills batch b: x (count, C, H, W) pixels / 255 (or normalised), y
  * (count). Returns count. */
 int loader_fill(const lsq_loader *l, int b, float *x, int32_t *y);

@@ -9,16 +9,18 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/data.h"
 #include "deploy/support.h"
 #include "onnx/onnx.pb-c.h"
 #include "quant/quant.h"
 
 #define EXPORT_BN_EPS 1e-5f /* net.c's BN_EPS */
-#define MAX_ATTRS 4          /* attributes of one node (Conv has three) */
+#define MAX_ATTRS 5          /* attributes of one node (a dilated grouped Conv has five) */
 
 /* ---- the builder: an arena and the growing lists of the graph ---- */
 
@@ -162,6 +164,7 @@ static size_t dtype_size(int dt)
 {
     switch (dt) {
     case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return 4;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return 8;
     case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8:
     case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return 1;
     default: return 0;
@@ -357,7 +360,68 @@ static lsq_status weight_input(onnx_builder *b, const lsq_net *net, const net_no
     return LSQ_OK;
 }
 
-/* The graph of net into b. */
+/* The image as the first layers read it, its name written into out: the
+ * graph input "input" (pixels / 255), or, when the layer list has
+ * "normalize", the loader's normalised input redone float for float as the
+ * loader computes it (data.h): the pixel, input * 255 (exact for every
+ * p / 255.0f), times scale[c], plus bias[c], with loader_normalize_coefs's
+ * coefficients as (C, 1, 1) initializers. Sub(mean) / Div(std) would be the
+ * same up to rounding but not bit for bit. */
+static void image_input(onnx_builder *b, const lsq_net *net, char *out, size_t out_sz)
+{
+    if (!net->norm_on) {
+        snprintf(out, out_sz, "input");
+        return;
+    }
+    const int c = net->nodes[0].c;
+    float scale[NET_NORM_MAX], bias[NET_NORM_MAX];
+    loader_normalize_coefs(scale, bias, net->norm_mean, net->norm_std, c);
+    const int64_t d[3] = {c, 1, 1};
+    ob_scalar_f(b, "input.pixel_scale", 255.0f);
+    ob_init(b, "input.norm_scale", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, d, 3, scale);
+    ob_init(b, "input.norm_bias", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, d, 3, bias);
+    ob_node(b, "Mul", "input.pixels", NAMES("input", "input.pixel_scale"), NAMES("input.pixels"));
+    ob_node(b, "Mul", "input.scaled", NAMES("input.pixels", "input.norm_scale"),
+            NAMES("input.scaled"));
+    snprintf(out, out_sz, "input.normalized");
+    ob_node(b, "Add", out, NAMES("input.scaled", "input.norm_bias"), NAMES(out));
+}
+
+/* Value x of rank xr (4: (N, C, H, W); 2: (N, C), after a flatten or a
+ * linear layer) as the rank `want` that its reader needs: a rank-2 value
+ * gets Unsqueeze to (N, C, 1, 1), and a rank-4 one, which beside a rank-2
+ * value has height and width 1, gets Flatten. The engine sees both as
+ * (C, 1, 1). Returns x, or buf holding the new value's name (tag, the
+ * reader's name, keeps it unique). */
+static const char *to_rank(onnx_builder *b, const char *x, int xr, int want, const char *tag,
+                           char *buf, size_t buf_sz)
+{
+    if (xr == want) return x;
+    snprintf(buf, buf_sz, "%s.%dd", tag, want);
+    if (want == 4) {
+        static const int64_t axes[2] = {2, 3};
+        const int64_t n = 2;
+        char ax[200];
+        snprintf(ax, sizeof ax, "%s.axes", buf);
+        ob_init(b, ax, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, &n, 1, axes);
+        ob_node(b, "Unsqueeze", buf, NAMES(x, ax), NAMES(buf));
+    } else {
+        ob_attr_int(b, ob_node(b, "Flatten", buf, NAMES(x), NAMES(buf)), "axis", 1);
+    }
+    return buf;
+}
+
+/* A pooling window's attributes: kernel_shape, strides, and pads when
+ * there are any (ONNX's default is none). */
+static void pool_attrs(onnx_builder *b, Onnx__NodeProto *p, const net_node *nd)
+{
+    ob_attr_ints(b, p, "kernel_shape", nd->kernel, 2);
+    ob_attr_ints(b, p, "strides", nd->stride, 2);
+    if (nd->pad) ob_attr_ints(b, p, "pads", nd->pad, 4);
+}
+
+/* The graph of net into b. Every node's output is one value, named after
+ * the node, which any number of later nodes read (a DAG). */
 static lsq_status build_graph(onnx_builder *b, const lsq_net *net, lsq_err *err)
 {
     lsq_status st = deploy_check_layers(net, DEPLOY_ONNX, err);
@@ -372,12 +436,17 @@ static lsq_status build_graph(onnx_builder *b, const lsq_net *net, lsq_err *err)
     const int64_t in_dims[4] = {-1, in0->c, in0->h, in0->w};
     ob_push(b, (void ***)&b->inputs, &b->n_inputs, &b->cap_inputs,
             ob_value_info(b, "input", in_dims, 4));
-    snprintf(val[0], sizeof val[0], "input");
+    image_input(b, net, val[0], sizeof val[0]);
     rank[0] = 4;
     for (int i = 1; i < net->n_nodes && st == LSQ_OK; i++) {
         const net_node *nd = &net->nodes[i];
         const char *x = val[nd->in[0]];
         int xr = rank[nd->in[0]];
+        char x4[176];
+        if (nd->op == OP_CONV || nd->op == OP_MAXPOOL || nd->op == OP_AVGPOOL) {
+            x = to_rank(b, x, xr, 4, nd->name, x4, sizeof x4);
+            xr = 4;
+        }
         snprintf(val[i], sizeof val[i], "%s", nd->name);
         rank[i] = xr;
         switch (nd->op) {
@@ -392,17 +461,34 @@ static lsq_status build_graph(onnx_builder *b, const lsq_net *net, lsq_err *err)
             if (nd->aq.on) quant_input(b, net, nd, x, xin, sizeof xin);
             else snprintf(xin, sizeof xin, "%s", x);
             if ((st = weight_input(b, net, nd, w, sizeof w, err)) != LSQ_OK) break;
+            /* a quantized conv's bias is an Add after it, (C, 1, 1): as
+             * Conv's third input beside DequantizeLinear weights,
+             * onnxruntime's default optimizations round it to an int32
+             * multiple of s_in * s_w */
+            const int bias_apart = nd->op == OP_CONV && nd->wq.on && nd->bv >= 0;
             if (nd->bv >= 0) {
                 snprintf(bias, sizeof bias, "%s.bias", nd->name);
-                add_view_init(b, net, nd->bv, bias);
+                if (bias_apart) {
+                    const int64_t bd[3] = {nd->out_ch, 1, 1};
+                    ob_init(b, bias, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, bd, 3,
+                            view_data(net, nd->bv));
+                } else {
+                    add_view_init(b, net, nd->bv, bias);
+                }
             }
             if (nd->op == OP_CONV) {
+                char cv[180];
+                snprintf(cv, sizeof cv, "%s.conv", nd->name);
+                const char *co = bias_apart ? cv : val[i];
                 const char *const ins[3] = {xin, w, bias};
-                Onnx__NodeProto *c = ob_node(b, "Conv", val[i], ins, nd->bv >= 0 ? 3 : 2,
-                                             NAMES(val[i]));
+                Onnx__NodeProto *c = ob_node(b, "Conv", co, ins,
+                                             nd->bv >= 0 && !bias_apart ? 3 : 2, NAMES(co));
                 ob_attr_ints(b, c, "kernel_shape", nd->kernel, 2);
                 ob_attr_ints(b, c, "strides", nd->stride, 2);
                 ob_attr_ints(b, c, "pads", nd->pad, 4);
+                if (nd->dilation > 1) ob_attr_ints(b, c, "dilations", nd->dilation, 2);
+                if (nd->groups > 1) ob_attr_int(b, c, "group", nd->groups);
+                if (bias_apart) ob_node(b, "Add", val[i], NAMES(cv, bias), NAMES(val[i]));
                 rank[i] = 4;
             } else {
                 /* MatMul + Add: onnxruntime keeps the Q/DQ form of this
@@ -434,19 +520,71 @@ static lsq_status build_graph(onnx_builder *b, const lsq_net *net, lsq_err *err)
         case OP_RELU:
             ob_node(b, "Relu", val[i], NAMES(x), NAMES(val[i]));
             break;
-        case OP_MAXPOOL: {
-            Onnx__NodeProto *p = ob_node(b, "MaxPool", val[i], NAMES(x), NAMES(val[i]));
-            ob_attr_ints(b, p, "kernel_shape", nd->kernel, 2);
-            ob_attr_ints(b, p, "strides", nd->stride, 2);
+        case OP_MAXPOOL:
+            /* padding never wins a max: as the engine, over the cells inside */
+            pool_attrs(b, ob_node(b, "MaxPool", val[i], NAMES(x), NAMES(val[i])), nd);
+            break;
+        case OP_AVGPOOL:
+            if (nd->kernel) {
+                /* the sum over the window's cells inside the input, divided
+                 * by their count, or by kernel^2 with count_include_pad */
+                Onnx__NodeProto *p = ob_node(b, "AveragePool", val[i], NAMES(x), NAMES(val[i]));
+                pool_attrs(b, p, nd);
+                if (nd->count_include_pad) ob_attr_int(b, p, "count_include_pad", 1);
+            } else {
+                ob_node(b, "GlobalAveragePool", val[i], NAMES(x), NAMES(val[i]));
+            }
+            break;
+        case OP_CLIP: {
+            /* opset 13: the bounds are inputs; a missing one is "" (none) */
+            char lo[176], hi[176];
+            const char *ins[3] = {x, "", ""};
+            int n_in = 1;
+            if (isfinite(nd->lo)) {
+                snprintf(lo, sizeof lo, "%s.min", nd->name);
+                ob_scalar_f(b, lo, nd->lo);
+                ins[1] = lo, n_in = 2;
+            }
+            if (isfinite(nd->hi)) {
+                snprintf(hi, sizeof hi, "%s.max", nd->name);
+                ob_scalar_f(b, hi, nd->hi);
+                ins[2] = hi, n_in = 3;
+            }
+            ob_node(b, "Clip", val[i], ins, n_in, NAMES(val[i]));
             break;
         }
-        case OP_AVGPOOL:
-            ob_node(b, "GlobalAveragePool", val[i], NAMES(x), NAMES(val[i]));
-            rank[i] = 4;
+        case OP_LEAKYRELU:
+            ob_attr_float(b, ob_node(b, "LeakyRelu", val[i], NAMES(x), NAMES(val[i])), "alpha",
+                          nd->alpha);
             break;
+        case OP_SCALE: {
+            char v[176];
+            snprintf(v, sizeof v, "%s.value", nd->name);
+            ob_scalar_f(b, v, nd->value);
+            ob_node(b, "Mul", val[i], NAMES(x, v), NAMES(val[i]));
+            break;
+        }
         case OP_ADD:
-            ob_node(b, "Add", val[i], NAMES(x, val[nd->in[1]]), NAMES(val[i]));
+        case OP_CONCAT: {
+            /* inputs of one rank: 2 when any is (a flatten's or a linear's
+             * output beside 1x1 maps) */
+            const char *ins[NET_MAX_INPUTS];
+            char conv[NET_MAX_INPUTS][176];
+            int r = 4;
+            for (int t = 0; t < nd->n_in; t++)
+                if (rank[nd->in[t]] == 2) r = 2;
+            for (int t = 0; t < nd->n_in; t++) {
+                char tag[96];
+                snprintf(tag, sizeof tag, "%s.in%d", nd->name, t);
+                ins[t] = to_rank(b, val[nd->in[t]], rank[nd->in[t]], r, tag, conv[t],
+                                 sizeof conv[t]);
+            }
+            Onnx__NodeProto *o = ob_node(b, nd->op == OP_ADD ? "Add" : "Concat", val[i], ins,
+                                         nd->n_in, NAMES(val[i]));
+            if (nd->op == OP_CONCAT) ob_attr_int(b, o, "axis", 1);
+            rank[i] = r;
             break;
+        }
         case OP_FLATTEN:
             ob_attr_int(b, ob_node(b, "Flatten", val[i], NAMES(x), NAMES(val[i])), "axis", 1);
             rank[i] = 2;

@@ -1,5 +1,6 @@
-/* ONNX export (opset 13) of a network, computing exactly what the float
- * engine computes in eval mode (net_forward with training = 0):
+/* ONNX export (opset 13) of a network, computing what the float engine
+ * computes in eval mode (net_forward with training = 0), to the rounding of
+ * float sums taken in another order (docs/model-format.md):
  *  - quantized weights: int8 initializers of the codes + DequantizeLinear
  *    (per-tensor, or per output channel with axis 0);
  *  - quantized layer inputs: Clip to the representable range
@@ -10,12 +11,19 @@
  *    Conv / MatMul directly: with a Clip in between, onnxruntime's default
  *    graph optimizations re-quantize the activation dynamically and the
  *    result is no longer exact;
- *  - Conv / MatMul + Add, BatchNormalization (running statistics), Relu,
- *    MaxPool, GlobalAveragePool, Add, Flatten; layers left in float keep
- *    float initializers.
- * Input "input": float32 (N, C, H, W), pixels / 255. Output "logits":
- * float32 (N, classes). The model is built with the C structs protoc-c
- * generates from onnx.proto (build/gen/onnx) and packed by protobuf-c:
+ *  - one node per layer, for every layer a layer list has, in any DAG:
+ *    Conv (grouped, depthwise, dilated; a quantized conv's bias as an Add
+ *    after it, out of reach of onnxruntime's int32 bias rounding) /
+ *    MatMul + Add, BatchNormalization
+ *    (running statistics), Relu, Clip (a missing bound an empty input),
+ *    LeakyRelu, Mul (scale), MaxPool and AveragePool with their pads,
+ *    GlobalAveragePool, Add, Concat (axis 1), Flatten; layers left in float
+ *    keep float initializers.
+ * Input "input": float32 (N, C, H, W), pixels / 255; a net with
+ * "normalize" normalises it in the graph exactly as the loader does
+ * (input * 255 * scale[c] + bias[c], loader_normalize_coefs). Output
+ * "logits": float32 (N, classes). The model is built with the C structs
+ * protoc-c generates from onnx.proto (build/gen/onnx) and packed by protobuf-c:
  * IR version 8, producer "lsqd", default-domain opset 13, tensor data as
  * little-endian raw_data. */
 #ifndef LSQ_ONNX_EXPORT_H
@@ -32,8 +40,8 @@
 
 /* The serialized ModelProto of net in *out (malloc'd, the caller frees it)
  * and its size in *len. LSQ_ERR_NOMEM on allocation failure (*out NULL). A
- * net with a layer the export does not carry yet (support.h: grouped or
- * dilated conv, clip, ...) is LSQ_ERR_INVALID naming that layer. */
+ * net with a layer the export does not carry (support.h; none today) is
+ * LSQ_ERR_INVALID naming that layer. */
 lsq_status onnx_export_bytes(const lsq_net *net, uint8_t **out, size_t *len, lsq_err *err);
 
 /* Writes net to path (LSQ_ERR_IO, LSQ_ERR_NOMEM, or LSQ_ERR_INVALID as

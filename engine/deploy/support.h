@@ -1,10 +1,10 @@
 /* What the deployed forms of a network can carry. Training takes every
- * layer of a layer list; the packed model (.lsqm) with its integer engine,
- * and the ONNX export, carry the layers of the zoo's nets: dense undilated
- * conv2d, linear, batchnorm, relu, unpadded maxpool, global avgpool, add and
- * flatten. Each of them refuses any other layer up front with this check,
- * so that none writes a file it cannot run or that would compute something
- * else. */
+ * layer of a layer list, and so does the ONNX export. The packed model
+ * (.lsqm) with its integer engine carries the layers of the zoo's nets:
+ * dense undilated conv2d, linear, batchnorm, relu, unpadded maxpool, global
+ * avgpool, add and flatten. A form refuses any other layer up front with
+ * this check, so that none writes a file it cannot run or that would
+ * compute something else. */
 #ifndef LSQ_SUPPORT_H
 #define LSQ_SUPPORT_H
 
