@@ -753,24 +753,26 @@ static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float
 }
 
 /* Quantizes float values exactly as the float engine's quant_forward. */
-static void quantize(void *out, const float *in, size_t count, const inode *nd)
+static void quantize(void *out, const float *restrict in, size_t count, const inode *nd)
 {
     const float s = nd->in_s, beta = nd->in_beta, lo = nd->in_lo, hi = nd->in_hi;
     if (nd->in_signed) {
-        int8_t *o = out;
+        int8_t *restrict o = out;
+#pragma omp simd
         for (size_t i = 0; i < count; i++) {
             float x = (in[i] - beta) / s;
             x = x < lo ? lo : x;
             x = x > hi ? hi : x;
-            o[i] = (int8_t)(int)quant_round(x);
+            o[i] = (int8_t)(int32_t)quant_round(x);
         }
     } else {
-        uint8_t *o = out;
+        uint8_t *restrict o = out;
+#pragma omp simd
         for (size_t i = 0; i < count; i++) {
             float x = (in[i] - beta) / s;
             x = x < lo ? lo : x;
             x = x > hi ? hi : x;
-            o[i] = (uint8_t)(int)quant_round(x);
+            o[i] = (uint8_t)(int32_t)quant_round(x);
         }
     }
 }
@@ -1048,10 +1050,12 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
             if ((st = run_gemm(m, nd, buf, pixels, nb, &ws, err)) != LSQ_OK) goto out;
             break;
         case OP_BN: {
-            float *y = malloc(out_elems * sizeof *y);
+            float *restrict y = malloc(out_elems * sizeof *y);
             if (!y) goto oom;
+            const float *restrict xs = x, *restrict bs = nd->bs, *restrict bh = nd->bh;
             for (size_t p = 0; p < out_elems; p += (size_t)nd->c)
-                for (int c = 0; c < nd->c; c++) y[p + c] = x[p + c] * nd->bs[c] + nd->bh[c];
+#pragma omp simd
+                for (int c = 0; c < nd->c; c++) y[p + c] = xs[p + c] * bs[c] + bh[c];
             buf[i] = y;
             break;
         }
@@ -1060,28 +1064,35 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
         case OP_CLIP:
         case OP_LEAKYRELU:
         case OP_SCALE: {
-            float *y = malloc(out_elems * sizeof *y);
+            float *restrict y = malloc(out_elems * sizeof *y);
             if (!y) goto oom;
+            const float *restrict xs = x;
             const float lo = nd->lo, hi = nd->hi, alpha = nd->alpha, value = nd->value;
-            if (nd->op == OP_RELU)
-                for (size_t p = 0; p < out_elems; p++) y[p] = x[p] > 0.0f ? x[p] : 0.0f;
-            else if (nd->op == OP_CLIP)
+            if (nd->op == OP_RELU) {
+#pragma omp simd
+                for (size_t p = 0; p < out_elems; p++) y[p] = xs[p] > 0.0f ? xs[p] : 0.0f;
+            } else if (nd->op == OP_CLIP) {
+#pragma omp simd
                 for (size_t p = 0; p < out_elems; p++) {
-                    const float v = x[p] < lo ? lo : x[p];
+                    const float v = xs[p] < lo ? lo : xs[p];
                     y[p] = v > hi ? hi : v;
                 }
-            else if (nd->op == OP_LEAKYRELU)
-                for (size_t p = 0; p < out_elems; p++) y[p] = x[p] > 0.0f ? x[p] : alpha * x[p];
-            else
-                for (size_t p = 0; p < out_elems; p++) y[p] = value * x[p];
+            } else if (nd->op == OP_LEAKYRELU) {
+#pragma omp simd
+                for (size_t p = 0; p < out_elems; p++) y[p] = xs[p] > 0.0f ? xs[p] : alpha * xs[p];
+            } else {
+#pragma omp simd
+                for (size_t p = 0; p < out_elems; p++) y[p] = value * xs[p];
+            }
             buf[i] = y;
             break;
         }
         case OP_ADD: {
-            const float *b = buf[nd->in[1]];
-            float *y = malloc(out_elems * sizeof *y);
+            const float *restrict a = x, *restrict b = buf[nd->in[1]];
+            float *restrict y = malloc(out_elems * sizeof *y);
             if (!y) goto oom;
-            for (size_t p = 0; p < out_elems; p++) y[p] = x[p] + b[p];
+#pragma omp simd
+            for (size_t p = 0; p < out_elems; p++) y[p] = a[p] + b[p];
             buf[i] = y;
             break;
         }
