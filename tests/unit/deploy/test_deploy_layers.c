@@ -385,11 +385,9 @@ static void check_config(const char *what, const char *layers, const qcfg *cfg)
     lsqm_model *m = export_and_load(&net, &bytes, &len);
     float *q = int_logits(m, 2);
     cmp c = compare(f, q);
-    cr_log_info("%s %s (%zu-byte .lsqm): top-1 agreement %d/%d, %d within tolerance, "
-                "max |dlogit| %.3g (%.3g of 1 + max |logit|)",
-                what, cfg->tag, len, c.agree, N_IMG, c.close, c.max_diff, c.max_rel);
-    printf("%-12s %-17s top-1 %d/%d, within tolerance %d/%d, max |dlogit| %.3g\n", what, cfg->tag,
-           c.agree, N_IMG, c.close, N_IMG, c.max_diff);
+    printf("%-12s %-17s %6zu-byte .lsqm: top-1 %d/%d, within tolerance %d/%d, max |dlogit| %.3g "
+           "(%.3g of 1 + max |logit|)\n",
+           what, cfg->tag, len, c.agree, N_IMG, c.close, N_IMG, c.max_diff, c.max_rel);
     cr_expect_geq(c.agree, (int)ceil(0.999 * N_IMG), "%s %s: integer and float engines agree on %d/%d",
                   what, cfg->tag, c.agree, N_IMG);
     cr_expect_geq(c.close, (int)ceil(0.99 * N_IMG),
@@ -451,4 +449,220 @@ Test(deploy_layers, lsqplus_into_grouped_and_dilated, .timeout = 300)
     static const qcfg lsqp[] = {{"W4A4 LSQ+", 4, GRAN_CHANNEL, ASIGN_OFFSET},
                                 {"W2A2 LSQ+", 2, GRAN_TENSOR, ASIGN_OFFSET}};
     for (int i = 0; i < 2; i++) check_config("lsq+", NET_LSQPLUS, &lsqp[i]);
+}
+
+/* ------------------------------------------------------------ the reader */
+
+/* The bytes of a .lsqm whose header's model.layers[layer][key] is set to
+ * value (stolen; NULL removes the key), with the header length and the
+ * checksum made consistent: what a careless writer or a forger could make. */
+static uint8_t *forge(const uint8_t *b, size_t len, int layer, const char *key, json_t *value,
+                      size_t *out_len)
+{
+    const uint32_t hl = b[8] | b[9] << 8 | b[10] << 16 | (uint32_t)b[11] << 24;
+    json_t *h = json_loadb((const char *)b + 12, hl, 0, NULL);
+    cr_assert_not_null(h);
+    json_t *l = json_array_get(json_object_get(json_object_get(h, "model"), "layers"), (size_t)layer);
+    cr_assert_not_null(l, "no layer %d", layer);
+    if (value) json_object_set_new(l, key, value);
+    else json_object_del(l, key);
+    char *text = json_dumps(h, JSON_COMPACT);
+    json_decref(h);
+    const size_t nh = strlen(text), pl = len - 24 - hl;
+    *out_len = 24 + nh + pl;
+    uint8_t *o = malloc(*out_len);
+    memcpy(o, b, 8);
+    for (int k = 0; k < 4; k++) o[8 + k] = (uint8_t)(nh >> (8 * k));
+    memcpy(o + 12, text, nh);
+    memcpy(o + 12 + nh, b + 12 + hl, 8 + pl); /* payload length, payload */
+    const uint32_t crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), o, (uInt)(*out_len - 4));
+    for (int k = 0; k < 4; k++) o[*out_len - 4 + k] = (uint8_t)(crc >> (8 * k));
+    free(text);
+    return o;
+}
+
+/* Parses and loads a copy of the bytes; the status, err filled. */
+static lsq_status load_bytes(const uint8_t *b, size_t len, lsq_err *err)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    memcpy(copy, b, len);
+    lsqm_file f;
+    lsq_err_clear(err);
+    lsq_status st = lsqm_parse(&f, copy, len, "forged.lsqm", err);
+    if (st == LSQ_OK) {
+        lsqm_model *m = lsqm_load_file(&f, err);
+        st = m ? LSQ_OK : err->code;
+        lsqm_free(m);
+    }
+    lsqm_file_free(&f);
+    return st;
+}
+
+/* A setting of a new layer forged out of range, of the wrong type, or into
+ * a graph that does not fit, in a file that is otherwise sound: a clean
+ * LSQ_ERR_FORMAT naming the layer and key (or the tensor that no longer
+ * fits), never a crash or a model that runs something else. NET_ALL's
+ * layers: 2 clip r0, 3 depthwise dw1, 16 add res, 17 padded maxpool mp,
+ * 18 grouped dilated gd, 19 leakyrelu lr, 20 concat cat, 21 scale sc,
+ * 22 windowed avgpool ap. */
+Test(deploy_layers, reader_refuses_bad_layer_settings, .timeout = 300)
+{
+    static const struct {
+        int layer;
+        const char *key, *value, *want; /* value: JSON text, NULL: key removed */
+    } cases[] = {
+        {3, "groups", "3", "model.layers[3].groups"},
+        {3, "groups", "0", "model.layers[3].groups"},
+        {3, "groups", "8.5", "model.layers[3].groups"},
+        {3, "groups", "4", "'dw1.weight'"}, /* a valid conv whose weights no longer fit */
+        {3, "groupz", "8", "model.layers[3]"},
+        {18, "dilation", "0", "model.layers[18].dilation"},
+        {18, "dilation", "17", "model.layers[18].dilation"},
+        {18, "dilation", "\"2\"", "model.layers[18].dilation"},
+        {18, "pad", "5", "model.layers[18].pad"},
+        {18, "input", "\"fc\"", "model.layers[18].input"}, /* a later layer: a cycle */
+        {2, "min", "6", "model.layers[2].max"},
+        {2, "max", "\"six\"", "model.layers[2].max"},
+        {2, "max", "1e39", "model.layers[2].max"},
+        {19, "alpha", "7", "model.layers[19].alpha"},
+        {19, "alpha", "-0.5", "model.layers[19].alpha"},
+        {21, "value", "1e39", "model.layers[21].value"},
+        {21, "value", "null", "model.layers[21].value"},
+        {21, "value", NULL, "model.layers[21].value"},
+        {21, "type", "\"scal\"", "model.layers[21].type"},
+        {17, "pad", "3", "model.layers[17].pad"},
+        {17, "pad", "-1", "model.layers[17].pad"},
+        {22, "count_include_pad", "3", "model.layers[22].count_include_pad"},
+        {22, "kernel", "0", "model.layers[22].kernel"},
+        {22, "kernel", "17", "model.layers[22].kernel"},
+        {20, "inputs", "[\"mp\",\"nope\"]", "model.layers[20].inputs"},
+        {20, "inputs", "[\"mp\",\"head\"]", "model.layers[20].inputs"},
+        {20, "inputs", "[\"mp\"]", "model.layers[20].inputs"},
+        {20, "inputs", "[\"mp\",\"lr\",\"mp\",\"lr\",\"mp\",\"lr\",\"mp\",\"lr\",\"mp\",\"lr\",\"mp\","
+                       "\"lr\",\"mp\",\"lr\",\"mp\",\"lr\",\"mp\"]",
+         "model.layers[20].inputs"},
+        {20, "inputs", "[\"mp\",\"input\"]", "model.layers[20].inputs"},
+        {20, "inputs", "[\"mp\",7]", "model.layers[20].inputs"},
+        {16, "inputs", "[\"bn5\",\"stem\"]", "model.layers[16].inputs"},
+    };
+    static const qcfg w4 = {"W4A4", 4, GRAN_TENSOR, ASIGN_AUTO};
+    lsq_net net;
+    make_net(&net, NET_ALL, &w4);
+    uint8_t *b;
+    size_t len;
+    lsq_err err;
+    cr_assert_eq(lsqm_encode(&net, NULL, &b, &len, &err), LSQ_OK, "%s", err.message);
+    net_free(&net);
+    cr_assert_eq(load_bytes(b, len, &err), LSQ_OK, "%s", err.message);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        json_t *v = NULL;
+        if (cases[i].value) {
+            v = json_loads(cases[i].value, JSON_DECODE_ANY, NULL);
+            cr_assert_not_null(v, "case %zu: bad JSON in the test", i);
+        }
+        size_t fl;
+        uint8_t *fb = forge(b, len, cases[i].layer, cases[i].key, v, &fl);
+        lsq_status st = load_bytes(fb, fl, &err);
+        cr_expect_eq(st, LSQ_ERR_FORMAT, "case %zu (%s = %s): status %d", i, cases[i].key,
+                     cases[i].value ? cases[i].value : "removed", st);
+        cr_expect(strstr(err.field, cases[i].want) || strstr(err.message, cases[i].want),
+                  "case %zu: '%s' / '%s' does not name %s", i, err.field, err.message,
+                  cases[i].want);
+        cr_expect(strstr(err.message, "the model's layer list") || strstr(err.message, "tensor"),
+                  "case %zu: %s", i, err.message);
+        free(fb);
+    }
+    /* truncations and flipped bytes anywhere in such a file */
+    int truncs = 0, flips = 0;
+    const uint32_t hl = b[8] | b[9] << 8 | b[10] << 16 | (uint32_t)b[11] << 24;
+    for (size_t n = 0; n < len; n += n < 12 + hl + 16 ? 7 : 89, truncs++)
+        cr_assert_eq(load_bytes(b, n, &err), LSQ_ERR_FORMAT, "truncated at %zu accepted", n);
+    uint8_t *c = malloc(len);
+    for (size_t i = 0; i < len; i += 37, flips++) {
+        memcpy(c, b, len);
+        c[i] ^= 0x24;
+        cr_assert_neq(load_bytes(c, len, &err), LSQ_OK, "flip at %zu accepted", i);
+        cr_assert(err.message[0]);
+    }
+    cr_log_info("%zu forged settings, %d truncations and %d byte flips rejected",
+                sizeof cases / sizeof *cases, truncs, flips);
+    free(c);
+    free(b);
+}
+
+/* ------------------------------------------------------------ the CLI */
+
+/* Runs cmd, returns its standard output (malloc'd) and exit status. */
+static char *run_cmd(const char *cmd, int *status)
+{
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "cannot run %s", cmd);
+    size_t cap = 1 << 16, n = 0, r;
+    char *out = malloc(cap);
+    while ((r = fread(out + n, 1, cap - 1 - n, p)) > 0) {
+        n += r;
+        if (n + 1 == cap) out = realloc(out, cap *= 2);
+    }
+    out[n] = 0;
+    *status = pclose(p);
+    return out;
+}
+
+/* `lsq eval` and `lsq predict` on a W4A4 MobileNetV2-style .lsqm: the
+ * accuracy and the classes of the integer engine as the library gives
+ * them. */
+Test(deploy_layers, lsq_eval_and_predict_run_a_mobilenetv2, .timeout = 300)
+{
+    const char *bin = getenv("LSQ_BIN");
+    cr_assert(bin, "LSQ_BIN is not set (run through make test)");
+    static const qcfg w4 = {"W4A4", 4, GRAN_CHANNEL, ASIGN_AUTO};
+    lsq_net net;
+    make_net(&net, NET_MBV2, &w4);
+    char dir[] = "/tmp/lsq-mbv2-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char model[64], idx[64], cmd[512];
+    snprintf(model, sizeof model, "%s/model.lsqm", dir);
+    snprintf(idx, sizeof idx, "%s/images.idx", dir);
+    json_t *meta = json_pack("{s:s, s:s}", "name", "mbv2", "dataset", "fashion-mnist");
+    lsq_err err;
+    cr_assert_eq(lsqm_save(model, &net, meta, &err), LSQ_OK, "%s", err.message);
+    json_decref(meta);
+    net_free(&net);
+    lsqm_model *m = lsqm_load(model, &err);
+    cr_assert_not_null(m, "%s", err.message);
+    float *z = int_logits(m, 2);
+    int correct = 0;
+    for (int i = 0; i < N_IMG; i++) correct += argmax10(z + (size_t)i * 10) == DS.labels[i];
+    /* eval: the same images (the test set's first N_IMG) */
+    int status;
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s' --limit %d --threads 2", bin, model, N_IMG);
+    char *out = run_cmd(cmd, &status);
+    char want[64];
+    snprintf(want, sizeof want, "accuracy %.4f\n", (double)correct / N_IMG);
+    cr_expect_eq(status, 0, "%s: %s", cmd, out);
+    cr_expect(strstr(out, "engine integer") && strstr(out, want), "want '%s' in:\n%s", want, out);
+    cr_log_info("lsq eval: %s", out);
+    free(out);
+    /* predict: 7 images as an IDX file */
+    const int n = 7;
+    FILE *f = fopen(idx, "wb");
+    cr_assert_not_null(f);
+    const uint8_t hdr[16] = {0, 0, 8, 3, 0, 0, 0, (uint8_t)n, 0, 0, 0, 28, 0, 0, 0, 28};
+    cr_assert_eq(fwrite(hdr, 1, 16, f), 16);
+    cr_assert_eq(fwrite(DS.pixels, 784, (size_t)n, f), (size_t)n);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' predict '%s' '%s'", bin, model, idx);
+    out = run_cmd(cmd, &status);
+    cr_expect_eq(status, 0, "%s: %s", cmd, out);
+    for (int i = 0; i < n; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "%s[%d]: class %d ", idx, i, argmax10(z + (size_t)i * 10));
+        cr_expect(strstr(out, line), "want '%s' in:\n%s", line, out);
+    }
+    free(out);
+    free(z);
+    lsqm_free(m);
+    unlink(model);
+    unlink(idx);
+    rmdir(dir);
 }
