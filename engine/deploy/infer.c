@@ -39,12 +39,19 @@
  * float engine trained.
  *
  * Layers left in float (a "float" override, a full-precision model) run as
- * float im2col + SGEMM per group, or direct loops for depthwise ones. */
+ * float im2col + SGEMM per group, or direct loops for depthwise ones.
+ *
+ * Memory: images go through the plan INFER_CHUNK at a time. Every buffer of
+ * such a pass has its place in one arena, planned at load from the buffers'
+ * lives (plan_memory); each predicting thread takes an arena and its work
+ * buffers from the model and gives them back, so a warm call allocates and
+ * faults in nothing. */
 #include "deploy/infer.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +80,7 @@ typedef struct {
     int skip;            /* batch norm / ReLU / clip folded into a conv epilogue */
     int alias;           /* flatten of a 1x1 tensor: shares in[0]'s buffer */
     int last_use;        /* last node reading this buffer */
+    size_t at;           /* the buffer's offset in a pass's arena (own buffers) */
     /* conv / linear */
     int quant;
     int k, stride, pad, dil, groups;
@@ -113,6 +121,14 @@ struct lsqm_model {
     lsq_kernel kern;
     int need_float_input;
     int has_float_gemm;
+    size_t arena;        /* bytes of every buffer of one pass of INFER_CHUNK images */
+    struct slots *slots; /* buffers kept between calls (take_slot) */
+};
+
+/* The free slots (a thread's arena and work buffers) of a model. */
+struct slots {
+    pthread_mutex_t lock;
+    struct slot *free;
 };
 
 /* ---------------------------------------------------------------- load */
@@ -155,9 +171,12 @@ static float *load_f32(const lsqm_file *f, const lsqm_tensor *t, lsq_status *st,
     return p;
 }
 
+static void slots_free(struct slots *sl);
+
 void lsqm_free(lsqm_model *m)
 {
     if (!m) return;
+    slots_free(m->slots);
     for (int i = 0; i < m->n; i++) {
         inode *nd = &m->nodes[i];
         if (nd->pw)
@@ -413,6 +432,61 @@ static lsq_status fold_epilogue(lsqm_model *m, inode *nd, int bn, const inode *c
     return LSQ_OK;
 }
 
+static size_t esize(vkind k) { return k == VK_F32 ? 4 : 1; }
+
+/* Places every buffer of a pass in one arena, so that a pass allocates
+ * nothing: buffer j lives from the step that writes it (a conv's epilogue
+ * writes the buffer of the last layer it folds) to its last reader, and two
+ * buffers share bytes only when their lives do not meet. First fit, in the
+ * order they are written. 0, or -1 when out of memory. */
+static int plan_memory(lsqm_model *m)
+{
+    int *def = malloc((size_t)m->n * sizeof *def), *order = malloc((size_t)m->n * sizeof *order);
+    size_t *size = calloc((size_t)m->n, sizeof *size);
+    if (!def || !order || !size) {
+        free(def), free(order), free(size);
+        return -1;
+    }
+    for (int j = 0; j < m->n; j++) def[j] = -1;
+    if (m->need_float_input) def[0] = 0;
+    for (int i = 1; i < m->n; i++) {
+        const inode *nd = &m->nodes[i];
+        if (nd->skip || nd->alias) continue;
+        def[(nd->op == OP_CONV || nd->op == OP_LINEAR) ? nd->out_node : i] = i;
+    }
+    int n = 0;
+    for (int i = 0; i < m->n; i++) /* in order of writing: a conv's buffer at the conv */
+        for (int j = 0; j < m->n; j++)
+            if (def[j] == i) {
+                const inode *b = &m->nodes[j];
+                size[j] = ((size_t)INFER_CHUNK * b->c * b->h * b->w * esize(b->kind) + 63) & ~(size_t)63;
+                order[n++] = j;
+            }
+    m->arena = 0;
+    for (int a = 0; a < n; a++) {
+        const int j = order[a];
+        const int last = m->nodes[j].last_use < def[j] ? def[j] : m->nodes[j].last_use;
+        size_t at = 0;
+        for (int moved = 1; moved;) { /* the lowest offset clear of every live neighbour */
+            moved = 0;
+            for (int b = 0; b < a; b++) {
+                const int k = order[b];
+                const int klast = m->nodes[k].last_use < def[k] ? def[k] : m->nodes[k].last_use;
+                const int meet = def[j] <= klast && def[k] <= last;
+                const size_t kat = m->nodes[k].at;
+                if (meet && at < kat + size[k] && kat < at + size[j]) {
+                    at = kat + size[k];
+                    moved = 1;
+                }
+            }
+        }
+        m->nodes[j].at = at;
+        if (at + size[j] > m->arena) m->arena = at + size[j];
+    }
+    free(def), free(order), free(size);
+    return 0;
+}
+
 /* The node whose buffer node p's value lives in (through flatten aliases). */
 static int resolve(const lsqm_model *m, int p)
 {
@@ -605,6 +679,13 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
             goto fail;
         }
     }
+    if (plan_memory(m) != 0 || !(m->slots = calloc(1, sizeof *m->slots)) ||
+        pthread_mutex_init(&m->slots->lock, NULL) != 0) {
+        free(m->slots);
+        m->slots = NULL;
+        lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading the model");
+        goto fail;
+    }
     free(ncons);
     free(cons);
     net_free(&net);
@@ -689,66 +770,71 @@ static void im2col_nhwc(uint8_t *col, const uint8_t *in, int nb, int ih, int iw,
             }
 }
 
+/* What an epilogue writes: the value, the value through ReLU / clips, or
+ * the next layer's unsigned or signed codes. */
+enum { EPI_VALUE, EPI_BOUNDED, EPI_U8, EPI_S8 };
+
+/* One row of n outputs of the folded epilogue, in one pass: v = acc * A + B
+ * (+ the LSQ+ term), then as `kind` says. The flags are constants where it
+ * is inlined, so each variant is its own straight vector loop. */
+__attribute__((always_inline)) static inline void
+epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const float *restrict cr,
+        const float *restrict A, const float *restrict B, int n, const int intacc,
+        const int corr, const int kind, const int relu, float lo, float hi)
+{
+    float *restrict of = out;
+    uint8_t *restrict ou = out;
+    int8_t *restrict os = out;
+#pragma omp simd
+    for (int c = 0; c < n; c++) {
+        float t = (intacc ? (float)ai[c] : af[c]) * A[c] + B[c];
+        if (corr) t += cr[c];
+        if (kind == EPI_VALUE) {
+            of[c] = t;
+        } else if (kind == EPI_BOUNDED) {
+            /* the float engine's relu (x > 0 ? x : 0), then the bounds of
+             * the clips (the relu's 0 among them) as clip_forward */
+            float x = relu ? (t > 0.0f ? t : 0.0f) : t;
+            x = x < lo ? lo : x;
+            of[c] = x > hi ? hi : x;
+        } else {
+            float x = t < lo ? lo : t;
+            x = x > hi ? hi : x;
+            if (kind == EPI_U8) ou[c] = (uint8_t)(int32_t)quant_round(x);
+            else os[c] = (int8_t)(int32_t)quant_round(x);
+        }
+    }
+}
+
+#define EPI_ROWS(intacc_, corr_, kind_, relu_)                                                 \
+    for (int r = 0; r < m; r++)                                                                \
+    epi_row((uint8_t *)out + (size_t)r * n * es, acci ? acci + (size_t)r * n : NULL,          \
+            accf ? accf + (size_t)r * n : NULL,                                                \
+            (corr_) ? nd->corr + (size_t)(r % hw) * n : NULL, nd->ea, nd->eb, n, intacc_,      \
+            corr_, kind_, relu_, lo, hi)
+
 /* The folded epilogue of a conv/linear over m rows of acc (int32 or float). */
 static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float *accf, void *out,
                      int m)
 {
     const int n = nd->c, hw = nd->h * nd->w;
-    const float *restrict A = nd->ea, *restrict B = nd->eb;
-    const float lo = nd->elo, hi = nd->ehi, flo = nd->flo, fhi = nd->fhi;
-    float tmp[LSQ_IGEMM_NR * 8];
-    for (int r = 0; r < m; r++) {
-        const float *restrict cr = nd->corr ? nd->corr + (size_t)(r % hw) * n : NULL;
-        for (int c0 = 0; c0 < n; c0 += (int)(sizeof tmp / sizeof *tmp)) {
-            const int cn = n - c0 < (int)(sizeof tmp / sizeof *tmp) ? n - c0
-                                                                    : (int)(sizeof tmp / sizeof *tmp);
-            float *restrict t = tmp;
-            if (acci) {
-                const int32_t *restrict a = acci + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) t[c] = (float)a[c] * A[c0 + c] + B[c0 + c];
-            } else {
-                const float *restrict a = accf + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) t[c] = a[c] * A[c0 + c] + B[c0 + c];
-            }
-            if (cr) {
-#pragma omp simd
-                for (int c = 0; c < cn; c++) t[c] += cr[c0 + c];
-            }
-            if (!nd->epi_codes) {
-                /* the float engine's relu (x > 0 ? x : 0), then the bounds
-                 * of the clips (the relu's 0 among them) as clip_forward */
-                float *restrict o = (float *)out + (size_t)r * n + c0;
-                if (nd->relu || nd->clipped) {
-                    const int relu = nd->relu;
-#pragma omp simd
-                    for (int c = 0; c < cn; c++) {
-                        float x = relu ? (t[c] > 0.0f ? t[c] : 0.0f) : t[c];
-                        x = x < flo ? flo : x;
-                        o[c] = x > fhi ? fhi : x;
-                    }
-                } else {
-                    memcpy(o, t, (size_t)cn * sizeof *o);
-                }
-            } else if (ok == VK_U8) {
-                uint8_t *restrict o = (uint8_t *)out + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) {
-                    float x = t[c] < lo ? lo : t[c];
-                    x = x > hi ? hi : x;
-                    o[c] = (uint8_t)(int32_t)quant_round(x);
-                }
-            } else {
-                int8_t *restrict o = (int8_t *)out + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) {
-                    float x = t[c] < lo ? lo : t[c];
-                    x = x > hi ? hi : x;
-                    o[c] = (int8_t)(int32_t)quant_round(x);
-                }
-            }
-        }
+    int kind = EPI_VALUE;
+    float lo = nd->elo, hi = nd->ehi;
+    if (nd->epi_codes) kind = ok == VK_U8 ? EPI_U8 : EPI_S8;
+    else if (nd->relu || nd->clipped) kind = EPI_BOUNDED, lo = nd->flo, hi = nd->fhi;
+    const size_t es = kind == EPI_U8 || kind == EPI_S8 ? 1 : sizeof(float);
+    const int relu = nd->relu;
+    /* the common variants by name; LSQ+ and float layers share one each */
+    if (acci && !nd->corr) {
+        if (kind == EPI_U8) EPI_ROWS(1, 0, EPI_U8, 0);
+        else if (kind == EPI_S8) EPI_ROWS(1, 0, EPI_S8, 0);
+        else if (kind == EPI_VALUE) EPI_ROWS(1, 0, EPI_VALUE, 0);
+        else if (relu) EPI_ROWS(1, 0, EPI_BOUNDED, 1);
+        else EPI_ROWS(1, 0, EPI_BOUNDED, 0);
+    } else if (acci) {
+        EPI_ROWS(1, 1, kind, relu);
+    } else {
+        EPI_ROWS(0, 0, kind, relu);
     }
 }
 
@@ -864,48 +950,13 @@ static void dw_float(float *acc, const float *x, int nb, const inode *nd)
             }
 }
 
-static size_t esize(vkind k) { return k == VK_F32 ? 4 : 1; }
-
-/* A stride-1 "same" dense conv on unsigned codes (nd->goff): the nb images
- * zero-padded (code 0 is the value 0), the sums taken in place
- * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
- * each output row's valid columns. */
-static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
-                            lsq_kernel kern, lsq_err *err)
-{
-    const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
-    const int n = nd->c, rows = nd->h * wp;
-    const size_t img = (size_t)hp * wp, es = esize(ok);
-    /* the largest tap reads dil * (k - 1) pixels past an image's last output row */
-    uint8_t *a = calloc(((size_t)nb * img + (size_t)nd->dil * (nd->k - 1) + 1) * ic, 1);
-    int32_t *acc = malloc((size_t)nb * rows * n * sizeof *acc);
-    lsq_status st = LSQ_OK;
-    if (!a || !acc) {
-        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
-        goto done;
-    }
-    for (int b = 0; b < nb; b++)
-        for (int y = 0; y < nd->ih; y++)
-            memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
-                   codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
-    st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi, &nd->pw[0],
-                           kern, 1, err);
-    if (st != LSQ_OK) goto done;
-    for (int b = 0; b < nb; b++)
-        for (int y = 0; y < nd->h; y++)
-            epilogue(nd, ok, acc + ((size_t)b * rows + (size_t)y * wp) * n, NULL,
-                     (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w);
-done:
-    free(a);
-    free(acc);
-    return st;
-}
-
-/* Work buffers of one pass, replaced layer by layer. */
+/* Work buffers of one thread's passes: kept from layer to layer and pass
+ * to pass, grown when a layer needs more. */
 typedef struct {
-    uint8_t *codes, *col, *wide;
+    uint8_t *codes, *col, *wide, *pad;
     int32_t *acc;
     float *accf;
+    size_t codes_n, col_n, wide_n, pad_n, acc_n, accf_n; /* bytes held */
 } work;
 
 static void work_free(work *ws)
@@ -913,17 +964,98 @@ static void work_free(work *ws)
     free(ws->codes);
     free(ws->col);
     free(ws->wide);
+    free(ws->pad);
     free(ws->acc);
     free(ws->accf);
 }
 
-/* *p replaced by a new block of n bytes; NULL when out of memory. */
-static void *renew(void *p, size_t n)
+/* A thread's arena and work buffers, kept by the model between calls so
+ * that a call faults in no fresh memory: lsqm_predict's threads take one
+ * each and give it back; there are as many as threads ever ran at once. */
+typedef struct slot {
+    uint8_t *arena;
+    work ws;
+    struct slot *next;
+} slot;
+
+static void slots_free(struct slots *sl)
+{
+    if (!sl) return;
+    for (slot *s = sl->free, *nx; s; s = nx) {
+        nx = s->next;
+        free(s->arena);
+        work_free(&s->ws);
+        free(s);
+    }
+    pthread_mutex_destroy(&sl->lock);
+    free(sl);
+}
+
+/* A free slot of m, or a new one; NULL when out of memory. */
+static slot *take_slot(const lsqm_model *m)
+{
+    pthread_mutex_lock(&m->slots->lock);
+    slot *s = m->slots->free;
+    if (s) m->slots->free = s->next;
+    pthread_mutex_unlock(&m->slots->lock);
+    if (s) return s;
+    s = calloc(1, sizeof *s);
+    if (s && !(s->arena = aligned_alloc(64, m->arena ? m->arena : 64))) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+static void give_slot(const lsqm_model *m, slot *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&m->slots->lock);
+    s->next = m->slots->free;
+    m->slots->free = s;
+    pthread_mutex_unlock(&m->slots->lock);
+}
+
+/* *p (holding *have bytes) made at least n bytes, its contents dropped;
+ * NULL when out of memory. */
+static void *grow(void *p, size_t *have, size_t n)
 {
     void **pp = p;
+    if (n <= *have && *pp) return *pp;
     free(*pp);
     *pp = malloc(n ? n : 1);
+    *have = *pp ? n : 0;
     return *pp;
+}
+
+/* A stride-1 "same" dense conv on unsigned codes (nd->goff): the nb images
+ * zero-padded (code 0 is the value 0), the sums taken in place
+ * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
+ * each output row's valid columns. */
+static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
+                            lsq_kernel kern, work *ws, lsq_err *err)
+{
+    const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
+    const int n = nd->c, rows = nd->h * wp;
+    const size_t img = (size_t)hp * wp, es = esize(ok);
+    /* the largest tap reads dil * (k - 1) pixels past an image's last output row */
+    const size_t abytes = ((size_t)nb * img + (size_t)nd->dil * (nd->k - 1) + 1) * ic;
+    uint8_t *a = grow(&ws->pad, &ws->pad_n, abytes);
+    int32_t *acc = grow(&ws->acc, &ws->acc_n, (size_t)nb * rows * n * sizeof *acc);
+    if (!a || !acc) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+    memset(a, 0, abytes);
+    for (int b = 0; b < nb; b++)
+        for (int y = 0; y < nd->ih; y++)
+            memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
+                   codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
+    lsq_status st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi,
+                                      &nd->pw[0], kern, 1, err);
+    if (st != LSQ_OK) return st;
+    for (int b = 0; b < nb; b++)
+        for (int y = 0; y < nd->h; y++)
+            epilogue(nd, ok, acc + ((size_t)b * rows + (size_t)y * wp) * n, NULL,
+                     (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w);
+    return LSQ_OK;
 }
 
 /* One conv/linear layer over nb images: the products (on codes, or in float
@@ -935,16 +1067,14 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
     const size_t in_elems = (size_t)nb * nd->ic * nd->ih * nd->iw;
     const int direct = nd->k == 1 && nd->stride == 1 && nd->pad == 0;
     const inode *en = &m->nodes[nd->out_node];
-    void *out = malloc((size_t)M * N * esize(en->kind));
-    if (!out) goto oom;
-    buf[nd->out_node] = out;
+    void *out = buf[nd->out_node];
     if (!nd->quant) {
         const float *x = buf[nd->in[0]];
-        if (!renew(&ws->accf, (size_t)M * N * sizeof(float))) goto oom;
+        if (!grow(&ws->accf, &ws->accf_n, (size_t)M * N * sizeof(float))) goto oom;
         if (nd->dw) {
             dw_float(ws->accf, x, nb, nd);
         } else {
-            if (!direct && !renew(&ws->col, (size_t)M * K * sizeof(float))) goto oom;
+            if (!direct && !grow(&ws->col, &ws->col_n, (size_t)M * K * sizeof(float))) goto oom;
             for (int g = 0; g < nd->groups; g++) {
                 const float *a = x + (size_t)g * nd->icg;
                 int lda = nd->ic;
@@ -969,20 +1099,20 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
     } else if (nd->src == IN_PIXELS) {
         codes = pixels; /* one channel, or a flat linear input: the stored order */
     } else {
-        if (!renew(&ws->codes, in_elems)) goto oom;
+        if (!grow(&ws->codes, &ws->codes_n, in_elems)) goto oom;
         quantize(ws->codes, buf[nd->in[0]], in_elems, nd);
         codes = ws->codes;
     }
     lsq_status st;
     if (nd->goff && lsq_igemm_taps_ok(&nd->pw[0], nd->ic, (int)nd->in_hi, m->kern))
-        return conv_taps(nd, en->kind, codes, nb, out, m->kern, err);
-    if (!renew(&ws->acc, (size_t)M * N * sizeof(int32_t))) goto oom;
+        return conv_taps(nd, en->kind, codes, nb, out, m->kern, ws, err);
+    if (!grow(&ws->acc, &ws->acc_n, (size_t)M * N * sizeof(int32_t))) goto oom;
     if (nd->dw) {
         const uint8_t *a = codes;
         if (nd->mult > 1) {
             /* each input channel repeated for its mult output channels */
             const size_t pix = (size_t)nb * nd->ih * nd->iw;
-            if (!renew(&ws->wide, pix * N)) goto oom;
+            if (!grow(&ws->wide, &ws->wide_n, pix * N)) goto oom;
             for (size_t p = 0; p < pix; p++)
                 for (int o = 0; o < N; o++)
                     ws->wide[p * N + o] = codes[p * nd->ic + o / nd->mult];
@@ -994,7 +1124,7 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
                                        err);
         if (st != LSQ_OK) return st;
     } else {
-        if (!direct && !renew(&ws->col, (size_t)M * K)) goto oom;
+        if (!direct && !grow(&ws->col, &ws->col_n, (size_t)M * K)) goto oom;
         for (int g = 0; g < nd->groups; g++) {
             const uint8_t *a = codes + (size_t)g * nd->icg;
             int lda = nd->ic;
@@ -1020,16 +1150,17 @@ oom:
 
 /* One pass of nb images through the plan; logits (nb, classes). */
 static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, float *logits,
-                            lsq_err *err)
+                            uint8_t *arena, work *ws, lsq_err *err)
 {
     lsq_status st = LSQ_OK;
     void **buf = calloc((size_t)m->n, sizeof *buf);
     if (!buf) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+    /* every buffer's place in the arena (plan_memory) */
+    for (int j = 0; j < m->n; j++)
+        if (!m->nodes[j].alias) buf[j] = arena + m->nodes[j].at;
     const size_t in_plane = (size_t)m->c * m->h * m->w;
-    work ws = {0};
     if (m->need_float_input) {
-        float *x = malloc((size_t)nb * in_plane * sizeof *x);
-        if (!x) goto oom;
+        float *x = buf[0];
         /* NCHW pixels / 255 -> NHWC (as the data loader: pixel / 255.0f) */
         size_t hw = (size_t)m->h * m->w;
         for (int b = 0; b < nb; b++)
@@ -1037,7 +1168,6 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
                 for (size_t p = 0; p < hw; p++)
                     x[((size_t)b * hw + p) * m->c + c] =
                         (float)pixels[(size_t)b * in_plane + (size_t)c * hw + p] / 255.0f;
-        buf[0] = x;
     }
     for (int i = 1; i < m->n; i++) {
         const inode *nd = &m->nodes[i];
@@ -1047,16 +1177,14 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
         switch (nd->op) {
         case OP_CONV:
         case OP_LINEAR:
-            if ((st = run_gemm(m, nd, buf, pixels, nb, &ws, err)) != LSQ_OK) goto out;
+            if ((st = run_gemm(m, nd, buf, pixels, nb, ws, err)) != LSQ_OK) goto out;
             break;
         case OP_BN: {
-            float *restrict y = malloc(out_elems * sizeof *y);
-            if (!y) goto oom;
+            float *restrict y = buf[i];
             const float *restrict xs = x, *restrict bs = nd->bs, *restrict bh = nd->bh;
             for (size_t p = 0; p < out_elems; p += (size_t)nd->c)
 #pragma omp simd
                 for (int c = 0; c < nd->c; c++) y[p + c] = xs[p + c] * bs[c] + bh[c];
-            buf[i] = y;
             break;
         }
         /* the elementwise layers with the float engine's operations */
@@ -1064,8 +1192,7 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
         case OP_CLIP:
         case OP_LEAKYRELU:
         case OP_SCALE: {
-            float *restrict y = malloc(out_elems * sizeof *y);
-            if (!y) goto oom;
+            float *restrict y = buf[i];
             const float *restrict xs = x;
             const float lo = nd->lo, hi = nd->hi, alpha = nd->alpha, value = nd->value;
             if (nd->op == OP_RELU) {
@@ -1084,22 +1211,18 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
 #pragma omp simd
                 for (size_t p = 0; p < out_elems; p++) y[p] = value * xs[p];
             }
-            buf[i] = y;
             break;
         }
         case OP_ADD: {
             const float *restrict a = x, *restrict b = buf[nd->in[1]];
-            float *restrict y = malloc(out_elems * sizeof *y);
-            if (!y) goto oom;
+            float *restrict y = buf[i];
 #pragma omp simd
             for (size_t p = 0; p < out_elems; p++) y[p] = a[p] + b[p];
-            buf[i] = y;
             break;
         }
         case OP_CONCAT: {
             /* NHWC: each pixel's channels, input after input */
-            float *y = malloc(out_elems * sizeof *y);
-            if (!y) goto oom;
+            float *y = buf[i];
             const size_t pix = (size_t)nb * nd->h * nd->w;
             int at = 0;
             for (int t = 0; t < nd->n_in; t++) {
@@ -1109,37 +1232,32 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
                     memcpy(y + p * nd->c + at, s + p * ct, (size_t)ct * sizeof *y);
                 at += ct;
             }
-            buf[i] = y;
             break;
         }
         case OP_AVGPOOL: {
-            float *y = calloc(out_elems, sizeof *y);
-            if (!y) goto oom;
+            float *y = buf[i];
             if (nd->pk) {
                 avgpool_window(y, x, nb, nd);
-                buf[i] = y;
                 break;
             }
             const int hw = nd->ih * nd->iw, c = nd->c;
             const float inv = 1.0f / (float)hw;
             for (int b = 0; b < nb; b++) {
                 float *o = y + (size_t)b * c;
+                for (int j = 0; j < c; j++) o[j] = 0.0f;
                 for (int p = 0; p < hw; p++) {
                     const float *xp = x + ((size_t)b * hw + p) * c;
                     for (int j = 0; j < c; j++) o[j] += xp[j];
                 }
                 for (int j = 0; j < c; j++) o[j] *= inv;
             }
-            buf[i] = y;
             break;
         }
         case OP_MAXPOOL: {
-            void *y = malloc(out_elems * esize(nd->kind));
-            if (!y) goto oom;
+            void *y = buf[i];
             if (nd->kind == VK_F32) maxpool_float(y, buf[nd->in[0]], nb, nd);
             else if (nd->kind == VK_U8) maxpool_uint8_t(y, buf[nd->in[0]], nb, nd);
             else maxpool_int8_t(y, buf[nd->in[0]], nb, nd);
-            buf[i] = y;
             break;
         }
         case OP_FLATTEN: {
@@ -1149,39 +1267,25 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
             }
             /* NHWC -> the channel-major order of the layer list */
             const size_t es = esize(nd->kind), hw = (size_t)nd->ih * nd->iw, c = (size_t)nd->ic;
-            uint8_t *y = malloc(out_elems * es);
-            if (!y) goto oom;
+            uint8_t *y = buf[i];
             const uint8_t *xb = buf[nd->in[0]];
             for (int b = 0; b < nb; b++)
                 for (size_t p = 0; p < hw; p++)
                     for (size_t j = 0; j < c; j++)
                         memcpy(y + (((size_t)b * c + j) * hw + p) * es,
                                xb + (((size_t)b * hw + p) * c + j) * es, es);
-            buf[i] = y;
             break;
         }
         default:
             break;
         }
-        /* release buffers whose last reader has run */
-        for (int j = 0; j < i; j++)
-            if (m->nodes[j].last_use == i && !m->nodes[j].alias) {
-                free(buf[j]);
-                buf[j] = NULL;
-            }
     }
     {
         int p = m->output;
         memcpy(logits, buf[p], (size_t)nb * m->classes * sizeof *logits);
     }
-    goto out;
-oom:
-    st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
 out:
-    for (int j = 0; j < m->n; j++)
-        if (!m->nodes[j].alias) free(buf[j]);
     free(buf);
-    work_free(&ws);
     return st;
 }
 
@@ -1204,11 +1308,16 @@ lsq_status lsqm_predict(const lsqm_model *m, const uint8_t *pixels, int n, float
         int lo = (int)((long)n * t / T), hi = (int)((long)n * (t + 1) / T);
         lsq_err mine;
         lsq_err_clear(&mine);
+        /* this thread's buffers, for all of its passes */
+        slot *sl = hi > lo ? take_slot(m) : NULL;
+        if (hi > lo && !sl)
+            sts[t] = lsq_err_set(&mine, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
         for (int b = lo; b < hi && sts[t] == LSQ_OK; b += INFER_CHUNK) {
             int nb = hi - b < INFER_CHUNK ? hi - b : INFER_CHUNK;
             sts[t] = run_chunk(m, pixels + (size_t)b * plane, nb,
-                               logits + (size_t)b * m->classes, &mine);
+                               logits + (size_t)b * m->classes, sl->arena, &sl->ws, &mine);
         }
+        give_slot(m, sl);
         if (sts[t] != LSQ_OK && t < 4) errs[t] = mine;
     }
     for (int t = 0; t < threads; t++)
