@@ -1,12 +1,15 @@
 /* Deployable-model measurements (bench/infer.sh runs this).
- *   infer_bench sizes
- *       .lsqm and .onnx bytes of cnn-small and resnet20 at FP32, 8, 4, 3 and
- *       2 bits (first/last layers at 8 bits, the paper's default). Sizes do
+ *   infer_bench sizes [NAME=LAYERS.json ...]
+ *       .lsqm and .onnx bytes of cnn-small and resnet20 (and of each layer
+ *       list given, e.g. mobilenetv2=bench/mobilenetv2.json) at FP32, 8, 4, 3
+ *       and 2 bits (first/last layers at 8 bits, the paper's default); "-"
+ *       where the ONNX export does not carry the net's layers yet. Sizes do
  *       not depend on the trained values, so the nets are freshly initialised.
  *   infer_bench speed RUN_DIR BATCH THREADS REPEATS IMAGES.u8
  *       images/s of the integer engine (RUN_DIR/model.lsqm) and of the float
  *       fake-quantized engine (RUN_DIR/model.lsqc) on BATCH images, median of
- *       REPEATS runs each, same process.
+ *       REPEATS runs each, same process; and the integer kernel path that
+ *       ran (LSQ_KERNEL or the fastest this CPU has).
  *   infer_bench f32 IMAGES.u8 OUT.f32 N
  *       the same images as float32 pixels / 255, for onnxruntime. */
 #include <stdio.h>
@@ -15,9 +18,11 @@
 #include <time.h>
 
 #include "core/spec.h"
+#include "deploy/igemm.h"
 #include "deploy/infer.h"
 #include "deploy/lsqm.h"
 #include "deploy/onnx_export.h"
+#include "deploy/support.h"
 #include "graph/net.h"
 #include "train/ckpt.h"
 #include "train/train.h"
@@ -41,22 +46,58 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int sizes(void)
+/* The text of a file (malloc'd), or NULL. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *t = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (t && fread(t, 1, (size_t)n, f) != (size_t)n) {
+        free(t);
+        t = NULL;
+    }
+    if (t) t[n] = 0;
+    fclose(f);
+    return t;
+}
+
+/* lists: NAME=LAYERS.json arguments, n of them, after the zoo's two. */
+static int sizes(char **lists, int n)
 {
     const char *archs[2] = {"cnn-small", "resnet20"};
     const int bits[5] = {0, 8, 4, 3, 2};
     printf("| model | weights | .lsqm bytes | .onnx bytes |\n|---|---|---|---|\n");
-    for (int a = 0; a < 2; a++)
+    for (int a = 0; a < 2 + n; a++)
         for (int b = 0; b < 5; b++) {
-            char text[256];
+            char name[128], model[64];
+            char *text, *ltext = NULL;
+            if (a < 2) {
+                snprintf(name, sizeof name, "%s", archs[a]);
+                snprintf(model, sizeof model, "{\"arch\":\"%s\"}", archs[a]);
+            } else {
+                const char *eq = strchr(lists[a - 2], '=');
+                if (!eq || !(ltext = slurp(eq + 1))) {
+                    fprintf(stderr, "sizes: want NAME=LAYERS.json, got '%s'\n", lists[a - 2]);
+                    return 1;
+                }
+                snprintf(name, sizeof name, "%.*s", (int)(eq - lists[a - 2]), lists[a - 2]);
+            }
+            const char *m = ltext ? ltext : model;
+            size_t tl = strlen(m) + 128;
+            text = malloc(tl);
             if (bits[b])
-                snprintf(text, sizeof text, "{\"model\":{\"arch\":\"%s\"},\"quant\":{\"weight_bits\":%d}}",
-                         archs[a], bits[b]);
+                snprintf(text, tl, "{\"model\":%s,\"quant\":{\"weight_bits\":%d}}", m, bits[b]);
             else
-                snprintf(text, sizeof text, "{\"model\":{\"arch\":\"%s\"}}", archs[a]);
+                snprintf(text, tl, "{\"model\":%s}", m);
+            free(ltext);
             lsq_spec s;
             lsq_err err;
-            if (spec_parse(&s, text, strlen(text), &err) != LSQ_OK) {
+            lsq_status pst = spec_parse(&s, text, strlen(text), &err);
+            free(text);
+            if (pst != LSQ_OK) {
                 fprintf(stderr, "spec: %s\n", err.message);
                 return 1;
             }
@@ -70,19 +111,25 @@ static int sizes(void)
             if (net.quantized) net_quant_init_weights(&net, QINIT_PAPER);
             uint8_t *bytes;
             size_t len;
-            if (lsqm_encode(&net, NULL, &bytes, &len, &err) != LSQ_OK ||
-                onnx_export(&net, "/tmp/lsq-size.onnx", &err) != LSQ_OK) {
+            if (lsqm_encode(&net, NULL, &bytes, &len, &err) != LSQ_OK) {
                 fprintf(stderr, "export: %s\n", err.message);
                 return 1;
             }
-            FILE *f = fopen("/tmp/lsq-size.onnx", "rb");
-            fseek(f, 0, SEEK_END);
-            long on = ftell(f);
-            fclose(f);
-            remove("/tmp/lsq-size.onnx");
+            char on[32] = "-";
+            if (deploy_check_layers(&net, DEPLOY_ONNX, &err) == LSQ_OK) {
+                if (onnx_export(&net, "/tmp/lsq-size.onnx", &err) != LSQ_OK) {
+                    fprintf(stderr, "export: %s\n", err.message);
+                    return 1;
+                }
+                FILE *f = fopen("/tmp/lsq-size.onnx", "rb");
+                fseek(f, 0, SEEK_END);
+                snprintf(on, sizeof on, "%ld", ftell(f));
+                fclose(f);
+                remove("/tmp/lsq-size.onnx");
+            }
             char wb[16];
             snprintf(wb, sizeof wb, bits[b] ? "W%dA%d" : "FP32", bits[b], bits[b]);
-            printf("| %s | %s | %zu | %ld |\n", archs[a], wb, len, on);
+            printf("| %s | %s | %zu | %s |\n", name, wb, len, on);
             free(bytes);
             net_free(&net);
             json_decref(layers);
@@ -134,9 +181,10 @@ static int speed(const char *dir, int batch, int threads, int reps, const char *
         net_forward(&net, x, batch, 0);
         tf[r] = now() - t0;
     }
-    printf("{\"integer_ms\":%.3f,\"float_ms\":%.3f,\"integer_ips\":%.1f,\"float_ips\":%.1f}\n",
+    printf("{\"integer_ms\":%.3f,\"float_ms\":%.3f,\"integer_ips\":%.1f,\"float_ips\":%.1f,"
+           "\"kernel\":\"%s\"}\n",
            1e3 * median(ti, reps), 1e3 * median(tf, reps), batch / median(ti, reps),
-           batch / median(tf, reps));
+           batch / median(tf, reps), LSQ_KERNEL_NAMES[lsq_kernel_select()]);
     net_free(&net);
     ckpt_free(&c);
     lsqm_free(m);
@@ -162,9 +210,10 @@ static int to_f32(const char *in, const char *out, int n)
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "f32") == 0) return to_f32(argv[2], argv[3], atoi(argv[4]));
-    if (argc == 2 && strcmp(argv[1], "sizes") == 0) return sizes();
+    if (argc >= 2 && strcmp(argv[1], "sizes") == 0) return sizes(argv + 2, argc - 2);
     if (argc == 7 && strcmp(argv[1], "speed") == 0)
         return speed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
-    fprintf(stderr, "usage: infer_bench sizes | speed RUN_DIR BATCH THREADS REPEATS IMAGES.u8\n");
+    fprintf(stderr, "usage: infer_bench sizes [NAME=LAYERS.json ...] | speed RUN_DIR BATCH THREADS "
+                    "REPEATS IMAGES.u8\n");
     return 2;
 }

@@ -1,15 +1,18 @@
 /* Integer-only inference on packed .lsqm models (infer.h,
  * docs/model-format.md "Integer inference").
  *
- * A model is compiled at load into a plan over the network's nodes. Tensors
- * are NHWC inside the plan (a conv's GEMM output, one row per output pixel,
- * is already NHWC), except that flatten reorders to the channel-major order
- * the layer list means, so linear weights keep their stored order.
+ * A model is compiled at load into a plan over the network's nodes (any
+ * directed acyclic graph the layer list describes). Tensors are NHWC inside
+ * the plan (a conv's GEMM output, one row per output pixel, is already
+ * NHWC), except that flatten reorders to the channel-major order the layer
+ * list means, so linear weights keep their stored order.
  *
  * Every quantized conv/linear multiplies 8-bit activation codes by int8
- * weight codes with int32 accumulation (igemm.h; conv through im2col on the
- * codes). Its epilogue folds the step sizes, the bias and a following batch
- * norm (and ReLU) into one per-output-channel (scale A, offset B):
+ * weight codes with int32 accumulation: dense and grouped convs through
+ * im2col on the codes (one GEMM per group, igemm.h), depthwise convs with a
+ * kernel of their own (dwconv.h). Its epilogue folds the step sizes, the
+ * bias and a following batch norm (and ReLU / clip) into one
+ * per-output-channel (scale A, offset B):
  *
  *     v = acc * A[c] + B[c],  A = s_in * s_w[c] * g[c],  B = bias[c] * g[c] + h[c]
  *     (g = gamma / sqrt(var + eps), h = beta_bn - mean * g)
@@ -17,30 +20,42 @@
  * When the value's only consumer (through maxpool / flatten) is another
  * quantized layer, the epilogue writes that layer's activation codes
  * directly:  code = clip(round(acc * A/s + (B - beta)/s), lo, hi), with
- * lo = -QN, or max(-QN, round(-beta/s)) after a ReLU (relu then quantize).
- * A max pool then runs on the codes: the code map is non-decreasing, so it
- * commutes with max. Otherwise (a residual add, several consumers, a float
- * layer, the logits) the epilogue writes float values and each quantized
- * consumer quantizes them exactly as the float engine does:
- * code = round(clip((x - beta) / s, -QN, QP)).
+ * lo = -QN and hi = QP, narrowed by the ReLUs and clips in between: the
+ * quantizer q(x) = round(clip((x - beta)/s, -QN, QP)) is non-decreasing, so
+ * q(clip(x, a, b)) = clip(q(x), q(a), q(b)) (ReLU is clip(x, 0, inf), ReLU6
+ * clip(x, 0, 6)). A max pool then runs on the codes: the code map commutes
+ * with max too. Otherwise (a residual add, a concat, several consumers, a
+ * float layer, the logits) the epilogue writes float values (after its
+ * ReLU / clip) and each quantized consumer quantizes them exactly as the
+ * float engine does: code = round(clip((x - beta) / s, -QN, QP)).
  *
- * Residual adds: the float engine adds the two branches unquantized (the
- * identity shortcut carries the block input as it is), so the plan keeps the
- * residual stream as float32: both branches arrive as epilogue values
- * v = acc * A + B of their conv + batch norm (or as the block input), are
- * added and passed through ReLU in float, and the next layers requantize the
- * sum into their own input code spaces. Quantizing the stream itself would
- * change the network the float engine trained.
+ * Between quantized layers the float engine computes on unquantized
+ * values: residual adds, concats (whose branches may come from layers of
+ * any scale), leaky ReLU, scale, windowed and global average pooling and
+ * batch norms that do not follow a conv. The plan does the same in float32
+ * with the float engine's own operations, and the next quantized layers
+ * requantize the result into their own input code spaces. Quantizing those
+ * tensors themselves (to a common scale) would change the network the
+ * float engine trained.
  *
- * Layers left in float (a "float" override) run as float im2col + SGEMM. */
+ * Layers left in float (a "float" override, a full-precision model) run as
+ * float im2col + SGEMM per group, or direct loops for depthwise ones.
+ *
+ * Memory: images go through the plan INFER_CHUNK at a time. Every buffer of
+ * such a pass has its place in one arena, planned at load from the buffers'
+ * lives (plan_memory); each predicting thread takes an arena and its work
+ * buffers from the model and gives them back, so a warm call allocates and
+ * faults in nothing. */
 #include "deploy/infer.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "deploy/dwconv.h"
 #include "deploy/igemm.h"
 #include "deploy/lsqm.h"
 #include "deploy/support.h"
@@ -57,18 +72,24 @@ typedef enum { IN_UNSET, IN_CODES, IN_QUANT, IN_PIXELS, IN_FLOAT } insrc;
 typedef struct {
     net_op op;
     char name[64];
-    int in0, in1;
+    int n_in;
+    int in[NET_MAX_INPUTS]; /* input nodes; in[0] for single-input layers */
     int c, h, w;         /* output of one example */
-    int ic, ih, iw;      /* input in0 */
+    int ic, ih, iw;      /* input in[0] */
     vkind kind;          /* what the node's buffer holds */
-    int skip;            /* batch norm / ReLU folded into a conv epilogue */
-    int alias;           /* flatten of a 1x1 tensor: shares in0's buffer */
+    int skip;            /* batch norm / ReLU / clip folded into a conv epilogue */
+    int alias;           /* flatten of a 1x1 tensor: shares in[0]'s buffer */
     int last_use;        /* last node reading this buffer */
+    size_t at;           /* the buffer's offset in a pass's arena (own buffers) */
     /* conv / linear */
     int quant;
-    int k, stride, pad, kdim;
-    lsq_igemm_w pw;      /* quantized: packed (OC, KH, KW, IC) codes */
-    float *wf;           /* float layer: (OC, KH*KW*IC) */
+    int k, stride, pad, dil, groups;
+    int icg, ocg;        /* input and output channels of one group */
+    int kdim;            /* K of one group's product: KH * KW * ICG */
+    int dw, mult;        /* depthwise (groups == IC > 1): OC = mult * IC */
+    lsq_igemm_w *pw;     /* quantized, not depthwise: (groups) packed (OCG, KH, KW, ICG) codes */
+    lsq_dw_w dww;        /* quantized depthwise: (OC, KH, KW) codes */
+    float *wf;           /* float layer: (OC, KH*KW*ICG), group g's rows g*OCG.. */
     insrc src;
     float in_s, in_beta, in_lo, in_hi;
     int in_signed, in_bits, in_offset;
@@ -78,14 +99,18 @@ typedef struct {
     int *goff;           /* stride-1 "same" conv on unsigned codes: K's groups
                           * in a padded image (lsq_igemm_u8_taps), else NULL */
     int out_node;        /* the node whose buffer the epilogue writes */
-    int epi_codes, relu;
+    int epi_codes;
+    int relu, clipped;   /* folded ReLU / clip(s) */
+    float flo, fhi;      /* their bounds on the value: -inf, inf without */
     float *ea, *eb;      /* (OC) folded scale and offset */
     float *corr;         /* LSQ+ conv: (OH*OW, OC), else NULL */
     float elo, ehi;
     /* batch norm: folded scale and shift (C) */
     float *bs, *bh;
-    /* max pool */
-    int pk, ps;
+    /* pooling: kernel (0: global average), stride, pad, count_include_pad */
+    int pk, ps, ppad, pcip;
+    /* clip bounds, leaky relu slope, scale factor */
+    float lo, hi, alpha, value;
 } inode;
 
 struct lsqm_model {
@@ -96,6 +121,14 @@ struct lsqm_model {
     lsq_kernel kern;
     int need_float_input;
     int has_float_gemm;
+    size_t arena;        /* bytes of every buffer of one pass of INFER_CHUNK images */
+    struct slots *slots; /* buffers kept between calls (take_slot) */
+};
+
+/* The free slots (a thread's arena and work buffers) of a model. */
+struct slots {
+    pthread_mutex_t lock;
+    struct slot *free;
 };
 
 /* ---------------------------------------------------------------- load */
@@ -138,12 +171,18 @@ static float *load_f32(const lsqm_file *f, const lsqm_tensor *t, lsq_status *st,
     return p;
 }
 
+static void slots_free(struct slots *sl);
+
 void lsqm_free(lsqm_model *m)
 {
     if (!m) return;
+    slots_free(m->slots);
     for (int i = 0; i < m->n; i++) {
         inode *nd = &m->nodes[i];
-        lsq_igemm_w_free(&nd->pw);
+        if (nd->pw)
+            for (int g = 0; g < nd->groups; g++) lsq_igemm_w_free(&nd->pw[g]);
+        free(nd->pw);
+        lsq_dw_w_free(&nd->dww);
         free(nd->wf);
         free(nd->wstep);
         free(nd->bias);
@@ -159,6 +198,15 @@ void lsqm_free(lsqm_model *m)
     free(m);
 }
 
+/* w (OC, ICG, KH, KW), the stored order, -> out (OC, KH, KW, ICG), the order
+ * of an NHWC im2col row of one group. */
+#define PERMUTE_KHWC(out, w, oc, icg, taps)                                                \
+    for (int o_ = 0; o_ < (oc); o_++)                                                      \
+        for (int c_ = 0; c_ < (icg); c_++)                                                 \
+            for (int r_ = 0; r_ < (taps); r_++)                                            \
+                (out)[((size_t)o_ * (taps) + r_) * (icg) + c_] =                           \
+                    (w)[((size_t)o_ * (icg) + c_) * (taps) + r_]
+
 /* Reads one conv/linear layer's tensors into nd. */
 static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *f, lsq_err *err)
 {
@@ -168,6 +216,7 @@ static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *
         return lsq_err_set(err, LSQ_ERR_FORMAT, NULL,
                            "the model file has no quantization entry for layer '%s'", nd->name);
     int oc = nd->c;
+    const int k = nd->k, icg = nd->icg, taps = k * k;
     size_t kdim = (size_t)nd->kdim, count = (size_t)oc * kdim;
     const lsqm_tensor *t;
     if (src_nd->bias) {
@@ -184,13 +233,13 @@ static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *
             free(w);
             return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
         }
-        /* (OC, IC, KH, KW) -> (OC, KH, KW, IC) to match NHWC im2col rows */
-        int k = nd->k, ic = nd->ic;
-        for (int o = 0; o < oc; o++)
-            for (int c = 0; c < ic; c++)
-                for (int r = 0; r < k * k; r++)
-                    nd->wf[(size_t)o * kdim + (size_t)r * ic + c] =
-                        w[(size_t)o * kdim + (size_t)c * k * k + r];
+        if (nd->dw) {
+            /* (OC, 1, KH, KW) -> (KH * KW, OC): dw_float's rows of taps */
+            for (int o = 0; o < oc; o++)
+                for (int r = 0; r < taps; r++) nd->wf[(size_t)r * oc + o] = w[(size_t)o * taps + r];
+        } else {
+            PERMUTE_KHWC(nd->wf, w, oc, icg, taps);
+        }
         free(w);
         return LSQ_OK;
     }
@@ -204,24 +253,26 @@ static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *
                            "tensor '%s.weight' is not %d-bit signed codes", nd->name,
                            q->weight_bits);
     nd->wcodes = malloc(count);
-    int8_t *perm = malloc(count);
-    if (!nd->wcodes || !perm) {
+    if (!nd->wcodes) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+    if ((st = lsqm_tensor_codes(f, t, nd->wcodes, err)) != LSQ_OK) return st;
+    if (nd->dw) {
+        /* (OC, 1, KH, KW): each output channel's taps, as dwconv packs them */
+        if ((st = lsq_dw_pack(&nd->dww, nd->wcodes, oc, k, err)) != LSQ_OK) return st;
+    } else {
+        int8_t *perm = malloc(count);
+        nd->pw = calloc((size_t)nd->groups, sizeof *nd->pw);
+        if (!perm || !nd->pw) {
+            free(perm);
+            return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+        }
+        PERMUTE_KHWC(perm, nd->wcodes, oc, icg, taps);
+        /* one packed matrix per group: its OCG output channels' rows */
+        for (int g = 0; g < nd->groups && st == LSQ_OK; g++)
+            st = lsq_igemm_pack(&nd->pw[g], perm + (size_t)g * nd->ocg * kdim, nd->ocg, (int)kdim,
+                                err);
         free(perm);
-        return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+        if (st != LSQ_OK) return st;
     }
-    if ((st = lsqm_tensor_codes(f, t, nd->wcodes, err)) != LSQ_OK) {
-        free(perm);
-        return st;
-    }
-    int k = nd->k, ic = nd->ic;
-    for (int o = 0; o < oc; o++)
-        for (int c = 0; c < ic; c++)
-            for (int r = 0; r < k * k; r++)
-                perm[(size_t)o * kdim + (size_t)r * ic + c] =
-                    nd->wcodes[(size_t)o * kdim + (size_t)c * k * k + r];
-    st = lsq_igemm_pack(&nd->pw, perm, oc, (int)kdim, err);
-    free(perm);
-    if (st != LSQ_OK) return st;
     if (!(t = need(f, nd->name, ".weight.step", (size_t)q->weight_channels, LSQM_T_F32, err, &st)))
         return st;
     float *ws = load_f32(f, t, &st, err);
@@ -254,25 +305,25 @@ static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *
     nd->in_offset = q->act_offset;
     nd->in_lo = (float)-r.qn;
     nd->in_hi = (float)r.qp;
-    /* a stride-1 "same" conv on unsigned codes can run without im2col
+    /* a dense stride-1 "same" conv on unsigned codes can run without im2col
      * (whether the kernel path allows it is asked per run) */
-    if (nd->op == OP_CONV && nd->stride == 1 && nd->k % 2 == 1 && nd->pad == nd->k / 2 &&
-        nd->h == nd->ih && nd->w == nd->iw && ic % 4 == 0 && !nd->in_signed && !nd->in_offset) {
-        const int wp = nd->iw + 2 * nd->pad, ntaps = k * k;
-        int *taps = malloc((size_t)ntaps * sizeof *taps);
-        nd->goff = malloc((size_t)ntaps * ic / 4 * sizeof *nd->goff);
-        if (!taps || !nd->goff) {
-            free(taps);
+    if (nd->op == OP_CONV && nd->groups == 1 && nd->stride == 1 && k % 2 == 1 &&
+        nd->pad == nd->dil * (k / 2) && nd->h == nd->ih && nd->w == nd->iw && nd->ic % 4 == 0 &&
+        !nd->in_signed && !nd->in_offset) {
+        const int wp = nd->iw + 2 * nd->pad;
+        int *tp = malloc((size_t)taps * sizeof *tp);
+        nd->goff = malloc((size_t)taps * nd->ic / 4 * sizeof *nd->goff);
+        if (!tp || !nd->goff) {
+            free(tp);
             return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
         }
         for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) taps[ky * k + kx] = ky * wp + kx;
-        lsq_igemm_tap_groups(nd->goff, taps, ntaps, ic);
-        free(taps);
+            for (int kx = 0; kx < k; kx++) tp[ky * k + kx] = (ky * wp + kx) * nd->dil;
+        lsq_igemm_tap_groups(nd->goff, tp, taps, nd->ic);
+        free(tp);
     }
     return LSQ_OK;
 }
-
 static lsq_status load_bn(inode *nd, const lsqm_file *f, lsq_err *err)
 {
     lsq_status st = LSQ_OK;
@@ -303,6 +354,17 @@ static lsq_status load_bn(inode *nd, const lsqm_file *f, lsq_err *err)
     return st;
 }
 
+
+/* The code the consumer's quantizer gives the value x, as quantize() (and
+ * the float engine's quant_forward) computes it; x may be infinite. */
+static float code_of(const inode *cons, float x)
+{
+    float t = (x - cons->in_beta) / cons->in_s;
+    t = t < cons->in_lo ? cons->in_lo : t;
+    t = t > cons->in_hi ? cons->in_hi : t;
+    return quant_round(t);
+}
+
 /* Folds a conv/linear layer's steps, bias, batch norm and the consumer's
  * quantizer into (ea, eb, elo, ehi); see the file comment. */
 static lsq_status fold_epilogue(lsqm_model *m, inode *nd, int bn, const inode *cons, lsq_err *err)
@@ -326,30 +388,36 @@ static lsq_status fold_epilogue(lsqm_model *m, inode *nd, int bn, const inode *c
         nd->eb[o] = (float)c;
     }
     if (cons) {
-        nd->ehi = cons->in_hi;
+        /* relu / clip then quantize: the codes of the bounds (see the file
+         * comment); an unbounded side keeps the quantizer's range */
         nd->elo = cons->in_lo;
-        if (nd->relu) {
-            float r = quant_round((float)(-beta_next / s_next));
+        nd->ehi = cons->in_hi;
+        if (nd->flo > -INFINITY) {
+            float r = code_of(cons, nd->flo);
             if (r > nd->elo) nd->elo = r;
+        }
+        if (nd->fhi < INFINITY) {
+            float r = code_of(cons, nd->fhi);
+            if (r < nd->ehi) nd->ehi = r;
         }
     }
     if (nd->quant && nd->in_offset) {
         /* LSQ+: the input is code * s + beta where the image is, 0 in the
          * padding, so each output pixel gets beta * s_w * (sum of the weight
          * codes its window covers inside the image). */
-        int hw = nd->h * nd->w, k = nd->k, ic = nd->ic;
+        int hw = nd->h * nd->w, k = nd->k, icg = nd->icg;
         nd->corr = calloc((size_t)hw * oc, sizeof(float));
         if (!nd->corr) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory");
         for (int p = 0; p < hw; p++) {
             int oy = p / nd->w, ox = p % nd->w;
             for (int o = 0; o < oc; o++) {
                 long sum = 0;
-                for (int c = 0; c < ic; c++)
+                for (int c = 0; c < icg; c++)
                     for (int ky = 0; ky < k; ky++) {
-                        int y = oy * nd->stride - nd->pad + ky;
+                        int y = oy * nd->stride - nd->pad + ky * nd->dil;
                         if (y < 0 || y >= nd->ih) continue;
                         for (int kx = 0; kx < k; kx++) {
-                            int x = ox * nd->stride - nd->pad + kx;
+                            int x = ox * nd->stride - nd->pad + kx * nd->dil;
                             if (x < 0 || x >= nd->iw) continue;
                             sum += nd->wcodes[(size_t)o * nd->kdim + ((size_t)c * k + ky) * k + kx];
                         }
@@ -362,6 +430,68 @@ static lsq_status fold_epilogue(lsqm_model *m, inode *nd, int bn, const inode *c
         }
     }
     return LSQ_OK;
+}
+
+static size_t esize(vkind k) { return k == VK_F32 ? 4 : 1; }
+
+/* Places every buffer of a pass in one arena, so that a pass allocates
+ * nothing: buffer j lives from the step that writes it (a conv's epilogue
+ * writes the buffer of the last layer it folds) to its last reader, and two
+ * buffers share bytes only when their lives do not meet. First fit, in the
+ * order they are written. 0, or -1 when out of memory. */
+static int plan_memory(lsqm_model *m)
+{
+    int *def = malloc((size_t)m->n * sizeof *def), *order = malloc((size_t)m->n * sizeof *order);
+    size_t *size = calloc((size_t)m->n, sizeof *size);
+    if (!def || !order || !size) {
+        free(def), free(order), free(size);
+        return -1;
+    }
+    for (int j = 0; j < m->n; j++) def[j] = -1;
+    if (m->need_float_input) def[0] = 0;
+    for (int i = 1; i < m->n; i++) {
+        const inode *nd = &m->nodes[i];
+        if (nd->skip || nd->alias) continue;
+        def[(nd->op == OP_CONV || nd->op == OP_LINEAR) ? nd->out_node : i] = i;
+    }
+    int n = 0;
+    for (int i = 0; i < m->n; i++) /* in order of writing: a conv's buffer at the conv */
+        for (int j = 0; j < m->n; j++)
+            if (def[j] == i) {
+                const inode *b = &m->nodes[j];
+                size[j] = ((size_t)INFER_CHUNK * b->c * b->h * b->w * esize(b->kind) + 63) & ~(size_t)63;
+                order[n++] = j;
+            }
+    m->arena = 0;
+    for (int a = 0; a < n; a++) {
+        const int j = order[a];
+        const int last = m->nodes[j].last_use < def[j] ? def[j] : m->nodes[j].last_use;
+        size_t at = 0;
+        for (int moved = 1; moved;) { /* the lowest offset clear of every live neighbour */
+            moved = 0;
+            for (int b = 0; b < a; b++) {
+                const int k = order[b];
+                const int klast = m->nodes[k].last_use < def[k] ? def[k] : m->nodes[k].last_use;
+                const int meet = def[j] <= klast && def[k] <= last;
+                const size_t kat = m->nodes[k].at;
+                if (meet && at < kat + size[k] && kat < at + size[j]) {
+                    at = kat + size[k];
+                    moved = 1;
+                }
+            }
+        }
+        m->nodes[j].at = at;
+        if (at + size[j] > m->arena) m->arena = at + size[j];
+    }
+    free(def), free(order), free(size);
+    return 0;
+}
+
+/* The node whose buffer node p's value lives in (through flatten aliases). */
+static int resolve(const lsqm_model *m, int p)
+{
+    while (m->nodes[p].alias) p = m->nodes[p].in[0];
+    return p;
 }
 
 static lsqm_model *build(const lsqm_file *f, lsq_err *err)
@@ -396,24 +526,41 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
         inode *nd = &m->nodes[i];
         nd->op = s->op;
         snprintf(nd->name, sizeof nd->name, "%s", s->name);
-        nd->in0 = s->in[0], nd->in1 = s->in[1];
+        nd->n_in = i > 0 ? s->n_in : 0;
+        for (int t = 0; t < NET_MAX_INPUTS; t++) nd->in[t] = t < nd->n_in ? s->in[t] : -1;
         nd->c = s->c, nd->h = s->h, nd->w = s->w;
         nd->out_node = i;
+        nd->groups = 1;
+        nd->flo = -INFINITY, nd->fhi = INFINITY;
         if (i > 0) {
             const net_node *src = &net.nodes[s->in[0]];
             nd->ic = src->c, nd->ih = src->h, nd->iw = src->w;
-            ncons[s->in[0]]++, cons[s->in[0]] = i;
-            if (s->op == OP_ADD) ncons[s->in[1]]++, cons[s->in[1]] = i;
+            /* every reference counts: a layer that reads one input twice is
+             * not its sole consumer */
+            for (int t = 0; t < nd->n_in; t++) ncons[s->in[t]]++, cons[s->in[t]] = i;
         }
         if (s->op == OP_CONV) {
             nd->k = s->kernel, nd->stride = s->stride, nd->pad = s->pad;
-            nd->kdim = nd->ic * nd->k * nd->k;
+            nd->dil = s->dilation > 1 ? s->dilation : 1;
+            nd->groups = s->groups > 1 ? s->groups : 1;
+            nd->icg = nd->ic / nd->groups, nd->ocg = nd->c / nd->groups;
+            nd->kdim = nd->icg * nd->k * nd->k;
+            nd->dw = nd->groups > 1 && nd->icg == 1;
+            nd->mult = nd->dw ? nd->c / nd->ic : 1;
         } else if (s->op == OP_LINEAR) {
             nd->ic = nd->ic * nd->ih * nd->iw, nd->ih = nd->iw = 1;
-            nd->k = 1, nd->stride = 1, nd->pad = 0;
+            nd->k = 1, nd->stride = 1, nd->pad = 0, nd->dil = 1;
+            nd->icg = nd->ic, nd->ocg = nd->c;
             nd->kdim = nd->ic;
-        } else if (s->op == OP_MAXPOOL) {
-            nd->pk = s->kernel, nd->ps = s->stride;
+        } else if (s->op == OP_MAXPOOL || s->op == OP_AVGPOOL) {
+            nd->pk = s->kernel, nd->ps = s->stride, nd->ppad = s->pad;
+            nd->pcip = s->count_include_pad;
+        } else if (s->op == OP_CLIP) {
+            nd->lo = s->lo, nd->hi = s->hi;
+        } else if (s->op == OP_LEAKYRELU) {
+            nd->alpha = s->alpha;
+        } else if (s->op == OP_SCALE) {
+            nd->value = s->value;
         }
         if (s->op == OP_CONV || s->op == OP_LINEAR) {
             if (nd->kdim > LSQ_IGEMM_MAX_K) {
@@ -434,13 +581,26 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
         inode *nd = &m->nodes[i];
         if (nd->skip) continue;
         if (nd->op == OP_CONV || nd->op == OP_LINEAR) {
+            /* fold what follows while it is the value's only consumer: a
+             * batch norm first, then ReLUs and clips (bounds composed:
+             * clip(clip(x, a, b), c, d) = clip(x, clip(a, c, d), clip(b, c, d))) */
             int e = i, bn = -1;
             while (ncons[e] == 1 && e != m->output) {
                 int j = cons[e];
                 const inode *nj = &m->nodes[j];
-                if (nj->op == OP_BN && bn < 0 && !nd->relu) bn = j;
-                else if (nj->op == OP_RELU) nd->relu = 1;
-                else break;
+                if (nj->op == OP_BN && bn < 0 && !nd->relu && !nd->clipped) {
+                    bn = j;
+                } else if (nj->op == OP_RELU) {
+                    nd->relu = 1;
+                    nd->flo = nd->flo > 0.0f ? nd->flo : 0.0f;
+                    nd->fhi = nd->fhi > 0.0f ? nd->fhi : 0.0f;
+                } else if (nj->op == OP_CLIP) {
+                    nd->clipped = 1;
+                    nd->flo = nd->flo < nj->lo ? nj->lo : nd->flo > nj->hi ? nj->hi : nd->flo;
+                    nd->fhi = nd->fhi < nj->lo ? nj->lo : nd->fhi > nj->hi ? nj->hi : nd->fhi;
+                } else {
+                    break;
+                }
                 m->nodes[j].skip = 1;
                 e = j;
             }
@@ -453,7 +613,7 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
             const inode *cn = NULL;
             if (ncons[p] == 1 && p != m->output) {
                 const inode *c = &m->nodes[cons[p]];
-                if ((c->op == OP_CONV || c->op == OP_LINEAR) && c->quant && c->in0 == p) cn = c;
+                if ((c->op == OP_CONV || c->op == OP_LINEAR) && c->quant && c->in[0] == p) cn = c;
             }
             nd->epi_codes = cn != NULL;
             if ((st = fold_epilogue(m, nd, bn, cn, err)) != LSQ_OK) goto fail;
@@ -465,9 +625,11 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
             }
             if (cn) m->nodes[cons[p]].src = IN_CODES;
         } else if (nd->op == OP_MAXPOOL || nd->op == OP_FLATTEN) {
-            if (nd->kind == VK_NONE) nd->kind = m->nodes[nd->in0].kind;
+            if (nd->kind == VK_NONE) nd->kind = m->nodes[nd->in[0]].kind;
             if (nd->op == OP_FLATTEN && nd->ih * nd->iw == 1) nd->alias = 1;
         } else if (i > 0) {
+            /* every other layer computes in float on float inputs (codes
+             * reach only the quantized layer at the end of their chain) */
             nd->kind = VK_F32;
         }
     }
@@ -480,14 +642,14 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
             continue;
         }
         if (nd->src == IN_CODES) continue;
-        int p = nd->in0;
-        while (p > 0 && m->nodes[p].op == OP_FLATTEN) p = m->nodes[p].in0;
+        int p = nd->in[0];
+        while (p > 0 && m->nodes[p].op == OP_FLATTEN) p = m->nodes[p].in[0];
         int exact = nd->in_s == 1.0f / 255.0f && !nd->in_offset && !nd->in_signed &&
                     nd->in_bits == 8;
         /* the image as 8-bit codes: codes = pixels when s = 1/255 at 8 bits */
         /* NCHW pixels are the order a conv on a one-channel image or a
          * flattened / linear input reads */
-        if (p == 0 && exact && (nd->in0 != 0 || m->c == 1 || nd->op == OP_LINEAR))
+        if (p == 0 && exact && (nd->in[0] != 0 || m->c == 1 || nd->op == OP_LINEAR))
             nd->src = IN_PIXELS;
         else nd->src = IN_QUANT;
     }
@@ -496,32 +658,33 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
         const inode *nd = &m->nodes[i];
         if (nd->skip) continue;
         if ((nd->op == OP_CONV || nd->op == OP_LINEAR) && nd->src == IN_PIXELS) continue;
-        int p = nd->in0;
-        while (p > 0 && m->nodes[p].alias) p = m->nodes[p].in0;
-        if (p == 0) m->need_float_input = 1;
-        if (nd->op == OP_ADD && nd->in1 == 0) m->need_float_input = 1;
+        for (int t = 0; t < nd->n_in; t++)
+            if (resolve(m, nd->in[t]) == 0) m->need_float_input = 1;
     }
     /* buffer lifetimes: the last reader of each buffer-owning node */
     for (int i = 0; i < m->n; i++) m->nodes[i].last_use = -1;
     for (int i = 1; i < m->n; i++) {
         const inode *nd = &m->nodes[i];
         if (nd->skip) continue;
-        int ins[2] = {nd->in0, nd->op == OP_ADD ? nd->in1 : -1};
-        for (int k = 0; k < 2; k++) {
-            int p = ins[k];
-            if (p < 0) continue;
-            while (m->nodes[p].alias) p = m->nodes[p].in0;
+        for (int t = 0; t < nd->n_in; t++) {
+            int p = resolve(m, nd->in[t]);
             if (m->nodes[p].last_use < i) m->nodes[p].last_use = i;
         }
     }
     {
-        int p = m->output;
-        while (m->nodes[p].alias) p = m->nodes[p].in0;
+        int p = resolve(m, m->output);
         m->nodes[p].last_use = m->n; /* kept until the logits are copied */
         if (m->nodes[m->output].kind != VK_F32) {
             lsq_err_set(err, LSQ_ERR_FORMAT, NULL, "the network's output is not float");
             goto fail;
         }
+    }
+    if (plan_memory(m) != 0 || !(m->slots = calloc(1, sizeof *m->slots)) ||
+        pthread_mutex_init(&m->slots->lock, NULL) != 0) {
+        free(m->slots);
+        m->slots = NULL;
+        lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading the model");
+        goto fail;
     }
     free(ncons);
     free(cons);
@@ -576,122 +739,157 @@ lsq_status lsqm_set_kernel(lsqm_model *m, int kernel, lsq_err *err)
 
 /* ------------------------------------------------------------ kernels */
 
-/* im2col over NHWC: row (img, oy, ox) holds the window in (ky, kx, c) order;
- * padding is code / value 0. esz: element bytes (1 or 4). */
-static void im2col_nhwc(uint8_t *col, const uint8_t *in, int nb, int ih, int iw, int ic, int k,
-                        int stride, int pad, int oh, int ow, size_t esz)
+/* ------------------------------------------------------------ kernels */
+
+/* im2col over NHWC: row (img, oy, ox) holds the window of channels
+ * [c0, c0 + cn) of an IC-channel image in (ky, kx, c) order, taps `dil`
+ * apart; padding is code / value 0. esz: element bytes (1 or 4). */
+static void im2col_nhwc(uint8_t *col, const uint8_t *in, int nb, int ih, int iw, int ic, int c0,
+                        int cn, int k, int stride, int pad, int dil, int oh, int ow, size_t esz)
 {
-    size_t kd = (size_t)k * k * ic * esz, run = (size_t)ic * esz;
+    const size_t kd = (size_t)k * k * cn * esz, run = (size_t)cn * esz, pix = (size_t)ic * esz;
+    const size_t at = (size_t)c0 * esz;
     for (int b = 0; b < nb; b++)
         for (int oy = 0; oy < oh; oy++)
             for (int ox = 0; ox < ow; ox++) {
                 uint8_t *row = col + (((size_t)b * oh + oy) * ow + ox) * kd;
                 for (int ky = 0; ky < k; ky++) {
-                    int y = oy * stride - pad + ky;
+                    int y = oy * stride - pad + ky * dil;
                     for (int kx = 0; kx < k; kx++) {
-                        int x = ox * stride - pad + kx;
+                        int x = ox * stride - pad + kx * dil;
                         uint8_t *dst = row + ((size_t)ky * k + kx) * run;
-                        if (y < 0 || y >= ih || x < 0 || x >= iw) memset(dst, 0, run);
-                        else if (run == 1) *dst = in[((size_t)b * ih + y) * iw + x];
-                        else memcpy(dst, in + (((size_t)b * ih + y) * iw + x) * run, run);
+                        if (y < 0 || y >= ih || x < 0 || x >= iw) {
+                            memset(dst, 0, run);
+                            continue;
+                        }
+                        const uint8_t *src = in + (((size_t)b * ih + y) * iw + x) * pix + at;
+                        if (run == 1) *dst = *src;
+                        else memcpy(dst, src, run);
                     }
                 }
             }
 }
+
+/* What an epilogue writes: the value, the value through ReLU / clips, or
+ * the next layer's unsigned or signed codes. */
+enum { EPI_VALUE, EPI_BOUNDED, EPI_U8, EPI_S8 };
+
+/* One row of n outputs of the folded epilogue, in one pass: v = acc * A + B
+ * (+ the LSQ+ term), then as `kind` says. The flags are constants where it
+ * is inlined, so each variant is its own straight vector loop. */
+__attribute__((always_inline)) static inline void
+epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const float *restrict cr,
+        const float *restrict A, const float *restrict B, int n, const int intacc,
+        const int corr, const int kind, const int relu, float lo, float hi)
+{
+    float *restrict of = out;
+    uint8_t *restrict ou = out;
+    int8_t *restrict os = out;
+#pragma omp simd
+    for (int c = 0; c < n; c++) {
+        float t = (intacc ? (float)ai[c] : af[c]) * A[c] + B[c];
+        if (corr) t += cr[c];
+        if (kind == EPI_VALUE) {
+            of[c] = t;
+        } else if (kind == EPI_BOUNDED) {
+            /* the float engine's relu (x > 0 ? x : 0), then the bounds of
+             * the clips (the relu's 0 among them) as clip_forward */
+            float x = relu ? (t > 0.0f ? t : 0.0f) : t;
+            x = x < lo ? lo : x;
+            of[c] = x > hi ? hi : x;
+        } else {
+            float x = t < lo ? lo : t;
+            x = x > hi ? hi : x;
+            if (kind == EPI_U8) ou[c] = (uint8_t)(int32_t)quant_round(x);
+            else os[c] = (int8_t)(int32_t)quant_round(x);
+        }
+    }
+}
+
+#define EPI_ROWS(intacc_, corr_, kind_, relu_)                                                 \
+    for (int r = 0; r < m; r++)                                                                \
+    epi_row((uint8_t *)out + (size_t)r * n * es, acci ? acci + (size_t)r * n : NULL,          \
+            accf ? accf + (size_t)r * n : NULL,                                                \
+            (corr_) ? nd->corr + (size_t)(r % hw) * n : NULL, nd->ea, nd->eb, n, intacc_,      \
+            corr_, kind_, relu_, lo, hi)
 
 /* The folded epilogue of a conv/linear over m rows of acc (int32 or float). */
 static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float *accf, void *out,
                      int m)
 {
     const int n = nd->c, hw = nd->h * nd->w;
-    const float *restrict A = nd->ea, *restrict B = nd->eb;
-    const float lo = nd->elo, hi = nd->ehi;
-    float tmp[LSQ_IGEMM_NR * 8];
-    for (int r = 0; r < m; r++) {
-        const float *restrict cr = nd->corr ? nd->corr + (size_t)(r % hw) * n : NULL;
-        for (int c0 = 0; c0 < n; c0 += (int)(sizeof tmp / sizeof *tmp)) {
-            const int cn = n - c0 < (int)(sizeof tmp / sizeof *tmp) ? n - c0
-                                                                    : (int)(sizeof tmp / sizeof *tmp);
-            float *restrict t = tmp;
-            if (acci) {
-                const int32_t *restrict a = acci + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) t[c] = (float)a[c] * A[c0 + c] + B[c0 + c];
-            } else {
-                const float *restrict a = accf + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) t[c] = a[c] * A[c0 + c] + B[c0 + c];
-            }
-            if (cr) {
-#pragma omp simd
-                for (int c = 0; c < cn; c++) t[c] += cr[c0 + c];
-            }
-            if (!nd->epi_codes) {
-                float *restrict o = (float *)out + (size_t)r * n + c0;
-                if (nd->relu) {
-#pragma omp simd
-                    for (int c = 0; c < cn; c++) o[c] = t[c] > 0.0f ? t[c] : 0.0f;
-                } else {
-                    memcpy(o, t, (size_t)cn * sizeof *o);
-                }
-            } else if (ok == VK_U8) {
-                uint8_t *restrict o = (uint8_t *)out + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) {
-                    float x = t[c] < lo ? lo : t[c];
-                    x = x > hi ? hi : x;
-                    o[c] = (uint8_t)(int32_t)quant_round(x);
-                }
-            } else {
-                int8_t *restrict o = (int8_t *)out + (size_t)r * n + c0;
-#pragma omp simd
-                for (int c = 0; c < cn; c++) {
-                    float x = t[c] < lo ? lo : t[c];
-                    x = x > hi ? hi : x;
-                    o[c] = (int8_t)(int32_t)quant_round(x);
-                }
-            }
-        }
+    int kind = EPI_VALUE;
+    float lo = nd->elo, hi = nd->ehi;
+    if (nd->epi_codes) kind = ok == VK_U8 ? EPI_U8 : EPI_S8;
+    else if (nd->relu || nd->clipped) kind = EPI_BOUNDED, lo = nd->flo, hi = nd->fhi;
+    const size_t es = kind == EPI_U8 || kind == EPI_S8 ? 1 : sizeof(float);
+    const int relu = nd->relu;
+    /* the common variants by name; LSQ+ and float layers share one each */
+    if (acci && !nd->corr) {
+        if (kind == EPI_U8) EPI_ROWS(1, 0, EPI_U8, 0);
+        else if (kind == EPI_S8) EPI_ROWS(1, 0, EPI_S8, 0);
+        else if (kind == EPI_VALUE) EPI_ROWS(1, 0, EPI_VALUE, 0);
+        else if (relu) EPI_ROWS(1, 0, EPI_BOUNDED, 1);
+        else EPI_ROWS(1, 0, EPI_BOUNDED, 0);
+    } else if (acci) {
+        EPI_ROWS(1, 1, kind, relu);
+    } else {
+        EPI_ROWS(0, 0, kind, relu);
     }
 }
 
 /* Quantizes float values exactly as the float engine's quant_forward. */
-static void quantize(void *out, const float *in, size_t count, const inode *nd)
+static void quantize(void *out, const float *restrict in, size_t count, const inode *nd)
 {
     const float s = nd->in_s, beta = nd->in_beta, lo = nd->in_lo, hi = nd->in_hi;
     if (nd->in_signed) {
-        int8_t *o = out;
+        int8_t *restrict o = out;
+#pragma omp simd
         for (size_t i = 0; i < count; i++) {
             float x = (in[i] - beta) / s;
             x = x < lo ? lo : x;
             x = x > hi ? hi : x;
-            o[i] = (int8_t)(int)quant_round(x);
+            o[i] = (int8_t)(int32_t)quant_round(x);
         }
     } else {
-        uint8_t *o = out;
+        uint8_t *restrict o = out;
+#pragma omp simd
         for (size_t i = 0; i < count; i++) {
             float x = (in[i] - beta) / s;
             x = x < lo ? lo : x;
             x = x > hi ? hi : x;
-            o[i] = (uint8_t)(int)quant_round(x);
+            o[i] = (uint8_t)(int32_t)quant_round(x);
         }
     }
 }
 
+/* The window of pooling output (oy, ox) clipped to the input: rows
+ * [*y0, *y1), columns [*x0, *x1); never empty (pad <= kernel - 1). */
+static void pool_window(const inode *nd, int oy, int ox, int *y0, int *y1, int *x0, int *x1)
+{
+    const int ys = oy * nd->ps - nd->ppad, xs = ox * nd->ps - nd->ppad;
+    *y0 = ys < 0 ? 0 : ys;
+    *x0 = xs < 0 ? 0 : xs;
+    *y1 = ys + nd->pk > nd->ih ? nd->ih : ys + nd->pk;
+    *x1 = xs + nd->pk > nd->iw ? nd->iw : xs + nd->pk;
+}
+
+/* Max pooling over NHWC, padded cells never winning (as maxpool2d_forward:
+ * the window's first cell inside the input, then strict >). */
 #define MAXPOOL_NHWC(T)                                                                    \
-    static void maxpool_##T(T *out, const T *in, int nb, int ih, int iw, int c, int k,     \
-                            int s, int oh, int ow)                                         \
+    static void maxpool_##T(T *out, const T *in, int nb, const inode *nd)                  \
     {                                                                                      \
+        const int c = nd->c, ih = nd->ih, iw = nd->iw;                                     \
         for (int b = 0; b < nb; b++)                                                       \
-            for (int oy = 0; oy < oh; oy++)                                                \
-                for (int ox = 0; ox < ow; ox++) {                                          \
-                    T *o = out + (((size_t)b * oh + oy) * ow + ox) * c;                    \
-                    const T *first = in + (((size_t)b * ih + oy * s) * iw + ox * s) * c;   \
-                    memcpy(o, first, (size_t)c * sizeof(T));                               \
-                    for (int ky = 0; ky < k; ky++)                                         \
-                        for (int kx = 0; kx < k; kx++) {                                   \
-                            const T *p =                                                   \
-                                in + (((size_t)b * ih + oy * s + ky) * iw + ox * s + kx) * c; \
+            for (int oy = 0; oy < nd->h; oy++)                                             \
+                for (int ox = 0; ox < nd->w; ox++) {                                       \
+                    int y0, y1, x0, x1;                                                    \
+                    pool_window(nd, oy, ox, &y0, &y1, &x0, &x1);                           \
+                    T *o = out + (((size_t)b * nd->h + oy) * nd->w + ox) * c;              \
+                    memcpy(o, in + (((size_t)b * ih + y0) * iw + x0) * c, (size_t)c * sizeof(T)); \
+                    for (int y = y0; y < y1; y++)                                          \
+                        for (int x = x0; x < x1; x++) {                                    \
+                            const T *p = in + (((size_t)b * ih + y) * iw + x) * c;         \
                             for (int j = 0; j < c; j++) o[j] = p[j] > o[j] ? p[j] : o[j];  \
                         }                                                                  \
                 }                                                                          \
@@ -700,57 +898,269 @@ MAXPOOL_NHWC(float)
 MAXPOOL_NHWC(uint8_t)
 MAXPOOL_NHWC(int8_t)
 
-static size_t esize(vkind k) { return k == VK_F32 ? 4 : 1; }
+/* Windowed average pooling over NHWC floats with avgpool2d_forward's
+ * operations: each window's cells summed from 0 in row-major order, then
+ * divided by k * k (count_include_pad) or by the cells inside the input. */
+static void avgpool_window(float *out, const float *in, int nb, const inode *nd)
+{
+    const int c = nd->c, ih = nd->ih, iw = nd->iw;
+    for (int b = 0; b < nb; b++)
+        for (int oy = 0; oy < nd->h; oy++)
+            for (int ox = 0; ox < nd->w; ox++) {
+                int y0, y1, x0, x1;
+                pool_window(nd, oy, ox, &y0, &y1, &x0, &x1);
+                float *o = out + (((size_t)b * nd->h + oy) * nd->w + ox) * c;
+                for (int j = 0; j < c; j++) o[j] = 0.0f;
+                for (int y = y0; y < y1; y++)
+                    for (int x = x0; x < x1; x++) {
+                        const float *p = in + (((size_t)b * ih + y) * iw + x) * c;
+                        for (int j = 0; j < c; j++) o[j] += p[j];
+                    }
+                const float cnt = nd->pcip ? (float)(nd->pk * nd->pk) : (float)((y1 - y0) * (x1 - x0));
+                for (int j = 0; j < c; j++) o[j] = o[j] / cnt;
+            }
+}
 
-/* A stride-1 "same" conv on unsigned codes (nd->goff): the nb images
+/* A float depthwise conv of NHWC x (nb, IH, IW, IC) into acc (nb * OH * OW,
+ * OC), bias left to the epilogue; nd->wf is (KH * KW, OC) here. */
+static void dw_float(float *acc, const float *x, int nb, const inode *nd)
+{
+    const int oc = nd->c, ic = nd->ic, k = nd->k, mult = nd->mult;
+    for (int b = 0; b < nb; b++)
+        for (int oy = 0; oy < nd->h; oy++)
+            for (int ox = 0; ox < nd->w; ox++) {
+                float *restrict o = acc + (((size_t)b * nd->h + oy) * nd->w + ox) * oc;
+                for (int j = 0; j < oc; j++) o[j] = 0.0f;
+                for (int ky = 0; ky < k; ky++) {
+                    const int y = oy * nd->stride - nd->pad + ky * nd->dil;
+                    if (y < 0 || y >= nd->ih) continue;
+                    for (int kx = 0; kx < k; kx++) {
+                        const int xx = ox * nd->stride - nd->pad + kx * nd->dil;
+                        if (xx < 0 || xx >= nd->iw) continue;
+                        const float *restrict xp = x + (((size_t)b * nd->ih + y) * nd->iw + xx) * ic;
+                        const float *restrict wt = nd->wf + (size_t)(ky * k + kx) * oc;
+                        if (mult == 1) {
+#pragma omp simd
+                            for (int j = 0; j < oc; j++) o[j] += wt[j] * xp[j];
+                        } else {
+                            for (int j = 0; j < oc; j++) o[j] += wt[j] * xp[j / mult];
+                        }
+                    }
+                }
+            }
+}
+
+/* Work buffers of one thread's passes: kept from layer to layer and pass
+ * to pass, grown when a layer needs more. */
+typedef struct {
+    uint8_t *codes, *col, *wide, *pad;
+    int32_t *acc;
+    float *accf;
+    size_t codes_n, col_n, wide_n, pad_n, acc_n, accf_n; /* bytes held */
+} work;
+
+static void work_free(work *ws)
+{
+    free(ws->codes);
+    free(ws->col);
+    free(ws->wide);
+    free(ws->pad);
+    free(ws->acc);
+    free(ws->accf);
+}
+
+/* A thread's arena and work buffers, kept by the model between calls so
+ * that a call faults in no fresh memory: lsqm_predict's threads take one
+ * each and give it back; there are as many as threads ever ran at once. */
+typedef struct slot {
+    uint8_t *arena;
+    work ws;
+    struct slot *next;
+} slot;
+
+static void slots_free(struct slots *sl)
+{
+    if (!sl) return;
+    for (slot *s = sl->free, *nx; s; s = nx) {
+        nx = s->next;
+        free(s->arena);
+        work_free(&s->ws);
+        free(s);
+    }
+    pthread_mutex_destroy(&sl->lock);
+    free(sl);
+}
+
+/* A free slot of m, or a new one; NULL when out of memory. */
+static slot *take_slot(const lsqm_model *m)
+{
+    pthread_mutex_lock(&m->slots->lock);
+    slot *s = m->slots->free;
+    if (s) m->slots->free = s->next;
+    pthread_mutex_unlock(&m->slots->lock);
+    if (s) return s;
+    s = calloc(1, sizeof *s);
+    if (s && !(s->arena = aligned_alloc(64, m->arena ? m->arena : 64))) {
+        free(s);
+        s = NULL;
+    }
+    return s;
+}
+
+static void give_slot(const lsqm_model *m, slot *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&m->slots->lock);
+    s->next = m->slots->free;
+    m->slots->free = s;
+    pthread_mutex_unlock(&m->slots->lock);
+}
+
+/* *p (holding *have bytes) made at least n bytes, its contents dropped;
+ * NULL when out of memory. */
+static void *grow(void *p, size_t *have, size_t n)
+{
+    void **pp = p;
+    if (n <= *have && *pp) return *pp;
+    free(*pp);
+    *pp = malloc(n ? n : 1);
+    *have = *pp ? n : 0;
+    return *pp;
+}
+
+/* A stride-1 "same" dense conv on unsigned codes (nd->goff): the nb images
  * zero-padded (code 0 is the value 0), the sums taken in place
  * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
  * each output row's valid columns. */
 static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
-                            lsq_kernel kern, lsq_err *err)
+                            lsq_kernel kern, work *ws, lsq_err *err)
 {
     const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
     const int n = nd->c, rows = nd->h * wp;
     const size_t img = (size_t)hp * wp, es = esize(ok);
-    /* the largest tap reads k - 1 pixels past an image's last output row */
-    uint8_t *a = calloc(((size_t)nb * img + (size_t)nd->k) * ic, 1);
-    int32_t *acc = malloc((size_t)nb * rows * n * sizeof *acc);
-    lsq_status st = LSQ_OK;
-    if (!a || !acc) {
-        st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
-        goto done;
-    }
+    /* the largest tap reads dil * (k - 1) pixels past an image's last output row */
+    const size_t abytes = ((size_t)nb * img + (size_t)nd->dil * (nd->k - 1) + 1) * ic;
+    uint8_t *a = grow(&ws->pad, &ws->pad_n, abytes);
+    int32_t *acc = grow(&ws->acc, &ws->acc_n, (size_t)nb * rows * n * sizeof *acc);
+    if (!a || !acc) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+    memset(a, 0, abytes);
     for (int b = 0; b < nb; b++)
         for (int y = 0; y < nd->ih; y++)
             memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
                    codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
-    st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi, &nd->pw,
-                           kern, 1, err);
-    if (st != LSQ_OK) goto done;
+    lsq_status st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi,
+                                      &nd->pw[0], kern, 1, err);
+    if (st != LSQ_OK) return st;
     for (int b = 0; b < nb; b++)
         for (int y = 0; y < nd->h; y++)
             epilogue(nd, ok, acc + ((size_t)b * rows + (size_t)y * wp) * n, NULL,
                      (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w);
-done:
-    free(a);
-    free(acc);
-    return st;
+    return LSQ_OK;
+}
+
+/* One conv/linear layer over nb images: the products (on codes, or in float
+ * for a float layer), then the epilogue into the buffer of nd->out_node. */
+static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
+                           const uint8_t *pixels, int nb, work *ws, lsq_err *err)
+{
+    const int M = nb * nd->h * nd->w, N = nd->c, K = nd->kdim;
+    const size_t in_elems = (size_t)nb * nd->ic * nd->ih * nd->iw;
+    const int direct = nd->k == 1 && nd->stride == 1 && nd->pad == 0;
+    const inode *en = &m->nodes[nd->out_node];
+    void *out = buf[nd->out_node];
+    if (!nd->quant) {
+        const float *x = buf[nd->in[0]];
+        if (!grow(&ws->accf, &ws->accf_n, (size_t)M * N * sizeof(float))) goto oom;
+        if (nd->dw) {
+            dw_float(ws->accf, x, nb, nd);
+        } else {
+            if (!direct && !grow(&ws->col, &ws->col_n, (size_t)M * K * sizeof(float))) goto oom;
+            for (int g = 0; g < nd->groups; g++) {
+                const float *a = x + (size_t)g * nd->icg;
+                int lda = nd->ic;
+                if (!direct) {
+                    im2col_nhwc(ws->col, (const uint8_t *)x, nb, nd->ih, nd->iw, nd->ic,
+                                g * nd->icg, nd->icg, nd->k, nd->stride, nd->pad, nd->dil, nd->h,
+                                nd->w, 4);
+                    a = (const float *)ws->col;
+                    lda = K;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, nd->ocg, K, 1.0f, a, lda,
+                            nd->wf + (size_t)g * nd->ocg * K, K, 0.0f, ws->accf + (size_t)g * nd->ocg,
+                            N);
+            }
+        }
+        epilogue(nd, en->kind, NULL, ws->accf, out, M);
+        return LSQ_OK;
+    }
+    const uint8_t *codes;
+    if (nd->src == IN_CODES) {
+        codes = buf[nd->in[0]];
+    } else if (nd->src == IN_PIXELS) {
+        codes = pixels; /* one channel, or a flat linear input: the stored order */
+    } else {
+        if (!grow(&ws->codes, &ws->codes_n, in_elems)) goto oom;
+        quantize(ws->codes, buf[nd->in[0]], in_elems, nd);
+        codes = ws->codes;
+    }
+    lsq_status st;
+    if (nd->goff && lsq_igemm_taps_ok(&nd->pw[0], nd->ic, (int)nd->in_hi, m->kern))
+        return conv_taps(nd, en->kind, codes, nb, out, m->kern, ws, err);
+    if (!grow(&ws->acc, &ws->acc_n, (size_t)M * N * sizeof(int32_t))) goto oom;
+    if (nd->dw) {
+        const uint8_t *a = codes;
+        if (nd->mult > 1) {
+            /* each input channel repeated for its mult output channels */
+            const size_t pix = (size_t)nb * nd->ih * nd->iw;
+            if (!grow(&ws->wide, &ws->wide_n, pix * N)) goto oom;
+            for (size_t p = 0; p < pix; p++)
+                for (int o = 0; o < N; o++)
+                    ws->wide[p * N + o] = codes[p * nd->ic + o / nd->mult];
+            a = ws->wide;
+        }
+        const lsq_dw_geom g = {nd->ih, nd->iw, nd->h, nd->w, nd->stride, nd->pad, nd->dil};
+        st = nd->in_signed ? lsq_dw_s8(ws->acc, (const int8_t *)a, nb, &g, &nd->dww, m->kern, 1, err)
+                           : lsq_dw_u8(ws->acc, a, nb, &g, (int)nd->in_hi, &nd->dww, m->kern, 1,
+                                       err);
+        if (st != LSQ_OK) return st;
+    } else {
+        if (!direct && !grow(&ws->col, &ws->col_n, (size_t)M * K)) goto oom;
+        for (int g = 0; g < nd->groups; g++) {
+            const uint8_t *a = codes + (size_t)g * nd->icg;
+            int lda = nd->ic;
+            if (!direct) {
+                im2col_nhwc(ws->col, codes, nb, nd->ih, nd->iw, nd->ic, g * nd->icg, nd->icg,
+                            nd->k, nd->stride, nd->pad, nd->dil, nd->h, nd->w, 1);
+                a = ws->col;
+                lda = K;
+            }
+            int32_t *c = ws->acc + (size_t)g * nd->ocg;
+            st = nd->in_signed
+                     ? lsq_igemm_s8(c, N, (const int8_t *)a, lda, M, &nd->pw[g], m->kern, 1, err)
+                     : lsq_igemm_u8_max(c, N, a, lda, M, (int)nd->in_hi, &nd->pw[g], m->kern, 1,
+                                        err);
+            if (st != LSQ_OK) return st;
+        }
+    }
+    epilogue(nd, en->kind, ws->acc, NULL, out, M);
+    return LSQ_OK;
+oom:
+    return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
 }
 
 /* One pass of nb images through the plan; logits (nb, classes). */
 static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, float *logits,
-                            lsq_err *err)
+                            uint8_t *arena, work *ws, lsq_err *err)
 {
     lsq_status st = LSQ_OK;
     void **buf = calloc((size_t)m->n, sizeof *buf);
     if (!buf) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
+    /* every buffer's place in the arena (plan_memory) */
+    for (int j = 0; j < m->n; j++)
+        if (!m->nodes[j].alias) buf[j] = arena + m->nodes[j].at;
     const size_t in_plane = (size_t)m->c * m->h * m->w;
-    uint8_t *tmp_codes = NULL, *col = NULL;
-    int32_t *acc = NULL;
-    float *accf = NULL;
     if (m->need_float_input) {
-        float *x = malloc((size_t)nb * in_plane * sizeof *x);
-        if (!x) goto oom;
+        float *x = buf[0];
         /* NCHW pixels / 255 -> NHWC (as the data loader: pixel / 255.0f) */
         size_t hw = (size_t)m->h * m->w;
         for (int b = 0; b < nb; b++)
@@ -758,178 +1168,124 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
                 for (size_t p = 0; p < hw; p++)
                     x[((size_t)b * hw + p) * m->c + c] =
                         (float)pixels[(size_t)b * in_plane + (size_t)c * hw + p] / 255.0f;
-        buf[0] = x;
     }
     for (int i = 1; i < m->n; i++) {
         const inode *nd = &m->nodes[i];
         if (nd->skip) continue;
         const size_t out_elems = (size_t)nb * nd->c * nd->h * nd->w;
+        const float *x = buf[nd->in[0]];
         switch (nd->op) {
         case OP_CONV:
-        case OP_LINEAR: {
-            const int M = nb * nd->h * nd->w, N = nd->c, K = nd->kdim;
-            const size_t in_elems = (size_t)nb * nd->ic * nd->ih * nd->iw;
-            const int direct = nd->k == 1 && nd->stride == 1 && nd->pad == 0;
-            const inode *en = &m->nodes[nd->out_node];
-            void *out = malloc(out_elems * esize(en->kind));
-            if (!out) goto oom;
-            buf[nd->out_node] = out;
-            if (!nd->quant) {
-                const float *x = buf[nd->in0];
-                const float *a = x;
-                if (!direct) {
-                    free(col);
-                    col = malloc((size_t)M * K * sizeof(float));
-                    if (!col) goto oom;
-                    im2col_nhwc(col, (const uint8_t *)x, nb, nd->ih, nd->iw, nd->ic, nd->k,
-                                nd->stride, nd->pad, nd->h, nd->w, 4);
-                    a = (const float *)col;
-                }
-                free(accf);
-                accf = malloc((size_t)M * N * sizeof *accf);
-                if (!accf) goto oom;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, nd->wf,
-                            K, 0.0f, accf, N);
-                epilogue(nd, en->kind, NULL, accf, out, M);
-                break;
-            }
-            const uint8_t *codes;
-            if (nd->src == IN_CODES) {
-                codes = buf[nd->in0];
-            } else if (nd->src == IN_PIXELS) {
-                codes = pixels; /* one channel, or a flat linear input: the stored order */
-            } else {
-                free(tmp_codes);
-                tmp_codes = malloc(in_elems);
-                if (!tmp_codes) goto oom;
-                quantize(tmp_codes, buf[nd->in0], in_elems, nd);
-                codes = tmp_codes;
-            }
-            if (nd->goff && lsq_igemm_taps_ok(&nd->pw, nd->ic, (int)nd->in_hi, m->kern)) {
-                st = conv_taps(nd, en->kind, codes, nb, out, m->kern, err);
-                if (st != LSQ_OK) goto out;
-                break;
-            }
-            const uint8_t *a = codes;
-            if (!direct) {
-                free(col);
-                col = malloc((size_t)M * K);
-                if (!col) goto oom;
-                im2col_nhwc(col, codes, nb, nd->ih, nd->iw, nd->ic, nd->k, nd->stride, nd->pad,
-                            nd->h, nd->w, 1);
-                a = col;
-            }
-            free(acc);
-            acc = malloc((size_t)M * N * sizeof *acc);
-            if (!acc) goto oom;
-            st = nd->in_signed
-                     ? lsq_igemm_s8(acc, N, (const int8_t *)a, K, M, &nd->pw, m->kern, 1, err)
-                     : lsq_igemm_u8_max(acc, N, a, K, M, (int)nd->in_hi, &nd->pw, m->kern, 1,
-                                        err);
-            if (st != LSQ_OK) goto out;
-            epilogue(nd, en->kind, acc, NULL, out, M);
+        case OP_LINEAR:
+            if ((st = run_gemm(m, nd, buf, pixels, nb, ws, err)) != LSQ_OK) goto out;
             break;
-        }
         case OP_BN: {
-            const float *x = buf[nd->in0];
-            float *y = malloc(out_elems * sizeof *y);
-            if (!y) goto oom;
+            float *restrict y = buf[i];
+            const float *restrict xs = x, *restrict bs = nd->bs, *restrict bh = nd->bh;
             for (size_t p = 0; p < out_elems; p += (size_t)nd->c)
-                for (int c = 0; c < nd->c; c++) y[p + c] = x[p + c] * nd->bs[c] + nd->bh[c];
-            buf[i] = y;
+#pragma omp simd
+                for (int c = 0; c < nd->c; c++) y[p + c] = xs[p + c] * bs[c] + bh[c];
             break;
         }
-        case OP_RELU: {
-            const float *x = buf[nd->in0];
-            float *y = malloc(out_elems * sizeof *y);
-            if (!y) goto oom;
-            for (size_t p = 0; p < out_elems; p++) y[p] = x[p] > 0.0f ? x[p] : 0.0f;
-            buf[i] = y;
+        /* the elementwise layers with the float engine's operations */
+        case OP_RELU:
+        case OP_CLIP:
+        case OP_LEAKYRELU:
+        case OP_SCALE: {
+            float *restrict y = buf[i];
+            const float *restrict xs = x;
+            const float lo = nd->lo, hi = nd->hi, alpha = nd->alpha, value = nd->value;
+            if (nd->op == OP_RELU) {
+#pragma omp simd
+                for (size_t p = 0; p < out_elems; p++) y[p] = xs[p] > 0.0f ? xs[p] : 0.0f;
+            } else if (nd->op == OP_CLIP) {
+#pragma omp simd
+                for (size_t p = 0; p < out_elems; p++) {
+                    const float v = xs[p] < lo ? lo : xs[p];
+                    y[p] = v > hi ? hi : v;
+                }
+            } else if (nd->op == OP_LEAKYRELU) {
+#pragma omp simd
+                for (size_t p = 0; p < out_elems; p++) y[p] = xs[p] > 0.0f ? xs[p] : alpha * xs[p];
+            } else {
+#pragma omp simd
+                for (size_t p = 0; p < out_elems; p++) y[p] = value * xs[p];
+            }
             break;
         }
         case OP_ADD: {
-            const float *a = buf[nd->in0], *b = buf[nd->in1];
-            float *y = malloc(out_elems * sizeof *y);
-            if (!y) goto oom;
+            const float *restrict a = x, *restrict b = buf[nd->in[1]];
+            float *restrict y = buf[i];
+#pragma omp simd
             for (size_t p = 0; p < out_elems; p++) y[p] = a[p] + b[p];
-            buf[i] = y;
+            break;
+        }
+        case OP_CONCAT: {
+            /* NHWC: each pixel's channels, input after input */
+            float *y = buf[i];
+            const size_t pix = (size_t)nb * nd->h * nd->w;
+            int at = 0;
+            for (int t = 0; t < nd->n_in; t++) {
+                const float *s = buf[nd->in[t]];
+                const int ct = m->nodes[nd->in[t]].c;
+                for (size_t p = 0; p < pix; p++)
+                    memcpy(y + p * nd->c + at, s + p * ct, (size_t)ct * sizeof *y);
+                at += ct;
+            }
             break;
         }
         case OP_AVGPOOL: {
-            const float *x = buf[nd->in0];
-            float *y = calloc(out_elems, sizeof *y);
-            if (!y) goto oom;
+            float *y = buf[i];
+            if (nd->pk) {
+                avgpool_window(y, x, nb, nd);
+                break;
+            }
             const int hw = nd->ih * nd->iw, c = nd->c;
             const float inv = 1.0f / (float)hw;
             for (int b = 0; b < nb; b++) {
                 float *o = y + (size_t)b * c;
+                for (int j = 0; j < c; j++) o[j] = 0.0f;
                 for (int p = 0; p < hw; p++) {
                     const float *xp = x + ((size_t)b * hw + p) * c;
                     for (int j = 0; j < c; j++) o[j] += xp[j];
                 }
                 for (int j = 0; j < c; j++) o[j] *= inv;
             }
-            buf[i] = y;
             break;
         }
         case OP_MAXPOOL: {
-            void *y = malloc(out_elems * esize(nd->kind));
-            if (!y) goto oom;
-            if (nd->kind == VK_F32)
-                maxpool_float(y, buf[nd->in0], nb, nd->ih, nd->iw, nd->c, nd->pk, nd->ps, nd->h,
-                              nd->w);
-            else if (nd->kind == VK_U8)
-                maxpool_uint8_t(y, buf[nd->in0], nb, nd->ih, nd->iw, nd->c, nd->pk, nd->ps,
-                                nd->h, nd->w);
-            else
-                maxpool_int8_t(y, buf[nd->in0], nb, nd->ih, nd->iw, nd->c, nd->pk, nd->ps,
-                               nd->h, nd->w);
-            buf[i] = y;
+            void *y = buf[i];
+            if (nd->kind == VK_F32) maxpool_float(y, buf[nd->in[0]], nb, nd);
+            else if (nd->kind == VK_U8) maxpool_uint8_t(y, buf[nd->in[0]], nb, nd);
+            else maxpool_int8_t(y, buf[nd->in[0]], nb, nd);
             break;
         }
         case OP_FLATTEN: {
             if (nd->alias) {
-                buf[i] = buf[nd->in0];
+                buf[i] = buf[nd->in[0]];
                 break;
             }
             /* NHWC -> the channel-major order of the layer list */
             const size_t es = esize(nd->kind), hw = (size_t)nd->ih * nd->iw, c = (size_t)nd->ic;
-            uint8_t *y = malloc(out_elems * es);
-            if (!y) goto oom;
-            const uint8_t *x = buf[nd->in0];
+            uint8_t *y = buf[i];
+            const uint8_t *xb = buf[nd->in[0]];
             for (int b = 0; b < nb; b++)
                 for (size_t p = 0; p < hw; p++)
                     for (size_t j = 0; j < c; j++)
                         memcpy(y + (((size_t)b * c + j) * hw + p) * es,
-                               x + (((size_t)b * hw + p) * c + j) * es, es);
-            buf[i] = y;
+                               xb + (((size_t)b * hw + p) * c + j) * es, es);
             break;
         }
         default:
             break;
         }
-        /* release buffers whose last reader has run */
-        for (int j = 0; j < i; j++)
-            if (m->nodes[j].last_use == i && !m->nodes[j].alias) {
-                free(buf[j]);
-                buf[j] = NULL;
-            }
     }
     {
         int p = m->output;
         memcpy(logits, buf[p], (size_t)nb * m->classes * sizeof *logits);
     }
-    goto out;
-oom:
-    st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
 out:
-    for (int j = 0; j < m->n; j++)
-        if (!m->nodes[j].alias) free(buf[j]);
     free(buf);
-    free(tmp_codes);
-    free(col);
-    free(acc);
-    free(accf);
     return st;
 }
 
@@ -952,11 +1308,16 @@ lsq_status lsqm_predict(const lsqm_model *m, const uint8_t *pixels, int n, float
         int lo = (int)((long)n * t / T), hi = (int)((long)n * (t + 1) / T);
         lsq_err mine;
         lsq_err_clear(&mine);
+        /* this thread's buffers, for all of its passes */
+        slot *sl = hi > lo ? take_slot(m) : NULL;
+        if (hi > lo && !sl)
+            sts[t] = lsq_err_set(&mine, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
         for (int b = lo; b < hi && sts[t] == LSQ_OK; b += INFER_CHUNK) {
             int nb = hi - b < INFER_CHUNK ? hi - b : INFER_CHUNK;
             sts[t] = run_chunk(m, pixels + (size_t)b * plane, nb,
-                               logits + (size_t)b * m->classes, &mine);
+                               logits + (size_t)b * m->classes, sl->arena, &sl->ws, &mine);
         }
+        give_slot(m, sl);
         if (sts[t] != LSQ_OK && t < 4) errs[t] = mine;
     }
     for (int t = 0; t < threads; t++)

@@ -14,7 +14,10 @@ typedef struct lsqm_model lsqm_model;
 /* Loads and checks a .lsqm file. Returns NULL and fills err on any problem
  * (LSQ_ERR_IO, LSQ_ERR_FORMAT: truncated, bad checksum, future version). The
  * caller owns the model: lsqm_free. Safe to share between threads for
- * lsqm_predict. */
+ * lsqm_predict. The model keeps the work buffers of its predicting threads
+ * between calls (one set for each thread that ran at the same time; each
+ * holds every buffer of a pass of 32 images), so a call allocates nothing
+ * once warm; lsqm_free releases them. */
 lsqm_model *lsqm_load(const char *path, lsq_err *err);
 void lsqm_free(lsqm_model *m);
 

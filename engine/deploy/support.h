@@ -1,8 +1,10 @@
 /* What the deployed forms of a network can carry. Training takes every
- * layer of a layer list, and so does the ONNX export. The packed model
- * (.lsqm) with its integer engine carries the layers of the zoo's nets:
- * dense undilated conv2d, linear, batchnorm, relu, unpadded maxpool, global
- * avgpool, add and flatten. A form refuses any other layer up front with
+ * layer of a layer list, and both deployed forms carry all of them: the
+ * packed model (.lsqm) with its integer engine, and the ONNX export
+ * (grouped, depthwise and dilated convs, clip, leaky relu, scale, concat,
+ * padded max pooling and windowed average pooling included). A layer kind
+ * added later is refused by a form until it carries it, and so is input
+ * normalisation (dataset.normalize) by the integer engine, up front, with
  * this check, so that none writes a file it cannot run or that would
  * compute something else. */
 #ifndef LSQ_SUPPORT_H
@@ -17,7 +19,7 @@ extern const char *const DEPLOY_FORM_NAMES[]; /* "integer engine", "ONNX export"
 
 /* LSQ_OK when `form` carries every layer of net; else LSQ_ERR_INVALID naming
  * the first layer that it does not, with field "model.layers[i]":
- * "layer 'dw1': groups > 1 has no integer engine yet". */
+ * "layer 'dw1': groups > 1 has no ONNX export yet". */
 lsq_status deploy_check_layers(const lsq_net *net, deploy_form form, lsq_err *err);
 
 #endif
