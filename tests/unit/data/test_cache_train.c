@@ -158,10 +158,12 @@ Test(cache_train, normalised_quantized_run_exports, .timeout = 300)
     json_decref(layers);
     spec_free(&sp);
     cache_free(&c);
-    /* the deployable files were written */
+    /* the ONNX graph normalises its input itself and is written; the
+     * integer engine does not normalise (yet), so no model.lsqm that would
+     * read raw pixels as if they were normalised */
     struct stat sb;
     snprintf(p, sizeof p, "%s/model.lsqm", d);
-    cr_expect_eq(stat(p, &sb), 0);
+    cr_expect_neq(stat(p, &sb), 0, "a model.lsqm of a normalised net was written");
     snprintf(p, sizeof p, "%s/model.onnx", d);
     cr_expect_eq(stat(p, &sb), 0);
 }
