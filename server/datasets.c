@@ -6,7 +6,6 @@
 #include "datasets.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,49 +24,6 @@
 
 #define MNIST_DEFAULT_DIR "/usr/share/datasets/mnist"
 #define SAMPLES_FILE "samples.png"
-
-/* The archive kinds an upload's name may end with; the first match wins. */
-static const char *const EXTENSIONS[] = {".tar.gz", ".tgz", ".tar", ".zip", ".npz"};
-
-void datasets_dir(const lsqd_config *cfg, int64_t id, char *out, size_t cap)
-{
-    snprintf(out, cap, "%.*s/datasets/%lld", (int)(cap > 64 ? cap - 64 : 0), cfg->data,
-             (long long)id);
-}
-
-/* The known extension name ends with (lower case), or NULL. */
-static const char *name_extension(const char *name)
-{
-    size_t n = strlen(name);
-    for (size_t i = 0; i < sizeof EXTENSIONS / sizeof *EXTENSIONS; i++) {
-        size_t e = strlen(EXTENSIONS[i]);
-        if (n > e && !strcasecmp(name + n - e, EXTENSIONS[i])) return EXTENSIONS[i];
-    }
-    return NULL;
-}
-
-void datasets_source_path(const lsqd_config *cfg, int64_t id, const char *name, char *out,
-                          size_t cap)
-{
-    char dir[PATH_MAX];
-    datasets_dir(cfg, id, dir, sizeof dir);
-    const char *ext = name_extension(name);
-    snprintf(out, cap, "%.*s/source%s", (int)(cap > 32 ? cap - 32 : 0), dir, ext ? ext : "");
-}
-
-static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    if (flag == FTW_DP) rmdir(path);
-    else unlink(path);
-    return 0;
-}
-
-void datasets_remove_dir(const char *dir)
-{
-    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* ------------------------------------------------------------- checks */
 
@@ -91,7 +47,7 @@ static int name_or_reply(req *r, const char *name, enum MHD_Result *res)
                                 "file's name, e.g. pets.tar.gz", DATASET_NAME_MAX);
         return -1;
     }
-    if (!name_extension(name)) {
+    if (!registrar_extension(name)) {
         *res = http_reply_error(r, HERR_INVALID_VALUE, "name",
                                 "name '%s' must end with .tar, .tar.gz, .tgz, .zip or .npz: the "
                                 "extension tells how to read the file", name);
@@ -189,7 +145,7 @@ static int make_dir(const lsqd_config *cfg, int64_t id, char *dir, size_t cap)
     char top[PATH_MAX];
     snprintf(top, sizeof top, "%.*s/datasets", PATH_MAX - 16, cfg->data);
     if (mkdir(top, 0755) != 0 && errno != EEXIST) return -1;
-    datasets_dir(cfg, id, dir, cap);
+    registrar_dir(cfg, id, dir, cap);
     return mkdir(dir, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
@@ -235,13 +191,13 @@ static enum MHD_Result post_upload(req *r)
         res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the dataset");
         goto out;
     }
-    datasets_source_path(r->cfg, id, name, src, sizeof src);
+    registrar_source_path(r->cfg, id, name, src, sizeof src);
     if (make_dir(r->cfg, id, dir, sizeof dir) || rename(r->upload_path, src) != 0) {
         int e = errno;
         int64_t unused;
         store_dataset_fail(id, "internal", "cannot keep the upload");
         store_dataset_delete(id, &unused);
-        datasets_remove_dir(dir);
+        registrar_remove_dir(dir);
         res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot keep the upload: %s", strerror(e));
         goto out;
     }
@@ -402,7 +358,7 @@ enum MHD_Result datasets_samples(req *r)
         return http_reply_error(r, HERR_NOT_FOUND, "id", "dataset %lld is not ready; it has no "
                                 "samples", (long long)r->job_id);
     char dir[PATH_MAX], path[PATH_MAX + 32];
-    datasets_dir(r->cfg, r->job_id, dir, sizeof dir);
+    registrar_dir(r->cfg, r->job_id, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/" SAMPLES_FILE, dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat sb;
@@ -437,8 +393,8 @@ enum MHD_Result datasets_delete(req *r)
                                 "failed", (long long)r->job_id);
     if (st != STORE_OK) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot delete");
     char dir[PATH_MAX];
-    datasets_dir(r->cfg, r->job_id, dir, sizeof dir);
-    datasets_remove_dir(dir);
+    registrar_dir(r->cfg, r->job_id, dir, sizeof dir);
+    registrar_remove_dir(dir);
     return http_reply_bytes(r, 204, "application/json", "", 0);
 }
 
@@ -505,7 +461,7 @@ int datasets_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *dataset
     }
     json_decref(row);
     char dir[PATH_MAX];
-    datasets_dir(cfg, id, dir, sizeof dir);
+    registrar_dir(cfg, id, dir, sizeof dir);
     json_object_del(ds, "id");
     json_object_set_new(ds, "cache", json_string(dir));
     *dataset_id = id;

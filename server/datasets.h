@@ -9,9 +9,8 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "registrar.h"
 #include "reply.h"
-
-#define DATASET_NAME_MAX 128
 
 /* POST /api/v1/datasets: the archive as application/octet-stream with
  * ?name=NAME (and the import options in the query), or application/json
@@ -27,15 +26,6 @@ enum MHD_Result datasets_samples(req *r);
 /* DELETE /api/v1/datasets/{id}: 409 while registering or while a queued or
  * running job uses it; removes its folder. */
 enum MHD_Result datasets_delete(req *r);
-
-/* DATA/datasets/ID (no trailing slash). */
-void datasets_dir(const lsqd_config *cfg, int64_t id, char *out, size_t cap);
-/* The file a registration reads: DATA/datasets/ID/source.EXT, the extension
- * the one of name (the importer tells a .npz by it). */
-void datasets_source_path(const lsqd_config *cfg, int64_t id, const char *name, char *out,
-                          size_t cap);
-/* Removes a folder and everything in it (no symlink is followed). */
-void datasets_remove_dir(const char *dir);
 
 /* A submitted spec names a dataset by id ("dataset": {"id": N}): this
  * replaces the id with the ready dataset's cache folder for the engine and

@@ -5,23 +5,69 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "child.h"
-#include "datasets.h"
 #include "fetch.h"
 #include "log.h"
 #include "store.h"
 
 #define CHILD_OUTPUT_MAX (64u << 20)
+
+/* ------------------------------------------------- a dataset's files */
+
+/* The archive kinds an upload's name may end with; the first match wins. */
+static const char *const EXTENSIONS[] = {".tar.gz", ".tgz", ".tar", ".zip", ".npz"};
+
+void registrar_dir(const lsqd_config *cfg, int64_t id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%.*s/datasets/%lld", (int)(cap > 64 ? cap - 64 : 0), cfg->data,
+             (long long)id);
+}
+
+const char *registrar_extension(const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof EXTENSIONS / sizeof *EXTENSIONS; i++) {
+        size_t e = strlen(EXTENSIONS[i]);
+        if (n > e && !strcasecmp(name + n - e, EXTENSIONS[i])) return EXTENSIONS[i];
+    }
+    return NULL;
+}
+
+void registrar_source_path(const lsqd_config *cfg, int64_t id, const char *name, char *out,
+                           size_t cap)
+{
+    char dir[PATH_MAX];
+    registrar_dir(cfg, id, dir, sizeof dir);
+    const char *ext = registrar_extension(name);
+    snprintf(out, cap, "%.*s/source%s", (int)(cap > 32 ? cap - 32 : 0), dir, ext ? ext : "");
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    if (flag == FTW_DP) rmdir(path);
+    else unlink(path);
+    return 0;
+}
+
+void registrar_remove_dir(const char *dir)
+{
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 
 static const lsqd_config *g_cfg;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -62,7 +108,7 @@ static int stopping(void)
  * message is scrubbed of the server's paths first. */
 static void fail(int64_t id, const char *dir, const char *code, const char *message)
 {
-    datasets_remove_dir(dir);
+    registrar_remove_dir(dir);
     if (store_dataset_fail(id, code, message) != STORE_OK)
         log_error("cannot record a failed dataset", "{s:I}", "dataset", (json_int_t)id);
     log_warn("dataset failed", "{s:I,s:s,s:s}", "dataset", (json_int_t)id, "code", code,
@@ -99,7 +145,7 @@ static void register_one(int64_t id)
     const char *origin = json_string_value(json_object_get(ds, "origin"));
     json_t *opts = json_object_get(ds, "options");
     if (strcmp(state, DS_STATE_NAMES[DS_REGISTERING])) goto out;
-    datasets_dir(g_cfg, id, dir, sizeof dir);
+    registrar_dir(g_cfg, id, dir, sizeof dir);
     int is_url = !strcmp(source, DS_SOURCE_NAMES[DS_SRC_URL]);
     int is_root = !strcmp(source, DS_SOURCE_NAMES[DS_SRC_ROOT]);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
@@ -116,7 +162,7 @@ static void register_one(int64_t id)
     if (is_root) {
         snprintf(src, sizeof src, "%s/%s", g_cfg->datasets_root, origin ? origin : "");
     } else {
-        datasets_source_path(g_cfg, id, name, src, sizeof src);
+        registrar_source_path(g_cfg, id, name, src, sizeof src);
     }
     if (is_url) {
         fetch_opts fo = {g_cfg->fetch_timeout_s, g_cfg->fetch_low_speed_s, g_cfg->max_upload,

@@ -12,7 +12,24 @@
 
 #include <stdint.h>
 
+#include <stddef.h>
+
 #include "config.h"
+
+#define DATASET_NAME_MAX 128
+
+/* A dataset's files, which the registrar makes and removes:
+ * DATA/datasets/ID (no trailing slash). */
+void registrar_dir(const lsqd_config *cfg, int64_t id, char *out, size_t cap);
+/* The file a registration reads: DATA/datasets/ID/source.EXT, the extension
+ * the one of name (the importer tells a .npz by it). */
+void registrar_source_path(const lsqd_config *cfg, int64_t id, const char *name, char *out,
+                           size_t cap);
+/* The archive kind a dataset's name ends with (".tar", ".tar.gz", ".tgz",
+ * ".zip", ".npz"; a static string), or NULL when it is none of them. */
+const char *registrar_extension(const char *name);
+/* Removes a folder and everything in it (no symlink is followed). */
+void registrar_remove_dir(const char *dir);
 
 /* Queues the leftovers and the new folders of the datasets root, then
  * starts the thread. -1 (logged) when the root cannot be read or the

@@ -123,7 +123,7 @@ static void scrub_paths(char *msg, size_t cap, const lsqd_config *cfg, int64_t d
 {
     char tmp[1024], dir[PATH_MAX], label[64];
     if (dataset_id > 0) {
-        datasets_dir(cfg, dataset_id, dir, sizeof dir);
+        registrar_dir(cfg, dataset_id, dir, sizeof dir);
         snprintf(label, sizeof label, "dataset %lld", (long long)dataset_id);
         child_scrub(tmp, sizeof tmp, msg, dir, label);
         snprintf(msg, cap, "%s", tmp);
