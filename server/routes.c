@@ -520,9 +520,14 @@ static enum MHD_Result h_job_predict(req *r)
         res = http_reply_error(r, HERR_INTERNAL, NULL, "inference failed: %s", err.message);
         goto out;
     }
-    const char *ds = json_string_value(json_object_get(
-        json_object_get(json_object_get(job, "spec"), "dataset"), "name"));
-    int fashion = !ds || !strcmp(ds, "fashion-mnist");
+    json_t *jds = json_object_get(json_object_get(job, "spec"), "dataset");
+    const char *ds = json_string_value(json_object_get(jds, "name"));
+    const char *cache = json_string_value(json_object_get(jds, "cache"));
+    int fashion = (!ds || !strcmp(ds, "fashion-mnist")) && (!cache || !*cache);
+    /* a registered dataset's own class names, while it exists */
+    json_t *dsrow = json_is_integer(json_object_get(job, "dataset_id"))
+        ? store_dataset_get(json_integer_value(json_object_get(job, "dataset_id")), 1) : NULL;
+    json_t *names = json_object_get(json_object_get(dsrow, "summary"), "classes");
     json_t *preds = json_array();
     for (size_t i = 0; i < n; i++) {
         int best = 0;
@@ -532,12 +537,17 @@ static enum MHD_Result h_job_predict(req *r)
             json_array_append_new(p, json_real(v));
             if (v > probs[i * (size_t)classes + (size_t)best]) best = k;
         }
-        char label[32];
-        if (fashion && classes == 10) snprintf(label, sizeof label, "%s", FASHION_LABELS[best]);
+        char label[80];
+        const char *own = json_string_value(
+            json_object_get(json_array_get(names, (size_t)best), "name"));
+        if (own) snprintf(label, sizeof label, "%s", own);
+        else if (fashion && classes == 10)
+            snprintf(label, sizeof label, "%s", FASHION_LABELS[best]);
         else snprintf(label, sizeof label, "%d", best);
         json_array_append_new(preds, json_pack("{s:i,s:s,s:o}", "class", best, "label", label,
                                                "probabilities", p));
     }
+    json_decref(dsrow);
     res = http_reply_json(r, 200, json_pack("{s:I,s:o}", "job_id", (json_int_t)r->job_id,
                                             "predictions", preds));
 out:

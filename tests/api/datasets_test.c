@@ -434,6 +434,21 @@ Test(datasets, upload_register_train_and_delete, .timeout = 240)
     json_t *last = json_object_get(j, "last_epoch");
     cr_expect(json_is_object(last), "no epoch event");
     json_decref(j);
+    /* the model predicts with the dataset's class names */
+    char pbody[4096], jpath[128];
+    size_t o = (size_t)snprintf(pbody, sizeof pbody, "{\"images\":[[");
+    for (int i = 0; i < SIDE * SIDE; i++)
+        o += (size_t)snprintf(pbody + o, sizeof pbody - o, "%s%d", i ? "," : "",
+                              pixel(1, i / SIDE, i % SIDE));
+    snprintf(pbody + o, sizeof pbody - o, "]]}");
+    snprintf(jpath, sizeof jpath, "/api/v1/jobs/%lld/predict", job);
+    r = api(&d, "POST", jpath, pbody, NULL, NULL);
+    cr_expect_eq(r->status, 200, "%s", r->body);
+    const char *label = json_string_value(
+        json_object_get(json_array_get(json_object_get(r->json, "predictions"), 0), "label"));
+    cr_expect(label && (!strcmp(label, "cat") || !strcmp(label, "dog") || !strcmp(label, "fox")),
+              "label %s", label ? label : "(none)");
+    api_free(r);
     r = api(&d, "DELETE", loc, NULL, NULL, NULL);
     cr_expect_eq(r->status, 204, "%s", r->body);
     api_free(r);
