@@ -361,7 +361,11 @@ void registrar_stop(void)
     pthread_mutex_unlock(&g_lock);
     pthread_join(g_thread, NULL);
     g_started = 0;
+    /* ids still queued stay registering in the store: the next start
+     * queues them again */
+    pthread_mutex_lock(&g_lock);
     free(g_queue);
     g_queue = NULL;
     g_head = g_len = g_cap = 0;
+    pthread_mutex_unlock(&g_lock);
 }

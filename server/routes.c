@@ -116,9 +116,9 @@ static int resolve_init_from(req *r, json_t *spec, enum MHD_Result *res)
     return 0;
 }
 
-/* The spec as the client wrote it, and a path of the server it now holds
- * (a dataset's cache, an uploaded model), as the client's names: for the
- * messages of the checks below. */
+/* A message of the checks below may name a path that lsqd put into the
+ * spec (a dataset's cache folder, an uploaded model's file): it says
+ * "dataset N" and "DATA" instead, words the client knows. */
 static void scrub_paths(char *msg, size_t cap, const lsqd_config *cfg, int64_t dataset_id)
 {
     char tmp[1024], dir[PATH_MAX], label[64];
