@@ -438,7 +438,8 @@ int datasets_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *dataset
         return -1;
     }
     json_t *name = json_object_get(ds, "name");
-    if (name && !json_is_null(name)) {
+    if (name && json_is_null(name)) json_object_del(ds, "name");
+    else if (name) {
         snprintf(field, field_cap, "dataset.name");
         snprintf(why, cap, "dataset.name and dataset.id name two datasets; give one");
         return -1;
