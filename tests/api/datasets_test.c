@@ -417,13 +417,27 @@ Test(datasets, upload_register_train_and_delete, .timeout = 240)
     /* a job trains on it by id; while it is queued or running the dataset stays */
     snprintf(spec, sizeof spec,
              "{\"name\":\"pets\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"id\":%lld},"
-             "\"pretrain\":{\"epochs\":20},\"train\":{\"epochs\":20},\"quant\":{\"weight_bits\":4}}",
+             "\"pretrain\":{\"epochs\":40},\"train\":{\"epochs\":40},\"quant\":{\"weight_bits\":4}}",
              id);
     long long job = submit_job(&d, spec);
     r = api(&d, "DELETE", loc, NULL, NULL, NULL);
-    cr_expect_eq(r->status, 409, "delete while job %lld is active: %ld %s", job, r->status,
+    cr_expect_eq(r->status, 409, "delete while job %lld is queued: %ld %s", job, r->status,
                  r->body);
+    api_free(r);
+    json_t *running = wait_job(&d, job, "running", 60);
+    cr_assert(running, "job %lld never ran", job);
+    json_decref(running);
+    r = api(&d, "DELETE", loc, NULL, NULL, NULL);
+    cr_expect_eq(r->status, 409, "delete while job %lld runs: %ld %s", job, r->status, r->body);
     cr_expect_str_eq(api_err_code(r), "conflict");
+    char jobtext[32];
+    snprintf(jobtext, sizeof jobtext, "job %lld", job);
+    cr_expect(strstr(err_message(r->json), jobtext), "%s", r->body);
+    api_free(r);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", job);
+    r = api(&d, "GET", path, NULL, NULL, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(r->json, "state")), "running",
+                     "the job ended before the delete was tried: make it longer");
     api_free(r);
     cr_expect_eq(dataset_files(&d, id), 2, "the refused delete removed files");
     json_t *j = wait_job(&d, job, NULL, 180);
