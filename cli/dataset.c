@@ -1,5 +1,6 @@
-/* lsq dataset import and lsq dataset info: a dataset decoded once into the
- * cache that training reads (engine/data/cache.h), and its summary. With
+/* lsq dataset import, info and samples: a dataset decoded once into the
+ * cache that training reads (engine/data/cache.h), its summary, and a PNG
+ * of a few images of every class. With
  * --json the command prints exactly one JSON object on stdout, the summary
  * or {"error": {"code", "message", "field"}} (exit status 1): lsqd runs the
  * import in a child process to register an upload and reads that line. */
@@ -19,6 +20,7 @@ static const char *DATASET_USAGE =
     "                          [--test-fraction F] [--seed S] [--labels fine|coarse]\n"
     "                          [--max-bytes N] [--json]\n"
     "       lsq dataset info DIR [--json]\n"
+    "       lsq dataset samples DIR --out FILE.png [--per-class N] [--json]\n"
     "\n"
     "import decodes the dataset at SRC (a folder, or a .tar, .tar.gz or .zip; a .npz)\n"
     "once into DIR/" CACHE_FILE ", which a job spec names with \"dataset\": {\"cache\": DIR}.\n"
@@ -34,6 +36,8 @@ static const char *DATASET_USAGE =
     "                     no entry past min(N, 1 GiB)); default 8 GiB\n"
     "  --json             print the summary (or the error) as one JSON object\n"
     "info prints the summary of an existing cache after checking all of it.\n"
+    "samples writes a PNG of N images of every class (default 8; at most the\n"
+    "first 100 classes, images shrunk to 64 pixels a side): one row per class.\n"
     "Exit status: 0 done, 1 failed, 2 usage.\n";
 
 /* Prints err: as {"error": ...} on stdout with --json, else on stderr. */
@@ -244,6 +248,75 @@ static int cmd_info(int argc, char **argv)
     return 0;
 }
 
+#define SAMPLES_PER_CLASS 8
+#define SAMPLES_MAX_ROWS 100
+#define SAMPLES_CELL 64
+
+static int cmd_samples(int argc, char **argv)
+{
+    const char *cmd = "dataset samples", *dir = NULL, *out = NULL;
+    int json = 0, per_class = SAMPLES_PER_CLASS;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--json")) json = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char msg[128];
+        if (!strcmp(a, "--json")) continue;
+        if ((!strcmp(a, "--out") || !strcmp(a, "--per-class")) && !v) {
+            snprintf(msg, sizeof msg, "%s needs a value", a);
+            return usage_fail(cmd, json, a + 2, msg);
+        }
+        if (!strcmp(a, "--out")) {
+            out = argv[++i];
+        } else if (!strcmp(a, "--per-class")) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (end == v || *end || n < 1 || n > 64) {
+                snprintf(msg, sizeof msg, "--per-class must be 1..64, got '%.32s'", v);
+                return usage_fail(cmd, json, "per_class", msg);
+            }
+            per_class = (int)n;
+            i++;
+        } else if (a[0] == '-' && a[1]) {
+            snprintf(msg, sizeof msg, "unknown option '%.64s'", a);
+            return usage_fail(cmd, json, "", msg);
+        } else if (!dir) {
+            dir = a;
+        } else {
+            return usage_fail(cmd, json, "", "give one DIR");
+        }
+    }
+    if (!dir || !out) return usage_fail(cmd, json, dir ? "out" : "dir", "give DIR and --out FILE");
+    lsq_err err;
+    lsq_err_clear(&err);
+    lsq_cache c;
+    lsq_image grid;
+    memset(&grid, 0, sizeof grid);
+    lsq_status st = cache_read(&c, dir, 0, &err);
+    if (st == LSQ_OK)
+        st = cache_sample_grid(&c, per_class, SAMPLES_MAX_ROWS, SAMPLES_CELL, &grid, &err);
+    if (st == LSQ_OK) st = image_write_png(&grid, out, &err);
+    int rows = c.classes < SAMPLES_MAX_ROWS ? c.classes : SAMPLES_MAX_ROWS;
+    cache_free(&c);
+    if (st != LSQ_OK) {
+        image_free(&grid);
+        return fail(cmd, json, &err, 1);
+    }
+    if (json) {
+        json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:i}", "samples", out, "width", grid.w,
+                              "height", grid.h, "classes", rows, "per_class", per_class);
+        char *text = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", text ? text : "{}");
+        free(text);
+        json_decref(j);
+    } else {
+        printf("%s: %dx%d pixels, %d classes x %d images\n", out, grid.w, grid.h, rows,
+               per_class);
+    }
+    image_free(&grid);
+    return 0;
+}
+
 int cli_dataset_dispatch(const char *cmd, int argc, char **argv)
 {
     if (strcmp(cmd, "dataset") != 0) return -1;
@@ -253,6 +326,7 @@ int cli_dataset_dispatch(const char *cmd, int argc, char **argv)
     }
     if (!strcmp(argv[1], "import")) return cmd_import(argc - 1, argv + 1);
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "samples")) return cmd_samples(argc - 1, argv + 1);
     fprintf(stderr, "lsq dataset: unknown subcommand '%s'\n%s", argv[1], DATASET_USAGE);
     return 2;
 }

@@ -21,6 +21,15 @@ static const char USAGE[] =
     "  --http-threads N     LSQD_HTTP_THREADS  (4)\n"
     "  --lsq PATH           LSQ_BIN            (the lsq next to lsqd)\n"
     "  --web DIR            LSQD_WEB           (the dashboard; web/ next to the build)\n"
+    "  --datasets-root DIR  LSQD_DATASETS_ROOT (none; every sub-folder is a dataset,\n"
+    "                                           registered at start-up)\n"
+    "  --allow-private-urls LSQD_ALLOW_PRIVATE_URLS (off; fetch dataset URLs from\n"
+    "                                           loopback, private, link-local addresses)\n"
+    "  --fetch-timeout SECONDS  LSQD_FETCH_TIMEOUT   (900; a whole dataset URL fetch)\n"
+    "  --fetch-low-speed SECONDS LSQD_FETCH_LOW_SPEED (60; below 1 KiB/s that long ends it)\n"
+    "  --import-timeout SECONDS LSQD_IMPORT_TIMEOUT  (1800; lsq dataset import)\n"
+    "  --max-expanded BYTES LSQD_MAX_EXPANDED  (8589934592: what a dataset archive may\n"
+    "                                           expand to; a bomb is refused past it)\n"
     "  --routes             print the route table as JSON and exit\n";
 
 static int parse_listen(lsqd_config *cfg, const char *v)
@@ -113,6 +122,38 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         snprintf(cfg->lsq_bin, sizeof cfg->lsq_bin, "%s", v);
         return 0;
     }
+    if (!strcmp(name, "datasets-root")) {
+        if (strlen(v) >= sizeof cfg->datasets_root) return -1;
+        snprintf(cfg->datasets_root, sizeof cfg->datasets_root, "%s", v);
+        return 0;
+    }
+    if (!strcmp(name, "allow-private-urls")) {
+        if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes")) cfg->allow_private_urls = 1;
+        else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
+            cfg->allow_private_urls = 0;
+        else return -1;
+        return 0;
+    }
+    if (!strcmp(name, "fetch-timeout")) {
+        if (parse_double(v, 0.1, 86400, &d)) return -1;
+        cfg->fetch_timeout_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "fetch-low-speed")) {
+        if (parse_double(v, 1, 86400, &d)) return -1;
+        cfg->fetch_low_speed_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "import-timeout")) {
+        if (parse_double(v, 1, 86400, &d)) return -1;
+        cfg->import_timeout_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "max-expanded")) {
+        if (parse_long(v, 1024, 1L << 50, &n)) return -1;
+        cfg->max_expanded = (unsigned long long)n;
+        return 0;
+    }
     if (!strcmp(name, "web")) {
         if (strlen(v) >= sizeof cfg->web_dir) return -1;
         snprintf(cfg->web_dir, sizeof cfg->web_dir, "%s", v);
@@ -147,6 +188,10 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
     cfg->grace_s = 10;
     cfg->heartbeat_s = 15;
     cfg->http_threads = 4;
+    cfg->fetch_timeout_s = 900;
+    cfg->fetch_low_speed_s = 60;
+    cfg->import_timeout_s = 1800;
+    cfg->max_expanded = 8ULL << 30;
     char dir[PATH_MAX];
     exe_dir(dir, sizeof dir);
     snprintf(cfg->lsq_bin, sizeof cfg->lsq_bin, "%.*s/lsq", PATH_MAX - 8, dir);
@@ -159,7 +204,10 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQD_MAX_UPLOAD", "max-upload"},
         {"LSQD_MAX_ATTEMPTS", "max-attempts"}, {"LSQD_GRACE", "grace"},
         {"LSQD_HEARTBEAT", "heartbeat"}, {"LSQD_HTTP_THREADS", "http-threads"},
-        {"LSQ_BIN", "lsq"}, {"LSQD_WEB", "web"},
+        {"LSQ_BIN", "lsq"}, {"LSQD_WEB", "web"}, {"LSQD_DATASETS_ROOT", "datasets-root"},
+        {"LSQD_ALLOW_PRIVATE_URLS", "allow-private-urls"}, {"LSQD_FETCH_TIMEOUT", "fetch-timeout"},
+        {"LSQD_FETCH_LOW_SPEED", "fetch-low-speed"}, {"LSQD_IMPORT_TIMEOUT", "import-timeout"},
+        {"LSQD_MAX_EXPANDED", "max-expanded"},
     };
     for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
         const char *v = getenv(ENVS[i].env);
@@ -188,6 +236,9 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         if (eq) {
             snprintf(key, sizeof key, "%.*s", (int)(eq - name), name);
             v = eq + 1;
+        } else if (!strcmp(name, "allow-private-urls")) {
+            snprintf(key, sizeof key, "%s", name);
+            v = "1"; /* a switch: no value follows */
         } else {
             snprintf(key, sizeof key, "%s", name);
             if (i + 1 >= argc) {

@@ -20,6 +20,18 @@ typedef struct {
     char lsq_bin[PATH_MAX]; /* --lsq / LSQ_BIN, the lsq next to lsqd */
     char web_dir[PATH_MAX]; /* --web / LSQD_WEB, the dashboard folder ("" = none) */
     int print_routes;       /* --routes: print the route table as JSON and exit */
+    /* datasets (docs/api.md, "Datasets") */
+    char datasets_root[PATH_MAX]; /* --datasets-root / LSQD_DATASETS_ROOT: every sub-folder
+                                   * is a dataset the operator provides ("" = none) */
+    int allow_private_urls; /* --allow-private-urls / LSQD_ALLOW_PRIVATE_URLS: fetch from
+                             * loopback, private and link-local addresses too (0) */
+    double fetch_timeout_s; /* --fetch-timeout / LSQD_FETCH_TIMEOUT, 900 s for a whole fetch */
+    double fetch_low_speed_s; /* --fetch-low-speed / LSQD_FETCH_LOW_SPEED, 60 s below
+                               * 1 KiB/s ends a fetch */
+    double import_timeout_s; /* --import-timeout / LSQD_IMPORT_TIMEOUT, 1800 s for
+                              * `lsq dataset import` */
+    unsigned long long max_expanded; /* --max-expanded / LSQD_MAX_EXPANDED, 8 GiB: what a
+                                      * dataset archive may expand to */
 } lsqd_config;
 
 /* Fills cfg. Returns 0, or -1 after printing a usage message to stderr

@@ -1,7 +1,9 @@
 /* The libmicrohttpd daemon: one access handler routes every request through
  * the table of routes.c. Per-request state is created on the first call and freed
  * in the completed callback. JSON bodies are capped (413 before reading
- * further when Content-Length says so) and must say application/json (415). */
+ * further when Content-Length says so) and must say application/json (415);
+ * uploaded files are streamed to disk under their own cap; a route may take
+ * either, told apart by the Content-Type (BODY_FILE_OR_JSON). */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -218,9 +220,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->job_id = id;
         }
         route_body body = table[r->route].body;
+        const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (body == BODY_FILE_OR_JSON) {
+            if (!is_type(ct, "application/json") && !is_type(ct, "application/octet-stream"))
+                return http_reply_error(r, HERR_UNSUPPORTED_MEDIA, NULL,
+                                        "the body must be a file (application/octet-stream) "
+                                        "or JSON (application/json), not '%s'",
+                                        ct ? ct : "(none)");
+            body = is_type(ct, "application/json") ? BODY_JSON : BODY_FILE;
+        }
+        r->body_kind = body;
         if (body == BODY_JSON) {
-            const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                         MHD_HTTP_HEADER_CONTENT_TYPE);
             if (!is_type(ct, "application/json"))
                 return http_reply_error(r, HERR_UNSUPPORTED_MEDIA, NULL,
                                         "the body must be application/json, not '%s'",
@@ -236,7 +247,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->status) return MHD_YES; /* replied early: ignore the rest of the upload */
-    if (table[r->route].body == BODY_FILE) {
+    if (r->body_kind == BODY_FILE) {
         if (*upload_data_size) {
             upload_chunk(r, upload_data, *upload_data_size);
             *upload_data_size = 0;
@@ -248,7 +259,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t add = *upload_data_size;
         *upload_data_size = 0;
-        if (r->too_large || table[r->route].body != BODY_JSON) return MHD_YES;
+        if (r->too_large || r->body_kind != BODY_JSON) return MHD_YES;
         if (r->len + add > g_cfg->max_body) {
             r->too_large = 1;
             return MHD_YES;

@@ -12,10 +12,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "config.h"
 #include "http.h"
 #include "hub.h"
 #include "log.h"
+#include "registrar.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -75,12 +78,18 @@ int main(int argc, char **argv)
     if (requeued > 0)
         log_info("re-queued jobs left running by the previous lsqd", "{s:i}", "jobs", requeued);
 
-    if (hub_init(cfg.heartbeat_s) || sched_start(&cfg)) {
+    /* before any thread: libcurl's global state (the registrar's fetches) */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("cannot initialise libcurl", NULL);
+        return 1;
+    }
+    if (hub_init(cfg.heartbeat_s) || sched_start(&cfg) || registrar_start(&cfg)) {
         log_error("cannot start threads", NULL);
         return 1;
     }
     int port = http_start(&cfg);
     if (port < 0) {
+        registrar_stop();
         sched_stop();
         hub_shutdown();
         store_close();
@@ -95,10 +104,12 @@ int main(int argc, char **argv)
     while (sigwait(&stop, &sig) != 0) {}
     log_info("stopping", "{s:s}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_quiesce();
+    registrar_stop();  /* a registration under way resumes at the next start */
     sched_stop();      /* workers checkpoint and their jobs go back to the queue */
     hub_shutdown();    /* SSE streams end (their connections resume) */
     http_stop();
     store_close();
+    curl_global_cleanup();
     log_info("stopped", NULL);
     return 0;
 }

@@ -7,17 +7,13 @@
 #include "models.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "store.h"
 
 #define IMPORT_TIMEOUT_S 120
@@ -30,84 +26,16 @@ void models_file_path(const lsqd_config *cfg, int64_t id, char *out, size_t cap)
              (long long)id);
 }
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* Runs `lsq import --summary FILE` and returns what it printed (NUL-terminated,
- * caller frees) with its exit status in *status (-1: killed, timed out or
+/* Runs `lsq import --summary FILE` (child.h) and returns what it printed
+ * (caller frees) with its exit status in *status (-1: killed, timed out or
  * not started), or NULL when it could not be run at all. */
 static char *run_import(const lsqd_config *cfg, const char *file, int *status)
 {
-    int p[2];
-    *status = -1;
-    if (pipe2(p, O_CLOEXEC)) return NULL;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(p[0]);
-        close(p[1]);
-        return NULL;
-    }
-    if (pid == 0) {
-        /* child: only async-signal-safe calls until exec */
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-            dup2(devnull, 2);
-        }
-        dup2(p[1], 1);
-        char *argv[] = {(char *)cfg->lsq_bin, "import", "--summary", (char *)file, NULL};
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(p[1]);
-    size_t len = 0, cap = 65536;
-    char *buf = malloc(cap);
-    double deadline = mono_s() + IMPORT_TIMEOUT_S;
-    int killed = 0;
-    while (buf) {
-        double left = deadline - mono_s();
-        if (left <= 0) {
-            kill(pid, SIGKILL);
-            killed = 1;
-            break;
-        }
-        struct pollfd pf = {p[0], POLLIN, 0};
-        int pr = poll(&pf, 1, (int)(left * 1000) + 1);
-        if (pr < 0 && errno == EINTR) continue;
-        if (pr <= 0) continue;
-        if (len + 4096 + 1 > cap) {
-            if (cap >= IMPORT_OUTPUT_MAX) {
-                kill(pid, SIGKILL);
-                killed = 1;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                kill(pid, SIGKILL);
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t n = read(p[0], buf + len, cap - len - 1);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        len += (size_t)n;
-    }
-    close(p[0]);
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
-    }
-    if (!buf) return NULL;
-    buf[len] = '\0';
-    *status = !killed && WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-    return buf;
+    char *argv[] = {(char *)cfg->lsq_bin, "import", "--summary", (char *)file, NULL};
+    child_result res;
+    char *out = child_run(argv, IMPORT_TIMEOUT_S, IMPORT_OUTPUT_MAX, NULL, &res);
+    *status = res.status;
+    return out;
 }
 
 /* ?name= of the upload: 1..128 printable characters without '/'. */
@@ -147,17 +75,7 @@ enum MHD_Result models_post(req *r)
             /* the message names the file: say the upload's name, not the
              * server's temporary path */
             char text[1024];
-            size_t pl = strlen(r->upload_path), o = 0;
-            for (const char *p = msg; *p && o + 1 < sizeof text;) {
-                if (pl && !strncmp(p, r->upload_path, pl)) {
-                    o += (size_t)snprintf(text + o, sizeof text - o, "%s", name);
-                    if (o >= sizeof text) o = sizeof text - 1;
-                    p += pl;
-                } else {
-                    text[o++] = *p++;
-                }
-            }
-            text[o] = '\0';
+            child_scrub(text, sizeof text, msg, r->upload_path, name);
             res = http_reply_error(r, HERR_INVALID_MODEL, field && *field ? field : "body",
                                    "%s", text);
         } else {

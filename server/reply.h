@@ -46,6 +46,10 @@ typedef enum {
     BODY_FILE,               /* application/octet-stream, at most max_upload bytes,
                               * streamed to a file under DATA/uploads with its
                               * sha256 computed on the way */
+    BODY_FILE_OR_JSON,       /* either of the two, told by the Content-Type:
+                              * application/json is read as BODY_JSON,
+                              * application/octet-stream as BODY_FILE, anything
+                              * else is 415; req.body_kind says which came */
 } route_body;
 
 typedef struct {
@@ -65,6 +69,7 @@ struct req {
     char id_param[ROUTE_PARAM_MAX];   /* {id} */
     char name_param[ROUTE_PARAM_MAX]; /* {name} */
     int64_t job_id;          /* {id} as a number, when the pattern has one */
+    route_body body_kind;    /* the body as read: BODY_NONE, BODY_JSON or BODY_FILE */
     char *body;              /* NUL-terminated */
     size_t len, cap;
     int too_large;

@@ -13,9 +13,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "core/spec.h"
 #include "data/data.h"
+#include "datasets.h"
 #include "deploy/infer.h"
+#include "graph/net.h"
 #include "embedded.h"
 #include "hub.h"
 #include "models.h"
@@ -29,7 +32,6 @@
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
 #define PREDICT_MAX_IMAGES 256
-#define MNIST_DEFAULT_DIR "/usr/share/datasets/mnist"
 
 static const char *const FASHION_LABELS[10] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -79,22 +81,6 @@ static int file_exists(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* The four IDX files of a dataset folder, with or without .gz. */
-static int dataset_available(const char *dir)
-{
-    static const char *const FILES[] = {
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-    };
-    for (int i = 0; i < 4; i++) {
-        char a[PATH_MAX + 64], b[PATH_MAX + 64];
-        snprintf(a, sizeof a, "%s/%s", dir, FILES[i]);
-        snprintf(b, sizeof b, "%s/%s.gz", dir, FILES[i]);
-        if (!file_exists(a) && !file_exists(b)) return 0;
-    }
-    return 1;
-}
-
 /* ---------------------------------------------------------------- jobs */
 
 /* In lsqd, init.from names a job: it becomes that job's full-precision model.
@@ -130,16 +116,20 @@ static int resolve_init_from(req *r, json_t *spec, enum MHD_Result *res)
     return 0;
 }
 
-/* A dataset registered with POST /datasets gives the folder when the spec
- * names the dataset without a path. */
-static void apply_registered_dataset(json_t *spec)
+/* A message of the checks below may name a path that lsqd put into the
+ * spec (a dataset's cache folder, an uploaded model's file): it says
+ * "dataset N" and "DATA" instead, words the client knows. */
+static void scrub_paths(char *msg, size_t cap, const lsqd_config *cfg, int64_t dataset_id)
 {
-    json_t *ds = json_object_get(spec, "dataset");
-    if (!json_is_object(ds) || json_object_get(ds, "path")) return;
-    const char *name = json_string_value(json_object_get(ds, "name"));
-    char path[PATH_MAX];
-    if (name && store_dataset_path(name, path, sizeof path) == STORE_OK)
-        json_object_set_new(ds, "path", json_string(path));
+    char tmp[1024], dir[PATH_MAX], label[64];
+    if (dataset_id > 0) {
+        registrar_dir(cfg, dataset_id, dir, sizeof dir);
+        snprintf(label, sizeof label, "dataset %lld", (long long)dataset_id);
+        child_scrub(tmp, sizeof tmp, msg, dir, label);
+        snprintf(msg, cap, "%s", tmp);
+    }
+    child_scrub(tmp, sizeof tmp, msg, cfg->data, "DATA");
+    snprintf(msg, cap, "%s", tmp);
 }
 
 static enum MHD_Result h_jobs_submit(req *r)
@@ -150,15 +140,21 @@ static enum MHD_Result h_jobs_submit(req *r)
     char *norm_text = NULL;
     json_t *obj = body_json_or_reply(r, &res);
     if (!obj) return res;
-    int64_t model_id = 0;
+    int64_t model_id = 0, dataset_id = 0;
     if (json_is_object(obj)) {
+        char why[512], field[64];
+        /* before anything else: a server path from the client is refused
+         * without being looked at */
+        if (datasets_resolve_spec(r->cfg, obj, &dataset_id, field, sizeof field, why,
+                                  sizeof why)) {
+            res = http_reply_error(r, HERR_INVALID_SPEC, field, "%s", why);
+            goto out;
+        }
         if (resolve_init_from(r, obj, &res)) goto out;
-        char why[256];
         if (models_resolve_spec(r->cfg, obj, &model_id, why, sizeof why)) {
             res = http_reply_error(r, HERR_INVALID_SPEC, "model.onnx", "%s", why);
             goto out;
         }
-        apply_registered_dataset(obj);
     }
     lsq_err err;
     lsq_err_clear(&err);
@@ -169,8 +165,19 @@ static enum MHD_Result h_jobs_submit(req *r)
         res = http_reply_error(r, HERR_MALFORMED_JSON, err.field, "%s", err.message);
         goto out;
     }
+    /* the network built on the dataset's shape and classes: a model that
+     * does not fit the data is a 422 now, not a failed job later */
+    if (st == LSQ_OK) st = net_check_spec(&spec, &err);
     if (st != LSQ_OK) {
-        res = http_reply_error(r, HERR_INVALID_SPEC, err.field, "%s", err.message);
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", err.message);
+        scrub_paths(msg, sizeof msg, r->cfg, dataset_id);
+        const char *field = err.field;
+        if (dataset_id > 0 && !strcmp(field, "dataset.cache")) field = "dataset.id";
+        else if (field[0] == '/') field = "";  /* a file's path */
+        res = http_reply_error(r, st == LSQ_ERR_NOMEM || st == LSQ_ERR_INTERNAL
+                                      ? HERR_INTERNAL : HERR_INVALID_SPEC,
+                               field, "%s", msg);
         goto out;
     }
     json_t *norm = spec_to_json(&spec);
@@ -182,10 +189,18 @@ static enum MHD_Result h_jobs_submit(req *r)
     }
     int64_t id;
     store_status ss = store_job_insert(spec.name[0] ? spec.name : "job", norm_text, model_id,
-                                       r->cfg->max_queue, &id);
+                                       dataset_id, r->cfg->max_queue, &id);
     if (ss == STORE_NOT_FOUND) {
-        res = http_reply_error(r, HERR_INVALID_SPEC, "model.onnx",
-                               "model.onnx: model %lld was deleted", (long long)model_id);
+        /* deleted between the checks above and the insert */
+        json_t *m = model_id > 0 ? store_model_get(model_id) : NULL;
+        if (model_id > 0 && !m)
+            res = http_reply_error(r, HERR_INVALID_SPEC, "model.onnx",
+                                   "model.onnx: model %lld was deleted", (long long)model_id);
+        else
+            res = http_reply_error(r, HERR_INVALID_SPEC, "dataset.id",
+                                   "dataset.id: dataset %lld was deleted",
+                                   (long long)dataset_id);
+        json_decref(m);
         goto out;
     }
     if (ss == STORE_FULL) {
@@ -505,9 +520,14 @@ static enum MHD_Result h_job_predict(req *r)
         res = http_reply_error(r, HERR_INTERNAL, NULL, "inference failed: %s", err.message);
         goto out;
     }
-    const char *ds = json_string_value(json_object_get(
-        json_object_get(json_object_get(job, "spec"), "dataset"), "name"));
-    int fashion = !ds || !strcmp(ds, "fashion-mnist");
+    json_t *jds = json_object_get(json_object_get(job, "spec"), "dataset");
+    const char *ds = json_string_value(json_object_get(jds, "name"));
+    const char *cache = json_string_value(json_object_get(jds, "cache"));
+    int fashion = (!ds || !strcmp(ds, "fashion-mnist")) && (!cache || !*cache);
+    /* a registered dataset's own class names, while it exists */
+    json_t *dsrow = json_is_integer(json_object_get(job, "dataset_id"))
+        ? store_dataset_get(json_integer_value(json_object_get(job, "dataset_id")), 1) : NULL;
+    json_t *names = json_object_get(json_object_get(dsrow, "summary"), "classes");
     json_t *preds = json_array();
     for (size_t i = 0; i < n; i++) {
         int best = 0;
@@ -517,12 +537,17 @@ static enum MHD_Result h_job_predict(req *r)
             json_array_append_new(p, json_real(v));
             if (v > probs[i * (size_t)classes + (size_t)best]) best = k;
         }
-        char label[32];
-        if (fashion && classes == 10) snprintf(label, sizeof label, "%s", FASHION_LABELS[best]);
+        char label[80];
+        const char *own = json_string_value(
+            json_object_get(json_array_get(names, (size_t)best), "name"));
+        if (own) snprintf(label, sizeof label, "%s", own);
+        else if (fashion && classes == 10)
+            snprintf(label, sizeof label, "%s", FASHION_LABELS[best]);
         else snprintf(label, sizeof label, "%d", best);
         json_array_append_new(preds, json_pack("{s:i,s:s,s:o}", "class", best, "label", label,
                                                "probabilities", p));
     }
+    json_decref(dsrow);
     res = http_reply_json(r, 200, json_pack("{s:I,s:o}", "job_id", (json_int_t)r->job_id,
                                             "predictions", preds));
 out:
@@ -532,80 +557,6 @@ out:
     free(probs);
     json_decref(obj);
     json_decref(job);
-    return res;
-}
-
-/* -------------------------------------------------------------- datasets */
-
-static json_t *dataset_entry(const char *name, const char *path, int registered)
-{
-    return json_pack("{s:s,s:s,s:b,s:b}", "name", name, "path", path, "available",
-                     dataset_available(path), "registered", registered);
-}
-
-static enum MHD_Result h_datasets_list(req *r)
-{
-    (void)r;
-    json_t *reg = store_datasets_list();
-    if (!reg) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot list datasets");
-    json_t *out = json_array();
-    static const struct { const char *name, *dir; } BUILTIN[] = {
-        {"fashion-mnist", LSQ_DEFAULT_DATA_DIR}, {"mnist", MNIST_DEFAULT_DIR},
-    };
-    for (size_t b = 0; b < 2; b++) {
-        size_t i;
-        json_t *e;
-        const char *path = BUILTIN[b].dir;
-        int registered = 0;
-        json_array_foreach(reg, i, e) {
-            if (!strcmp(json_string_value(json_object_get(e, "name")), BUILTIN[b].name)) {
-                path = json_string_value(json_object_get(e, "path"));
-                registered = 1;
-            }
-        }
-        json_array_append_new(out, dataset_entry(BUILTIN[b].name, path, registered));
-    }
-    json_decref(reg);
-    return http_reply_json(r, 200, json_pack("{s:o}", "datasets", out));
-}
-
-static enum MHD_Result h_datasets_post(req *r)
-{
-    enum MHD_Result res = MHD_YES;
-    json_t *obj = body_json_or_reply(r, &res);
-    if (!obj) return res;
-    const char *name = json_string_value(json_object_get(obj, "name"));
-    const char *path = json_string_value(json_object_get(obj, "path"));
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        if (strcmp(key, "name") && strcmp(key, "path")) {
-            res = http_reply_error(r, HERR_INVALID_VALUE, key, "unknown field '%s'", key);
-            goto out;
-        }
-    }
-    if (!name || (strcmp(name, "fashion-mnist") && strcmp(name, "mnist"))) {
-        res = http_reply_error(r, HERR_INVALID_VALUE, "name",
-                               "name must be \"fashion-mnist\" or \"mnist\"");
-        goto out;
-    }
-    if (!path || path[0] != '/' || strlen(path) >= PATH_MAX) {
-        res = http_reply_error(r, HERR_INVALID_VALUE, "path", "path must be an absolute folder");
-        goto out;
-    }
-    if (!dataset_available(path)) {
-        res = http_reply_error(r, HERR_INVALID_VALUE, "path",
-                               "%s does not hold the four IDX files (train/t10k images/labels)",
-                               path);
-        goto out;
-    }
-    if (store_dataset_put(name, path) != STORE_OK) {
-        res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the dataset");
-        goto out;
-    }
-    res = http_reply_json(r, 201, dataset_entry(name, path, 1));
-out:
-    json_decref(obj);
     return res;
 }
 
@@ -702,8 +653,12 @@ const route_def *routes_table(int *n)
         {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, BODY_NONE},
         {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, BODY_NONE},
         {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, BODY_JSON},
-        {"GET", "/api/v1/datasets", "datasets_list", h_datasets_list, BODY_NONE},
-        {"POST", "/api/v1/datasets", "datasets_register", h_datasets_post, BODY_JSON},
+        {"POST", "/api/v1/datasets", "datasets_register", datasets_post, BODY_FILE_OR_JSON},
+        {"GET", "/api/v1/datasets", "datasets_list", datasets_list, BODY_NONE},
+        {"GET", "/api/v1/datasets/{id}", "dataset_get", datasets_get, BODY_NONE},
+        {"GET", "/api/v1/datasets/{id}/samples.png", "dataset_samples", datasets_samples,
+         BODY_NONE},
+        {"DELETE", "/api/v1/datasets/{id}", "dataset_delete", datasets_delete, BODY_NONE},
         {"POST", "/api/v1/models", "models_upload", models_post, BODY_FILE},
         {"GET", "/api/v1/models", "models_list", models_list, BODY_NONE},
         {"GET", "/api/v1/models/{id}", "model_get", models_get, BODY_NONE},

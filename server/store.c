@@ -18,6 +18,13 @@ const char *const JOB_STATE_NAMES[] = {"queued", "running", "succeeded", "failed
 _Static_assert(sizeof JOB_STATE_NAMES / sizeof *JOB_STATE_NAMES == JOB_STATE_COUNT,
                "JOB_STATE_NAMES must name every job_state");
 
+const char *const DS_STATE_NAMES[] = {"registering", "ready", "failed"};
+_Static_assert(sizeof DS_STATE_NAMES / sizeof *DS_STATE_NAMES == DS_STATE_COUNT,
+               "DS_STATE_NAMES must name every ds_state");
+const char *const DS_SOURCE_NAMES[] = {"upload", "url", "root"};
+_Static_assert(sizeof DS_SOURCE_NAMES / sizeof *DS_SOURCE_NAMES == DS_SRC_COUNT,
+               "DS_SOURCE_NAMES must name every ds_source");
+
 int job_state_from_name(const char *name)
 {
     for (int i = 0; i < JOB_STATE_COUNT; i++)
@@ -176,7 +183,7 @@ int store_ping(void)
 /* ---------------------------------------------------------------- jobs */
 
 store_status store_job_insert(const char *name, const char *spec_json, int64_t model_id,
-                              int max_queue, int64_t *id)
+                              int64_t dataset_id, int max_queue, int64_t *id)
 {
     sqlite3 *db = db_get();
     sqlite3_stmt *st = NULL;
@@ -197,14 +204,28 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
         if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
         if (step != SQLITE_ROW) goto out;
         sqlite3_finalize(st);
+        st = NULL;
     }
-    st = prep(db, "INSERT INTO jobs (name, spec, created_at, model_id) VALUES (?, ?, ?, ?)");
+    if (dataset_id > 0) {
+        st = prep(db, "SELECT 1 FROM datasets WHERE id = ? AND state = 'ready'");
+        if (!st) goto out;
+        sqlite3_bind_int64(st, 1, dataset_id);
+        int step = sqlite3_step(st);
+        if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
+        if (step != SQLITE_ROW) goto out;
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    st = prep(db, "INSERT INTO jobs (name, spec, created_at, model_id, dataset_id) "
+                  "VALUES (?, ?, ?, ?, ?)");
     if (!st) goto out;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, spec_json, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 3, now_s());
     if (model_id > 0) sqlite3_bind_int64(st, 4, model_id);
     else sqlite3_bind_null(st, 4);
+    if (dataset_id > 0) sqlite3_bind_int64(st, 5, dataset_id);
+    else sqlite3_bind_null(st, 5);
     if (sqlite3_step(st) != SQLITE_DONE) { log_sql("insert job", db); goto out; }
     *id = sqlite3_last_insert_rowid(db);
     rc = STORE_OK;
@@ -216,7 +237,7 @@ out:
 
 #define JOB_COLUMNS "id, name, state, spec, created_at, started_at, finished_at, attempts, " \
     "cancel_requested, last_seq, progress, last_epoch, test_acc, error_code, error_message, " \
-    "exit_status"
+    "exit_status, dataset_id"
 
 static json_t *col_real_or_null(sqlite3_stmt *st, int i)
 {
@@ -257,6 +278,8 @@ static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
     }
     json_object_set_new(j, "exit_status", sqlite3_column_type(st, 15) == SQLITE_NULL
                         ? json_null() : json_integer(sqlite3_column_int(st, 15)));
+    json_object_set_new(j, "dataset_id", sqlite3_column_type(st, 16) == SQLITE_NULL
+                        ? json_null() : json_integer(sqlite3_column_int64(st, 16)));
     return j;
 }
 
@@ -674,43 +697,201 @@ store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes
 
 /* ------------------------------------------------------------ datasets */
 
-json_t *store_datasets_list(void)
+#define DATASET_COLUMNS                                                                    \
+    "d.id, d.name, d.source, d.origin, d.options, d.state, d.bytes, d.sha256, d.summary, " \
+    "d.error_code, d.error_message, d.created_at, d.finished_at, "                         \
+    "(SELECT count(*) FROM jobs j WHERE j.dataset_id = d.id AND j.state IN "               \
+    "('queued','running'))"
+
+static json_t *col_text_or_null(sqlite3_stmt *st, int i)
 {
-    sqlite3_stmt *st = prep(db_get(), "SELECT name, path, created_at FROM datasets ORDER BY name");
-    if (!st) return NULL;
-    json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(arr, json_pack("{s:s,s:s,s:f}",
-            "name", (const char *)sqlite3_column_text(st, 0),
-            "path", (const char *)sqlite3_column_text(st, 1),
-            "created_at", sqlite3_column_double(st, 2)));
-    sqlite3_finalize(st);
-    return arr;
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    return t ? json_string(t) : json_null();
 }
 
-store_status store_dataset_put(const char *name, const char *path)
+static json_t *dataset_row(sqlite3_stmt *st, int with_classes)
+{
+    json_t *j = json_object();
+    json_object_set_new(j, "id", json_integer(sqlite3_column_int64(st, 0)));
+    json_object_set_new(j, "name", col_text_or_null(st, 1));
+    json_object_set_new(j, "source", col_text_or_null(st, 2));
+    json_object_set_new(j, "origin", col_text_or_null(st, 3));
+    json_t *opts = col_json_or_null(st, 4);
+    json_object_set_new(j, "options", json_is_object(opts) ? opts : json_object());
+    if (!json_is_object(opts)) json_decref(opts);
+    json_object_set_new(j, "state", col_text_or_null(st, 5));
+    json_object_set_new(j, "bytes", sqlite3_column_type(st, 6) == SQLITE_NULL
+                        ? json_null() : json_integer(sqlite3_column_int64(st, 6)));
+    json_object_set_new(j, "sha256", col_text_or_null(st, 7));
+    json_t *summary = col_json_or_null(st, 8);
+    if (!with_classes && json_is_object(summary)) json_object_del(summary, "classes");
+    json_object_set_new(j, "summary", summary);
+    if (sqlite3_column_type(st, 9) != SQLITE_NULL)
+        json_object_set_new(j, "error", json_pack("{s:s,s:s}",
+            "code", (const char *)sqlite3_column_text(st, 9),
+            "message", sqlite3_column_text(st, 10) ? (const char *)sqlite3_column_text(st, 10)
+                                                   : ""));
+    else
+        json_object_set_new(j, "error", json_null());
+    json_object_set_new(j, "created_at", col_real_or_null(st, 11));
+    json_object_set_new(j, "finished_at", col_real_or_null(st, 12));
+    json_object_set_new(j, "jobs_active", json_integer(sqlite3_column_int64(st, 13)));
+    return j;
+}
+
+store_status store_dataset_insert(const char *name, ds_source source, const char *origin,
+                                  const char *options_json, long long bytes,
+                                  const char *sha256, int64_t *id)
 {
     sqlite3 *db = db_get();
     sqlite3_stmt *st = prep(db,
-        "INSERT OR REPLACE INTO datasets (name, path, created_at) VALUES (?, ?, ?)");
+        "INSERT INTO datasets (name, source, origin, options, bytes, sha256, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)");
     if (!st) return STORE_ERR;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, path, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_double(st, 3, now_s());
+    sqlite3_bind_text(st, 2, DS_SOURCE_NAMES[source], -1, SQLITE_STATIC);
+    if (origin) sqlite3_bind_text(st, 3, origin, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, options_json ? options_json : "{}", -1, SQLITE_TRANSIENT);
+    if (bytes >= 0) sqlite3_bind_int64(st, 5, bytes);
+    if (sha256) sqlite3_bind_text(st, 6, sha256, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 7, now_s());
     store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
-    if (rc) log_sql("put dataset", db);
+    if (rc) log_sql("insert dataset", db);
+    else *id = sqlite3_last_insert_rowid(db);
     sqlite3_finalize(st);
     return rc;
 }
 
-store_status store_dataset_path(const char *name, char *path, size_t cap)
+json_t *store_dataset_get(int64_t id, int with_classes)
 {
-    sqlite3_stmt *st = prep(db_get(), "SELECT path FROM datasets WHERE name = ?");
+    sqlite3_stmt *st = prep(db_get(), "SELECT " DATASET_COLUMNS " FROM datasets d WHERE d.id = ?");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    json_t *j = sqlite3_step(st) == SQLITE_ROW ? dataset_row(st, with_classes) : NULL;
+    sqlite3_finalize(st);
+    return j;
+}
+
+json_t *store_dataset_list(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT " DATASET_COLUMNS " FROM datasets d "
+                                      "ORDER BY d.id DESC");
+    if (!st) return NULL;
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, dataset_row(st, 0));
+    if (rc != SQLITE_DONE) { log_sql("list datasets", db_get()); json_decref(arr); arr = NULL; }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+store_status store_dataset_set_file(int64_t id, long long bytes, const char *sha256)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db, "UPDATE datasets SET bytes = ?2, sha256 = ?3 WHERE id = ?1");
     if (!st) return STORE_ERR;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, bytes);
+    sqlite3_bind_text(st, 3, sha256, -1, SQLITE_TRANSIENT);
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc) log_sql("dataset file", db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Ends a registration: the one transition out of 'registering'. */
+static store_status dataset_finish(int64_t id, ds_state state, const char *summary,
+                                   const char *code, const char *message)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db,
+        "UPDATE datasets SET state = ?2, summary = ?3, error_code = ?4, error_message = ?5, "
+        "finished_at = ?6 WHERE id = ?1 AND state = 'registering'");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, DS_STATE_NAMES[state], -1, SQLITE_STATIC);
+    if (summary) sqlite3_bind_text(st, 3, summary, -1, SQLITE_TRANSIENT);
+    if (code) sqlite3_bind_text(st, 4, code, -1, SQLITE_TRANSIENT);
+    if (message) sqlite3_bind_text(st, 5, message, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 6, now_s());
+    store_status rc = STORE_ERR;
+    if (sqlite3_step(st) == SQLITE_DONE) rc = sqlite3_changes(db) ? STORE_OK : STORE_NOT_FOUND;
+    else log_sql("finish dataset", db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_dataset_ready(int64_t id, const char *summary_json)
+{
+    return dataset_finish(id, DS_READY, summary_json, NULL, NULL);
+}
+
+store_status store_dataset_fail(int64_t id, const char *code, const char *message)
+{
+    return dataset_finish(id, DS_FAILED, NULL, code, message);
+}
+
+store_status store_dataset_delete(int64_t id, int64_t *active_job)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = NULL;
+    store_status rc = STORE_ERR;
+    *active_job = 0;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
+    st = prep(db, "SELECT state FROM datasets WHERE id = ?");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
+    if (step != SQLITE_ROW) goto out;
+    if (!strcmp((const char *)sqlite3_column_text(st, 0), DS_STATE_NAMES[DS_REGISTERING])) {
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = prep(db, "SELECT min(id) FROM jobs WHERE dataset_id = ? AND state IN "
+                  "('queued','running')");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_ROW) goto out;
+    if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
+        *active_job = sqlite3_column_int64(st, 0);
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = prep(db, "DELETE FROM datasets WHERE id = ?");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("delete dataset", db); goto out; }
+    rc = STORE_OK;
+out:
+    sqlite3_finalize(st);
+    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    return rc;
+}
+
+json_t *store_datasets_registering(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT id FROM datasets WHERE state = 'registering' "
+                                      "ORDER BY id");
+    if (!st) return NULL;
+    json_t *arr = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(arr, json_integer(sqlite3_column_int64(st, 0)));
+    sqlite3_finalize(st);
+    return arr;
+}
+
+store_status store_dataset_root_find(const char *origin, int64_t *id)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT id FROM datasets WHERE source = 'root' AND "
+                                      "origin = ?");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_text(st, 1, origin, -1, SQLITE_TRANSIENT);
     store_status rc = STORE_NOT_FOUND;
     if (sqlite3_step(st) == SQLITE_ROW) {
-        snprintf(path, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+        *id = sqlite3_column_int64(st, 0);
         rc = STORE_OK;
     }
     sqlite3_finalize(st);

@@ -38,10 +38,11 @@ int store_version(void);
 int store_ping(void);
 
 /* Inserts a queued job unless max_queue jobs are already queued (STORE_FULL).
- * model_id > 0: the uploaded model it trains from, which must exist
- * (STORE_NOT_FOUND otherwise, checked in the same transaction). */
+ * model_id > 0: the uploaded model it trains from, which must exist;
+ * dataset_id > 0: the dataset it trains on, which must exist and be ready
+ * (STORE_NOT_FOUND otherwise, both checked in the same transaction). */
 store_status store_job_insert(const char *name, const char *spec_json, int64_t model_id,
-                              int max_queue, int64_t *id);
+                              int64_t dataset_id, int max_queue, int64_t *id);
 /* The job as the API shows it; NULL when it does not exist (or on error). */
 json_t *store_job_get(int64_t id);
 /* Newest first; state < 0: any; after > 0: only ids below it. */
@@ -86,11 +87,41 @@ json_t *store_artifacts_list(int64_t job_id);
 store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes,
                                 char *sha256);
 
-/* Registered dataset folders: [{"name","path","created_at"}]. */
-json_t *store_datasets_list(void);
-store_status store_dataset_put(const char *name, const char *path);
-/* Copies the registered path of name (STORE_NOT_FOUND if none). */
-store_status store_dataset_path(const char *name, char *path, size_t cap);
+/* Datasets that lsqd registered (datasets.c, registrar.c): the cache is
+ * DATA/datasets/ID/. A dataset as the API shows it: {"id","name","source",
+ * "origin","options":{...},"state","bytes","sha256","summary":{...}|null,
+ * "error":{code,message}|null,"created_at","finished_at","jobs_active"}. */
+typedef enum { DS_REGISTERING, DS_READY, DS_FAILED, DS_STATE_COUNT } ds_state;
+extern const char *const DS_STATE_NAMES[];
+typedef enum { DS_SRC_UPLOAD, DS_SRC_URL, DS_SRC_ROOT, DS_SRC_COUNT } ds_source;
+extern const char *const DS_SOURCE_NAMES[];
+
+/* A new dataset in state registering. origin may be NULL (uploads);
+ * bytes < 0 and sha256 NULL: not known yet. */
+store_status store_dataset_insert(const char *name, ds_source source, const char *origin,
+                                  const char *options_json, long long bytes,
+                                  const char *sha256, int64_t *id);
+/* NULL when it does not exist (or on error). with_classes 0 drops the
+ * summary's per-class list (the list of datasets). */
+json_t *store_dataset_get(int64_t id, int with_classes);
+/* Newest first, without the per-class lists. */
+json_t *store_dataset_list(void);
+/* The size and digest of a fetched file. */
+store_status store_dataset_set_file(int64_t id, long long bytes, const char *sha256);
+/* A registering dataset becomes ready with its summary (JSON text), or
+ * failed with an error; STORE_NOT_FOUND if it is not registering. */
+store_status store_dataset_ready(int64_t id, const char *summary_json);
+store_status store_dataset_fail(int64_t id, const char *code, const char *message);
+/* Deletes the row unless it is registering (STORE_CONFLICT, *active_job 0)
+ * or a queued or running job uses it (STORE_CONFLICT, *active_job = the
+ * oldest such job). STORE_NOT_FOUND if there is no such dataset. */
+store_status store_dataset_delete(int64_t id, int64_t *active_job);
+/* Ids of the datasets in state registering, oldest first (left by an lsqd
+ * that stopped: registered again at start-up). */
+json_t *store_datasets_registering(void);
+/* The dataset registered from folder `origin` of the datasets root:
+ * STORE_OK with *id, or STORE_NOT_FOUND. */
+store_status store_dataset_root_find(const char *origin, int64_t *id);
 
 /* Uploaded models (the file is DATA/models/ID.onnx, models.c). A model as
  * the API shows it: {"id","name","bytes","sha256","summary":{...},

@@ -59,6 +59,10 @@ export const api = {
   health: () => request('GET', '/healthz'),
   models: () => request('GET', '/api/v1/models'),
   deleteModel: (id) => request('DELETE', `/api/v1/models/${id}`),
+  datasets: () => request('GET', '/api/v1/datasets'),
+  dataset: (id) => request('GET', `/api/v1/datasets/${id}`),
+  registerDataset: (body) => request('POST', '/api/v1/datasets', body),
+  deleteDataset: (id) => request('DELETE', `/api/v1/datasets/${id}`),
   eventsUrl: (id) => `/api/v1/jobs/${id}/events`,
   artifactUrl: (id, name) => `/api/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`,
 };
@@ -104,3 +108,11 @@ export function upload(path, file, progress) {
 
 export const uploadModel = (file, progress) =>
   upload(`/api/v1/models?name=${encodeURIComponent(file.name)}`, file, progress);
+
+// An archive as a dataset: its name (whose extension tells the format) and
+// the import options (size, channels, ...) go in the query.
+export const uploadDataset = (file, options, progress) => {
+  const q = new URLSearchParams({ name: file.name });
+  for (const [k, v] of Object.entries(options || {})) q.set(k, String(v));
+  return upload(`/api/v1/datasets?${q}`, file, progress);
+};

@@ -6,11 +6,13 @@ import * as submit from './submit.js';
 import * as job from './job.js';
 import * as compare from './compare.js';
 import * as tryit from './try.js';
+import * as datasets from './datasets.js';
 
 const ROUTES = [
   [/^#\/jobs\/(\d+)$/, job, 'jobs'],
   [/^#\/(?:jobs)?$/, jobs, 'jobs'],
-  [/^#\/submit$/, submit, 'submit'],
+  [/^#\/submit(?:\?dataset=(\d+))?$/, submit, 'submit'],
+  [/^#\/datasets(?:\/(\d+))?$/, datasets, 'datasets'],
   [/^#\/compare$/, compare, 'compare'],
   [/^#\/try(?:\/(\d+))?$/, tryit, 'try'],
 ];

@@ -8,7 +8,9 @@ import { el, fmtPct, fmtBytes, modelLabel, bitsLabel, modelArtifact, emptyState,
 const FP_X = 10; // where full precision sits on the bits axis
 
 function group(job) {
-  const ds = (job.spec.dataset && job.spec.dataset.name) || 'fashion-mnist';
+  const ds = job.dataset_id ? `dataset #${job.dataset_id}`
+    : (job.spec.dataset && job.spec.dataset.cache) ? 'a dataset'
+    : (job.spec.dataset && job.spec.dataset.name) || 'fashion-mnist';
   return `${modelLabel(job.spec)} · ${ds}`;
 }
 const wbits = (job) => (job.spec.quant ? job.spec.quant.weight_bits : null);

@@ -74,11 +74,14 @@ function readSpec(form) {
   const quant = form.elements['quant'].checked;
   const arch = form.elements['model.arch'].value;
   if (arch.startsWith('onnx:')) spec.model = { onnx: parseInt(arch.slice(5), 10) };
+  const ds = form.elements['dataset.name'].value;
+  if (ds.startsWith('ds:')) spec.dataset = { id: parseInt(ds.slice(3), 10) };
   for (const [, fields] of GROUPS) {
     for (const f of fields) {
       if (f.kind === 'check') continue;
       if (f.q && !quant) continue;
       if (f.path === 'model.arch' && spec.model) continue;
+      if (f.path === 'dataset.name' && spec.dataset && spec.dataset.id) continue;
       const raw = form.elements[f.path].value.trim();
       if (raw === '') continue;
       let v = raw;
@@ -128,6 +131,21 @@ async function fillModels(select, selectId) {
   if (selectId) select.value = `onnx:${selectId}`;
 }
 
+// Ready registered datasets as options of the Dataset select ("ds:ID"),
+// after the built-in sets.
+async function fillDatasets(select, selectId) {
+  let list = [];
+  try { list = (await api.datasets()).datasets || []; } catch { return; }
+  for (const o of [...select.querySelectorAll('option[data-ds]')]) o.remove();
+  for (const d of list) {
+    if (d.builtin || d.state !== 'ready') continue;
+    const s = d.summary || {};
+    const shape = Array.isArray(s.shape) ? s.shape.join('×') : '?';
+    select.append(el('option', { value: `ds:${d.id}`, text: `${d.name} (#${d.id}, ${shape}, ${s.num_classes ?? '?'} classes)`, 'data-ds': '1' }));
+  }
+  if (selectId && select.querySelector(`option[value="ds:${selectId}"]`)) select.value = `ds:${selectId}`;
+}
+
 function uploadRow(form, sync) {
   const select = form.elements['model.arch'];
   const file = el('input', { id: 'f-model-upload', type: 'file', accept: '.onnx' });
@@ -160,7 +178,7 @@ function uploadRow(form, sync) {
     el('label', { for: 'f-model-upload', text: 'Or upload an ONNX model' }), file, bar, note);
 }
 
-export function render(main) {
+export function render(main, datasetId) {
   const form = el('form', { id: 'submit-form', novalidate: true });
   const preview = el('pre', { id: 'spec-preview' });
   const status = el('div', { id: 'form-error', role: 'alert' });
@@ -181,6 +199,9 @@ export function render(main) {
   const modelSelect = form.elements['model.arch'];
   modelSelect.parentElement.after(uploadRow(form, sync));
   fillModels(modelSelect).then(sync);
+  const dsSelect = form.elements['dataset.name'];
+  dsSelect.parentElement.querySelector('.help').append(' · ', el('a', { href: '#/datasets', text: 'register a dataset' }));
+  fillDatasets(dsSelect, datasetId).then(sync);
   form.addEventListener('input', sync);
   form.addEventListener('change', sync);
   form.addEventListener('reset', () => setTimeout(() => { clearErrors(form); sync(); }));
@@ -194,7 +215,8 @@ export function render(main) {
       const job = await api.submit(spec);
       location.hash = `#/jobs/${job.id}`;
     } catch (e) {
-      const input = e.field ? inputFor(form, e.field) : null;
+      const field = e.field === 'dataset.id' ? 'dataset.name' : e.field;
+      const input = field ? inputFor(form, field) : null;
       if (input) {
         const slot = input.parentElement.querySelector('.field-error');
         slot.textContent = e.message;

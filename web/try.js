@@ -151,5 +151,6 @@ function build(body, jobs, wanted) {
 function className(select, jobs, k) {
   const j = jobs.find((x) => String(x.id) === select.value);
   const ds = j && j.spec.dataset && j.spec.dataset.name;
-  return ds === 'mnist' ? String(k) : (FASHION_CLASSES[k] ?? String(k));
+  const cache = j && j.spec.dataset && j.spec.dataset.cache;
+  return ds === 'mnist' || cache ? String(k) : (FASHION_CLASSES[k] ?? String(k));
 }

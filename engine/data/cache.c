@@ -633,3 +633,71 @@ out:
     if (st != LSQ_OK) cache_free(c);
     return st;
 }
+
+/* ---- the sample grid ---- */
+
+#define GRID_GAP 2
+
+lsq_status cache_sample_grid(const lsq_cache *c, int per_class, int max_rows, int cell,
+                             lsq_image *out, lsq_err *err)
+{
+    memset(out, 0, sizeof *out);
+    if (per_class < 1 || per_class > 64 || max_rows < 1 || max_rows > 1000 || cell < 4 ||
+        cell > 256)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "samples",
+                           "samples: per class 1..64, rows 1..1000, cell 4..256; got %d, %d, %d",
+                           per_class, max_rows, cell);
+    int rows = c->classes < max_rows ? c->classes : max_rows;
+    int side = c->h > c->w ? c->h : c->w;
+    int ch = c->h, cw = c->w;
+    if (side > cell) {
+        ch = (int)lround((double)c->h * cell / side);
+        cw = (int)lround((double)c->w * cell / side);
+        if (ch < 1) ch = 1;
+        if (cw < 1) cw = 1;
+    }
+    int gw = GRID_GAP + per_class * (cw + GRID_GAP), gh = GRID_GAP + rows * (ch + GRID_GAP);
+    size_t plane = (size_t)gw * (size_t)gh, img = (size_t)c->c * c->h * c->w;
+    uint8_t *planes = malloc((size_t)c->c * plane);
+    uint8_t *cellbuf = malloc((size_t)c->c * ch * cw);
+    int *filled = calloc((size_t)rows, sizeof *filled);
+    uint8_t *px = malloc((size_t)c->c * plane);
+    lsq_status st = LSQ_OK;
+    if (!planes || !cellbuf || !filled || !px) {
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, "samples", "out of memory for the sample grid");
+        goto out;
+    }
+    memset(planes, 255, (size_t)c->c * plane);
+    const lsq_dataset *splits[2] = {&c->train, &c->test};
+    for (int s = 0; s < 2; s++) {
+        const lsq_dataset *d = splits[s];
+        for (int i = 0; i < d->n && d->pixels; i++) {
+            int k = d->labels[i];
+            if (k < 0 || k >= rows || filled[k] >= per_class) continue;
+            if (image_fit(cellbuf, c->c, ch, cw, d->pixels + (size_t)i * img, c->c, c->h, c->w,
+                          1)) {
+                st = lsq_err_set(err, LSQ_ERR_NOMEM, "samples", "out of memory resizing");
+                goto out;
+            }
+            int y0 = GRID_GAP + k * (ch + GRID_GAP), x0 = GRID_GAP + filled[k] * (cw + GRID_GAP);
+            for (int p = 0; p < c->c; p++)
+                for (int y = 0; y < ch; y++)
+                    memcpy(planes + (size_t)p * plane + (size_t)(y0 + y) * gw + x0,
+                           cellbuf + ((size_t)p * ch + y) * cw, (size_t)cw);
+            filled[k]++;
+        }
+    }
+    for (size_t i = 0; i < plane; i++)
+        for (int p = 0; p < c->c; p++) px[i * (size_t)c->c + (size_t)p] = planes[(size_t)p * plane + i];
+    out->h = gh;
+    out->w = gw;
+    out->c = c->c;
+    out->px = px;
+    px = NULL;
+out:
+    free(planes);
+    free(cellbuf);
+    free(filled);
+    free(px);
+    return st;
+}

@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "data/data.h"
+#include "data/image.h"
 
 #define CACHE_FILE "dataset.lsqd"
 #define CACHE_VERSION 1
@@ -81,5 +82,17 @@ void cache_histogram(const lsq_cache *c, const lsq_dataset *d, long *hist);
 /* The summary `lsq dataset import/info --json` prints: format, shape,
  * counts, classes (index, name, train and test counts), mean, std. */
 json_t *cache_summary_json(const lsq_cache *c);
+
+/* A picture of the dataset: one row per class (the first max_rows classes)
+ * of per_class images each, the first of the class in the training split's
+ * stored order (a seeded shuffle, so a sample), then from the test split when
+ * training holds too few. Each image is fitted into a cell whose longer side
+ * is at most cell pixels (never enlarged), with 2-pixel white gaps; grey or
+ * RGB as the cache. c must hold its pixels (cache_read with header_only 0).
+ * out is (H, W, C) interleaved; release with image_free. Errors:
+ * LSQ_ERR_INVALID (per_class 1..64, max_rows 1..1000, cell 4..256),
+ * LSQ_ERR_NOMEM. */
+lsq_status cache_sample_grid(const lsq_cache *c, int per_class, int max_rows, int cell,
+                             lsq_image *out, lsq_err *err);
 
 #endif

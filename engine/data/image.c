@@ -9,12 +9,14 @@
  * installed here. */
 #include "data/image.h"
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdio.h> /* before jpeglib.h, which uses FILE */
 #include <jpeglib.h>
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const uint8_t PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
@@ -345,4 +347,47 @@ int image_fit(uint8_t *dst, int dc, int dh, int dw, const uint8_t *src, int c, i
         rc = resize_plane(dst + (size_t)k * dh * dw, dh, dw, planes + (size_t)k * hw, h, w);
     free(planes);
     return rc;
+}
+
+/* ---- PNG writing ---- */
+
+lsq_status image_write_png(const lsq_image *im, const char *path, lsq_err *err)
+{
+    if (im->c != 1 && im->c != 3)
+        return lsq_err_set(err, LSQ_ERR_INVALID, path, "a PNG is written from 1 or 3 channels, "
+                           "not %d", im->c);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%.4090s.tmp", path);
+    FILE *volatile f = fopen(tmp, "wb");
+    if (!f)
+        return lsq_err_set(err, LSQ_ERR_IO, path, "cannot write %s: %s", path, strerror(errno));
+    png_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, png_on_error,
+                                            png_on_warning);
+    png_infop info = p ? png_create_info_struct(p) : NULL;
+    if (!info || setjmp(ctx.jb)) {
+        png_destroy_write_struct(&p, &info);
+        fclose(f);
+        unlink(tmp);
+        return lsq_err_set(err, LSQ_ERR_IO, path, "cannot write %s: %s", path,
+                           ctx.msg[0] ? ctx.msg : "out of memory");
+    }
+    png_init_io(p, f);
+    png_set_IHDR(p, info, (png_uint_32)im->w, (png_uint_32)im->h, 8,
+                 im->c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(p, info);
+    for (int y = 0; y < im->h; y++)
+        png_write_row(p, im->px + (size_t)y * (size_t)im->w * (size_t)im->c);
+    png_write_end(p, NULL);
+    png_destroy_write_struct(&p, &info);
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return lsq_err_set(err, LSQ_ERR_IO, path, "cannot write %s: %s", path, strerror(e));
+    }
+    return LSQ_OK;
 }

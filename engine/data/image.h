@@ -49,4 +49,9 @@ void image_free(lsq_image *im);
 int image_fit(uint8_t *dst, int dc, int dh, int dw, const uint8_t *src, int c, int h, int w,
               int src_chw);
 
+/* Writes im (grey or RGB, 8 bits) to path as a PNG (libpng), through a
+ * temporary name renamed into place. Errors: LSQ_ERR_IO naming the path;
+ * nothing is left behind on failure. */
+lsq_status image_write_png(const lsq_image *im, const char *path, lsq_err *err);
+
 #endif

@@ -105,12 +105,33 @@ Test(input, bad_submissions_are_rejected_and_store_nothing, .timeout = 120)
          NULL},
         {"predict wrong type", "POST", "/api/v1/jobs/1/predict", "{}", "text/csv", 415,
          "unsupported_media_type", NULL},
-        {"dataset unknown name", "POST", "/api/v1/datasets", "{\"name\":\"x\",\"path\":\"/tmp\"}",
-         NULL, 422, "invalid_value", "name"},
-        {"dataset bad folder", "POST", "/api/v1/datasets",
+        /* a server path is never a way to name a dataset: neither to register
+         * one nor in a job (which used to answer "cannot open
+         * /etc/train-images...": lsqd had opened the folder) */
+        {"dataset by a server path", "POST", "/api/v1/datasets", "{\"name\":\"x\",\"path\":\"/tmp\"}",
+         NULL, 422, "invalid_value", "path"},
+        {"dataset by a server path 2", "POST", "/api/v1/datasets",
          "{\"name\":\"mnist\",\"path\":\"/nonexistent\"}", NULL, 422, "invalid_value", "path"},
+        {"job probing /etc by dataset.path", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"path\":\"/etc\"}}", NULL, 422,
+         "invalid_spec", "dataset.path"},
+        {"job naming a cache folder", "POST", "/api/v1/jobs",
+         "{\"dataset\":{\"cache\":\"/var/lib\"}}", NULL, 422, "invalid_spec", "dataset.cache"},
+        {"job naming an unknown dataset id", "POST", "/api/v1/jobs",
+         "{\"dataset\":{\"id\":424242}}", NULL, 422, "invalid_spec", "dataset.id"},
     };
     run_cases(&d, cases, sizeof cases / sizeof *cases);
+
+    /* the /etc probe is refused for what it names, before anything is
+     * opened: the reply says how to bring a dataset, not what is in /etc */
+    api_res *probe = api(&d, "POST", "/api/v1/jobs",
+                         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"path\":\"/etc\"}}", NULL,
+                         NULL);
+    const char *pm = json_string_value(
+        json_object_get(json_object_get(probe->json, "error"), "message"));
+    cr_expect(pm && strstr(pm, "upload") && !strstr(pm, "cannot open") &&
+              !strstr(pm, "train-images"), "the /etc probe: %s", pm ? pm : "(none)");
+    api_free(probe);
 
     /* 405 names the allowed methods */
     api_res *r = api(&d, "DELETE", "/api/v1/jobs", NULL, NULL, NULL);
@@ -119,7 +140,7 @@ Test(input, bad_submissions_are_rejected_and_store_nothing, .timeout = 120)
     /* errors are counted per code */
     r = api(&d, "GET", "/metrics", NULL, NULL, NULL);
     cr_assert_eq(r->status, 200);
-    cr_expect(strstr(r->body, "lsqd_errors_total{code=\"invalid_spec\"} 11\n"),
+    cr_expect(strstr(r->body, "lsqd_errors_total{code=\"invalid_spec\"} 15\n"),
               "invalid_spec errors counted");
     cr_expect(strstr(r->body, "lsqd_errors_total{code=\"method_not_allowed\"} 4\n"));
     api_free(r);

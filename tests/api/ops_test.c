@@ -149,16 +149,19 @@ Test(ops, healthz_metrics_datasets_index)
     cr_assert(json_is_true(json_object_get(json_array_get(ds, 0), "available")),
               "Fashion-MNIST is installed under /usr/share/datasets");
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(ds, 1), "name")), "mnist");
+    /* the built-in sets are listed without a server path */
+    cr_assert(json_is_true(json_object_get(json_array_get(ds, 0), "builtin")));
+    cr_assert_null(json_object_get(json_array_get(ds, 0), "path"));
     api_free(r);
-    /* registering a folder that holds the files */
+    /* registering a folder of the server by its path is gone: lsqd opens no
+     * path a client names (datasets are uploaded or fetched from a URL) */
     r = api(&d, "POST", "/api/v1/datasets",
             "{\"name\":\"mnist\",\"path\":\"/usr/share/datasets/fashion-mnist\"}", NULL, NULL);
-    cr_assert_eq(r->status, 201);
+    cr_assert_eq(r->status, 422);
+    cr_assert_str_eq(api_err_field(r), "path");
     api_free(r);
     r = api(&d, "GET", "/api/v1/datasets", NULL, NULL, NULL);
-    ds = json_object_get(r->json, "datasets");
-    cr_assert(json_is_true(json_object_get(json_array_get(ds, 1), "registered")));
-    cr_assert(json_is_true(json_object_get(json_array_get(ds, 1), "available")));
+    cr_assert_eq(json_array_size(json_object_get(r->json, "datasets")), 2, "%s", r->body);
     api_free(r);
     r = api(&d, "GET", "/", NULL, NULL, NULL);
     cr_assert_eq(r->status, 200);

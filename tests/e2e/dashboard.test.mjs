@@ -5,7 +5,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, statSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, statSync, readFileSync, writeFileSync } from 'node:fs';
+import { deflateSync, gzipSync } from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -76,6 +77,53 @@ async function fillForm(v) {
   await page.locator('#f-pretrain-epochs').fill(v.pretrain_epochs);
   await page.locator('#f-train-epochs').fill(v.train_epochs);
   await page.locator('#f-train-lr').fill(v.lr || '');
+}
+
+// A small image-folder dataset as .tar.gz, made here: CLASS/i.png, grey
+// 10x10 PNGs (zlib for the image data, a CRC-32 table for the chunks) in a
+// ustar archive.
+const CRC = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+function png(w, h, px) {
+  const chunk = (type, data) => {
+    const t = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    t.copy(out, 4);
+    out.writeUInt32BE(crc32(t), 8 + data.length);
+    return out;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 0;
+  const raw = Buffer.alloc(h * (w + 1));
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw[y * (w + 1) + 1 + x] = px(x, y);
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+function tarGz(files) {
+  const parts = [];
+  for (const [name, data] of files) {
+    const h = Buffer.alloc(512);
+    h.write(name, 0, 'latin1');
+    h.write('0000644\0', 100); h.write('0000000\0', 108); h.write('0000000\0', 116);
+    h.write(data.length.toString(8).padStart(11, '0') + '\0', 124);
+    h.write('14516415400\0', 136);
+    h.fill(' ', 148, 156); h.write('0', 156); h.write('ustar\0', 257); h.write('00', 263);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+    parts.push(h, data, Buffer.alloc((512 - (data.length % 512)) % 512));
+  }
+  parts.push(Buffer.alloc(1024));
+  return gzipSync(Buffer.concat(parts));
 }
 
 const points = (id) => page.locator(`#${id}`).getAttribute('data-points').then(Number);
@@ -219,6 +267,37 @@ test('try it shows the top 3 classes of a test image', async () => {
   const error = (await page.locator('#try-results .error').count()) ? await page.locator('#try-results .error').textContent() : '';
   assert.ok(done && !error, `predict answered: ${error}`);
   assert.equal(await page.locator('#top3 li').count(), 3);
+});
+
+test('a dataset archive uploaded on the Datasets page becomes ready', async () => {
+  const files = [];
+  for (const [k, cls] of ['circle', 'square'].entries()) {
+    for (let i = 0; i < 6; i++) files.push([`shapes/${cls}/${i}.png`, png(10, 10, (x, y) => (k * 120 + 10 * i + 7 * x + 3 * y) % 256)]);
+  }
+  const archive = join(tmp, 'shapes.tar.gz');
+  writeFileSync(archive, tarGz(files));
+  await page.goto(`${base}/#/datasets`);
+  await page.locator('#datasets-table').waitFor();
+  assert.equal(await page.locator('#datasets-table tbody tr').count(), 2, 'the two built-in sets');
+  await page.locator('#ds-file').setInputFiles(archive);
+  await page.getByRole('button', { name: 'Register' }).click();
+  await until('the upload to be accepted', async () => /registering/.test(await page.locator('#ds-status').textContent()), 30000);
+  const row = page.locator('#datasets-table tr[data-id]').filter({ hasText: 'shapes.tar.gz' });
+  await until('the dataset to be ready', async () => (await row.count()) === 1 && (await row.getAttribute('data-state')) === 'ready', 60000);
+  assert.match(await row.textContent(), /1×10×10/);
+  await shot('13-datasets');
+  await row.getByRole('link', { name: 'shapes.tar.gz' }).click();
+  await page.locator('#ds-histogram').waitFor();
+  assert.equal(await page.locator('#ds-histogram tbody tr').count(), 2, 'one histogram row per class');
+  assert.match(await page.locator('#ds-histogram').textContent(), /circle.*square/s);
+  await until('samples.png to load', async () => page.locator('#ds-samples').evaluate((img) => img.complete && img.naturalWidth > 0), 15000);
+  assert.doesNotMatch(await page.locator('#dataset-body').textContent(), /null|undefined/);
+  await shot('14-dataset');
+  // the submit form offers it
+  await page.getByRole('link', { name: 'Train on it' }).click();
+  const id = Number(page.url().match(/dataset=(\d+)/)[1]);
+  await until('the dataset in the picker', async () => (await page.locator('#f-dataset-name').inputValue()) === `ds:${id}`);
+  assert.match(await page.locator('#spec-preview').textContent(), new RegExp(`"id": ${id}`));
 });
 
 test('an unreachable lsqd is reported', async () => {

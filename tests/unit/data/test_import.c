@@ -1009,6 +1009,57 @@ Test(import, cli_json_summary)
     json_decref(b);
 }
 
+/* lsq dataset samples: one row per class, the first training images of
+ * the class, then test images, each at its own place in the grid; classes
+ * without images stay white. */
+Test(import, cli_samples_grid_png)
+{
+    write_cifar10(at("c10"));
+    char buf[4096], args[2048];
+    snprintf(args, sizeof args, "dataset import '%s' --out '%s' --json", at("c10"), at("cache"));
+    cr_assert_eq(run_lsq(buf, sizeof buf, args), 0, "%s", buf);
+    snprintf(args, sizeof args, "dataset samples '%s' --out '%s' --per-class 2 --json",
+             at("cache"), at("s.png"));
+    cr_assert_eq(run_lsq(buf, sizeof buf, args), 0, "%s", buf);
+    json_t *j = json_loads(buf, 0, NULL);
+    cr_assert_not_null(j, "not JSON: %s", buf);
+    cr_expect_eq(json_integer_value(json_object_get(j, "width")), 2 + 2 * 34);
+    cr_expect_eq(json_integer_value(json_object_get(j, "height")), 2 + 10 * 34);
+    json_decref(j);
+    FILE *f = fopen(at("s.png"), "rb");
+    cr_assert_not_null(f);
+    static uint8_t png[1 << 20];
+    size_t n = fread(png, 1, sizeof png, f);
+    fclose(f);
+    lsq_image im;
+    lsq_err err;
+    cr_assert_eq(image_decode(&im, png, n, "s.png", 0, 0, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(im.c, 3);
+    cr_assert_eq(im.w, 70);
+    cr_assert_eq(im.h, 342);
+    /* (y, x) of the grid -> the pixel of image g (CIFAR planes: R, G, B) */
+    struct { int y, x, g; } at_[] = {{2, 2, 0}, {2, 36, 100}, {36, 2, 1}, {36, 36, 101},
+                                     {2 + 4 * 34 + 5, 2 + 7, 4}};
+    for (size_t i = 0; i < sizeof at_ / sizeof *at_; i++) {
+        int dy = (at_[i].y - 2) % 34, dx = (at_[i].x - 2) % 34;
+        const uint8_t *px = im.px + ((size_t)at_[i].y * 70 + (size_t)at_[i].x) * 3;
+        for (int c = 0; c < 3; c++)
+            cr_expect_eq(px[c], pat((uint64_t)at_[i].g * 3072 + (uint64_t)c * 1024 + dy * 32 + dx),
+                         "cell of image %d, channel %d", at_[i].g, c);
+    }
+    /* class 5 has no image: white; so is the gap */
+    const uint8_t *w5 = im.px + ((size_t)(2 + 5 * 34 + 3) * 70 + 5) * 3;
+    cr_expect(w5[0] == 255 && w5[1] == 255 && w5[2] == 255);
+    const uint8_t *gap = im.px + ((size_t)35 * 70 + 5) * 3;
+    cr_expect(gap[0] == 255 && gap[1] == 255 && gap[2] == 255);
+    image_free(&im);
+    /* a folder without a cache is an error naming it, as JSON */
+    snprintf(args, sizeof args, "dataset samples '%s' --out '%s' --json", at("c10"), at("t.png"));
+    cr_expect_eq(run_lsq(buf, sizeof buf, args), 1, "%s", buf);
+    cr_expect(strstr(buf, "\"error\""), "%s", buf);
+    cr_expect(!exists(at("t.png")));
+}
+
 /* ---- corrupt caches ---- */
 
 static void corrupt_at(const char *path, long off, int delta)
