@@ -488,6 +488,15 @@ static enum MHD_Result h_job_predict(req *r)
     lsq_err err;
     lsq_err_clear(&err);
     m = model_get(r->cfg, r->job_id, &owned, &err);
+    if (!m && err.code == LSQ_ERR_IO) {
+        /* a finished job whose network the integer engine does not carry
+         * (its training log says why) has no packed model to predict with */
+        res = http_reply_error(r, HERR_CONFLICT, NULL,
+                               "job %lld has no packed model (model.lsqm) to predict with: "
+                               "its events say why (model.onnx may still be there)",
+                               (long long)r->job_id);
+        goto out;
+    }
     if (!m) {
         res = http_reply_error(r, err.code == LSQ_ERR_INTERNAL ? HERR_UNAVAILABLE : HERR_INTERNAL,
                                NULL, "cannot load the model: %s", err.message);

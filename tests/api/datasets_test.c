@@ -414,9 +414,12 @@ Test(datasets, upload_register_train_and_delete, .timeout = 240)
     cr_expect_str_eq(api_err_field(r), "model.input");
     api_free(r);
 
-    /* a job trains on it by id; while it is queued or running the dataset stays */
+    /* a job trains on it by id; while it is queued or running the dataset
+     * stays. Unnormalised inputs, so that the job gets a model.lsqm for
+     * predict (the integer engine does not normalise inputs yet). */
     snprintf(spec, sizeof spec,
-             "{\"name\":\"pets\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"id\":%lld},"
+             "{\"name\":\"pets\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"id\":%lld,"
+             "\"normalize\":false},"
              "\"pretrain\":{\"epochs\":40},\"train\":{\"epochs\":40},\"quant\":{\"weight_bits\":4}}",
              id);
     long long job = submit_job(&d, spec);
