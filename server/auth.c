@@ -261,6 +261,33 @@ int auth_owner_or_reply(req *r, const route_def *route, enum MHD_Result *res)
     return 0;
 }
 
+int auth_quota_or_reply(req *r, unsigned long long adding, enum MHD_Result *res)
+{
+    unsigned long long quota = r->cfg->quota_per_user;
+    if (!quota) return 0;
+    long long used = store_owner_bytes(r->user.id);
+    if (used < 0) {
+        *res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot count the bytes of %s",
+                                r->user.name);
+        return -1;
+    }
+    if (adding > 0 && (unsigned long long)used + adding > quota) {
+        *res = http_reply_error(r, HERR_BODY_TOO_LARGE, "body",
+                                "%s keeps %lld bytes; this file of %llu bytes would pass the "
+                                "%llu of --quota-per-user (uploads and artifacts): delete "
+                                "something first", r->user.name, used, adding, quota);
+        return -1;
+    }
+    if (adding == 0 && (unsigned long long)used >= quota) {
+        *res = http_reply_error(r, HERR_LIMIT, NULL,
+                                "%s keeps %lld bytes, at the %llu of --quota-per-user (uploads "
+                                "and artifacts): delete something first", r->user.name, used,
+                                quota);
+        return -1;
+    }
+    return 0;
+}
+
 int64_t auth_list_owner(const req *r)
 {
     return r->user.admin ? 0 : r->user.id;

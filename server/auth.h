@@ -34,6 +34,10 @@ int auth_owner_or_reply(req *r, const route_def *route, enum MHD_Result *res);
 /* 1 when the caller may use object id (owns it, is an admin, or it is a
  * dataset of the datasets root); 0 when not or when it does not exist. */
 int auth_may_use(const store_user *u, store_object kind, int64_t id);
+/* --quota-per-user: adding > 0 (an upload's bytes) replies 413 when the
+ * caller's bytes would pass the quota; adding == 0 (a job, a dataset URL)
+ * replies 429 when they are at it already. */
+int auth_quota_or_reply(req *r, unsigned long long adding, enum MHD_Result *res);
 /* The owner filter of a list: 0 for an admin (all), else the caller. */
 int64_t auth_list_owner(const req *r);
 

@@ -36,6 +36,8 @@ static const char USAGE[] =
     "                                           listen address, localhost, 127.0.0.1, [::1])\n"
     "  --max-running-per-user N LSQD_MAX_RUNNING_PER_USER (0 = no limit; 429 past it)\n"
     "  --max-queued-per-user N  LSQD_MAX_QUEUED_PER_USER  (0 = no limit; 429 past it)\n"
+    "  --quota-per-user BYTES   LSQD_QUOTA_PER_USER       (0 = no limit: a user's uploads\n"
+    "                                           and artifacts; 413 / 429 past it)\n"
     "  --routes             print the route table as JSON and exit\n"
     "\n"
     "       lsqd token create --user NAME [--admin] [--data DIR]\n"
@@ -181,6 +183,11 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         cfg->max_running_per_user = (int)n;
         return 0;
     }
+    if (!strcmp(name, "quota-per-user")) {
+        if (parse_long(v, 0, 1L << 50, &n)) return -1;
+        cfg->quota_per_user = (unsigned long long)n;
+        return 0;
+    }
     if (!strcmp(name, "max-queued-per-user")) {
         if (parse_long(v, 0, 1000000, &n)) return -1;
         cfg->max_queued_per_user = (int)n;
@@ -242,6 +249,7 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQD_MAX_EXPANDED", "max-expanded"}, {"LSQD_AUTH", "auth"},
         {"LSQD_HOST_ALLOW", "host-allow"}, {"LSQD_MAX_RUNNING_PER_USER", "max-running-per-user"},
         {"LSQD_MAX_QUEUED_PER_USER", "max-queued-per-user"},
+        {"LSQD_QUOTA_PER_USER", "quota-per-user"},
     };
     for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
         const char *v = getenv(ENVS[i].env);

@@ -39,6 +39,8 @@ typedef struct {
                              * localhost, 127.0.0.1 and [::1] always may) */
     int max_running_per_user; /* --max-running-per-user, 0 = no limit */
     int max_queued_per_user;  /* --max-queued-per-user, 0 = no limit */
+    unsigned long long quota_per_user; /* --quota-per-user: bytes of a user's uploads and
+                                        * artifacts, 0 = no limit */
 } lsqd_config;
 
 enum { AUTH_AUTO, AUTH_ON, AUTH_OFF };

@@ -185,6 +185,7 @@ static enum MHD_Result post_upload(req *r)
                                "archive as application/octet-stream");
         goto out;
     }
+    if (auth_quota_or_reply(r, r->upload_bytes, &res)) goto out;
     opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
     if (!opts_text || store_dataset_insert(name, DS_SRC_UPLOAD, NULL, opts_text,
                                            (long long)r->upload_bytes, r->upload_sha256,
@@ -254,6 +255,7 @@ static enum MHD_Result post_url(req *r)
         res = http_reply_error(r, HERR_INVALID_VALUE, "url", "%s", why);
         goto out;
     }
+    if (auth_quota_or_reply(r, 0, &res)) goto out;
     json_t *jn = json_object_get(obj, "name");
     char name[DATASET_NAME_MAX + 64];
     if (jn && !json_is_string(jn)) {

@@ -60,6 +60,8 @@ enum MHD_Result models_post(req *r)
     if (r->upload_bytes == 0)
         return http_reply_error(r, HERR_INVALID_VALUE, "body", "the body is empty: send the "
                                 "ONNX file as application/octet-stream");
+    enum MHD_Result quota_res;
+    if (auth_quota_or_reply(r, r->upload_bytes, &quota_res)) return quota_res;
     int status;
     char *out = run_import(r->cfg, r->upload_path, &status);
     if (!out)

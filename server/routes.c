@@ -139,6 +139,7 @@ static enum MHD_Result h_jobs_submit(req *r)
     lsq_spec spec;
     int spec_ready = 0;
     char *norm_text = NULL;
+    if (auth_quota_or_reply(r, 0, &res)) return res;
     json_t *obj = body_json_or_reply(r, &res);
     if (!obj) return res;
     int64_t model_id = 0, dataset_id = 0;

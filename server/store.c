@@ -1164,3 +1164,18 @@ store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, i
     sqlite3_finalize(st);
     return rc;
 }
+
+long long store_owner_bytes(int64_t owner_id)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT (SELECT coalesce(sum(bytes), 0) FROM models WHERE owner_id = ?1) + "
+        "(SELECT coalesce(sum(bytes), 0) FROM datasets WHERE owner_id = ?1 AND source != 'root') + "
+        "(SELECT coalesce(sum(a.bytes), 0) FROM artifacts a JOIN jobs j ON j.id = a.job_id "
+        "WHERE j.owner_id = ?1)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, owner_id);
+    long long n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    if (n < 0) log_sql("owner bytes", db_get());
+    sqlite3_finalize(st);
+    return n;
+}

@@ -169,6 +169,10 @@ int store_tokens_active(void);
  * stored hash (stored[65]) for the caller's constant-time compare; notes
  * its last use. STORE_NOT_FOUND when no valid token has that hash. */
 store_status store_token_lookup(const char *sha256, store_user *u, char stored[65]);
+/* Bytes that user owner_id keeps: uploaded models, registered datasets
+ * (not those of the datasets root) and the artifacts of their jobs; -1 on
+ * error. */
+long long store_owner_bytes(int64_t owner_id);
 /* The owner of a job, model or dataset; *shared = 1 for the datasets of the
  * datasets root (every user sees them). STORE_NOT_FOUND if it does not exist. */
 store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, int *shared);

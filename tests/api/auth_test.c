@@ -585,3 +585,45 @@ Test(auth, per_user_limits, .timeout = 180)
     free(ta); free(tb); free(A); free(B);
     lsqd_cleanup(&d);
 }
+
+Test(auth, quota_per_user, .timeout = 120)
+{
+    size_t len;
+    char *onnx = slurp("tests/fixtures/onnx/resnet_op13_eval.onnx", &len);
+    char quota[32];
+    snprintf(quota, sizeof quota, "%zu", len);  /* room for the model, exactly */
+    lsqd d;
+    lsqd_start(&d, (const char *const[]){"--auth", "on", "--quota-per-user", quota, NULL});
+    char *ta = token_create(&d, "alice", 0), *tb = token_create(&d, "bob", 0);
+    char *A = bearer(ta), *B = bearer(tb);
+    api_res *r = api_bin2(&d, "POST", "/api/v1/models?name=r.onnx", onnx, len,
+                          "application/octet-stream", A, NULL);
+    cr_assert_eq(r->status, 201, "%s", r->body);
+    api_free(r);
+    /* a second copy passes the quota: 413 naming it, nothing stored */
+    r = api_bin2(&d, "POST", "/api/v1/models?name=r2.onnx", onnx, len,
+                 "application/octet-stream", A, NULL);
+    cr_assert_eq(r->status, 413, "%s", r->body);
+    cr_assert(strstr(r->body, "--quota-per-user"), "%s", r->body);
+    api_free(r);
+    r = as(&d, A, "GET", "/api/v1/models", NULL);
+    cr_assert_eq(json_array_size(json_object_get(r->json, "models")), 1);
+    api_free(r);
+    /* at the quota, a job (whose artifacts would add to it) is 429 */
+    r = as(&d, A, "POST", "/api/v1/jobs", TINY_SPEC);
+    cr_assert_eq(r->status, 429, "%s", r->body);
+    cr_assert_str_eq(api_err_code(r), "limit_reached");
+    cr_assert(strstr(r->body, "--quota-per-user"), "%s", r->body);
+    api_free(r);
+    long long count, max_id;
+    db_jobs(&d, &count, &max_id);
+    cr_assert_eq(count, 0);
+    /* bob's bytes are his own */
+    r = api_bin2(&d, "POST", "/api/v1/models?name=r.onnx", onnx, len,
+                 "application/octet-stream", B, NULL);
+    cr_assert_eq(r->status, 201, "%s", r->body);
+    api_free(r);
+    free(onnx);
+    free(ta); free(tb); free(A); free(B);
+    lsqd_cleanup(&d);
+}
