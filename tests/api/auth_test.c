@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,6 +40,25 @@ static char *slurp(const char *path, size_t *len)
     return b;
 }
 
+/* An 8x8 grey PNG of class k, image i (caller frees). */
+static void *png8(int k, int i, size_t *len)
+{
+    uint8_t px[8 * 8];
+    for (int p = 0; p < 64; p++) px[p] = (uint8_t)(k * 120 + p + i);
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    im.width = 8;
+    im.height = 8;
+    im.format = PNG_FORMAT_GRAY;
+    png_alloc_size_t size = 0;
+    cr_assert(png_image_write_to_memory(&im, NULL, &size, 0, px, 0, NULL));
+    void *png = malloc(size);
+    cr_assert(png_image_write_to_memory(&im, png, &size, 0, px, 0, NULL));
+    *len = size;
+    return png;
+}
+
 /* A .tar of two class folders of small grey PNGs: an uploadable dataset. */
 static void *dataset_tar(size_t *len)
 {
@@ -50,18 +70,8 @@ static void *dataset_tar(size_t *len)
     cr_assert_eq(archive_write_open_memory(a, buf, cap, &used), ARCHIVE_OK);
     for (int k = 0; k < 2; k++) {
         for (int i = 0; i < 6; i++) {
-            uint8_t px[8 * 8];
-            for (int p = 0; p < 64; p++) px[p] = (uint8_t)(k * 120 + p + i);
-            png_image im;
-            memset(&im, 0, sizeof im);
-            im.version = PNG_IMAGE_VERSION;
-            im.width = 8;
-            im.height = 8;
-            im.format = PNG_FORMAT_GRAY;
-            png_alloc_size_t size = 0;
-            cr_assert(png_image_write_to_memory(&im, NULL, &size, 0, px, 0, NULL));
-            void *png = malloc(size);
-            cr_assert(png_image_write_to_memory(&im, png, &size, 0, px, 0, NULL));
+            size_t size;
+            void *png = png8(k, i, &size);
             char name[64];
             snprintf(name, sizeof name, "%s/%d.png", k ? "b" : "a", i);
             struct archive_entry *e = archive_entry_new();
@@ -626,4 +636,67 @@ Test(auth, quota_per_user, .timeout = 120)
     free(onnx);
     free(ta); free(tb); free(A); free(B);
     lsqd_cleanup(&d);
+}
+
+/* A dataset of --datasets-root belongs to no user: every user reads it and
+ * trains on it; only an admin deletes it (403 for a user: it is visible,
+ * so refusing reveals nothing). */
+Test(auth, datasets_root_is_shared_and_deleted_by_admins_only, .timeout = 180)
+{
+    char root[] = "/tmp/lsqd-root-XXXXXX";
+    cr_assert(mkdtemp(root));
+    char p[600];
+    snprintf(p, sizeof p, "%s/shapes", root);
+    cr_assert_eq(mkdir(p, 0755), 0);
+    for (int k = 0; k < 2; k++) {
+        snprintf(p, sizeof p, "%s/shapes/%c", root, 'a' + k);
+        cr_assert_eq(mkdir(p, 0755), 0);
+        for (int i = 0; i < 6; i++) {
+            size_t n;
+            void *png = png8(k, i, &n);
+            snprintf(p, sizeof p, "%s/shapes/%c/%d.png", root, 'a' + k, i);
+            FILE *f = fopen(p, "wb");
+            cr_assert(f);
+            fwrite(png, 1, n, f);
+            fclose(f);
+            free(png);
+        }
+    }
+    lsqd d;
+    lsqd_start(&d, (const char *const[]){"--auth", "on", "--datasets-root", root, NULL});
+    char *ta = token_create(&d, "alice", 0), *tadm = token_create(&d, "boss", 1);
+    char *A = bearer(ta), *ADM = bearer(tadm);
+    json_decref(wait_state(&d, A, "/api/v1/datasets/1", "ready", 60));
+    api_res *r = as(&d, A, "GET", "/api/v1/datasets", NULL);
+    json_t *list = json_object_get(r->json, "datasets");
+    int seen = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v) seen |= json_integer_value(json_object_get(v, "id")) == 1;
+    cr_assert(seen, "alice's list lacks the root's dataset: %s", r->body);
+    api_free(r);
+    r = as(&d, A, "GET", "/api/v1/datasets/1/samples.png", NULL);
+    cr_assert_eq(r->status, 200);
+    api_free(r);
+    /* alice trains on it */
+    r = as(&d, A, "POST", "/api/v1/jobs",
+           "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"id\":1},\"train\":{\"epochs\":1}}");
+    cr_assert_eq(r->status, 201, "%s", r->body);
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", id_of(r));
+    api_free(r);
+    json_decref(wait_state(&d, A, path, "succeeded,failed,cancelled", 120));
+    /* but does not delete it; the admin does */
+    r = as(&d, A, "DELETE", "/api/v1/datasets/1", NULL);
+    cr_assert_eq(r->status, 403, "%s", r->body);
+    cr_assert_str_eq(api_err_code(r), "forbidden");
+    api_free(r);
+    r = as(&d, ADM, "DELETE", "/api/v1/datasets/1", NULL);
+    cr_assert_eq(r->status, 204, "%s", r->body);
+    api_free(r);
+    free(ta); free(tadm); free(A); free(ADM);
+    lsqd_cleanup(&d);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    cr_assert_eq(system(cmd), 0);
 }
