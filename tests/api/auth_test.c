@@ -700,3 +700,79 @@ Test(auth, datasets_root_is_shared_and_deleted_by_admins_only, .timeout = 180)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* Runs `lsq ARGS` with LSQD_URL set to d and LSQD_TOKEN to token (NULL:
+ * unset); returns the exit status and standard output + error in *out. */
+static int run_lsq(lsqd *d, const char *token, const char *const *args, char **out)
+{
+    const char *bin = getenv("LSQ_BIN");
+    cr_assert(bin && *bin, "LSQ_BIN must name the lsq binary");
+    char path[] = "/tmp/lsq-out-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    const char *argv[16] = {bin};
+    int argc = 1;
+    for (int i = 0; args[i] && argc < 15; i++) argv[argc++] = args[i];
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        setenv("LSQD_URL", d->base, 1);
+        if (token) setenv("LSQD_TOKEN", token, 1);
+        else unsetenv("LSQD_TOKEN");
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(fd);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    size_t len;
+    *out = slurp(path, &len);
+    unlink(path);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+Test(auth, lsq_client_sends_lsqd_token, .timeout = 180)
+{
+    lsqd d;
+    lsqd_start(&d, (const char *const[]){"--auth", "on", NULL});
+    char *ta = token_create(&d, "alice", 0), *tb = token_create(&d, "bob", 0);
+    char spec[] = "/tmp/lsq-spec-XXXXXX";
+    int fd = mkstemp(spec);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, TINY_SPEC, strlen(TINY_SPEC)), (ssize_t)strlen(TINY_SPEC));
+    close(fd);
+    char *out;
+    /* without a token: lsqd's message, a failure */
+    cr_assert_neq(run_lsq(&d, NULL, (const char *const[]){"submit", spec, NULL}, &out), 0);
+    cr_assert(strstr(out, "needs a token") && strstr(out, "401"), "%s", out);
+    free(out);
+    cr_assert_eq(run_lsq(&d, ta, (const char *const[]){"submit", spec, NULL}, &out), 0, "%s",
+                 out);
+    long long id = atoll(out);
+    cr_assert_gt(id, 0, "%s", out);
+    free(out);
+    char ids[32];
+    snprintf(ids, sizeof ids, "%lld", id);
+    /* watch follows the stream to its end with the header */
+    cr_assert_eq(run_lsq(&d, ta, (const char *const[]){"watch", ids, NULL}, &out), 0, "%s", out);
+    free(out);
+    cr_assert_eq(run_lsq(&d, ta, (const char *const[]){"jobs", NULL}, &out), 0, "%s", out);
+    char want[32];
+    snprintf(want, sizeof want, "%6lld  ", id);
+    cr_assert(strstr(out, want), "alice's jobs lack %lld: %s", id, out);
+    free(out);
+    /* bob's client sees neither the job nor its status */
+    cr_assert_eq(run_lsq(&d, tb, (const char *const[]){"jobs", NULL}, &out), 0, "%s", out);
+    cr_assert(!strstr(out, want), "bob sees alice's job: %s", out);
+    free(out);
+    cr_assert_neq(run_lsq(&d, tb, (const char *const[]){"status", ids, NULL}, &out), 0);
+    cr_assert(strstr(out, "404"), "%s", out);
+    free(out);
+    unlink(spec);
+    free(ta);
+    free(tb);
+    lsqd_cleanup(&d);
+}
