@@ -36,6 +36,7 @@ static char *slurp(const char *path, size_t *len)
     cr_assert(b);
     cr_assert_eq(fread(b, 1, (size_t)n, f), (size_t)n);
     fclose(f);
+    b[n] = '\0';  /* read as text too */
     *len = (size_t)n;
     return b;
 }
