@@ -103,6 +103,10 @@ static enum MHD_Result upload_begin(req *r)
         return http_reply_error(r, HERR_BODY_TOO_LARGE, NULL,
                                 "the file is larger than %llu bytes (--max-upload)",
                                 g_cfg->max_upload);
+    enum MHD_Result res;
+    if (cl && strtoull(cl, NULL, 10) > 0 &&
+        auth_quota_or_reply(r, strtoull(cl, NULL, 10), &res))
+        return res;  /* past the owner's quota: refused before it is read */
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%.*s/uploads", PATH_MAX - 16, g_cfg->data);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)

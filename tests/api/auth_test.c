@@ -620,6 +620,11 @@ Test(auth, quota_per_user, .timeout = 120)
     r = as(&d, A, "GET", "/api/v1/models", NULL);
     cr_assert_eq(json_array_size(json_object_get(r->json, "models")), 1);
     api_free(r);
+    char up[400];
+    snprintf(up, sizeof up, "%s/uploads", d.data);
+    char cmd[500];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", up);
+    cr_assert_eq(system(cmd), 0, "a refused upload left a file in uploads/");
     /* at the quota, a job (whose artifacts would add to it) is 429 */
     r = as(&d, A, "POST", "/api/v1/jobs", TINY_SPEC);
     cr_assert_eq(r->status, 429, "%s", r->body);
