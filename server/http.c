@@ -3,7 +3,10 @@
  * in the completed callback. JSON bodies are capped (413 before reading
  * further when Content-Length says so) and must say application/json (415);
  * uploaded files are streamed to disk under their own cap; a route may take
- * either, told apart by the Content-Type (BODY_FILE_OR_JSON). */
+ * either, told apart by the Content-Type (BODY_FILE_OR_JSON). Before any of
+ * it, auth.h's checks: the Host header (421) on every path, then the token
+ * and the owner of the object the path names. Calls that may change state
+ * are logged with their user when they end. */
 #include "http.h"
 
 #include <arpa/inet.h>
