@@ -32,7 +32,18 @@ typedef struct {
                               * `lsq dataset import` */
     unsigned long long max_expanded; /* --max-expanded / LSQD_MAX_EXPANDED, 8 GiB: what a
                                       * dataset archive may expand to */
+    int auth;               /* --auth / LSQD_AUTH: AUTH_AUTO (tokens beyond loopback),
+                             * AUTH_ON, AUTH_OFF (loopback only) */
+    char host_allow[1024];  /* --host-allow / LSQD_HOST_ALLOW: more names the Host header
+                             * may carry, comma-separated (the listen address,
+                             * localhost, 127.0.0.1 and [::1] always may) */
+    int max_running_per_user; /* --max-running-per-user, 0 = no limit */
+    int max_queued_per_user;  /* --max-queued-per-user, 0 = no limit */
+    unsigned long long quota_per_user; /* --quota-per-user: bytes of a user's uploads and
+                                        * artifacts, 0 = no limit */
 } lsqd_config;
+
+enum { AUTH_AUTO, AUTH_ON, AUTH_OFF };
 
 /* Fills cfg. Returns 0, or -1 after printing a usage message to stderr
  * (unknown flag, bad value); 1 when --help was asked for. */
