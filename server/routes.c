@@ -132,6 +132,48 @@ static void scrub_paths(char *msg, size_t cap, const lsqd_config *cfg, int64_t d
     snprintf(msg, cap, "%s", tmp);
 }
 
+/* The operator's caps (--max-threads, --max-epochs, --max-images): a spec
+ * beyond one is a 422 naming the field and the limit. Returns -1 after
+ * replying. */
+static int caps_check_or_reply(req *r, const lsq_spec *spec, enum MHD_Result *res)
+{
+    const lsqd_config *cfg = r->cfg;
+    if (cfg->max_threads > 0 && spec->threads > cfg->max_threads) {
+        *res = http_reply_error(r, HERR_INVALID_SPEC, "threads",
+                                "threads is %d; this lsqd allows at most %d (--max-threads)",
+                                spec->threads, cfg->max_threads);
+        return -1;
+    }
+    int pre = spec->pretrain.enabled ? spec->pretrain.epochs : 0;
+    if (cfg->max_epochs > 0 && (pre > cfg->max_epochs || spec->train.epochs > cfg->max_epochs)) {
+        const char *f = pre > cfg->max_epochs ? "pretrain.epochs" : "train.epochs";
+        *res = http_reply_error(r, HERR_INVALID_SPEC, f,
+                                "%s is %d; this lsqd allows at most %d epochs a phase "
+                                "(--max-epochs)", f, pre > cfg->max_epochs ? pre
+                                                                            : spec->train.epochs,
+                                cfg->max_epochs);
+        return -1;
+    }
+    if (cfg->max_images > 0) {
+        net_data d;
+        lsq_err err;
+        if (net_spec_data(spec, &d, &err) != LSQ_OK) return 0; /* checked before: cannot fail */
+        long long per = d.train_images;
+        if (spec->train_limit > 0 && spec->train_limit < per) per = spec->train_limit;
+        long long total = per * (pre + spec->train.epochs);
+        if (total > cfg->max_images) {
+            *res = http_reply_error(r, HERR_INVALID_SPEC, "dataset.train_limit",
+                                    "the job would train on %lld images (%lld an epoch x %d "
+                                    "epochs: pretrain %d, train %d); this lsqd allows at most "
+                                    "%lld a job (--max-images): lower dataset.train_limit or "
+                                    "the epochs", total, per, pre + spec->train.epochs, pre,
+                                    spec->train.epochs, cfg->max_images);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static enum MHD_Result h_jobs_submit(req *r)
 {
     enum MHD_Result res = MHD_YES;
@@ -180,6 +222,7 @@ static enum MHD_Result h_jobs_submit(req *r)
                                field, "%s", msg);
         goto out;
     }
+    if (caps_check_or_reply(r, &spec, &res)) goto out;
     json_t *norm = spec_to_json(&spec);
     norm_text = norm ? json_dumps(norm, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(norm);

@@ -995,6 +995,7 @@ lsq_status net_spec_data(const lsq_spec *spec, net_data *data, lsq_err *err)
         return st;
     }
     data->c = c.c, data->h = c.h, data->w = c.w, data->classes = c.classes;
+    data->train_images = c.train.n;
     for (int i = 0; i < c.c; i++) data->mean[i] = c.mean[i], data->std[i] = c.std[i];
     cache_free(&c);
     return LSQ_OK;

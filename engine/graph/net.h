@@ -142,10 +142,13 @@ typedef struct {
     int c, h, w, classes;
     int normalize;
     double mean[NET_NORM_MAX], std[NET_NORM_MAX];
+    int train_images;          /* the training split's size (net_spec_data), before
+                                * dataset.train_limit */
 } net_data;
 
-/* The built-in datasets: 1x28x28, 10 classes, inputs x/255. */
-#define NET_DATA_MNIST ((net_data){1, 28, 28, 10, 0, {0}, {0}})
+/* The built-in datasets: 1x28x28, 10 classes, inputs x/255, 60000 training
+ * images. */
+#define NET_DATA_MNIST ((net_data){1, 28, 28, 10, 0, {0}, {0}, 60000})
 
 /* Builds the layer list of a zoo model ("mlp", "cnn-small", "resnet20") for
  * input (c, h, w) and 10 classes. Returns a new JSON object {"input": [...],

@@ -204,3 +204,49 @@ Test(input, bad_networks_are_refused_at_the_door, .timeout = 120)
     api_free(r);
     lsqd_cleanup(&d);
 }
+
+/* The operator's caps: beyond one, a 422 naming the field and the limit. */
+Test(input, operator_caps_refuse_big_jobs, .timeout = 120)
+{
+    lsqd d;
+    const char *const flags[] = {"--max-threads", "4", "--max-epochs", "10", "--max-images",
+                                 "100000", NULL};
+    lsqd_start(&d, flags);
+    long long id = submit_job(&d, TINY_SPEC); /* 2000 images x 2 epochs: within every cap */
+    const bad_case cases[] = {
+        {"threads past --max-threads", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"threads\":8}", NULL, 422, "invalid_spec", "threads"},
+        {"train.epochs past --max-epochs", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":100},\"train\":{\"epochs\":11}}",
+         NULL, 422, "invalid_spec", "train.epochs"},
+        {"pretrain.epochs past --max-epochs", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":100},\"quant\":{},"
+         "\"pretrain\":{\"epochs\":12}}", NULL, 422, "invalid_spec", "pretrain.epochs"},
+        {"20000 images x 6 epochs past --max-images", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":20000},\"quant\":{},"
+         "\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":5}}", NULL, 422, "invalid_spec",
+         "dataset.train_limit"},
+        {"the whole set x 2 epochs past --max-images", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"train\":{\"epochs\":2}}", NULL, 422, "invalid_spec",
+         "dataset.train_limit"},
+    };
+    run_cases(&d, cases, sizeof cases / sizeof *cases);
+    const char *want[] = {"at most 4 (--max-threads)", "at most 10 epochs", NULL,
+                          "120000 images", "at most 100000"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        if (!want[i]) continue;
+        api_res *r = api(&d, "POST", "/api/v1/jobs", cases[i].body, NULL, NULL);
+        const char *m =
+            json_string_value(json_object_get(json_object_get(r->json, "error"), "message"));
+        cr_expect(m && strstr(m, want[i]), "case %zu: %s", i, m ? m : "(none)");
+        api_free(r);
+    }
+    /* at the cap exactly: accepted */
+    api_res *r = api(&d, "POST", "/api/v1/jobs",
+                     "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":10000},"
+                     "\"threads\":4,\"pretrain\":null,\"train\":{\"epochs\":10}}", NULL, NULL);
+    cr_expect_eq(r->status, 201, "%s", r->body);
+    api_free(r);
+    (void)id;
+    lsqd_cleanup(&d);
+}
