@@ -113,21 +113,37 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "lsq train: give --events-fd or --events, not both\n");
         return 2;
     }
+    if (events_file) {
+        events_fd = open(events_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (events_fd < 0) {
+            fprintf(stderr, "lsq train: cannot open %s: %s\n", events_file, strerror(errno));
+            return 1;
+        }
+    }
+    ev_sink sink;
+    ev_sink_init(&sink, events_fd);
     lsq_spec spec;
-    if (load_spec_file("train", spec_path, &spec, NULL) != 0) return 1;
+    lsq_err err;
+    lsq_err_clear(&err);
+    memset(&spec, 0, sizeof spec);
+    lsq_status st = spec_load_file(&spec, spec_path, &err);
+    if (st == LSQ_OK) st = net_check_spec_plan(&spec, NULL, &err);
+    if (st != LSQ_OK) {
+        /* the spec passed lsqd's door, so what fails now changed since (a
+         * dataset's file, an init.from model): the reader of the events
+         * (lsqd) learns why, as from a failure while training */
+        ev_emit(&sink, EV_ERROR, json_pack("{s:s,s:s,s:s}", "code", LSQ_STATUS_NAMES[st],
+                                           "message", err.message, "field", err.field));
+        cli_print_err("train", &err);
+        spec_free(&spec);
+        if (events_file) close(events_fd);
+        return 1;
+    }
     char outbuf[1024];
     if (!out) {
         mkdir("runs", 0755);
         snprintf(outbuf, sizeof outbuf, "runs/%s", spec.name);
         out = outbuf;
-    }
-    if (events_file) {
-        events_fd = open(events_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (events_fd < 0) {
-            fprintf(stderr, "lsq train: cannot open %s: %s\n", events_file, strerror(errno));
-            spec_free(&spec);
-            return 1;
-        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -135,13 +151,9 @@ static int cmd_train(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    ev_sink sink;
-    ev_sink_init(&sink, events_fd);
     train_opts opts = {&sink, &g_stop, quiet ? NULL : stderr, threads};
-    lsq_err err;
-    lsq_err_clear(&err);
     double acc = 0;
-    lsq_status st = train_run(&spec, out, &opts, &acc, &err);
+    st = train_run(&spec, out, &opts, &acc, &err);
     spec_free(&spec);
     if (events_file) close(events_fd);
     if (st == LSQ_ERR_CANCELLED) {

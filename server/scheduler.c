@@ -247,7 +247,7 @@ static void finish(slot *s, int stopping)
 {
     int64_t id = s->job_id;
     int st = s->wstatus;
-    char msg[160];
+    char msg[256];
     pthread_mutex_lock(&g_lock);
     int cancelled = s->cancel;
     pthread_mutex_unlock(&g_lock);
@@ -265,16 +265,38 @@ static void finish(slot *s, int stopping)
         store_job_finish(id, JOB_CANCELLED, NULL, NULL, 3);
         log_info("job cancelled by a SIGTERM from outside lsqd", "{s:I}", "job", (json_int_t)id);
     } else if (WIFEXITED(st) && WEXITSTATUS(st) == 1) {
-        /* the worker wrote an error event, whose code and message are kept */
-        store_job_finish(id, JOB_FAILED, NULL, NULL, 1);
+        /* the worker wrote an error event, whose code and message are kept;
+         * one that could not (its event pipe broke) still leaves a reason */
+        json_t *job = store_job_get(id);
+        int said = json_is_object(json_object_get(job, "error"));
+        json_decref(job);
+        if (!said) {
+            snprintf(msg, sizeof msg, "the worker failed (exit status 1) without an error "
+                                      "event; its log is DATA/jobs/%lld/worker.log",
+                     (long long)id);
+            add_own_event(id, EV_ERROR, "worker_failed", msg);
+        }
+        store_job_finish(id, JOB_FAILED, said ? NULL : "worker_failed", said ? NULL : msg, 1);
         log_warn("job failed", "{s:I}", "job", (json_int_t)id);
+    } else if (WIFEXITED(st) && (WEXITSTATUS(st) == 126 || WEXITSTATUS(st) == 127)) {
+        /* spawn's child: 127 exec failed, 126 the event pipe could not be set */
+        snprintf(msg, sizeof msg, "the worker could not start (%s, exit status %d)",
+                 WEXITSTATUS(st) == 127 ? "lsqd cannot execute its lsq binary (--lsq)"
+                                        : "its event pipe could not be set up",
+                 WEXITSTATUS(st));
+        add_own_event(id, EV_ERROR, "worker_not_started", msg);
+        store_job_finish(id, JOB_FAILED, "worker_not_started", msg, WEXITSTATUS(st));
+        log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
     } else if (WIFEXITED(st)) {
         snprintf(msg, sizeof msg, "worker exited with status %d", WEXITSTATUS(st));
         add_own_event(id, EV_ERROR, "worker_failed", msg);
         store_job_finish(id, JOB_FAILED, "worker_failed", msg, WEXITSTATUS(st));
         log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
     } else {
-        snprintf(msg, sizeof msg, "worker killed by signal %d", WTERMSIG(st));
+        snprintf(msg, sizeof msg, "worker killed by signal %d (%s)%s", WTERMSIG(st),
+                 strsignal(WTERMSIG(st)),
+                 WTERMSIG(st) == SIGKILL ? ": from outside lsqd, or the kernel's out-of-memory "
+                                           "killer" : "");
         add_own_event(id, EV_ERROR, "worker_killed", msg);
         store_job_finish(id, JOB_FAILED, "worker_killed", msg, -WTERMSIG(st));
         log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
