@@ -28,6 +28,7 @@
 #include "sse.h"
 #include "static.h"
 #include "store.h"
+#include "webhook.h"
 
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
@@ -223,6 +224,13 @@ static enum MHD_Result h_jobs_submit(req *r)
         goto out;
     }
     if (caps_check_or_reply(r, &spec, &res)) goto out;
+    if (spec.notify_url[0]) {
+        char why[600];
+        if (webhook_check_url(spec.notify_url, r->cfg->allow_private_urls, why, sizeof why)) {
+            res = http_reply_error(r, HERR_INVALID_SPEC, "notify_url", "notify_url: %s", why);
+            goto out;
+        }
+    }
     json_t *norm = spec_to_json(&spec);
     norm_text = norm ? json_dumps(norm, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(norm);
@@ -296,7 +304,27 @@ static enum MHD_Result h_job_get(req *r)
 {
     enum MHD_Result res = MHD_YES;
     json_t *job = job_or_reply(r, &res);
-    return job ? http_reply_json(r, 200, job) : res;
+    if (!job) return res;
+    const char *url = json_string_value(json_object_get(json_object_get(job, "spec"),
+                                                        "notify_url"));
+    json_t *notify = store_job_notify(r->job_id, url);
+    json_object_set_new(job, "notify", notify ? notify : json_null());
+    return http_reply_json(r, 200, job);
+}
+
+/* The signing secret of the caller's webhooks. Without authentication
+ * every caller is owner 0, the local user. */
+static enum MHD_Result h_webhook_secret(req *r)
+{
+    char secret[65];
+    const int64_t owner = 0;
+    if (webhook_secret(owner, secret))
+        return http_reply_error(r, HERR_INTERNAL, NULL, "cannot read or make the secret");
+    return http_reply_json(r, 200, json_pack("{s:I,s:s,s:s,s:s,s:s}", "owner_id",
+                                             (json_int_t)owner, "secret", secret, "algorithm",
+                                             "hmac-sha256", "signature_header",
+                                             "X-Lsqd-Signature", "timestamp_header",
+                                             "X-Lsqd-Timestamp"));
 }
 
 static enum MHD_Result h_job_cancel(req *r)
@@ -310,6 +338,7 @@ static enum MHD_Result h_job_cancel(req *r)
                                 (long long)r->job_id);
     if (st != STORE_OK) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot cancel");
     if (was_running) sched_cancel(r->job_id);
+    else webhook_kick(); /* a queued job ended here */
     hub_notify(r->job_id);
     json_t *job = store_job_get(r->job_id);
     return job ? http_reply_json(r, 202, job)
@@ -705,6 +734,7 @@ const route_def *routes_table(int *n)
         {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, BODY_NONE},
         {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, BODY_NONE},
         {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, BODY_JSON},
+        {"GET", "/api/v1/webhook-secret", "webhook_secret", h_webhook_secret, BODY_NONE},
         {"POST", "/api/v1/datasets", "datasets_register", datasets_post, BODY_FILE_OR_JSON},
         {"GET", "/api/v1/datasets", "datasets_list", datasets_list, BODY_NONE},
         {"GET", "/api/v1/datasets/{id}", "dataset_get", datasets_get, BODY_NONE},

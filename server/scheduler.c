@@ -18,6 +18,7 @@
 #include "hub.h"
 #include "log.h"
 #include "store.h"
+#include "webhook.h"
 #include "train/events.h"
 
 #define MAX_SLOTS 64
@@ -108,6 +109,7 @@ static void fail_job(int64_t job_id, const char *code, const char *msg)
     add_own_event(job_id, EV_ERROR, code, msg);
     store_job_finish(job_id, JOB_FAILED, code, msg, -1000);
     hub_notify(job_id);
+    webhook_kick();
     log_warn("job failed", "{s:I,s:s,s:s}", "job", (json_int_t)job_id, "code", code,
              "message", msg);
 }
@@ -302,6 +304,7 @@ static void finish(slot *s, int stopping)
         log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
     }
     hub_notify(id);
+    webhook_kick(); /* a job with a notify_url has a delivery now */
     pthread_mutex_lock(&g_lock);
     free(s->line);
     memset(s, 0, sizeof *s);
