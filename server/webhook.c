@@ -253,6 +253,20 @@ static char *job_body(const json_t *job)
     return text;
 }
 
+static void wait_for(double seconds)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double until = ts.tv_sec + ts.tv_nsec / 1e9 + seconds;
+    ts.tv_sec = (time_t)until;
+    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
+    pthread_mutex_lock(&g_lock);
+    while (!g_stopping && !g_kicked)
+        if (pthread_cond_timedwait(&g_cond, &g_lock, &ts) == ETIMEDOUT) break;
+    g_kicked = 0;
+    pthread_mutex_unlock(&g_lock);
+}
+
 static void deliver(int64_t job_id, int64_t owner_id, const char *url, int done)
 {
     int n = done + 1;
@@ -271,27 +285,18 @@ static void deliver(int64_t job_id, int64_t owner_id, const char *url, int done)
     int ok = status >= 200 && status < 300;
     const char *state = ok ? "delivered" : n >= g_cfg->webhook_attempts ? "failed" : "pending";
     double next = t + g_cfg->webhook_delay_s * pow(2.0, n - 1);
-    store_webhook_attempt(job_id, n, t, status, status > 0 ? NULL : why, state, next);
+    if (store_webhook_attempt(job_id, n, t, status, status > 0 ? NULL : why, state, next) !=
+        STORE_OK) {
+        /* unrecorded, the delivery stays due: do not hammer the receiver */
+        wait_for(WEBHOOK_IDLE_S);
+        return;
+    }
     if (ok)
         log_info("webhook delivered", "{s:I,s:i,s:i}", "job", (json_int_t)job_id, "attempt", n,
                  "status", status);
     else
         log_warn("webhook attempt failed", "{s:I,s:i,s:i,s:s,s:s}", "job", (json_int_t)job_id,
                  "attempt", n, "status", status, "error", status > 0 ? "" : why, "state", state);
-}
-
-static void wait_for(double seconds)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    double until = ts.tv_sec + ts.tv_nsec / 1e9 + seconds;
-    ts.tv_sec = (time_t)until;
-    ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
-    pthread_mutex_lock(&g_lock);
-    while (!g_stopping && !g_kicked)
-        if (pthread_cond_timedwait(&g_cond, &g_lock, &ts) == ETIMEDOUT) break;
-    g_kicked = 0;
-    pthread_mutex_unlock(&g_lock);
 }
 
 static void *webhook_main(void *arg)
