@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "hub.h"
 #include "log.h"
 #include "store.h"
@@ -177,6 +178,24 @@ static void spawn(slot *s, int64_t job_id, const char *spec)
              "dir", dir);
 }
 
+/* A worker's error speaks of the files lsqd gave it (DATA/datasets/3/...):
+ * clients see "DATA" for the data folder, and the key they wrote: in lsqd
+ * a dataset is named by dataset.id, never by its cache folder. */
+static void scrub_error(json_t *ev)
+{
+    const char *msg = json_string_value(json_object_get(ev, "message"));
+    if (msg) {
+        char out[1024];
+        child_scrub(out, sizeof out, msg, g_cfg->data, "DATA");
+        json_object_set_new(ev, "message", json_string(out));
+    }
+    const char *field = json_string_value(json_object_get(ev, "field"));
+    if (field && !strcmp(field, "dataset.cache"))
+        json_object_set_new(ev, "field", json_string("dataset.id"));
+    else if (field && field[0] == '/')
+        json_object_set_new(ev, "field", json_string(""));
+}
+
 static void handle_line(slot *s, const char *line, size_t len)
 {
     if (len == 0) return;
@@ -188,6 +207,7 @@ static void handle_line(slot *s, const char *line, size_t len)
                  "error", err.message);
         return;
     }
+    if (type == EV_ERROR) scrub_error(ev);
     int64_t seq;
     if (store_event_add(s->job_id, type, ev, &seq) != STORE_OK)
         log_error("cannot store event", "{s:I}", "job", (json_int_t)s->job_id);

@@ -237,7 +237,7 @@ out:
 
 #define JOB_COLUMNS "id, name, state, spec, created_at, started_at, finished_at, attempts, " \
     "cancel_requested, last_seq, progress, last_epoch, test_acc, error_code, error_message, " \
-    "exit_status, dataset_id"
+    "exit_status, dataset_id, error_field"
 
 static json_t *col_real_or_null(sqlite3_stmt *st, int i)
 {
@@ -270,9 +270,12 @@ static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
     json_object_set_new(j, "last_epoch", col_json_or_null(st, 11));
     json_object_set_new(j, "test_acc", col_real_or_null(st, 12));
     if (sqlite3_column_type(st, 13) != SQLITE_NULL) {
-        json_object_set_new(j, "error", json_pack("{s:s,s:s}",
+        json_t *e = json_pack("{s:s,s:s}",
             "code", (const char *)sqlite3_column_text(st, 13),
-            "message", sqlite3_column_text(st, 14) ? (const char *)sqlite3_column_text(st, 14) : ""));
+            "message", sqlite3_column_text(st, 14) ? (const char *)sqlite3_column_text(st, 14) : "");
+        if (sqlite3_column_type(st, 17) != SQLITE_NULL)
+            json_object_set_new(e, "field", json_string((const char *)sqlite3_column_text(st, 17)));
+        json_object_set_new(j, "error", e);
     } else {
         json_object_set_new(j, "error", json_null());
     }
@@ -576,6 +579,11 @@ store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *
                         code ? code : "error", 0) ||
             step_update(db, "UPDATE jobs SET error_message = ?2 WHERE id = ?1", job_id,
                         msg ? msg : "", 0))
+            goto out;
+        /* the key the error names, when it names one */
+        const char *field = json_string_value(json_object_get(ev, "field"));
+        if (step_update(db, "UPDATE jobs SET error_field = nullif(?2, '') WHERE id = ?1", job_id,
+                        field ? field : "", 0))
             goto out;
         break;
     }

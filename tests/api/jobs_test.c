@@ -388,6 +388,7 @@ Test(jobs, failed_jobs_carry_the_error_code_and_message, .timeout = 180)
     const char *m = json_string_value(json_object_get(err, "message"));
     cr_expect(m && strstr(m, "the loss became") && strstr(m, "train.lr"), "%s", m ? m : "(none)");
     cr_expect_eq(json_integer_value(json_object_get(ja, "exit_status")), 1);
+    cr_expect_null(json_object_get(err, "field"), "a diverged loss names no key");
     json_decref(ja);
     /* the list shows it too */
     api_res *r = api(&d, "GET", "/api/v1/jobs?state=failed", NULL, NULL, NULL);
