@@ -106,6 +106,10 @@ static int resolve_checked(const char *url, int allow_private, char *pin, size_t
         snprintf(why, cap, "cannot resolve the host %.200s: %s", name, gai_strerror(g));
         goto out;
     }
+    /* a literal address needs no pin (nothing resolves it again), and
+     * CURLOPT_RESOLVE takes no bracketed IPv6 host: pin[0] = '\0' then */
+    unsigned char lit[sizeof(struct in6_addr)];
+    int literal = inet_pton(AF_INET, name, lit) == 1 || inet_pton(AF_INET6, name, lit) == 1;
     size_t o = (size_t)snprintf(pin, pin_cap, "%s:%s:", host, port);
     int n = 0;
     for (struct addrinfo *a = res; a && n < WEBHOOK_MAX_ADDRS; a = a->ai_next) {
@@ -132,6 +136,7 @@ static int resolve_checked(const char *url, int allow_private, char *pin, size_t
         snprintf(why, cap, "the host %.200s has no usable address", name);
         goto out;
     }
+    if (literal) pin[0] = '\0';
     rc = 0;
 out:
     if (res) freeaddrinfo(res);
@@ -195,17 +200,17 @@ static int post(const char *url, const char *body, const char *secret, int attem
     hdr = curl_slist_append(hdr, h_ts);
     hdr = curl_slist_append(hdr, h_try);
     hdr = curl_slist_append(hdr, h_job);
-    res = curl_slist_append(res, pin);
+    if (pin[0]) res = curl_slist_append(res, pin);
     CURL *c = curl_easy_init();
     int status = 0;
     size_t got = 0;
     char cerr[CURL_ERROR_SIZE] = "";
-    if (!c || !hdr || !res) {
+    if (!c || !hdr || (pin[0] && !res)) {
         snprintf(why, cap, "out of memory");
         goto out;
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_RESOLVE, res);
+    if (res) curl_easy_setopt(c, CURLOPT_RESOLVE, res);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
