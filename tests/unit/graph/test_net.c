@@ -744,3 +744,46 @@ Test(net, plan_counts_what_build_allocates_and_refuses_absurd_sizes)
         cr_expect(strstr(err.message, bad[i].says), "case %zu: %s", i, err.message);
     }
 }
+
+/* The check of lsq check and lsqd plans at the job's largest batch and
+ * blames the key that batch comes from. */
+Test(net, check_spec_plan_names_the_batch_key)
+{
+    const char *layers = "{\"layers\":[{\"type\":\"conv2d\",\"out\":4096,\"kernel\":3,\"pad\":1},"
+                         "{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":10}]}";
+    struct { const char *rest, *field; } cases[] = {
+        {"\"train\":{\"batch_size\":4096}", "train.batch_size"},
+        {"\"train\":{\"batch_size\":64},\"quant\":{},\"pretrain\":{\"batch_size\":4096}",
+         "pretrain.batch_size"},
+        {"\"train\":{\"batch_size\":64},\"quant\":{\"method\":\"ptq\",\"calibration_images\":4096}",
+         "quant.calibration_images"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "{\"model\":%s,%s}", layers, cases[i].rest);
+        lsq_spec s;
+        lsq_err err;
+        cr_assert_eq(spec_parse(&s, text, strlen(text), &err), LSQ_OK, "%s", err.message);
+        json_t *shapes = (json_t *)1;
+        cr_expect_eq(net_check_spec_plan(&s, &shapes, &err), LSQ_ERR_INVALID, "case %zu", i);
+        cr_expect_null(shapes);
+        cr_expect_str_eq(err.field, cases[i].field, "case %zu: %s", i, err.message);
+        cr_expect(!strncmp(err.message, cases[i].field, strlen(cases[i].field)), "%s", err.message);
+        cr_expect(strstr(err.message, "at batch size 4096"), "%s", err.message);
+        spec_free(&s);
+    }
+    /* within the limits: the plan at the largest batch */
+    const char *ok = "{\"model\":{\"arch\":\"mlp\"},\"train\":{\"batch_size\":32},\"quant\":{},"
+                     "\"pretrain\":{\"batch_size\":200}}";
+    lsq_spec s;
+    lsq_err err;
+    cr_assert_eq(spec_parse(&s, ok, strlen(ok), &err), LSQ_OK, "%s", err.message);
+    json_t *shapes = NULL;
+    cr_assert_eq(net_check_spec_plan(&s, &shapes, &err), LSQ_OK, "%s", err.message);
+    /* report_ptq scores PTQ on 256 calibration images first: the largest */
+    cr_expect_eq(json_integer_value(json_object_get(shapes, "batch_size")), 256);
+    cr_expect_eq(json_integer_value(json_object_get(shapes, "params")),
+                 784 * 256 + 256 + 256 * 256 + 256 + 2560 + 10 + 3 * 2 /* steps */);
+    json_decref(shapes);
+    spec_free(&s);
+}
