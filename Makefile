@@ -15,7 +15,8 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 # Deferred (=) so that it is asked after install-deps.sh ran.
 JPEG_PKG     = $(shell $(PKG_CONFIG) --exists libjpeg 2>/dev/null && echo libjpeg)
 ENGINE_PKGS  = jansson zlib openblas libprotobuf-c libarchive libpng $(JPEG_PKG)
-SERVER_PKGS := libmicrohttpd sqlite3 libcurl
+# libcrypto (libssl-dev): HMAC-SHA256 of the webhook bodies.
+SERVER_PKGS := libmicrohttpd sqlite3 libcurl libcrypto
 PKG_CONFIG  ?= pkg-config
 
 WARN    := -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \

@@ -109,6 +109,10 @@ static void print_job_line(const json_t *job)
                ? json_string_value(json_object_get(json_object_get(spec, "model"), "arch"))
                : "layers",
            bits, accs);
+    const json_t *e = json_object_get(job, "error");
+    if (json_is_object(e))
+        printf("        error: %s: %s\n", json_string_value(json_object_get(e, "code")),
+               json_string_value(json_object_get(e, "message")));
 }
 
 static int cmd_submit(int argc, char **argv)

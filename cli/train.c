@@ -39,13 +39,15 @@ static const char *TRAIN_USAGE =
     "checkpoint of the progress since the last one and exits with status 3.\n"
     "Exit status: 0 done, 1 failed, 2 usage, 3 stopped (resumable with the same command).\n";
 
-static int load_spec_file(const char *cmd, const char *path, lsq_spec *spec)
+/* The spec checked as lsqd checks a submitted one (net_check_spec_plan):
+ * shapes, when not NULL, receives the network's plan. */
+static int load_spec_file(const char *cmd, const char *path, lsq_spec *spec, json_t **shapes)
 {
     memset(spec, 0, sizeof *spec);
     lsq_err err;
     lsq_err_clear(&err);
     lsq_status st = spec_load_file(spec, path, &err);
-    if (st == LSQ_OK) st = net_check_spec(spec, &err);
+    if (st == LSQ_OK) st = net_check_spec_plan(spec, shapes, &err);
     if (st != LSQ_OK) {
         cli_print_err(cmd, &err);
         spec_free(spec);
@@ -56,14 +58,19 @@ static int load_spec_file(const char *cmd, const char *path, lsq_spec *spec)
 
 static int cmd_check(int argc, char **argv)
 {
-    if (cli_has_help(argc, argv) || argc != 2) {
-        fputs("usage: lsq check SPEC.json\n\nValidates a job spec and prints it with every default.\n",
-              argc != 2 && !cli_has_help(argc, argv) ? stderr : stdout);
+    int plan = argc == 3 && !strcmp(argv[2], "--plan");
+    if (cli_has_help(argc, argv) || (argc != 2 && !plan)) {
+        fputs("usage: lsq check SPEC.json [--plan]\n\nValidates a job spec as lsqd does (the "
+              "network's shapes, sizes and limits\nincluded, nothing allocated) and prints it "
+              "with every default.\n  --plan   print the network instead: every layer's shape, "
+              "parameters and\n           bytes at the job's batch size, and the limits\n",
+              !cli_has_help(argc, argv) ? stderr : stdout);
         return cli_has_help(argc, argv) ? 0 : 2;
     }
     lsq_spec spec;
-    if (load_spec_file("check", argv[1], &spec) != 0) return 1;
-    json_t *j = spec_to_json(&spec);
+    json_t *shapes = NULL;
+    if (load_spec_file("check", argv[1], &spec, plan ? &shapes : NULL) != 0) return 1;
+    json_t *j = plan ? shapes : spec_to_json(&spec);
     char *s = json_dumps(j, JSON_INDENT(2));
     printf("%s\n", s);
     free(s);
@@ -106,21 +113,37 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "lsq train: give --events-fd or --events, not both\n");
         return 2;
     }
+    if (events_file) {
+        events_fd = open(events_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (events_fd < 0) {
+            fprintf(stderr, "lsq train: cannot open %s: %s\n", events_file, strerror(errno));
+            return 1;
+        }
+    }
+    ev_sink sink;
+    ev_sink_init(&sink, events_fd);
     lsq_spec spec;
-    if (load_spec_file("train", spec_path, &spec) != 0) return 1;
+    lsq_err err;
+    lsq_err_clear(&err);
+    memset(&spec, 0, sizeof spec);
+    lsq_status st = spec_load_file(&spec, spec_path, &err);
+    if (st == LSQ_OK) st = net_check_spec_plan(&spec, NULL, &err);
+    if (st != LSQ_OK) {
+        /* the spec passed lsqd's door, so what fails now changed since (a
+         * dataset's file, an init.from model): the reader of the events
+         * (lsqd) learns why, as from a failure while training */
+        ev_emit(&sink, EV_ERROR, json_pack("{s:s,s:s,s:s}", "code", LSQ_STATUS_NAMES[st],
+                                           "message", err.message, "field", err.field));
+        cli_print_err("train", &err);
+        spec_free(&spec);
+        if (events_file) close(events_fd);
+        return 1;
+    }
     char outbuf[1024];
     if (!out) {
         mkdir("runs", 0755);
         snprintf(outbuf, sizeof outbuf, "runs/%s", spec.name);
         out = outbuf;
-    }
-    if (events_file) {
-        events_fd = open(events_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (events_fd < 0) {
-            fprintf(stderr, "lsq train: cannot open %s: %s\n", events_file, strerror(errno));
-            spec_free(&spec);
-            return 1;
-        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -128,13 +151,9 @@ static int cmd_train(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    ev_sink sink;
-    ev_sink_init(&sink, events_fd);
     train_opts opts = {&sink, &g_stop, quiet ? NULL : stderr, threads};
-    lsq_err err;
-    lsq_err_clear(&err);
     double acc = 0;
-    lsq_status st = train_run(&spec, out, &opts, &acc, &err);
+    st = train_run(&spec, out, &opts, &acc, &err);
     spec_free(&spec);
     if (events_file) close(events_fd);
     if (st == LSQ_ERR_CANCELLED) {

@@ -23,13 +23,22 @@ static const char USAGE[] =
     "  --web DIR            LSQD_WEB           (the dashboard; web/ next to the build)\n"
     "  --datasets-root DIR  LSQD_DATASETS_ROOT (none; every sub-folder is a dataset,\n"
     "                                           registered at start-up)\n"
-    "  --allow-private-urls LSQD_ALLOW_PRIVATE_URLS (off; fetch dataset URLs from\n"
-    "                                           loopback, private, link-local addresses)\n"
+    "  --allow-private-urls LSQD_ALLOW_PRIVATE_URLS (off; fetch dataset URLs from, and\n"
+    "                                           notify webhooks at, loopback, private,\n"
+    "                                           link-local addresses)\n"
     "  --fetch-timeout SECONDS  LSQD_FETCH_TIMEOUT   (900; a whole dataset URL fetch)\n"
     "  --fetch-low-speed SECONDS LSQD_FETCH_LOW_SPEED (60; below 1 KiB/s that long ends it)\n"
     "  --import-timeout SECONDS LSQD_IMPORT_TIMEOUT  (1800; lsq dataset import)\n"
     "  --max-expanded BYTES LSQD_MAX_EXPANDED  (8589934592: what a dataset archive may\n"
     "                                           expand to; a bomb is refused past it)\n"
+    "  --max-threads N      LSQD_MAX_THREADS   (none; a spec's threads, 422 past it)\n"
+    "  --max-epochs N       LSQD_MAX_EPOCHS    (none; pretrain.epochs and train.epochs)\n"
+    "  --max-images N       LSQD_MAX_IMAGES    (none; a job's training images: images\n"
+    "                                           per epoch x all its epochs)\n"
+    "  --webhook-attempts N LSQD_WEBHOOK_ATTEMPTS (5 POSTs of a job's notify_url)\n"
+    "  --webhook-delay SECONDS LSQD_WEBHOOK_DELAY (1; before the first retry, doubled\n"
+    "                                           after each)\n"
+    "  --webhook-timeout SECONDS LSQD_WEBHOOK_TIMEOUT (10; one POST)\n"
     "  --auth auto|on|off   LSQD_AUTH          (auto: bearer tokens when listening beyond\n"
     "                                           loopback; off is refused beyond loopback)\n"
     "  --host-allow NAME,...  LSQD_HOST_ALLOW  (names the Host header may carry besides the\n"
@@ -193,6 +202,36 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         cfg->max_queued_per_user = (int)n;
         return 0;
     }
+    if (!strcmp(name, "max-threads")) {
+        if (parse_long(v, 1, 256, &n)) return -1;
+        cfg->max_threads = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "max-epochs")) {
+        if (parse_long(v, 1, 1000, &n)) return -1;
+        cfg->max_epochs = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "max-images")) {
+        if (parse_long(v, 1, 1L << 50, &n)) return -1;
+        cfg->max_images = n;
+        return 0;
+    }
+    if (!strcmp(name, "webhook-attempts")) {
+        if (parse_long(v, 1, 20, &n)) return -1;
+        cfg->webhook_attempts = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "webhook-delay")) {
+        if (parse_double(v, 0.01, 3600, &d)) return -1;
+        cfg->webhook_delay_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "webhook-timeout")) {
+        if (parse_double(v, 0.1, 600, &d)) return -1;
+        cfg->webhook_timeout_s = d;
+        return 0;
+    }
     if (!strcmp(name, "web")) {
         if (strlen(v) >= sizeof cfg->web_dir) return -1;
         snprintf(cfg->web_dir, sizeof cfg->web_dir, "%s", v);
@@ -231,6 +270,9 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
     cfg->fetch_low_speed_s = 60;
     cfg->import_timeout_s = 1800;
     cfg->max_expanded = 8ULL << 30;
+    cfg->webhook_attempts = 5;
+    cfg->webhook_delay_s = 1;
+    cfg->webhook_timeout_s = 10;
     char dir[PATH_MAX];
     exe_dir(dir, sizeof dir);
     snprintf(cfg->lsq_bin, sizeof cfg->lsq_bin, "%.*s/lsq", PATH_MAX - 8, dir);
@@ -250,6 +292,10 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQD_HOST_ALLOW", "host-allow"}, {"LSQD_MAX_RUNNING_PER_USER", "max-running-per-user"},
         {"LSQD_MAX_QUEUED_PER_USER", "max-queued-per-user"},
         {"LSQD_QUOTA_PER_USER", "quota-per-user"},
+        {"LSQD_MAX_EXPANDED", "max-expanded"}, {"LSQD_MAX_THREADS", "max-threads"},
+        {"LSQD_MAX_EPOCHS", "max-epochs"}, {"LSQD_MAX_IMAGES", "max-images"},
+        {"LSQD_WEBHOOK_ATTEMPTS", "webhook-attempts"}, {"LSQD_WEBHOOK_DELAY", "webhook-delay"},
+        {"LSQD_WEBHOOK_TIMEOUT", "webhook-timeout"},
     };
     for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
         const char *v = getenv(ENVS[i].env);

@@ -41,6 +41,17 @@ typedef struct {
     int max_queued_per_user;  /* --max-queued-per-user, 0 = no limit */
     unsigned long long quota_per_user; /* --quota-per-user: bytes of a user's uploads and
                                         * artifacts, 0 = no limit */
+    /* operator caps on a job spec (0: none); a spec beyond one is a 422 */
+    int max_threads;        /* --max-threads / LSQD_MAX_THREADS: the spec's threads */
+    int max_epochs;         /* --max-epochs / LSQD_MAX_EPOCHS: pretrain.epochs and
+                             * train.epochs, each */
+    long long max_images;   /* --max-images / LSQD_MAX_IMAGES: training images of a
+                             * whole job, images per epoch x (pretrain + train epochs) */
+    /* webhooks (docs/api.md, "Webhooks") */
+    int webhook_attempts;   /* --webhook-attempts / LSQD_WEBHOOK_ATTEMPTS, 5 */
+    double webhook_delay_s; /* --webhook-delay / LSQD_WEBHOOK_DELAY, 1 s before the first
+                             * retry, doubled before each next one */
+    double webhook_timeout_s; /* --webhook-timeout / LSQD_WEBHOOK_TIMEOUT, 10 s a POST */
 } lsqd_config;
 
 enum { AUTH_AUTO, AUTH_ON, AUTH_OFF };

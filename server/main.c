@@ -20,6 +20,7 @@
 #include "hub.h"
 #include "log.h"
 #include "registrar.h"
+#include "webhook.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -90,12 +91,14 @@ int main(int argc, char **argv)
         log_error("cannot initialise libcurl", NULL);
         return 1;
     }
-    if (hub_init(cfg.heartbeat_s) || sched_start(&cfg) || registrar_start(&cfg)) {
+    if (hub_init(cfg.heartbeat_s) || sched_start(&cfg) || registrar_start(&cfg) ||
+        webhook_start(&cfg)) {
         log_error("cannot start threads", NULL);
         return 1;
     }
     int port = http_start(&cfg);
     if (port < 0) {
+        webhook_stop();
         registrar_stop();
         sched_stop();
         hub_shutdown();
@@ -114,6 +117,7 @@ int main(int argc, char **argv)
     http_quiesce();
     registrar_stop();  /* a registration under way resumes at the next start */
     sched_stop();      /* workers checkpoint and their jobs go back to the queue */
+    webhook_stop();    /* pending deliveries resume at the next start */
     hub_shutdown();    /* SSE streams end (their connections resume) */
     http_stop();
     store_close();

@@ -29,6 +29,7 @@
 #include "sse.h"
 #include "static.h"
 #include "store.h"
+#include "webhook.h"
 
 #define LIST_LIMIT_DEFAULT 50
 #define LIST_LIMIT_MAX 1000
@@ -133,6 +134,48 @@ static void scrub_paths(char *msg, size_t cap, const lsqd_config *cfg, int64_t d
     snprintf(msg, cap, "%s", tmp);
 }
 
+/* The operator's caps (--max-threads, --max-epochs, --max-images): a spec
+ * beyond one is a 422 naming the field and the limit. Returns -1 after
+ * replying. */
+static int caps_check_or_reply(req *r, const lsq_spec *spec, enum MHD_Result *res)
+{
+    const lsqd_config *cfg = r->cfg;
+    if (cfg->max_threads > 0 && spec->threads > cfg->max_threads) {
+        *res = http_reply_error(r, HERR_INVALID_SPEC, "threads",
+                                "threads is %d; this lsqd allows at most %d (--max-threads)",
+                                spec->threads, cfg->max_threads);
+        return -1;
+    }
+    int pre = spec->pretrain.enabled ? spec->pretrain.epochs : 0;
+    if (cfg->max_epochs > 0 && (pre > cfg->max_epochs || spec->train.epochs > cfg->max_epochs)) {
+        const char *f = pre > cfg->max_epochs ? "pretrain.epochs" : "train.epochs";
+        *res = http_reply_error(r, HERR_INVALID_SPEC, f,
+                                "%s is %d; this lsqd allows at most %d epochs a phase "
+                                "(--max-epochs)", f, pre > cfg->max_epochs ? pre
+                                                                            : spec->train.epochs,
+                                cfg->max_epochs);
+        return -1;
+    }
+    if (cfg->max_images > 0) {
+        net_data d;
+        lsq_err err;
+        if (net_spec_data(spec, &d, &err) != LSQ_OK) return 0; /* checked before: cannot fail */
+        long long per = d.train_images;
+        if (spec->train_limit > 0 && spec->train_limit < per) per = spec->train_limit;
+        long long total = per * (pre + spec->train.epochs);
+        if (total > cfg->max_images) {
+            *res = http_reply_error(r, HERR_INVALID_SPEC, "dataset.train_limit",
+                                    "the job would train on %lld images (%lld an epoch x %d "
+                                    "epochs: pretrain %d, train %d); this lsqd allows at most "
+                                    "%lld a job (--max-images): lower dataset.train_limit or "
+                                    "the epochs", total, per, pre + spec->train.epochs, pre,
+                                    spec->train.epochs, cfg->max_images);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static enum MHD_Result h_jobs_submit(req *r)
 {
     enum MHD_Result res = MHD_YES;
@@ -181,6 +224,14 @@ static enum MHD_Result h_jobs_submit(req *r)
                                       ? HERR_INTERNAL : HERR_INVALID_SPEC,
                                field, "%s", msg);
         goto out;
+    }
+    if (caps_check_or_reply(r, &spec, &res)) goto out;
+    if (spec.notify_url[0]) {
+        char why[600];
+        if (webhook_check_url(spec.notify_url, r->cfg->allow_private_urls, why, sizeof why)) {
+            res = http_reply_error(r, HERR_INVALID_SPEC, "notify_url", "notify_url: %s", why);
+            goto out;
+        }
     }
     json_t *norm = spec_to_json(&spec);
     norm_text = norm ? json_dumps(norm, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) : NULL;
@@ -263,7 +314,27 @@ static enum MHD_Result h_job_get(req *r)
 {
     enum MHD_Result res = MHD_YES;
     json_t *job = job_or_reply(r, &res);
-    return job ? http_reply_json(r, 200, job) : res;
+    if (!job) return res;
+    const char *url = json_string_value(json_object_get(json_object_get(job, "spec"),
+                                                        "notify_url"));
+    json_t *notify = store_job_notify(r->job_id, url);
+    json_object_set_new(job, "notify", notify ? notify : json_null());
+    return http_reply_json(r, 200, job);
+}
+
+/* The signing secret of the caller's webhooks. Without authentication
+ * every caller is owner 0, the local user. */
+static enum MHD_Result h_webhook_secret(req *r)
+{
+    char secret[65];
+    const int64_t owner = r->user.id;
+    if (webhook_secret(owner, secret))
+        return http_reply_error(r, HERR_INTERNAL, NULL, "cannot read or make the secret");
+    return http_reply_json(r, 200, json_pack("{s:s,s:s,s:s,s:s,s:s}", "user",
+                                             r->user.name, "secret", secret, "algorithm",
+                                             "hmac-sha256", "signature_header",
+                                             "X-Lsqd-Signature", "timestamp_header",
+                                             "X-Lsqd-Timestamp"));
 }
 
 static enum MHD_Result h_job_cancel(req *r)
@@ -277,6 +348,7 @@ static enum MHD_Result h_job_cancel(req *r)
                                 (long long)r->job_id);
     if (st != STORE_OK) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot cancel");
     if (was_running) sched_cancel(r->job_id);
+    else webhook_kick(); /* a queued job ended here */
     hub_notify(r->job_id);
     json_t *job = store_job_get(r->job_id);
     return job ? http_reply_json(r, 202, job)
@@ -672,6 +744,7 @@ const route_def *routes_table(int *n)
         {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, BODY_NONE, ACCESS_USER},
         {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, BODY_JSON, ACCESS_USER},
+        {"GET", "/api/v1/webhook-secret", "webhook_secret", h_webhook_secret, BODY_NONE, ACCESS_USER},
         {"POST", "/api/v1/datasets", "datasets_register", datasets_post, BODY_FILE_OR_JSON, ACCESS_USER},
         {"GET", "/api/v1/datasets", "datasets_list", datasets_list, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/datasets/{id}", "dataset_get", datasets_get, BODY_NONE, ACCESS_USER},

@@ -15,9 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "hub.h"
 #include "log.h"
 #include "store.h"
+#include "webhook.h"
 #include "train/events.h"
 
 #define MAX_SLOTS 64
@@ -108,6 +110,7 @@ static void fail_job(int64_t job_id, const char *code, const char *msg)
     add_own_event(job_id, EV_ERROR, code, msg);
     store_job_finish(job_id, JOB_FAILED, code, msg, -1000);
     hub_notify(job_id);
+    webhook_kick();
     log_warn("job failed", "{s:I,s:s,s:s}", "job", (json_int_t)job_id, "code", code,
              "message", msg);
 }
@@ -175,6 +178,24 @@ static void spawn(slot *s, int64_t job_id, const char *spec)
              "dir", dir);
 }
 
+/* A worker's error speaks of the files lsqd gave it (DATA/datasets/3/...):
+ * clients see "DATA" for the data folder, and the key they wrote: in lsqd
+ * a dataset is named by dataset.id, never by its cache folder. */
+static void scrub_error(json_t *ev)
+{
+    const char *msg = json_string_value(json_object_get(ev, "message"));
+    if (msg) {
+        char out[1024];
+        child_scrub(out, sizeof out, msg, g_cfg->data, "DATA");
+        json_object_set_new(ev, "message", json_string(out));
+    }
+    const char *field = json_string_value(json_object_get(ev, "field"));
+    if (field && !strcmp(field, "dataset.cache"))
+        json_object_set_new(ev, "field", json_string("dataset.id"));
+    else if (field && field[0] == '/')
+        json_object_set_new(ev, "field", json_string(""));
+}
+
 static void handle_line(slot *s, const char *line, size_t len)
 {
     if (len == 0) return;
@@ -186,6 +207,7 @@ static void handle_line(slot *s, const char *line, size_t len)
                  "error", err.message);
         return;
     }
+    if (type == EV_ERROR) scrub_error(ev);
     int64_t seq;
     if (store_event_add(s->job_id, type, ev, &seq) != STORE_OK)
         log_error("cannot store event", "{s:I}", "job", (json_int_t)s->job_id);
@@ -247,7 +269,7 @@ static void finish(slot *s, int stopping)
 {
     int64_t id = s->job_id;
     int st = s->wstatus;
-    char msg[160];
+    char msg[256];
     pthread_mutex_lock(&g_lock);
     int cancelled = s->cancel;
     pthread_mutex_unlock(&g_lock);
@@ -265,21 +287,44 @@ static void finish(slot *s, int stopping)
         store_job_finish(id, JOB_CANCELLED, NULL, NULL, 3);
         log_info("job cancelled by a SIGTERM from outside lsqd", "{s:I}", "job", (json_int_t)id);
     } else if (WIFEXITED(st) && WEXITSTATUS(st) == 1) {
-        /* the worker wrote an error event, whose code and message are kept */
-        store_job_finish(id, JOB_FAILED, NULL, NULL, 1);
+        /* the worker wrote an error event, whose code and message are kept;
+         * one that could not (its event pipe broke) still leaves a reason */
+        json_t *job = store_job_get(id);
+        int said = json_is_object(json_object_get(job, "error"));
+        json_decref(job);
+        if (!said) {
+            snprintf(msg, sizeof msg, "the worker failed (exit status 1) without an error "
+                                      "event; its log is DATA/jobs/%lld/worker.log",
+                     (long long)id);
+            add_own_event(id, EV_ERROR, "worker_failed", msg);
+        }
+        store_job_finish(id, JOB_FAILED, said ? NULL : "worker_failed", said ? NULL : msg, 1);
         log_warn("job failed", "{s:I}", "job", (json_int_t)id);
+    } else if (WIFEXITED(st) && (WEXITSTATUS(st) == 126 || WEXITSTATUS(st) == 127)) {
+        /* spawn's child: 127 exec failed, 126 the event pipe could not be set */
+        snprintf(msg, sizeof msg, "the worker could not start (%s, exit status %d)",
+                 WEXITSTATUS(st) == 127 ? "lsqd cannot execute its lsq binary (--lsq)"
+                                        : "its event pipe could not be set up",
+                 WEXITSTATUS(st));
+        add_own_event(id, EV_ERROR, "worker_not_started", msg);
+        store_job_finish(id, JOB_FAILED, "worker_not_started", msg, WEXITSTATUS(st));
+        log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
     } else if (WIFEXITED(st)) {
         snprintf(msg, sizeof msg, "worker exited with status %d", WEXITSTATUS(st));
         add_own_event(id, EV_ERROR, "worker_failed", msg);
         store_job_finish(id, JOB_FAILED, "worker_failed", msg, WEXITSTATUS(st));
         log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
     } else {
-        snprintf(msg, sizeof msg, "worker killed by signal %d", WTERMSIG(st));
+        snprintf(msg, sizeof msg, "worker killed by signal %d (%s)%s", WTERMSIG(st),
+                 strsignal(WTERMSIG(st)),
+                 WTERMSIG(st) == SIGKILL ? ": from outside lsqd, or the kernel's out-of-memory "
+                                           "killer" : "");
         add_own_event(id, EV_ERROR, "worker_killed", msg);
         store_job_finish(id, JOB_FAILED, "worker_killed", msg, -WTERMSIG(st));
         log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
     }
     hub_notify(id);
+    webhook_kick(); /* a job with a notify_url has a delivery now */
     pthread_mutex_lock(&g_lock);
     free(s->line);
     memset(s, 0, sizeof *s);

@@ -248,7 +248,7 @@ out:
 
 #define JOB_COLUMNS "id, name, state, spec, created_at, started_at, finished_at, attempts, " \
     "cancel_requested, last_seq, progress, last_epoch, test_acc, error_code, error_message, " \
-    "exit_status, dataset_id, (SELECT u.name FROM users u WHERE u.id = jobs.owner_id)"
+    "exit_status, dataset_id, error_field, (SELECT u.name FROM users u WHERE u.id = jobs.owner_id)"
 
 static json_t *col_real_or_null(sqlite3_stmt *st, int i)
 {
@@ -287,9 +287,12 @@ static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
     json_object_set_new(j, "last_epoch", col_json_or_null(st, 11));
     json_object_set_new(j, "test_acc", col_real_or_null(st, 12));
     if (sqlite3_column_type(st, 13) != SQLITE_NULL) {
-        json_object_set_new(j, "error", json_pack("{s:s,s:s}",
+        json_t *e = json_pack("{s:s,s:s}",
             "code", (const char *)sqlite3_column_text(st, 13),
-            "message", sqlite3_column_text(st, 14) ? (const char *)sqlite3_column_text(st, 14) : ""));
+            "message", sqlite3_column_text(st, 14) ? (const char *)sqlite3_column_text(st, 14) : "");
+        if (sqlite3_column_type(st, 17) != SQLITE_NULL)
+            json_object_set_new(e, "field", json_string((const char *)sqlite3_column_text(st, 17)));
+        json_object_set_new(j, "error", e);
     } else {
         json_object_set_new(j, "error", json_null());
     }
@@ -297,7 +300,7 @@ static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
                         ? json_null() : json_integer(sqlite3_column_int(st, 15)));
     json_object_set_new(j, "dataset_id", sqlite3_column_type(st, 16) == SQLITE_NULL
                         ? json_null() : json_integer(sqlite3_column_int64(st, 16)));
-    json_object_set_new(j, "owner", col_text_or_null(st, 17));
+    json_object_set_new(j, "owner", col_text_or_null(st, 18));
     return j;
 }
 
@@ -598,6 +601,11 @@ store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *
                         code ? code : "error", 0) ||
             step_update(db, "UPDATE jobs SET error_message = ?2 WHERE id = ?1", job_id,
                         msg ? msg : "", 0))
+            goto out;
+        /* the key the error names, when it names one */
+        const char *field = json_string_value(json_object_get(ev, "field"));
+        if (step_update(db, "UPDATE jobs SET error_field = nullif(?2, '') WHERE id = ?1", job_id,
+                        field ? field : "", 0))
             goto out;
         break;
     }
@@ -1093,6 +1101,22 @@ store_status store_token_revoke(int64_t id)
     return rc;
 }
 
+/* ------------------------------------------------------------ webhooks */
+
+store_status store_webhook_secret_get(int64_t owner_id, char *out, size_t cap)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT secret FROM webhook_secrets WHERE owner_id = ?");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, owner_id);
+    store_status rc = STORE_NOT_FOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+        rc = STORE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int store_tokens_active(void)
 {
     sqlite3_stmt *st = prep(db_get(), "SELECT count(*) FROM tokens WHERE revoked_at IS NULL");
@@ -1178,4 +1202,106 @@ long long store_owner_bytes(int64_t owner_id)
     if (n < 0) log_sql("owner bytes", db_get());
     sqlite3_finalize(st);
     return n;
+}
+
+store_status store_webhook_secret_add(int64_t owner_id, const char *secret)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db, "INSERT OR IGNORE INTO webhook_secrets (owner_id, secret, "
+                                "created_at) VALUES (?, ?, ?)");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, owner_id);
+    sqlite3_bind_text(st, 2, secret, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, now_s());
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc) log_sql("add webhook secret", db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_webhook_next(int64_t *job_id, int64_t *owner_id, char **url, int *attempts,
+                                double *next_at)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT d.job_id, d.owner_id, d.url, d.next_at, "
+        "(SELECT count(*) FROM webhook_attempts a WHERE a.job_id = d.job_id) "
+        "FROM webhook_deliveries d WHERE d.state = 'pending' ORDER BY d.next_at LIMIT 1");
+    if (!st) return STORE_ERR;
+    store_status rc = STORE_NOT_FOUND;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *job_id = sqlite3_column_int64(st, 0);
+        *owner_id = sqlite3_column_int64(st, 1);
+        *url = strdup((const char *)sqlite3_column_text(st, 2));
+        *next_at = sqlite3_column_double(st, 3);
+        *attempts = sqlite3_column_int(st, 4);
+        rc = *url ? STORE_OK : STORE_ERR;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_webhook_attempt(int64_t job_id, int n, double at, int status,
+                                   const char *error, const char *state, double next_at)
+{
+    sqlite3 *db = db_get();
+    store_status rc = STORE_ERR;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
+    sqlite3_stmt *st = prep(db, "INSERT INTO webhook_attempts (job_id, n, at, status, error) "
+                                "VALUES (?, ?, ?, ?, ?)");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int(st, 2, n);
+    sqlite3_bind_double(st, 3, at);
+    if (status > 0) sqlite3_bind_int(st, 4, status);
+    if (error) sqlite3_bind_text(st, 5, error, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    sqlite3_finalize(st);
+    st = prep(db, "UPDATE webhook_deliveries SET state = ?2, next_at = ?3 WHERE job_id = ?1");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, next_at);
+    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    rc = STORE_OK;
+out:
+    if (rc) log_sql("record webhook attempt", db);
+    sqlite3_finalize(st);
+    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    return rc;
+}
+
+json_t *store_job_notify(int64_t job_id, const char *url)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db, "SELECT url, state, next_at FROM webhook_deliveries "
+                                "WHERE job_id = ?");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, job_id);
+    json_t *j = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 1);
+        j = json_pack("{s:s,s:s,s:o,s:o,s:o}", "url", (const char *)sqlite3_column_text(st, 0),
+                      "state", state, "delivered",
+                      !strcmp(state, "pending") ? json_null() : json_boolean(!strcmp(state, "delivered")),
+                      "next_at", !strcmp(state, "pending")
+                                     ? json_real(sqlite3_column_double(st, 2)) : json_null(),
+                      "attempts", json_array());
+    } else if (url) {
+        /* the job has not ended yet */
+        j = json_pack("{s:s,s:s,s:n,s:n,s:[]}", "url", url, "state", "waiting", "delivered",
+                      "next_at", "attempts");
+    }
+    sqlite3_finalize(st);
+    if (!j) return NULL;
+    st = prep(db, "SELECT at, status, error FROM webhook_attempts WHERE job_id = ? ORDER BY n");
+    if (!st) { json_decref(j); return NULL; }
+    sqlite3_bind_int64(st, 1, job_id);
+    json_t *list = json_object_get(j, "attempts");
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(list, json_pack("{s:f,s:o,s:o}", "at", sqlite3_column_double(st, 0),
+                                              "status", sqlite3_column_type(st, 1) == SQLITE_NULL
+                                                  ? json_null() : json_integer(sqlite3_column_int(st, 1)),
+                                              "error", col_text_or_null(st, 2)));
+    sqlite3_finalize(st);
+    return j;
 }

@@ -176,5 +176,26 @@ long long store_owner_bytes(int64_t owner_id);
 /* The owner of a job, model or dataset; *shared = 1 for the datasets of the
  * datasets root (every user sees them). STORE_NOT_FOUND if it does not exist. */
 store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, int *shared);
+/* Webhooks (schema/004_webhooks.sql). A job whose spec has a notify_url gets
+ * its delivery row from a trigger when it reaches a final state. */
+/* The owner's secret into out[cap]; STORE_NOT_FOUND when it has none yet. */
+store_status store_webhook_secret_get(int64_t owner_id, char *out, size_t cap);
+/* Stores a secret for the owner unless it has one (then nothing changes). */
+store_status store_webhook_secret_add(int64_t owner_id, const char *secret);
+/* The pending delivery due first: its job, owner, URL (*url malloc'ed),
+ * attempts so far and when the next is due. STORE_NOT_FOUND when none. */
+store_status store_webhook_next(int64_t *job_id, int64_t *owner_id, char **url, int *attempts,
+                                double *next_at);
+/* Records attempt n (status 0: no HTTP status; error NULL: none) and moves
+ * the delivery to state ("pending", "delivered", "failed") and next_at, in
+ * one transaction. */
+store_status store_webhook_attempt(int64_t job_id, int n, double at, int status,
+                                   const char *error, const char *state, double next_at);
+/* The job's "notify" object: {"url", "state" (waiting, pending, delivered,
+ * failed), "delivered" (null until decided), "next_at", "attempts": [{"at",
+ * "status", "error"}]}. url: the spec's notify_url, shown as "waiting"
+ * before the job ends; NULL when the job has none (and no delivery). New
+ * reference, or NULL. */
+json_t *store_job_notify(int64_t job_id, const char *url);
 
 #endif

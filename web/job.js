@@ -130,6 +130,7 @@ class JobView {
       ['Attempts', String(job.attempts)],
     ];
     if (job.error) rows.push(['Error', `${job.error.code}: ${job.error.message}`]);
+    if (job.notify) rows.push(['Webhook', notifyText(job.notify)]);
     this.summary.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v })]));
   }
 
@@ -292,4 +293,14 @@ class JobView {
       this.msg.replaceChildren(el('p', { class: 'error', text: `Cannot cancel: ${e.message}` }));
     }
   }
+}
+
+// "delivered (3 attempts, last 200)", "pending: 1 attempt, last 500" ...
+function notifyText(n) {
+  const at = n.attempts || [];
+  const last = at.length ? at[at.length - 1] : null;
+  const lastText = last ? (last.status ? `last ${last.status}` : `last: ${last.error}`) : '';
+  const count = `${at.length} attempt${at.length === 1 ? '' : 's'}`;
+  if (n.state === 'waiting') return `${n.url}: when the job ends`;
+  return `${n.url}: ${n.state} (${count}${lastText ? `, ${lastText}` : ''})`;
 }

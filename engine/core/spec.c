@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 const char *const SPEC_SCHEDULE_NAMES[] = {"cosine", "constant"};
 _Static_assert(sizeof SPEC_SCHEDULE_NAMES / sizeof *SPEC_SCHEDULE_NAMES == SCHED_COUNT,
@@ -623,7 +624,7 @@ static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_e
 {
     static const char *const keys[] = {"name", "model", "dataset", "quant", "pretrain",
                                        "train", "distill", "init", "threads",
-                                       "checkpoint_every", NULL};
+                                       "checkpoint_every", "notify_url", NULL};
     if (!json_is_object(root)) return type_error(err, "", "a JSON object", root);
     TRY(check_keys(root, "", keys, err));
 
@@ -658,6 +659,15 @@ static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_e
     TRY(parse_distill(spec, root, err));
     TRY(get_int32(root, "", "threads", 1, 256, &spec->threads, err));
     TRY(get_int32(root, "", "checkpoint_every", 1, 1000, &spec->checkpoint_every, err));
+    if (!json_is_null(json_object_get(root, "notify_url"))) {
+        TRY(get_str(root, "", "notify_url", spec->notify_url, sizeof spec->notify_url, 1, err));
+        /* the scheme here; lsqd checks the host it resolves to (docs/api.md) */
+        if (spec->notify_url[0] && strncasecmp(spec->notify_url, "http://", 7) &&
+            strncasecmp(spec->notify_url, "https://", 8))
+            return lsq_err_set(err, LSQ_ERR_INVALID, "notify_url",
+                               "notify_url must be an http:// or https:// URL, got \"%.64s\"",
+                               spec->notify_url);
+    }
 
     spec->pretrain.weight_decay = spec_train_weight_decay(spec, &spec->pretrain, 0);
     spec->train.weight_decay = spec_train_weight_decay(spec, &spec->train, spec->quant.enabled);
@@ -774,7 +784,7 @@ json_t *spec_to_json(const lsq_spec *spec)
     json_t *model = spec->model_layers ? json_deep_copy(spec->model_layers)
                     : spec->model_onnx[0] ? json_pack("{s:s}", "onnx", spec->model_onnx)
                                           : json_pack("{s:s}", "arch", spec->arch);
-    return json_pack(
+    json_t *j = json_pack(
         "{s:s, s:o, s:{s:s, s:s, s:s, s:b, s:i, s:i, s:{s:i, s:b}}, s:o, s:o, s:o, s:o, s:o, s:i, "
         "s:i}",
         "name", spec->name, "model", model,
@@ -791,6 +801,10 @@ json_t *spec_to_json(const lsq_spec *spec)
                        : json_false(),
         "init", spec->init_from[0] ? json_pack("{s:s}", "from", spec->init_from) : json_null(),
         "threads", spec->threads, "checkpoint_every", spec->checkpoint_every);
+    if (j)
+        json_object_set_new(j, "notify_url",
+                            spec->notify_url[0] ? json_string(spec->notify_url) : json_null());
+    return j;
 }
 
 char *spec_to_text(const lsq_spec *spec, size_t flags)

@@ -13,6 +13,7 @@
 
 #define SPEC_NAME_MAX 128
 #define SPEC_PATH_MAX 1024
+#define SPEC_URL_MAX 2049   /* notify_url: at most 2048 characters */
 #define SPEC_MAX_LAYER_OVERRIDES 64
 
 typedef enum { SCHED_COSINE, SCHED_CONSTANT, SCHED_COUNT } spec_schedule;
@@ -112,6 +113,8 @@ typedef struct {
     char init_from[SPEC_PATH_MAX]; /* "init": {"from": ...}; "" = none */
     int threads;               /* 1..256, default 2 */
     int checkpoint_every;      /* epochs between checkpoints, default 1 */
+    char notify_url[SPEC_URL_MAX]; /* lsqd POSTs the job's end here (http/https); "" = none.
+                                      lsq train ignores it */
 } lsq_spec;
 
 /* Parses and validates JSON text into spec (defaults filled in). On error,

@@ -152,11 +152,24 @@ static int reads_image(const lsq_net *net, int node)
     return net->nodes[node].op == OP_INPUT;
 }
 
-static void *xcalloc(size_t n, size_t size, int *fail)
+/* The buffer pass runs twice: dry (net_plan: only counting the bytes, per
+ * node and in all) and for real (net_build), so that what the door checks
+ * is what the worker allocates. */
+typedef struct {
+    int dry;
+    int fail;
+    size_t bytes;   /* in all */
+    size_t *node;   /* the current node's bytes, or NULL */
+} net_alloc;
+
+static void *xcalloc(size_t n, size_t size, net_alloc *a)
 {
     if (n == 0) n = 1;
+    a->bytes += n * size;
+    if (a->node) *a->node += n * size;
+    if (a->dry) return NULL;
     void *p = calloc(n, size);
-    if (!p) *fail = 1;
+    if (!p) a->fail = 1;
     return p;
 }
 
@@ -258,8 +271,89 @@ static void plan_backward(lsq_net *net)
     for (int i = 0; i < net->n_nodes; i++) net->nodes[i].bn_after = plan_bn_after(net, i);
 }
 
-lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *quant,
-                     int classes, int max_batch, lsq_err *err)
+/* Allocates (or with a->dry, counts) every buffer of a planned net. */
+static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
+{
+    a->node = NULL;
+    net->params = xcalloc(net->n_params, sizeof(float), a);
+    net->grads = xcalloc(net->n_params, sizeof(float), a);
+    net->state = xcalloc(net->n_state, sizeof(float), a);
+    net->probs = xcalloc((size_t)max_batch * net->classes, sizeof(float), a);
+    size_t scratch = 0;
+    for (int i = 1; i < net->n_nodes && !a->fail; i++) {
+        net_node *nd = &net->nodes[i];
+        const net_node *src = &net->nodes[nd->in[0]];
+        size_t out_n = (size_t)max_batch * nd->c * nd->h * nd->w;
+        size_t in_n = (size_t)max_batch * src->c * src->h * src->w;
+        nd->bytes = 0;
+        a->node = &nd->bytes;
+        if (nd->op == OP_FLATTEN) continue; /* aliases its input, below */
+        if (nd->fused_relu < 0) { /* a fused node writes its ReLU's buffers */
+            nd->out = xcalloc(out_n, sizeof(float), a);
+            nd->dout = xcalloc(out_n, sizeof(float), a);
+        }
+        if (nd->op == OP_BN) {
+            nd->aux = xcalloc((2 + BN_COEFS) * (size_t)nd->c, sizeof(float), a);
+            if (BN_WORK_FLOATS(max_batch, nd->c) > scratch) scratch = BN_WORK_FLOATS(max_batch, nd->c);
+        }
+        if (nd->op == OP_MAXPOOL) nd->argmax = xcalloc(out_n, sizeof(int32_t), a);
+        if (nd->op == OP_CONV) {
+            conv2d_dims d;
+            conv2d_dims_init_ex(&d, max_batch, src->c, src->h, src->w, nd->out_ch, nd->kernel,
+                                nd->kernel, nd->stride, nd->pad, nd->dilation, nd->groups);
+            size_t s = conv2d_scratch_floats(&d);
+            if (s > scratch) scratch = s;
+        }
+        if (nd->aq.on) {
+            nd->qin = xcalloc(in_n, sizeof(float), a);
+            nd->dqin = xcalloc(in_n, sizeof(float), a);
+        }
+        if (nd->wq.on) {
+            size_t wn = net->views[nd->wv].count;
+            nd->qw = xcalloc(wn, sizeof(float), a);
+            nd->dqw = xcalloc(wn, sizeof(float), a);
+            if (nd->op == OP_CONV) nd->wcodes = xcalloc(wn, sizeof(int32_t), a);
+            nd->wq.g = xcalloc((size_t)nd->wq.channels, sizeof(float), a);
+            nd->aq.g = xcalloc(1, sizeof(float), a);
+        }
+        /* the node's parameters, their gradients and the optimizer's
+         * momentum: counted with the node, allocated in one buffer above */
+        if (nd->wv >= 0 || nd->gammav >= 0) {
+            size_t p = 0;
+            for (int v = 0; v < net->n_views; v++)
+                if (net->views[v].node == i && !net->views[v].in_state) p += net->views[v].count;
+            nd->bytes += 3 * p * sizeof(float);
+        }
+    }
+    a->node = NULL;
+    if (!a->fail) {
+        net->n_scratch = scratch;
+        net->scratch = xcalloc(scratch, sizeof(float), a);
+        net->qsums = xcalloc(2 * (size_t)max_batch, sizeof(double), a);
+    }
+    /* the optimizer's momentum buffer (train/optim.c), one per parameter */
+    a->bytes += net->n_params * sizeof(float);
+}
+
+static const char *human_bytes(double b, char *buf, size_t cap)
+{
+    static const char *const UNITS[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (b >= 1024 && u < 4) b /= 1024, u++;
+    snprintf(buf, cap, u ? "%.1f %s" : "%.0f %s", b, UNITS[u]);
+    return buf;
+}
+
+/* The field that names a node's size: its "out" for conv/linear. */
+static void node_field(const lsq_net *net, int i, char *field, size_t cap)
+{
+    const net_node *nd = &net->nodes[i];
+    snprintf(field, cap, "model.layers[%d]%s", i - 1,
+             nd->op == OP_CONV || nd->op == OP_LINEAR ? ".out" : "");
+}
+
+lsq_status net_plan(lsq_net *net, const json_t *spec_layers, const spec_quant *quant,
+                    int classes, int max_batch, net_cost *cost, lsq_err *err)
 {
     memset(net, 0, sizeof *net);
     lsq_status st = LSQ_OK;
@@ -328,6 +422,12 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
     snprintf(in0->name, sizeof in0->name, "input");
     for (int t = 0; t < NET_MAX_INPUTS; t++) in0->in[t] = -1;
     in0->c = ic, in0->h = ih, in0->w = iw;
+    if ((size_t)ic * ih * iw > NET_MAX_VALUES) {
+        st = lsq_err_set(err, LSQ_ERR_INVALID, "model.input",
+                         "model.input: %dx%dx%d images are larger than the limit of %zu values",
+                         ic, ih, iw, (size_t)NET_MAX_VALUES);
+        goto fail;
+    }
     in0->nonneg = !net->norm_on;  /* pixels / 255 are >= 0; normalised ones are not */
     in0->wv = in0->bv = in0->gammav = in0->betav = -1;
     net->n_nodes = 1;
@@ -605,6 +705,15 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
         default:
             break;
         }
+        /* every later size is computed from these in int */
+        if ((size_t)nd->c * nd->h * nd->w > NET_MAX_VALUES) {
+            char dd[160];
+            snprintf(dd, sizeof dd, " (%dx%dx%d = %zu values per image; the limit is %zu)",
+                     nd->c, nd->h, nd->w, (size_t)nd->c * nd->h * nd->w, (size_t)NET_MAX_VALUES);
+            st = key_err(&lc, nd->op == OP_CONV ? "out" : NULL, "%s: the output is too large%s",
+                         dd);
+            goto fail;
+        }
         net->n_nodes++;
     }
     net->output = net->n_nodes - 1;
@@ -650,6 +759,17 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
             if (nd->op == OP_LINEAR) wd[1] = src->c * src->h * src->w, ndim = 2;
             nd->wv = add_view(net, i, ".weight", PV_WEIGHT, 0, ndim, wd, &pcur);
             if (nd->bias) nd->bv = add_view(net, i, ".bias", PV_BIAS, 0, 1, wd, &pcur);
+            if (pcur > NET_MAX_PARAMS) {
+                char field[64];
+                node_field(net, i, field, sizeof field);
+                st = lsq_err_set(err, LSQ_ERR_INVALID, field,
+                                 "%s: layer '%s' has %zu weights (%d outputs x %zu inputs), "
+                                 "which takes the network to %zu parameters; the limit is %zu",
+                                 field, nd->name, net->views[nd->wv].count, nd->out_ch,
+                                 net->views[nd->wv].count / (size_t)nd->out_ch, pcur,
+                                 (size_t)NET_MAX_PARAMS);
+                goto fail;
+            }
             if (!net->quantized) continue;
             /* bits: the spec's rule (job, then first/last, then override) */
             spec_layer_quant lq = spec_layer_resolve(quant, nd->name, i == first_q || i == last_q);
@@ -695,54 +815,52 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
 
     plan_backward(net);
 
-    /* allocation: one buffer each for params, grads and state */
-    int fail = 0;
-    net->params = xcalloc(pcur, sizeof(float), &fail);
-    net->grads = xcalloc(pcur, sizeof(float), &fail);
-    net->state = xcalloc(scur, sizeof(float), &fail);
-    net->probs = xcalloc((size_t)max_batch * classes, sizeof(float), &fail);
-    size_t scratch = 0;
-    for (int i = 1; i < net->n_nodes && !fail; i++) {
-        net_node *nd = &net->nodes[i];
-        const net_node *src = &net->nodes[nd->in[0]];
-        size_t out_n = (size_t)max_batch * nd->c * nd->h * nd->w;
-        size_t in_n = (size_t)max_batch * src->c * src->h * src->w;
-        if (nd->op == OP_FLATTEN) continue; /* aliases its input, below */
-        if (nd->fused_relu < 0) { /* a fused node writes its ReLU's buffers */
-            nd->out = xcalloc(out_n, sizeof(float), &fail);
-            nd->dout = xcalloc(out_n, sizeof(float), &fail);
+    /* the buffers at max_batch, counted, not allocated */
+    net_alloc a = {.dry = 1};
+    alloc_buffers(net, max_batch, &a);
+    if (a.bytes > NET_MAX_BYTES) {
+        int big = 1;
+        for (int i = 2; i < net->n_nodes; i++)
+            if (net->nodes[i].bytes > net->nodes[big].bytes) big = i;
+        char field[64], tot[32], lim[32], one[32];
+        node_field(net, big, field, sizeof field);
+        /* a net that would fit at a batch of 64 is refused for its batch */
+        net_alloc small = {.dry = 1};
+        if (max_batch > 64) {
+            size_t keep = net->nodes[big].bytes;
+            alloc_buffers(net, 64, &small);
+            net->nodes[big].bytes = keep;
+            if (small.bytes <= NET_MAX_BYTES) snprintf(field, sizeof field, "train.batch_size");
         }
-        if (nd->op == OP_BN) {
-            nd->aux = xcalloc((2 + BN_COEFS) * (size_t)nd->c, sizeof(float), &fail);
-            if (BN_WORK_FLOATS(max_batch, nd->c) > scratch) scratch = BN_WORK_FLOATS(max_batch, nd->c);
-        }
-        if (nd->op == OP_MAXPOOL) nd->argmax = xcalloc(out_n, sizeof(int32_t), &fail);
-        if (nd->op == OP_CONV) {
-            conv2d_dims d;
-            conv2d_dims_init_ex(&d, max_batch, src->c, src->h, src->w, nd->out_ch, nd->kernel,
-                                nd->kernel, nd->stride, nd->pad, nd->dilation, nd->groups);
-            size_t s = conv2d_scratch_floats(&d);
-            if (s > scratch) scratch = s;
-        }
-        if (nd->aq.on) {
-            nd->qin = xcalloc(in_n, sizeof(float), &fail);
-            nd->dqin = xcalloc(in_n, sizeof(float), &fail);
-        }
-        if (nd->wq.on) {
-            size_t wn = net->views[nd->wv].count;
-            nd->qw = xcalloc(wn, sizeof(float), &fail);
-            nd->dqw = xcalloc(wn, sizeof(float), &fail);
-            if (nd->op == OP_CONV) nd->wcodes = xcalloc(wn, sizeof(int32_t), &fail);
-            nd->wq.g = xcalloc((size_t)nd->wq.channels, sizeof(float), &fail);
-            nd->aq.g = xcalloc(1, sizeof(float), &fail);
-        }
+        st = lsq_err_set(err, LSQ_ERR_INVALID, field,
+                         "%s: at batch size %d the network's buffers take %s (layer '%s' "
+                         "alone %s), more than the limit of %s; use a smaller layer or batch "
+                         "size", field, max_batch, human_bytes((double)a.bytes, tot, sizeof tot),
+                         net->nodes[big].name,
+                         human_bytes((double)net->nodes[big].bytes, one, sizeof one),
+                         human_bytes((double)NET_MAX_BYTES, lim, sizeof lim));
+        goto fail;
     }
-    if (!fail) {
-        net->n_scratch = scratch;
-        net->scratch = xcalloc(scratch, sizeof(float), &fail);
-        net->qsums = xcalloc(2 * (size_t)max_batch, sizeof(double), &fail);
+    if (cost) {
+        cost->params = net->n_params;
+        cost->state = net->n_state;
+        cost->bytes = a.bytes;
+        cost->max_batch = max_batch;
     }
-    if (fail) {
+    return LSQ_OK;
+fail:
+    net_free(net);
+    return st;
+}
+
+lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *quant,
+                     int classes, int max_batch, lsq_err *err)
+{
+    lsq_status st = net_plan(net, spec_layers, quant, classes, max_batch, NULL, err);
+    if (st != LSQ_OK) return st;
+    net_alloc a = {0};
+    alloc_buffers(net, max_batch, &a);
+    if (a.fail) {
         st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory allocating the network");
         goto fail;
     }
@@ -877,23 +995,81 @@ lsq_status net_spec_data(const lsq_spec *spec, net_data *data, lsq_err *err)
         return st;
     }
     data->c = c.c, data->h = c.h, data->w = c.w, data->classes = c.classes;
+    data->train_images = c.train.n;
     for (int i = 0; i < c.c; i++) data->mean[i] = c.mean[i], data->std[i] = c.std[i];
     cache_free(&c);
     return LSQ_OK;
 }
 
-lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err)
+int net_spec_max_batch(const lsq_spec *spec, const char **field)
 {
+    /* as train.c sizes its nets: the larger phase, and PTQ's calibration
+     * batch, which runs through the net in one forward */
+    int b = spec->train.batch_size;
+    const char *f = "train.batch_size";
+    if (spec->pretrain.enabled && spec->pretrain.batch_size > b)
+        b = spec->pretrain.batch_size, f = "pretrain.batch_size";
+    if (spec->quant.enabled && spec->quant.calibration_images > b &&
+        (spec->quant.method == QMETHOD_PTQ || spec->quant.report_ptq))
+        b = spec->quant.calibration_images, f = "quant.calibration_images";
+    if (field) *field = f;
+    return b;
+}
+
+lsq_status net_check_spec_plan(const lsq_spec *spec, json_t **shapes, lsq_err *err)
+{
+    if (shapes) *shapes = NULL;
     net_data d;
     lsq_status st = net_spec_data(spec, &d, err);
     if (st != LSQ_OK) return st;
     json_t *layers = net_spec_layers_for(spec, &d, err);
     if (!layers) return err ? err->code : LSQ_ERR_INVALID;
     lsq_net net;
-    st = net_build(&net, layers, spec->quant.enabled ? &spec->quant : NULL, d.classes, 1, err);
-    if (st == LSQ_OK) net_free(&net);
+    net_cost cost;
+    const char *bf;
+    int batch = net_spec_max_batch(spec, &bf);
+    st = net_plan(&net, layers, spec->quant.enabled ? &spec->quant : NULL, d.classes, batch,
+                  &cost, err);
+    const char *tb = "train.batch_size";
+    if (st != LSQ_OK && err && !strcmp(err->field, tb) && strcmp(bf, tb)) {
+        /* net_plan blames train.batch_size; the batch came from another key */
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "%s", err->message + (strncmp(err->message, tb, strlen(tb))
+                                                            ? 0 : strlen(tb)));
+        lsq_err_set(err, st, bf, "%s%s", bf, msg);
+    }
+    if (st == LSQ_OK) {
+        if (shapes) *shapes = net_shapes_json(&net, &cost);
+        net_free(&net);
+    }
     json_decref(layers);
     return st;
+}
+
+lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err)
+{
+    return net_check_spec_plan(spec, NULL, err);
+}
+
+json_t *net_shapes_json(const lsq_net *net, const net_cost *cost)
+{
+    json_t *list = json_array();
+    for (int i = 1; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        size_t p = 0;
+        for (int v = 0; v < net->n_views; v++)
+            if (net->views[v].node == i && !net->views[v].in_state) p += net->views[v].count;
+        json_array_append_new(list, json_pack("{s:s,s:s,s:[i,i,i],s:I,s:I}", "name", nd->name,
+                                              "type", NET_OP_NAMES[nd->op], "shape", nd->c, nd->h,
+                                              nd->w, "params", (json_int_t)p, "bytes",
+                                              (json_int_t)nd->bytes));
+    }
+    return json_pack("{s:o,s:I,s:I,s:i,s:{s:I,s:I,s:I}}", "layers", list, "params",
+                     (json_int_t)net->n_params, "bytes",
+                     (json_int_t)(cost ? cost->bytes : 0), "batch_size",
+                     cost ? cost->max_batch : net->max_batch, "limits", "params",
+                     (json_int_t)NET_MAX_PARAMS, "values_per_image", (json_int_t)NET_MAX_VALUES,
+                     "bytes", (json_int_t)NET_MAX_BYTES);
 }
 
 int net_find_view(const lsq_net *net, const char *name)

@@ -93,6 +93,8 @@ typedef struct {
     float *qin, *dqin;         /* quantized input and its gradient */
     float *qw, *dqw;           /* quantized weight and its gradient */
     int32_t *wcodes;           /* conv: the weight codes (integer forward) */
+    size_t bytes;              /* what its buffers and parameters take at max_batch
+                                * (parameters x 3: values, gradients, momentum) */
 } net_node;
 
 #define NET_NORM_MAX 4  /* channels a normalised input may have */
@@ -140,10 +142,13 @@ typedef struct {
     int c, h, w, classes;
     int normalize;
     double mean[NET_NORM_MAX], std[NET_NORM_MAX];
+    int train_images;          /* the training split's size (net_spec_data), before
+                                * dataset.train_limit */
 } net_data;
 
-/* The built-in datasets: 1x28x28, 10 classes, inputs x/255. */
-#define NET_DATA_MNIST ((net_data){1, 28, 28, 10, 0, {0}, {0}})
+/* The built-in datasets: 1x28x28, 10 classes, inputs x/255, 60000 training
+ * images. */
+#define NET_DATA_MNIST ((net_data){1, 28, 28, 10, 0, {0}, {0}, 60000})
 
 /* Builds the layer list of a zoo model ("mlp", "cnn-small", "resnet20") for
  * input (c, h, w) and 10 classes. Returns a new JSON object {"input": [...],
@@ -153,6 +158,35 @@ json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err);
 json_t *net_zoo_layers_for(const char *arch, int c, int h, int w, int classes, lsq_err *err);
 extern const char *const NET_ZOO_NAMES[];
 #define NET_ZOO_COUNT 3
+
+/* What a layer list may ask for. A list beyond them is refused with the
+ * limit in the message (LSQ_ERR_INVALID naming the layer), not attempted:
+ * an allocation of that size would fail, or worse succeed lazily and have
+ * the worker killed half-way. */
+#define NET_MAX_PARAMS ((size_t)1 << 27) /* parameters: 134217728 (512 MiB of floats) */
+#define NET_MAX_VALUES ((size_t)1 << 26) /* values of one layer's output for one image */
+#define NET_MAX_BYTES ((size_t)64 << 30) /* buffers at the batch size: 64 GiB */
+
+/* What a planned network takes. */
+typedef struct {
+    size_t params, state;      /* floats */
+    size_t bytes;              /* every buffer net_build allocates at max_batch, with
+                                * the optimizer's momentum */
+    int max_batch;
+} net_cost;
+
+/* net_build's checks without its buffers: the nodes, their shapes and the
+ * parameter views are made (net->params and every per-batch buffer stay
+ * NULL; only net_free, net_find_view, net_shapes_json and net_forward_macs
+ * may be used on it), the buffers at max_batch are counted into each
+ * node's `bytes` and into cost (may be NULL), and the limits above are
+ * enforced. Call net_free on success. Errors as net_build. */
+lsq_status net_plan(lsq_net *net, const json_t *layers, const spec_quant *quant,
+                    int classes, int max_batch, net_cost *cost, lsq_err *err);
+/* A planned (or built) net layer by layer: {"layers": [{"name", "type",
+ * "shape": [C, H, W], "params", "bytes"}], "params", "bytes", "batch_size",
+ * "limits": {"params", "values_per_image", "bytes"}}; caller owns. */
+json_t *net_shapes_json(const lsq_net *net, const net_cost *cost);
 
 /* Builds a net from a layer list (borrowed) for images (c, h, w) and `classes`
  * outputs. quant NULL: full precision. Errors name the layer and the key
@@ -180,6 +214,16 @@ lsq_status net_spec_data(const lsq_spec *spec, net_data *data, lsq_err *err);
 /* Checks a spec's model and quant.layers names against the built network,
  * on the spec's dataset (a cache's header is read for its shape). */
 lsq_status net_check_spec(const lsq_spec *spec, lsq_err *err);
+/* The same with net_plan at the spec's largest batch (net_spec_max_batch):
+ * nothing is allocated, and a network beyond NET_MAX_* is refused naming
+ * the layer (model.layers[3].out). shapes (may be NULL) receives
+ * net_shapes_json on success (caller owns). This is the check of
+ * `lsq check` and of lsqd's POST /api/v1/jobs. */
+lsq_status net_check_spec_plan(const lsq_spec *spec, json_t **shapes, lsq_err *err);
+/* The largest batch a spec's job puts through one net: the larger phase's
+ * batch_size, or PTQ's calibration images when more; *field (may be NULL)
+ * receives the key it comes from ("train.batch_size"). */
+int net_spec_max_batch(const lsq_spec *spec, const char **field);
 void net_free(lsq_net *net);
 
 /* Finds a view by name; -1 if none. */

@@ -815,3 +815,51 @@ Test(datasets, datasets_root_registers_its_folders_once, .timeout = 120)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     cr_expect_eq(system(cmd), 0);
 }
+
+/* A dataset whose file is damaged after it was registered: the door reads
+ * only its header, so the job is accepted, and the worker finds the damage.
+ * The failed job says why, in words and a key the client knows (no server
+ * path). */
+Test(datasets, a_damaged_dataset_fails_its_job_with_the_reason, .timeout = 120)
+{
+    lsqd d;
+    lsqd_start(&d, NULL);
+    blob b = pets_archive(NULL, 0);
+    api_res *r = upload(&d, "name=pets.tar.gz&test_fraction=0.2", &b);
+    cr_assert_eq(r->status, 202, "%s", r->body);
+    long long id = json_integer_value(json_object_get(r->json, "id"));
+    api_free(r);
+    json_t *ds = wait_dataset(&d, id, 60);
+    cr_assert_str_eq(json_string_value(json_object_get(ds, "state")), "ready", "%s",
+                     err_message(ds));
+    json_decref(ds);
+    /* one pixel byte flipped: same size, same header, a wrong checksum */
+    char path[512];
+    snprintf(path, sizeof path, "%s/datasets/%lld/dataset.lsqd", d.data, id);
+    FILE *f = fopen(path, "r+b");
+    cr_assert(f, "%s", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, size - 64, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, size - 64, SEEK_SET);
+    fputc(c ^ 0xff, f);
+    fclose(f);
+    char spec[256];
+    snprintf(spec, sizeof spec, "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"id\":%lld},"
+             "\"train\":{\"epochs\":1}}", id);
+    long long job = submit_job(&d, spec);
+    json_t *j = wait_job(&d, job, NULL, 60);
+    cr_assert(j);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "failed");
+    json_t *err = json_object_get(j, "error");
+    cr_expect_str_eq(json_string_value(json_object_get(err, "code")), "bad_format", "%s",
+                     json_dumps(err, 0));
+    cr_expect_str_eq(json_string_value(json_object_get(err, "field")), "dataset.id");
+    const char *m = json_string_value(json_object_get(err, "message"));
+    cr_expect(m && *m && !strstr(m, d.data), "the message shows a server path: %s",
+              m ? m : "(none)");
+    json_decref(j);
+    free(b.data);
+    lsqd_cleanup(&d);
+}

@@ -147,3 +147,106 @@ Test(input, bad_submissions_are_rejected_and_store_nothing, .timeout = 120)
     (void)id;
     lsqd_cleanup(&d);
 }
+
+/* The network is planned at the door (net_check_spec_plan): a layer list
+ * that names what is not there, does not chain, does not fit the data or
+ * asks for absurd sizes is a 422 naming the key, and no job is stored (the
+ * SQLite file and GET /api/v1/jobs both say so). */
+Test(input, bad_networks_are_refused_at_the_door, .timeout = 120)
+{
+    lsqd d;
+    lsqd_start(&d, NULL);
+#define FLAT "{\"type\":\"flatten\"}"
+    const bad_case cases[] = {
+        {"unknown layer in quant.layers", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"quant\":{\"layers\":{\"fc9\":{\"weight_bits\":2}}}}",
+         NULL, 422, "invalid_spec", "quant.layers.fc9"},
+        {"linear with 1e8 outputs", "POST", "/api/v1/jobs",
+         "{\"model\":{\"layers\":[" FLAT ",{\"type\":\"linear\",\"out\":100000000}]}}", NULL, 422,
+         "invalid_spec", "model.layers[1].out"},
+        {"4.3e9 weights", "POST", "/api/v1/jobs",
+         "{\"model\":{\"layers\":[" FLAT ",{\"type\":\"linear\",\"out\":65536},"
+         "{\"type\":\"linear\",\"out\":65536},{\"type\":\"linear\",\"out\":10}]}}", NULL, 422,
+         "invalid_spec", "model.layers[2].out"},
+        {"98 GiB at batch 4096", "POST", "/api/v1/jobs",
+         "{\"model\":{\"layers\":[{\"type\":\"conv2d\",\"out\":4096,\"kernel\":3,\"pad\":1},"
+         FLAT ",{\"type\":\"linear\",\"out\":10}]},\"train\":{\"batch_size\":4096}}", NULL, 422,
+         "invalid_spec", "train.batch_size"},
+        {"conv into linear without flatten", "POST", "/api/v1/jobs",
+         "{\"model\":{\"layers\":[{\"type\":\"conv2d\",\"out\":8,\"kernel\":3},"
+         "{\"type\":\"linear\",\"out\":10}]}}", NULL, 422, "invalid_spec", "model.layers[1].input"},
+        {"add of different shapes", "POST", "/api/v1/jobs",
+         "{\"model\":{\"layers\":[{\"type\":\"conv2d\",\"name\":\"a\",\"out\":8,\"kernel\":3},"
+         "{\"type\":\"conv2d\",\"name\":\"b\",\"out\":4,\"kernel\":1},"
+         "{\"type\":\"add\",\"inputs\":[\"a\",\"b\"]}," FLAT ",{\"type\":\"linear\",\"out\":10}]}}",
+         NULL, 422, "invalid_spec", "model.layers[2].inputs"},
+        {"ends with the wrong class count", "POST", "/api/v1/jobs",
+         "{\"model\":{\"layers\":[" FLAT ",{\"type\":\"linear\",\"out\":7}]}}", NULL, 422,
+         "invalid_spec", "model.layers[1]"},
+        {"input shape not the dataset's", "POST", "/api/v1/jobs",
+         "{\"model\":{\"input\":[3,32,32],\"layers\":[" FLAT ",{\"type\":\"linear\",\"out\":10}]}}",
+         NULL, 422, "invalid_spec", "model.input"},
+    };
+#undef FLAT
+    run_cases(&d, cases, sizeof cases / sizeof *cases);
+    /* the messages state the limits */
+    api_res *r = api(&d, "POST", "/api/v1/jobs", cases[2].body, NULL, NULL);
+    const char *m = json_string_value(json_object_get(json_object_get(r->json, "error"), "message"));
+    cr_expect(m && strstr(m, "the limit is 134217728"), "%s", m ? m : "(none)");
+    api_free(r);
+    r = api(&d, "POST", "/api/v1/jobs", cases[3].body, NULL, NULL);
+    m = json_string_value(json_object_get(json_object_get(r->json, "error"), "message"));
+    cr_expect(m && strstr(m, "limit of 64.0 GiB"), "%s", m ? m : "(none)");
+    api_free(r);
+    r = api(&d, "GET", "/api/v1/jobs", NULL, NULL, NULL);
+    cr_assert_eq(r->status, 200);
+    cr_expect_eq(json_array_size(json_object_get(r->json, "jobs")), 0, "%s", r->body);
+    api_free(r);
+    lsqd_cleanup(&d);
+}
+
+/* The operator's caps: beyond one, a 422 naming the field and the limit. */
+Test(input, operator_caps_refuse_big_jobs, .timeout = 120)
+{
+    lsqd d;
+    const char *const flags[] = {"--max-threads", "4", "--max-epochs", "10", "--max-images",
+                                 "100000", NULL};
+    lsqd_start(&d, flags);
+    long long id = submit_job(&d, TINY_SPEC); /* 2000 images x 2 epochs: within every cap */
+    const bad_case cases[] = {
+        {"threads past --max-threads", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"threads\":8}", NULL, 422, "invalid_spec", "threads"},
+        {"train.epochs past --max-epochs", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":100},\"train\":{\"epochs\":11}}",
+         NULL, 422, "invalid_spec", "train.epochs"},
+        {"pretrain.epochs past --max-epochs", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":100},\"quant\":{},"
+         "\"pretrain\":{\"epochs\":12}}", NULL, 422, "invalid_spec", "pretrain.epochs"},
+        {"20000 images x 6 epochs past --max-images", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":20000},\"quant\":{},"
+         "\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":5}}", NULL, 422, "invalid_spec",
+         "dataset.train_limit"},
+        {"the whole set x 2 epochs past --max-images", "POST", "/api/v1/jobs",
+         "{\"model\":{\"arch\":\"mlp\"},\"train\":{\"epochs\":2}}", NULL, 422, "invalid_spec",
+         "dataset.train_limit"},
+    };
+    run_cases(&d, cases, sizeof cases / sizeof *cases);
+    const char *want[] = {"at most 4 (--max-threads)", "at most 10 epochs", NULL,
+                          "120000 images", "at most 100000"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        if (!want[i]) continue;
+        api_res *r = api(&d, "POST", "/api/v1/jobs", cases[i].body, NULL, NULL);
+        const char *m =
+            json_string_value(json_object_get(json_object_get(r->json, "error"), "message"));
+        cr_expect(m && strstr(m, want[i]), "case %zu: %s", i, m ? m : "(none)");
+        api_free(r);
+    }
+    /* at the cap exactly: accepted */
+    api_res *r = api(&d, "POST", "/api/v1/jobs",
+                     "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":10000},"
+                     "\"threads\":4,\"pretrain\":null,\"train\":{\"epochs\":10}}", NULL, NULL);
+    cr_expect_eq(r->status, 201, "%s", r->body);
+    api_free(r);
+    (void)id;
+    lsqd_cleanup(&d);
+}

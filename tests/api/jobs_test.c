@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <zlib.h>
 
 #include "harness.h"
@@ -365,5 +366,73 @@ Test(jobs, sse_reconnect_with_last_event_id_gets_exactly_the_missed, .timeout = 
     sse_log_free(&rest);
     sse_log_free(&all);
     sse_log_free(&tail);
+    lsqd_cleanup(&d);
+}
+
+/* A job that fails for any reason carries the code and message of why:
+ * the engine's (a loss that diverged: passes the door, fails at run time),
+ * lsqd's own for a worker that cannot start, and `lsq train` reports a spec
+ * it refuses at start as an error event too. */
+Test(jobs, failed_jobs_carry_the_error_code_and_message, .timeout = 180)
+{
+    lsqd d;
+    lsqd_start(&d, NULL);
+    long long a = submit_job(&d, "{\"name\":\"diverges\",\"model\":{\"arch\":\"mlp\"},"
+                                 "\"dataset\":{\"train_limit\":2000,\"test_limit\":200},"
+                                 "\"train\":{\"epochs\":1,\"lr\":10,\"weight_decay\":1}}");
+    json_t *ja = wait_job(&d, a, NULL, 120);
+    cr_assert(ja);
+    cr_assert_str_eq(json_string_value(json_object_get(ja, "state")), "failed");
+    json_t *err = json_object_get(ja, "error");
+    cr_expect_str_eq(json_string_value(json_object_get(err, "code")), "numeric_error");
+    const char *m = json_string_value(json_object_get(err, "message"));
+    cr_expect(m && strstr(m, "the loss became") && strstr(m, "train.lr"), "%s", m ? m : "(none)");
+    cr_expect_eq(json_integer_value(json_object_get(ja, "exit_status")), 1);
+    cr_expect_null(json_object_get(err, "field"), "a diverged loss names no key");
+    json_decref(ja);
+    /* the list shows it too */
+    api_res *r = api(&d, "GET", "/api/v1/jobs?state=failed", NULL, NULL, NULL);
+    json_t *first = json_array_get(json_object_get(r->json, "jobs"), 0);
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(first, "error"), "code")),
+                     "numeric_error");
+    api_free(r);
+    lsqd_cleanup(&d);
+
+    /* a worker binary that cannot be executed */
+    const char *const flags[] = {"--lsq", "/nonexistent/lsq", NULL};
+    lsqd_start(&d, flags);
+    long long b = submit_job(&d, TINY_SPEC);
+    json_t *jb = wait_job(&d, b, NULL, 60);
+    cr_assert(jb);
+    cr_expect_str_eq(json_string_value(json_object_get(jb, "state")), "failed");
+    err = json_object_get(jb, "error");
+    cr_expect_str_eq(json_string_value(json_object_get(err, "code")), "worker_not_started");
+    m = json_string_value(json_object_get(err, "message"));
+    cr_expect(m && strstr(m, "cannot execute"), "%s", m ? m : "(none)");
+    json_decref(jb);
+
+    /* lsq train on a spec it refuses writes the reason as an error event */
+    char spec[400], events[400], cmd[1400];
+    snprintf(spec, sizeof spec, "%s/bad.json", d.root);
+    snprintf(events, sizeof events, "%s/bad.events", d.root);
+    FILE *f = fopen(spec, "w");
+    cr_assert(f);
+    fputs("{\"model\":{\"input\":[3,32,32],\"layers\":[{\"type\":\"flatten\"},"
+          "{\"type\":\"linear\",\"out\":10}]}}", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' train '%s' --out '%s/bad' --events '%s' --quiet 2>/dev/null",
+             getenv("LSQ_BIN"), spec, d.root, events);
+    int rc = system(cmd);
+    cr_expect(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "lsq train: status %d", rc);
+    f = fopen(events, "r");
+    cr_assert(f, "no events file");
+    char line[2048] = "";
+    cr_assert(fgets(line, sizeof line, f));
+    fclose(f);
+    json_t *ev = json_loads(line, 0, NULL);
+    cr_expect_str_eq(json_string_value(json_object_get(ev, "type")), "error", "%s", line);
+    cr_expect_str_eq(json_string_value(json_object_get(ev, "code")), "invalid_value", "%s", line);
+    cr_expect_str_eq(json_string_value(json_object_get(ev, "field")), "model.input", "%s", line);
+    json_decref(ev);
     lsqd_cleanup(&d);
 }

@@ -300,6 +300,24 @@ test('a dataset archive uploaded on the Datasets page becomes ready', async () =
   assert.match(await page.locator('#spec-preview').textContent(), new RegExp(`"id": ${id}`));
 });
 
+test('a failed job shows its error in the table and on its page', async () => {
+  // a loss that diverges: accepted at the door, fails in the worker
+  const spec = { name: 'e2e-diverges', model: { arch: 'mlp' }, dataset: { train_limit: 2000, test_limit: 200 },
+    train: { epochs: 1, lr: 10, weight_decay: 1 } };
+  const r = await fetch(`${base}/api/v1/jobs`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(spec) });
+  assert.equal(r.status, 201);
+  const { id } = await r.json();
+  await until('the job to fail', async () => (await (await fetch(`${base}/api/v1/jobs/${id}`)).json()).state === 'failed', 60000);
+  await page.goto(`${base}/#/jobs`);
+  const row = page.locator(`#jobs-table tr[data-id="${id}"]`);
+  await row.waitFor();
+  assert.equal(await row.getAttribute('data-state'), 'failed');
+  assert.match(await row.locator('.job-error').textContent(), /^numeric_error: the loss became/);
+  await row.getByRole('link', { name: 'e2e-diverges' }).click();
+  await page.getByText(/^numeric_error: the loss became/).first().waitFor();
+  await shot('15-job-failed');
+});
+
 test('an unreachable lsqd is reported', async () => {
   await page.goto(`${base}/#/jobs`);
   await page.locator('#jobs-table').waitFor();

@@ -747,3 +747,30 @@ Test(spec, doc_examples_parse)
     }
     cr_expect_geq(examples, 5);
 }
+
+Test(spec, notify_url_is_an_http_url_or_null)
+{
+    lsq_spec s;
+    lsq_err err;
+    cr_assert_eq(parse(&s, "{\"notify_url\":\"https://hooks.example.com/lsq?x=1\"}", &err), LSQ_OK,
+                 "%s", err.message);
+    cr_expect_str_eq(s.notify_url, "https://hooks.example.com/lsq?x=1");
+    json_t *j = spec_to_json(&s);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "notify_url")),
+                     "https://hooks.example.com/lsq?x=1");
+    json_decref(j);
+    spec_free(&s);
+    cr_assert_eq(parse(&s, "{\"notify_url\":null}", &err), LSQ_OK, "%s", err.message);
+    cr_expect_str_eq(s.notify_url, "");
+    j = spec_to_json(&s);
+    cr_expect(json_is_null(json_object_get(j, "notify_url")));
+    json_decref(j);
+    spec_free(&s);
+    const char *bad[] = {"{\"notify_url\":\"file:///etc/passwd\"}", "{\"notify_url\":\"\"}",
+                         "{\"notify_url\":42}", "{\"notify_url\":\"gopher://x/\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_expect_eq(parse(&s, bad[i], &err), LSQ_ERR_INVALID, "%s", bad[i]);
+        cr_expect_str_eq(err.field, "notify_url", "%s", bad[i]);
+        spec_free(&s);
+    }
+}

@@ -673,3 +673,117 @@ Test(net, checkpoint_round_trip_and_corruption)
     net_free(&b);
     json_decref(l);
 }
+
+static lsq_status plan_text(const char *text, int batch, net_cost *cost, json_t **shapes,
+                            lsq_err *err)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    cr_assert(j, "test JSON does not parse: %s", je.text);
+    lsq_net net;
+    lsq_status st = net_plan(&net, j, NULL, 10, batch, cost, err);
+    if (st == LSQ_OK) {
+        cr_expect_null(net.params, "a plan allocates no parameters");
+        if (shapes) *shapes = net_shapes_json(&net, cost);
+        net_free(&net);
+    }
+    json_decref(j);
+    return st;
+}
+
+Test(net, plan_counts_what_build_allocates_and_refuses_absurd_sizes)
+{
+    lsq_err err;
+    net_cost c;
+    json_t *shapes = NULL;
+    /* flatten + linear(10), batch 2: params, grads and momentum 3 x 7850
+     * floats, probs 2x10, the linear's out and dout 2x10 each, an empty
+     * state and scratch (one float each), qsums 2x2 doubles */
+    cr_assert_eq(plan_text("{\"layers\":[{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":10}]}",
+                           2, &c, &shapes, &err), LSQ_OK, "%s", err.message);
+    cr_expect_eq(c.params, 7850);
+    cr_expect_eq(c.bytes, 3 * 7850 * 4 + 4 + 80 + 160 + 4 + 32, "bytes %zu", c.bytes);
+    json_t *l1 = json_array_get(json_object_get(shapes, "layers"), 1);
+    cr_expect_eq(json_integer_value(json_object_get(l1, "params")), 7850);
+    cr_expect_eq(json_integer_value(json_array_get(json_object_get(l1, "shape"), 0)), 10);
+    cr_expect_eq(json_integer_value(json_object_get(l1, "bytes")), 3 * 7850 * 4 + 160);
+    json_decref(shapes);
+
+    /* the plan's parameter count is the built net's, for every zoo model */
+    for (int a = 0; a < NET_ZOO_COUNT; a++) {
+        json_t *l = net_zoo_layers(NET_ZOO_NAMES[a], 1, 28, 28, &err);
+        cr_assert(l);
+        lsq_net built, planned;
+        cr_assert_eq(net_build(&built, l, NULL, 10, 4, &err), LSQ_OK, "%s", err.message);
+        cr_assert_eq(net_plan(&planned, l, NULL, 10, 4, &c, &err), LSQ_OK, "%s", err.message);
+        cr_expect_eq(c.params, built.n_params, "%s", NET_ZOO_NAMES[a]);
+        cr_expect_eq(planned.n_views, built.n_views, "%s", NET_ZOO_NAMES[a]);
+        net_free(&built);
+        net_free(&planned);
+        json_decref(l);
+    }
+
+    /* absurd sizes: refused with the limit in the message, nothing allocated
+     * (4.3e9 weights would be 17 GB: the test would not finish if tried) */
+    struct { const char *layers; int batch; const char *field, *says; } bad[] = {
+        {"[{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":65536},"
+         "{\"type\":\"linear\",\"out\":65536},{\"type\":\"linear\",\"out\":10}]", 1,
+         "model.layers[2].out", "134217728"},
+        {"[{\"type\":\"conv2d\",\"out\":4096,\"kernel\":3,\"pad\":1},{\"type\":\"flatten\"},"
+         "{\"type\":\"linear\",\"out\":10}]", 4096, "train.batch_size", "64.0 GiB"},
+        {"[{\"type\":\"conv2d\",\"out\":4096,\"kernel\":15,\"pad\":14,\"dilation\":2},"
+         "{\"type\":\"conv2d\",\"out\":4096,\"kernel\":15,\"pad\":14,\"dilation\":2},"
+         "{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":10}]", 1, "model.layers[1].out",
+         "134217728"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "{\"layers\":%s}", bad[i].layers);
+        cr_expect_eq(plan_text(text, bad[i].batch, &c, NULL, &err), LSQ_ERR_INVALID, "case %zu", i);
+        cr_expect_str_eq(err.field, bad[i].field, "case %zu: %s", i, err.message);
+        cr_expect(strstr(err.message, bad[i].says), "case %zu: %s", i, err.message);
+    }
+}
+
+/* The check of lsq check and lsqd plans at the job's largest batch and
+ * blames the key that batch comes from. */
+Test(net, check_spec_plan_names_the_batch_key)
+{
+    const char *layers = "{\"layers\":[{\"type\":\"conv2d\",\"out\":4096,\"kernel\":3,\"pad\":1},"
+                         "{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":10}]}";
+    struct { const char *rest, *field; } cases[] = {
+        {"\"train\":{\"batch_size\":4096}", "train.batch_size"},
+        {"\"train\":{\"batch_size\":64},\"quant\":{},\"pretrain\":{\"batch_size\":4096}",
+         "pretrain.batch_size"},
+        {"\"train\":{\"batch_size\":64},\"quant\":{\"method\":\"ptq\",\"calibration_images\":4096}",
+         "quant.calibration_images"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "{\"model\":%s,%s}", layers, cases[i].rest);
+        lsq_spec s;
+        lsq_err err;
+        cr_assert_eq(spec_parse(&s, text, strlen(text), &err), LSQ_OK, "%s", err.message);
+        json_t *shapes = (json_t *)1;
+        cr_expect_eq(net_check_spec_plan(&s, &shapes, &err), LSQ_ERR_INVALID, "case %zu", i);
+        cr_expect_null(shapes);
+        cr_expect_str_eq(err.field, cases[i].field, "case %zu: %s", i, err.message);
+        cr_expect(!strncmp(err.message, cases[i].field, strlen(cases[i].field)), "%s", err.message);
+        cr_expect(strstr(err.message, "at batch size 4096"), "%s", err.message);
+        spec_free(&s);
+    }
+    /* within the limits: the plan at the largest batch */
+    const char *ok = "{\"model\":{\"arch\":\"mlp\"},\"train\":{\"batch_size\":32},\"quant\":{},"
+                     "\"pretrain\":{\"batch_size\":200}}";
+    lsq_spec s;
+    lsq_err err;
+    cr_assert_eq(spec_parse(&s, ok, strlen(ok), &err), LSQ_OK, "%s", err.message);
+    json_t *shapes = NULL;
+    cr_assert_eq(net_check_spec_plan(&s, &shapes, &err), LSQ_OK, "%s", err.message);
+    /* report_ptq scores PTQ on 256 calibration images first: the largest */
+    cr_expect_eq(json_integer_value(json_object_get(shapes, "batch_size")), 256);
+    cr_expect_eq(json_integer_value(json_object_get(shapes, "params")),
+                 784 * 256 + 256 + 256 * 256 + 256 + 2560 + 10 + 3 * 2 /* steps */);
+    json_decref(shapes);
+    spec_free(&s);
+}
