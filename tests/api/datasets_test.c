@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <libpng16/png.h> /* not <png.h>: -Iserver has a png.h of its own */
+#include <png.h>
 
 #include "core/sha256.h"
 #include "harness.h"
