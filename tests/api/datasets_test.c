@@ -415,8 +415,8 @@ Test(datasets, upload_register_train_and_delete, .timeout = 240)
     api_free(r);
 
     /* a job trains on it by id; while it is queued or running the dataset
-     * stays. Unnormalised inputs, so that the job gets a model.lsqm for
-     * predict (the integer engine does not normalise inputs yet). */
+     * stays. Unnormalised inputs here; a normalised job's model.lsqm takes
+     * raw pixels too (predict_test.c). */
     snprintf(spec, sizeof spec,
              "{\"name\":\"pets\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"id\":%lld,"
              "\"normalize\":false},"

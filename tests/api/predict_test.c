@@ -6,7 +6,8 @@
  * downloaded and run here); and every bad image (text named .jpg, an empty
  * string, a truncated PNG or JPEG, not base64, an image over the pixel cap, a
  * body over --max-body) answered with its status and a message naming the
- * image and the cause, with nothing stored. */
+ * image and the cause, with nothing stored. A job trained on normalised
+ * inputs gets a model.lsqm, and predict gives it raw pixels. */
 #include <criterion/criterion.h>
 
 #include <math.h>
@@ -151,20 +152,20 @@ static void job_footprint(lsqd *d, long long job, long long *seq, size_t *artifa
     api_free(r);
 }
 
-Test(predict, png_and_jpeg_of_any_shape_and_bad_images, .timeout = 300)
+/* Runs spec to success and loads its model.lsqm as downloaded (the caller
+ * frees it); *job gets the job's id. */
+static lsqm_model *trained_model(lsqd *d, const char *spec, long long *job)
 {
-    lsqd d;
-    lsqd_start(&d, NULL);
-    long long job = submit_job(&d, TINY_SPEC);
-    json_t *j = wait_job(&d, job, NULL, 240);
-    cr_assert(j, "job %lld did not finish", job);
+    *job = submit_job(d, spec);
+    json_t *j = wait_job(d, *job, NULL, 240);
+    cr_assert(j, "job %lld did not finish", *job);
     cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded");
     json_decref(j);
     char path[128], file[400];
-    snprintf(path, sizeof path, "/api/v1/jobs/%lld/artifacts/model.lsqm", job);
-    api_res *r = api(&d, "GET", path, NULL, NULL, NULL);
-    cr_assert_eq(r->status, 200);
-    snprintf(file, sizeof file, "%s/model.lsqm", d.root);
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/artifacts/model.lsqm", *job);
+    api_res *r = api(d, "GET", path, NULL, NULL, NULL);
+    cr_assert_eq(r->status, 200, "no model.lsqm: %ld %s", r->status, r->body);
+    snprintf(file, sizeof file, "%s/model-%lld.lsqm", d->root, *job);
     FILE *f = fopen(file, "wb");
     cr_assert_not_null(f);
     cr_assert_eq(fwrite(r->body, 1, r->len, f), r->len);
@@ -173,6 +174,63 @@ Test(predict, png_and_jpeg_of_any_shape_and_bad_images, .timeout = 300)
     lsq_err err;
     lsqm_model *m = lsqm_load(file, &err);
     cr_assert_not_null(m, "%s", err.message);
+    return m;
+}
+
+/* A job trained on normalised inputs (dataset.normalize) gets a model.lsqm
+ * whose integer engine normalises raw pixels itself: predict takes a JPEG
+ * and answers what the engine gives on its fitted raw pixels. */
+Test(predict, a_normalised_model_takes_raw_pixels, .timeout = 300)
+{
+    lsqd d;
+    lsqd_start(&d, NULL);
+    long long job;
+    lsqm_model *m = trained_model(&d, "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{"
+                                  "\"normalize\":true,\"train_limit\":2000,\"test_limit\":500},"
+                                  "\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":1},"
+                                  "\"quant\":{\"weight_bits\":4}}", &job);
+    uint8_t *px = pattern(40, 30, 3);
+    size_t n;
+    uint8_t *jpg = jpeg_of(px, 40, 30, 3, &n);
+    char *b64 = base64(jpg, n);
+    json_t *body = json_pack("{s:[s]}", "images", b64);
+    char *text = json_dumps(body, JSON_COMPACT), path[128];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/predict", job);
+    api_res *r = api(&d, "POST", path, text, NULL, NULL);
+    cr_assert_eq(r->status, 200, "%ld %s", r->status, r->body);
+    uint8_t in[28 * 28];
+    float z[10], p[10];
+    lsq_err err;
+    cr_assert_eq(image_decode_fit(in, 1, 28, 28, jpg, n, "t.jpg", &err), LSQ_OK, "%s",
+                 err.message);
+    cr_assert_eq(lsqm_predict(m, in, 1, z, p, 1, &err), LSQ_OK, "%s", err.message);
+    json_t *probs = json_object_get(json_array_get(json_object_get(r->json, "predictions"), 0),
+                                    "probabilities");
+    for (int k = 0; k < 10; k++)
+        cr_expect(fabs(json_number_value(json_array_get(probs, (size_t)k)) - p[k]) < 1e-6,
+                  "class %d", k);
+    api_free(r);
+    free(text);
+    json_decref(body);
+    free(b64);
+    free(jpg);
+    free(px);
+    lsqm_free(m);
+    lsqd_stop(&d);
+    lsqd_cleanup(&d);
+}
+
+Test(predict, png_and_jpeg_of_any_shape_and_bad_images, .timeout = 300)
+{
+    lsqd d;
+    lsqd_start(&d, NULL);
+    long long job;
+    lsqm_model *m = trained_model(&d, TINY_SPEC, &job);
+    char path[128];
+    lsq_err err;
+    api_res *r;
+    json_t *body;
+    char *text;
     int c, h, w, classes;
     lsqm_input_shape(m, &c, &h, &w, &classes);
     cr_assert(c == 1 && h == 28 && w == 28 && classes == 10);
@@ -207,8 +265,8 @@ Test(predict, png_and_jpeg_of_any_shape_and_bad_images, .timeout = 300)
         }
         free(b64);
     }
-    json_t *body = json_pack("{s:o}", "images", images);
-    char *text = json_dumps(body, JSON_COMPACT);
+    body = json_pack("{s:o}", "images", images);
+    text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     snprintf(path, sizeof path, "/api/v1/jobs/%lld/predict", job);
     long long seq0;
