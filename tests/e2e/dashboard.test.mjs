@@ -267,6 +267,15 @@ test('try it shows the top 3 classes of a test image', async () => {
   const error = (await page.locator('#try-results .error').count()) ? await page.locator('#try-results .error').textContent() : '';
   assert.ok(done && !error, `predict answered: ${error}`);
   assert.equal(await page.locator('#top3 li').count(), 3);
+  // a PNG file of another size goes as it is; lsqd fits it to 28x28
+  const file = join(tmp, 'boot.png');
+  writeFileSync(file, png(56, 40, (x, y) => (x > 10 && x < 46 && y > 8 && y < 32 ? 230 : 10)));
+  await page.locator('#try-file').setInputFiles(file);
+  const sent = await until('the file\'s prediction or an error', async () =>
+    /File boot\.png/.test(await page.locator('#try-source').textContent()) &&
+    ((await page.locator('#top3 li').count()) === 3 || (await page.locator('#try-results .error').count()) > 0), 30000);
+  const fileError = (await page.locator('#try-results .error').count()) ? await page.locator('#try-results .error').textContent() : '';
+  assert.ok(sent && !fileError, `predict answered the file: ${fileError}`);
 });
 
 test('a dataset archive uploaded on the Datasets page becomes ready', async () => {
