@@ -408,32 +408,41 @@ static lsqm_model *model_get(const lsqd_config *cfg, int64_t job_id, int *owned,
     return m;
 }
 
-/* Decodes standard base64 (padding optional, no whitespace). Returns a
- * malloc'ed buffer (the caller frees) and its length, or NULL on bad input
- * or out of memory. */
+/* Decodes standard base64 (padding optional; whitespace and line breaks,
+ * as `base64` wraps its output, skipped). Returns a malloc'ed buffer (the
+ * caller frees) and its length, or NULL on bad input or out of memory. */
 static uint8_t *base64_decode(const char *text, size_t len, size_t *out_len)
 {
     static const char ALPHABET[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    while (len && text[len - 1] == '=') len--;
-    if (len % 4 == 1) return NULL;
     uint8_t *out = malloc(len / 4 * 3 + 3);
     if (!out) return NULL;
-    size_t o = 0;
+    size_t o = 0, digits = 0;
     uint32_t acc = 0;
-    int bits = 0;
+    int bits = 0, padded = 0;
     for (size_t i = 0; i < len; i++) {
-        const char *at = text[i] ? strchr(ALPHABET, text[i]) : NULL;
+        char ch = text[i];
+        if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t') continue;
+        const char *at = ch && ch != '=' && !padded ? strchr(ALPHABET, ch) : NULL;
+        if (ch == '=') {
+            padded = 1;
+            continue;
+        }
         if (!at) {
             free(out);
             return NULL;
         }
+        digits++;
         acc = (acc << 6) | (uint32_t)(at - ALPHABET);
         bits += 6;
         if (bits >= 8) {
             bits -= 8;
             out[o++] = (uint8_t)(acc >> bits);
         }
+    }
+    if (digits % 4 == 1) {
+        free(out);
+        return NULL;
     }
     *out_len = o;
     return out;

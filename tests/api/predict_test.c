@@ -260,6 +260,17 @@ Test(predict, png_and_jpeg_of_any_shape_and_bad_images, .timeout = 300)
             sprintf(url, "data:image/jpeg;base64,%s", b64);
             json_array_append_new(images, json_string(url));
             free(url);
+        } else if (i == 2) {
+            /* wrapped at 76 characters a line, as `base64` writes it */
+            size_t bl = strlen(b64), o = 0;
+            char *wrapped = malloc(bl + bl / 76 + 2);
+            for (size_t k = 0; k < bl; k++) {
+                wrapped[o++] = b64[k];
+                if (k % 76 == 75) wrapped[o++] = '\n';
+            }
+            wrapped[o] = '\0';
+            json_array_append_new(images, json_string(wrapped));
+            free(wrapped);
         } else {
             json_array_append_new(images, json_string(b64));
         }
