@@ -173,6 +173,11 @@ static void on_import_line(const char *line, void *ctx)
     json_decref(j);
 }
 
+static void on_fetch_progress(void *ctx, long long done, long long total)
+{
+    progress_set(ctx, "fetching", done, total);
+}
+
 static void add_arg(char **argv, int *argc, const char *s)
 {
     argv[(*argc)++] = (char *)(uintptr_t)s;
@@ -213,7 +218,7 @@ static void register_one(int64_t id)
     }
     if (is_url) {
         fetch_opts fo = {g_cfg->fetch_timeout_s, g_cfg->fetch_low_speed_s, g_cfg->max_upload,
-                         g_cfg->allow_private_urls, &g_stop};
+                         g_cfg->allow_private_urls, &g_stop, on_fetch_progress, &prog};
         fetch_err fe;
         long long bytes = 0;
         char sha[65];

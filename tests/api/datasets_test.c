@@ -634,6 +634,20 @@ Test(datasets, url_registration_from_loopback, .timeout = 120)
     r = api(&d, "GET", path, NULL, NULL, NULL);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "state")), "registering");
     api_free(r);
+    /* its progress, once the registrar has started on it: fetching, no
+     * byte received and no size announced */
+    json_t *prog = NULL;
+    for (double t0 = now_s(); !prog && now_s() - t0 < 2; sleep_s(0.01)) {
+        r = api(&d, "GET", path, NULL, NULL, NULL);
+        json_t *p = json_object_get(r->json, "progress");
+        if (json_is_object(p)) prog = json_incref(p);
+        api_free(r);
+    }
+    cr_assert(prog, "no progress while the fetch hangs");
+    cr_expect_str_eq(json_string_value(json_object_get(prog, "phase")), "fetching");
+    cr_expect_eq(json_integer_value(json_object_get(prog, "done")), 0);
+    cr_expect(json_is_null(json_object_get(prog, "total")), "total is not null");
+    json_decref(prog);
     r = api(&d, "POST", "/api/v1/jobs", spec, NULL, NULL);
     cr_expect_eq(r->status, 422, "%s", r->body);
     cr_expect_str_eq(api_err_field(r), "dataset.id");
