@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "commands.h"
 #include "data/cache.h"
@@ -18,7 +19,7 @@
 static const char *DATASET_USAGE =
     "usage: lsq dataset import SRC --out DIR [--format F] [--size HxW] [--channels 1|3]\n"
     "                          [--test-fraction F] [--seed S] [--labels fine|coarse]\n"
-    "                          [--max-bytes N] [--json]\n"
+    "                          [--max-bytes N] [--json] [--progress]\n"
     "       lsq dataset info DIR [--json]\n"
     "       lsq dataset samples DIR --out FILE.png [--per-class N] [--json]\n"
     "\n"
@@ -35,6 +36,10 @@ static const char *DATASET_USAGE =
     "  --max-bytes N      refuse an archive that expands past N bytes in all (and\n"
     "                     no entry past min(N, 1 GiB)); default 8 GiB\n"
     "  --json             print the summary (or the error) as one JSON object\n"
+    "  --progress         print progress on stderr, one JSON object a line, at most\n"
+    "                     ten a second: {\"phase\": \"decoding\", \"done\": N, \"total\": M}\n"
+    "                     (total null while not known), then phase \"writing\" (0 of\n"
+    "                     1, 1 of 1); the last line of a phase has done == total\n"
     "info prints the summary of an existing cache after checking all of it.\n"
     "samples writes a PNG of N images of every class (default 8; at most the\n"
     "first 100 classes, images shrunk to 64 pixels a side): one row per class.\n"
@@ -116,10 +121,41 @@ static int parse_size(const char *s, int *h, int *w)
     return 0;
 }
 
+/* --progress: one line on stderr per call, throttled to ten a second
+ * except for a phase's first and last lines (lsqd reads them, registrar.c). */
+typedef struct {
+    const char *phase;
+    double last;
+    long long done, total;  /* the last line printed */
+} progress_out;
+
+static void progress_line(progress_out *p, const char *phase, long long done, long long total)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = ts.tv_sec + ts.tv_nsec / 1e9;
+    int first = p->phase != phase, last = done == total;
+    if (!first && done == p->done && total == p->total) return;
+    if (!first && !last && now - p->last < 0.1) return;
+    p->phase = phase;
+    p->last = now;
+    p->done = done;
+    p->total = total;
+    if (total < 0) fprintf(stderr, "{\"phase\":\"%s\",\"done\":%lld,\"total\":null}\n", phase, done);
+    else fprintf(stderr, "{\"phase\":\"%s\",\"done\":%lld,\"total\":%lld}\n", phase, done, total);
+    fflush(stderr);
+}
+
+static void on_import_progress(void *ctx, long long done, long long total)
+{
+    progress_line(ctx, "decoding", done, total);
+}
+
 static int cmd_import(int argc, char **argv)
 {
     const char *cmd = "dataset import", *src = NULL, *out = NULL;
     int json = 0;
+    progress_out prog = {NULL, 0, 0, 0};
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--json")) json = 1;
     import_opts o;
@@ -128,6 +164,11 @@ static int cmd_import(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char msg[256];
         if (!strcmp(a, "--json")) continue;
+        if (!strcmp(a, "--progress")) {
+            o.progress = on_import_progress;
+            o.progress_ctx = &prog;
+            continue;
+        }
         static const char *const valued[] = {"--out", "--format", "--size", "--channels",
                                              "--test-fraction", "--seed", "--labels",
                                              "--max-bytes", NULL};
@@ -215,7 +256,11 @@ static int cmd_import(int argc, char **argv)
     lsq_err_clear(&err);
     lsq_cache c;
     lsq_status st = data_import(&c, src, &o, &err);
-    if (st == LSQ_OK) st = cache_write(&c, out, &err);
+    if (st == LSQ_OK) {
+        if (o.progress) progress_line(&prog, "writing", 0, 1);
+        st = cache_write(&c, out, &err);
+        if (st == LSQ_OK && o.progress) progress_line(&prog, "writing", 1, 1);
+    }
     if (st != LSQ_OK) {
         cache_free(&c);
         return fail(cmd, json, &err, 1);

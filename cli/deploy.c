@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zlib.h>
 
 #include "commands.h"
 #include "core/spec.h"
 #include "data/data.h"
+#include "data/image.h"
 #include "deploy/export.h"
 #include "deploy/infer.h"
 #include "deploy/lsqm.h"
@@ -248,21 +248,15 @@ static int cmd_eval(int argc, char **argv)
 
 /* ------------------------------------------------------------ images */
 
+/* Images fitted to the model's input: (n, c, h, w) planes. */
 typedef struct {
-    int n, h, w;
-    uint8_t *px; /* (n, h, w) gray */
+    int n;
+    uint8_t *px;
 } images;
 
-static int read_all(const char *path, uint8_t **out, size_t *len)
-{
-    char *t;
-    if (cli_read_file(path, &t, len) != 0) return -1;
-    *out = (uint8_t *)t;
-    return 0;
-}
-
-/* PGM: binary P5 with maxval <= 255, or plain P2. */
-static int decode_pgm(const uint8_t *b, size_t len, images *im, char *why, size_t wn)
+/* PGM: binary P5 with maxval <= 255, or plain P2; into a grey (h, w) plane. */
+static int decode_pgm(const uint8_t *b, size_t len, uint8_t **out, int *oh, int *ow, char *why,
+                      size_t wn)
 {
     size_t p = 2;
     int vals[3], plain = b[1] == '2';
@@ -285,164 +279,131 @@ static int decode_pgm(const uint8_t *b, size_t len, images *im, char *why, size_
         vals[k] = (int)v;
     }
     int w = vals[0], h = vals[1], maxv = vals[2];
-    if (w < 1 || h < 1 || maxv < 1 || maxv > 255) {
+    if (w < 1 || h < 1 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || maxv < 1 || maxv > 255) {
         snprintf(why, wn, "unsupported PGM (%dx%d, maxval %d; 8-bit only)", w, h, maxv);
         return -1;
     }
-    im->px = malloc((size_t)w * h);
-    if (!im->px) return -1;
+    uint8_t *px = malloc((size_t)w * h);
+    if (!px) {
+        snprintf(why, wn, "out of memory");
+        return -1;
+    }
     if (!plain) {
         p++; /* one whitespace byte after maxval */
         if (len < p || len - p < (size_t)w * h) {
             snprintf(why, wn, "truncated PGM");
+            free(px);
             return -1;
         }
-        for (size_t i = 0; i < (size_t)w * h; i++) im->px[i] = (uint8_t)(b[p + i] * 255 / maxv);
+        for (size_t i = 0; i < (size_t)w * h; i++) px[i] = (uint8_t)(b[p + i] * 255 / maxv);
     } else {
         for (size_t i = 0; i < (size_t)w * h; i++) {
             while (p < len && (b[p] < '0' || b[p] > '9')) p++;
             int v = 0;
             if (p >= len) {
                 snprintf(why, wn, "truncated PGM");
+                free(px);
                 return -1;
             }
             while (p < len && b[p] >= '0' && b[p] <= '9' && v < 1000) v = v * 10 + (b[p++] - '0');
-            im->px[i] = (uint8_t)((v > maxv ? maxv : v) * 255 / maxv);
+            px[i] = (uint8_t)((v > maxv ? maxv : v) * 255 / maxv);
         }
     }
-    im->n = 1, im->h = h, im->w = w;
+    *out = px;
+    *oh = h, *ow = w;
     return 0;
 }
 
-static uint32_t be32(const uint8_t *p)
+/* n grey (h, w) images fitted to (c, mh, mw) each. */
+static int fit_grey(images *im, const uint8_t *grey, int n, int h, int w, int c, int mh, int mw,
+                    char *why, size_t wn)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    size_t plane = (size_t)c * mh * mw;
+    im->px = malloc((size_t)n * plane);
+    if (!im->px) {
+        snprintf(why, wn, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (image_fit(im->px + (size_t)i * plane, c, mh, mw, grey + (size_t)i * h * w, 1, h, w,
+                      1) != 0) {
+            snprintf(why, wn, "out of memory resizing");
+            return -1;
+        }
+    im->n = n;
+    return 0;
 }
 
-static int paeth(int a, int b, int c)
-{
-    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
-    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
-}
-
-/* PNG: 8-bit gray, gray+alpha, RGB or RGBA, not interlaced; to gray. */
-static int decode_png(const uint8_t *b, size_t len, images *im, char *why, size_t wn)
-{
-    size_t p = 8, idat_len = 0;
-    uint32_t w = 0, h = 0;
-    int depth = 0, ctype = -1, interlace = 0;
-    uint8_t *idat = NULL;
-    int rc = -1;
-    while (p + 12 <= len) {
-        uint32_t n = be32(b + p);
-        const uint8_t *type = b + p + 4, *d = b + p + 8;
-        if (n > len - p - 12) {
-            snprintf(why, wn, "truncated PNG chunk");
-            goto out;
-        }
-        if (memcmp(type, "IHDR", 4) == 0 && n >= 13) {
-            w = be32(d), h = be32(d + 4), depth = d[8], ctype = d[9], interlace = d[12];
-        } else if (memcmp(type, "IDAT", 4) == 0) {
-            uint8_t *ni = realloc(idat, idat_len + n + 1);
-            if (!ni) goto out;
-            idat = ni;
-            memcpy(idat + idat_len, d, n);
-            idat_len += n;
-        } else if (memcmp(type, "IEND", 4) == 0) {
-            break;
-        }
-        p += 12 + (size_t)n;
-    }
-    int ch = ctype == 0 ? 1 : ctype == 4 ? 2 : ctype == 2 ? 3 : ctype == 6 ? 4 : 0;
-    if (w < 1 || h < 1 || w > 16384 || h > 16384 || depth != 8 || !ch || interlace) {
-        snprintf(why, wn, "unsupported PNG (need 8-bit gray/RGB/RGBA, not interlaced)");
-        goto out;
-    }
-    size_t stride = (size_t)w * ch, raw_len = (stride + 1) * h;
-    uint8_t *raw = malloc(raw_len), *pix = malloc(stride * h);
-    uLongf got = (uLongf)raw_len;
-    if (!raw || !pix || !idat || uncompress(raw, &got, idat, (uLong)idat_len) != Z_OK ||
-        got != raw_len) {
-        snprintf(why, wn, "corrupt PNG image data");
-        free(raw), free(pix);
-        goto out;
-    }
-    for (uint32_t y = 0; y < h; y++) {
-        int f = raw[y * (stride + 1)];
-        const uint8_t *src = raw + y * (stride + 1) + 1;
-        uint8_t *row = pix + y * stride, *up = y ? pix + (y - 1) * stride : NULL;
-        for (size_t x = 0; x < stride; x++) {
-            int a = x >= (size_t)ch ? row[x - ch] : 0, u = up ? up[x] : 0;
-            int c = (up && x >= (size_t)ch) ? up[x - ch] : 0, v = src[x];
-            if (f == 1) v += a;
-            else if (f == 2) v += u;
-            else if (f == 3) v += (a + u) / 2;
-            else if (f == 4) v += paeth(a, u, c);
-            else if (f != 0) {
-                snprintf(why, wn, "corrupt PNG filter");
-                free(raw), free(pix);
-                goto out;
-            }
-            row[x] = (uint8_t)v;
-        }
-    }
-    im->px = malloc((size_t)w * h);
-    if (im->px)
-        for (size_t i = 0; i < (size_t)w * h; i++) {
-            const uint8_t *q = pix + i * ch;
-            im->px[i] = ch < 3 ? q[0] : (uint8_t)((q[0] * 299 + q[1] * 587 + q[2] * 114 + 500) / 1000);
-        }
-    free(raw), free(pix);
-    if (!im->px) goto out;
-    im->n = 1, im->h = (int)h, im->w = (int)w;
-    rc = 0;
-out:
-    free(idat);
-    return rc;
-}
-
-static int load_images(const char *path, images *im, char *why, size_t wn)
+/* Reads the images of one file, fitted to the model's (c, h, w): a PNG or
+ * JPEG (any size, grey, grey+alpha, RGB, RGBA, palette or 16-bit: decoded
+ * by libpng / libjpeg-turbo and converted as the dataset importer does,
+ * image.h), a PGM, or an IDX file of grey images. */
+static int load_images(const char *path, int c, int h, int w, images *im, char *why, size_t wn)
 {
     memset(im, 0, sizeof *im);
-    uint8_t *b;
+    char *t;
     size_t len;
-    if (read_all(path, &b, &len) != 0) {
+    if (cli_read_file(path, &t, &len) != 0) {
         snprintf(why, wn, "cannot read: %s", strerror(errno));
         return -1;
     }
-    int rc;
-    if (len >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) {
-        rc = decode_png(b, len, im, why, wn);
+    const uint8_t *b = (const uint8_t *)t;
+    int rc = -1;
+    if (len == 0) {
+        snprintf(why, wn, "empty file (0 bytes)");
+    } else if (image_sniff(b, len) != IMAGE_NONE) {
+        lsq_err err;
+        lsq_err_clear(&err);
+        im->px = malloc((size_t)c * h * w);
+        if (!im->px) {
+            snprintf(why, wn, "out of memory");
+        } else if (image_decode_fit(im->px, c, h, w, b, len, path, &err) != LSQ_OK) {
+            /* the message starts with the path, which the caller prints */
+            size_t pl = strlen(path);
+            const char *m = err.message;
+            if (!strncmp(m, path, pl) && !strncmp(m + pl, ": ", 2)) m += pl + 2;
+            snprintf(why, wn, "%s", m);
+        } else {
+            im->n = 1;
+            rc = 0;
+        }
     } else if (len >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '2')) {
-        rc = decode_pgm(b, len, im, why, wn);
+        uint8_t *g = NULL;
+        int gh, gw;
+        if (decode_pgm(b, len, &g, &gh, &gw, why, wn) == 0)
+            rc = fit_grey(im, g, 1, gh, gw, c, h, w, why, wn);
+        free(g);
     } else {
         idx_array a;
         lsq_err err;
-        rc = -1;
         if (idx_read(&a, path, &err) != LSQ_OK) {
-            snprintf(why, wn, "not a PNG, PGM or IDX file (%.200s)", err.message);
-        } else if (a.ndim != 3 && a.ndim != 2) {
-            snprintf(why, wn, "an IDX image file has 2 or 3 dimensions, this has %d", a.ndim);
-            idx_free(&a);
+            snprintf(why, wn, "not a PNG, JPEG, PGM or IDX file (%.200s)", err.message);
         } else {
-            im->n = a.ndim == 3 ? a.dims[0] : 1;
-            im->h = a.dims[a.ndim - 2], im->w = a.dims[a.ndim - 1];
-            im->px = a.data;
-            a.data = NULL;
+            if (a.ndim != 3 && a.ndim != 2)
+                snprintf(why, wn, "an IDX image file has 2 or 3 dimensions, this has %d", a.ndim);
+            else
+                rc = fit_grey(im, a.data, a.ndim == 3 ? a.dims[0] : 1, a.dims[a.ndim - 2],
+                              a.dims[a.ndim - 1], c, h, w, why, wn);
             idx_free(&a);
-            rc = 0;
         }
     }
-    free(b);
+    if (rc != 0) {
+        free(im->px);
+        im->px = NULL;
+    }
+    free(t);
     return rc;
 }
 
 static const char *PREDICT_USAGE =
     "usage: lsq predict MODEL.lsqm IMAGES... [--threads N]\n"
     "\n"
-    "Classifies images with the integer engine: IDX image files (all images in\n"
-    "them), binary/plain PGM, or PNG (8-bit gray/RGB/RGBA, converted to gray). Prints\n"
-    "each image's class and its top-3 probabilities.\n";
+    "Classifies images with the integer engine: PNG or JPEG of any size and\n"
+    "channel count (grey, grey+alpha, RGB, RGBA, palette, 16-bit), binary/plain\n"
+    "PGM, or IDX image files (all images in them). Each image is converted to the\n"
+    "model's input as the dataset importer does: to grey or RGB, resized to the\n"
+    "model's HxW (area when shrinking, bilinear when enlarging). Prints each\n"
+    "image's class and its top-3 probabilities.\n";
 
 static int cmd_predict(int argc, char **argv)
 {
@@ -488,18 +449,18 @@ static int cmd_predict(int argc, char **argv)
     int c, h, w, classes, rc = 0;
     lsqm_input_shape(m, &c, &h, &w, &classes);
     named = named && classes == 10;
+    if (c != 1 && c != 3) {
+        fprintf(stderr, "lsq predict: %s takes %d channels; images convert to 1 (grey) or 3 "
+                "(RGB)\n", model, c);
+        lsqm_free(m);
+        free(files);
+        return 1;
+    }
     for (int fi = 0; fi < nfiles; fi++) {
         images im;
         char why[512];
-        if (load_images(files[fi], &im, why, sizeof why) != 0) {
+        if (load_images(files[fi], c, h, w, &im, why, sizeof why) != 0) {
             fprintf(stderr, "lsq predict: %s: %s\n", files[fi], why);
-            rc = 1;
-            continue;
-        }
-        if (c != 1 || im.h != h || im.w != w) {
-            fprintf(stderr, "lsq predict: %s: images are %dx%d, the model takes %dx%dx%d\n",
-                    files[fi], im.h, im.w, c, h, w);
-            free(im.px);
             rc = 1;
             continue;
         }

@@ -16,7 +16,7 @@ static const char *USAGE =
     "                     a float ONNX model as lsq sees it: layers, shapes, bits\n"
     "  eval MODEL         test accuracy and loss of a checkpoint (.lsqc) or packed model (.lsqm)\n"
     "  export CHECKPOINT --format lsqm|onnx [-o FILE]\n"
-    "  predict MODEL.lsqm IMAGES...   classify IDX / PGM / PNG images\n"
+    "  predict MODEL.lsqm IMAGES...   classify PNG / JPEG / PGM / IDX images\n"
     "  info MODEL         layers, bits, step sizes and size of a model\n"
     "  check SPEC.json    validate a job spec and print it with every default\n"
     "  dataset import SRC --out DIR [...]   decode a dataset (IDX, CIFAR, image folders,\n"

@@ -160,6 +160,8 @@ typedef struct {
     int allow_private;
     char refused[INET6_ADDRSTRLEN];
     const int *stop;
+    void (*progress)(void *ctx, long long done, long long total);
+    void *progress_ctx;
 } fetch_ctx;
 
 static size_t on_write(char *p, size_t size, size_t n, void *ud)
@@ -187,11 +189,11 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
-    (void)dltotal;
-    (void)dlnow;
     (void)ultotal;
     (void)ulnow;
     fetch_ctx *c = ud;
+    if (c->progress && dlnow > 0)
+        c->progress(c->progress_ctx, (long long)dlnow, dltotal > 0 ? (long long)dltotal : -1);
     return c->stop && __atomic_load_n(c->stop, __ATOMIC_ACQUIRE) ? 1 : 0;
 }
 
@@ -231,6 +233,8 @@ int fetch_to_file(const char *url, const char *path, const fetch_opts *o, long l
     c.max = o->max_bytes;
     c.allow_private = o->allow_private;
     c.stop = o->stop;
+    c.progress = o->progress;
+    c.progress_ctx = o->progress_ctx;
     sha256_init(&c.sha);
     c.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (c.fd < 0) {

@@ -24,6 +24,10 @@ typedef struct {
     unsigned long long max_bytes; /* the file's cap */
     int allow_private;            /* connect to non-public addresses too */
     const int *stop;              /* non-zero: give up now (lsqd is stopping) */
+    /* may be NULL: called as bytes arrive, done of total (-1 while the
+     * server has not announced a size), on the fetching thread */
+    void (*progress)(void *ctx, long long done, long long total);
+    void *progress_ctx;
 } fetch_opts;
 
 typedef struct {

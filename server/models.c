@@ -34,7 +34,7 @@ static char *run_import(const lsqd_config *cfg, const char *file, int *status)
 {
     char *argv[] = {(char *)cfg->lsq_bin, "import", "--summary", (char *)file, NULL};
     child_result res;
-    char *out = child_run(argv, IMPORT_TIMEOUT_S, IMPORT_OUTPUT_MAX, NULL, &res);
+    char *out = child_run(argv, IMPORT_TIMEOUT_S, IMPORT_OUTPUT_MAX, NULL, NULL, NULL, &res);
     *status = res.status;
     return out;
 }

@@ -127,6 +127,57 @@ static void scrub(char *out, size_t cap, const char *msg, const char *src, const
     child_scrub(out, cap, b, g_cfg->data, "DATA");
 }
 
+/* ------------------------------------------------- progress */
+
+/* Progress goes to the store at most every PROGRESS_EVERY_S seconds, and
+ * at once for a new phase or a phase's last count (done == total): a
+ * client polling GET /datasets/{id} sees it move without the registrar
+ * writing SQLite for every image. */
+#define PROGRESS_EVERY_S 0.25
+
+typedef struct {
+    int64_t id;
+    char phase[16];
+    double last;
+} progress_ctx;
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void progress_set(progress_ctx *p, const char *phase, long long done, long long total)
+{
+    double now = mono_now();
+    int fresh = strcmp(p->phase, phase) != 0;
+    if (!fresh && done != total && now - p->last < PROGRESS_EVERY_S) return;
+    snprintf(p->phase, sizeof p->phase, "%s", phase);
+    p->last = now;
+    if (store_dataset_progress(p->id, phase, done, total) == STORE_ERR)
+        log_warn("cannot record a dataset's progress", "{s:I}", "dataset", (json_int_t)p->id);
+}
+
+/* A line of `lsq dataset import --progress`: {"phase","done","total"}.
+ * Anything else on the importer's stderr is ignored. */
+static void on_import_line(const char *line, void *ctx)
+{
+    json_t *j = json_loads(line, 0, NULL);
+    const char *phase = json_string_value(json_object_get(j, "phase"));
+    json_t *done = json_object_get(j, "done"), *total = json_object_get(j, "total");
+    if (phase && (!strcmp(phase, "decoding") || !strcmp(phase, "writing")) &&
+        json_is_integer(done) && (json_is_integer(total) || json_is_null(total)))
+        progress_set(ctx, phase, json_integer_value(done),
+                     json_is_integer(total) ? json_integer_value(total) : -1);
+    json_decref(j);
+}
+
+static void on_fetch_progress(void *ctx, long long done, long long total)
+{
+    progress_set(ctx, "fetching", done, total);
+}
+
 static void add_arg(char **argv, int *argc, const char *s)
 {
     argv[(*argc)++] = (char *)(uintptr_t)s;
@@ -145,6 +196,7 @@ static void register_one(int64_t id)
     const char *origin = json_string_value(json_object_get(ds, "origin"));
     json_t *opts = json_object_get(ds, "options");
     if (strcmp(state, DS_STATE_NAMES[DS_REGISTERING])) goto out;
+    progress_ctx prog = {id, "", 0};
     registrar_dir(g_cfg, id, dir, sizeof dir);
     int is_url = !strcmp(source, DS_SOURCE_NAMES[DS_SRC_URL]);
     int is_root = !strcmp(source, DS_SOURCE_NAMES[DS_SRC_ROOT]);
@@ -166,16 +218,18 @@ static void register_one(int64_t id)
     }
     if (is_url) {
         fetch_opts fo = {g_cfg->fetch_timeout_s, g_cfg->fetch_low_speed_s, g_cfg->max_upload,
-                         g_cfg->allow_private_urls, &g_stop};
+                         g_cfg->allow_private_urls, &g_stop, on_fetch_progress, &prog};
         fetch_err fe;
         long long bytes = 0;
         char sha[65];
+        progress_set(&prog, "fetching", 0, -1);
         if (fetch_to_file(origin, src, &fo, &bytes, sha, &fe)) {
             if (!strcmp(fe.code, "stopped")) goto out; /* fetched again at the next start */
             fail(id, dir, fe.code, fe.message);
             goto out;
         }
         store_dataset_set_file(id, bytes, sha);
+        progress_set(&prog, "fetching", bytes, bytes);
     } else if (!is_root && access(src, R_OK) != 0) {
         fail(id, dir, "interrupted", "the uploaded file is gone (lsqd stopped before it was "
              "registered); upload it again");
@@ -194,6 +248,7 @@ static void register_one(int64_t id)
     add_arg(argv, &argc, "--out");
     add_arg(argv, &argc, dir);
     add_arg(argv, &argc, "--json");
+    add_arg(argv, &argc, "--progress");
     add_arg(argv, &argc, "--max-bytes");
     add_arg(argv, &argc, maxb);
     const char *fmt = json_string_value(json_object_get(opts, "format"));
@@ -213,7 +268,8 @@ static void register_one(int64_t id)
     }
     argv[argc] = NULL;
     child_result cr;
-    out = child_run(argv, g_cfg->import_timeout_s, CHILD_OUTPUT_MAX, &g_stop, &cr);
+    out = child_run(argv, g_cfg->import_timeout_s, CHILD_OUTPUT_MAX, &g_stop, on_import_line,
+                    &prog, &cr);
     if (cr.stopped) goto out;
     doc = out ? json_loads(out, 0, NULL) : NULL;
     if (!out || cr.status != 0 || !json_is_object(doc) || json_object_get(doc, "error")) {
@@ -237,12 +293,14 @@ static void register_one(int64_t id)
     /* lsq dataset samples DIR --out DIR/samples.png */
     snprintf(samples, sizeof samples, "%s/samples.png", dir);
     char *sargv[] = {(char *)g_cfg->lsq_bin, "dataset", "samples", dir, "--out", samples, "--json", NULL};
-    sout = child_run(sargv, g_cfg->import_timeout_s, CHILD_OUTPUT_MAX, &g_stop, &cr);
+    progress_set(&prog, "samples", 0, 1);
+    sout = child_run(sargv, g_cfg->import_timeout_s, CHILD_OUTPUT_MAX, &g_stop, NULL, NULL, &cr);
     if (cr.stopped) goto out;
     if (!sout || cr.status != 0) {
         fail(id, dir, "internal", "cannot draw the dataset's samples");
         goto out;
     }
+    progress_set(&prog, "samples", 1, 1);
     if (!is_root) unlink(src);
     /* the summary, without the cache's server path */
     json_object_del(doc, "cache");

@@ -17,13 +17,13 @@
 #include "child.h"
 #include "core/spec.h"
 #include "data/data.h"
+#include "data/image.h"
 #include "datasets.h"
 #include "deploy/infer.h"
 #include "graph/net.h"
 #include "embedded.h"
 #include "hub.h"
 #include "models.h"
-#include "png.h"
 #include "reply.h"
 #include "scheduler.h"
 #include "sse.h"
@@ -490,56 +490,108 @@ static lsqm_model *model_get(const lsqd_config *cfg, int64_t job_id, int *owned,
     return m;
 }
 
-/* Fills px (h*w) from one request image: nested rows, a flat array, or a
- * base64 PNG string. Returns 0, or -1 with a reason. */
-static int image_from_json(json_t *img, int h, int w, uint8_t *px, char *why, size_t cap)
+/* Decodes standard base64 (padding optional; whitespace and line breaks,
+ * as `base64` wraps its output, skipped). Returns a malloc'ed buffer (the
+ * caller frees) and its length, or NULL on bad input or out of memory. */
+static uint8_t *base64_decode(const char *text, size_t len, size_t *out_len)
+{
+    static const char ALPHABET[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t *out = malloc(len / 4 * 3 + 3);
+    if (!out) return NULL;
+    size_t o = 0, digits = 0;
+    uint32_t acc = 0;
+    int bits = 0, padded = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t') continue;
+        const char *at = ch && ch != '=' && !padded ? strchr(ALPHABET, ch) : NULL;
+        if (ch == '=') {
+            padded = 1;
+            continue;
+        }
+        if (!at) {
+            free(out);
+            return NULL;
+        }
+        digits++;
+        acc = (acc << 6) | (uint32_t)(at - ALPHABET);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (digits % 4 == 1) {
+        free(out);
+        return NULL;
+    }
+    *out_len = o;
+    return out;
+}
+
+/* Fills px, the model's (c, h, w) planes, from one request image: a base64
+ * PNG or JPEG string (a data: URL too) of any size and channel count,
+ * decoded and converted as the dataset importer does (data/image.h); or
+ * grey pixels as h rows of w numbers or a flat array of h*w (replicated
+ * for a colour model), or a flat array of c*h*w (planes). name is
+ * "images[i]". Returns 0, or -1 with why (which starts with name). */
+static int image_from_json(json_t *img, int c, int h, int w, uint8_t *px, const char *name,
+                           char *why, size_t cap)
 {
     if (json_is_string(img)) {
         const char *s = json_string_value(img);
         const char *comma = !strncmp(s, "data:", 5) ? strchr(s, ',') : NULL;
         if (comma) s = comma + 1;
-        size_t n;
+        size_t n = 0;
         uint8_t *bytes = base64_decode(s, strlen(s), &n);
-        if (!bytes) { snprintf(why, cap, "not base64"); return -1; }
-        int pw, ph;
-        uint8_t *g = png_decode_gray(bytes, n, &pw, &ph, why, cap);
-        free(bytes);
-        if (!g) return -1;
-        if (pw != w || ph != h) {
-            snprintf(why, cap, "the PNG is %dx%d; the model takes %dx%d", pw, ph, w, h);
-            free(g);
+        if (!bytes) {
+            snprintf(why, cap, "%s: not base64 (a PNG or JPEG file encoded as standard base64)",
+                     name);
             return -1;
         }
-        memcpy(px, g, (size_t)h * (size_t)w);
-        free(g);
+        lsq_err err;
+        lsq_err_clear(&err);
+        lsq_status st = image_decode_fit(px, c, h, w, bytes, n, name, &err);
+        free(bytes);
+        if (st != LSQ_OK) {
+            snprintf(why, cap, "%s", err.message);
+            return -1;
+        }
         return 0;
     }
     if (!json_is_array(img)) {
-        snprintf(why, cap, "an image is an array of %d rows of %d pixels or a base64 PNG", h, w);
+        snprintf(why, cap, "%s: an image is a base64 PNG or JPEG, or an array of %d rows of %d "
+                 "pixels", name, h, w);
         return -1;
     }
-    size_t rows = json_array_size(img);
-    int flat = rows == (size_t)h * (size_t)w && !json_is_array(json_array_get(img, 0));
-    if (!flat && rows != (size_t)h) {
-        snprintf(why, cap, "expected %d rows of %d pixels", h, w);
+    size_t rows = json_array_size(img), hw = (size_t)h * (size_t)w;
+    int nested = json_is_array(json_array_get(img, 0));
+    int planes = !nested && c > 1 && rows == (size_t)c * hw;
+    int flat = !nested && rows == hw;
+    if (!planes && !flat && (!nested || rows != (size_t)h)) {
+        snprintf(why, cap, "%s: expected %d rows of %d pixels", name, h, w);
         return -1;
     }
-    for (int y = 0; y < h; y++) {
-        json_t *row = flat ? NULL : json_array_get(img, (size_t)y);
-        if (!flat && (!json_is_array(row) || json_array_size(row) != (size_t)w)) {
-            snprintf(why, cap, "row %d must hold %d pixels", y, w);
+    size_t count = planes ? (size_t)c * hw : hw;
+    for (size_t i = 0; i < count; i++) {
+        size_t y = i / (size_t)w % (size_t)h, x = i % (size_t)w;
+        json_t *row = nested ? json_array_get(img, y) : NULL;
+        if (nested && (!json_is_array(row) || json_array_size(row) != (size_t)w)) {
+            snprintf(why, cap, "%s: row %zu must hold %d pixels", name, y, w);
             return -1;
         }
-        for (int x = 0; x < w; x++) {
-            json_t *v = flat ? json_array_get(img, (size_t)(y * w + x)) : json_array_get(row, (size_t)x);
-            double d = json_is_number(v) ? json_number_value(v) : -1;
-            if (!(d >= 0 && d <= 255)) {
-                snprintf(why, cap, "pixel (%d, %d) must be a number 0..255", y, x);
-                return -1;
-            }
-            px[y * w + x] = (uint8_t)(d + 0.5);
+        json_t *v = nested ? json_array_get(row, x) : json_array_get(img, i);
+        double d = json_is_number(v) ? json_number_value(v) : -1;
+        if (!(d >= 0 && d <= 255)) {
+            snprintf(why, cap, "%s: pixel (%zu, %zu) must be a number 0..255", name, y, x);
+            return -1;
         }
+        px[i] = (uint8_t)(d + 0.5);
     }
+    /* grey pixels for a colour model: the same value in every plane */
+    if (!planes)
+        for (int k = 1; k < c; k++) memcpy(px + (size_t)k * hw, px, hw);
     return 0;
 }
 
@@ -586,12 +638,14 @@ static enum MHD_Result h_job_predict(req *r)
     }
     int c, h, w, classes;
     lsqm_input_shape(m, &c, &h, &w, &classes);
-    if (c != 1) {
-        res = http_reply_error(r, HERR_INVALID_VALUE, "images",
-                               "the model takes %d channels; only 1-channel input is supported", c);
+    if (c != 1 && c != 3) {
+        res = http_reply_error(r, HERR_CONFLICT, NULL,
+                               "the model takes %d channels; images convert to 1 (grey) or 3 "
+                               "(RGB)", c);
         goto out;
     }
-    pixels = malloc(n * (size_t)h * (size_t)w);
+    size_t plane = (size_t)c * h * w;
+    pixels = malloc(n * plane);
     logits = malloc(n * (size_t)classes * sizeof *logits);
     probs = malloc(n * (size_t)classes * sizeof *probs);
     if (!pixels || !logits || !probs) {
@@ -599,11 +653,11 @@ static enum MHD_Result h_job_predict(req *r)
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        char why[200], field[32];
-        if (image_from_json(json_array_get(images, i), h, w, pixels + i * (size_t)h * (size_t)w,
-                            why, sizeof why)) {
-            snprintf(field, sizeof field, "images[%zu]", i);
-            res = http_reply_error(r, HERR_INVALID_VALUE, field, "%s: %s", field, why);
+        char why[600], field[32];
+        snprintf(field, sizeof field, "images[%zu]", i);
+        if (image_from_json(json_array_get(images, i), c, h, w, pixels + i * plane, field, why,
+                            sizeof why)) {
+            res = http_reply_error(r, HERR_INVALID_VALUE, field, "%s", why);
             goto out;
         }
     }

@@ -731,7 +731,8 @@ store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes
     "d.id, d.name, d.source, d.origin, d.options, d.state, d.bytes, d.sha256, d.summary, " \
     "d.error_code, d.error_message, d.created_at, d.finished_at, "                         \
     "(SELECT count(*) FROM jobs j WHERE j.dataset_id = d.id AND j.state IN "               \
-    "('queued','running')), (SELECT u.name FROM users u WHERE u.id = d.owner_id)"
+    "('queued','running')), (SELECT u.name FROM users u WHERE u.id = d.owner_id), "         \
+    "d.progress_phase, d.progress_done, d.progress_total"
 
 static json_t *dataset_row(sqlite3_stmt *st, int with_classes)
 {
@@ -761,6 +762,14 @@ static json_t *dataset_row(sqlite3_stmt *st, int with_classes)
     json_object_set_new(j, "finished_at", col_real_or_null(st, 12));
     json_object_set_new(j, "jobs_active", json_integer(sqlite3_column_int64(st, 13)));
     json_object_set_new(j, "owner", col_text_or_null(st, 14));
+    if (sqlite3_column_type(st, 15) != SQLITE_NULL)
+        json_object_set_new(j, "progress", json_pack("{s:s,s:I,s:o}",
+            "phase", (const char *)sqlite3_column_text(st, 15),
+            "done", (json_int_t)sqlite3_column_int64(st, 16),
+            "total", sqlite3_column_type(st, 17) == SQLITE_NULL
+                ? json_null() : json_integer(sqlite3_column_int64(st, 17))));
+    else
+        json_object_set_new(j, "progress", json_null());
     return j;
 }
 
@@ -828,6 +837,24 @@ store_status store_dataset_set_file(int64_t id, long long bytes, const char *sha
 }
 
 /* Ends a registration: the one transition out of 'registering'. */
+store_status store_dataset_progress(int64_t id, const char *phase, long long done,
+                                    long long total)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db, "UPDATE datasets SET progress_phase = ?2, progress_done = ?3, "
+                                "progress_total = ?4 WHERE id = ?1 AND state = 'registering'");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, phase, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, done);
+    if (total >= 0) sqlite3_bind_int64(st, 4, total);
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc) log_sql("dataset progress", db);
+    else if (sqlite3_changes(db) == 0) rc = STORE_NOT_FOUND;
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static store_status dataset_finish(int64_t id, ds_state state, const char *summary,
                                    const char *code, const char *message)
 {

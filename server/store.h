@@ -95,7 +95,8 @@ store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes
 /* Datasets that lsqd registered (datasets.c, registrar.c): the cache is
  * DATA/datasets/ID/. A dataset as the API shows it: {"id","name","source",
  * "origin","options":{...},"state","bytes","sha256","summary":{...}|null,
- * "error":{code,message}|null,"created_at","finished_at","jobs_active"}. */
+ * "error":{code,message}|null,"created_at","finished_at","jobs_active",
+ * "progress":{"phase","done","total"}|null}. */
 typedef enum { DS_REGISTERING, DS_READY, DS_FAILED, DS_STATE_COUNT } ds_state;
 extern const char *const DS_STATE_NAMES[];
 typedef enum { DS_SRC_UPLOAD, DS_SRC_URL, DS_SRC_ROOT, DS_SRC_COUNT } ds_source;
@@ -114,6 +115,10 @@ json_t *store_dataset_get(int64_t id, int with_classes);
 json_t *store_dataset_list(int64_t owner_id);
 /* The size and digest of a fetched file. */
 store_status store_dataset_set_file(int64_t id, long long bytes, const char *sha256);
+/* How far a registering dataset has come: phase, done of total (total < 0:
+ * not known, shown as null). STORE_NOT_FOUND if it is not registering. */
+store_status store_dataset_progress(int64_t id, const char *phase, long long done,
+                                    long long total);
 /* A registering dataset becomes ready with its summary (JSON text), or
  * failed with an error; STORE_NOT_FOUND if it is not registering. */
 store_status store_dataset_ready(int64_t id, const char *summary_json);

@@ -11,6 +11,22 @@ export function datasetBadge(state) {
   return el('span', { class: `badge ds-${state}`, text: state });
 }
 
+// How far a registration has come (GET /datasets/{id} "progress").
+const PHASES = { fetching: 'fetching', decoding: 'decoding images', writing: 'writing the cache', samples: 'drawing samples' };
+export function progressText(p) {
+  if (!p) return 'waiting to start';
+  const name = PHASES[p.phase] || p.phase;
+  if (p.phase === 'fetching') return p.total != null ? `${name}: ${fmtBytes(p.done)}` : `${name}…`;
+  return p.total != null ? `${name}: ${p.done} of ${p.total}` : `${name}: ${p.done}`;
+}
+
+function progressView(p) {
+  const known = p && p.total != null && p.total > 0;
+  return el('span', { class: 'ds-progress' },
+    el('progress', { max: known ? String(p.total) : null, value: known ? String(p.done) : null, 'aria-hidden': 'true' }),
+    el('span', { class: 'muted', text: ` ${progressText(p)}` }));
+}
+
 function shapeText(s) {
   return s && Array.isArray(s.shape) ? s.shape.join('×') : '—';
 }
@@ -102,7 +118,7 @@ function table(list) {
         return el('tr', { 'data-id': d.id == null ? null : String(d.id), 'data-state': state },
           el('td', {}, d.builtin ? el('span', { text: d.name }) : el('a', { href: `#/datasets/${d.id}`, text: d.name }),
             d.builtin ? null : el('span', { class: 'muted', text: ` #${d.id}` })),
-          el('td', {}, datasetBadge(state)),
+          el('td', {}, datasetBadge(state), state === 'registering' ? [el('br'), progressView(d.progress)] : null),
           el('td', { text: d.builtin ? 'built-in' : d.source }),
           el('td', { text: shapeText(s) }),
           el('td', { class: 'num', text: s.num_classes ?? '—' }),
@@ -173,7 +189,7 @@ function renderOne(main, id) {
     try {
       const d = await api.dataset(id);
       if (stopped) return;
-      if (shown !== d.state) show(d);
+      if (shown !== d.state || d.state === 'registering') show(d);
       if (d.state === 'registering') timer = setTimeout(refresh, 700);
     } catch (e) {
       if (stopped) return;
@@ -204,7 +220,7 @@ function renderOne(main, id) {
           d.state === 'ready' ? el('a', { class: 'button primary', href: `#/submit?dataset=${d.id}`, text: 'Train on it' }) : null,
           del, delMsg)),
       el('dl', { class: 'summary' }, items.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', {}, v)])),
-      d.state === 'registering' ? el('p', { class: 'loading', text: 'lsqd is fetching and importing it…' }) : null,
+      d.state === 'registering' ? el('p', { class: 'loading', id: 'ds-registering' }, 'lsqd is registering it: ', progressView(d.progress)) : null,
       d.error ? el('div', { class: 'error', role: 'alert', id: 'ds-failed' },
         el('p', { text: `Registration failed (${d.error.code}): ${d.error.message}` })) : null,
       d.state === 'ready' && Array.isArray(s.classes) ? histogram(s.classes) : null,

@@ -1,4 +1,5 @@
-// Try it: send one 28 x 28 image (a Fashion-MNIST test image or a drawing)
+// Try it: send one 28 x 28 image (a Fashion-MNIST test image or a drawing),
+// or a PNG or JPEG file of any size (lsqd converts it to the model's input),
 // to a succeeded job's packed model (POST /predict) and show its top 3.
 import { api } from './api.js';
 import { el, fmtPct, bitsLabel, modelLabel, emptyState, errorBox, FASHION_CLASSES } from './ui.js';
@@ -113,14 +114,25 @@ function build(body, jobs, wanted) {
     }));
   }).catch((e) => gallery.replaceChildren(el('p', { class: 'error', text: `Test images unavailable (${e.message}); draw one instead.` })));
 
-  async function run() {
+  // a file goes as it is, base64 in a data: URL
+  const file = el('input', { type: 'file', id: 'try-file', accept: 'image/png,image/jpeg,.png,.jpg,.jpeg' });
+  file.addEventListener('change', () => {
+    const f = file.files[0];
+    if (!f) return;
+    const reader = new FileReader();
+    reader.onload = () => { source.textContent = `File ${f.name}.`; run(reader.result); file.value = ''; };
+    reader.onerror = () => { results.replaceChildren(el('p', { class: 'error', role: 'alert', text: `Cannot read ${f.name}.` })); };
+    reader.readAsDataURL(f);
+  });
+
+  async function run(image) {
     const id = Number(select.value);
     predict.disabled = true;
     results.replaceChildren(el('p', { class: 'loading', text: 'Classifying…' }));
     const rows = [];
     for (let y = 0; y < N; y++) rows.push(Array.from(px.subarray(y * N, (y + 1) * N), (v) => Math.round(v)));
     try {
-      const r = await api.predict(id, [rows]);
+      const r = await api.predict(id, [typeof image === 'string' ? image : rows]);
       const p = r.predictions[0];
       const probs = p.probabilities.map((v, k) => ({ k, v }));
       probs.sort((a, b) => b.v - a.v);
@@ -143,7 +155,9 @@ function build(body, jobs, wanted) {
     el('h2', { text: 'Pick a test image' }), gallery,
     el('h2', { text: 'Or draw one' }),
     el('p', { class: 'muted', text: 'Light on dark, like the dataset: draw the garment in white on the black square.' }),
-    el('div', { class: 'try-row' }, canvas, el('div', { class: 'try-side' }, source, el('div', { class: 'actions' }, predict, clear), results)));
+    el('div', { class: 'try-row' }, canvas, el('div', { class: 'try-side' }, source, el('div', { class: 'actions' }, predict, clear), results)),
+    el('h2', { text: 'Or send an image file' }),
+    el('div', { class: 'field' }, el('label', { for: 'try-file', text: 'A PNG or JPEG of any size, grey or colour: lsqd converts it to the model\'s input' }), file));
   paint();
 }
 

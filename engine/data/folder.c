@@ -46,6 +46,7 @@ typedef struct {
     size_t pool_n, pool_cap;
     char **dirs;                   /* every folder seen (entries and parents of files) */
     size_t ndirs, dcap;
+    long long total;               /* images to decode (a folder source), else -1 */
 } folder_ctx;
 
 static int hidden(const char *path)
@@ -167,6 +168,22 @@ static lsq_status folder_visit(const src_entry *e, void *ctx, lsq_err *err)
     x->im[x->n].cls = -1;
     x->n++;
     x->pool_n += img;
+    if (x->o->progress) x->o->progress(x->o->progress_ctx, (long long)x->n, x->total);
+    return LSQ_OK;
+}
+
+/* Counts the images of a folder source without reading them (progress). */
+static int count_want(const char *path, void *ctx)
+{
+    if (!hidden(path) && strchr(path, '/') && is_image_name(path)) (*(long long *)ctx)++;
+    return 0;
+}
+
+static lsq_status count_visit(const src_entry *e, void *ctx, lsq_err *err)
+{
+    (void)e;
+    (void)ctx;
+    (void)err;
     return LSQ_OK;
 }
 
@@ -225,6 +242,13 @@ lsq_status import_folder(lsq_cache *out, const char *src, const import_opts *o, 
     x.o = o;
     int *cls_n = NULL, *order = NULL, *is_test = NULL;
     char (*names)[CACHE_NAME_MAX] = NULL;
+    x.total = -1;
+    /* a folder is cheap to list first, which gives progress its total; an
+     * archive would have to be read twice */
+    if (x.is_dir && o->progress) {
+        long long n = 0;
+        if (src_walk(src, &o->limits, count_want, count_visit, &n, err) == LSQ_OK) x.total = n;
+    }
     if ((st = src_walk(src, &o->limits, folder_want, folder_visit, &x, err)) != LSQ_OK) goto out;
     if (x.n == 0) {
         st = lsq_err_set(err, LSQ_ERR_FORMAT, src,

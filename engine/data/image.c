@@ -96,11 +96,12 @@ static lsq_status decode_png(lsq_image *out, const uint8_t *data, size_t n, cons
         goto out;
     }
     png_set_read_fn(png, &c, png_on_read);
-    png_set_user_limits(png, IMAGE_MAX_SIDE, IMAGE_MAX_SIDE);
+    /* libpng's own limits would call a large image corrupt; ours say why */
+    png_set_user_limits(png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
-    if ((size_t)w * h > IMAGE_MAX_PIXELS) {
+    if (w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE || (size_t)w * h > IMAGE_MAX_PIXELS) {
         st = too_large(name, (long)w, (long)h, err);
         goto out;
     }
@@ -347,6 +348,26 @@ int image_fit(uint8_t *dst, int dc, int dh, int dw, const uint8_t *src, int c, i
         rc = resize_plane(dst + (size_t)k * dh * dw, dh, dw, planes + (size_t)k * hw, h, w);
     free(planes);
     return rc;
+}
+
+lsq_status image_decode_fit(uint8_t *dst, int c, int h, int w, const uint8_t *data, size_t n,
+                            const char *name, lsq_err *err)
+{
+    if (c != 1 && c != 3)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "channels",
+                           "%s: images convert to 1 (grey) or 3 (RGB) channels, not %d", name, c);
+    if (h < 1 || w < 1 || h > IMAGE_MAX_SIDE || w > IMAGE_MAX_SIDE)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "size", "%s: cannot fit an image to %dx%d",
+                           name, h, w);
+    if (n == 0) return lsq_err_set(err, LSQ_ERR_FORMAT, name, "%s: empty image (0 bytes)", name);
+    lsq_image im;
+    lsq_status st = image_decode(&im, data, n, name, h, w, err);
+    if (st != LSQ_OK) return st;
+    if (image_fit(dst, c, h, w, im.px, im.c, im.h, im.w, 0) != 0)
+        st = lsq_err_set(err, LSQ_ERR_NOMEM, name, "%s: out of memory resizing a %dx%d image",
+                         name, im.h, im.w);
+    image_free(&im);
+    return st;
 }
 
 /* ---- PNG writing ---- */

@@ -49,6 +49,14 @@ void image_free(lsq_image *im);
 int image_fit(uint8_t *dst, int dc, int dh, int dw, const uint8_t *src, int c, int h, int w,
               int src_chw);
 
+/* Decodes a PNG or JPEG (image_decode) and fits it (image_fit) to dst as
+ * (c, h, w) planes of 8-bit pixels: the one conversion that predict shares
+ * with the dataset importer. c is 1 or 3 (else LSQ_ERR_INVALID, field
+ * "channels"); h, w are 1..IMAGE_MAX_SIDE. Errors as image_decode's, and
+ * LSQ_ERR_FORMAT for an empty image. */
+lsq_status image_decode_fit(uint8_t *dst, int c, int h, int w, const uint8_t *data, size_t n,
+                            const char *name, lsq_err *err);
+
 /* Writes im (grey or RGB, 8 bits) to path as a PNG (libpng), through a
  * temporary name renamed into place. Errors: LSQ_ERR_IO naming the path;
  * nothing is left behind on failure. */

@@ -95,13 +95,21 @@ lsq_status data_import(lsq_cache *out, const char *src, const import_opts *opts,
         o.format = import_guess_format(src, &o, err);
         if (o.format == DFMT_AUTO) return err ? err->code : LSQ_ERR_INVALID;
     }
+    if (o.progress) o.progress(o.progress_ctx, 0, -1);
+    lsq_status st;
     switch (o.format) {
-    case DFMT_IDX: return import_idx(out, src, &o, err);
+    case DFMT_IDX: st = import_idx(out, src, &o, err); break;
     case DFMT_CIFAR10:
-    case DFMT_CIFAR100: return import_cifar(out, src, &o, err);
-    case DFMT_NPZ: return import_npz(out, src, &o, err);
-    case DFMT_FOLDER: return import_folder(out, src, &o, err);
-    default: break;
+    case DFMT_CIFAR100: st = import_cifar(out, src, &o, err); break;
+    case DFMT_NPZ: st = import_npz(out, src, &o, err); break;
+    case DFMT_FOLDER: st = import_folder(out, src, &o, err); break;
+    default:
+        return lsq_err_set(err, LSQ_ERR_INTERNAL, "format", "no reader for format %d",
+                           (int)o.format);
     }
-    return lsq_err_set(err, LSQ_ERR_INTERNAL, "format", "no reader for format %d", (int)o.format);
+    if (st == LSQ_OK && o.progress) {
+        long long n = (long long)out->train.n + out->test.n;
+        o.progress(o.progress_ctx, n, n);
+    }
+    return st;
 }

@@ -35,10 +35,15 @@ typedef struct {
     uint64_t seed;            /* folder: the split and the stored order */
     int coarse;               /* cifar100: the 20 coarse labels, not the 100 fine */
     src_limits limits;        /* caps on what archives expand to; 0s: defaults */
+    /* Called as the import goes (may be NULL): `done` images decoded of
+     * `total` (-1 while not known: an archive is read once, so its image
+     * count is known only at its end). The last call has done == total. */
+    void (*progress)(void *ctx, long long done, long long total);
+    void *progress_ctx;
 } import_opts;
 
 /* Defaults: auto format, source size and channels, test fraction 0.2,
- * seed 1, fine labels, default caps. */
+ * seed 1, fine labels, default caps, no progress callback. */
 void import_opts_default(import_opts *o);
 
 /* Decodes the source at src into out (statistics filled: cache_finish).

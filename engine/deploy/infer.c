@@ -55,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/data.h"
 #include "deploy/dwconv.h"
 #include "deploy/igemm.h"
 #include "deploy/lsqm.h"
@@ -120,6 +121,8 @@ struct lsqm_model {
     int output;
     lsq_kernel kern;
     int need_float_input;
+    int norm_on;         /* the input is normalised (the layer list's "normalize") */
+    float norm_scale[NET_NORM_MAX], norm_bias[NET_NORM_MAX]; /* loader_normalize_coefs */
     int has_float_gemm;
     size_t arena;        /* bytes of every buffer of one pass of INFER_CHUNK images */
     struct slots *slots; /* buffers kept between calls (take_slot) */
@@ -521,6 +524,12 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
     m->classes = net.classes;
     m->c = net.nodes[0].c, m->h = net.nodes[0].h, m->w = net.nodes[0].w;
     m->kern = lsq_kernel_select();
+    /* a normalised input: the float input is pixel * scale[c] + bias[c] with
+     * the data loader's own coefficients, so it is the value that training
+     * saw, bit for bit, and each first layer quantizes it with its own step */
+    m->norm_on = net.norm_on;
+    if (net.norm_on)
+        loader_normalize_coefs(m->norm_scale, m->norm_bias, net.norm_mean, net.norm_std, m->c);
     for (int i = 0; i < m->n; i++) {
         const net_node *s = &net.nodes[i];
         inode *nd = &m->nodes[i];
@@ -645,7 +654,7 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
         int p = nd->in[0];
         while (p > 0 && m->nodes[p].op == OP_FLATTEN) p = m->nodes[p].in[0];
         int exact = nd->in_s == 1.0f / 255.0f && !nd->in_offset && !nd->in_signed &&
-                    nd->in_bits == 8;
+                    nd->in_bits == 8 && !m->norm_on;
         /* the image as 8-bit codes: codes = pixels when s = 1/255 at 8 bits */
         /* NCHW pixels are the order a conv on a one-channel image or a
          * flattened / linear input reads */
@@ -1161,13 +1170,20 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
     const size_t in_plane = (size_t)m->c * m->h * m->w;
     if (m->need_float_input) {
         float *x = buf[0];
-        /* NCHW pixels / 255 -> NHWC (as the data loader: pixel / 255.0f) */
+        /* NCHW pixels / 255, or pixel * scale[c] + bias[c] when normalised,
+         * -> NHWC (as the data loader computes them) */
         size_t hw = (size_t)m->h * m->w;
         for (int b = 0; b < nb; b++)
-            for (int c = 0; c < m->c; c++)
-                for (size_t p = 0; p < hw; p++)
-                    x[((size_t)b * hw + p) * m->c + c] =
-                        (float)pixels[(size_t)b * in_plane + (size_t)c * hw + p] / 255.0f;
+            for (int c = 0; c < m->c; c++) {
+                const uint8_t *src = pixels + (size_t)b * in_plane + (size_t)c * hw;
+                float *dst = x + (size_t)b * hw * m->c + c;
+                if (!m->norm_on) {
+                    for (size_t p = 0; p < hw; p++) dst[p * m->c] = (float)src[p] / 255.0f;
+                } else {
+                    const float a = m->norm_scale[c], o = m->norm_bias[c];
+                    for (size_t p = 0; p < hw; p++) dst[p * m->c] = (float)src[p] * a + o;
+                }
+            }
     }
     for (int i = 1; i < m->n; i++) {
         const inode *nd = &m->nodes[i];

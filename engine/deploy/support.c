@@ -37,12 +37,9 @@ static const char *unsupported(const net_node *nd, deploy_form form)
 
 lsq_status deploy_check_layers(const lsq_net *net, deploy_form form, lsq_err *err)
 {
-    /* the ONNX graph normalises its input itself; the integer engine takes
-     * raw pixels as codes and does not (yet) */
-    if (form == DEPLOY_INTEGER && net->norm_on)
-        return lsq_err_set(err, LSQ_ERR_INVALID, "dataset.normalize",
-                           "input normalisation (dataset.normalize) has no %s yet",
-                           DEPLOY_FORM_NAMES[form]);
+    /* input normalisation: the ONNX graph normalises its input itself, and
+     * the integer engine normalises raw pixels in float before its first
+     * layers quantize them (infer.c), so both take raw pixels */
     for (int i = 1; i < net->n_nodes; i++) {
         const net_node *nd = &net->nodes[i];
         const char *what = unsupported(nd, form);

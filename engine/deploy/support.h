@@ -3,10 +3,10 @@
  * packed model (.lsqm) with its integer engine, and the ONNX export
  * (grouped, depthwise and dilated convs, clip, leaky relu, scale, concat,
  * padded max pooling and windowed average pooling included). A layer kind
- * added later is refused by a form until it carries it, and so is input
- * normalisation (dataset.normalize) by the integer engine, up front, with
- * this check, so that none writes a file it cannot run or that would
- * compute something else. */
+ * added later is refused by a form until it carries it, up front, with this
+ * check, so that none writes a file it cannot run or that would compute
+ * something else. Both take raw pixels for a normalised input
+ * (dataset.normalize) and normalise them themselves. */
 #ifndef LSQ_SUPPORT_H
 #define LSQ_SUPPORT_H
 

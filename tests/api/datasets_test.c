@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <libpng16/png.h> /* not <png.h>: -Iserver has a png.h of its own */
+#include <png.h>
 
 #include "core/sha256.h"
 #include "harness.h"
@@ -415,8 +415,8 @@ Test(datasets, upload_register_train_and_delete, .timeout = 240)
     api_free(r);
 
     /* a job trains on it by id; while it is queued or running the dataset
-     * stays. Unnormalised inputs, so that the job gets a model.lsqm for
-     * predict (the integer engine does not normalise inputs yet). */
+     * stays. Unnormalised inputs here; a normalised job's model.lsqm takes
+     * raw pixels too (predict_test.c). */
     snprintf(spec, sizeof spec,
              "{\"name\":\"pets\",\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"id\":%lld,"
              "\"normalize\":false},"
@@ -482,6 +482,99 @@ Test(datasets, upload_register_train_and_delete, .timeout = 240)
     lsqd_cleanup(&d);
 }
 
+/* Progress while a dataset registers: an archive of 3000 images, polled
+ * from the upload on. Every progress seen names a known phase, counts up
+ * within its phase, and phases come in order (decoding, writing, samples);
+ * the decoding count is seen before the end, and its total, once known, is
+ * the image count. Once ready, the last progress has done == total. */
+Test(datasets, registration_reports_progress, .timeout = 120)
+{
+    enum { PER = 1000, N = NCLASSES * PER };
+    static ent e[N];
+    static char paths[N][32];
+    uint8_t *png[NCLASSES];
+    size_t len[NCLASSES];
+    for (int k = 0; k < NCLASSES; k++) png[k] = png_bytes(k, &len[k]);
+    for (int i = 0; i < N; i++) {
+        int k = i % NCLASSES;
+        snprintf(paths[i], sizeof paths[i], "many/%s/%d.png", CLASSES[k], i);
+        e[i] = (ent){paths[i], png[k], len[k], E_FILE};
+    }
+    blob b = targz(e, N);
+    lsqd d;
+    lsqd_start(&d, NULL);
+    api_res *r = upload(&d, "name=many.tar.gz", &b);
+    cr_assert_eq(r->status, 202, "%s", r->body);
+    long long id = json_integer_value(json_object_get(r->json, "id"));
+    api_free(r);
+    static const char *const PHASES[] = {"decoding", "writing", "samples"};
+    char path[64];
+    snprintf(path, sizeof path, "/api/v1/datasets/%lld", id);
+    int seen = 0, seen_decoding = 0, phase = -1;
+    long long done = -1;
+    json_t *last = NULL;
+    double t0 = now_s();
+    for (;;) {
+        cr_assert_lt(now_s() - t0, 90, "still registering");
+        r = api(&d, "GET", path, NULL, NULL, NULL);
+        cr_assert_eq(r->status, 200, "%s", r->body);
+        json_t *p = json_object_get(r->json, "progress");
+        const char *state = json_string_value(json_object_get(r->json, "state"));
+        if (strcmp(state, "registering")) {
+            cr_assert_str_eq(state, "ready", "%s", r->body);
+            last = json_incref(p);
+            api_free(r);
+            break;
+        }
+        if (json_is_object(p)) {
+            const char *ph = json_string_value(json_object_get(p, "phase"));
+            json_t *jt = json_object_get(p, "total");
+            long long dn = json_integer_value(json_object_get(p, "done"));
+            int k = -1;
+            for (int q = 0; q < 3; q++)
+                if (ph && !strcmp(ph, PHASES[q])) k = q;
+            cr_assert_geq(k, 0, "unknown phase in %s", r->body);
+            cr_assert_geq(k, phase, "phases out of order: %s", r->body);
+            if (k > phase) done = -1;
+            cr_assert_geq(dn, done, "done went down: %s", r->body);
+            cr_assert(json_is_null(jt) || json_integer_value(jt) >= dn, "%s", r->body);
+            if (k == 0) {
+                seen_decoding++;
+                if (json_is_integer(jt)) cr_expect_eq(json_integer_value(jt), N, "%s", r->body);
+            }
+            phase = k;
+            done = dn;
+            seen++;
+        }
+        api_free(r);
+        sleep_s(0.002);
+    }
+    cr_log_info("progress seen %d times while registering, %d of them decoding", seen,
+                seen_decoding);
+    cr_expect_gt(seen_decoding, 0, "no decoding progress seen while registering (%d seen)", seen);
+    cr_assert(json_is_object(last), "no progress once ready");
+    cr_expect_str_eq(json_string_value(json_object_get(last, "phase")), "samples");
+    cr_expect(json_is_integer(json_object_get(last, "total")) &&
+              json_integer_value(json_object_get(last, "done")) ==
+                  json_integer_value(json_object_get(last, "total")),
+              "the last progress is not complete: %s", json_dumps(last, 0));
+    json_decref(last);
+    /* the list shows progress too */
+    r = api(&d, "GET", "/api/v1/datasets", NULL, NULL, NULL);
+    json_t *ds;
+    size_t i;
+    int found = 0;
+    json_array_foreach(json_object_get(r->json, "datasets"), i, ds)
+        if (json_integer_value(json_object_get(ds, "id")) == id)
+            found = json_is_object(json_object_get(ds, "progress"));
+    cr_expect(found, "the list lacks the dataset's progress: %s", r->body);
+    api_free(r);
+    for (int k = 0; k < NCLASSES; k++) free(png[k]);
+    free(b.data);
+    lsqd_stop(&d);
+    lsqd_cleanup(&d);
+}
+
 Test(datasets, url_registration_from_loopback, .timeout = 120)
 {
     blob b = pets_archive(NULL, 0);
@@ -541,6 +634,20 @@ Test(datasets, url_registration_from_loopback, .timeout = 120)
     r = api(&d, "GET", path, NULL, NULL, NULL);
     cr_expect_str_eq(json_string_value(json_object_get(r->json, "state")), "registering");
     api_free(r);
+    /* its progress, once the registrar has started on it: fetching, no
+     * byte received and no size announced */
+    json_t *prog = NULL;
+    for (double t0 = now_s(); !prog && now_s() - t0 < 2; sleep_s(0.01)) {
+        r = api(&d, "GET", path, NULL, NULL, NULL);
+        json_t *p = json_object_get(r->json, "progress");
+        if (json_is_object(p)) prog = json_incref(p);
+        api_free(r);
+    }
+    cr_assert(prog, "no progress while the fetch hangs");
+    cr_expect_str_eq(json_string_value(json_object_get(prog, "phase")), "fetching");
+    cr_expect_eq(json_integer_value(json_object_get(prog, "done")), 0);
+    cr_expect(json_is_null(json_object_get(prog, "total")), "total is not null");
+    json_decref(prog);
     r = api(&d, "POST", "/api/v1/jobs", spec, NULL, NULL);
     cr_expect_eq(r->status, 422, "%s", r->body);
     cr_expect_str_eq(api_err_field(r), "dataset.id");

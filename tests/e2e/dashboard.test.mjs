@@ -267,12 +267,22 @@ test('try it shows the top 3 classes of a test image', async () => {
   const error = (await page.locator('#try-results .error').count()) ? await page.locator('#try-results .error').textContent() : '';
   assert.ok(done && !error, `predict answered: ${error}`);
   assert.equal(await page.locator('#top3 li').count(), 3);
+  // a PNG file of another size goes as it is; lsqd fits it to 28x28
+  const file = join(tmp, 'boot.png');
+  writeFileSync(file, png(56, 40, (x, y) => (x > 10 && x < 46 && y > 8 && y < 32 ? 230 : 10)));
+  await page.locator('#try-file').setInputFiles(file);
+  const sent = await until('the file\'s prediction or an error', async () =>
+    /File boot\.png/.test(await page.locator('#try-source').textContent()) &&
+    ((await page.locator('#top3 li').count()) === 3 || (await page.locator('#try-results .error').count()) > 0), 30000);
+  const fileError = (await page.locator('#try-results .error').count()) ? await page.locator('#try-results .error').textContent() : '';
+  assert.ok(sent && !fileError, `predict answered the file: ${fileError}`);
 });
 
 test('a dataset archive uploaded on the Datasets page becomes ready', async () => {
   const files = [];
   for (const [k, cls] of ['circle', 'square'].entries()) {
-    for (let i = 0; i < 6; i++) files.push([`shapes/${cls}/${i}.png`, png(10, 10, (x, y) => (k * 120 + 10 * i + 7 * x + 3 * y) % 256)]);
+    // enough images that the registration takes a moment: its progress shows
+    for (let i = 0; i < 2500; i++) files.push([`shapes/${cls}/${i}.png`, png(10, 10, (x, y) => (k * 120 + 10 * (i % 6) + 7 * x + 3 * y) % 256)]);
   }
   const archive = join(tmp, 'shapes.tar.gz');
   writeFileSync(archive, tarGz(files));
@@ -282,6 +292,9 @@ test('a dataset archive uploaded on the Datasets page becomes ready', async () =
   await page.locator('#ds-file').setInputFiles(archive);
   await page.getByRole('button', { name: 'Register' }).click();
   await until('the upload to be accepted', async () => /registering/.test(await page.locator('#ds-status').textContent()), 30000);
+  const progress = page.locator('#datasets-table tr[data-state="registering"] .ds-progress');
+  await until('the registration\'s progress in the list', async () => (await progress.count()) === 1 &&
+    /waiting to start|decoding images: \d+|writing the cache: \d of 1|drawing samples: \d of 1/.test(await progress.textContent()), 30000);
   const row = page.locator('#datasets-table tr[data-id]').filter({ hasText: 'shapes.tar.gz' });
   await until('the dataset to be ready', async () => (await row.count()) === 1 && (await row.getAttribute('data-state')) === 'ready', 60000);
   assert.match(await row.textContent(), /1×10×10/);

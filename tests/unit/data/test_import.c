@@ -21,7 +21,7 @@
 #include <zlib.h>
 
 #include <jpeglib.h>
-#include <libpng16/png.h> /* not <png.h>: -Iserver has a png.h of its own */
+#include <png.h>
 
 #include "data/cache.h"
 #include "data/data.h"
