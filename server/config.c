@@ -30,7 +30,18 @@ static const char USAGE[] =
     "  --import-timeout SECONDS LSQD_IMPORT_TIMEOUT  (1800; lsq dataset import)\n"
     "  --max-expanded BYTES LSQD_MAX_EXPANDED  (8589934592: what a dataset archive may\n"
     "                                           expand to; a bomb is refused past it)\n"
+    "  --executor NAME      LSQD_EXECUTOR      (local: child processes here; slurm:\n"
+    "                                           sbatch jobs, docs/cluster.md)\n"
+    "  --slurm-partition P  LSQD_SLURM_PARTITION (the cluster's default partition)\n"
+    "  --slurm-time MIN     LSQD_SLURM_TIME    (1440 minutes of wall time per job)\n"
+    "  --slurm-mem MIB      LSQD_SLURM_MEM     (4096 MiB of memory per job)\n"
+    "  --slurm-poll SECONDS LSQD_SLURM_POLL    (2; between squeue calls)\n"
+    "  --slurm-timeout SECONDS LSQD_SLURM_TIMEOUT (30; one Slurm command)\n"
     "  --routes             print the route table as JSON and exit\n";
+
+const char *const EXECUTOR_NAMES[] = {"local", "slurm"};
+_Static_assert(sizeof EXECUTOR_NAMES / sizeof *EXECUTOR_NAMES == EXECUTOR_COUNT,
+               "one name per executor");
 
 static int parse_listen(lsqd_config *cfg, const char *v)
 {
@@ -154,6 +165,42 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         cfg->max_expanded = (unsigned long long)n;
         return 0;
     }
+    if (!strcmp(name, "executor")) {
+        for (int e = 0; e < EXECUTOR_COUNT; e++)
+            if (!strcmp(v, EXECUTOR_NAMES[e])) {
+                cfg->executor = e;
+                return 0;
+            }
+        return -1;
+    }
+    if (!strcmp(name, "slurm-partition")) {
+        /* it goes on sbatch's command line: a name, nothing else */
+        if (strlen(v) >= sizeof cfg->slurm_partition || strspn(v,
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(v))
+            return -1;
+        snprintf(cfg->slurm_partition, sizeof cfg->slurm_partition, "%s", v);
+        return 0;
+    }
+    if (!strcmp(name, "slurm-time")) {
+        if (parse_long(v, 1, 525600, &n)) return -1;
+        cfg->slurm_time_min = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-mem")) {
+        if (parse_long(v, 1, 16777216, &n)) return -1;
+        cfg->slurm_mem_mb = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-poll")) {
+        if (parse_double(v, 0.1, 600, &d)) return -1;
+        cfg->slurm_poll_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-timeout")) {
+        if (parse_double(v, 1, 3600, &d)) return -1;
+        cfg->slurm_cmd_timeout_s = d;
+        return 0;
+    }
     if (!strcmp(name, "web")) {
         if (strlen(v) >= sizeof cfg->web_dir) return -1;
         snprintf(cfg->web_dir, sizeof cfg->web_dir, "%s", v);
@@ -192,6 +239,11 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
     cfg->fetch_low_speed_s = 60;
     cfg->import_timeout_s = 1800;
     cfg->max_expanded = 8ULL << 30;
+    cfg->executor = EXECUTOR_LOCAL;
+    cfg->slurm_time_min = 1440;
+    cfg->slurm_mem_mb = 4096;
+    cfg->slurm_poll_s = 2;
+    cfg->slurm_cmd_timeout_s = 30;
     char dir[PATH_MAX];
     exe_dir(dir, sizeof dir);
     snprintf(cfg->lsq_bin, sizeof cfg->lsq_bin, "%.*s/lsq", PATH_MAX - 8, dir);
@@ -207,7 +259,10 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQ_BIN", "lsq"}, {"LSQD_WEB", "web"}, {"LSQD_DATASETS_ROOT", "datasets-root"},
         {"LSQD_ALLOW_PRIVATE_URLS", "allow-private-urls"}, {"LSQD_FETCH_TIMEOUT", "fetch-timeout"},
         {"LSQD_FETCH_LOW_SPEED", "fetch-low-speed"}, {"LSQD_IMPORT_TIMEOUT", "import-timeout"},
-        {"LSQD_MAX_EXPANDED", "max-expanded"},
+        {"LSQD_MAX_EXPANDED", "max-expanded"}, {"LSQD_EXECUTOR", "executor"},
+        {"LSQD_SLURM_PARTITION", "slurm-partition"}, {"LSQD_SLURM_TIME", "slurm-time"},
+        {"LSQD_SLURM_MEM", "slurm-mem"}, {"LSQD_SLURM_POLL", "slurm-poll"},
+        {"LSQD_SLURM_TIMEOUT", "slurm-timeout"},
     };
     for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
         const char *v = getenv(ENVS[i].env);

@@ -73,7 +73,7 @@ int main(int argc, char **argv)
         log_error("cannot open the store", "{s:s}", "path", db_path);
         return 1;
     }
-    int requeued = store_jobs_recover(cfg.max_attempts);
+    int requeued = store_jobs_recover(cfg.max_attempts, cfg.executor == EXECUTOR_SLURM);
     if (requeued < 0) return 1;
     if (requeued > 0)
         log_info("re-queued jobs left running by the previous lsqd", "{s:i}", "jobs", requeued);

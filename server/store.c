@@ -237,7 +237,7 @@ out:
 
 #define JOB_COLUMNS "id, name, state, spec, created_at, started_at, finished_at, attempts, " \
     "cancel_requested, last_seq, progress, last_epoch, test_acc, error_code, error_message, " \
-    "exit_status, dataset_id"
+    "exit_status, dataset_id, slurm_id"
 
 static json_t *col_real_or_null(sqlite3_stmt *st, int i)
 {
@@ -280,6 +280,8 @@ static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
                         ? json_null() : json_integer(sqlite3_column_int(st, 15)));
     json_object_set_new(j, "dataset_id", sqlite3_column_type(st, 16) == SQLITE_NULL
                         ? json_null() : json_integer(sqlite3_column_int64(st, 16)));
+    json_object_set_new(j, "slurm_id", sqlite3_column_type(st, 17) == SQLITE_NULL
+                        ? json_null() : json_string((const char *)sqlite3_column_text(st, 17)));
     return j;
 }
 
@@ -398,7 +400,7 @@ store_status store_job_requeue(int64_t id)
     return rc;
 }
 
-int store_jobs_recover(int max_attempts)
+int store_jobs_recover(int max_attempts, int keep_slurm)
 {
     sqlite3 *db = db_get();
     int n = -1;
@@ -406,13 +408,17 @@ int store_jobs_recover(int max_attempts)
     sqlite3_stmt *st = prep(db,
         "UPDATE jobs SET state = 'failed', finished_at = ?2, error_code = 'too_many_attempts', "
         "error_message = 'the job was interrupted ' || attempts || ' times' "
-        "WHERE state = 'running' AND attempts >= ?1");
+        "WHERE state = 'running' AND attempts >= ?1 AND (?3 = 0 OR slurm_id IS NULL)");
     if (!st) goto out;
     sqlite3_bind_int(st, 1, max_attempts);
+    sqlite3_bind_int(st, 3, keep_slurm);
     sqlite3_bind_double(st, 2, now_s());
     if (sqlite3_step(st) != SQLITE_DONE) goto out;
     sqlite3_finalize(st);
-    st = prep(db, "UPDATE jobs SET state = 'queued' WHERE state = 'running'");
+    /* jobs that Slurm runs stay running: the Slurm executor reconciles them */
+    st = prep(db, keep_slurm
+        ? "UPDATE jobs SET state = 'queued' WHERE state = 'running' AND slurm_id IS NULL"
+        : "UPDATE jobs SET state = 'queued', slurm_id = NULL WHERE state = 'running'");
     if (!st || sqlite3_step(st) != SQLITE_DONE) goto out;
     n = sqlite3_changes(db);
 out:
@@ -420,6 +426,54 @@ out:
     sqlite3_finalize(st);
     exec_sql(db, n >= 0 ? "COMMIT" : "ROLLBACK");
     return n;
+}
+
+store_status store_job_set_slurm(int64_t id, const char *slurm_id)
+{
+    sqlite3_stmt *st = prep(db_get(), "UPDATE jobs SET slurm_id = ?2 WHERE id = ?1");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    if (slurm_id) sqlite3_bind_text(st, 2, slurm_id, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(st, 2);
+    store_status rc = sqlite3_step(st) == SQLITE_DONE
+                      ? (sqlite3_changes(db_get()) ? STORE_OK : STORE_NOT_FOUND) : STORE_ERR;
+    if (rc == STORE_ERR) log_sql("set slurm id", db_get());
+    sqlite3_finalize(st);
+    return rc;
+}
+
+json_t *store_jobs_slurm_running(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT id, slurm_id, events_offset, cancel_requested "
+                                      "FROM jobs WHERE state = 'running' AND slurm_id IS NOT NULL "
+                                      "ORDER BY id");
+    if (!st) return NULL;
+    json_t *arr = json_array();
+    int s;
+    while (arr && (s = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:b}",
+            "id", (json_int_t)sqlite3_column_int64(st, 0),
+            "slurm_id", (const char *)sqlite3_column_text(st, 1),
+            "events_offset", (json_int_t)sqlite3_column_int64(st, 2),
+            "cancel", sqlite3_column_int(st, 3)));
+    if (arr && s != SQLITE_DONE) {
+        log_sql("list slurm jobs", db_get());
+        json_decref(arr);
+        arr = NULL;
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+int64_t store_job_events_offset(int64_t id)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT events_offset FROM jobs WHERE id = ?");
+    int64_t r = -1;
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW) r = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return r;
 }
 
 int store_job_cancel_requested(int64_t id)
@@ -529,14 +583,23 @@ static int step_update(sqlite3 *db, const char *sql, int64_t job, const char *te
 
 store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *seq)
 {
+    return store_event_add_at(job_id, type, ev, -1, seq);
+}
+
+store_status store_event_add_at(int64_t job_id, ev_type type, json_t *ev, int64_t end_offset,
+                                int64_t *seq)
+{
     sqlite3 *db = db_get();
     store_status rc = STORE_ERR;
     sqlite3_stmt *st = NULL;
     char *text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (!db || !text || exec_sql(db, "BEGIN IMMEDIATE")) { free(text); return STORE_ERR; }
-    st = prep(db, "UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq");
+    st = prep(db, "UPDATE jobs SET last_seq = last_seq + 1, "
+                  "events_offset = CASE WHEN ?2 >= 0 THEN ?2 ELSE events_offset END "
+                  "WHERE id = ?1 RETURNING last_seq");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, end_offset);
     if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
     *seq = sqlite3_column_int64(st, 0);
     sqlite3_step(st);

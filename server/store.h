@@ -63,9 +63,18 @@ store_status store_job_finish(int64_t id, job_state state, const char *error_cod
  * attempt so that it does not count against --max-attempts. */
 store_status store_job_requeue(int64_t id);
 /* At start-up: running jobs left by a previous lsqd go back to queued, or
- * fail when they already had max_attempts starts. Returns how many were
+ * fail when they already had max_attempts starts. keep_slurm: jobs with a
+ * Slurm id are left running (the Slurm executor reconciles them); else they
+ * are re-queued too and lose their Slurm id. Returns how many were
  * re-queued, -1 on error. */
-int store_jobs_recover(int max_attempts);
+int store_jobs_recover(int max_attempts, int keep_slurm);
+/* Records the Slurm job id of a running job (NULL clears it). */
+store_status store_job_set_slurm(int64_t id, const char *slurm_id);
+/* Running jobs that have a Slurm id, by id: [{"id","slurm_id",
+ * "events_offset","cancel"}] (caller owns it), NULL on error. */
+json_t *store_jobs_slurm_running(void);
+/* How many bytes of the job's events file are stored; -1 if unknown. */
+int64_t store_job_events_offset(int64_t id);
 /* 1 when a cancel was asked for the job, 0 when not, -1 if unknown. */
 int store_job_cancel_requested(int64_t id);
 /* Cancel: a queued job becomes cancelled (*was_running = 0); a running one
@@ -76,6 +85,11 @@ store_status store_job_cancel(int64_t id, int *was_running);
  * it implies: latest progress/epoch, metric points, artifact rows, error and
  * test accuracy. ev is borrowed. */
 store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *seq);
+/* The same, recording in the same transaction that the job's events file is
+ * stored up to byte end_offset (< 0: unchanged), so that a restart neither
+ * skips nor repeats an event. */
+store_status store_event_add_at(int64_t job_id, ev_type type, json_t *ev, int64_t end_offset,
+                                int64_t *seq);
 /* Events with seq > after, oldest first, at most limit: an array of
  * {"seq","type","json"} where json is the event text. */
 json_t *store_events_after(int64_t job_id, int64_t after, int limit);
