@@ -37,6 +37,9 @@ static const char USAGE[] =
     "  --slurm-mem MIB      LSQD_SLURM_MEM     (4096 MiB of memory per job)\n"
     "  --slurm-poll SECONDS LSQD_SLURM_POLL    (2; between squeue calls)\n"
     "  --slurm-timeout SECONDS LSQD_SLURM_TIMEOUT (30; one Slurm command)\n"
+    "  --slurm-events file|http LSQD_SLURM_EVENTS (file: lsqd reads the events file on\n"
+    "                                           the shared folder; http: the worker posts them)\n"
+    "  --slurm-callback URL LSQD_SLURM_CALLBACK (http://LISTEN: lsqd as the nodes reach it)\n"
     "  --routes             print the route table as JSON and exit\n";
 
 const char *const EXECUTOR_NAMES[] = {"local", "slurm"};
@@ -201,6 +204,21 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         cfg->slurm_cmd_timeout_s = d;
         return 0;
     }
+    if (!strcmp(name, "slurm-events")) {
+        if (!strcmp(v, "file")) cfg->slurm_events_http = 0;
+        else if (!strcmp(v, "http")) cfg->slurm_events_http = 1;
+        else return -1;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-callback")) {
+        size_t len = strlen(v);
+        while (len && v[len - 1] == '/') len--;
+        if (len >= sizeof cfg->slurm_callback ||
+            (strncmp(v, "http://", 7) && strncmp(v, "https://", 8)))
+            return -1;
+        snprintf(cfg->slurm_callback, sizeof cfg->slurm_callback, "%.*s", (int)len, v);
+        return 0;
+    }
     if (!strcmp(name, "web")) {
         if (strlen(v) >= sizeof cfg->web_dir) return -1;
         snprintf(cfg->web_dir, sizeof cfg->web_dir, "%s", v);
@@ -262,7 +280,8 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQD_MAX_EXPANDED", "max-expanded"}, {"LSQD_EXECUTOR", "executor"},
         {"LSQD_SLURM_PARTITION", "slurm-partition"}, {"LSQD_SLURM_TIME", "slurm-time"},
         {"LSQD_SLURM_MEM", "slurm-mem"}, {"LSQD_SLURM_POLL", "slurm-poll"},
-        {"LSQD_SLURM_TIMEOUT", "slurm-timeout"},
+        {"LSQD_SLURM_TIMEOUT", "slurm-timeout"}, {"LSQD_SLURM_EVENTS", "slurm-events"},
+        {"LSQD_SLURM_CALLBACK", "slurm-callback"},
     };
     for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
         const char *v = getenv(ENVS[i].env);

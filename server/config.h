@@ -42,6 +42,10 @@ typedef struct {
     double slurm_poll_s;    /* --slurm-poll / LSQD_SLURM_POLL, 2 s between squeue calls */
     double slurm_cmd_timeout_s; /* --slurm-timeout / LSQD_SLURM_TIMEOUT, 30 s for one
                                  * sbatch/squeue/sacct/scancel */
+    int slurm_events_http;  /* --slurm-events / LSQD_SLURM_EVENTS: file (0, default) or
+                             * http (1): the worker also posts its events to lsqd */
+    char slurm_callback[512]; /* --slurm-callback / LSQD_SLURM_CALLBACK: lsqd's base URL as
+                               * the nodes reach it ("" = http://LISTEN_HOST:PORT) */
 } lsqd_config;
 
 typedef enum { EXECUTOR_LOCAL, EXECUTOR_SLURM, EXECUTOR_COUNT } lsqd_executor;

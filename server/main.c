@@ -20,6 +20,7 @@
 #include "log.h"
 #include "registrar.h"
 #include "scheduler.h"
+#include "slurm.h"
 #include "store.h"
 
 static int mkdirs(const char *path)
@@ -96,6 +97,8 @@ int main(int argc, char **argv)
         return 1;
     }
     char url[128];
+    snprintf(url, sizeof url, "http://%s:%d", cfg.host, port);
+    if (cfg.executor == EXECUTOR_SLURM) slurm_set_callback(url);
     snprintf(url, sizeof url, "http://%s:%d/", cfg.host, port);
     log_info("listening", "{s:s,s:i,s:s,s:s,s:i,s:s}", "addr", cfg.host, "port", port, "url", url,
              "data", cfg.data, "workers", cfg.workers, "lsq", cfg.lsq_bin);

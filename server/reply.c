@@ -7,14 +7,14 @@
 #include <string.h>
 
 const char *const HTTP_ERR_CODES[] = {
-    "malformed_json", "bad_request", "not_found", "method_not_allowed", "conflict",
+    "malformed_json", "bad_request", "unauthorized", "not_found", "method_not_allowed", "conflict",
     "body_too_large", "unsupported_media_type", "invalid_spec", "invalid_value",
     "invalid_model", "internal", "queue_full", "unavailable",
 };
 _Static_assert(sizeof HTTP_ERR_CODES / sizeof *HTTP_ERR_CODES == HERR_COUNT,
                "HTTP_ERR_CODES must name every http_err");
 static const unsigned HTTP_ERR_STATUS[] = {
-    400, 400, 404, 405, 409, 413, 415, 422, 422, 422, 500, 503, 503,
+    400, 400, 401, 404, 405, 409, 413, 415, 422, 422, 422, 500, 503, 503,
 };
 _Static_assert(sizeof HTTP_ERR_STATUS / sizeof *HTTP_ERR_STATUS == HERR_COUNT,
                "HTTP_ERR_STATUS must give every http_err a status");

@@ -19,6 +19,7 @@
 typedef enum {
     HERR_MALFORMED_JSON,     /* 400 */
     HERR_BAD_REQUEST,        /* 400 */
+    HERR_UNAUTHORIZED,       /* 401 */
     HERR_NOT_FOUND,          /* 404 */
     HERR_METHOD_NOT_ALLOWED, /* 405 + Allow */
     HERR_CONFLICT,           /* 409 */

@@ -11,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "child.h"
+#include "core/sha256.h"
 #include "hub.h"
 #include "log.h"
 #include "store.h"
@@ -31,6 +33,7 @@ typedef struct {
     int64_t job_id;
     char slurm_id[32];
     int64_t offset;        /* bytes of events.jsonl stored */
+    int64_t wseq;          /* the worker's events stored (its numbering: lines of the file) */
     int cancel;            /* cancel requested through the API */
     double term_at;        /* when scancel --signal=TERM was sent, 0: not yet */
     int killed;            /* the hard scancel was sent */
@@ -49,6 +52,8 @@ static int g_stopping;
 static int g_wake[2] = {-1, -1};
 static pthread_t g_thread;
 static int g_started;
+static char g_callback[512]; /* --slurm-events http: lsqd's base URL as the nodes reach it */
+static int g_callback_set;
 
 static double mono_s(void)
 {
@@ -188,6 +193,14 @@ static int sh_quote(char *out, size_t cap, const char *s)
  * it even when Slurm has forgotten the job. Returns malloc'ed text. */
 static char *batch_script(int64_t job_id, const char *dir, const char *spec_text)
 {
+    /* --slurm-events http: the worker also posts its events to lsqd */
+    char http[1200] = "";
+    if (g_cfg->slurm_events_http) {
+        char url[700], qurl[1000];
+        snprintf(url, sizeof url, "%.512s/api/v1/jobs/%lld/events", g_callback, (long long)job_id);
+        if (sh_quote(qurl, sizeof qurl, url)) return NULL;
+        snprintf(http, sizeof http, " --events-url %s --events-token-file events.token", qurl);
+    }
     json_t *spec = json_loads(spec_text, 0, NULL);
     json_t *res = json_object_get(spec, "resources");
     json_t *v = json_object_get(spec, "threads");
@@ -220,7 +233,7 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
         "cd %s || exit 1\n"
         "rm -f exit_status\n"
         "export OMP_WAIT_POLICY=\"${OMP_WAIT_POLICY:-passive}\"\n"
-        "%s train spec.json --out %s --events %s/events.jsonl &\n"
+        "%s train spec.json --out %s --events %s/events.jsonl%s &\n"
         "pid=$!\n"
         "trap 'kill -TERM $pid 2>/dev/null' TERM INT\n"
         "wait $pid\n"
@@ -232,11 +245,11 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
     /* the folder is an absolute path that lsqd made: no newline in it, but
      * #SBATCH lines are not shell, so the unquoted one is refused below */
     if (strchr(dir, '\n') || strchr(dir, ' ')) goto out;
-    size_t cap = strlen(fmt) + 4 * sizeof qdir + sizeof qlsq + 512;
+    size_t cap = strlen(fmt) + 4 * sizeof qdir + sizeof qlsq + sizeof http + 512;
     text = malloc(cap);
     if (text)
         snprintf(text, cap, fmt, (long long)job_id, threads, mem, minutes, partition, dir,
-                 (long long)job_id, qdir, qlsq, qdir, qdir);
+                 (long long)job_id, qdir, qlsq, qdir, qdir, http);
 out:
     json_decref(spec);
     return text;
@@ -264,6 +277,28 @@ static void submit(int64_t job_id, const char *spec)
     free(script);
     snprintf(path, sizeof path, "%s/exit_status", dir);
     unlink(path); /* from an earlier start of the job */
+    if (wrote && g_cfg->slurm_events_http) {
+        /* a new token per start; the node reads it from the job folder
+         * (mode 0600), lsqd keeps only its sha256 */
+        unsigned char raw[32], digest[32];
+        char token[65], hex[65];
+        if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
+            fail_job(job_id, "internal", "cannot make the job's events token", -1000);
+            return;
+        }
+        sha256_hex(raw, token);
+        sha256_ctx c;
+        sha256_init(&c);
+        sha256_update(&c, token, 64);
+        sha256_final(&c, digest);
+        sha256_hex(digest, hex);
+        snprintf(path, sizeof path, "%s/events.token", dir);
+        unlink(path);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        wrote = fd >= 0 && write(fd, token, 64) == 64;
+        if (fd >= 0 && close(fd)) wrote = 0;
+        wrote = wrote && store_job_token_set(job_id, hex) == STORE_OK;
+    }
     if (!wrote) {
         fail_job(job_id, "io_error", "cannot write the job folder", -1000);
         return;
@@ -291,7 +326,8 @@ static void submit(int64_t job_id, const char *spec)
     if (store_job_set_slurm(job_id, id) != STORE_OK)
         log_error("cannot store the Slurm id", "{s:I,s:s}", "job", (json_int_t)job_id,
                   "slurm_id", id);
-    int64_t offset = store_job_events_offset(job_id);
+    int64_t wseq = 0;
+    int64_t offset = store_job_events_offset(job_id, &wseq);
     pthread_mutex_lock(&g_lock);
     sjob *j = NULL;
     for (int i = 0; i < MAX_JOBS && !j; i++)
@@ -302,6 +338,10 @@ static void submit(int64_t job_id, const char *spec)
         j->job_id = job_id;
         snprintf(j->slurm_id, sizeof j->slurm_id, "%s", id);
         j->offset = offset > 0 ? offset : 0;
+        j->wseq = wseq;
+        /* over HTTP, the file is read from its start at the end, skipping
+         * what came over HTTP */
+        if (g_cfg->slurm_events_http) j->offset = j->wseq = 0;
     }
     pthread_mutex_unlock(&g_lock);
     /* a cancel that came between the claim and now found nothing to signal */
@@ -310,49 +350,63 @@ static void submit(int64_t job_id, const char *spec)
              "slurm_id", id, "dir", dir);
 }
 
-/* Stores the complete lines that the events file holds past j->offset. */
-static void follow_events(sjob *j)
+/* Stores the complete lines that the events file holds past j->offset
+ * (j->wseq lines come before it). Returns how many bytes it read on. */
+static int64_t follow_events(sjob *j)
 {
     char path[PATH_MAX + 32];
     job_dir(j->job_id, path, PATH_MAX);
     strcat(path, "/events.jsonl");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return; /* not started yet */
+    if (fd < 0) return 0; /* not started yet */
     struct stat sb;
     if (fstat(fd, &sb) || sb.st_size <= j->offset) {
         close(fd);
-        return;
+        return 0;
     }
     size_t want = (size_t)(sb.st_size - j->offset);
     if (want > 4 * (size_t)MAX_LINE) want = 4 * (size_t)MAX_LINE;
     char *buf = malloc(want);
     ssize_t n = buf ? pread(fd, buf, want, j->offset) : -1;
     close(fd);
-    if (n <= 0) { free(buf); return; }
+    if (n <= 0) { free(buf); return 0; }
     size_t start = 0;
     int stored = 0;
     for (size_t i = 0; i < (size_t)n; i++) {
         if (buf[i] != '\n') continue;
+        if (i == start) { /* an empty line is not an event (nor numbered) */
+            start = i + 1;
+            continue;
+        }
         int64_t end = j->offset + (int64_t)i + 1;
         json_t *ev = NULL;
-        ev_type type;
+        ev_type type = EV_LOG;
         lsq_err err;
-        if (i > start && ev_parse(buf + start, i - start, &ev, &type, &err) == LSQ_OK) {
-            int64_t seq;
-            if (store_event_add_at(j->job_id, type, ev, end, &seq) != STORE_OK)
-                log_error("cannot store event", "{s:I}", "job", (json_int_t)j->job_id);
-            if (type == EV_PROGRESS) {
-                json_t *ips = json_object_get(ev, "images_per_s");
-                pthread_mutex_lock(&g_lock);
-                j->images_per_s = json_is_number(ips) ? json_number_value(ips) : 0;
-                pthread_mutex_unlock(&g_lock);
-            }
-            json_decref(ev);
-            stored = 1;
-        } else if (i > start) {
+        if (ev_parse(buf + start, i - start, &ev, &type, &err) != LSQ_OK) {
+            /* it keeps its number: a log event saying so takes its place */
             log_warn("bad worker event", "{s:I,s:s}", "job", (json_int_t)j->job_id,
                      "error", err.message);
+            type = EV_LOG;
+            ev = json_pack("{s:s,s:s,s:s,s:f}", "type", "log", "code", "bad_worker_event",
+                           "message", err.message, "time", (double)time(NULL));
         }
+        int64_t seq;
+        store_status st = store_worker_event_add(j->job_id, j->wseq + 1, type, ev, end, &seq);
+        if (st != STORE_OK) {
+            log_error("cannot store event", "{s:I,s:I,s:i}", "job", (json_int_t)j->job_id,
+                      "worker_seq", (json_int_t)(j->wseq + 1), "status", (int)st);
+            json_decref(ev);
+            break;
+        }
+        j->wseq++;
+        if (type == EV_PROGRESS) {
+            json_t *ips = json_object_get(ev, "images_per_s");
+            pthread_mutex_lock(&g_lock);
+            j->images_per_s = json_is_number(ips) ? json_number_value(ips) : 0;
+            pthread_mutex_unlock(&g_lock);
+        }
+        json_decref(ev);
+        stored |= seq > 0;
         start = i + 1;
     }
     /* a line longer than anything the engine writes: skip it */
@@ -360,6 +414,7 @@ static void follow_events(sjob *j)
     j->offset += (int64_t)start;
     free(buf);
     if (stored) hub_notify(j->job_id);
+    return (int64_t)start;
 }
 
 /* The exit status that the batch script left in the job folder, -1000 when
@@ -390,7 +445,7 @@ static void lower(char *out, size_t cap, const char *s)
  * from a wait status, and stop following it. */
 static void finish(sjob *j)
 {
-    follow_events(j);
+    while (follow_events(j) > 0) {}
     int64_t id = j->job_id;
     int rc = read_exit_status(id);
     pthread_mutex_lock(&g_lock);
@@ -567,7 +622,7 @@ static void *slurm_main(void *arg)
         pthread_mutex_unlock(&g_lock);
         if (stopping) break;
 
-        while (followed() < g_cfg->workers) {
+        while (followed() < g_cfg->workers && (!g_cfg->slurm_events_http || g_callback_set)) {
             int64_t id;
             char *spec = NULL;
             int attempts;
@@ -577,7 +632,9 @@ static void *slurm_main(void *arg)
             free(spec);
         }
 
-        for (int i = 0; i < MAX_JOBS; i++)
+        /* with HTTP events the file is read once, at the end: whatever did
+         * not come over HTTP (lsqd was down, the path dropped) */
+        for (int i = 0; i < MAX_JOBS && !g_cfg->slurm_events_http; i++)
             if (g_jobs[i].used) follow_events(&g_jobs[i]);
 
         double t = mono_s();
@@ -607,6 +664,10 @@ int slurm_start(const lsqd_config *cfg)
      * depend on lsqd's working directory */
     if (!realpath(cfg->lsq_bin, g_lsq)) snprintf(g_lsq, sizeof g_lsq, "%s", cfg->lsq_bin);
     if (pipe2(g_wake, O_CLOEXEC | O_NONBLOCK)) return -1;
+    if (cfg->slurm_callback[0]) {
+        snprintf(g_callback, sizeof g_callback, "%s", cfg->slurm_callback);
+        g_callback_set = 1;
+    }
     json_t *running = store_jobs_slurm_running();
     size_t i;
     json_t *row;
@@ -621,6 +682,8 @@ int slurm_start(const lsqd_config *cfg)
                  json_string_value(json_object_get(row, "slurm_id")));
         j->offset = (int64_t)json_integer_value(json_object_get(row, "events_offset"));
         j->cancel = json_is_true(json_object_get(row, "cancel"));
+        j->wseq = (int64_t)json_integer_value(json_object_get(row, "worker_seq"));
+        if (cfg->slurm_events_http) j->offset = j->wseq = 0;
         log_info("following a Slurm job left running by the previous lsqd",
                  "{s:I,s:s,s:I}", "job", (json_int_t)j->job_id, "slurm_id", j->slurm_id,
                  "events_offset", (json_int_t)j->offset);
@@ -632,6 +695,15 @@ int slurm_start(const lsqd_config *cfg)
              cfg->slurm_partition[0] ? cfg->slurm_partition : "(cluster default)",
              "time_min", cfg->slurm_time_min, "mem_mb", cfg->slurm_mem_mb);
     return 0;
+}
+
+void slurm_set_callback(const char *base_url)
+{
+    pthread_mutex_lock(&g_lock);
+    if (!g_cfg->slurm_callback[0]) snprintf(g_callback, sizeof g_callback, "%s", base_url);
+    __atomic_store_n(&g_callback_set, 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_lock);
+    wake();
 }
 
 void slurm_kick(void)

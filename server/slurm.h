@@ -20,6 +20,9 @@
  * the thread. Returns 0, or -1 when the thread cannot start. */
 int slurm_start(const lsqd_config *cfg);
 void slurm_kick(void);
+/* --slurm-events http: lsqd's URL once it listens (http://HOST:PORT, used
+ * unless --slurm-callback gave one); no job is submitted before. */
+void slurm_set_callback(const char *base_url);
 /* The job (running) was asked to stop: SIGTERM through scancel now. */
 void slurm_cancel(int64_t job_id);
 /* Joins the thread; the Slurm jobs run on (the next lsqd follows them). */

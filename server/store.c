@@ -444,18 +444,19 @@ store_status store_job_set_slurm(int64_t id, const char *slurm_id)
 
 json_t *store_jobs_slurm_running(void)
 {
-    sqlite3_stmt *st = prep(db_get(), "SELECT id, slurm_id, events_offset, cancel_requested "
-                                      "FROM jobs WHERE state = 'running' AND slurm_id IS NOT NULL "
-                                      "ORDER BY id");
+    sqlite3_stmt *st = prep(db_get(), "SELECT id, slurm_id, events_offset, cancel_requested, "
+                                      "worker_seq FROM jobs WHERE state = 'running' "
+                                      "AND slurm_id IS NOT NULL ORDER BY id");
     if (!st) return NULL;
     json_t *arr = json_array();
     int s;
     while (arr && (s = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:b}",
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:b,s:I}",
             "id", (json_int_t)sqlite3_column_int64(st, 0),
             "slurm_id", (const char *)sqlite3_column_text(st, 1),
             "events_offset", (json_int_t)sqlite3_column_int64(st, 2),
-            "cancel", sqlite3_column_int(st, 3)));
+            "cancel", sqlite3_column_int(st, 3),
+            "worker_seq", (json_int_t)sqlite3_column_int64(st, 4)));
     if (arr && s != SQLITE_DONE) {
         log_sql("list slurm jobs", db_get());
         json_decref(arr);
@@ -465,13 +466,48 @@ json_t *store_jobs_slurm_running(void)
     return arr;
 }
 
-int64_t store_job_events_offset(int64_t id)
+int64_t store_job_events_offset(int64_t id, int64_t *worker_seq)
 {
-    sqlite3_stmt *st = prep(db_get(), "SELECT events_offset FROM jobs WHERE id = ?");
+    sqlite3_stmt *st = prep(db_get(), "SELECT events_offset, worker_seq FROM jobs WHERE id = ?");
     int64_t r = -1;
+    *worker_seq = 0;
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW) r = sqlite3_column_int64(st, 0);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        r = sqlite3_column_int64(st, 0);
+        *worker_seq = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+store_status store_job_token_set(int64_t id, const char *sha256_hex)
+{
+    sqlite3_stmt *st = prep(db_get(), "INSERT OR REPLACE INTO job_tokens (job_id, sha256, "
+                                      "created_at) VALUES (?, ?, ?)");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, sha256_hex, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, now_s());
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc != STORE_OK) log_sql("set job token", db_get());
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_job_token_check(int64_t id, const char *sha256_hex)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT sha256 FROM job_tokens WHERE job_id = ?");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int r = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *want = (const char *)sqlite3_column_text(st, 0);
+        /* same length hex digests: compare every byte */
+        unsigned diff = want && strlen(want) == strlen(sha256_hex) ? 0 : 1;
+        for (size_t i = 0; !diff && want[i]; i++) diff |= (unsigned char)(want[i] ^ sha256_hex[i]);
+        r = diff == 0;
+    }
     sqlite3_finalize(st);
     return r;
 }
@@ -583,23 +619,45 @@ static int step_update(sqlite3 *db, const char *sql, int64_t job, const char *te
 
 store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *seq)
 {
-    return store_event_add_at(job_id, type, ev, -1, seq);
+    return store_worker_event_add(job_id, 0, type, ev, -1, seq);
 }
 
-store_status store_event_add_at(int64_t job_id, ev_type type, json_t *ev, int64_t end_offset,
-                                int64_t *seq)
+store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, json_t *ev,
+                                    int64_t end_offset, int64_t *seq)
 {
     sqlite3 *db = db_get();
     store_status rc = STORE_ERR;
     sqlite3_stmt *st = NULL;
     char *text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    *seq = 0;
     if (!db || !text || exec_sql(db, "BEGIN IMMEDIATE")) { free(text); return STORE_ERR; }
+    if (wseq > 0) {
+        /* the worker's numbering: each of its events once, in order, from
+         * whichever path (the events file, HTTP) brings it first */
+        st = prep(db, "SELECT worker_seq FROM jobs WHERE id = ?");
+        if (!st) goto out;
+        sqlite3_bind_int64(st, 1, job_id);
+        if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
+        int64_t have = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        st = NULL;
+        if (wseq > have + 1) { rc = STORE_CONFLICT; goto out; }
+        if (wseq <= have) {
+            rc = end_offset >= 0 && step_update(db, "UPDATE jobs SET events_offset = "
+                                                "max(events_offset, ?2) WHERE id = ?1",
+                                                job_id, NULL, (double)end_offset)
+                 ? STORE_ERR : STORE_OK;
+            goto out;
+        }
+    }
     st = prep(db, "UPDATE jobs SET last_seq = last_seq + 1, "
-                  "events_offset = CASE WHEN ?2 >= 0 THEN ?2 ELSE events_offset END "
+                  "events_offset = CASE WHEN ?2 >= 0 THEN ?2 ELSE events_offset END, "
+                  "worker_seq = CASE WHEN ?3 > 0 THEN ?3 ELSE worker_seq END "
                   "WHERE id = ?1 RETURNING last_seq");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, job_id);
     sqlite3_bind_int64(st, 2, end_offset);
+    sqlite3_bind_int64(st, 3, wseq);
     if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
     *seq = sqlite3_column_int64(st, 0);
     sqlite3_step(st);

@@ -31,7 +31,7 @@ static void setup(void)
 static const char *sh(const char *fmt, const char *arg)
 {
     static char out[512];
-    char cmd[600];
+    char cmd[1000];
     snprintf(cmd, sizeof cmd, fmt, arg);
     out[0] = '\0';
     FILE *p = popen(cmd, "r");
@@ -239,6 +239,157 @@ Test(slurm, sigkill_lsqd_then_restart_follows_the_running_job, .init = setup, .t
     char path[400];
     snprintf(path, sizeof path, "%s/jobs/%lld/events.jsonl", d.data, id);
     cr_assert_eq(count_lines(path), last_seq, "every line of %s stored once", path);
+    sse_log_free(&ev);
+    lsqd_cleanup(&d);
+}
+
+/* ---- --slurm-events http: the worker posts its events to lsqd ---------- */
+
+static long long posted_ok(lsqd *d)
+{
+    api_res *r = api(d, "GET", "/metrics", NULL, NULL, NULL);
+    cr_assert_eq(r->status, 200);
+    const char *k = "lsqd_http_requests_total{route=\"job_events_post\",status=\"200\"} ";
+    const char *p = r->body ? strstr(r->body, k) : NULL;
+    long long n = p ? atoll(p + strlen(k)) : 0;
+    api_free(r);
+    return n;
+}
+
+static void read_token(lsqd *d, long long id, char *out, size_t cap)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/jobs/%lld/events.token", d->data, id);
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0, "%s", path);
+    cr_assert_eq(sb.st_mode & 0777, 0600, "the token file is the owner's only");
+    FILE *f = fopen(path, "r");
+    cr_assert(f);
+    cr_assert(fgets(out, (int)cap, f));
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+Test(slurm, http_events_live_with_a_per_job_token, .init = setup, .timeout = 300)
+{
+    const char *flags[] = {"--executor", "slurm", "--slurm-events", "http", "--slurm-poll", "0.3",
+                           "--slurm-mem", "1000", "--workers", "2", NULL};
+    lsqd d;
+    lsqd_start(&d, flags);
+    long long id = submit_job(&d, SHORT_SPEC);
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+
+    /* under --slurm-events http lsqd reads the events file only once the job
+     * has ended: events seen while it runs came over HTTP */
+    sse_log ev;
+    sse_read(&d, id, 0, 3, 120, &ev);
+    cr_assert_eq(ev.n, 3, "3 events while the job runs (see %s)", d.log);
+    cr_assert(!ev.ended);
+    json_t *j = get_job(&d, id);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "running");
+    json_decref(j);
+    sse_log_free(&ev);
+    cr_assert_gt(posted_ok(&d), 0);
+
+    /* the token: only this job's, only posting; lsqd keeps its sha256 */
+    char token[128], auth[200], sql[800];
+    read_token(&d, id, token, sizeof token);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/events", id);
+    const char *fake = "{\"seq\":1,\"events\":[{\"type\":\"log\",\"message\":\"x\"}]}";
+    api_res *r = api(&d, "POST", path, fake, NULL, "Authorization: Bearer not-the-token");
+    cr_assert_eq(r->status, 401);
+    cr_assert_str_eq(api_err_code(r), "unauthorized");
+    api_free(r);
+    r = api(&d, "POST", path, fake, NULL, NULL);
+    cr_assert_eq(r->status, 401);
+    api_free(r);
+    long long other = submit_job(&d, "{\"model\":{\"arch\":\"mlp\"},\"train\":{\"epochs\":1},"
+                                     "\"dataset\":{\"train_limit\":500,\"test_limit\":100}}");
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/events", other);
+    r = api(&d, "POST", path, fake, NULL, auth);
+    cr_assert_eq(r->status, 401, "a job's token does not post another job's events");
+    api_free(r);
+    snprintf(sql, sizeof sql, "sqlite3 %s/lsqd.db \"SELECT count(*) FROM job_tokens WHERE "
+             "sha256 = '%s'\"", d.data, token);
+    cr_assert_str_eq(sh("%s", sql), "0", "the token itself is not stored");
+    snprintf(sql, sizeof sql, "printf %%s %s | sha256sum | cut -c1-64", token);
+    char digest[80];
+    snprintf(digest, sizeof digest, "%s", sh("%s", sql));
+    snprintf(sql, sizeof sql, "sqlite3 %s/lsqd.db \"SELECT count(*) FROM job_tokens WHERE "
+             "job_id = %lld AND sha256 = '%s'\"", d.data, id, digest);
+    cr_assert_str_eq(sh("%s", sql), "1", "its sha256 is");
+
+    j = wait_job(&d, id, NULL, 240);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded", "see %s", d.log);
+    long long last_seq = json_integer_value(json_object_get(j, "last_seq"));
+    json_decref(j);
+    sse_read(&d, id, 0, 0, 30, &ev);
+    cr_assert(ev.ended && sse_ids_consecutive(&ev, 1));
+    cr_assert_eq(count_type(&ev, "start"), 1);
+    cr_assert_eq(count_type(&ev, "done"), 1);
+    char file[400];
+    snprintf(file, sizeof file, "%s/jobs/%lld/events.jsonl", d.data, id);
+    cr_assert_eq(count_lines(file), last_seq, "each event once, from HTTP or the file");
+    sse_log_free(&ev);
+
+    /* a finished job takes no more events */
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/events", id);
+    r = api(&d, "POST", path, fake, NULL, auth);
+    cr_assert_eq(r->status, 409);
+    api_free(r);
+    wait_job(&d, other, NULL, 120);
+    lsqd_cleanup(&d);
+}
+
+Test(slurm, http_events_resent_after_lsqd_comes_back, .init = setup, .timeout = 400)
+{
+    const char *flags[] = {"--executor", "slurm", "--slurm-events", "http", "--slurm-poll", "0.3",
+                           "--slurm-mem", "1000", NULL};
+    lsqd d;
+    lsqd_start(&d, flags);
+    const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
+                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":16},"
+                       "\"quant\":{\"weight_bits\":4}}";
+    long long id = submit_job(&d, spec);
+    sse_log ev;
+    sse_read_until(&d, id, "checkpoint", "lsq", 120, &ev);
+    cr_assert(ev.n > 0 && !ev.ended, "no LSQ checkpoint within 120 s (see %s)", d.log);
+    long long before = ev.ids[ev.n - 1];
+    sse_log_free(&ev);
+
+    /* the HTTP path drops: the worker buffers and retries */
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", d.port);
+    lsqd_kill(&d);
+    sleep_s(2);
+    const char *again[] = {"--executor", "slurm", "--slurm-events", "http", "--slurm-poll", "0.3",
+                           "--slurm-mem", "1000", "--listen", listen, NULL};
+    lsqd_restart(&d, again);
+
+    /* what the worker wrote meanwhile comes over HTTP while it still runs */
+    sse_read(&d, id, before, 3, 60, &ev);
+    cr_assert_eq(ev.n, 3, "events after the restart while the job runs (see %s)", d.log);
+    cr_assert(!ev.ended);
+    cr_assert_eq(ev.ids[0], before + 1, "resent from the first one lsqd did not have");
+    sse_log_free(&ev);
+    cr_assert_gt(posted_ok(&d), 0, "the new lsqd got them over HTTP");
+
+    json_t *j = wait_job(&d, id, NULL, 300);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded", "see %s", d.log);
+    long long last_seq = json_integer_value(json_object_get(j, "last_seq"));
+    json_decref(j);
+    sse_read(&d, id, 0, 0, 60, &ev);
+    cr_assert(ev.ended && sse_ids_consecutive(&ev, 1), "no gap, no repeat");
+    cr_assert_eq(count_type(&ev, "start"), 1);
+    cr_assert_str_eq(ev.types[ev.n - 1], "done");
+    char path[400];
+    snprintf(path, sizeof path, "%s/jobs/%lld/events.jsonl", d.data, id);
+    cr_assert_eq(count_lines(path), last_seq);
     sse_log_free(&ev);
     lsqd_cleanup(&d);
 }
