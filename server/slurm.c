@@ -550,6 +550,16 @@ static void poll_states(void)
             if (strcmp(st, j->state))
                 log_info("Slurm job state", "{s:I,s:s,s:s,s:s}", "job", (json_int_t)j->job_id,
                          "slurm_id", j->slurm_id, "state", st, "reason", reason);
+            if (!strcmp(st, "PENDING") && j->state[0] && strcmp(j->state, "PENDING")) {
+                /* requeued by Slurm (a node failed): the exit status of the run
+                 * it ended is not the job's */
+                char path[PATH_MAX + 32];
+                job_dir(j->job_id, path, PATH_MAX);
+                strcat(path, "/exit_status");
+                unlink(path);
+                log_warn("Slurm requeued the job; its next run resumes from the checkpoint",
+                         "{s:I,s:s}", "job", (json_int_t)j->job_id, "slurm_id", j->slurm_id);
+            }
             snprintf(j->state, sizeof j->state, "%s", st);
             snprintf(j->reason, sizeof j->reason, "%s", strcmp(reason, "None") ? reason : "");
             j->missing = 0;

@@ -352,7 +352,7 @@ Test(slurm, http_events_resent_after_lsqd_comes_back, .init = setup, .timeout = 
     lsqd d;
     lsqd_start(&d, flags);
     const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
-                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":16},"
+                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":80},"
                        "\"quant\":{\"weight_bits\":4}}";
     long long id = submit_job(&d, spec);
     sse_log ev;
@@ -366,9 +366,13 @@ Test(slurm, http_events_resent_after_lsqd_comes_back, .init = setup, .timeout = 
     snprintf(listen, sizeof listen, "127.0.0.1:%d", d.port);
     lsqd_kill(&d);
     sleep_s(2);
+    double t0;
     const char *again[] = {"--executor", "slurm", "--slurm-events", "http", "--slurm-poll", "0.3",
                            "--slurm-mem", "1000", "--listen", listen, NULL};
     lsqd_restart(&d, again);
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    cr_assert_str_eq(sh("squeue -h -t all -j %s -o %%T", sid), "RUNNING", "a job long enough");
 
     /* what the worker wrote meanwhile comes over HTTP while it still runs */
     sse_read(&d, id, before, 3, 60, &ev);
@@ -376,7 +380,14 @@ Test(slurm, http_events_resent_after_lsqd_comes_back, .init = setup, .timeout = 
     cr_assert(!ev.ended);
     cr_assert_eq(ev.ids[0], before + 1, "resent from the first one lsqd did not have");
     sse_log_free(&ev);
-    cr_assert_gt(posted_ok(&d), 0, "the new lsqd got them over HTTP");
+    /* the worker's next try (its backoff is at most 5 s) reaches the new
+     * lsqd while the job still runs */
+    t0 = now_s();
+    while (now_s() - t0 < 20 && posted_ok(&d) == 0) sleep_s(0.2);
+    cr_assert_gt(posted_ok(&d), 0, "the new lsqd got events over HTTP (see %s)", d.log);
+    json_t *jr = get_job(&d, id);
+    cr_assert_str_eq(json_string_value(json_object_get(jr, "state")), "running");
+    json_decref(jr);
 
     json_t *j = wait_job(&d, id, NULL, 300);
     cr_assert(j);
@@ -390,6 +401,123 @@ Test(slurm, http_events_resent_after_lsqd_comes_back, .init = setup, .timeout = 
     char path[400];
     snprintf(path, sizeof path, "%s/jobs/%lld/events.jsonl", d.data, id);
     cr_assert_eq(count_lines(path), last_seq);
+    sse_log_free(&ev);
+    lsqd_cleanup(&d);
+}
+
+/* ---- what Slurm does to a job behind lsqd's back ------------------------ */
+
+Test(slurm, an_operators_scancel_ends_the_job_cancelled, .init = setup, .timeout = 300)
+{
+    lsqd d;
+    lsqd_start(&d, SLURM_FLAGS);
+    long long id = submit_job(&d, LONG_SPEC);
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    sse_log ev;
+    sse_read_until(&d, id, "progress", "lsq", 120, &ev);
+    cr_assert(ev.n > 0 && !ev.ended, "no LSQ progress within 120 s (see %s)", d.log);
+    sse_log_free(&ev);
+    /* scancel outside lsqd: Slurm sends SIGTERM, the worker checkpoints and
+     * exits 3, as a SIGTERM from outside does under the local executor */
+    sh("scancel %s", sid);
+    json_t *j = wait_job(&d, id, NULL, 60);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "cancelled", "see %s", d.log);
+    cr_assert_eq(json_integer_value(json_object_get(j, "exit_status")), 3);
+    cr_assert(!json_is_true(json_object_get(j, "cancel_requested")));
+    json_decref(j);
+    cr_assert_str_eq(sh("squeue -h -t all -j %s -o %%T", sid), "CANCELLED");
+    lsqd_cleanup(&d);
+}
+
+Test(slurm, a_job_slurm_forgot_fails_as_vanished_after_a_restart, .init = setup, .timeout = 120)
+{
+    lsqd d;
+    lsqd_start(&d, SLURM_FLAGS);
+    long long id = submit_job(&d, LONG_SPEC);
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    lsqd_kill(&d);
+    sh("scancel %s", sid);
+    /* the cluster lost the job (a controller whose state was wiped): lsqd
+     * finds an id that neither squeue nor sacct knows */
+    char sql[600];
+    snprintf(sql, sizeof sql, "sqlite3 %s/lsqd.db \"UPDATE jobs SET slurm_id = '987654' WHERE "
+             "id = %lld\" && echo ok", d.data, id);
+    cr_assert_str_eq(sh("%s", sql), "ok");
+    char path[400];
+    snprintf(path, sizeof path, "rm -f %s/jobs/%lld/exit_status", d.data, id);
+    sh("%s", path);
+    lsqd_restart(&d, SLURM_FLAGS);
+    json_t *j = wait_job(&d, id, NULL, 60);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "failed", "see %s", d.log);
+    json_t *err = json_object_get(j, "error");
+    cr_assert_str_eq(json_string_value(json_object_get(err, "code")), "slurm_vanished");
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    cr_assert(strstr(msg, "987654") && strstr(msg, "squeue"), "message: %s", msg);
+    json_decref(j);
+    lsqd_cleanup(&d);
+}
+
+static char g_node[64];
+
+static void node_back(void)
+{
+    if (g_node[0]) sh("scontrol update NodeName=%s State=RESUME 2>/dev/null", g_node);
+}
+
+Test(slurm, node_failure_requeues_and_the_job_resumes_from_its_checkpoint, .init = setup,
+     .fini = node_back, .timeout = 400)
+{
+    lsqd d;
+    lsqd_start(&d, SLURM_FLAGS);
+    const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
+                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":12},"
+                       "\"quant\":{\"weight_bits\":4}}";
+    long long id = submit_job(&d, spec);
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    sse_log ev;
+    sse_read_until(&d, id, "checkpoint", "lsq", 120, &ev);
+    cr_assert(ev.n > 0 && !ev.ended, "no LSQ checkpoint within 120 s (see %s)", d.log);
+    sse_log_free(&ev);
+    /* the node goes down under the job; Slurm requeues it (JobRequeue=1) */
+    snprintf(g_node, sizeof g_node, "%s", sh("squeue -h -j %s -o %%N", sid));
+    cr_assert(g_node[0]);
+    sh("scontrol update NodeName=%s State=DOWN Reason=lsqd-test", g_node);
+    double t0 = now_s();
+    const char *st = "";
+    while (now_s() - t0 < 30) {
+        st = sh("squeue -h -t all -j %s -o %%T", sid);
+        if (!strcmp(st, "PENDING")) break;
+        sleep_s(0.2);
+    }
+    cr_assert_str_eq(st, "PENDING", "requeued by Slurm");
+    json_t *j = get_job(&d, id);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "running",
+                     "lsqd keeps following a requeued job");
+    json_decref(j);
+    node_back();
+    t0 = now_s();
+    while (now_s() - t0 < 30 && strcmp(sh("sinfo -h -N -n %s -o %%t", g_node), "idle"))
+        sleep_s(0.2);
+    /* Slurm holds a requeued job about two minutes before it may start */
+    sh("scontrol update JobId=%s StartTime=now", sid);
+    j = wait_job(&d, id, NULL, 300);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded", "see %s", d.log);
+    json_decref(j);
+    sse_read(&d, id, 0, 0, 60, &ev);
+    cr_assert(ev.ended && sse_ids_consecutive(&ev, 1));
+    cr_assert_eq(count_type(&ev, "start"), 2, "the run Slurm killed, then the resumed one");
+    for (int i = 0, starts = 0; i < ev.n; i++) {
+        if (strcmp(ev.types[i], "start")) continue;
+        if (++starts == 2)
+            cr_assert(json_is_true(json_object_get(ev.data[i], "resumed")),
+                      "the second run resumes from the checkpoint");
+    }
     sse_log_free(&ev);
     lsqd_cleanup(&d);
 }
