@@ -206,7 +206,7 @@ Test(slurm, sigkill_lsqd_then_restart_follows_the_running_job, .init = setup, .t
     lsqd d;
     lsqd_start(&d, SLURM_FLAGS);
     const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
-                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":12},"
+                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":50},"
                        "\"quant\":{\"weight_bits\":4}}";
     long long id = submit_job(&d, spec);
     char sid[32];
@@ -217,8 +217,9 @@ Test(slurm, sigkill_lsqd_then_restart_follows_the_running_job, .init = setup, .t
     sse_log_free(&ev);
 
     lsqd_kill(&d);
-    /* the Slurm job does not die with lsqd, and writes events meanwhile */
-    sleep_s(1.5);
+    /* the Slurm job does not die with lsqd, and writes events meanwhile
+     * (50 epochs of 0.2 s: it runs on well past the restart) */
+    sleep_s(1.0);
     cr_assert_str_eq(sh("squeue -h -t all -j %s -o %%T", sid), "RUNNING");
     lsqd_restart(&d, SLURM_FLAGS);
 
@@ -474,7 +475,7 @@ Test(slurm, node_failure_requeues_and_the_job_resumes_from_its_checkpoint, .init
     lsqd d;
     lsqd_start(&d, SLURM_FLAGS);
     const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
-                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":12},"
+                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":50},"
                        "\"quant\":{\"weight_bits\":4}}";
     long long id = submit_job(&d, spec);
     char sid[32];
