@@ -34,6 +34,16 @@ static const char *base_url(void)
     return u && *u ? u : "http://127.0.0.1:8080";
 }
 
+/* Adds "Authorization: Bearer $LSQD_TOKEN" when the variable is set. */
+static struct curl_slist *add_token(struct curl_slist *h)
+{
+    const char *t = getenv("LSQD_TOKEN");
+    if (!t || !*t) return h;
+    char line[512];
+    snprintf(line, sizeof line, "Authorization: Bearer %s", t);
+    return curl_slist_append(h, line);
+}
+
 /* One request; returns the HTTP status (0 when lsqd cannot be reached) and
  * the body in *out (caller frees). */
 static long request(const char *method, const char *path, const char *body, buf_t *out)
@@ -50,9 +60,10 @@ static long request(const char *method, const char *path, const char *body, buf_
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     if (body) {
         h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     }
+    h = add_token(h);
+    if (h) curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     long status = 0;
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -253,6 +264,8 @@ static int cmd_watch(int argc, char **argv)
     snprintf(url, sizeof url, "%s/api/v1/jobs/%s/events", base_url(), argv[1]);
     CURL *c = curl_easy_init();
     sse_state s = {{NULL, 0}, 0};
+    struct curl_slist *h = add_token(NULL);
+    if (h) curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_sse);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
@@ -260,6 +273,7 @@ static int cmd_watch(int argc, char **argv)
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
+    curl_slist_free_all(h);
     free(s.line.data);
     if (rc != CURLE_OK) {
         fprintf(stderr, "lsq watch: %s\n", curl_easy_strerror(rc));

@@ -23,7 +23,8 @@ static const char *USAGE =
     "                     .npz) once into a cache that jobs train on\n"
     "  dataset info DIR   the summary of a dataset cache\n"
     "\n"
-    "Talking to lsqd (LSQD_URL, default http://127.0.0.1:8080):\n"
+    "Talking to lsqd (LSQD_URL, default http://127.0.0.1:8080; LSQD_TOKEN, the bearer\n"
+    "token when lsqd asks for one):\n"
     "  submit SPEC.json | jobs | status ID | watch ID | cancel ID | download ID NAME [-o FILE]\n"
     "\n"
     "Run `lsq COMMAND --help` for the options of one command.\n";

@@ -40,7 +40,19 @@ static const char USAGE[] =
     "  --slurm-events file|http LSQD_SLURM_EVENTS (file: lsqd reads the events file on\n"
     "                                           the shared folder; http: the worker posts them)\n"
     "  --slurm-callback URL LSQD_SLURM_CALLBACK (http://LISTEN: lsqd as the nodes reach it)\n"
-    "  --routes             print the route table as JSON and exit\n";
+    "  --auth auto|on|off   LSQD_AUTH          (auto: bearer tokens when listening beyond\n"
+    "                                           loopback; off is refused beyond loopback)\n"
+    "  --host-allow NAME,...  LSQD_HOST_ALLOW  (names the Host header may carry besides the\n"
+    "                                           listen address, localhost, 127.0.0.1, [::1])\n"
+    "  --max-running-per-user N LSQD_MAX_RUNNING_PER_USER (0 = no limit; 429 past it)\n"
+    "  --max-queued-per-user N  LSQD_MAX_QUEUED_PER_USER  (0 = no limit; 429 past it)\n"
+    "  --quota-per-user BYTES   LSQD_QUOTA_PER_USER       (0 = no limit: a user's uploads\n"
+    "                                           and artifacts; 413 / 429 past it)\n"
+    "  --routes             print the route table as JSON and exit\n"
+    "\n"
+    "       lsqd token create --user NAME [--admin] [--data DIR]\n"
+    "       lsqd token list [--data DIR]\n"
+    "       lsqd token revoke ID [--data DIR]\n";
 
 const char *const EXECUTOR_NAMES[] = {"local", "slurm"};
 _Static_assert(sizeof EXECUTOR_NAMES / sizeof *EXECUTOR_NAMES == EXECUTOR_COUNT,
@@ -219,6 +231,33 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         snprintf(cfg->slurm_callback, sizeof cfg->slurm_callback, "%.*s", (int)len, v);
         return 0;
     }
+    if (!strcmp(name, "auth")) {
+        if (!strcmp(v, "auto")) cfg->auth = AUTH_AUTO;
+        else if (!strcmp(v, "on")) cfg->auth = AUTH_ON;
+        else if (!strcmp(v, "off")) cfg->auth = AUTH_OFF;
+        else return -1;
+        return 0;
+    }
+    if (!strcmp(name, "host-allow")) {
+        if (strlen(v) >= sizeof cfg->host_allow) return -1;
+        snprintf(cfg->host_allow, sizeof cfg->host_allow, "%s", v);
+        return 0;
+    }
+    if (!strcmp(name, "max-running-per-user")) {
+        if (parse_long(v, 0, 1000000, &n)) return -1;
+        cfg->max_running_per_user = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "quota-per-user")) {
+        if (parse_long(v, 0, 1L << 50, &n)) return -1;
+        cfg->quota_per_user = (unsigned long long)n;
+        return 0;
+    }
+    if (!strcmp(name, "max-queued-per-user")) {
+        if (parse_long(v, 0, 1000000, &n)) return -1;
+        cfg->max_queued_per_user = (int)n;
+        return 0;
+    }
     if (!strcmp(name, "web")) {
         if (strlen(v) >= sizeof cfg->web_dir) return -1;
         snprintf(cfg->web_dir, sizeof cfg->web_dir, "%s", v);
@@ -282,6 +321,10 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQD_SLURM_MEM", "slurm-mem"}, {"LSQD_SLURM_POLL", "slurm-poll"},
         {"LSQD_SLURM_TIMEOUT", "slurm-timeout"}, {"LSQD_SLURM_EVENTS", "slurm-events"},
         {"LSQD_SLURM_CALLBACK", "slurm-callback"},
+        {"LSQD_MAX_EXPANDED", "max-expanded"}, {"LSQD_AUTH", "auth"},
+        {"LSQD_HOST_ALLOW", "host-allow"}, {"LSQD_MAX_RUNNING_PER_USER", "max-running-per-user"},
+        {"LSQD_MAX_QUEUED_PER_USER", "max-queued-per-user"},
+        {"LSQD_QUOTA_PER_USER", "quota-per-user"},
     };
     for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
         const char *v = getenv(ENVS[i].env);

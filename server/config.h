@@ -46,7 +46,18 @@ typedef struct {
                              * http (1): the worker also posts its events to lsqd */
     char slurm_callback[512]; /* --slurm-callback / LSQD_SLURM_CALLBACK: lsqd's base URL as
                                * the nodes reach it ("" = http://LISTEN_HOST:PORT) */
+    int auth;               /* --auth / LSQD_AUTH: AUTH_AUTO (tokens beyond loopback),
+                             * AUTH_ON, AUTH_OFF (loopback only) */
+    char host_allow[1024];  /* --host-allow / LSQD_HOST_ALLOW: more names the Host header
+                             * may carry, comma-separated (the listen address,
+                             * localhost, 127.0.0.1 and [::1] always may) */
+    int max_running_per_user; /* --max-running-per-user, 0 = no limit */
+    int max_queued_per_user;  /* --max-queued-per-user, 0 = no limit */
+    unsigned long long quota_per_user; /* --quota-per-user: bytes of a user's uploads and
+                                        * artifacts, 0 = no limit */
 } lsqd_config;
+
+enum { AUTH_AUTO, AUTH_ON, AUTH_OFF };
 
 typedef enum { EXECUTOR_LOCAL, EXECUTOR_SLURM, EXECUTOR_COUNT } lsqd_executor;
 extern const char *const EXECUTOR_NAMES[];

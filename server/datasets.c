@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include "auth.h"
 #include "data/data.h"
 #include "data/import.h"
 #include "fetch.h"
@@ -184,10 +185,11 @@ static enum MHD_Result post_upload(req *r)
                                "archive as application/octet-stream");
         goto out;
     }
+    if (auth_quota_or_reply(r, r->upload_bytes, &res)) goto out;
     opts_text = json_dumps(opts, JSON_COMPACT | JSON_SORT_KEYS);
     if (!opts_text || store_dataset_insert(name, DS_SRC_UPLOAD, NULL, opts_text,
                                            (long long)r->upload_bytes, r->upload_sha256,
-                                           &id) != STORE_OK) {
+                                           r->user.id, &id) != STORE_OK) {
         res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the dataset");
         goto out;
     }
@@ -253,6 +255,7 @@ static enum MHD_Result post_url(req *r)
         res = http_reply_error(r, HERR_INVALID_VALUE, "url", "%s", why);
         goto out;
     }
+    if (auth_quota_or_reply(r, 0, &res)) goto out;
     json_t *jn = json_object_get(obj, "name");
     char name[DATASET_NAME_MAX + 64];
     if (jn && !json_is_string(jn)) {
@@ -271,7 +274,8 @@ static enum MHD_Result post_url(req *r)
     int64_t id;
     char dir[PATH_MAX];
     if (!opts_text ||
-        store_dataset_insert(name, DS_SRC_URL, url, opts_text, -1, NULL, &id) != STORE_OK) {
+        store_dataset_insert(name, DS_SRC_URL, url, opts_text, -1, NULL, r->user.id, &id) !=
+            STORE_OK) {
         res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the dataset");
         goto out;
     }
@@ -322,7 +326,7 @@ static int builtin_available(const char *dir)
 
 enum MHD_Result datasets_list(req *r)
 {
-    json_t *reg = store_dataset_list();
+    json_t *reg = store_dataset_list(auth_list_owner(r));
     if (!reg) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot list datasets");
     json_t *out = json_array();
     static const struct { const char *name, *dir; } BUILTIN[] = {
@@ -400,8 +404,9 @@ enum MHD_Result datasets_delete(req *r)
 
 /* ---------------------------------------------------------------- jobs */
 
-int datasets_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *dataset_id,
-                          char *field, size_t field_cap, char *why, size_t cap)
+int datasets_resolve_spec(const lsqd_config *cfg, const store_user *user, json_t *spec,
+                          int64_t *dataset_id, char *field, size_t field_cap, char *why,
+                          size_t cap)
 {
     *dataset_id = 0;
     json_t *ds = json_object_get(spec, "dataset");
@@ -444,7 +449,7 @@ int datasets_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *dataset
         snprintf(why, cap, "dataset.name and dataset.id name two datasets; give one");
         return -1;
     }
-    json_t *row = store_dataset_get(id, 0);
+    json_t *row = auth_may_use(user, STORE_OBJ_DATASET, id) ? store_dataset_get(id, 0) : NULL;
     if (!row) {
         snprintf(why, cap, "dataset.id: no dataset %lld", id);
         return -1;

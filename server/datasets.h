@@ -32,8 +32,10 @@ enum MHD_Result datasets_delete(req *r);
  * sets *dataset_id (0 when the spec names none). A dataset.path or
  * dataset.cache from the client (a server path) is refused. -1 with the
  * field (dataset.id, dataset.path, ...) and the message when the spec
- * cannot be used; nothing on the file system is touched. */
-int datasets_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *dataset_id,
-                          char *field, size_t field_cap, char *why, size_t cap);
+ * cannot be used (a dataset user may not use reads as no dataset); nothing
+ * on the file system is touched. */
+int datasets_resolve_spec(const lsqd_config *cfg, const store_user *user, json_t *spec,
+                          int64_t *dataset_id, char *field, size_t field_cap, char *why,
+                          size_t cap);
 
 #endif

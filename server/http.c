@@ -3,7 +3,10 @@
  * in the completed callback. JSON bodies are capped (413 before reading
  * further when Content-Length says so) and must say application/json (415);
  * uploaded files are streamed to disk under their own cap; a route may take
- * either, told apart by the Content-Type (BODY_FILE_OR_JSON). */
+ * either, told apart by the Content-Type (BODY_FILE_OR_JSON). Before any of
+ * it, auth.h's checks: the Host header (421) on every path, then the token
+ * and the owner of the object the path names. Calls that may change state
+ * are logged with their user when they end. */
 #include "http.h"
 
 #include <arpa/inet.h>
@@ -17,6 +20,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "log.h"
 #include "reply.h"
 #include "routes.h"
@@ -102,6 +106,10 @@ static enum MHD_Result upload_begin(req *r)
         return http_reply_error(r, HERR_BODY_TOO_LARGE, NULL,
                                 "the file is larger than %llu bytes (--max-upload)",
                                 g_cfg->max_upload);
+    enum MHD_Result res;
+    if (cl && strtoull(cl, NULL, 10) > 0 &&
+        auth_quota_or_reply(r, strtoull(cl, NULL, 10), &res))
+        return res;  /* past the owner's quota: refused before it is read */
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%.*s/uploads", PATH_MAX - 16, g_cfg->data);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
@@ -199,8 +207,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->method = method;
         r->url = url;
         r->t0 = now_s();
+        r->route = -1;
+        enum MHD_Result res;
+        /* before anything else, on every path: a browser led here by a
+         * name that is not lsqd's (DNS rebinding) gets nothing */
+        if (auth_host_or_reply(r, &res)) return res;
         char allow[128];
         r->route = route_find(r, allow, sizeof allow);
+        if (!strcmp(method, "OPTIONS") && r->route != -2) {
+            /* a CORS preflight gets the methods and no Access-Control-*
+             * header: browsers then refuse other origins' requests */
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+            if (!resp) return MHD_NO;
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+            return http_reply_response(r, 204, resp);
+        }
         if (r->route == -1)
             return http_reply_error_allow(r, HERR_METHOD_NOT_ALLOWED, NULL, allow,
                                           "method not allowed on this path");
@@ -219,6 +241,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             }
             r->job_id = id;
         }
+        if (auth_user_or_reply(r, &table[r->route], &res) ||
+            auth_owner_or_reply(r, &table[r->route], &res))
+            return res;
         route_body body = table[r->route].body;
         const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -291,9 +316,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     req *r = *con_cls;
     if (!r) return;
-    if (r->status >= 400) {
-        int n;
-        const route_def *t = routes_table(&n);
+    int n;
+    const route_def *t = routes_table(&n);
+    if (strcmp(r->method, "GET") && strcmp(r->method, "HEAD") && strcmp(r->method, "OPTIONS")) {
+        /* every call that may change state, whoever made it and however
+         * it ended: the audit trail */
+        int64_t id = r->job_id ? r->job_id : r->object_id;
+        log_info("audit", "{s:s,s:s,s:s,s:s,s:i,s:o}", "user",
+                 r->user.name[0] ? r->user.name : "-", "method", r->method, "path", r->url,
+                 "route", r->route >= 0 ? t[r->route].name : "none", "status", (int)r->status,
+                 "id", id > 0 ? json_integer(id) : json_null());
+    } else if (r->status >= 400) {
         log_info("request", "{s:s,s:s,s:s,s:i,s:f}", "method", r->method, "path", r->url,
                  "route", r->route >= 0 ? t[r->route].name : "none", "status", (int)r->status,
                  "ms", (now_s() - r->t0) * 1e3);
@@ -329,7 +362,9 @@ int http_start(const lsqd_config *cfg)
         return -1;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
-    return info ? (int)info->port : cfg->port;
+    int port = info ? (int)info->port : cfg->port;
+    auth_set_port(port);
+    return port;
 }
 
 void http_quiesce(void)

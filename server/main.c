@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "hub.h"
@@ -45,6 +46,7 @@ int main(int argc, char **argv)
      * worker beside another job on 2 cores). The workers inherit it; a value
      * set by the operator wins. */
     setenv("OMP_WAIT_POLICY", "passive", 0);
+    if (argc > 1 && !strcmp(argv[1], "token")) return auth_token_main(argc - 1, argv + 1);
     int rc = config_load(&cfg, argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
     if (cfg.print_routes) {
@@ -74,6 +76,11 @@ int main(int argc, char **argv)
         log_error("cannot open the store", "{s:s}", "path", db_path);
         return 1;
     }
+    int auth = auth_init(&cfg);
+    if (auth < 0) {
+        store_close();
+        return 1;
+    }
     int requeued = store_jobs_recover(cfg.max_attempts, cfg.executor == EXECUTOR_SLURM);
     if (requeued < 0) return 1;
     if (requeued > 0)
@@ -100,8 +107,9 @@ int main(int argc, char **argv)
     snprintf(url, sizeof url, "http://%s:%d", cfg.host, port);
     if (cfg.executor == EXECUTOR_SLURM) slurm_set_callback(url);
     snprintf(url, sizeof url, "http://%s:%d/", cfg.host, port);
-    log_info("listening", "{s:s,s:i,s:s,s:s,s:i,s:s}", "addr", cfg.host, "port", port, "url", url,
-             "data", cfg.data, "workers", cfg.workers, "lsq", cfg.lsq_bin);
+    log_info("listening", "{s:s,s:i,s:s,s:s,s:i,s:s,s:s}", "addr", cfg.host, "port", port, "url",
+             url, "data", cfg.data, "workers", cfg.workers, "lsq", cfg.lsq_bin, "auth",
+             auth ? "tokens" : "off (loopback)");
 
     int sig = 0;
     while (sigwait(&stop, &sig) != 0) {}

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "child.h"
 #include "store.h"
 
@@ -59,6 +60,8 @@ enum MHD_Result models_post(req *r)
     if (r->upload_bytes == 0)
         return http_reply_error(r, HERR_INVALID_VALUE, "body", "the body is empty: send the "
                                 "ONNX file as application/octet-stream");
+    enum MHD_Result quota_res;
+    if (auth_quota_or_reply(r, r->upload_bytes, &quota_res)) return quota_res;
     int status;
     char *out = run_import(r->cfg, r->upload_path, &status);
     if (!out)
@@ -100,7 +103,7 @@ enum MHD_Result models_post(req *r)
     }
     int64_t id;
     if (store_model_insert(name, (long long)r->upload_bytes, r->upload_sha256, summary_text,
-                           &id) != STORE_OK) {
+                           r->user.id, &id) != STORE_OK) {
         free(summary_text);
         return http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the model");
     }
@@ -123,7 +126,7 @@ enum MHD_Result models_post(req *r)
 
 enum MHD_Result models_list(req *r)
 {
-    json_t *arr = store_model_list();
+    json_t *arr = store_model_list(auth_list_owner(r));
     if (!arr) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot list models");
     return http_reply_json(r, 200, json_pack("{s:o}", "models", arr));
 }
@@ -153,8 +156,8 @@ enum MHD_Result models_delete(req *r)
     return http_reply_bytes(r, 204, "application/json", "", 0);
 }
 
-int models_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *model_id, char *why,
-                        size_t cap)
+int models_resolve_spec(const lsqd_config *cfg, const store_user *user, json_t *spec,
+                        int64_t *model_id, char *why, size_t cap)
 {
     *model_id = 0;
     json_t *model = json_object_get(spec, "model");
@@ -175,7 +178,7 @@ int models_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *model_id,
                            "(POST /api/v1/models)");
         return -1;
     }
-    json_t *m = store_model_get(id);
+    json_t *m = auth_may_use(user, STORE_OBJ_MODEL, id) ? store_model_get(id) : NULL;
     if (!m) {
         snprintf(why, cap, "model.onnx: no model %lld", id);
         return -1;

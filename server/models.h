@@ -22,8 +22,8 @@ void models_file_path(const lsqd_config *cfg, int64_t id, char *out, size_t cap)
 /* A submitted spec names an uploaded model by id ("model": {"onnx": ID});
  * this replaces the id with the stored file's path for the engine and sets
  * *model_id (0 when the spec names none). -1 with a message in why when the
- * value is not the id of a stored model. */
-int models_resolve_spec(const lsqd_config *cfg, json_t *spec, int64_t *model_id, char *why,
-                        size_t cap);
+ * value is not the id of a stored model that user may use. */
+int models_resolve_spec(const lsqd_config *cfg, const store_user *user, json_t *spec,
+                        int64_t *model_id, char *why, size_t cap);
 
 #endif

@@ -316,7 +316,8 @@ static int scan_root(const lsqd_config *cfg)
         int64_t id;
         if (name_ok(sub) && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) &&
             store_dataset_root_find(sub, &id) == STORE_NOT_FOUND) {
-            if (store_dataset_insert(sub, DS_SRC_ROOT, sub, "{}", -1, NULL, &id) == STORE_OK) {
+            if (store_dataset_insert(sub, DS_SRC_ROOT, sub, "{}", -1, NULL, STORE_LOCAL_USER,
+                                     &id) == STORE_OK) {
                 registrar_enqueue(id);
                 added++;
             }

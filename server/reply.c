@@ -7,14 +7,15 @@
 #include <string.h>
 
 const char *const HTTP_ERR_CODES[] = {
-    "malformed_json", "bad_request", "unauthorized", "not_found", "method_not_allowed", "conflict",
+    "malformed_json", "bad_request", "not_found", "method_not_allowed", "conflict",
     "body_too_large", "unsupported_media_type", "invalid_spec", "invalid_value",
-    "invalid_model", "internal", "queue_full", "unavailable",
+    "invalid_model", "unauthorized", "forbidden", "misdirected_request", "limit_reached",
+    "internal", "queue_full", "unavailable",
 };
 _Static_assert(sizeof HTTP_ERR_CODES / sizeof *HTTP_ERR_CODES == HERR_COUNT,
                "HTTP_ERR_CODES must name every http_err");
 static const unsigned HTTP_ERR_STATUS[] = {
-    400, 400, 401, 404, 405, 409, 413, 415, 422, 422, 422, 500, 503, 503,
+    400, 400, 404, 405, 409, 413, 415, 422, 422, 422, 401, 403, 421, 429, 500, 503, 503,
 };
 _Static_assert(sizeof HTTP_ERR_STATUS / sizeof *HTTP_ERR_STATUS == HERR_COUNT,
                "HTTP_ERR_STATUS must give every http_err a status");
@@ -22,7 +23,7 @@ _Static_assert(sizeof HTTP_ERR_STATUS / sizeof *HTTP_ERR_STATUS == HERR_COUNT,
 /* Counters for /metrics: requests by route and status, errors by code. */
 #define MAX_ROUTES 48
 static const unsigned STATUS_SLOTS[] = {
-    200, 201, 202, 204, 304, 400, 404, 405, 409, 413, 415, 422, 500, 503, 0,
+    200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 421, 422, 429, 500, 503, 0,
 };
 #define N_STATUS (sizeof STATUS_SLOTS / sizeof *STATUS_SLOTS)
 static unsigned long g_requests[MAX_ROUTES + 1][N_STATUS];
@@ -71,7 +72,11 @@ enum MHD_Result http_reply_json_location(req *r, unsigned status, json_t *body,
     if (!resp) { free(text); return MHD_NO; }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (location) MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
+    if (location) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, location);
+        const char *slash = strrchr(location, '/');
+        if (slash) r->object_id = strtoll(slash + 1, NULL, 10);
+    }
     return http_reply_response(r, status, resp);
 }
 
@@ -82,6 +87,14 @@ enum MHD_Result http_reply_json(req *r, unsigned status, json_t *body)
 
 enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, const char *allow,
                                        const char *message)
+{
+    return http_reply_error_header(r, e, field, allow ? MHD_HTTP_HEADER_ALLOW : NULL, allow,
+                                   message);
+}
+
+enum MHD_Result http_reply_error_header(req *r, http_err e, const char *field,
+                                        const char *hname, const char *hvalue,
+                                        const char *message)
 {
     __atomic_add_fetch(&g_errors[e], 1, __ATOMIC_RELAXED);
     json_t *err = json_pack("{s:s,s:s}", "code", HTTP_ERR_CODES[e], "message", message);
@@ -94,7 +107,7 @@ enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, co
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     if (!resp) { free(text); return MHD_NO; }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (hname) MHD_add_response_header(resp, hname, hvalue);
     return http_reply_response(r, HTTP_ERR_STATUS[e], resp);
 }
 

@@ -13,13 +13,13 @@
 
 #include "config.h"
 #include "core/sha256.h"
+#include "store.h"
 
 /* Wire error codes; the HTTP status of each is in one table (reply.c). 4xx
  * and 5xx never share a code. */
 typedef enum {
     HERR_MALFORMED_JSON,     /* 400 */
     HERR_BAD_REQUEST,        /* 400 */
-    HERR_UNAUTHORIZED,       /* 401 */
     HERR_NOT_FOUND,          /* 404 */
     HERR_METHOD_NOT_ALLOWED, /* 405 + Allow */
     HERR_CONFLICT,           /* 409 */
@@ -28,6 +28,10 @@ typedef enum {
     HERR_INVALID_SPEC,       /* 422: the job spec, with "field" */
     HERR_INVALID_VALUE,      /* 422: any other value, with "field" */
     HERR_INVALID_MODEL,      /* 422: an uploaded model the importer refuses */
+    HERR_UNAUTHORIZED,       /* 401 + WWW-Authenticate: no token, or not a valid one */
+    HERR_FORBIDDEN,          /* 403: the caller may not do this (admin only) */
+    HERR_MISDIRECTED,        /* 421: a Host header that is not one of lsqd's names */
+    HERR_LIMIT,              /* 429: a per-user limit of the operator */
     HERR_INTERNAL,           /* 500 */
     HERR_QUEUE_FULL,         /* 503 */
     HERR_UNAVAILABLE,        /* 503 */
@@ -53,12 +57,20 @@ typedef enum {
                               * else is 415; req.body_kind says which came */
 } route_body;
 
+/* Who may call a route when lsqd checks tokens (auth.h). */
+typedef enum {
+    ACCESS_USER,             /* any valid token (the default) */
+    ACCESS_PUBLIC,           /* no token: /healthz and the dashboard's files */
+    ACCESS_ADMIN,            /* an admin's token; 403 for others */
+} route_access;
+
 typedef struct {
     const char *method;
     const char *pattern;     /* "/api/v1/jobs/{id}/artifacts/{name}" */
     const char *name;        /* label in /metrics and logs */
     route_fn fn;
     route_body body;
+    route_access access;
 } route_def;
 
 struct req {
@@ -84,6 +96,9 @@ struct req {
     sha256_ctx upload_sha;
     int upload_failed;       /* a write failed (errno in upload_errno) */
     int upload_errno;
+    store_user user;         /* the caller: a token's user, or the local user
+                              * (an admin) when lsqd checks no tokens */
+    int64_t object_id;       /* the object created (from Location), for the log */
     unsigned status;         /* the status replied, for /metrics */
     double t0;
 };
@@ -103,6 +118,10 @@ enum MHD_Result http_reply_response(req *r, unsigned status, struct MHD_Response
 /* As http_reply_error, with an Allow header (405). */
 enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, const char *allow,
                                        const char *message);
+/* As http_reply_error, with one more header (hname NULL: none). */
+enum MHD_Result http_reply_error_header(req *r, http_err e, const char *field,
+                                        const char *hname, const char *hvalue,
+                                        const char *message);
 
 /* Writes the request counters of a route table (by route and status) and
  * the error counters (by code) as Prometheus text. */

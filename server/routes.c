@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "child.h"
 #include "core/spec.h"
 #include "data/data.h"
@@ -98,7 +99,7 @@ static int resolve_init_from(req *r, json_t *spec, enum MHD_Result *res)
                                 "init.from must be the id of a job of this lsqd");
         return -1;
     }
-    json_t *job = store_job_get(id);
+    json_t *job = auth_may_use(&r->user, STORE_OBJ_JOB, id) ? store_job_get(id) : NULL;
     if (!job) {
         *res = http_reply_error(r, HERR_INVALID_SPEC, "init.from", "init.from: no job %lld", id);
         return -1;
@@ -138,6 +139,7 @@ static enum MHD_Result h_jobs_submit(req *r)
     lsq_spec spec;
     int spec_ready = 0;
     char *norm_text = NULL;
+    if (auth_quota_or_reply(r, 0, &res)) return res;
     json_t *obj = body_json_or_reply(r, &res);
     if (!obj) return res;
     int64_t model_id = 0, dataset_id = 0;
@@ -145,13 +147,13 @@ static enum MHD_Result h_jobs_submit(req *r)
         char why[512], field[64];
         /* before anything else: a server path from the client is refused
          * without being looked at */
-        if (datasets_resolve_spec(r->cfg, obj, &dataset_id, field, sizeof field, why,
+        if (datasets_resolve_spec(r->cfg, &r->user, obj, &dataset_id, field, sizeof field, why,
                                   sizeof why)) {
             res = http_reply_error(r, HERR_INVALID_SPEC, field, "%s", why);
             goto out;
         }
         if (resolve_init_from(r, obj, &res)) goto out;
-        if (models_resolve_spec(r->cfg, obj, &model_id, why, sizeof why)) {
+        if (models_resolve_spec(r->cfg, &r->user, obj, &model_id, why, sizeof why)) {
             res = http_reply_error(r, HERR_INVALID_SPEC, "model.onnx", "%s", why);
             goto out;
         }
@@ -189,7 +191,8 @@ static enum MHD_Result h_jobs_submit(req *r)
     }
     int64_t id;
     store_status ss = store_job_insert(spec.name[0] ? spec.name : "job", norm_text, model_id,
-                                       dataset_id, r->cfg->max_queue, &id);
+                                       dataset_id, r->user.id, r->cfg->max_queue,
+                                       r->cfg->max_queued_per_user, &id);
     if (ss == STORE_NOT_FOUND) {
         /* deleted between the checks above and the insert */
         json_t *m = model_id > 0 ? store_model_get(model_id) : NULL;
@@ -201,6 +204,13 @@ static enum MHD_Result h_jobs_submit(req *r)
                                    "dataset.id: dataset %lld was deleted",
                                    (long long)dataset_id);
         json_decref(m);
+        goto out;
+    }
+    if (ss == STORE_LIMIT) {
+        res = http_reply_error(r, HERR_LIMIT, NULL,
+                               "%s has %d queued jobs, the most a user may have "
+                               "(--max-queued-per-user); retry when one has started",
+                               r->user.name, r->cfg->max_queued_per_user);
         goto out;
     }
     if (ss == STORE_FULL) {
@@ -241,7 +251,7 @@ static enum MHD_Result h_jobs_list(req *r)
                                 LIST_LIMIT_MAX);
     if ((v = query(r, "after")) && parse_int64(v, 1, LLONG_MAX, &after))
         return http_reply_error(r, HERR_INVALID_VALUE, "after", "after must be a job id");
-    json_t *jobs = store_job_list(state, (int)limit, after);
+    json_t *jobs = store_job_list(state, (int)limit, after, auth_list_owner(r));
     if (!jobs) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot list jobs");
     size_t n = json_array_size(jobs);
     json_t *next = n == (size_t)limit
@@ -738,31 +748,32 @@ static enum MHD_Result h_index(req *r)
 const route_def *routes_table(int *n)
 {
     static const route_def ROUTES[] = {
-        {"POST", "/api/v1/jobs", "jobs_submit", h_jobs_submit, BODY_JSON},
-        {"GET", "/api/v1/jobs", "jobs_list", h_jobs_list, BODY_NONE},
-        {"GET", "/api/v1/jobs/{id}", "job_get", h_job_get, BODY_NONE},
-        {"POST", "/api/v1/jobs/{id}/cancel", "job_cancel", h_job_cancel, BODY_NONE},
-        {"GET", "/api/v1/jobs/{id}/events", "job_events", h_job_events, BODY_NONE},
-        {"POST", "/api/v1/jobs/{id}/events", "job_events_post", h_job_events_post, BODY_JSON},
-        {"GET", "/api/v1/jobs/{id}/metrics", "job_metrics", h_job_metrics, BODY_NONE},
-        {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, BODY_NONE},
-        {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, BODY_NONE},
-        {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, BODY_JSON},
-        {"POST", "/api/v1/datasets", "datasets_register", datasets_post, BODY_FILE_OR_JSON},
-        {"GET", "/api/v1/datasets", "datasets_list", datasets_list, BODY_NONE},
-        {"GET", "/api/v1/datasets/{id}", "dataset_get", datasets_get, BODY_NONE},
+        {"POST", "/api/v1/jobs", "jobs_submit", h_jobs_submit, BODY_JSON, ACCESS_USER},
+        {"GET", "/api/v1/jobs", "jobs_list", h_jobs_list, BODY_NONE, ACCESS_USER},
+        {"GET", "/api/v1/jobs/{id}", "job_get", h_job_get, BODY_NONE, ACCESS_USER},
+        {"POST", "/api/v1/jobs/{id}/cancel", "job_cancel", h_job_cancel, BODY_NONE, ACCESS_USER},
+        {"GET", "/api/v1/jobs/{id}/events", "job_events", h_job_events, BODY_NONE, ACCESS_USER},
+        {"POST", "/api/v1/jobs/{id}/events", "job_events_post", h_job_events_post, BODY_JSON,
+         ACCESS_PUBLIC}, /* the job's own token, checked by the handler */
+        {"GET", "/api/v1/jobs/{id}/metrics", "job_metrics", h_job_metrics, BODY_NONE, ACCESS_USER},
+        {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, BODY_NONE, ACCESS_USER},
+        {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, BODY_NONE, ACCESS_USER},
+        {"POST", "/api/v1/jobs/{id}/predict", "job_predict", h_job_predict, BODY_JSON, ACCESS_USER},
+        {"POST", "/api/v1/datasets", "datasets_register", datasets_post, BODY_FILE_OR_JSON, ACCESS_USER},
+        {"GET", "/api/v1/datasets", "datasets_list", datasets_list, BODY_NONE, ACCESS_USER},
+        {"GET", "/api/v1/datasets/{id}", "dataset_get", datasets_get, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/datasets/{id}/samples.png", "dataset_samples", datasets_samples,
-         BODY_NONE},
-        {"DELETE", "/api/v1/datasets/{id}", "dataset_delete", datasets_delete, BODY_NONE},
-        {"POST", "/api/v1/models", "models_upload", models_post, BODY_FILE},
-        {"GET", "/api/v1/models", "models_list", models_list, BODY_NONE},
-        {"GET", "/api/v1/models/{id}", "model_get", models_get, BODY_NONE},
-        {"DELETE", "/api/v1/models/{id}", "model_delete", models_delete, BODY_NONE},
-        {"GET", "/api/v1/openapi.json", "openapi", h_openapi, BODY_NONE},
-        {"GET", "/healthz", "healthz", h_healthz, BODY_NONE},
-        {"GET", "/metrics", "metrics", h_metrics, BODY_NONE},
-        {"GET", "/", "index", h_index, BODY_NONE},
-        {"GET", "/static/{name}", "static", static_reply, BODY_NONE},
+         BODY_NONE, ACCESS_USER},
+        {"DELETE", "/api/v1/datasets/{id}", "dataset_delete", datasets_delete, BODY_NONE, ACCESS_USER},
+        {"POST", "/api/v1/models", "models_upload", models_post, BODY_FILE, ACCESS_USER},
+        {"GET", "/api/v1/models", "models_list", models_list, BODY_NONE, ACCESS_USER},
+        {"GET", "/api/v1/models/{id}", "model_get", models_get, BODY_NONE, ACCESS_USER},
+        {"DELETE", "/api/v1/models/{id}", "model_delete", models_delete, BODY_NONE, ACCESS_USER},
+        {"GET", "/api/v1/openapi.json", "openapi", h_openapi, BODY_NONE, ACCESS_USER},
+        {"GET", "/healthz", "healthz", h_healthz, BODY_NONE, ACCESS_PUBLIC},
+        {"GET", "/metrics", "metrics", h_metrics, BODY_NONE, ACCESS_ADMIN},
+        {"GET", "/", "index", h_index, BODY_NONE, ACCESS_PUBLIC},
+        {"GET", "/static/{name}", "static", static_reply, BODY_NONE, ACCESS_PUBLIC},
     };
     *n = (int)(sizeof ROUTES / sizeof *ROUTES);
     return ROUTES;

@@ -304,7 +304,8 @@ static void *sched_main(void *arg)
             int64_t id;
             char *spec = NULL;
             int attempts;
-            if (store_job_claim(&id, &spec, &attempts) != STORE_OK) break;
+            if (store_job_claim(g_cfg->max_running_per_user, &id, &spec, &attempts) != STORE_OK)
+                break;
             hub_notify(id);
             spawn(&g_slots[i], id, spec);
             free(spec);

@@ -183,7 +183,8 @@ int store_ping(void)
 /* ---------------------------------------------------------------- jobs */
 
 store_status store_job_insert(const char *name, const char *spec_json, int64_t model_id,
-                              int64_t dataset_id, int max_queue, int64_t *id)
+                              int64_t dataset_id, int64_t owner_id, int max_queue,
+                              int max_per_user, int64_t *id)
 {
     sqlite3 *db = db_get();
     sqlite3_stmt *st = NULL;
@@ -194,6 +195,15 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
     if (sqlite3_column_int64(st, 0) >= max_queue) { rc = STORE_FULL; goto out; }
     sqlite3_finalize(st);
     st = NULL;
+    if (max_per_user > 0) {
+        st = prep(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND owner_id = ?");
+        if (!st) goto out;
+        sqlite3_bind_int64(st, 1, owner_id);
+        if (sqlite3_step(st) != SQLITE_ROW) goto out;
+        if (sqlite3_column_int64(st, 0) >= max_per_user) { rc = STORE_LIMIT; goto out; }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
     if (model_id > 0) {
         /* in the same transaction as the insert: a DELETE of the model
          * cannot slip in between */
@@ -216,8 +226,8 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
         sqlite3_finalize(st);
         st = NULL;
     }
-    st = prep(db, "INSERT INTO jobs (name, spec, created_at, model_id, dataset_id) "
-                  "VALUES (?, ?, ?, ?, ?)");
+    st = prep(db, "INSERT INTO jobs (name, spec, created_at, model_id, dataset_id, owner_id) "
+                  "VALUES (?, ?, ?, ?, ?, ?)");
     if (!st) goto out;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, spec_json, -1, SQLITE_TRANSIENT);
@@ -226,6 +236,7 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
     else sqlite3_bind_null(st, 4);
     if (dataset_id > 0) sqlite3_bind_int64(st, 5, dataset_id);
     else sqlite3_bind_null(st, 5);
+    sqlite3_bind_int64(st, 6, owner_id);
     if (sqlite3_step(st) != SQLITE_DONE) { log_sql("insert job", db); goto out; }
     *id = sqlite3_last_insert_rowid(db);
     rc = STORE_OK;
@@ -237,7 +248,7 @@ out:
 
 #define JOB_COLUMNS "id, name, state, spec, created_at, started_at, finished_at, attempts, " \
     "cancel_requested, last_seq, progress, last_epoch, test_acc, error_code, error_message, " \
-    "exit_status, dataset_id, slurm_id"
+    "exit_status, dataset_id, (SELECT u.name FROM users u WHERE u.id = jobs.owner_id), slurm_id"
 
 static json_t *col_real_or_null(sqlite3_stmt *st, int i)
 {
@@ -251,6 +262,12 @@ static json_t *col_json_or_null(sqlite3_stmt *st, int i)
     if (!t) return json_null();
     json_t *v = json_loads(t, 0, NULL);
     return v ? v : json_null();
+}
+
+static json_t *col_text_or_null(sqlite3_stmt *st, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(st, i);
+    return t ? json_string(t) : json_null();
 }
 
 static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
@@ -280,8 +297,9 @@ static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
                         ? json_null() : json_integer(sqlite3_column_int(st, 15)));
     json_object_set_new(j, "dataset_id", sqlite3_column_type(st, 16) == SQLITE_NULL
                         ? json_null() : json_integer(sqlite3_column_int64(st, 16)));
-    json_object_set_new(j, "slurm_id", sqlite3_column_type(st, 17) == SQLITE_NULL
-                        ? json_null() : json_string((const char *)sqlite3_column_text(st, 17)));
+    json_object_set_new(j, "owner", col_text_or_null(st, 17));
+    json_object_set_new(j, "slurm_id", sqlite3_column_type(st, 18) == SQLITE_NULL
+                        ? json_null() : json_string((const char *)sqlite3_column_text(st, 18)));
     return j;
 }
 
@@ -296,12 +314,13 @@ json_t *store_job_get(int64_t id)
     return j;
 }
 
-json_t *store_job_list(int state, int limit, int64_t after)
+json_t *store_job_list(int state, int limit, int64_t after, int64_t owner_id)
 {
     sqlite3_stmt *st = prep(db_get(),
         "SELECT " JOB_COLUMNS " FROM jobs WHERE (?1 IS NULL OR state = ?1) "
-        "AND (?2 <= 0 OR id < ?2) ORDER BY id DESC LIMIT ?3");
+        "AND (?2 <= 0 OR id < ?2) AND (?4 <= 0 OR owner_id = ?4) ORDER BY id DESC LIMIT ?3");
     if (!st) return NULL;
+    sqlite3_bind_int64(st, 4, owner_id);
     if (state >= 0) sqlite3_bind_text(st, 1, JOB_STATE_NAMES[state], -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, after);
     sqlite3_bind_int(st, 3, limit);
@@ -342,15 +361,18 @@ int store_job_finished(int64_t id, job_state *state)
     return r;
 }
 
-store_status store_job_claim(int64_t *id, char **spec, int *attempts)
+store_status store_job_claim(int max_running_per_user, int64_t *id, char **spec, int *attempts)
 {
     sqlite3 *db = db_get();
     sqlite3_stmt *st = prep(db,
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?1 "
-        "WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) "
+        "WHERE id = (SELECT q.id FROM jobs q WHERE q.state = 'queued' AND (?2 <= 0 OR "
+        "(SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.owner_id = q.owner_id) "
+        "< ?2) ORDER BY q.id LIMIT 1) "
         "RETURNING id, spec, attempts");
     if (!st) return STORE_ERR;
     sqlite3_bind_double(st, 1, now_s());
+    sqlite3_bind_int(st, 2, max_running_per_user);
     store_status rc = STORE_NOT_FOUND;
     int s = sqlite3_step(st);
     if (s == SQLITE_ROW) {
@@ -822,13 +844,7 @@ store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes
     "d.id, d.name, d.source, d.origin, d.options, d.state, d.bytes, d.sha256, d.summary, " \
     "d.error_code, d.error_message, d.created_at, d.finished_at, "                         \
     "(SELECT count(*) FROM jobs j WHERE j.dataset_id = d.id AND j.state IN "               \
-    "('queued','running'))"
-
-static json_t *col_text_or_null(sqlite3_stmt *st, int i)
-{
-    const char *t = (const char *)sqlite3_column_text(st, i);
-    return t ? json_string(t) : json_null();
-}
+    "('queued','running')), (SELECT u.name FROM users u WHERE u.id = d.owner_id)"
 
 static json_t *dataset_row(sqlite3_stmt *st, int with_classes)
 {
@@ -857,17 +873,18 @@ static json_t *dataset_row(sqlite3_stmt *st, int with_classes)
     json_object_set_new(j, "created_at", col_real_or_null(st, 11));
     json_object_set_new(j, "finished_at", col_real_or_null(st, 12));
     json_object_set_new(j, "jobs_active", json_integer(sqlite3_column_int64(st, 13)));
+    json_object_set_new(j, "owner", col_text_or_null(st, 14));
     return j;
 }
 
 store_status store_dataset_insert(const char *name, ds_source source, const char *origin,
                                   const char *options_json, long long bytes,
-                                  const char *sha256, int64_t *id)
+                                  const char *sha256, int64_t owner_id, int64_t *id)
 {
     sqlite3 *db = db_get();
     sqlite3_stmt *st = prep(db,
-        "INSERT INTO datasets (name, source, origin, options, bytes, sha256, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)");
+        "INSERT INTO datasets (name, source, origin, options, bytes, sha256, created_at, "
+        "owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     if (!st) return STORE_ERR;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, DS_SOURCE_NAMES[source], -1, SQLITE_STATIC);
@@ -876,6 +893,7 @@ store_status store_dataset_insert(const char *name, ds_source source, const char
     if (bytes >= 0) sqlite3_bind_int64(st, 5, bytes);
     if (sha256) sqlite3_bind_text(st, 6, sha256, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 7, now_s());
+    sqlite3_bind_int64(st, 8, owner_id);
     store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("insert dataset", db);
     else *id = sqlite3_last_insert_rowid(db);
@@ -893,11 +911,13 @@ json_t *store_dataset_get(int64_t id, int with_classes)
     return j;
 }
 
-json_t *store_dataset_list(void)
+json_t *store_dataset_list(int64_t owner_id)
 {
     sqlite3_stmt *st = prep(db_get(), "SELECT " DATASET_COLUMNS " FROM datasets d "
+                                      "WHERE ?1 <= 0 OR d.owner_id = ?1 OR d.source = 'root' "
                                       "ORDER BY d.id DESC");
     if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, owner_id);
     json_t *arr = json_array();
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, dataset_row(st, 0));
@@ -1024,33 +1044,36 @@ store_status store_dataset_root_find(const char *origin, int64_t *id)
 static json_t *model_row(sqlite3_stmt *st)
 {
     json_t *summary = json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL);
-    return json_pack("{s:I, s:s, s:I, s:s, s:o, s:f, s:I}",
+    const char *owner = (const char *)sqlite3_column_text(st, 7);
+    return json_pack("{s:I, s:s, s:I, s:s, s:o, s:f, s:I, s:s?}",
                      "id", (json_int_t)sqlite3_column_int64(st, 0),
                      "name", (const char *)sqlite3_column_text(st, 1),
                      "bytes", (json_int_t)sqlite3_column_int64(st, 2),
                      "sha256", (const char *)sqlite3_column_text(st, 3),
                      "summary", summary ? summary : json_object(),
                      "created_at", sqlite3_column_double(st, 5),
-                     "jobs_active", (json_int_t)sqlite3_column_int64(st, 6));
+                     "jobs_active", (json_int_t)sqlite3_column_int64(st, 6),
+                     "owner", owner);
 }
 
 #define MODEL_COLUMNS                                                                      \
     "m.id, m.name, m.bytes, m.sha256, m.summary, m.created_at, "                           \
     "(SELECT count(*) FROM jobs j WHERE j.model_id = m.id AND j.state IN "                 \
-    "('queued','running'))"
+    "('queued','running')), (SELECT u.name FROM users u WHERE u.id = m.owner_id)"
 
 store_status store_model_insert(const char *name, long long bytes, const char *sha256,
-                                const char *summary_json, int64_t *id)
+                                const char *summary_json, int64_t owner_id, int64_t *id)
 {
     sqlite3 *db = db_get();
-    sqlite3_stmt *st = prep(db, "INSERT INTO models (name, bytes, sha256, summary, created_at) "
-                                "VALUES (?, ?, ?, ?, ?)");
+    sqlite3_stmt *st = prep(db, "INSERT INTO models (name, bytes, sha256, summary, created_at, "
+                                "owner_id) VALUES (?, ?, ?, ?, ?, ?)");
     if (!st) return STORE_ERR;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, bytes);
     sqlite3_bind_text(st, 3, sha256, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 4, summary_json, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 5, now_s());
+    sqlite3_bind_int64(st, 6, owner_id);
     store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("insert model", db);
     else *id = sqlite3_last_insert_rowid(db);
@@ -1068,10 +1091,12 @@ json_t *store_model_get(int64_t id)
     return m;
 }
 
-json_t *store_model_list(void)
+json_t *store_model_list(int64_t owner_id)
 {
-    sqlite3_stmt *st = prep(db_get(), "SELECT " MODEL_COLUMNS " FROM models m ORDER BY m.id DESC");
+    sqlite3_stmt *st = prep(db_get(), "SELECT " MODEL_COLUMNS " FROM models m "
+                                      "WHERE ?1 <= 0 OR m.owner_id = ?1 ORDER BY m.id DESC");
     if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, owner_id);
     json_t *arr = json_array();
     while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(arr, model_row(st));
     sqlite3_finalize(st);
@@ -1111,4 +1136,167 @@ out:
     sqlite3_finalize(st);
     exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
     return rc;
+}
+
+/* ------------------------------------------------------- users and tokens */
+
+store_status store_token_insert(const char *user, int admin, const char *sha256,
+                                int64_t *token_id, int *user_admin)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = NULL;
+    store_status rc = STORE_ERR;
+    int64_t uid = 0;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
+    /* the user is made on its first token; --admin promotes, never demotes */
+    st = prep(db, "INSERT INTO users (name, admin, created_at) VALUES (?1, ?2, ?3) "
+                  "ON CONFLICT (name) DO UPDATE SET admin = max(admin, excluded.admin) "
+                  "RETURNING id, admin");
+    if (!st) goto out;
+    sqlite3_bind_text(st, 1, user, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 2, admin ? 1 : 0);
+    sqlite3_bind_double(st, 3, now_s());
+    if (sqlite3_step(st) != SQLITE_ROW) { log_sql("insert user", db); goto out; }
+    uid = sqlite3_column_int64(st, 0);
+    *user_admin = sqlite3_column_int(st, 1);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+    st = prep(db, "INSERT INTO tokens (user_id, sha256, created_at) VALUES (?, ?, ?)");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, uid);
+    sqlite3_bind_text(st, 2, sha256, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, now_s());
+    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("insert token", db); goto out; }
+    *token_id = sqlite3_last_insert_rowid(db);
+    rc = STORE_OK;
+out:
+    sqlite3_finalize(st);
+    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    return rc;
+}
+
+json_t *store_token_list(void)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT t.id, u.name, u.admin, t.created_at, t.last_used, t.revoked_at "
+        "FROM tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id");
+    if (!st) return NULL;
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:b,s:o,s:o,s:o}",
+            "id", (json_int_t)sqlite3_column_int64(st, 0),
+            "user", (const char *)sqlite3_column_text(st, 1),
+            "admin", sqlite3_column_int(st, 2),
+            "created_at", col_real_or_null(st, 3), "last_used", col_real_or_null(st, 4),
+            "revoked_at", col_real_or_null(st, 5)));
+    if (rc != SQLITE_DONE) { log_sql("list tokens", db_get()); json_decref(arr); arr = NULL; }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+store_status store_token_revoke(int64_t id)
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db, "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?2) "
+                                "WHERE id = ?1 RETURNING revoked_at = ?2");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_double(st, 2, now_s());
+    store_status rc = STORE_NOT_FOUND;
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        rc = sqlite3_column_int(st, 0) ? STORE_OK : STORE_CONFLICT;
+        s = sqlite3_step(st);
+    }
+    if (s != SQLITE_DONE) { log_sql("revoke token", db); rc = STORE_ERR; }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_tokens_active(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT count(*) FROM tokens WHERE revoked_at IS NULL");
+    int n = -1;
+    if (st && sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+store_status store_token_lookup(const char *sha256, store_user *u, char stored[65])
+{
+    sqlite3 *db = db_get();
+    sqlite3_stmt *st = prep(db,
+        "SELECT t.id, t.sha256, u.id, u.name, u.admin, t.last_used FROM tokens t "
+        "JOIN users u ON u.id = t.user_id WHERE t.sha256 = ? AND t.revoked_at IS NULL");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_text(st, 1, sha256, -1, SQLITE_TRANSIENT);
+    store_status rc = STORE_NOT_FOUND;
+    int64_t token_id = 0;
+    double last = 0;
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        token_id = sqlite3_column_int64(st, 0);
+        snprintf(stored, 65, "%s", (const char *)sqlite3_column_text(st, 1));
+        u->id = sqlite3_column_int64(st, 2);
+        snprintf(u->name, sizeof u->name, "%s", (const char *)sqlite3_column_text(st, 3));
+        u->admin = sqlite3_column_int(st, 4);
+        last = sqlite3_column_double(st, 5);
+        rc = STORE_OK;
+    } else if (s != SQLITE_DONE) {
+        log_sql("token lookup", db);
+        rc = STORE_ERR;
+    }
+    sqlite3_finalize(st);
+    /* last_used to the minute: not a write on every request */
+    double now = now_s();
+    if (rc == STORE_OK && now - last > 60) {
+        st = prep(db, "UPDATE tokens SET last_used = ?2 WHERE id = ?1");
+        if (st) {
+            sqlite3_bind_int64(st, 1, token_id);
+            sqlite3_bind_double(st, 2, now);
+            if (sqlite3_step(st) != SQLITE_DONE) log_sql("token last_used", db);
+        }
+        sqlite3_finalize(st);
+    }
+    return rc;
+}
+
+store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, int *shared)
+{
+    static const char *const SQL[STORE_OBJECT_COUNT] = {
+        "SELECT owner_id, 0 FROM jobs WHERE id = ?",
+        "SELECT owner_id, 0 FROM models WHERE id = ?",
+        "SELECT owner_id, source = 'root' FROM datasets WHERE id = ?",
+    };
+    sqlite3_stmt *st = prep(db_get(), SQL[kind]);
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    store_status rc = STORE_NOT_FOUND;
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        *owner_id = sqlite3_column_int64(st, 0);
+        *shared = sqlite3_column_int(st, 1);
+        rc = STORE_OK;
+    } else if (s != SQLITE_DONE) {
+        log_sql("owner", db_get());
+        rc = STORE_ERR;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+long long store_owner_bytes(int64_t owner_id)
+{
+    sqlite3_stmt *st = prep(db_get(),
+        "SELECT (SELECT coalesce(sum(bytes), 0) FROM models WHERE owner_id = ?1) + "
+        "(SELECT coalesce(sum(bytes), 0) FROM datasets WHERE owner_id = ?1 AND source != 'root') + "
+        "(SELECT coalesce(sum(a.bytes), 0) FROM artifacts a JOIN jobs j ON j.id = a.job_id "
+        "WHERE j.owner_id = ?1)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, owner_id);
+    long long n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    if (n < 0) log_sql("owner bytes", db_get());
+    sqlite3_finalize(st);
+    return n;
 }

@@ -18,6 +18,7 @@ typedef enum {
     STORE_NOT_FOUND,
     STORE_CONFLICT,    /* e.g. cancelling a finished job */
     STORE_FULL,        /* the queue is at its cap */
+    STORE_LIMIT,       /* a per-user limit is reached */
     STORE_ERR,
 } store_status;
 
@@ -37,24 +38,28 @@ int store_version(void);
 /* 0 when the database answers a query (for /healthz). */
 int store_ping(void);
 
-/* Inserts a queued job unless max_queue jobs are already queued (STORE_FULL).
+/* Inserts a queued job unless max_queue jobs are already queued (STORE_FULL)
+ * or max_per_user (> 0) of owner_id's are (STORE_LIMIT).
  * model_id > 0: the uploaded model it trains from, which must exist;
  * dataset_id > 0: the dataset it trains on, which must exist and be ready
  * (STORE_NOT_FOUND otherwise, both checked in the same transaction). */
 store_status store_job_insert(const char *name, const char *spec_json, int64_t model_id,
-                              int64_t dataset_id, int max_queue, int64_t *id);
+                              int64_t dataset_id, int64_t owner_id, int max_queue,
+                              int max_per_user, int64_t *id);
 /* The job as the API shows it; NULL when it does not exist (or on error). */
 json_t *store_job_get(int64_t id);
-/* Newest first; state < 0: any; after > 0: only ids below it. */
-json_t *store_job_list(int state, int limit, int64_t after);
+/* Newest first; state < 0: any; after > 0: only ids below it; owner_id > 0:
+ * only that user's jobs. */
+json_t *store_job_list(int state, int limit, int64_t after, int64_t owner_id);
 /* Jobs per state (counts[JOB_STATE_COUNT]). */
 store_status store_job_counts(int64_t *counts);
 /* 1 if the job exists and is finished, 0 if not finished, -1 if unknown. */
 int store_job_finished(int64_t id, job_state *state);
 
 /* Moves the oldest queued job to running (attempts + 1) and returns it:
- * STORE_NOT_FOUND when the queue is empty. *spec is malloc'ed. */
-store_status store_job_claim(int64_t *id, char **spec, int *attempts);
+ * STORE_NOT_FOUND when the queue is empty. *spec is malloc'ed.
+ * max_running_per_user > 0: a job whose owner has that many running waits. */
+store_status store_job_claim(int max_running_per_user, int64_t *id, char **spec, int *attempts);
 /* Ends a running job. error_code/message may be NULL (they keep any stored
  * from an error event); exit_status < -1000 leaves it NULL. */
 store_status store_job_finish(int64_t id, job_state state, const char *error_code,
@@ -124,12 +129,13 @@ extern const char *const DS_SOURCE_NAMES[];
  * bytes < 0 and sha256 NULL: not known yet. */
 store_status store_dataset_insert(const char *name, ds_source source, const char *origin,
                                   const char *options_json, long long bytes,
-                                  const char *sha256, int64_t *id);
+                                  const char *sha256, int64_t owner_id, int64_t *id);
 /* NULL when it does not exist (or on error). with_classes 0 drops the
  * summary's per-class list (the list of datasets). */
 json_t *store_dataset_get(int64_t id, int with_classes);
-/* Newest first, without the per-class lists. */
-json_t *store_dataset_list(void);
+/* Newest first, without the per-class lists; owner_id > 0: that user's and
+ * the datasets root's. */
+json_t *store_dataset_list(int64_t owner_id);
 /* The size and digest of a fetched file. */
 store_status store_dataset_set_file(int64_t id, long long bytes, const char *sha256);
 /* A registering dataset becomes ready with its summary (JSON text), or
@@ -151,14 +157,48 @@ store_status store_dataset_root_find(const char *origin, int64_t *id);
  * the API shows it: {"id","name","bytes","sha256","summary":{...},
  * "created_at","jobs_active"} (jobs_active: queued or running jobs using it). */
 store_status store_model_insert(const char *name, long long bytes, const char *sha256,
-                                const char *summary_json, int64_t *id);
+                                const char *summary_json, int64_t owner_id, int64_t *id);
 /* NULL when it does not exist (or on error). */
 json_t *store_model_get(int64_t id);
-/* Newest first. */
-json_t *store_model_list(void);
+/* Newest first; owner_id > 0: only that user's. */
+json_t *store_model_list(int64_t owner_id);
 /* Deletes the row unless a queued or running job uses the model
  * (STORE_CONFLICT, *active_job = the oldest such job). STORE_NOT_FOUND if
  * there is no such model. */
 store_status store_model_delete(int64_t id, int64_t *active_job);
+
+/* Users and API tokens (auth.c). Every job, model and dataset has an owner
+ * (its "owner" field is the user's name); user STORE_LOCAL_USER owns what
+ * lsqd made with authentication off. */
+#define STORE_LOCAL_USER 1
+typedef struct {
+    int64_t id;
+    char name[72];
+    int admin;
+} store_user;
+typedef enum { STORE_OBJ_JOB, STORE_OBJ_MODEL, STORE_OBJ_DATASET, STORE_OBJECT_COUNT } store_object;
+
+/* A token of user `user` (made on first use; admin != 0 makes it an admin)
+ * kept as its hex sha256: *token_id, and whether the user is an admin. */
+store_status store_token_insert(const char *user, int admin, const char *sha256,
+                                int64_t *token_id, int *user_admin);
+/* [{"id","user","admin","created_at","last_used","revoked_at"}], oldest
+ * first; never the hashes. */
+json_t *store_token_list(void);
+/* STORE_NOT_FOUND: no such token; STORE_CONFLICT: revoked already. */
+store_status store_token_revoke(int64_t id);
+/* Tokens not revoked; -1 on error. */
+int store_tokens_active(void);
+/* The user of the valid (not revoked) token whose hash is sha256, and the
+ * stored hash (stored[65]) for the caller's constant-time compare; notes
+ * its last use. STORE_NOT_FOUND when no valid token has that hash. */
+store_status store_token_lookup(const char *sha256, store_user *u, char stored[65]);
+/* Bytes that user owner_id keeps: uploaded models, registered datasets
+ * (not those of the datasets root) and the artifacts of their jobs; -1 on
+ * error. */
+long long store_owner_bytes(int64_t owner_id);
+/* The owner of a job, model or dataset; *shared = 1 for the datasets of the
+ * datasets root (every user sees them). STORE_NOT_FOUND if it does not exist. */
+store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, int *shared);
 
 #endif

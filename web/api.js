@@ -1,6 +1,11 @@
 // The REST API of lsqd, as used by the dashboard. Every call resolves to the
 // decoded JSON or throws an ApiError: {status, code, message, field}. A
 // network failure (lsqd unreachable) is status 0, code "unreachable".
+//
+// When lsqd asks for a token (401), the dashboard asks the user for one once,
+// keeps it in this tab's sessionStorage and sends it as a bearer on every
+// call; the events stream, which EventSource opens without headers, gets it
+// as ?access_token= (docs/security.md).
 
 export class ApiError extends Error {
   constructor(status, code, message, field) {
@@ -16,8 +21,30 @@ const listeners = new Set();
 export function onReachability(fn) { listeners.add(fn); }
 function tell(ok, err) { for (const fn of listeners) fn(ok, err); }
 
-export async function request(method, path, body) {
-  const init = { method, headers: {} };
+const TOKEN_KEY = 'lsqd.token';
+export function token() {
+  try { return sessionStorage.getItem(TOKEN_KEY) || ''; } catch { return ''; }
+}
+function authHeaders(headers) {
+  const t = token();
+  if (t) headers.Authorization = `Bearer ${t}`;
+  return headers;
+}
+// One question at a time, however many calls got a 401 together.
+let asking = null;
+function askToken(message) {
+  if (!asking) {
+    asking = Promise.resolve().then(() => {
+      const t = window.prompt(`${message}\n\nlsqd needs an access token (lsqd token create); it is kept for this tab only:`);
+      if (t && t.trim()) sessionStorage.setItem(TOKEN_KEY, t.trim());
+      return Boolean(t && t.trim());
+    }).finally(() => { setTimeout(() => { asking = null; }, 0); });
+  }
+  return asking;
+}
+
+export async function request(method, path, body, retried = false) {
+  const init = { method, headers: authHeaders({}) };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -31,6 +58,12 @@ export async function request(method, path, body) {
     throw err;
   }
   tell(true);
+  if (res.status === 401 && !retried) {
+    let msg = 'lsqd asks for a token.';
+    try { msg = (await res.clone().json()).error.message || msg; } catch { /* keep msg */ }
+    sessionStorage.removeItem(TOKEN_KEY);
+    if (await askToken(msg)) return request(method, path, body, true);
+  }
   const text = await res.text();
   let json = null;
   if (text) {
@@ -63,9 +96,31 @@ export const api = {
   dataset: (id) => request('GET', `/api/v1/datasets/${id}`),
   registerDataset: (body) => request('POST', '/api/v1/datasets', body),
   deleteDataset: (id) => request('DELETE', `/api/v1/datasets/${id}`),
-  eventsUrl: (id) => `/api/v1/jobs/${id}/events`,
+  eventsUrl: (id) => (token()
+    ? `/api/v1/jobs/${id}/events?access_token=${encodeURIComponent(token())}`
+    : `/api/v1/jobs/${id}/events`),
   artifactUrl: (id, name) => `/api/v1/jobs/${id}/artifacts/${encodeURIComponent(name)}`,
 };
+
+// A file of the API (an artifact, samples.png) as an object URL, fetched
+// with the token: an <a href> or <img src> cannot send it. Caller revokes.
+export async function blobUrl(path) {
+  const res = await fetch(path, { headers: authHeaders({}) });
+  if (!res.ok) throw new ApiError(res.status, 'http_' + res.status, `HTTP ${res.status}`);
+  return URL.createObjectURL(await res.blob());
+}
+
+// Saves a file of the API as name (with the token).
+export async function download(path, name) {
+  const url = await blobUrl(path);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
 
 // Artifacts of finished jobs do not change: fetched once each.
 const artifactCache = new Map();
@@ -87,6 +142,7 @@ export function upload(path, file, progress) {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', path);
     xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    if (token()) xhr.setRequestHeader('Authorization', `Bearer ${token()}`);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable && progress) progress(e.loaded / e.total); };
     xhr.onerror = () => {
       const err = new ApiError(0, 'unreachable', 'lsqd is unreachable');

@@ -2,7 +2,7 @@
 // registering one by upload (with a progress bar) or by URL, and one
 // dataset's page: its summary, a bar chart of the images per class (train
 // and test) and samples.png, lsqd's picture of a few images of every class.
-import { api, uploadDataset } from './api.js';
+import { api, uploadDataset, token, blobUrl } from './api.js';
 import { el, fmtBytes, fmtNum, fmtTime, emptyState, errorBox } from './ui.js';
 
 const ACCEPT = '.tar,.tar.gz,.tgz,.zip,.npz';
@@ -140,6 +140,15 @@ function renderList(main) {
   return () => { stopped = true; clearTimeout(timer); };
 }
 
+// An <img> cannot send the token: with one, the picture comes as a blob.
+function samplesImg(d) {
+  const path = `/api/v1/datasets/${d.id}/samples.png`;
+  const img = el('img', { id: 'ds-samples', alt: `A few images of every class of ${d.name}, one row per class` });
+  if (!token()) img.src = path;
+  else blobUrl(path).then((url) => { img.onload = () => URL.revokeObjectURL(url); img.src = url; }).catch(() => {});
+  return img;
+}
+
 // Images per class: a horizontal bar per class, train and test side by side.
 function histogram(classes) {
   const max = Math.max(1, ...classes.map((c) => c.train + c.test));
@@ -200,7 +209,7 @@ function renderOne(main, id) {
         el('p', { text: `Registration failed (${d.error.code}): ${d.error.message}` })) : null,
       d.state === 'ready' && Array.isArray(s.classes) ? histogram(s.classes) : null,
       d.state === 'ready' ? el('figure', { class: 'samples' },
-        el('img', { id: 'ds-samples', src: `/api/v1/datasets/${d.id}/samples.png`, alt: `A few images of every class of ${d.name}, one row per class` }),
+        samplesImg(d),
         el('figcaption', { class: 'help', text: 'One row per class, in class order' })) : null,
     ].filter(Boolean));
   }

@@ -1,7 +1,7 @@
 // One job: live progress and charts from its event stream (SSE, replayed
 // from the first event, resumed by the browser with Last-Event-ID), per-layer
 // bits and learned step sizes, artifacts, the event log and cancel.
-import { api } from './api.js';
+import { api, token, download } from './api.js';
 import { Chart } from './chart.js';
 import { el, stateBadge, fmtPct, fmtNum, fmtBytes, fmtDuration, fmtTime, jobDuration, modelLabel,
   bitsLabel, progressBar, phasesOf, epochPosition, FINISHED, errorBox } from './ui.js';
@@ -255,7 +255,11 @@ class JobView {
           el('th', { scope: 'row', text: a.name }),
           el('td', { class: 'num', text: fmtBytes(a.bytes), title: `${a.bytes} bytes` }),
           el('td', {}, el('code', { text: a.sha256.slice(0, 16) + '…', title: a.sha256 })),
-          el('td', {}, el('a', { href: api.artifactUrl(this.id, a.name), download: a.name, 'aria-label': `Download ${a.name}`, text: 'Download' }))))))));
+          el('td', {}, el('a', {
+            href: api.artifactUrl(this.id, a.name), download: a.name, 'aria-label': `Download ${a.name}`, text: 'Download',
+            // a link cannot send the token: with one, the file comes by fetch
+            onclick: (e) => { if (token()) { e.preventDefault(); download(api.artifactUrl(this.id, a.name), a.name).catch(() => {}); } },
+          }))))))));
     }
     this.renderCompression();
   }

@@ -156,6 +156,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     header_value(p, len, "Content-Type", r->ctype, sizeof r->ctype);
     header_value(p, len, "Location", r->location, sizeof r->location);
     header_value(p, len, "Content-Length", cl, sizeof cl);
+    header_value(p, len, "WWW-Authenticate", r->www_auth, sizeof r->www_auth);
+    if (len > 15 && !strncasecmp(p, "Access-Control-", 15)) r->cors = 1;
     if (*cl) r->content_length = atoll(cl);
     return len;
 }
@@ -168,6 +170,12 @@ api_res *api(lsqd *d, const char *method, const char *path, const char *body,
 
 api_res *api_bin(lsqd *d, const char *method, const char *path, const void *body, size_t len,
                  const char *ctype, const char *extra_header)
+{
+    return api_bin2(d, method, path, body, len, ctype, extra_header, NULL);
+}
+
+api_res *api_bin2(lsqd *d, const char *method, const char *path, const void *body, size_t len,
+                  const char *ctype, const char *extra_header, const char *h2)
 {
     api_res *r = calloc(1, sizeof *r);
     cr_assert(r);
@@ -185,6 +193,7 @@ api_res *api_bin(lsqd *d, const char *method, const char *path, const void *body
     }
     h = curl_slist_append(h, "Expect:");
     if (extra_header) h = curl_slist_append(h, extra_header);
+    if (h2) h = curl_slist_append(h, h2);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     if (!strcmp(method, "HEAD")) curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
@@ -222,6 +231,60 @@ const char *api_err_field(const api_res *r)
 {
     const char *s = json_string_value(json_object_get(json_object_get(r->json, "error"), "field"));
     return s ? s : "";
+}
+
+char *lsqd_token_cmd(lsqd *d, const char *const *args, int *status)
+{
+    const char *bin = getenv("LSQD_BIN");
+    cr_assert(bin && *bin, "LSQD_BIN must name the lsqd binary");
+    int out[2];
+    cr_assert(pipe(out) == 0);
+    const char *argv[16] = {bin, "token"};
+    int argc = 2;
+    for (int i = 0; args[i] && argc < 12; i++) argv[argc++] = args[i];
+    argv[argc++] = "--data";
+    argv[argc++] = d->data;
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, 2);
+        close(out[0]);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    char *text = NULL;
+    size_t n = 0;
+    char buf[4096];
+    ssize_t k;
+    while ((k = read(out[0], buf, sizeof buf)) > 0) {
+        text = realloc(text, n + (size_t)k + 1);
+        cr_assert(text);
+        memcpy(text + n, buf, (size_t)k);
+        n += (size_t)k;
+    }
+    close(out[0]);
+    if (!text) text = calloc(1, 1);
+    text[n] = '\0';
+    int st = 0;
+    waitpid(pid, &st, 0);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return text;
+}
+
+char *token_create(lsqd *d, const char *user, int admin)
+{
+    const char *args[] = {"create", "--user", user, admin ? "--admin" : NULL, NULL};
+    int st;
+    char *out = lsqd_token_cmd(d, args, &st);
+    cr_assert_eq(st, 0, "lsqd token create --user %s: exit %d", user, st);
+    size_t n = strlen(out);
+    while (n && out[n - 1] == '\n') out[--n] = '\0';
+    cr_assert(!strncmp(out, "lsqd_", 5) && n == 69, "not a token: '%s'", out);
+    return out;
 }
 
 long long submit_job(lsqd *d, const char *spec)

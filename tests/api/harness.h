@@ -42,7 +42,8 @@ typedef struct {
     char *body;
     size_t len;
     json_t *json;        /* the body parsed, NULL when not JSON */
-    char allow[128], etag[128], ctype[128], location[128];
+    char allow[128], etag[128], ctype[128], location[128], www_auth[160];
+    int cors;            /* some Access-Control-* header came back */
     long long content_length;  /* -1 when absent */
 } api_res;
 
@@ -57,6 +58,17 @@ void api_free(api_res *r);
 /* The error code of an error reply ("" when there is none). */
 const char *api_err_code(const api_res *r);
 const char *api_err_field(const api_res *r);
+
+/* The same with up to two extra headers (either may be NULL). */
+api_res *api_bin2(lsqd *d, const char *method, const char *path, const void *body, size_t len,
+                  const char *ctype, const char *h1, const char *h2);
+
+/* Runs `lsqd token ARGS --data DATA` (args: NULL-terminated) and returns its
+ * standard output (caller frees) with the exit status in *status. */
+char *lsqd_token_cmd(lsqd *d, const char *const *args, int *status);
+/* `lsqd token create --user USER [--admin]`: asserts success and returns
+ * the token (caller frees). */
+char *token_create(lsqd *d, const char *user, int admin);
 
 /* Submits spec, asserts 201 and returns the job id. */
 long long submit_job(lsqd *d, const char *spec);

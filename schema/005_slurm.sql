@@ -1,4 +1,4 @@
--- lsqd store, version 4: jobs that run under Slurm (lsqd --executor slurm,
+-- lsqd store, version 5: jobs that run under Slurm (lsqd --executor slurm,
 -- docs/cluster.md). A job keeps the id Slurm gave it while lsqd follows it,
 -- so that a restarted lsqd finds it again with squeue/sacct, and how far
 -- into the job's events file (DATA/jobs/ID/events.jsonl, written by the
