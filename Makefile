@@ -41,6 +41,7 @@ SERVER_SRC := $(sort $(wildcard server/*.c))
 CLI_SRC    := $(sort $(wildcard cli/*.c))
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c tests/unit/*/*.c))
 API_SRC    := $(sort $(wildcard tests/api/*.c))
+SLURM_SRC  := $(sort $(wildcard tests/slurm/*.c))
 BENCH_SRC  := $(sort $(wildcard bench/*.c))
 
 # Generated at build time, never committed: the migrations and the OpenAPI
@@ -65,12 +66,14 @@ SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/embedded.o
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 API_OBJ    := $(API_SRC:%.c=$(BUILD)/obj/%.o)
+SLURM_OBJ  := $(SLURM_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/api/harness.o
 
 ENGINE_LIB := $(BUILD)/libengine.a
 LSQ        := $(BUILD)/lsq
 LSQD       := $(BUILD)/lsqd
 UNIT_BIN   := $(BUILD)/tests/unit
 API_BIN    := $(BUILD)/tests/api
+SLURM_BIN  := $(BUILD)/tests/slurm
 
 ENGINE_LIBS = $(call pkglibs,$(ENGINE_PKGS)) $(if $(JPEG_PKG),,-ljpeg) -lm
 SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
@@ -78,7 +81,8 @@ SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-layout test-unit test-api test-e2e run bench clean fixtures
+.PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up run \
+        bench clean fixtures
 all: $(BINS)
 
 # Install missing Debian packages once per build tree (scripts/install-deps.sh
@@ -148,8 +152,14 @@ $(API_BIN): $(API_OBJ) $(ENGINE_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $(API_OBJ) $(ENGINE_LIB) $(call pkglibs,criterion libcurl) $(SERVER_LIBS) $(ENGINE_LIBS)
 
+# The Slurm tier reuses the API tests' harness (a real lsqd, libcurl, SSE).
+$(SLURM_BIN): $(SLURM_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $(SLURM_OBJ) $(call pkglibs,criterion libcurl) $(SERVER_LIBS) $(call pkglibs,jansson)
+
 # Every tier; each fails the run on any failure.
-test: test-layout test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e)
+test: test-layout test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e) \
+      test-slurm-if-up
 
 # Under the sanitizers, LeakSanitizer ignores criterion's own allocations
 # (the runner leaks a few bytes of its own at exit).
@@ -169,6 +179,16 @@ test-unit: $(UNIT_BIN) $(BINS)
 
 test-api: $(API_BIN) $(BINS)
 	LSQ_BIN=$(abspath $(LSQ)) LSQD_BIN=$(abspath $(LSQD)) LSQ_BUILD=$(abspath $(BUILD)) $(API_BIN) --jobs 1
+
+# lsqd --executor slurm against a one-node Slurm on this machine
+# (scripts/slurm-up.sh). `make test` runs it only when Slurm comes up within
+# 30 s; `make test-slurm` fails when it does not.
+test-slurm: $(SLURM_BIN) $(BINS)
+	@scripts/install-deps.sh slurm
+	tests/slurm/run.sh $(abspath $(BUILD))
+
+test-slurm-if-up: $(SLURM_BIN) $(BINS)
+	tests/slurm/run.sh $(abspath $(BUILD)) --if-up
 
 test-e2e: $(BINS)
 	@scripts/install-deps.sh test

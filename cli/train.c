@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "core/spec.h"
 #include "graph/net.h"
+#include "evpost.h"
 #include "train/events.h"
 #include "train/train.h"
 #include "util.h"
@@ -26,6 +27,7 @@ static void on_term(int sig)
 
 static const char *TRAIN_USAGE =
     "usage: lsq train SPEC.json [--out DIR] [--events-fd N | --events FILE] [--threads N] [--quiet]\n"
+    "                 [--events-url URL --events-token-file FILE]\n"
     "\n"
     "Trains the job that SPEC.json describes (docs/job-spec.md): pretraining in full\n"
     "precision, then LSQ fine-tuning, with a test evaluation after every epoch.\n"
@@ -33,6 +35,9 @@ static const char *TRAIN_USAGE =
     "                   resumes the run exactly where it stopped\n"
     "  --events-fd N    write JSON-lines events to file descriptor N\n"
     "  --events FILE    write JSON-lines events to FILE (appended)\n"
+    "  --events-url URL also POST them to lsqd (with --events; the Slurm executor's\n"
+    "                   --slurm-events http), resending what lsqd has not acknowledged\n"
+    "  --events-token-file FILE  the job's token for --events-url\n"
     "  --threads N      override the spec's thread count\n"
     "  --quiet          no progress line on the terminal\n"
     "SIGTERM or Ctrl-C stops within one batch (training or evaluation), writes a\n"
@@ -85,7 +90,8 @@ static int cmd_train(int argc, char **argv)
         fputs(TRAIN_USAGE, stdout);
         return 0;
     }
-    const char *spec_path = NULL, *out = NULL, *events_file = NULL;
+    const char *spec_path = NULL, *out = NULL, *events_file = NULL, *events_url = NULL,
+               *token_file = NULL;
     int events_fd = -1, threads = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -93,6 +99,8 @@ static int cmd_train(int argc, char **argv)
         else if (strcmp(a, "--events-fd") == 0 && i + 1 < argc) {
             if (cli_parse_int("train", "--events-fd", argv[++i], 0, 1 << 20, &events_fd)) return 2;
         } else if (strcmp(a, "--events") == 0 && i + 1 < argc) events_file = argv[++i];
+        else if (strcmp(a, "--events-url") == 0 && i + 1 < argc) events_url = argv[++i];
+        else if (strcmp(a, "--events-token-file") == 0 && i + 1 < argc) token_file = argv[++i];
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
             if (cli_parse_int("train", "--threads", argv[++i], 1, 256, &threads)) return 2;
         } else if (strcmp(a, "--quiet") == 0) quiet = 1;
@@ -113,7 +121,15 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "lsq train: give --events-fd or --events, not both\n");
         return 2;
     }
-    if (events_file) {
+    if ((events_url || token_file) && !(events_url && token_file && events_file)) {
+        fprintf(stderr, "lsq train: --events-url needs --events-token-file and --events\n");
+        return 2;
+    }
+    evpost *post = NULL;
+    if (events_url) {
+        post = evpost_start(events_file, events_url, token_file, &events_fd);
+        if (!post) return 1;
+    } else if (events_file) {
         events_fd = open(events_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (events_fd < 0) {
             fprintf(stderr, "lsq train: cannot open %s: %s\n", events_file, strerror(errno));
@@ -136,7 +152,8 @@ static int cmd_train(int argc, char **argv)
                                            "message", err.message, "field", err.field));
         cli_print_err("train", &err);
         spec_free(&spec);
-        if (events_file) close(events_fd);
+        if (post) evpost_finish(post, 30);
+        else if (events_file) close(events_fd);
         return 1;
     }
     char outbuf[1024];
@@ -155,7 +172,13 @@ static int cmd_train(int argc, char **argv)
     double acc = 0;
     st = train_run(&spec, out, &opts, &acc, &err);
     spec_free(&spec);
-    if (events_file) close(events_fd);
+    if (post) {
+        long left = evpost_finish(post, 30);
+        if (left) fprintf(stderr, "lsq train: %ld events not acknowledged by lsqd (in the "
+                                  "events file)\n", left);
+    } else if (events_file) {
+        close(events_fd);
+    }
     if (st == LSQ_ERR_CANCELLED) {
         fprintf(stderr, "\nlsq train: %s\n", err.message);
         return 3;

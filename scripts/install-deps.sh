@@ -1,9 +1,10 @@
 #!/bin/sh
 # Installs, with apt-get, every Debian 12 package that lsqd's build, tests and
 # benchmarks need. A no-op when everything is present. Run as root (or with
-# sudo available). Usage: scripts/install-deps.sh [build|test|bench|all]
+# sudo available). Usage: scripts/install-deps.sh [build|test|slurm|bench|all]
 #   build  compilers and libraries (make, make run)
 #   test   build + what the test tiers use (make test)
+#   slurm  test + a one-node Slurm for make test-slurm (scripts/slurm-up.sh)
 #   bench  test + the peers the benchmarks compare with (make bench)
 set -eu
 tier=${1:-test}
@@ -15,12 +16,15 @@ libarchive-dev libpng-dev libjpeg62-turbo-dev libssl-dev \
 dataset-fashion-mnist ca-certificates xxd"
 TEST_PKGS="nodejs npm chromium sqlite3 curl python3"
 BENCH_PKGS="python3-torch python3-numpy python3-onnx wrk"
+SLURM_PKGS="slurmctld slurmd slurm-client munge"
 
 case "$tier" in
   build) want="$BUILD_PKGS" ;;
   test)  want="$BUILD_PKGS $TEST_PKGS" ;;
-  bench|all) want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
-  *) echo "install-deps: unknown tier '$tier' (build, test, bench, all)" >&2; exit 2 ;;
+  slurm) want="$BUILD_PKGS $TEST_PKGS $SLURM_PKGS" ;;
+  bench) want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
+  all)   want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS $SLURM_PKGS" ;;
+  *) echo "install-deps: unknown tier '$tier' (build, test, slurm, bench, all)" >&2; exit 2 ;;
 esac
 
 missing=""

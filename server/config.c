@@ -39,6 +39,16 @@ static const char USAGE[] =
     "  --webhook-delay SECONDS LSQD_WEBHOOK_DELAY (1; before the first retry, doubled\n"
     "                                           after each)\n"
     "  --webhook-timeout SECONDS LSQD_WEBHOOK_TIMEOUT (10; one POST)\n"
+    "  --executor NAME      LSQD_EXECUTOR      (local: child processes here; slurm:\n"
+    "                                           sbatch jobs, docs/cluster.md)\n"
+    "  --slurm-partition P  LSQD_SLURM_PARTITION (the cluster's default partition)\n"
+    "  --slurm-time MIN     LSQD_SLURM_TIME    (1440 minutes of wall time per job)\n"
+    "  --slurm-mem MIB      LSQD_SLURM_MEM     (4096 MiB of memory per job)\n"
+    "  --slurm-poll SECONDS LSQD_SLURM_POLL    (2; between squeue calls)\n"
+    "  --slurm-timeout SECONDS LSQD_SLURM_TIMEOUT (30; one Slurm command)\n"
+    "  --slurm-events file|http LSQD_SLURM_EVENTS (file: lsqd reads the events file on\n"
+    "                                           the shared folder; http: the worker posts them)\n"
+    "  --slurm-callback URL LSQD_SLURM_CALLBACK (http://LISTEN: lsqd as the nodes reach it)\n"
     "  --auth auto|on|off   LSQD_AUTH          (auto: bearer tokens when listening beyond\n"
     "                                           loopback; off is refused beyond loopback)\n"
     "  --host-allow NAME,...  LSQD_HOST_ALLOW  (names the Host header may carry besides the\n"
@@ -52,6 +62,10 @@ static const char USAGE[] =
     "       lsqd token create --user NAME [--admin] [--data DIR]\n"
     "       lsqd token list [--data DIR]\n"
     "       lsqd token revoke ID [--data DIR]\n";
+
+const char *const EXECUTOR_NAMES[] = {"local", "slurm"};
+_Static_assert(sizeof EXECUTOR_NAMES / sizeof *EXECUTOR_NAMES == EXECUTOR_COUNT,
+               "one name per executor");
 
 static int parse_listen(lsqd_config *cfg, const char *v)
 {
@@ -175,6 +189,57 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         cfg->max_expanded = (unsigned long long)n;
         return 0;
     }
+    if (!strcmp(name, "executor")) {
+        for (int e = 0; e < EXECUTOR_COUNT; e++)
+            if (!strcmp(v, EXECUTOR_NAMES[e])) {
+                cfg->executor = e;
+                return 0;
+            }
+        return -1;
+    }
+    if (!strcmp(name, "slurm-partition")) {
+        /* it goes on sbatch's command line: a name, nothing else */
+        if (strlen(v) >= sizeof cfg->slurm_partition || strspn(v,
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(v))
+            return -1;
+        snprintf(cfg->slurm_partition, sizeof cfg->slurm_partition, "%s", v);
+        return 0;
+    }
+    if (!strcmp(name, "slurm-time")) {
+        if (parse_long(v, 1, 525600, &n)) return -1;
+        cfg->slurm_time_min = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-mem")) {
+        if (parse_long(v, 1, 16777216, &n)) return -1;
+        cfg->slurm_mem_mb = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-poll")) {
+        if (parse_double(v, 0.1, 600, &d)) return -1;
+        cfg->slurm_poll_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-timeout")) {
+        if (parse_double(v, 1, 3600, &d)) return -1;
+        cfg->slurm_cmd_timeout_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-events")) {
+        if (!strcmp(v, "file")) cfg->slurm_events_http = 0;
+        else if (!strcmp(v, "http")) cfg->slurm_events_http = 1;
+        else return -1;
+        return 0;
+    }
+    if (!strcmp(name, "slurm-callback")) {
+        size_t len = strlen(v);
+        while (len && v[len - 1] == '/') len--;
+        if (len >= sizeof cfg->slurm_callback ||
+            (strncmp(v, "http://", 7) && strncmp(v, "https://", 8)))
+            return -1;
+        snprintf(cfg->slurm_callback, sizeof cfg->slurm_callback, "%.*s", (int)len, v);
+        return 0;
+    }
     if (!strcmp(name, "auth")) {
         if (!strcmp(v, "auto")) cfg->auth = AUTH_AUTO;
         else if (!strcmp(v, "on")) cfg->auth = AUTH_ON;
@@ -273,6 +338,11 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
     cfg->webhook_attempts = 5;
     cfg->webhook_delay_s = 1;
     cfg->webhook_timeout_s = 10;
+    cfg->executor = EXECUTOR_LOCAL;
+    cfg->slurm_time_min = 1440;
+    cfg->slurm_mem_mb = 4096;
+    cfg->slurm_poll_s = 2;
+    cfg->slurm_cmd_timeout_s = 30;
     char dir[PATH_MAX];
     exe_dir(dir, sizeof dir);
     snprintf(cfg->lsq_bin, sizeof cfg->lsq_bin, "%.*s/lsq", PATH_MAX - 8, dir);
@@ -288,6 +358,11 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQ_BIN", "lsq"}, {"LSQD_WEB", "web"}, {"LSQD_DATASETS_ROOT", "datasets-root"},
         {"LSQD_ALLOW_PRIVATE_URLS", "allow-private-urls"}, {"LSQD_FETCH_TIMEOUT", "fetch-timeout"},
         {"LSQD_FETCH_LOW_SPEED", "fetch-low-speed"}, {"LSQD_IMPORT_TIMEOUT", "import-timeout"},
+        {"LSQD_MAX_EXPANDED", "max-expanded"}, {"LSQD_EXECUTOR", "executor"},
+        {"LSQD_SLURM_PARTITION", "slurm-partition"}, {"LSQD_SLURM_TIME", "slurm-time"},
+        {"LSQD_SLURM_MEM", "slurm-mem"}, {"LSQD_SLURM_POLL", "slurm-poll"},
+        {"LSQD_SLURM_TIMEOUT", "slurm-timeout"}, {"LSQD_SLURM_EVENTS", "slurm-events"},
+        {"LSQD_SLURM_CALLBACK", "slurm-callback"},
         {"LSQD_MAX_EXPANDED", "max-expanded"}, {"LSQD_AUTH", "auth"},
         {"LSQD_HOST_ALLOW", "host-allow"}, {"LSQD_MAX_RUNNING_PER_USER", "max-running-per-user"},
         {"LSQD_MAX_QUEUED_PER_USER", "max-queued-per-user"},

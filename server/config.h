@@ -32,6 +32,20 @@ typedef struct {
                               * `lsq dataset import` */
     unsigned long long max_expanded; /* --max-expanded / LSQD_MAX_EXPANDED, 8 GiB: what a
                                       * dataset archive may expand to */
+    /* where jobs run (docs/cluster.md) */
+    int executor;           /* --executor / LSQD_EXECUTOR: EXECUTOR_LOCAL (default) or
+                             * EXECUTOR_SLURM */
+    char slurm_partition[128]; /* --slurm-partition / LSQD_SLURM_PARTITION ("" = the
+                                * cluster's default partition) */
+    int slurm_time_min;     /* --slurm-time / LSQD_SLURM_TIME, 1440 minutes */
+    int slurm_mem_mb;       /* --slurm-mem / LSQD_SLURM_MEM, 4096 MiB */
+    double slurm_poll_s;    /* --slurm-poll / LSQD_SLURM_POLL, 2 s between squeue calls */
+    double slurm_cmd_timeout_s; /* --slurm-timeout / LSQD_SLURM_TIMEOUT, 30 s for one
+                                 * sbatch/squeue/sacct/scancel */
+    int slurm_events_http;  /* --slurm-events / LSQD_SLURM_EVENTS: file (0, default) or
+                             * http (1): the worker also posts its events to lsqd */
+    char slurm_callback[512]; /* --slurm-callback / LSQD_SLURM_CALLBACK: lsqd's base URL as
+                               * the nodes reach it ("" = http://LISTEN_HOST:PORT) */
     int auth;               /* --auth / LSQD_AUTH: AUTH_AUTO (tokens beyond loopback),
                              * AUTH_ON, AUTH_OFF (loopback only) */
     char host_allow[1024];  /* --host-allow / LSQD_HOST_ALLOW: more names the Host header
@@ -55,6 +69,9 @@ typedef struct {
 } lsqd_config;
 
 enum { AUTH_AUTO, AUTH_ON, AUTH_OFF };
+
+typedef enum { EXECUTOR_LOCAL, EXECUTOR_SLURM, EXECUTOR_COUNT } lsqd_executor;
+extern const char *const EXECUTOR_NAMES[];
 
 /* Fills cfg. Returns 0, or -1 after printing a usage message to stderr
  * (unknown flag, bad value); 1 when --help was asked for. */

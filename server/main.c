@@ -22,6 +22,7 @@
 #include "registrar.h"
 #include "webhook.h"
 #include "scheduler.h"
+#include "slurm.h"
 #include "store.h"
 
 static int mkdirs(const char *path)
@@ -81,7 +82,7 @@ int main(int argc, char **argv)
         store_close();
         return 1;
     }
-    int requeued = store_jobs_recover(cfg.max_attempts);
+    int requeued = store_jobs_recover(cfg.max_attempts, cfg.executor == EXECUTOR_SLURM);
     if (requeued < 0) return 1;
     if (requeued > 0)
         log_info("re-queued jobs left running by the previous lsqd", "{s:i}", "jobs", requeued);
@@ -106,6 +107,8 @@ int main(int argc, char **argv)
         return 1;
     }
     char url[128];
+    snprintf(url, sizeof url, "http://%s:%d", cfg.host, port);
+    if (cfg.executor == EXECUTOR_SLURM) slurm_set_callback(url);
     snprintf(url, sizeof url, "http://%s:%d/", cfg.host, port);
     log_info("listening", "{s:s,s:i,s:s,s:s,s:i,s:s,s:s}", "addr", cfg.host, "port", port, "url",
              url, "data", cfg.data, "workers", cfg.workers, "lsq", cfg.lsq_bin, "auth",

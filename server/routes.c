@@ -337,6 +337,91 @@ static enum MHD_Result h_webhook_secret(req *r)
                                              "X-Lsqd-Timestamp"));
 }
 
+/* POST /api/v1/jobs/{id}/events: a worker under --executor slurm with
+ * --slurm-events http posts its events, numbered by itself from seq, with
+ * the job's token (Authorization: Bearer). Each is stored once, whichever
+ * of this path and the events file brings it first; the reply says how many
+ * are stored ("acked"), from which the worker resends after a failure. */
+#define EVENTS_POST_MAX 1024
+static enum MHD_Result h_job_events_post(req *r)
+{
+    enum MHD_Result res = MHD_YES;
+    json_t *obj = NULL;
+    const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_AUTHORIZATION);
+    char hex[65] = "";
+    if (auth && !strncmp(auth, "Bearer ", 7) && strlen(auth + 7) <= 256) {
+        sha256_ctx c;
+        unsigned char d[32];
+        sha256_init(&c);
+        sha256_update(&c, auth + 7, strlen(auth + 7));
+        sha256_final(&c, d);
+        sha256_hex(d, hex);
+    }
+    if (!hex[0] || store_job_token_check(r->job_id, hex) != 1)
+        return http_reply_error(r, HERR_UNAUTHORIZED, NULL,
+                                "posting events of job %lld needs its token "
+                                "(Authorization: Bearer ...)", (long long)r->job_id);
+    job_state state;
+    if (store_job_finished(r->job_id, &state) != 0)
+        return http_reply_error(r, HERR_CONFLICT, NULL, "job %lld is not running",
+                                (long long)r->job_id);
+    obj = body_json_or_reply(r, &res);
+    if (!obj) return res;
+    json_t *first = json_object_get(obj, "seq"), *events = json_object_get(obj, "events");
+    if (!json_is_integer(first) || json_integer_value(first) < 1) {
+        res = http_reply_error(r, HERR_INVALID_VALUE, "seq", "seq must be an integer >= 1");
+        goto out;
+    }
+    if (!json_is_array(events) || json_array_size(events) > EVENTS_POST_MAX) {
+        res = http_reply_error(r, HERR_INVALID_VALUE, "events",
+                               "events must be an array of at most %d events", EVENTS_POST_MAX);
+        goto out;
+    }
+    size_t i;
+    json_t *ev;
+    int64_t stored = 0;
+    json_array_foreach(events, i, ev) {
+        char *text = json_dumps(ev, JSON_COMPACT);
+        json_t *parsed = NULL;
+        ev_type type;
+        lsq_err err;
+        lsq_status ps = text ? ev_parse(text, strlen(text), &parsed, &type, &err) : LSQ_ERR_NOMEM;
+        free(text);
+        if (ps != LSQ_OK) {
+            res = http_reply_error(r, HERR_INVALID_VALUE, "events", "events[%zu]: %s", i,
+                                   ps == LSQ_ERR_NOMEM ? "out of memory" : err.message);
+            goto out;
+        }
+        int64_t seq;
+        store_status st = store_worker_event_add(r->job_id, json_integer_value(first) + (int64_t)i,
+                                                 type, parsed, -1, &seq);
+        json_decref(parsed);
+        if (st == STORE_CONFLICT) {
+            int64_t have;
+            store_job_events_offset(r->job_id, &have);
+            res = http_reply_error(r, HERR_CONFLICT, "seq",
+                                   "event %lld comes after %lld: send from %lld",
+                                   (long long)(json_integer_value(first) + (int64_t)i),
+                                   (long long)have, (long long)have + 1);
+            goto out;
+        }
+        if (st != STORE_OK) {
+            res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the events");
+            goto out;
+        }
+        stored += seq > 0;
+    }
+    if (stored) hub_notify(r->job_id);
+    int64_t acked;
+    store_job_events_offset(r->job_id, &acked);
+    res = http_reply_json(r, 200, json_pack("{s:I,s:I}", "acked", (json_int_t)acked,
+                                            "stored", (json_int_t)stored));
+out:
+    json_decref(obj);
+    return res;
+}
+
 static enum MHD_Result h_job_cancel(req *r)
 {
     int was_running = 0;
@@ -794,6 +879,8 @@ const route_def *routes_table(int *n)
         {"GET", "/api/v1/jobs/{id}", "job_get", h_job_get, BODY_NONE, ACCESS_USER},
         {"POST", "/api/v1/jobs/{id}/cancel", "job_cancel", h_job_cancel, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/jobs/{id}/events", "job_events", h_job_events, BODY_NONE, ACCESS_USER},
+        {"POST", "/api/v1/jobs/{id}/events", "job_events_post", h_job_events_post, BODY_JSON,
+         ACCESS_PUBLIC}, /* the job's own token, checked by the handler */
         {"GET", "/api/v1/jobs/{id}/metrics", "job_metrics", h_job_metrics, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/jobs/{id}/artifacts", "job_artifacts", h_job_artifacts, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/jobs/{id}/artifacts/{name}", "job_artifact_get", h_job_artifact_get, BODY_NONE, ACCESS_USER},

@@ -1,4 +1,5 @@
-/* Worker pool: fork/exec of `lsq train`, its event pipe, exit handling. */
+/* Worker pool: fork/exec of `lsq train`, its event pipe, exit handling.
+ * Under --executor slurm the public calls go to slurm.c instead. */
 #include "scheduler.h"
 
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include "child.h"
 #include "hub.h"
 #include "log.h"
+#include "slurm.h"
 #include "store.h"
 #include "webhook.h"
 #include "train/events.h"
@@ -50,6 +52,7 @@ static int g_stopping;
 static int g_wake[2] = {-1, -1};
 static pthread_t g_thread;
 static int g_started;
+static int g_slurm; /* --executor slurm: every call goes to slurm.c */
 
 static double now_s(void)
 {
@@ -408,6 +411,10 @@ static void *sched_main(void *arg)
 
 int sched_start(const lsqd_config *cfg)
 {
+    if (cfg->executor == EXECUTOR_SLURM) {
+        g_slurm = 1;
+        return slurm_start(cfg);
+    }
     g_cfg = cfg;
     g_nslots = cfg->workers < MAX_SLOTS ? cfg->workers : MAX_SLOTS;
     for (int i = 0; i < MAX_SLOTS; i++) g_slots[i].fd = -1;
@@ -422,11 +429,13 @@ int sched_start(const lsqd_config *cfg)
 
 void sched_kick(void)
 {
+    if (g_slurm) { slurm_kick(); return; }
     if (g_started) wake();
 }
 
 void sched_cancel(int64_t job_id)
 {
+    if (g_slurm) { slurm_cancel(job_id); return; }
     pthread_mutex_lock(&g_lock);
     for (int i = 0; i < g_nslots; i++)
         if (g_slots[i].busy && g_slots[i].job_id == job_id) g_slots[i].cancel = 1;
@@ -436,6 +445,7 @@ void sched_cancel(int64_t job_id)
 
 void sched_stop(void)
 {
+    if (g_slurm) { slurm_stop(); return; }
     if (!g_started) return;
     pthread_mutex_lock(&g_lock);
     g_stopping = 1;
@@ -449,6 +459,16 @@ void sched_stop(void)
 
 int sched_snapshot(sched_busy *out, int cap)
 {
+    if (g_slurm) {
+        int64_t ids[MAX_SLOTS];
+        double ips[MAX_SLOTS];
+        int n = slurm_snapshot(ids, ips, cap < MAX_SLOTS ? cap : MAX_SLOTS);
+        for (int i = 0; i < n && i < cap && i < MAX_SLOTS; i++) {
+            out[i].job_id = ids[i];
+            out[i].images_per_s = ips[i];
+        }
+        return n;
+    }
     int n = 0;
     pthread_mutex_lock(&g_lock);
     for (int i = 0; i < g_nslots; i++) {

@@ -2,7 +2,9 @@
  * (`lsq train SPEC --out JOBDIR --events-fd 3`). One thread claims queued
  * jobs, reads the workers' event pipes (poll), stores each event with its
  * sequence number and wakes the hub, and ends jobs when their process exits.
- * Cancel is SIGTERM then SIGKILL after the grace period. */
+ * Cancel is SIGTERM then SIGKILL after the grace period.
+ * These calls are the executor interface: with --executor slurm they go to
+ * the Slurm executor (slurm.h), which runs the same worker under sbatch. */
 #ifndef LSQD_SCHEDULER_H
 #define LSQD_SCHEDULER_H
 

@@ -248,7 +248,8 @@ out:
 
 #define JOB_COLUMNS "id, name, state, spec, created_at, started_at, finished_at, attempts, " \
     "cancel_requested, last_seq, progress, last_epoch, test_acc, error_code, error_message, " \
-    "exit_status, dataset_id, error_field, (SELECT u.name FROM users u WHERE u.id = jobs.owner_id)"
+    "exit_status, dataset_id, error_field, (SELECT u.name FROM users u WHERE u.id = jobs.owner_id), " \
+    "slurm_id"
 
 static json_t *col_real_or_null(sqlite3_stmt *st, int i)
 {
@@ -301,6 +302,8 @@ static json_t *row_to_job(sqlite3_stmt *st, int with_spec)
     json_object_set_new(j, "dataset_id", sqlite3_column_type(st, 16) == SQLITE_NULL
                         ? json_null() : json_integer(sqlite3_column_int64(st, 16)));
     json_object_set_new(j, "owner", col_text_or_null(st, 18));
+    json_object_set_new(j, "slurm_id", sqlite3_column_type(st, 19) == SQLITE_NULL
+                        ? json_null() : json_string((const char *)sqlite3_column_text(st, 19)));
     return j;
 }
 
@@ -423,7 +426,7 @@ store_status store_job_requeue(int64_t id)
     return rc;
 }
 
-int store_jobs_recover(int max_attempts)
+int store_jobs_recover(int max_attempts, int keep_slurm)
 {
     sqlite3 *db = db_get();
     int n = -1;
@@ -431,13 +434,17 @@ int store_jobs_recover(int max_attempts)
     sqlite3_stmt *st = prep(db,
         "UPDATE jobs SET state = 'failed', finished_at = ?2, error_code = 'too_many_attempts', "
         "error_message = 'the job was interrupted ' || attempts || ' times' "
-        "WHERE state = 'running' AND attempts >= ?1");
+        "WHERE state = 'running' AND attempts >= ?1 AND (?3 = 0 OR slurm_id IS NULL)");
     if (!st) goto out;
     sqlite3_bind_int(st, 1, max_attempts);
+    sqlite3_bind_int(st, 3, keep_slurm);
     sqlite3_bind_double(st, 2, now_s());
     if (sqlite3_step(st) != SQLITE_DONE) goto out;
     sqlite3_finalize(st);
-    st = prep(db, "UPDATE jobs SET state = 'queued' WHERE state = 'running'");
+    /* jobs that Slurm runs stay running: the Slurm executor reconciles them */
+    st = prep(db, keep_slurm
+        ? "UPDATE jobs SET state = 'queued' WHERE state = 'running' AND slurm_id IS NULL"
+        : "UPDATE jobs SET state = 'queued', slurm_id = NULL WHERE state = 'running'");
     if (!st || sqlite3_step(st) != SQLITE_DONE) goto out;
     n = sqlite3_changes(db);
 out:
@@ -445,6 +452,90 @@ out:
     sqlite3_finalize(st);
     exec_sql(db, n >= 0 ? "COMMIT" : "ROLLBACK");
     return n;
+}
+
+store_status store_job_set_slurm(int64_t id, const char *slurm_id)
+{
+    sqlite3_stmt *st = prep(db_get(), "UPDATE jobs SET slurm_id = ?2 WHERE id = ?1");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    if (slurm_id) sqlite3_bind_text(st, 2, slurm_id, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(st, 2);
+    store_status rc = sqlite3_step(st) == SQLITE_DONE
+                      ? (sqlite3_changes(db_get()) ? STORE_OK : STORE_NOT_FOUND) : STORE_ERR;
+    if (rc == STORE_ERR) log_sql("set slurm id", db_get());
+    sqlite3_finalize(st);
+    return rc;
+}
+
+json_t *store_jobs_slurm_running(void)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT id, slurm_id, events_offset, cancel_requested, "
+                                      "worker_seq FROM jobs WHERE state = 'running' "
+                                      "AND slurm_id IS NOT NULL ORDER BY id");
+    if (!st) return NULL;
+    json_t *arr = json_array();
+    int s;
+    while (arr && (s = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:b,s:I}",
+            "id", (json_int_t)sqlite3_column_int64(st, 0),
+            "slurm_id", (const char *)sqlite3_column_text(st, 1),
+            "events_offset", (json_int_t)sqlite3_column_int64(st, 2),
+            "cancel", sqlite3_column_int(st, 3),
+            "worker_seq", (json_int_t)sqlite3_column_int64(st, 4)));
+    if (arr && s != SQLITE_DONE) {
+        log_sql("list slurm jobs", db_get());
+        json_decref(arr);
+        arr = NULL;
+    }
+    sqlite3_finalize(st);
+    return arr;
+}
+
+int64_t store_job_events_offset(int64_t id, int64_t *worker_seq)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT events_offset, worker_seq FROM jobs WHERE id = ?");
+    int64_t r = -1;
+    *worker_seq = 0;
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        r = sqlite3_column_int64(st, 0);
+        *worker_seq = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return r;
+}
+
+store_status store_job_token_set(int64_t id, const char *sha256_hex)
+{
+    sqlite3_stmt *st = prep(db_get(), "INSERT OR REPLACE INTO job_tokens (job_id, sha256, "
+                                      "created_at) VALUES (?, ?, ?)");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, sha256_hex, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, now_s());
+    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    if (rc != STORE_OK) log_sql("set job token", db_get());
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_job_token_check(int64_t id, const char *sha256_hex)
+{
+    sqlite3_stmt *st = prep(db_get(), "SELECT sha256 FROM job_tokens WHERE job_id = ?");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int r = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const char *want = (const char *)sqlite3_column_text(st, 0);
+        /* same length hex digests: compare every byte */
+        unsigned diff = want && strlen(want) == strlen(sha256_hex) ? 0 : 1;
+        for (size_t i = 0; !diff && want[i]; i++) diff |= (unsigned char)(want[i] ^ sha256_hex[i]);
+        r = diff == 0;
+    }
+    sqlite3_finalize(st);
+    return r;
 }
 
 int store_job_cancel_requested(int64_t id)
@@ -554,14 +645,45 @@ static int step_update(sqlite3 *db, const char *sql, int64_t job, const char *te
 
 store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *seq)
 {
+    return store_worker_event_add(job_id, 0, type, ev, -1, seq);
+}
+
+store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, json_t *ev,
+                                    int64_t end_offset, int64_t *seq)
+{
     sqlite3 *db = db_get();
     store_status rc = STORE_ERR;
     sqlite3_stmt *st = NULL;
     char *text = json_dumps(ev, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    *seq = 0;
     if (!db || !text || exec_sql(db, "BEGIN IMMEDIATE")) { free(text); return STORE_ERR; }
-    st = prep(db, "UPDATE jobs SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq");
+    if (wseq > 0) {
+        /* the worker's numbering: each of its events once, in order, from
+         * whichever path (the events file, HTTP) brings it first */
+        st = prep(db, "SELECT worker_seq FROM jobs WHERE id = ?");
+        if (!st) goto out;
+        sqlite3_bind_int64(st, 1, job_id);
+        if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
+        int64_t have = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        st = NULL;
+        if (wseq > have + 1) { rc = STORE_CONFLICT; goto out; }
+        if (wseq <= have) {
+            rc = end_offset >= 0 && step_update(db, "UPDATE jobs SET events_offset = "
+                                                "max(events_offset, ?2) WHERE id = ?1",
+                                                job_id, NULL, (double)end_offset)
+                 ? STORE_ERR : STORE_OK;
+            goto out;
+        }
+    }
+    st = prep(db, "UPDATE jobs SET last_seq = last_seq + 1, "
+                  "events_offset = CASE WHEN ?2 >= 0 THEN ?2 ELSE events_offset END, "
+                  "worker_seq = CASE WHEN ?3 > 0 THEN ?3 ELSE worker_seq END "
+                  "WHERE id = ?1 RETURNING last_seq");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, job_id);
+    sqlite3_bind_int64(st, 2, end_offset);
+    sqlite3_bind_int64(st, 3, wseq);
     if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
     *seq = sqlite3_column_int64(st, 0);
     sqlite3_step(st);

@@ -68,9 +68,24 @@ store_status store_job_finish(int64_t id, job_state state, const char *error_cod
  * attempt so that it does not count against --max-attempts. */
 store_status store_job_requeue(int64_t id);
 /* At start-up: running jobs left by a previous lsqd go back to queued, or
- * fail when they already had max_attempts starts. Returns how many were
+ * fail when they already had max_attempts starts. keep_slurm: jobs with a
+ * Slurm id are left running (the Slurm executor reconciles them); else they
+ * are re-queued too and lose their Slurm id. Returns how many were
  * re-queued, -1 on error. */
-int store_jobs_recover(int max_attempts);
+int store_jobs_recover(int max_attempts, int keep_slurm);
+/* Records the Slurm job id of a running job (NULL clears it). */
+store_status store_job_set_slurm(int64_t id, const char *slurm_id);
+/* Running jobs that have a Slurm id, by id: [{"id","slurm_id",
+ * "events_offset","cancel"}] (caller owns it), NULL on error. */
+json_t *store_jobs_slurm_running(void);
+/* How many bytes of the job's events file are stored (-1 if unknown), and
+ * how many of the worker's events (*worker_seq). */
+int64_t store_job_events_offset(int64_t id, int64_t *worker_seq);
+/* The per-job token of the worker's HTTP events: only its sha256 (hex) is
+ * stored. check: 1 when sha256_hex is the job's, 0 when not (or the job has
+ * none), -1 on error. */
+store_status store_job_token_set(int64_t id, const char *sha256_hex);
+int store_job_token_check(int64_t id, const char *sha256_hex);
 /* 1 when a cancel was asked for the job, 0 when not, -1 if unknown. */
 int store_job_cancel_requested(int64_t id);
 /* Cancel: a queued job becomes cancelled (*was_running = 0); a running one
@@ -81,6 +96,15 @@ store_status store_job_cancel(int64_t id, int *was_running);
  * it implies: latest progress/epoch, metric points, artifact rows, error and
  * test accuracy. ev is borrowed. */
 store_status store_event_add(int64_t job_id, ev_type type, json_t *ev, int64_t *seq);
+/* An event of the worker, numbered by the worker (wseq 1, 2, 3 ...: the
+ * line of the job's events file), from the events file or over HTTP: stored
+ * when wseq is the next one, skipped (STORE_OK, *seq 0) when it is stored
+ * already, STORE_CONFLICT when events before it are missing. end_offset
+ * (>= 0) records in the same transaction how far the events file is read,
+ * so that a restart neither skips nor repeats an event. wseq 0: an event
+ * of lsqd's own (store_event_add). */
+store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, json_t *ev,
+                                    int64_t end_offset, int64_t *seq);
 /* Events with seq > after, oldest first, at most limit: an array of
  * {"seq","type","json"} where json is the event text. */
 json_t *store_events_after(int64_t job_id, int64_t after, int limit);

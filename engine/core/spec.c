@@ -607,6 +607,27 @@ static lsq_status parse_init(lsq_spec *spec, const json_t *root, lsq_err *err)
     return get_str(o, "init", "from", spec->init_from, sizeof spec->init_from, 1, err);
 }
 
+/* "resources": read by lsqd's Slurm executor (the partition goes on sbatch's
+ * command line, hence the name's character set). */
+static lsq_status parse_resources(lsq_spec *spec, const json_t *root, lsq_err *err)
+{
+    static const char *const keys[] = {"partition", "mem_mb", "time_min", NULL};
+    spec_resources *r = &spec->resources;
+    const json_t *o;
+    TRY(get_obj(root, "", "resources", 1, &o, err));
+    if (!o) return LSQ_OK;
+    TRY(check_keys(o, "resources", keys, err));
+    r->given = 1;
+    TRY(get_str(o, "resources", "partition", r->partition, sizeof r->partition, 1, err));
+    if (r->partition[0] && !name_ok(r->partition))
+        return lsq_err_set(err, LSQ_ERR_INVALID, "resources.partition",
+                           "resources.partition must be characters of A-Z a-z 0-9 . _ -, "
+                           "got \"%.64s\"", r->partition);
+    TRY(get_int32(o, "resources", "mem_mb", 1, 16777216, &r->mem_mb, err));
+    TRY(get_int32(o, "resources", "time_min", 1, 525600, &r->time_min, err));
+    return LSQ_OK;
+}
+
 static void spec_defaults(lsq_spec *spec)
 {
     memset(spec, 0, sizeof *spec);
@@ -624,7 +645,7 @@ static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_e
 {
     static const char *const keys[] = {"name", "model", "dataset", "quant", "pretrain",
                                        "train", "distill", "init", "threads",
-                                       "checkpoint_every", "notify_url", NULL};
+                                       "checkpoint_every", "notify_url", "resources", NULL};
     if (!json_is_object(root)) return type_error(err, "", "a JSON object", root);
     TRY(check_keys(root, "", keys, err));
 
@@ -668,6 +689,7 @@ static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_e
                                "notify_url must be an http:// or https:// URL, got \"%.64s\"",
                                spec->notify_url);
     }
+    TRY(parse_resources(spec, root, err));
 
     spec->pretrain.weight_decay = spec_train_weight_decay(spec, &spec->pretrain, 0);
     spec->train.weight_decay = spec_train_weight_decay(spec, &spec->train, spec->quant.enabled);
@@ -804,6 +826,14 @@ json_t *spec_to_json(const lsq_spec *spec)
     if (j)
         json_object_set_new(j, "notify_url",
                             spec->notify_url[0] ? json_string(spec->notify_url) : json_null());
+    /* the fields given, the rest are the operator's defaults (in lsqd) */
+    const spec_resources *r = &spec->resources;
+    json_t *o = r->given ? json_object() : json_null();
+    if (r->partition[0]) json_object_set_new(o, "partition", json_string(r->partition));
+    if (r->mem_mb) json_object_set_new(o, "mem_mb", json_integer(r->mem_mb));
+    if (r->time_min) json_object_set_new(o, "time_min", json_integer(r->time_min));
+    if (j) json_object_set_new(j, "resources", o);
+    else json_decref(o);
     return j;
 }
 

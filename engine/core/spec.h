@@ -41,6 +41,15 @@ extern const char *const SPEC_QMETHOD_NAMES[]; /* "lsq", "ptq" */
 typedef enum { ASIGN_AUTO, ASIGN_UNSIGNED, ASIGN_SIGNED, ASIGN_OFFSET, ASIGN_COUNT } spec_act_sign;
 extern const char *const SPEC_ACT_SIGN_NAMES[]; /* "auto","unsigned","signed","lsq+" */
 
+/* "resources": what lsqd's Slurm executor asks the cluster for (docs/cluster.md).
+ * 0 or "": the operator's default. */
+typedef struct {
+    int given;                     /* the spec had a "resources" object */
+    char partition[SPEC_NAME_MAX]; /* a Slurm partition */
+    int mem_mb;                    /* 1..16777216 MiB of memory */
+    int time_min;                  /* 1..525600 minutes of wall time */
+} spec_resources;
+
 typedef struct {
     char name[SPEC_NAME_MAX];  /* a conv/linear layer name of the model */
     int is_float;              /* "float": this layer is not quantized */
@@ -115,6 +124,7 @@ typedef struct {
     int checkpoint_every;      /* epochs between checkpoints, default 1 */
     char notify_url[SPEC_URL_MAX]; /* lsqd POSTs the job's end here (http/https); "" = none.
                                       lsq train ignores it */
+    spec_resources resources;  /* what a cluster executor asks for; the engine ignores it */
 } lsq_spec;
 
 /* Parses and validates JSON text into spec (defaults filled in). On error,

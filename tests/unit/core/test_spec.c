@@ -145,6 +145,12 @@ static const bad_case BAD[] = {
     {"{\"threads\":\"2\"}", LSQ_ERR_INVALID, "threads"},
     {"{\"checkpoint_every\":0}", LSQ_ERR_INVALID, "checkpoint_every"},
     {"{\"checkpoint_every\":1001}", LSQ_ERR_INVALID, "checkpoint_every"},
+    {"{\"resources\":[]}", LSQ_ERR_INVALID, "resources"},
+    {"{\"resources\":{\"cpus\":2}}", LSQ_ERR_INVALID, "resources.cpus"},
+    {"{\"resources\":{\"partition\":\"a b\"}}", LSQ_ERR_INVALID, "resources.partition"},
+    {"{\"resources\":{\"partition\":\"\"}}", LSQ_ERR_INVALID, "resources.partition"},
+    {"{\"resources\":{\"mem_mb\":0}}", LSQ_ERR_INVALID, "resources.mem_mb"},
+    {"{\"resources\":{\"time_min\":525601}}", LSQ_ERR_INVALID, "resources.time_min"},
     /* not an object; malformed text */
     {"[]", LSQ_ERR_INVALID, ""},
     {"null", LSQ_ERR_INVALID, ""},
@@ -698,6 +704,28 @@ Test(spec, schema_matches_validator)
     expect_same_keys(schema_def(schema, "distill"), json_object_get(j, "distill"), "distill");
     json_decref(j);
     json_decref(schema);
+    spec_free(&s);
+}
+
+Test(spec, resources_keep_what_was_given)
+{
+    lsq_spec s;
+    lsq_err err;
+    cr_assert_eq(parse(&s, "{\"resources\":{\"partition\":\"gpu-a.1\",\"time_min\":30}}",
+                       &err), LSQ_OK, "%s", err.message);
+    cr_expect(s.resources.given);
+    cr_expect_str_eq(s.resources.partition, "gpu-a.1");
+    cr_expect_eq(s.resources.time_min, 30);
+    cr_expect_eq(s.resources.mem_mb, 0, "left to the operator's default");
+    char *t = spec_to_text(&s, JSON_COMPACT);
+    cr_assert(strstr(t, "\"resources\":{\"partition\":\"gpu-a.1\",\"time_min\":30}"), "%s", t);
+    free(t);
+    spec_free(&s);
+    cr_assert_eq(parse(&s, "{\"resources\":null}", &err), LSQ_OK);
+    cr_expect(!s.resources.given);
+    t = spec_to_text(&s, JSON_COMPACT);
+    cr_assert(strstr(t, "\"resources\":null"), "%s", t);
+    free(t);
     spec_free(&s);
 }
 
