@@ -2,7 +2,7 @@
 # The Slurm tier: brings up the one-node Slurm of scripts/slurm-up.sh and runs
 # tests/slurm (criterion) against a real lsqd --executor slurm.
 # Usage: tests/slurm/run.sh BUILD_DIR [--if-up]
-#   --if-up  (make test) skip the tier, successfully, when Slurm is not
+#   --if-up  (make test-slurm-if-up) skip the tier, successfully, when Slurm is not
 #            installed or does not come up within 30 s; without it that fails.
 set -eu
 build=$1
