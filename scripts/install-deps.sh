@@ -1,10 +1,13 @@
 #!/bin/sh
 # Installs, with apt-get, every Debian 12 package that lsqd's build, tests and
 # benchmarks need. A no-op when everything is present. Run as root (or with
-# sudo available). Usage: scripts/install-deps.sh [build|test|bench|all]
-#   build  compilers and libraries (make, make run)
-#   test   build + what the test tiers use (make test)
-#   bench  test + the peers the benchmarks compare with (make bench)
+# sudo available). Usage: scripts/install-deps.sh [build|test|bench|container|all]
+#   build      compilers and libraries (make, make run)
+#   test       build + what the test tiers use (make test)
+#   bench      test + the peers the benchmarks compare with (make bench)
+#   container  Docker, debootstrap and docker-compose (make test-container,
+#              docs/deploy.md); the image builds its own toolchain
+#   all        every tier
 set -eu
 tier=${1:-test}
 
@@ -15,12 +18,15 @@ libarchive-dev libpng-dev libjpeg62-turbo-dev \
 dataset-fashion-mnist ca-certificates xxd"
 TEST_PKGS="nodejs npm chromium sqlite3 curl python3"
 BENCH_PKGS="python3-torch python3-numpy python3-onnx wrk"
+CONTAINER_PKGS="docker.io debootstrap docker-compose curl jq"
 
 case "$tier" in
   build) want="$BUILD_PKGS" ;;
   test)  want="$BUILD_PKGS $TEST_PKGS" ;;
-  bench|all) want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
-  *) echo "install-deps: unknown tier '$tier' (build, test, bench, all)" >&2; exit 2 ;;
+  bench) want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
+  container) want="$CONTAINER_PKGS" ;;
+  all) want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS $CONTAINER_PKGS" ;;
+  *) echo "install-deps: unknown tier '$tier' (build, test, bench, container, all)" >&2; exit 2 ;;
 esac
 
 missing=""
