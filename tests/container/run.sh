@@ -36,6 +36,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT   # through the EXIT trap: no container or volume left
 
 # ---------------------------------------------------------------- daemon, image
 scripts/install-deps.sh container
