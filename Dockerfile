@@ -8,7 +8,7 @@
 #
 #   scripts/docker-base.sh             # debian:12, made locally when missing
 #   docker build -t lsqd .
-#   docker run -d -p 8080:8080 -v lsqd-data:/var/lib/lsqd --name lsqd lsqd
+#   docker run -d -p 127.0.0.1:8080:8080 -v lsqd-data:/var/lib/lsqd --name lsqd lsqd
 #
 # Build arguments: ARCH (x86-64-v3 by default; `--build-arg ARCH=` builds
 # for any x86-64), JOBS (make -j, default: every core).

@@ -80,8 +80,32 @@ api() {  # api METHOD PATH [curl args...]: the body on stdout, fails on >= 400
   curl -sS -f --max-time 30 -X "$method" "${auth[@]}" "$@" "http://127.0.0.1:$port$path"
 }
 
+# A free loopback port of the host, published to the container's 8080. It is
+# chosen before the start so that lsqd can be told the Host name clients
+# use (LSQD_HOST_ALLOW: a Host header check beyond loopback names only the
+# listening port; a variable lsqd does not know is ignored).
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  return 1
+}
+
 start_container() {
-  docker run -d --name "$name" -v "$vol:/var/lib/lsqd" -p 127.0.0.1::8080 "$image" >/dev/null
+  local try
+  for try in 1 2 3 4 5; do
+    [ -n "${port:-}" ] || port=$(free_port) || fail "no free port"
+    if docker run -d --name "$name" -v "$vol:/var/lib/lsqd" -p "127.0.0.1:$port:8080" \
+         -e "LSQD_HOST_ALLOW=127.0.0.1:$port" "$image" >/dev/null 2>"$work/run.err"; then
+      return
+    fi
+    docker rm -f "$name" >/dev/null 2>&1 || true
+    port=
+  done
+  cat "$work/run.err" >&2
+  fail "docker run"
 }
 
 # Waits for /healthz (200 from the host) and then for Docker's own health
@@ -89,10 +113,8 @@ start_container() {
 wait_healthy() {
   local t0 i
   t0=$(now)
-  port=
   for i in $(seq 1 300); do
-    port=$(docker port "$name" 8080/tcp 2>/dev/null | head -n 1 | sed 's/.*://') || true
-    [ -n "$port" ] && curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port/healthz" && break
+    curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$port/healthz" && break
     [ "$(docker inspect -f '{{.State.Running}}' "$name")" = true ] || fail "the container exited"
     sleep 0.2
   done
