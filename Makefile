@@ -1,6 +1,7 @@
 # lsqd build. Outputs under build/ (build-san/ with SANITIZE=...).
 #   make            build the engine, lsq and lsqd
 #   make test       build and run every test tier (unit, api, e2e)
+#   make test-container  build the Docker image and test it (docs/deploy.md)
 #   make run        build and start lsqd with its dashboard
 #   make bench      benchmarks side by side with their peers
 #   make SANITIZE=address,undefined test
@@ -81,8 +82,8 @@ SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up run \
-        bench clean fixtures
+.PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up \
+        test-container run bench clean fixtures
 all: $(BINS)
 
 # Install missing Debian packages once per build tree (scripts/install-deps.sh
@@ -193,6 +194,12 @@ test-slurm-if-up: $(SLURM_BIN) $(BINS)
 test-e2e: $(BINS)
 	@scripts/install-deps.sh test
 	scripts/e2e.sh $(abspath $(LSQD)) $(abspath $(BUILD))
+
+# Not part of `make test`: builds the image from the Dockerfile (debootstrap,
+# apt and a full build inside it) and proves it with a real daemon and volume
+# (docs/deploy.md, "Testing the image").
+test-container:
+	tests/container/run.sh
 
 run: $(BINS)
 	scripts/run.sh $(abspath $(BUILD))
