@@ -40,7 +40,7 @@ d = json.load(sys.stdin)
 s = d.get("summary") or {}
 print(json.dumps({"dataset": d["id"], "state": d["state"], "error": d.get("error"),
                   "register_s": int(sys.argv[1]), "bytes": d.get("bytes"),
-                  "shape": s.get("shape"), "train": s.get("train"), "test": s.get("test"),
+                  "shape": s.get("shape"), "counts": s.get("counts"), "classes": s.get("num_classes"),
                   "mean": s.get("mean"), "std": s.get("std")}))' "$((t1 - t0))"
 [ "$st" = ready ] || exit 1
 curl -fs "$B/api/v1/datasets/$ds/samples.png" -o "$DATA/samples.png"
