@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "core/spec.h"
 #include "graph/net.h"
+#include "train/dist.h"
 #include "train/events.h"
 #include "train/train.h"
 #include "util.h"
@@ -35,6 +36,8 @@ static const char *TRAIN_USAGE =
     "  --events FILE    write JSON-lines events to FILE (appended)\n"
     "  --threads N      override the spec's thread count\n"
     "  --quiet          no progress line on the terminal\n"
+    "Under mpirun or srun (docs/cluster.md) every rank trains its share of each\n"
+    "batch; rank 0 alone writes the folder, the events and the progress line.\n"
     "SIGTERM or Ctrl-C stops within one batch (training or evaluation), writes a\n"
     "checkpoint of the progress since the last one and exits with status 3.\n"
     "Exit status: 0 done, 1 failed, 2 usage, 3 stopped (resumable with the same command).\n";
@@ -72,6 +75,9 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+static int train_ranked(const char *spec_path, const char *out, const char *events_file,
+                        int events_fd, int threads, int quiet, lsq_dist *dist);
+
 static int cmd_train(int argc, char **argv)
 {
     if (cli_has_help(argc, argv)) {
@@ -106,8 +112,29 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "lsq train: give --events-fd or --events, not both\n");
         return 2;
     }
+    /* under mpirun / srun every rank runs this; alone, one rank without MPI */
+    lsq_dist dist;
+    lsq_err err;
+    lsq_err_clear(&err);
+    if (dist_init(&dist, NULL, NULL, &err) != LSQ_OK) {
+        cli_print_err("train", &err);
+        return 1;
+    }
+    int rc = train_ranked(spec_path, out, events_file, events_fd, threads, quiet, &dist);
+    dist_finalize(&dist);
+    return rc;
+}
+
+/* cmd_train after MPI started: every rank trains, rank 0 alone writes the
+ * events and the progress line. */
+static int train_ranked(const char *spec_path, const char *out, const char *events_file,
+                        int events_fd, int threads, int quiet, lsq_dist *dist)
+{
     lsq_spec spec;
     if (load_spec_file("train", spec_path, &spec) != 0) return 1;
+    if (dist->rank != 0) {
+        events_file = NULL, events_fd = -1, quiet = 1;
+    }
     char outbuf[1024];
     if (!out) {
         mkdir("runs", 0755);
@@ -130,7 +157,7 @@ static int cmd_train(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     ev_sink sink;
     ev_sink_init(&sink, events_fd);
-    train_opts opts = {&sink, &g_stop, quiet ? NULL : stderr, threads};
+    train_opts opts = {&sink, &g_stop, quiet ? NULL : stderr, threads, dist};
     lsq_err err;
     lsq_err_clear(&err);
     double acc = 0;
@@ -138,10 +165,11 @@ static int cmd_train(int argc, char **argv)
     spec_free(&spec);
     if (events_file) close(events_fd);
     if (st == LSQ_ERR_CANCELLED) {
-        fprintf(stderr, "\nlsq train: %s\n", err.message);
+        if (dist->rank == 0) fprintf(stderr, "\nlsq train: %s\n", err.message);
         return 3;
     }
     if (st != LSQ_OK) {
+        if (dist->size > 1) fprintf(stderr, "\nlsq train: rank %d of %d:", dist->rank, dist->size);
         fputc('\n', stderr);
         cli_print_err("train", &err);
         return 1;

@@ -3,6 +3,7 @@
  * quantizers wrapped around every conv/linear layer of a quantized net). */
 #include "graph/net.h"
 
+#include <assert.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -698,7 +699,7 @@ lsq_status net_build(lsq_net *net, const json_t *spec_layers, const spec_quant *
     /* allocation: one buffer each for params, grads and state */
     int fail = 0;
     net->params = xcalloc(pcur, sizeof(float), &fail);
-    net->grads = xcalloc(pcur, sizeof(float), &fail);
+    net->grads = xcalloc(pcur + NET_GRAD_TAIL, sizeof(float), &fail);
     net->state = xcalloc(scur, sizeof(float), &fail);
     net->probs = xcalloc((size_t)max_batch * classes, sizeof(float), &fail);
     size_t scratch = 0;
@@ -1067,6 +1068,29 @@ static int conv_codes_forward(lsq_net *net, const net_node *nd, const float *in,
                                 d, net->scratch);
 }
 
+/* A data-parallel run's activation step from the global first batch: the
+ * paper's rule from the mean |x| summed over the ranks; the MSE search on
+ * every rank's values gathered in rank order, which is the global batch in
+ * its own order, so the step is the one a single process finds. */
+static void init_act_step_global(lsq_net *net, const net_node *nd, float *s, float *off,
+                                 const float *in, size_t count, int mse)
+{
+    const net_collective *c = &net->coll;
+    if (!mse) {
+        double t[2] = {0.0, (double)count};
+        for (size_t i = 0; i < count; i++) t[0] += fabs((double)in[i]);
+        c->sum(c->ctx, t, 2);
+        s[0] = quant_step_paper(t[1] > 0 ? t[0] / t[1] : 0.0, &nd->aq.r);
+        return;
+    }
+    size_t room = c->sum_size(c->ctx, count), total = 0;
+    float *all = malloc((room ? room : 1) * sizeof(float));
+    assert(all && "out of memory for the first batch's activations");
+    c->gather(c->ctx, all, &total, in, count);
+    quant_init_mse(s, off, all, 1, total, &nd->aq.r);
+    free(all);
+}
+
 const float *net_forward(lsq_net *net, const float *x, int n, int training)
 {
     /* the input node's output is the caller's batch (borrowed until the
@@ -1091,7 +1115,9 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
                 if ((training || net->calibrating) && flag[0] == 0.0f) {
                     /* activation steps start from the first training batch
                      * (or the calibration batch) */
-                    if (net->qinit == QINIT_MSE || off || net->calibrating)
+                    int mse = net->qinit == QINIT_MSE || off || net->calibrating;
+                    if (training && net->coll.ctx) init_act_step_global(net, nd, s, off, in, in_count, mse);
+                    else if (mse)
                         quant_init_mse(s, off, in, 1, in_count, &nd->aq.r);
                     else
                         quant_init_paper(s, in, 1, in_count, &nd->aq.r);
