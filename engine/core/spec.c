@@ -606,6 +606,26 @@ static lsq_status parse_init(lsq_spec *spec, const json_t *root, lsq_err *err)
     return get_str(o, "init", "from", spec->init_from, sizeof spec->init_from, 1, err);
 }
 
+/* "resources": {"nodes", "tasks_per_node"}: the ranks of a data-parallel
+ * run (train/dist.h), nodes * tasks_per_node of them. */
+static lsq_status parse_resources(lsq_spec *spec, const json_t *root, lsq_err *err)
+{
+    static const char *const keys[] = {"nodes", "tasks_per_node", NULL};
+    const json_t *o;
+    TRY(get_obj(root, "", "resources", 1, &o, err));
+    if (!o) return LSQ_OK;
+    TRY(check_keys(o, "resources", keys, err));
+    TRY(get_int32(o, "resources", "nodes", 1, SPEC_MAX_NODES, &spec->nodes, err));
+    TRY(get_int32(o, "resources", "tasks_per_node", 1, SPEC_MAX_TASKS_PER_NODE,
+                  &spec->tasks_per_node, err));
+    int ranks = spec->nodes * spec->tasks_per_node;
+    if (ranks > SPEC_MAX_RANKS)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "resources.tasks_per_node",
+                           "resources: %d nodes x %d tasks per node is %d ranks; at most %d",
+                           spec->nodes, spec->tasks_per_node, ranks, SPEC_MAX_RANKS);
+    return LSQ_OK;
+}
+
 static void spec_defaults(lsq_spec *spec)
 {
     memset(spec, 0, sizeof *spec);
@@ -617,13 +637,14 @@ static void spec_defaults(lsq_spec *spec)
     distill_defaults(&spec->distill, 0);
     spec->threads = 2;
     spec->checkpoint_every = 1;
+    spec->nodes = spec->tasks_per_node = 1;
 }
 
 static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_err *err)
 {
     static const char *const keys[] = {"name", "model", "dataset", "quant", "pretrain",
                                        "train", "distill", "init", "threads",
-                                       "checkpoint_every", NULL};
+                                       "checkpoint_every", "resources", NULL};
     if (!json_is_object(root)) return type_error(err, "", "a JSON object", root);
     TRY(check_keys(root, "", keys, err));
 
@@ -658,6 +679,19 @@ static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_e
     TRY(parse_distill(spec, root, err));
     TRY(get_int32(root, "", "threads", 1, 256, &spec->threads, err));
     TRY(get_int32(root, "", "checkpoint_every", 1, 1000, &spec->checkpoint_every, err));
+    TRY(parse_resources(spec, root, err));
+    {
+        /* every rank needs an image of the first batch of each phase */
+        int ranks = spec->nodes * spec->tasks_per_node;
+        const spec_train *ph[2] = {&spec->train, &spec->pretrain};
+        for (int i = 0; i < 2; i++)
+            if ((i == 0 || ph[i]->enabled) && ph[i]->batch_size < ranks)
+                return lsq_err_set(err, LSQ_ERR_INVALID,
+                                   i == 0 ? "train.batch_size" : "pretrain.batch_size",
+                                   "%s.batch_size %d is smaller than the %d ranks of "
+                                   "resources: each rank trains on its share of a batch",
+                                   i == 0 ? "train" : "pretrain", ph[i]->batch_size, ranks);
+    }
 
     spec->pretrain.weight_decay = spec_train_weight_decay(spec, &spec->pretrain, 0);
     spec->train.weight_decay = spec_train_weight_decay(spec, &spec->train, spec->quant.enabled);
@@ -776,7 +810,7 @@ json_t *spec_to_json(const lsq_spec *spec)
                                           : json_pack("{s:s}", "arch", spec->arch);
     return json_pack(
         "{s:s, s:o, s:{s:s, s:s, s:s, s:b, s:i, s:i, s:{s:i, s:b}}, s:o, s:o, s:o, s:o, s:o, s:i, "
-        "s:i}",
+        "s:i, s:{s:i, s:i}}",
         "name", spec->name, "model", model,
         "dataset", "name", spec->dataset, "path", spec->dataset_path, "cache",
         spec->dataset_cache, "normalize", spec->normalize,
@@ -790,7 +824,8 @@ json_t *spec_to_json(const lsq_spec *spec)
                                    "weight", spec->distill.weight)
                        : json_false(),
         "init", spec->init_from[0] ? json_pack("{s:s}", "from", spec->init_from) : json_null(),
-        "threads", spec->threads, "checkpoint_every", spec->checkpoint_every);
+        "threads", spec->threads, "checkpoint_every", spec->checkpoint_every, "resources",
+        "nodes", spec->nodes, "tasks_per_node", spec->tasks_per_node);
 }
 
 char *spec_to_text(const lsq_spec *spec, size_t flags)

@@ -112,7 +112,14 @@ typedef struct {
     char init_from[SPEC_PATH_MAX]; /* "init": {"from": ...}; "" = none */
     int threads;               /* 1..256, default 2 */
     int checkpoint_every;      /* epochs between checkpoints, default 1 */
+    /* resources: the ranks of a data-parallel run (docs/cluster.md) */
+    int nodes;                 /* 1..SPEC_MAX_NODES, default 1 */
+    int tasks_per_node;        /* 1..SPEC_MAX_TASKS_PER_NODE, default 1 */
 } lsq_spec;
+
+#define SPEC_MAX_NODES 1024
+#define SPEC_MAX_TASKS_PER_NODE 256
+#define SPEC_MAX_RANKS 4096
 
 /* Parses and validates JSON text into spec (defaults filled in). On error,
  * err->field names the key. spec must be released with spec_free either way. */

@@ -129,7 +129,7 @@ Test(dist, two_ranks_match_one_process, .timeout = 120)
                  "{\"name\":\"dist-w2a2\",\"model\":{\"arch\":\"mlp\"},"
                  "\"dataset\":{\"train_limit\":%d,\"test_limit\":500},"
                  "\"quant\":{\"weight_bits\":2,\"act_bits\":2,\"report_ptq\":false,"
-                 "\"init\":\"%s\"},\"init\":{\"from\":\"%s/model.lsqc\"},"
+                 "\"init\":\"%s\"},\"init\":{\"from\":\"%s/model.lsqc\"},\"distill\":true,"
                  "\"train\":{\"epochs\":1,\"lr\":0.01,\"batch_size\":128},\"threads\":1}",
                  images[k], inits[k], one);
         write_text(qspec, text);
