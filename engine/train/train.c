@@ -440,10 +440,10 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
             json_object_set_new(ev, "bits", net_bits_json(net));
         }
         double reduce_s = d->reduce_s - reduce_s0;
+        /* the steps' time (training only) and, over ranks, the allreduce's part */
+        json_object_set_new(ev, "ranks", json_integer(d->size));
+        json_object_set_new(ev, "train_s", json_real(train_s));
         if (d->size > 1) {
-            /* the steps' time (training only) and the allreduce's part of it */
-            json_object_set_new(ev, "ranks", json_integer(d->size));
-            json_object_set_new(ev, "train_s", json_real(train_s));
             json_object_set_new(ev, "allreduce_s", json_real(reduce_s));
             json_object_set_new(ev, "allreduce_bytes", json_integer((json_int_t)d->reduce_bytes));
         }
