@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "train/ckpt.h"
@@ -32,8 +34,9 @@ static void write_text(const char *path, const char *text)
     fclose(f);
 }
 
-/* `lsq train SPEC --out OUT` on `ranks` ranks (1: no mpirun); the exit status. */
-static int train(int ranks, const char *spec, const char *out)
+/* `lsq train SPEC --out OUT` on `ranks` ranks (1: no mpirun), with events
+ * appended to `events` (NULL: none); the exit status. */
+static int train_ev(int ranks, const char *spec, const char *out, const char *events)
 {
     const char *bin = getenv("LSQ_BIN");
     cr_assert(bin, "LSQ_BIN is not set (run through make test)");
@@ -42,16 +45,23 @@ static int train(int ranks, const char *spec, const char *out)
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
+        const char *ev = events ? "--events" : "--quiet", *evf = events ? events : "--quiet";
         if (ranks == 1)
-            execl(bin, bin, "train", spec, "--out", out, "--quiet", (char *)NULL);
+            execl(bin, bin, "train", spec, "--out", out, "--quiet", ev, evf, (char *)NULL);
         else
             execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to",
-                   "none", "-np", np, bin, "train", spec, "--out", out, "--quiet", (char *)NULL);
+                   "none", "-np", np, bin, "train", spec, "--out", out, "--quiet", ev, evf,
+                   (char *)NULL);
         _exit(127);
     }
     int status;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int train(int ranks, const char *spec, const char *out)
+{
+    return train_ev(ranks, spec, out, NULL);
 }
 
 /* Every parameter view of a/model.lsqc against b's: the largest difference
@@ -175,6 +185,80 @@ Test(dist, batch_smaller_than_ranks_is_refused, .timeout = 60)
     char p[1024];
     snprintf(p, sizeof p, "%s/model.lsqc", out);
     cr_expect_neq(access(p, F_OK), 0, "a refused job wrote a model");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    cr_expect_eq(system(cmd), 0);
+    free(d);
+}
+
+/* Starts `lsq train` on `ranks` ranks with events to `events` and sends
+ * SIGTERM (to mpirun, which passes it on) once a checkpoint event is there;
+ * returns the exit status (under mpirun, mpirun's: 1 after the signal). */
+static int train_and_stop(int ranks, const char *spec, const char *out, const char *events)
+{
+    const char *bin = getenv("LSQ_BIN");
+    cr_assert(bin, "LSQ_BIN is not set (run through make test)");
+    char np[16];
+    snprintf(np, sizeof np, "%d", ranks);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        execlp("mpirun", "mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+               "-np", np, bin, "train", spec, "--out", out, "--events", events, "--quiet",
+               (char *)NULL);
+        _exit(127);
+    }
+    int status, signalled = 0;
+    for (int i = 0; i < 6000 && !signalled; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        FILE *f = fopen(events, "r");
+        if (!f) continue;
+        char line[8192];
+        while (!signalled && fgets(line, sizeof line, f))
+            if (strstr(line, "\"type\":\"checkpoint\"")) {
+                kill(pid, SIGTERM);
+                signalled = 1;
+            }
+        fclose(f);
+        if (!signalled && waitpid(pid, &status, WNOHANG) == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* A run stopped on 2 ranks resumes on one process (a checkpoint holds
+ * nothing of the rank count) and ends where a single process's run ends. */
+Test(dist, stopped_on_two_ranks_resumes_on_one, .timeout = 180)
+{
+    char *d = make_dir();
+    char spec[512], ref[512], run[512], events[512];
+    snprintf(spec, sizeof spec, "%s/s.json", d);
+    snprintf(ref, sizeof ref, "%s/ref", d);
+    snprintf(run, sizeof run, "%s/run", d);
+    snprintf(events, sizeof events, "%s/run.ev", d);
+    write_text(spec, "{\"name\":\"dist-resume\",\"model\":{\"arch\":\"mlp\"},"
+                     "\"dataset\":{\"train_limit\":2560,\"test_limit\":200},"
+                     "\"train\":{\"epochs\":12,\"lr\":0.02,\"batch_size\":128},\"threads\":1}");
+    int st = train_and_stop(2, spec, run, events);
+    cr_assert_neq(st, 0, "the 2-rank run ended before the stop reached it");
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/checkpoint.lsqc", run);
+    cr_assert_eq(access(ck, R_OK), 0, "no checkpoint after the stop");
+    char resumed[600];
+    snprintf(resumed, sizeof resumed, "%s/resumed.ev", d);
+    cr_assert_eq(train_ev(1, spec, run, resumed), 0, "the resume on one process failed");
+    FILE *f = fopen(resumed, "r");
+    cr_assert(f);
+    char line[8192];
+    cr_assert(fgets(line, sizeof line, f));
+    fclose(f);
+    cr_expect(strstr(line, "\"type\":\"start\"") && strstr(line, "\"resumed\":true"),
+              "the single process did not resume the 2-rank checkpoint: %s", line);
+    cr_assert_eq(train(1, spec, ref), 0, "the single-process run failed");
+    double worst = compare_models(ref, run, DIST_TOL);
+    printf("dist: stopped on 2 ranks, resumed on 1: worst relative difference %.2g\n", worst);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
     cr_expect_eq(system(cmd), 0);
