@@ -87,7 +87,8 @@ static lsq_status agree(run_ctx *rc, lsq_status st, lsq_err *err)
     dist_sum_double(rc->dist, &bad, 1);
     if (bad > 0 && st == LSQ_OK)
         st = lsq_err_set(err, LSQ_ERR_INTERNAL, NULL,
-                         "another rank of this run failed (rank 0's events say why)");
+                         "another rank of this run failed (its message is on its standard "
+                         "error; rank 0's also in the events)");
     return st;
 }
 
