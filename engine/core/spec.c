@@ -491,13 +491,14 @@ static lsq_status parse_train(spec_train *t, const json_t *o, const char *path, 
 {
     static const char *const keys[] = {"epochs", "batch_size", "lr", "momentum", "nesterov",
                                        "weight_decay", "schedule", "warmup_epochs", "seed",
-                                       NULL};
+                                       "sync_bn", NULL};
     TRY(check_keys(o, path, keys, err));
     TRY(get_int32(o, path, "epochs", 0, 1000, &t->epochs, err));
     TRY(get_int32(o, path, "batch_size", 1, 4096, &t->batch_size, err));
     TRY(get_real(o, path, "lr", 0, 1, 10, 0, &t->lr, err));
     TRY(get_real(o, path, "momentum", 0, 0, 1, 1, &t->momentum, err));
     TRY(get_bool(o, path, "nesterov", &t->nesterov, err));
+    TRY(get_bool(o, path, "sync_bn", &t->sync_bn, err));
     const json_t *wd = json_object_get(o, "weight_decay");
     char p[PATH_LEN];
     path_join(p, path, "weight_decay");
@@ -763,13 +764,14 @@ out:
 
 static json_t *train_to_json(const spec_train *t)
 {
-    return json_pack("{s:i, s:i, s:f, s:f, s:b, s:o, s:s, s:f, s:I}",
+    return json_pack("{s:i, s:i, s:f, s:f, s:b, s:o, s:s, s:f, s:I, s:b}",
                      "epochs", t->epochs, "batch_size", t->batch_size, "lr", t->lr,
                      "momentum", t->momentum, "nesterov", t->nesterov,
                      "weight_decay", t->weight_decay_auto ? json_string("auto")
                                                           : json_real(t->weight_decay),
                      "schedule", SPEC_SCHEDULE_NAMES[t->schedule],
-                     "warmup_epochs", t->warmup_epochs, "seed", (json_int_t)t->seed);
+                     "warmup_epochs", t->warmup_epochs, "seed", (json_int_t)t->seed, "sync_bn",
+                     t->sync_bn);
 }
 
 static json_t *quant_to_json(const spec_quant *q)

@@ -74,6 +74,8 @@ typedef struct {
     double lr;                 /* (0, 10], default 0.01 (train), 0.05 (pretrain); train at 8 bits: 0.001 */
     double momentum;           /* [0, 1), default 0.9 */
     int nesterov;              /* default false */
+    int sync_bn;               /* default false: batch-norm batch statistics over every
+                                  data-parallel rank's batch (train/dist.h) */
     double weight_decay;       /* [0, 1]; see weight_decay_auto */
     int weight_decay_auto;     /* "auto": 1e-4 at 4/8 bits, 0.5e-4 at 3, 0.25e-4 at 2; 5e-4 FP */
     spec_schedule schedule;    /* default cosine */

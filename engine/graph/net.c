@@ -1148,7 +1148,13 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             float *g = view_ptr(net, nd->gammav), *be = view_ptr(net, nd->betav);
             float *rm = view_ptr(net, nd->rmeanv), *rv = view_ptr(net, nd->rvarv);
             int r = nd->fused_relu;
-            if (r >= 0) {
+            if (training && net->sync_bn && net->coll.ctx) {
+                const bn_sync sy = {net->coll.sum, net->coll.ctx};
+                batchnorm_forward_train_sync(r >= 0 ? net->nodes[r].out : nd->out, nd->aux,
+                                             nd->aux + nd->c, rm, rv, in, g, be, n, nd->c,
+                                             nd->h * nd->w, BN_MOMENTUM, BN_EPS, r >= 0,
+                                             net->scratch, &sy);
+            } else if (r >= 0) {
                 float *y = net->nodes[r].out;
                 if (training)
                     batchnorm_relu_forward_train(y, nd->aux, nd->aux + nd->c, rm, rv, in, g,
@@ -1224,6 +1230,22 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
         }
     }
     return net->nodes[net->output].out;
+}
+
+/* batchnorm_backward_coef, over every rank's batch with net->sync_bn. */
+static void bn_coef(const lsq_net *net, float *coef, float *dgamma, float *dbeta,
+                    const float *dout, const float *beta, const float *in,
+                    const float *save_mean, const float *save_rstd, const float *gamma, int n,
+                    int c, int hw, float *work)
+{
+    if (net->sync_bn && net->coll.ctx) {
+        const bn_sync sy = {net->coll.sum, net->coll.ctx};
+        batchnorm_backward_coef_sync(coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd,
+                                     gamma, n, c, hw, work, &sy);
+    } else {
+        batchnorm_backward_coef(coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd,
+                                gamma, n, c, hw, work);
+    }
 }
 
 void net_zero_grads(lsq_net *net)
@@ -1350,11 +1372,10 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             if (nd->fused_relu >= 0) break; /* done by its ReLU */
             /* the sums and coefficients into the node's own space; the
              * input gradient here, or by the conv it feeds */
-            batchnorm_backward_coef(nd->aux + 2 * (size_t)nd->c,
-                                    net->grads + net->views[nd->gammav].off,
-                                    net->grads + net->views[nd->betav].off, nd->dout, NULL, in,
-                                    nd->aux, nd->aux + nd->c, view_ptr(net, nd->gammav), n,
-                                    nd->c, nd->h * nd->w, net->scratch);
+            bn_coef(net, nd->aux + 2 * (size_t)nd->c, net->grads + net->views[nd->gammav].off,
+                    net->grads + net->views[nd->betav].off, nd->dout, NULL, in, nd->aux,
+                    nd->aux + nd->c, view_ptr(net, nd->gammav), n, nd->c, nd->h * nd->w,
+                    net->scratch);
             if (din && !bn_grad_by_conv(net, i, n))
                 batchnorm_backward_planes(din, sets_grad(net, i, si), nd->dout, in,
                                           nd->aux + 2 * (size_t)nd->c, n, nd->c, nd->h * nd->w);
@@ -1374,11 +1395,10 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 const net_node *bn = src;
                 const net_node *bsrc = &net->nodes[bn->in[0]];
                 float *coef = bn->aux + 2 * (size_t)bn->c;
-                batchnorm_backward_coef(coef, net->grads + net->views[bn->gammav].off,
-                                        net->grads + net->views[bn->betav].off, nd->dout,
-                                        view_ptr(net, bn->betav), bsrc->out, bn->aux,
-                                        bn->aux + bn->c, view_ptr(net, bn->gammav), n, bn->c,
-                                        bn->h * bn->w, net->scratch);
+                bn_coef(net, coef, net->grads + net->views[bn->gammav].off,
+                        net->grads + net->views[bn->betav].off, nd->dout,
+                        view_ptr(net, bn->betav), bsrc->out, bn->aux, bn->aux + bn->c,
+                        view_ptr(net, bn->gammav), n, bn->c, bn->h * bn->w, net->scratch);
                 if (!bn_grad_by_conv(net, si, n))
                     batchnorm_backward_planes(bsrc->dout, sets_grad(net, nd->in[0], bn->in[0]),
                                               nd->dout, bsrc->out, coef, n, bn->c,

@@ -145,6 +145,8 @@ typedef struct {
     float *dinput;             /* optional, caller-owned (max_batch, C, H, W):
                                 * when set, backward writes the input gradient */
     net_collective coll;       /* set by the caller after net_build; zero: one process */
+    int sync_bn;               /* with coll: batch norm's training statistics and
+                                * backward sums over every rank's batch */
 } lsq_net;
 
 /* Quantization settings of one conv/linear layer, resolved from the spec. */

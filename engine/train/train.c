@@ -303,6 +303,7 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
                      spec->augment_flip, err);
     if (st != LSQ_OK) return st;
     if (net->norm_on) loader_set_normalize(&l, net->norm_mean, net->norm_std);
+    net->sync_bn = t->sync_bn && d->size > 1;
     int k = net->classes;
     size_t img = (size_t)rc->train.c * rc->train.h * rc->train.w;
     /* this rank's share of a global batch, at most */
@@ -344,6 +345,7 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
              * the mean over them weighted by its share, so that the sum over
              * the ranks is the global batch's mean */
             int count = loader_batch_count(&l, b), lo, hi;
+            if (net->sync_bn && count < d->size) continue; /* a rank would have no image */
             shard_of(d, count, &lo, &hi);
             int n = loader_fill_range(&l, b, lo, hi, x, y);
             double share = count > 0 ? (double)n / count : 0;
@@ -740,6 +742,7 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
         st = net_build(&fp, layers, NULL, rc.data.classes, max_batch, err);
         if (st != LSQ_OK) goto out;
         have_fp = 1;
+        fp.coll = dist_net_collective(rc.dist);
         net_init_params(&fp, t->seed);
         if ((st = sgd_init(&opt, &fp, err)) != LSQ_OK) goto out;
         if (resuming) {
