@@ -2,8 +2,9 @@
 # Data-parallel training with MPI on one machine (docs/results.md, "Data
 # parallel with MPI"):
 #   bench/mpi_dp.sh accuracy [BUILD] [SEEDS]   cnn-small (batch norm), 2 epochs on
-#       5,000 training images: test accuracy of 1 process (2 threads) and of
-#       2 ranks (1 thread each), seeds 1..SEEDS (default 3)
+#       5,000 training images: test accuracy of 1 process (2 threads), of
+#       2 ranks (1 thread each) and of 2 ranks with train.sync_bn, seeds
+#       1..SEEDS (default 3)
 #   bench/mpi_dp.sh scaling [BUILD] [ROUNDS]   images/s of the training steps
 #       (epoch event: images / train_s) of 1 process x 2 threads against
 #       2 ranks x 1 thread, alternating, ROUNDS rounds (default 3), and the
@@ -45,9 +46,11 @@ accuracy)
   for seed in $(seq 1 "$N"); do
     printf '{"name":"bn","model":{"arch":"cnn-small"},"dataset":{"train_limit":5000,"test_limit":2000},"train":{"epochs":2,"lr":0.05,"batch_size":128,"seed":%d}}\n' \
       "$seed" > "$OUT/acc-$seed.json"
+    sed 's/"seed":/"sync_bn":true,"seed":/' "$OUT/acc-$seed.json" > "$OUT/accs-$seed.json"
     run "acc1-$seed" 1 2 "$OUT/acc-$seed.json"
     run "acc2-$seed" 2 1 "$OUT/acc-$seed.json"
-    echo "seed $seed: 1 rank $(epoch_field "$OUT/acc1-$seed.ev" test_acc)  2 ranks $(epoch_field "$OUT/acc2-$seed.ev" test_acc)"
+    run "accs-$seed" 2 1 "$OUT/accs-$seed.json"
+    echo "seed $seed: 1 rank $(epoch_field "$OUT/acc1-$seed.ev" test_acc)  2 ranks $(epoch_field "$OUT/acc2-$seed.ev" test_acc)  2 ranks sync_bn $(epoch_field "$OUT/accs-$seed.ev" test_acc)"
   done ;;
 scaling)
   printf '{"name":"sc","model":{"arch":"cnn-small"},"dataset":{"train_limit":3840,"test_limit":100},"train":{"epochs":1,"batch_size":128}}\n' \
