@@ -15,7 +15,10 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 # libjpeg62-turbo-dev ships libjpeg.pc; elsewhere plain -ljpeg is the fallback.
 # Deferred (=) so that it is asked after install-deps.sh ran.
 JPEG_PKG     = $(shell $(PKG_CONFIG) --exists libjpeg 2>/dev/null && echo libjpeg)
-ENGINE_PKGS  = jansson zlib openblas libprotobuf-c libarchive libpng $(JPEG_PKG)
+# Data-parallel training (engine/train/dist.c, the one file that includes
+# mpi.h) links Open MPI through its pkg-config file (libopenmpi-dev); a
+# process not started by mpirun never initialises it.
+ENGINE_PKGS  = jansson zlib openblas libprotobuf-c libarchive libpng ompi-c $(JPEG_PKG)
 # libcrypto (libssl-dev): HMAC-SHA256 of the webhook bodies.
 SERVER_PKGS := libmicrohttpd sqlite3 libcurl libcrypto
 PKG_CONFIG  ?= pkg-config

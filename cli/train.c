@@ -13,6 +13,7 @@
 #include "core/spec.h"
 #include "graph/net.h"
 #include "evpost.h"
+#include "train/dist.h"
 #include "train/events.h"
 #include "train/train.h"
 #include "util.h"
@@ -40,6 +41,8 @@ static const char *TRAIN_USAGE =
     "  --events-token-file FILE  the job's token for --events-url\n"
     "  --threads N      override the spec's thread count\n"
     "  --quiet          no progress line on the terminal\n"
+    "Under mpirun or srun (docs/cluster.md) every rank trains its share of each\n"
+    "batch; rank 0 alone writes the folder, the events and the progress line.\n"
     "SIGTERM or Ctrl-C stops within one batch (training or evaluation), writes a\n"
     "checkpoint of the progress since the last one and exits with status 3.\n"
     "Exit status: 0 done, 1 failed, 2 usage, 3 stopped (resumable with the same command).\n";
@@ -84,6 +87,13 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+typedef struct {
+    const char *spec_path, *out, *events_file, *events_url, *token_file;
+    int events_fd, threads, quiet;
+} train_args;
+
+static int train_ranked(train_args a, lsq_dist *dist);
+
 static int cmd_train(int argc, char **argv)
 {
     if (cli_has_help(argc, argv)) {
@@ -125,9 +135,34 @@ static int cmd_train(int argc, char **argv)
         fprintf(stderr, "lsq train: --events-url needs --events-token-file and --events\n");
         return 2;
     }
+    /* under mpirun / srun every rank runs this; alone, one rank without MPI */
+    lsq_dist dist;
+    lsq_err err;
+    lsq_err_clear(&err);
+    if (dist_init(&dist, NULL, NULL, &err) != LSQ_OK) {
+        cli_print_err("train", &err);
+        return 1;
+    }
+    train_args a = {spec_path, out, events_file, events_url, token_file, events_fd, threads,
+                    quiet};
+    int rc = train_ranked(a, &dist);
+    dist_finalize(&dist);
+    return rc;
+}
+
+/* cmd_train after MPI started: every rank trains, rank 0 alone writes the
+ * events (to a file, a descriptor, or lsqd over HTTP) and the progress line. */
+static int train_ranked(train_args a, lsq_dist *dist)
+{
+    const char *out = a.out, *events_file = a.events_file;
+    int events_fd = a.events_fd, quiet = a.quiet;
+    if (dist->rank != 0) {
+        events_file = NULL, events_fd = -1, quiet = 1;
+        a.events_url = NULL;
+    }
     evpost *post = NULL;
-    if (events_url) {
-        post = evpost_start(events_file, events_url, token_file, &events_fd);
+    if (a.events_url) {
+        post = evpost_start(events_file, a.events_url, a.token_file, &events_fd);
         if (!post) return 1;
     } else if (events_file) {
         events_fd = open(events_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -142,7 +177,7 @@ static int cmd_train(int argc, char **argv)
     lsq_err err;
     lsq_err_clear(&err);
     memset(&spec, 0, sizeof spec);
-    lsq_status st = spec_load_file(&spec, spec_path, &err);
+    lsq_status st = spec_load_file(&spec, a.spec_path, &err);
     if (st == LSQ_OK) st = net_check_spec_plan(&spec, NULL, &err);
     if (st != LSQ_OK) {
         /* the spec passed lsqd's door, so what fails now changed since (a
@@ -168,7 +203,7 @@ static int cmd_train(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    train_opts opts = {&sink, &g_stop, quiet ? NULL : stderr, threads};
+    train_opts opts = {&sink, &g_stop, quiet ? NULL : stderr, a.threads, dist};
     double acc = 0;
     st = train_run(&spec, out, &opts, &acc, &err);
     spec_free(&spec);
@@ -180,10 +215,11 @@ static int cmd_train(int argc, char **argv)
         close(events_fd);
     }
     if (st == LSQ_ERR_CANCELLED) {
-        fprintf(stderr, "\nlsq train: %s\n", err.message);
+        if (dist->rank == 0) fprintf(stderr, "\nlsq train: %s\n", err.message);
         return 3;
     }
     if (st != LSQ_OK) {
+        if (dist->size > 1) fprintf(stderr, "\nlsq train: rank %d of %d:", dist->rank, dist->size);
         fputc('\n', stderr);
         cli_print_err("train", &err);
         return 1;

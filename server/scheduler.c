@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -118,24 +119,70 @@ static void fail_job(int64_t job_id, const char *code, const char *msg)
              "message", msg);
 }
 
-/* Starts the claimed job in slot s. On failure the job is failed. */
+/* The ranks a (validated) spec asks for: resources.nodes * tasks_per_node. */
+static int spec_ranks(const char *spec)
+{
+    json_t *j = json_loads(spec, 0, NULL);
+    const json_t *r = json_object_get(j, "resources");
+    json_int_t nodes = json_integer_value(json_object_get(r, "nodes"));
+    json_int_t tasks = json_integer_value(json_object_get(r, "tasks_per_node"));
+    json_decref(j);
+    return (int)((nodes > 0 ? nodes : 1) * (tasks > 0 ? tasks : 1));
+}
+
+/* The event channel of a worker started under mpirun: a FIFO in the job
+ * folder that rank 0 opens by name (mpirun closes the descriptors it does
+ * not know before it starts the ranks). lsqd reads it as it reads a pipe;
+ * mpirun holds the write end as descriptor 3, so that the end of the file
+ * comes when mpirun exits, as with a pipe. */
+static int open_event_fifo(const char *path, int p[2])
+{
+    unlink(path);
+    if (mkfifo(path, 0600)) return -1;
+    p[0] = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (p[0] < 0) return -1;
+    p[1] = open(path, O_WRONLY | O_CLOEXEC);
+    if (p[1] < 0) {
+        close(p[0]);
+        return -1;
+    }
+    /* read() blocks nowhere: the scheduler polls */
+    return 0;
+}
+
+/* Starts the claimed job in slot s. On failure the job is failed. A job
+ * whose resources ask for more than one rank runs under `mpirun -np N`
+ * (docs/cluster.md). */
 static void spawn(slot *s, int64_t job_id, const char *spec)
 {
     char dir[PATH_MAX], spec_path[PATH_MAX + 16], log_path[PATH_MAX + 16];
+    char fifo[PATH_MAX + 16], np[16];
     sched_job_dir(g_cfg, job_id, dir, sizeof dir);
     snprintf(spec_path, sizeof spec_path, "%s/spec.json", dir);
     snprintf(log_path, sizeof log_path, "%s/worker.log", dir);
+    snprintf(fifo, sizeof fifo, "%s/events.fifo", dir);
     if (mkdir_p(dir) || write_file(spec_path, spec)) {
         fail_job(job_id, "io_error", "cannot write the job folder");
         return;
     }
+    int ranks = spec_ranks(spec);
+    snprintf(np, sizeof np, "%d", ranks);
     int p[2];
-    if (pipe2(p, O_CLOEXEC)) {
+    if (ranks > 1 ? open_event_fifo(fifo, p) : pipe2(p, O_CLOEXEC)) {
         fail_job(job_id, "internal", "cannot create the event pipe");
         return;
     }
-    char *argv[] = {(char *)g_cfg->lsq_bin, "train", spec_path, "--out", dir,
-                    "--events-fd", "3", NULL};
+    char *argv[24], **a = argv;
+    if (ranks > 1) {
+        /* one machine: every rank here, threads not pinned to one core */
+        *a++ = "mpirun";
+        if (geteuid() == 0) *a++ = "--allow-run-as-root";
+        *a++ = "--oversubscribe", *a++ = "--bind-to", *a++ = "none", *a++ = "-np", *a++ = np;
+    }
+    *a++ = (char *)g_cfg->lsq_bin, *a++ = "train", *a++ = spec_path, *a++ = "--out", *a++ = dir;
+    if (ranks > 1) *a++ = "--events", *a++ = fifo;
+    else *a++ = "--events-fd", *a++ = "3";
+    *a = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -163,7 +210,7 @@ static void spawn(slot *s, int64_t job_id, const char *spec)
         if (devnull >= 0) dup2(devnull, 0);
         if (logfd >= 0) { dup2(logfd, 1); dup2(logfd, 2); }
         close_range(EVENTS_FD + 1, ~0U, 0);
-        execv(argv[0], argv);
+        execvp(argv[0], argv);
         _exit(127);
     }
     close(p[1]);

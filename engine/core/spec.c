@@ -492,13 +492,14 @@ static lsq_status parse_train(spec_train *t, const json_t *o, const char *path, 
 {
     static const char *const keys[] = {"epochs", "batch_size", "lr", "momentum", "nesterov",
                                        "weight_decay", "schedule", "warmup_epochs", "seed",
-                                       NULL};
+                                       "sync_bn", NULL};
     TRY(check_keys(o, path, keys, err));
     TRY(get_int32(o, path, "epochs", 0, 1000, &t->epochs, err));
     TRY(get_int32(o, path, "batch_size", 1, 4096, &t->batch_size, err));
     TRY(get_real(o, path, "lr", 0, 1, 10, 0, &t->lr, err));
     TRY(get_real(o, path, "momentum", 0, 0, 1, 1, &t->momentum, err));
     TRY(get_bool(o, path, "nesterov", &t->nesterov, err));
+    TRY(get_bool(o, path, "sync_bn", &t->sync_bn, err));
     const json_t *wd = json_object_get(o, "weight_decay");
     char p[PATH_LEN];
     path_join(p, path, "weight_decay");
@@ -607,17 +608,29 @@ static lsq_status parse_init(lsq_spec *spec, const json_t *root, lsq_err *err)
     return get_str(o, "init", "from", spec->init_from, sizeof spec->init_from, 1, err);
 }
 
-/* "resources": read by lsqd's Slurm executor (the partition goes on sbatch's
- * command line, hence the name's character set). */
+/* "resources": what the job asks of the machines that run it
+ * (docs/cluster.md): the ranks of a data-parallel run (train/dist.h),
+ * nodes * tasks_per_node of them, and what lsqd's Slurm executor asks the
+ * cluster for (the partition goes on sbatch's command line, hence the
+ * name's character set). */
 static lsq_status parse_resources(lsq_spec *spec, const json_t *root, lsq_err *err)
 {
-    static const char *const keys[] = {"partition", "mem_mb", "time_min", NULL};
+    static const char *const keys[] = {"nodes", "tasks_per_node", "partition", "mem_mb",
+                                       "time_min", NULL};
     spec_resources *r = &spec->resources;
     const json_t *o;
     TRY(get_obj(root, "", "resources", 1, &o, err));
     if (!o) return LSQ_OK;
     TRY(check_keys(o, "resources", keys, err));
     r->given = 1;
+    TRY(get_int32(o, "resources", "nodes", 1, SPEC_MAX_NODES, &spec->nodes, err));
+    TRY(get_int32(o, "resources", "tasks_per_node", 1, SPEC_MAX_TASKS_PER_NODE,
+                  &spec->tasks_per_node, err));
+    int ranks = spec->nodes * spec->tasks_per_node;
+    if (ranks > SPEC_MAX_RANKS)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "resources.tasks_per_node",
+                           "resources: %d nodes x %d tasks per node is %d ranks; at most %d",
+                           spec->nodes, spec->tasks_per_node, ranks, SPEC_MAX_RANKS);
     TRY(get_str(o, "resources", "partition", r->partition, sizeof r->partition, 1, err));
     if (r->partition[0] && !name_ok(r->partition))
         return lsq_err_set(err, LSQ_ERR_INVALID, "resources.partition",
@@ -639,6 +652,7 @@ static void spec_defaults(lsq_spec *spec)
     distill_defaults(&spec->distill, 0);
     spec->threads = 2;
     spec->checkpoint_every = 1;
+    spec->nodes = spec->tasks_per_node = 1;
 }
 
 static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_err *err)
@@ -690,6 +704,18 @@ static lsq_status spec_from_json_inner(lsq_spec *spec, const json_t *root, lsq_e
                                spec->notify_url);
     }
     TRY(parse_resources(spec, root, err));
+    {
+        /* every rank needs an image of the first batch of each phase */
+        int ranks = spec->nodes * spec->tasks_per_node;
+        const spec_train *ph[2] = {&spec->train, &spec->pretrain};
+        for (int i = 0; i < 2; i++)
+            if ((i == 0 || ph[i]->enabled) && ph[i]->batch_size < ranks)
+                return lsq_err_set(err, LSQ_ERR_INVALID,
+                                   i == 0 ? "train.batch_size" : "pretrain.batch_size",
+                                   "%s.batch_size %d is smaller than the %d ranks of "
+                                   "resources: each rank trains on its share of a batch",
+                                   i == 0 ? "train" : "pretrain", ph[i]->batch_size, ranks);
+    }
 
     spec->pretrain.weight_decay = spec_train_weight_decay(spec, &spec->pretrain, 0);
     spec->train.weight_decay = spec_train_weight_decay(spec, &spec->train, spec->quant.enabled);
@@ -761,13 +787,14 @@ out:
 
 static json_t *train_to_json(const spec_train *t)
 {
-    return json_pack("{s:i, s:i, s:f, s:f, s:b, s:o, s:s, s:f, s:I}",
+    return json_pack("{s:i, s:i, s:f, s:f, s:b, s:o, s:s, s:f, s:I, s:b}",
                      "epochs", t->epochs, "batch_size", t->batch_size, "lr", t->lr,
                      "momentum", t->momentum, "nesterov", t->nesterov,
                      "weight_decay", t->weight_decay_auto ? json_string("auto")
                                                           : json_real(t->weight_decay),
                      "schedule", SPEC_SCHEDULE_NAMES[t->schedule],
-                     "warmup_epochs", t->warmup_epochs, "seed", (json_int_t)t->seed);
+                     "warmup_epochs", t->warmup_epochs, "seed", (json_int_t)t->seed, "sync_bn",
+                     t->sync_bn);
 }
 
 static json_t *quant_to_json(const spec_quant *q)
@@ -826,9 +853,13 @@ json_t *spec_to_json(const lsq_spec *spec)
     if (j)
         json_object_set_new(j, "notify_url",
                             spec->notify_url[0] ? json_string(spec->notify_url) : json_null());
-    /* the fields given, the rest are the operator's defaults (in lsqd) */
+    /* null when the spec gave none; else the ranks and the Slurm fields given
+     * (the rest are the operator's defaults, in lsqd) */
     const spec_resources *r = &spec->resources;
-    json_t *o = r->given ? json_object() : json_null();
+    json_t *o = r->given || spec->nodes * spec->tasks_per_node > 1
+                    ? json_pack("{s:i,s:i}", "nodes", spec->nodes, "tasks_per_node",
+                                spec->tasks_per_node)
+                    : json_null();
     if (r->partition[0]) json_object_set_new(o, "partition", json_string(r->partition));
     if (r->mem_mb) json_object_set_new(o, "mem_mb", json_integer(r->mem_mb));
     if (r->time_min) json_object_set_new(o, "time_min", json_integer(r->time_min));

@@ -84,6 +84,8 @@ typedef struct {
     double lr;                 /* (0, 10], default 0.01 (train), 0.05 (pretrain); train at 8 bits: 0.001 */
     double momentum;           /* [0, 1), default 0.9 */
     int nesterov;              /* default false */
+    int sync_bn;               /* default false: batch-norm batch statistics over every
+                                  data-parallel rank's batch (train/dist.h) */
     double weight_decay;       /* [0, 1]; see weight_decay_auto */
     int weight_decay_auto;     /* "auto": 1e-4 at 4/8 bits, 0.5e-4 at 3, 0.25e-4 at 2; 5e-4 FP */
     spec_schedule schedule;    /* default cosine */
@@ -125,7 +127,14 @@ typedef struct {
     char notify_url[SPEC_URL_MAX]; /* lsqd POSTs the job's end here (http/https); "" = none.
                                       lsq train ignores it */
     spec_resources resources;  /* what a cluster executor asks for; the engine ignores it */
+    /* resources: the ranks of a data-parallel run (docs/cluster.md) */
+    int nodes;                 /* 1..SPEC_MAX_NODES, default 1 */
+    int tasks_per_node;        /* 1..SPEC_MAX_TASKS_PER_NODE, default 1 */
 } lsq_spec;
+
+#define SPEC_MAX_NODES 1024
+#define SPEC_MAX_TASKS_PER_NODE 256
+#define SPEC_MAX_RANKS 4096
 
 /* Parses and validates JSON text into spec (defaults filled in). On error,
  * err->field names the key. spec must be released with spec_free either way. */

@@ -335,10 +335,25 @@ static void data_fill_one(float *dst, const uint8_t *src, int c, int h, int w, i
 
 int loader_fill(const lsq_loader *l, int b, float *x, int32_t *y)
 {
-    const lsq_dataset *ds = l->ds;
+    return loader_fill_range(l, b, 0, l->batch, x, y);
+}
+
+int loader_batch_count(const lsq_loader *l, int b)
+{
     if (b < 0 || b >= loader_batches(l)) return 0;
     int start = b * l->batch;
-    int count = ds->n - start < l->batch ? ds->n - start : l->batch;
+    return l->ds->n - start < l->batch ? l->ds->n - start : l->batch;
+}
+
+int loader_fill_range(const lsq_loader *l, int b, int lo, int hi, float *x, int32_t *y)
+{
+    const lsq_dataset *ds = l->ds;
+    int full = loader_batch_count(l, b);
+    if (hi > full) hi = full;
+    if (lo < 0) lo = 0;
+    if (lo >= hi) return 0;
+    int start = b * l->batch + lo;
+    int count = hi - lo;
     int c = ds->c, h = ds->h, w = ds->w;
     size_t img = (size_t)c * h * w;
     int pad = l->crop_pad, augment = pad > 0 || l->flip;

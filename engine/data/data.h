@@ -91,6 +91,12 @@ void loader_normalize_coefs(float *scale, float *bias, const float *mean, const 
 /* Fills batch b: x (count, C, H, W) pixels / 255 (or normalised), y
  * (count). Returns count. */
 int loader_fill(const lsq_loader *l, int b, float *x, int32_t *y);
+/* Images of batch b (the last may be short). */
+int loader_batch_count(const lsq_loader *l, int b);
+/* Fills images [lo, hi) of batch b (clipped to the batch) exactly as
+ * loader_fill writes them there: a data-parallel rank's shard. Returns the
+ * count written. */
+int loader_fill_range(const lsq_loader *l, int b, int lo, int hi, float *x, int32_t *y);
 void loader_free(lsq_loader *l);
 
 #endif

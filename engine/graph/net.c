@@ -3,6 +3,7 @@
  * quantizers wrapped around every conv/linear layer of a quantized net). */
 #include "graph/net.h"
 
+#include <assert.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -276,7 +277,7 @@ static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
 {
     a->node = NULL;
     net->params = xcalloc(net->n_params, sizeof(float), a);
-    net->grads = xcalloc(net->n_params, sizeof(float), a);
+    net->grads = xcalloc(net->n_params + NET_GRAD_TAIL, sizeof(float), a);
     net->state = xcalloc(net->n_state, sizeof(float), a);
     net->probs = xcalloc((size_t)max_batch * net->classes, sizeof(float), a);
     size_t scratch = 0;
@@ -1243,6 +1244,29 @@ static int conv_codes_forward(lsq_net *net, const net_node *nd, const float *in,
                                 d, net->scratch);
 }
 
+/* A data-parallel run's activation step from the global first batch: the
+ * paper's rule from the mean |x| summed over the ranks; the MSE search on
+ * every rank's values gathered in rank order, which is the global batch in
+ * its own order, so the step is the one a single process finds. */
+static void init_act_step_global(lsq_net *net, const net_node *nd, float *s, float *off,
+                                 const float *in, size_t count, int mse)
+{
+    const net_collective *c = &net->coll;
+    if (!mse) {
+        double t[2] = {0.0, (double)count};
+        for (size_t i = 0; i < count; i++) t[0] += fabs((double)in[i]);
+        c->sum(c->ctx, t, 2);
+        s[0] = quant_step_paper(t[1] > 0 ? t[0] / t[1] : 0.0, &nd->aq.r);
+        return;
+    }
+    size_t room = c->sum_size(c->ctx, count), total = 0;
+    float *all = malloc((room ? room : 1) * sizeof(float));
+    assert(all && "out of memory for the first batch's activations");
+    c->gather(c->ctx, all, &total, in, count);
+    quant_init_mse(s, off, all, 1, total, &nd->aq.r);
+    free(all);
+}
+
 const float *net_forward(lsq_net *net, const float *x, int n, int training)
 {
     /* the input node's output is the caller's batch (borrowed until the
@@ -1267,7 +1291,9 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
                 if ((training || net->calibrating) && flag[0] == 0.0f) {
                     /* activation steps start from the first training batch
                      * (or the calibration batch) */
-                    if (net->qinit == QINIT_MSE || off || net->calibrating)
+                    int mse = net->qinit == QINIT_MSE || off || net->calibrating;
+                    if (training && net->coll.ctx) init_act_step_global(net, nd, s, off, in, in_count, mse);
+                    else if (mse)
                         quant_init_mse(s, off, in, 1, in_count, &nd->aq.r);
                     else
                         quant_init_paper(s, in, 1, in_count, &nd->aq.r);
@@ -1298,7 +1324,13 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             float *g = view_ptr(net, nd->gammav), *be = view_ptr(net, nd->betav);
             float *rm = view_ptr(net, nd->rmeanv), *rv = view_ptr(net, nd->rvarv);
             int r = nd->fused_relu;
-            if (r >= 0) {
+            if (training && net->sync_bn && net->coll.ctx) {
+                const bn_sync sy = {net->coll.sum, net->coll.ctx};
+                batchnorm_forward_train_sync(r >= 0 ? net->nodes[r].out : nd->out, nd->aux,
+                                             nd->aux + nd->c, rm, rv, in, g, be, n, nd->c,
+                                             nd->h * nd->w, BN_MOMENTUM, BN_EPS, r >= 0,
+                                             net->scratch, &sy);
+            } else if (r >= 0) {
                 float *y = net->nodes[r].out;
                 if (training)
                     batchnorm_relu_forward_train(y, nd->aux, nd->aux + nd->c, rm, rv, in, g,
@@ -1374,6 +1406,22 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
         }
     }
     return net->nodes[net->output].out;
+}
+
+/* batchnorm_backward_coef, over every rank's batch with net->sync_bn. */
+static void bn_coef(const lsq_net *net, float *coef, float *dgamma, float *dbeta,
+                    const float *dout, const float *beta, const float *in,
+                    const float *save_mean, const float *save_rstd, const float *gamma, int n,
+                    int c, int hw, float *work)
+{
+    if (net->sync_bn && net->coll.ctx) {
+        const bn_sync sy = {net->coll.sum, net->coll.ctx};
+        batchnorm_backward_coef_sync(coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd,
+                                     gamma, n, c, hw, work, &sy);
+    } else {
+        batchnorm_backward_coef(coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd,
+                                gamma, n, c, hw, work);
+    }
 }
 
 void net_zero_grads(lsq_net *net)
@@ -1500,11 +1548,10 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             if (nd->fused_relu >= 0) break; /* done by its ReLU */
             /* the sums and coefficients into the node's own space; the
              * input gradient here, or by the conv it feeds */
-            batchnorm_backward_coef(nd->aux + 2 * (size_t)nd->c,
-                                    net->grads + net->views[nd->gammav].off,
-                                    net->grads + net->views[nd->betav].off, nd->dout, NULL, in,
-                                    nd->aux, nd->aux + nd->c, view_ptr(net, nd->gammav), n,
-                                    nd->c, nd->h * nd->w, net->scratch);
+            bn_coef(net, nd->aux + 2 * (size_t)nd->c, net->grads + net->views[nd->gammav].off,
+                    net->grads + net->views[nd->betav].off, nd->dout, NULL, in, nd->aux,
+                    nd->aux + nd->c, view_ptr(net, nd->gammav), n, nd->c, nd->h * nd->w,
+                    net->scratch);
             if (din && !bn_grad_by_conv(net, i, n))
                 batchnorm_backward_planes(din, sets_grad(net, i, si), nd->dout, in,
                                           nd->aux + 2 * (size_t)nd->c, n, nd->c, nd->h * nd->w);
@@ -1524,11 +1571,10 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 const net_node *bn = src;
                 const net_node *bsrc = &net->nodes[bn->in[0]];
                 float *coef = bn->aux + 2 * (size_t)bn->c;
-                batchnorm_backward_coef(coef, net->grads + net->views[bn->gammav].off,
-                                        net->grads + net->views[bn->betav].off, nd->dout,
-                                        view_ptr(net, bn->betav), bsrc->out, bn->aux,
-                                        bn->aux + bn->c, view_ptr(net, bn->gammav), n, bn->c,
-                                        bn->h * bn->w, net->scratch);
+                bn_coef(net, coef, net->grads + net->views[bn->gammav].off,
+                        net->grads + net->views[bn->betav].off, nd->dout,
+                        view_ptr(net, bn->betav), bsrc->out, bn->aux, bn->aux + bn->c,
+                        view_ptr(net, bn->gammav), n, bn->c, bn->h * bn->w, net->scratch);
                 if (!bn_grad_by_conv(net, si, n))
                     batchnorm_backward_planes(bsrc->dout, sets_grad(net, nd->in[0], bn->in[0]),
                                               nd->dout, bsrc->out, coef, n, bn->c,

@@ -99,12 +99,32 @@ typedef struct {
 
 #define NET_NORM_MAX 4  /* channels a normalised input may have */
 
+/* The gradient buffer holds this many floats past n_params, which
+ * net_zero_grads leaves alone: data-parallel training (train/dist.h) puts a
+ * step's tallies there so that one allreduce carries them with the
+ * gradients. */
+#define NET_GRAD_TAIL 4
+
+/* Collectives over the ranks of a data-parallel run (train/dist.h installs
+ * them; ctx NULL: one process, every hook unused). The training forward
+ * uses them to start activation steps from the global first batch: sum
+ * sums n doubles over the ranks in place; gather concatenates every rank's
+ * floats in rank order into all (room for sum_size(n) floats) and sets
+ * *total to their count. */
+typedef struct {
+    void *ctx;
+    void (*sum)(void *ctx, double *buf, size_t n);
+    size_t (*sum_size)(void *ctx, size_t n);
+    void (*gather)(void *ctx, float *all, size_t *total, const float *mine, size_t n);
+} net_collective;
+
 typedef struct {
     int n_nodes;
     net_node *nodes;
     int n_views;
     net_view *views;
-    float *params, *grads;     /* (n_params) each, one allocation each */
+    float *params;             /* (n_params), one allocation */
+    float *grads;              /* (n_params + NET_GRAD_TAIL), one allocation */
     size_t n_params;
     float *state;              /* (n_state) */
     size_t n_state;
@@ -126,6 +146,9 @@ typedef struct {
     float *probs;              /* (max_batch, classes) */
     float *dinput;             /* optional, caller-owned (max_batch, C, H, W):
                                 * when set, backward writes the input gradient */
+    net_collective coll;       /* set by the caller after net_build; zero: one process */
+    int sync_bn;               /* with coll: batch norm's training statistics and
+                                * backward sums over every rank's batch */
 } lsq_net;
 
 /* Quantization settings of one conv/linear layer, resolved from the spec. */

@@ -9,7 +9,9 @@
  * relative to the spread), once to normalise. */
 #include "nn/layers.h"
 
+#include <assert.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "core/vsum.h"
 
@@ -71,17 +73,23 @@ static void grad_sums(const float *x, const float *g, int n, float mean, int rel
 /* Channel ch's statistics from the sums of x - k per plane (part: 2 floats
  * per plane, planes in (N, C) order), added in image order: save_mean,
  * save_rstd, the running statistics; *scale, *shift normalise. */
-static void channel_stats(float *scale, float *shift, float *save_mean, float *save_rstd,
-                          float *running_mean, float *running_var, const float *part,
-                          const float *gamma, const float *beta, int n, int c, int hw, float k,
-                          int ch, float momentum, float eps)
+/* A channel's sums of (x - k) and (x - k)^2 over its n planes. */
+static void channel_sums(double *sum, double *sum2, const float *part, int n, int c, int ch)
 {
-    const double m = (double)n * hw;
-    double sum = 0.0, sum2 = 0.0;
+    double s1 = 0.0, s2 = 0.0;
     for (int i = 0; i < n; i++) {
-        sum += part[2 * ((size_t)i * c + ch)];
-        sum2 += part[2 * ((size_t)i * c + ch) + 1];
+        s1 += part[2 * ((size_t)i * c + ch)];
+        s2 += part[2 * ((size_t)i * c + ch) + 1];
     }
+    *sum = s1, *sum2 = s2;
+}
+
+/* A channel's statistics from its sums over m values, shifted by k. */
+static void stats_from_sums(float *scale, float *shift, float *save_mean, float *save_rstd,
+                            float *running_mean, float *running_var, double sum, double sum2,
+                            double m, const float *gamma, const float *beta, float k, int ch,
+                            float momentum, float eps)
+{
     const double dmean = sum / m; /* mean - k */
     const double mean = (double)k + dmean;
     const float meanf = (float)mean;
@@ -99,6 +107,17 @@ static void channel_stats(float *scale, float *shift, float *save_mean, float *s
         double unbiased = m > 1.0 ? ss / (m - 1.0) : var;
         running_var[ch] = (1.0f - momentum) * running_var[ch] + momentum * (float)unbiased;
     }
+}
+
+static void channel_stats(float *scale, float *shift, float *save_mean, float *save_rstd,
+                          float *running_mean, float *running_var, const float *part,
+                          const float *gamma, const float *beta, int n, int c, int hw, float k,
+                          int ch, float momentum, float eps)
+{
+    double sum, sum2;
+    channel_sums(&sum, &sum2, part, n, c, ch);
+    stats_from_sums(scale, shift, save_mean, save_rstd, running_mean, running_var, sum, sum2,
+                    (double)n * hw, gamma, beta, k, ch, momentum, eps);
 }
 
 static void normalise_plane(float *y, const float *x, int hw, float scale, float shift,
@@ -169,6 +188,40 @@ void batchnorm_relu_forward_train(float *out, float *save_mean, float *save_rstd
                   beta, n, c, hw, momentum, eps, 1, work);
 }
 
+void batchnorm_forward_train_sync(float *out, float *save_mean, float *save_rstd,
+                                  float *running_mean, float *running_var, const float *in,
+                                  const float *gamma, const float *beta, int n, int c, int hw,
+                                  float momentum, float eps, int relu, float *work,
+                                  const bn_sync *sync)
+{
+    const long planes = (long)n * c;
+    const int par = (size_t)planes * hw >= BN_PAR_MIN;
+    float *k = work, *scale = work + c, *shift = work + 2 * c, *part = work + 3 * c;
+    double *red = malloc((2 * (size_t)c + 1) * sizeof(double));
+    assert(red && "out of memory for the synchronised batch statistics");
+    /* one shift for every rank: the mean of the ranks' first-plane means */
+    for (int ch = 0; ch < c; ch++)
+        red[ch] = n > 0 ? vsum_sum(in + (size_t)ch * hw, hw) / (float)hw : 0.0f;
+    red[c] = n > 0;
+    sync->sum(sync->ctx, red, (size_t)c + 1);
+    for (int ch = 0; ch < c; ch++) k[ch] = red[c] > 0 ? (float)(red[ch] / red[c]) : 0.0f;
+#pragma omp parallel for schedule(static) if (par)
+    for (long q = 0; q < planes; q++)
+        shifted_sums(in + (size_t)q * hw, hw, k[q % c], &part[2 * q], &part[2 * q + 1]);
+    for (int ch = 0; ch < c; ch++) channel_sums(&red[2 * ch], &red[2 * ch + 1], part, n, c, ch);
+    red[2 * c] = (double)n * hw;
+    sync->sum(sync->ctx, red, 2 * (size_t)c + 1);
+    for (int ch = 0; ch < c; ch++)
+        stats_from_sums(&scale[ch], &shift[ch], save_mean, save_rstd, running_mean, running_var,
+                        red[2 * ch], red[2 * ch + 1], red[2 * c], gamma, beta, k[ch], ch,
+                        momentum, eps);
+    free(red);
+#pragma omp parallel for schedule(static) if (par)
+    for (long q = 0; q < planes; q++)
+        normalise_plane(out + (size_t)q * hw, in + (size_t)q * hw, hw, scale[q % c],
+                        shift[q % c], relu);
+}
+
 static void forward_eval(float *out, const float *in, const float *gamma,
                          const float *beta, const float *running_mean,
                          const float *running_var, int n, int c, int hw,
@@ -221,6 +274,28 @@ static void relu_affine(float *scale, float *shift, const float *beta, const flo
     *shift = beta ? beta[ch] - save_mean[ch] * *scale : 0.0f;
 }
 
+/* The coefficients of a channel from the sums of dout and dout * xhat over
+ * m values (every rank's when synchronised); dgamma, dbeta get this
+ * process's own sums, local (the gradient allreduce adds the ranks'). */
+static void coef_from_sums(float *cf, float *dgamma, float *dbeta, double sg, double sgx,
+                           double m, double sg_own, double sgx_own, const float *beta,
+                           const float *save_mean, const float *save_rstd, const float *gamma,
+                           int ch)
+{
+    const float mean = save_mean[ch], rstd = save_rstd[ch];
+    float scale, shift;
+    relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
+    sgx *= rstd;
+    sgx_own *= rstd;
+    if (dbeta) dbeta[ch] += (float)sg_own;
+    if (dgamma) dgamma[ch] += (float)sgx_own;
+    /* din = gamma*rstd * (dout - mean(dout) - xhat * mean(dout*xhat)) */
+    cf[CF_MEAN] = mean, cf[CF_RSTD] = rstd, cf[CF_SCALE] = scale, cf[CF_SHIFT] = shift;
+    cf[CF_K] = gamma[ch] * rstd;
+    cf[CF_GMEAN] = (float)(sg / m), cf[CF_GXMEAN] = (float)(sgx / m);
+    cf[CF_RELU] = (float)(beta != NULL);
+}
+
 /* Channel ch's sums (dgamma, dbeta +=) and its BN_COEFS coefficients from
  * the plane sums in part (2 floats per plane, planes in (N, C) order), added
  * in image order. */
@@ -228,23 +303,10 @@ static void channel_coef(float *cf, float *dgamma, float *dbeta, const float *pa
                          const float *beta, const float *save_mean, const float *save_rstd,
                          const float *gamma, int n, int c, int hw, int ch)
 {
-    const float mean = save_mean[ch], rstd = save_rstd[ch];
-    float scale, shift;
-    relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
-    double sg = 0.0, sgx = 0.0; /* sum dout, sum dout * xhat */
-    for (int i = 0; i < n; i++) {
-        sg += part[2 * ((size_t)i * c + ch)];
-        sgx += part[2 * ((size_t)i * c + ch) + 1];
-    }
-    sgx *= rstd;
-    if (dbeta) dbeta[ch] += (float)sg;
-    if (dgamma) dgamma[ch] += (float)sgx;
-    /* din = gamma*rstd * (dout - mean(dout) - xhat * mean(dout*xhat)) */
-    const double m = (double)n * hw;
-    cf[CF_MEAN] = mean, cf[CF_RSTD] = rstd, cf[CF_SCALE] = scale, cf[CF_SHIFT] = shift;
-    cf[CF_K] = gamma[ch] * rstd;
-    cf[CF_GMEAN] = (float)(sg / m), cf[CF_GXMEAN] = (float)(sgx / m);
-    cf[CF_RELU] = (float)(beta != NULL);
+    double sg, sgx; /* sum dout, sum dout * (x - mean) */
+    channel_sums(&sg, &sgx, part, n, c, ch);
+    coef_from_sums(cf, dgamma, dbeta, sg, sgx, (double)n * hw, sg, sgx, beta, save_mean,
+                   save_rstd, gamma, ch);
 }
 
 void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const float *dout,
@@ -267,6 +329,37 @@ void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const flo
     for (int ch = 0; ch < c; ch++)
         channel_coef(coef + (size_t)ch * BN_COEFS, dgamma, dbeta, part, beta, save_mean,
                      save_rstd, gamma, n, c, hw, ch);
+}
+
+void batchnorm_backward_coef_sync(float *coef, float *dgamma, float *dbeta, const float *dout,
+                                  const float *beta, const float *in, const float *save_mean,
+                                  const float *save_rstd, const float *gamma, int n, int c,
+                                  int hw, float *work, const bn_sync *sync)
+{
+    const long planes = (long)n * c;
+    float *part = work;
+    double *red = malloc((4 * (size_t)c + 1) * sizeof(double));
+    assert(red && "out of memory for the synchronised batch-norm backward");
+    double *own = red + 2 * c + 1;
+#pragma omp parallel for schedule(static) if ((size_t)planes * hw >= BN_PAR_MIN)
+    for (long q = 0; q < planes; q++) {
+        const int ch = (int)(q % c);
+        float scale, shift;
+        relu_affine(&scale, &shift, beta, gamma, save_mean, save_rstd, ch);
+        grad_sums(in + (size_t)q * hw, dout + (size_t)q * hw, hw, save_mean[ch], beta != NULL,
+                  scale, shift, &part[2 * q], &part[2 * q + 1]);
+    }
+    for (int ch = 0; ch < c; ch++) {
+        channel_sums(&red[2 * ch], &red[2 * ch + 1], part, n, c, ch);
+        own[2 * ch] = red[2 * ch], own[2 * ch + 1] = red[2 * ch + 1];
+    }
+    red[2 * c] = (double)n * hw;
+    sync->sum(sync->ctx, red, 2 * (size_t)c + 1);
+    for (int ch = 0; ch < c; ch++)
+        coef_from_sums(coef + (size_t)ch * BN_COEFS, dgamma, dbeta, red[2 * ch], red[2 * ch + 1],
+                       red[2 * c], own[2 * ch], own[2 * ch + 1], beta, save_mean, save_rstd,
+                       gamma, ch);
+    free(red);
 }
 
 void batchnorm_backward_plane(float *dx, int set, const float *g, const float *x,

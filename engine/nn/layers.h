@@ -172,6 +172,28 @@ void batchnorm_backward_plane(float *din, int set, const float *dout, const floa
 void batchnorm_backward_planes(float *din, int set, const float *dout, const float *in,
                                const float *coef, int n, int c, int hw);
 
+/* ---- synchronised batch norm (data-parallel training) ----
+ * The batch statistics, and the backward's sums of dout and dout * xhat, of
+ * every rank's batch together: sync->sum adds n doubles over the ranks in
+ * place; every rank calls these functions at the same points (a rank with
+ * n = 0 images too). dgamma, dbeta receive this rank's own sums, to be
+ * summed with the gradients; the running statistics use the global batch.
+ * relu: the fused ReLU of batchnorm_relu_forward_train; work as there. */
+typedef struct {
+    void (*sum)(void *ctx, double *buf, size_t n);
+    void *ctx;
+} bn_sync;
+void batchnorm_forward_train_sync(float *out, float *save_mean, float *save_rstd,
+                                  float *running_mean, float *running_var, const float *in,
+                                  const float *gamma, const float *beta, int n, int c, int hw,
+                                  float momentum, float eps, int relu, float *work,
+                                  const bn_sync *sync);
+/* batchnorm_backward_coef over every rank's batch. */
+void batchnorm_backward_coef_sync(float *coef, float *dgamma, float *dbeta, const float *dout,
+                                  const float *beta, const float *in, const float *save_mean,
+                                  const float *save_rstd, const float *gamma, int n, int c,
+                                  int hw, float *work, const bn_sync *sync);
+
 /* ---- batchnorm2d followed by relu, fused: one pass instead of two, and no
  * buffer for the batch norm's own output. out = relu(bn(in)); the results
  * equal batchnorm_* then relu_* exactly. Backward takes dout of the ReLU

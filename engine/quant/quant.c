@@ -284,11 +284,14 @@ void quant_init_paper(float *step, const float *v, int channels, size_t per,
         const float *p = v + (size_t)c * per;
         double sum = 0.0;
         for (size_t i = 0; i < per; i++) sum += fabs((double)p[i]);
-        double mean = per ? sum / (double)per : 0.0;
-        double s = 2.0 * mean / sqrt((double)r->qp);
-        step[c] = (isfinite(s) && s >= QUANT_STEP_MIN) ? (float)s
-                                                       : QUANT_INIT_ZERO_STEP;
+        step[c] = quant_step_paper(per ? sum / (double)per : 0.0, r);
     }
+}
+
+float quant_step_paper(double mean_abs, const quant_range *r)
+{
+    double s = 2.0 * mean_abs / sqrt((double)r->qp);
+    return (isfinite(s) && s >= QUANT_STEP_MIN) ? (float)s : QUANT_INIT_ZERO_STEP;
 }
 
 /* Mean squared quantization error of one channel's (sampled) values. */

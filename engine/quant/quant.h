@@ -77,6 +77,9 @@ float quant_grad_scale_paper(size_t n, const quant_range *r);
  * gets s = 1e-3 (QUANT_INIT_ZERO_STEP in quant.c). */
 void quant_init_paper(float *step, const float *v, int channels, size_t per,
                       const quant_range *r);
+/* The paper's step for a tensor whose mean |v| is mean_abs (the same rule
+ * and fallback): for a mean summed elsewhere, e.g. over data-parallel ranks. */
+float quant_step_paper(double mean_abs, const quant_range *r);
 
 /* MSE init: the s (and beta, for LSQ+; offset may be NULL) minimising
  * mean((v_hat - v)^2) per channel, by the search documented in quant.c

@@ -37,6 +37,8 @@ typedef struct {
      * that network, without a second pass over the test set */
     const lsq_net *scored;
     double last_test_loss;
+    lsq_dist *dist;                   /* opts->dist, or solo: rank 0 of 1 */
+    lsq_dist solo;
 } run_ctx;
 
 static double now_s(void)
@@ -66,10 +68,75 @@ static int file_exists(const char *p)
     return stat(p, &st) == 0;
 }
 
-static void emit(run_ctx *rc, ev_type t, json_t *o) { ev_emit(rc->opts->events, t, o); }
+static int is_root(const run_ctx *rc) { return rc->dist->rank == 0; }
+
+/* Events come from rank 0 alone. */
+static void emit(run_ctx *rc, ev_type t, json_t *o)
+{
+    if (is_root(rc)) ev_emit(rc->opts->events, t, o);
+    else json_decref(o);
+}
+
+/* One outcome for every rank after a step that may fail on one of them (a
+ * file that rank 0 alone writes): when any rank failed, those that did not
+ * fail too, saying so, and none of them waits for the others again. */
+static lsq_status agree(run_ctx *rc, lsq_status st, lsq_err *err)
+{
+    if (rc->dist->size < 2) return st;
+    double bad = st != LSQ_OK;
+    dist_sum_double(rc->dist, &bad, 1);
+    if (bad > 0 && st == LSQ_OK)
+        st = lsq_err_set(err, LSQ_ERR_INTERNAL, NULL,
+                         "another rank of this run failed (its message is on its standard "
+                         "error; rank 0's also in the events)");
+    return st;
+}
+
+/* Batch-norm running statistics are kept per rank from per-rank batches;
+ * before an evaluation or a checkpoint every rank takes their mean, so that
+ * all hold the same network. */
+static void sync_running(run_ctx *rc, lsq_net *net)
+{
+    if (rc->dist->size < 2) return;
+    size_t n = 0;
+    for (int v = 0; v < net->n_views; v++)
+        if (net->views[v].kind == PV_RUNNING) n += net->views[v].count;
+    if (n == 0) return;
+    double *buf = malloc(n * sizeof(double));
+    if (!buf) {
+        /* no way to go on with ranks that disagree */
+        fprintf(stderr, "lsq train: out of memory for the running statistics\n");
+        dist_abort(rc->dist, 1);
+        abort();
+    }
+    size_t k = 0;
+    for (int v = 0; v < net->n_views; v++) {
+        const net_view *vw = &net->views[v];
+        if (vw->kind != PV_RUNNING) continue;
+        for (size_t i = 0; i < vw->count; i++) buf[k++] = net->state[vw->off + i];
+    }
+    dist_sum_double(rc->dist, buf, n);
+    k = 0;
+    for (int v = 0; v < net->n_views; v++) {
+        const net_view *vw = &net->views[v];
+        if (vw->kind != PV_RUNNING) continue;
+        for (size_t i = 0; i < vw->count; i++)
+            net->state[vw->off + i] = (float)(buf[k++] / rc->dist->size);
+    }
+    free(buf);
+}
+
+/* The first and one-past-last of `count` items that this rank takes: an
+ * even split, the remainder going one each to the higher ranks. */
+static void shard_of(const lsq_dist *d, int count, int *lo, int *hi)
+{
+    *lo = (int)((long long)count * d->rank / d->size);
+    *hi = (int)((long long)count * (d->rank + 1) / d->size);
+}
 
 static void emit_artifact(run_ctx *rc, const char *name)
 {
+    if (!is_root(rc)) return;
     char path[4096], hex[65];
     path_in(path, sizeof path, rc->dir, name);
     long long bytes = 0;
@@ -120,6 +187,30 @@ int train_evaluate(lsq_net *net, const lsq_dataset *ds, int batch, volatile sig_
     return stopped;
 }
 
+/* train_evaluate over every rank: each scores its slice of the test set
+ * (after the running statistics are made equal) and the sums are added.
+ * Returns 1 when a stop came on any rank. */
+static int eval_global(run_ctx *rc, lsq_net *net, int batch, double *acc, double *loss)
+{
+    lsq_dist *d = rc->dist;
+    if (d->size < 2) return train_evaluate(net, &rc->test, batch, rc->opts->stop, acc, loss);
+    sync_running(rc, net);
+    int lo, hi;
+    shard_of(d, rc->test.n, &lo, &hi);
+    lsq_dataset part = rc->test; /* a view, not owned */
+    size_t img = (size_t)part.c * part.h * part.w;
+    part.n = hi - lo;
+    part.pixels += (size_t)lo * img;
+    part.labels += lo;
+    double a = 0, l = 0;
+    int stopped = part.n > 0 ? train_evaluate(net, &part, batch, rc->opts->stop, &a, &l) : 0;
+    double t[3] = {round(a * part.n), l * part.n, stopped};
+    dist_sum_double(d, t, 3);
+    *acc = rc->test.n ? t[0] / rc->test.n : 0;
+    *loss = rc->test.n ? t[1] / rc->test.n : 0;
+    return t[2] > 0;
+}
+
 static json_t *ckpt_meta(run_ctx *rc, train_phase ph, int epoch, int step, int quantized)
 {
     return json_pack("{s:s, s:i, s:i, s:O, s:b, s:i, s:f}", "phase", PHASE_NAMES[ph], "epoch",
@@ -131,7 +222,7 @@ static void progress_line(run_ctx *rc, const char *phase, int epoch, int epochs,
                           int steps, double loss, double ips, double eta)
 {
     FILE *f = rc->opts->progress;
-    if (!f) return;
+    if (!f || !is_root(rc)) return;
     int m = (int)(eta / 60), s = (int)eta % 60;
     fprintf(f, "\r%-8s epoch %d/%d  step %4d/%d  loss %.4f  %6.0f img/s  ETA %d:%02d   ", phase,
             epoch + 1, epochs, step, steps, loss, ips, m, s);
@@ -161,13 +252,15 @@ static lsq_status save_resume_point(run_ctx *rc, train_phase ph, lsq_net *net, c
 {
     char path[4096];
     path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
+    sync_running(rc, net);
+    if (!is_root(rc)) return agree(rc, LSQ_OK, err);
     json_t *meta = ckpt_meta(rc, ph, epoch, step, net->quantized);
     if (e)
         json_object_set_new(meta, "tally",
                             json_pack("{s:f, s:f, s:I, s:I}", "loss_sum", e->loss_sum, "seconds",
                                       e->seconds, "seen", (json_int_t)e->seen, "correct",
                                       (json_int_t)e->correct));
-    lsq_status st = ckpt_save(path, net, opt->momentum, meta, err);
+    lsq_status st = agree(rc, ckpt_save(path, net, opt->momentum, meta, err), err);
     json_decref(meta);
     if (st != LSQ_OK) return st;
     emit(rc, EV_CHECKPOINT, json_pack("{s:s, s:s, s:i, s:i}", "path", TRAIN_CKPT_FILE, "phase",
@@ -196,19 +289,31 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
                             const json_t *tally, lsq_err *err)
 {
     const lsq_spec *spec = rc->spec;
+    lsq_dist *d = rc->dist;
     lsq_status st = LSQ_OK;
     lsq_loader l;
+    if (d->size > 1 && (t->batch_size < d->size || rc->train.n < d->size))
+        /* the first batch starts the activation steps on every rank at once */
+        return lsq_err_set(err, LSQ_ERR_INVALID, ph == PH_PRETRAIN ? "pretrain.batch_size"
+                                                                   : "train.batch_size",
+                           "a batch of %d images (of %d training images) cannot give each of "
+                           "%d ranks at least one",
+                           t->batch_size, rc->train.n, d->size);
     st = loader_init(&l, &rc->train, t->batch_size, 1, t->seed, spec->augment_crop_pad,
                      spec->augment_flip, err);
     if (st != LSQ_OK) return st;
     if (net->norm_on) loader_set_normalize(&l, net->norm_mean, net->norm_std);
+    net->sync_bn = t->sync_bn && d->size > 1;
     int k = net->classes;
     size_t img = (size_t)rc->train.c * rc->train.h * rc->train.w;
-    float *x = malloc((size_t)t->batch_size * img * sizeof(float));
-    int32_t *y = malloc((size_t)t->batch_size * sizeof(int32_t));
-    float *dlogits = malloc((size_t)t->batch_size * k * sizeof(float));
-    float *ps = malloc((size_t)t->batch_size * k * sizeof(float));
-    float *pt = malloc((size_t)t->batch_size * k * sizeof(float));
+    /* this rank's share of a global batch, at most */
+    size_t per = (size_t)(t->batch_size + d->size - 1) / d->size;
+    float *x = malloc(per * img * sizeof(float));
+    int32_t *y = malloc(per * sizeof(int32_t));
+    float *dlogits = malloc(per * k * sizeof(float));
+    float *ps = malloc(per * k * sizeof(float));
+    float *pt = malloc(per * k * sizeof(float));
+    float *tail = net->grads + net->n_params; /* NET_GRAD_TAIL: the step's tallies */
     if (!x || !y || !dlogits || !ps || !pt) {
         st = lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory for a training batch");
         goto out;
@@ -225,51 +330,83 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
         if (epoch == start_epoch && tally) tally_from_json(&e, tally);
         double t_epoch = now_s() - e.seconds, t_mark = now_s();
         long mark_seen = e.seen;
+        /* the engine's own timers of this epoch's steps and their allreduce */
+        double train_s = 0, reduce_s0 = d->reduce_s;
+        /* a stop seen by any rank, agreed through the step's allreduce */
+        int stop_all = 0;
         for (int b = (epoch == start_epoch ? start_step : 0); b < steps; b++) {
-            if (rc->opts->stop && *rc->opts->stop) {
+            if (d->size > 1 ? stop_all : rc->opts->stop && *rc->opts->stop) {
                 e.seconds = now_s() - t_epoch;
                 st = stop_in_epoch(rc, ph, net, opt, epoch, b, &e, err);
                 goto out;
             }
-            int n = loader_fill(&l, b, x, y);
+            double t_step = now_s();
+            /* this rank's images [lo, hi) of the global batch; its loss is
+             * the mean over them weighted by its share, so that the sum over
+             * the ranks is the global batch's mean */
+            int count = loader_batch_count(&l, b), lo, hi;
+            if (net->sync_bn && count < d->size) continue; /* a rank would have no image */
+            shard_of(d, count, &lo, &hi);
+            int n = loader_fill_range(&l, b, lo, hi, x, y);
+            double share = count > 0 ? (double)n / count : 0;
             long gstep = (long)epoch * steps + b;
             float lr = t->schedule == SCHED_COSINE ? lr_cosine((float)t->lr, gstep, total, warm)
                                                    : (float)t->lr;
-            const float *logits = net_forward(net, x, n, 1);
-            memset(dlogits, 0, (size_t)n * k * sizeof(float));
-            float loss;
-            if (teacher) {
-                memcpy(ps, logits, (size_t)n * k * sizeof(float));
-                const float *tl = net_forward(teacher, x, n, 0);
-                float ce = xent_forward(net->probs, ps, y, n, k);
-                xent_backward(dlogits, net->probs, y, n, k, (float)(1.0 - dw));
-                float kd = distill_forward(ps, pt, net->nodes[net->output].out, tl, n, k, (float)temp);
-                distill_backward(dlogits, ps, pt, n, k, (float)temp, (float)dw);
-                loss = (float)((1.0 - dw) * ce + dw * kd);
-                logits = net->nodes[net->output].out;
-            } else {
-                loss = xent_forward(net->probs, logits, y, n, k);
-                xent_backward(dlogits, net->probs, y, n, k, 1.0f);
+            float loss = 0;
+            long correct = 0;
+            net_zero_grads(net);
+            if (n > 0) {
+                const float *logits = net_forward(net, x, n, 1);
+                memset(dlogits, 0, (size_t)n * k * sizeof(float));
+                if (teacher) {
+                    memcpy(ps, logits, (size_t)n * k * sizeof(float));
+                    const float *tl = net_forward(teacher, x, n, 0);
+                    float ce = xent_forward(net->probs, ps, y, n, k);
+                    xent_backward(dlogits, net->probs, y, n, k, (float)((1.0 - dw) * share));
+                    float kd = distill_forward(ps, pt, net->nodes[net->output].out, tl, n, k,
+                                               (float)temp);
+                    distill_backward(dlogits, ps, pt, n, k, (float)temp, (float)(dw * share));
+                    loss = (float)((1.0 - dw) * ce + dw * kd);
+                    logits = net->nodes[net->output].out;
+                } else {
+                    loss = xent_forward(net->probs, logits, y, n, k);
+                    xent_backward(dlogits, net->probs, y, n, k, (float)share);
+                }
+                net_backward(net, dlogits, n);
+                for (int i = 0; i < n; i++) {
+                    const float *p = logits + (size_t)i * k;
+                    int best = 0;
+                    for (int c = 1; c < k; c++)
+                        if (p[c] > p[best]) best = c;
+                    correct += best == y[i];
+                }
             }
-            if (!isfinite(loss)) {
+            double loss_sum = (double)loss * n;
+            if (d->size > 1) {
+                /* one allreduce: every gradient and the step's tallies */
+                tail[0] = (float)loss_sum;
+                tail[1] = (float)correct;
+                tail[2] = rc->opts->stop && *rc->opts->stop;
+                tail[3] = 0;
+                dist_sum_float(d, net->grads, net->n_params + NET_GRAD_TAIL);
+                loss_sum = tail[0];
+                correct = lrintf(tail[1]);
+                stop_all = tail[2] > 0;
+            }
+            float gloss = count > 0 ? (float)(loss_sum / count) : 0;
+            if (!isfinite(gloss)) {
                 st = lsq_err_set(err, LSQ_ERR_NUMERIC, NULL,
                                  "the loss became %f at %s epoch %d step %d (lr %g); lower train.lr",
-                                 loss, PHASE_NAMES[ph], epoch + 1, b, lr);
+                                 gloss, PHASE_NAMES[ph], epoch + 1, b, lr);
                 goto out;
             }
-            net_zero_grads(net);
-            net_backward(net, dlogits, n);
             sgd_step(opt, net, lr, (float)t->momentum, wd, t->nesterov);
-            e.loss_sum += (double)loss * n;
-            e.seen += n;
-            for (int i = 0; i < n; i++) {
-                const float *p = logits + (size_t)i * k;
-                int best = 0;
-                for (int c = 1; c < k; c++)
-                    if (p[c] > p[best]) best = c;
-                e.correct += best == y[i];
-            }
+            e.loss_sum += loss_sum;
+            e.seen += count;
+            e.correct += correct;
+            loss = gloss;
             double tnow = now_s();
+            train_s += tnow - t_step;
             if (tnow - t_mark >= 0.5 || b == steps - 1) {
                 double ips = (e.seen - mark_seen) / (tnow - t_mark > 1e-9 ? tnow - t_mark : 1e-9);
                 double ips_epoch = e.seen / (tnow - t_epoch);
@@ -286,7 +423,7 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
             }
         }
         double test_acc, test_loss;
-        if (train_evaluate(net, &rc->test, t->batch_size, rc->opts->stop, &test_acc, &test_loss)) {
+        if (eval_global(rc, net, t->batch_size, &test_acc, &test_loss)) {
             e.seconds = now_s() - t_epoch;
             st = stop_in_epoch(rc, ph, net, opt, epoch, steps, &e, err);
             goto out;
@@ -305,12 +442,25 @@ static lsq_status run_phase(run_ctx *rc, train_phase ph, lsq_net *net, lsq_net *
             json_object_set_new(ev, "step_sizes", net_step_sizes_json(net));
             json_object_set_new(ev, "bits", net_bits_json(net));
         }
+        double reduce_s = d->reduce_s - reduce_s0;
+        /* the steps' time (training only) and, over ranks, the allreduce's part */
+        json_object_set_new(ev, "ranks", json_integer(d->size));
+        json_object_set_new(ev, "train_s", json_real(train_s));
+        if (d->size > 1) {
+            json_object_set_new(ev, "allreduce_s", json_real(reduce_s));
+            json_object_set_new(ev, "allreduce_bytes", json_integer((json_int_t)d->reduce_bytes));
+        }
         emit(rc, EV_EPOCH, ev);
-        if (rc->opts->progress) {
+        if (rc->opts->progress && is_root(rc)) {
             fprintf(rc->opts->progress,
                     "\r%-8s epoch %d/%d  train loss %.4f acc %.4f  test loss %.4f acc %.4f  %.1fs\n",
                     PHASE_NAMES[ph], epoch + 1, t->epochs, e.seen ? e.loss_sum / e.seen : 0.0,
                     e.seen ? (double)e.correct / e.seen : 0.0, test_loss, test_acc, secs);
+            if (d->size > 1)
+                fprintf(rc->opts->progress,
+                        "         %d ranks: steps %.2fs, allreduce %.3fs (%.1f%%) of %zu bytes each\n",
+                        d->size, train_s, reduce_s, train_s > 0 ? 100 * reduce_s / train_s : 0.0,
+                        d->reduce_bytes);
             fflush(rc->opts->progress);
         }
         int last = epoch == t->epochs - 1;
@@ -334,17 +484,20 @@ static lsq_status finish_phase(run_ctx *rc, lsq_net *net, const char *file, trai
                                lsq_err *err)
 {
     char path[4096];
+    sync_running(rc, net);
+    if (!is_root(rc)) return agree(rc, LSQ_OK, err);
     path_in(path, sizeof path, rc->dir, file);
     json_t *meta = ckpt_meta(rc, PH_DONE, 0, 0, net->quantized);
     lsq_status st = ckpt_save(path, net, NULL, meta, err);
     json_decref(meta);
-    if (st != LSQ_OK) return st;
-    emit_artifact(rc, file);
-    path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
-    meta = ckpt_meta(rc, next, 0, 0, net->quantized);
-    st = ckpt_save(path, net, NULL, meta, err);
-    json_decref(meta);
-    return st;
+    if (st == LSQ_OK) {
+        emit_artifact(rc, file);
+        path_in(path, sizeof path, rc->dir, TRAIN_CKPT_FILE);
+        meta = ckpt_meta(rc, next, 0, 0, net->quantized);
+        st = ckpt_save(path, net, NULL, meta, err);
+        json_decref(meta);
+    }
+    return agree(rc, st, err);
 }
 
 /* Post-training quantization of fp into *pq (built here; the caller frees
@@ -388,7 +541,7 @@ static lsq_status ptq_build(run_ctx *rc, const lsq_net *fp, const json_t *layers
     net_quant_init_weights(pq, QINIT_MSE);
     net_calibrate(pq, x, n);
     double acc, loss;
-    if (train_evaluate(pq, &rc->test, spec->train.batch_size, rc->opts->stop, &acc, &loss)) {
+    if (eval_global(rc, pq, spec->train.batch_size, &acc, &loss)) {
         st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
                          "stopped on request during post-training quantization");
         goto out;
@@ -492,6 +645,8 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
     rc.opts = opts;
     rc.dir = out_dir;
     rc.t0 = now_s();
+    rc.solo.size = 1;
+    rc.dist = opts->dist ? opts->dist : &rc.solo;
     lsq_net fp, q;
     int have_fp = 0, have_q = 0;
     lsq_sgd opt;
@@ -571,6 +726,8 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
     } else {
         phase = spec->pretrain.enabled && !spec->init_from[0] ? PH_PRETRAIN : PH_LSQ;
     }
+    /* every rank has seen the folder as it was before rank 0 writes to it */
+    dist_barrier(rc.dist);
     emit(&rc, EV_START, json_pack("{s:s, s:s, s:b, s:i, s:i, s:s, s:i}", "name", spec->name, "phase",
                                   PHASE_NAMES[phase], "resumed", resuming, "epoch", start_epoch,
                                   "step", start_step, "dataset",
@@ -585,6 +742,7 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
         st = net_build(&fp, layers, NULL, rc.data.classes, max_batch, err);
         if (st != LSQ_OK) goto out;
         have_fp = 1;
+        fp.coll = dist_net_collective(rc.dist);
         net_init_params(&fp, t->seed);
         if ((st = sgd_init(&opt, &fp, err)) != LSQ_OK) goto out;
         if (resuming) {
@@ -626,7 +784,10 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             /* the teacher / starting point: this run's pretrained model, or init.from */
             char fpp[4096];
             path_in(fpp, sizeof fpp, out_dir, TRAIN_FP_FILE);
-            const char *src = file_exists(fpp) ? fpp : spec->init_from;
+            int had_fpp = file_exists(fpp);
+            /* rank 0 may write fp.lsqc below: every rank has looked first */
+            dist_barrier(rc.dist);
+            const char *src = had_fpp ? fpp : spec->init_from;
             if (!src[0] && spec->model_onnx[0]) {
                 /* the ONNX model is the full-precision model: kept beside
                  * the run as fp.lsqc, for resume and export */
@@ -657,18 +818,20 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
                     goto out;
                 }
             }
-            if (!file_exists(fpp)) {
+            if (!had_fpp) {
                 /* keep the starting model beside the run, for resume and export */
-                json_t *meta = ckpt_meta(&rc, PH_DONE, 0, 0, 0);
-                st = ckpt_save(fpp, &fp, NULL, meta, err);
-                json_decref(meta);
-                if (st != LSQ_OK) goto out;
+                if (is_root(&rc)) {
+                    json_t *meta = ckpt_meta(&rc, PH_DONE, 0, 0, 0);
+                    st = ckpt_save(fpp, &fp, NULL, meta, err);
+                    json_decref(meta);
+                }
+                if ((st = agree(&rc, st, err)) != LSQ_OK) goto out;
                 emit_artifact(&rc, TRAIN_FP_FILE);
             }
         }
         if (!resuming) {
             double fa, fl;
-            if (train_evaluate(&fp, &rc.test, spec->train.batch_size, rc.opts->stop, &fa, &fl)) {
+            if (eval_global(&rc, &fp, spec->train.batch_size, &fa, &fl)) {
                 /* nothing of the LSQ phase to keep: it starts afresh from fp.lsqc */
                 st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
                                  "stopped on request before LSQ fine-tuning began");
@@ -694,6 +857,7 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             st = net_build(&q, layers, &spec->quant, rc.data.classes, max_batch, err);
             if (st != LSQ_OK) goto out;
             have_q = 1;
+            q.coll = dist_net_collective(rc.dist);
             net_init_params(&q, spec->train.seed);
             if (net_copy_matching(&q, &fp) == 0) {
                 st = lsq_err_set(err, LSQ_ERR_INVALID, "init.from",
@@ -730,8 +894,7 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
             own = 1;
         }
         double acc = rc.last_test_acc, loss = rc.last_test_loss;
-        if (final != rc.scored &&
-            train_evaluate(final, &rc.test, spec->train.batch_size, rc.opts->stop, &acc, &loss)) {
+        if (final != rc.scored && eval_global(&rc, final, spec->train.batch_size, &acc, &loss)) {
             if (own) net_free(&loaded);
             st = lsq_err_set(err, LSQ_ERR_CANCELLED, NULL,
                              "stopped on request before the export; %s is written",
@@ -743,7 +906,8 @@ lsq_status train_run(const lsq_spec *spec, const char *out_dir, const train_opts
          * (deploy/support.h) still finishes: that artifact is skipped, and
          * a log event says which and why */
         json_t *skipped = json_array();
-        st = export_artifacts(final, out_dir, spec, skipped, err);
+        if (is_root(&rc)) st = export_artifacts(final, out_dir, spec, skipped, err);
+        st = agree(&rc, st, err);
         for (size_t k = 0; k < json_array_size(skipped); k++) {
             const json_t *s = json_array_get(skipped, k);
             const char *name = json_string_value(json_object_get(s, "artifact"));

@@ -10,6 +10,7 @@
 #include "core/spec.h"
 #include "data/data.h"
 #include "graph/net.h"
+#include "train/dist.h"
 #include "train/events.h"
 
 /* File names inside a run's output folder. */
@@ -22,9 +23,18 @@ typedef struct {
     volatile sig_atomic_t *stop;      /* set by SIGTERM: checkpoint and return */
     FILE *progress;                   /* a terminal line; NULL for none */
     int threads_override;             /* > 0: replaces spec->threads */
+    lsq_dist *dist;                   /* data-parallel ranks (dist.h); NULL: one
+                                       * process. Every rank calls train_run with
+                                       * the same spec and folder; rank 0 alone
+                                       * writes files and events. */
 } train_opts;
 
-/* Runs the job described by spec into out_dir (created if missing). Resumes
+/* Runs the job described by spec into out_dir (created if missing). Under
+ * opts->dist each rank trains on its share of every global batch
+ * (train.batch_size images, split as evenly as they go), one allreduce per
+ * step sums the gradients, and batch-norm running statistics are averaged
+ * over the ranks before every evaluation and checkpoint; a checkpoint holds
+ * nothing of the rank count, so a run may resume on another. Resumes
  * from out_dir/checkpoint.lsqc when it exists. Returns LSQ_OK when done,
  * LSQ_ERR_CANCELLED after a stop request (a checkpoint was written), or
  * another status with err filled (an "error" event was also emitted).

@@ -436,3 +436,58 @@ Test(jobs, failed_jobs_carry_the_error_code_and_message, .timeout = 180)
     json_decref(ev);
     lsqd_cleanup(&d);
 }
+
+/* A job with resources for 2 ranks runs under mpirun: its events come from
+ * rank 0 through the job folder's FIFO (epochs say 2 ranks and the
+ * allreduce's size), it succeeds with its artifacts, and a second one
+ * cancels as a single process does. */
+Test(jobs, two_rank_job_runs_under_mpirun_and_cancels, .timeout = 300)
+{
+    /* a sanitizer build: no leak detection for this lsqd and its ranks (Open
+     * MPI's allocations past MPI_Finalize; tests/unit/train/test_dist.c) */
+    const char *asan = getenv("ASAN_OPTIONS");
+    char opts[1024];
+    snprintf(opts, sizeof opts, "%s%sdetect_leaks=0", asan ? asan : "", asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    lsqd d;
+    lsqd_start(&d, NULL);
+    long long id = submit_job(&d, "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
+                                  "\"test_limit\":500},\"train\":{\"epochs\":1},\"threads\":1,"
+                                  "\"resources\":{\"nodes\":1,\"tasks_per_node\":2}}");
+    sse_log ev;
+    sse_read(&d, id, 0, 0, 240, &ev);
+    cr_assert(ev.ended, "the SSE stream must end with the job (got %d events)", ev.n);
+    cr_assert_str_eq(ev.end_state, "succeeded", "see %s", d.log);
+    cr_assert(sse_ids_consecutive(&ev, 1), "event ids must be 1, 2, 3 ...");
+    int epochs = 0, starts = 0, artifacts = 0;
+    for (int i = 0; i < ev.n; i++) {
+        if (!strcmp(ev.types[i], "start")) starts++;
+        if (!strcmp(ev.types[i], "artifact")) artifacts++;
+        if (strcmp(ev.types[i], "epoch")) continue;
+        epochs++;
+        cr_expect_eq(json_integer_value(json_object_get(ev.data[i], "ranks")), 2);
+        cr_expect_gt(json_integer_value(json_object_get(ev.data[i], "allreduce_bytes")), 0);
+        cr_expect(json_is_number(json_object_get(ev.data[i], "allreduce_s")));
+    }
+    cr_expect_eq(starts, 1, "rank 0 alone writes events");
+    cr_expect_eq(epochs, 1, "rank 0 alone writes events");
+    cr_expect_geq(artifacts, 3);
+    sse_log_free(&ev);
+
+    long long b = submit_job(&d, "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":20000,"
+                                 "\"test_limit\":500},\"train\":{\"epochs\":100},\"threads\":1,"
+                                 "\"resources\":{\"tasks_per_node\":2}}");
+    json_t *jb = wait_job(&d, b, "running", 60);
+    cr_assert(jb, "job %lld never ran", b);
+    json_decref(jb);
+    char path[128];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/cancel", b);
+    api_res *r = api(&d, "POST", path, NULL, NULL, NULL);
+    cr_assert_eq(r->status, 202);
+    api_free(r);
+    jb = wait_job(&d, b, NULL, 60);
+    cr_assert(jb);
+    cr_assert_str_eq(json_string_value(json_object_get(jb, "state")), "cancelled", "see %s", d.log);
+    json_decref(jb);
+    lsqd_cleanup(&d);
+}

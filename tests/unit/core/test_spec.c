@@ -141,6 +141,19 @@ static const bad_case BAD[] = {
     {"{\"init\":{\"from\":3}}", LSQ_ERR_INVALID, "init.from"},
     {"{\"init\":\"job-1\"}", LSQ_ERR_INVALID, "init"},
     {"{\"threads\":0}", LSQ_ERR_INVALID, "threads"},
+    /* resources: data-parallel ranks */
+    {"{\"resources\":{\"nodes\":0}}", LSQ_ERR_INVALID, "resources.nodes"},
+    {"{\"resources\":{\"nodes\":1025}}", LSQ_ERR_INVALID, "resources.nodes"},
+    {"{\"resources\":{\"tasks_per_node\":0}}", LSQ_ERR_INVALID, "resources.tasks_per_node"},
+    {"{\"resources\":{\"tasks_per_node\":2.0}}", LSQ_ERR_INVALID, "resources.tasks_per_node"},
+    {"{\"resources\":{\"gpus\":1}}", LSQ_ERR_INVALID, "resources.gpus"},
+    {"{\"resources\":2}", LSQ_ERR_INVALID, "resources"},
+    {"{\"resources\":{\"nodes\":1024,\"tasks_per_node\":8}}", LSQ_ERR_INVALID,
+     "resources.tasks_per_node"},
+    {"{\"resources\":{\"nodes\":4,\"tasks_per_node\":4},\"train\":{\"batch_size\":8}}",
+     LSQ_ERR_INVALID, "train.batch_size"},
+    {"{\"resources\":{\"nodes\":4},\"quant\":{},\"pretrain\":{\"batch_size\":2}}",
+     LSQ_ERR_INVALID, "pretrain.batch_size"},
     {"{\"threads\":257}", LSQ_ERR_INVALID, "threads"},
     {"{\"threads\":\"2\"}", LSQ_ERR_INVALID, "threads"},
     {"{\"checkpoint_every\":0}", LSQ_ERR_INVALID, "checkpoint_every"},
@@ -260,6 +273,27 @@ Test(spec, empty_spec_is_a_full_precision_job)
     cr_expect_str_eq(s.init_from, "");
     cr_expect_eq(s.threads, 2);
     cr_expect_eq(s.checkpoint_every, 1);
+    cr_expect_eq(s.nodes, 1);
+    cr_expect_eq(s.tasks_per_node, 1);
+    spec_free(&s);
+}
+
+Test(spec, resources_give_the_rank_count)
+{
+    lsq_spec s;
+    lsq_err err;
+    cr_assert_eq(parse(&s, "{\"resources\":{\"nodes\":2,\"tasks_per_node\":4}}", &err), LSQ_OK,
+                 "%s", err.message);
+    cr_expect_eq(s.nodes, 2);
+    cr_expect_eq(s.tasks_per_node, 4);
+    json_t *j = spec_to_json(&s);
+    cr_expect_eq(json_integer_value(json_object_get(json_object_get(j, "resources"), "nodes")), 2);
+    cr_expect_eq(
+        json_integer_value(json_object_get(json_object_get(j, "resources"), "tasks_per_node")), 4);
+    json_decref(j);
+    spec_free(&s);
+    cr_assert_eq(parse(&s, "{\"resources\":null}", &err), LSQ_OK, "%s", err.message);
+    cr_expect_eq(s.nodes * s.tasks_per_node, 1);
     spec_free(&s);
 }
 
@@ -589,6 +623,7 @@ Test(spec, round_trip)
 {
     static const char *const texts[] = {
         "{}",
+        "{\"resources\":{\"nodes\":2,\"tasks_per_node\":3}}",
         "{\"quant\":{}}",
         "{\"quant\":{\"weight_bits\":8},\"distill\":false,\"pretrain\":null}",
         "{\"name\":\"rt.1\",\"model\":{\"arch\":\"resnet20\"},\"dataset\":{\"name\":\"mnist\","

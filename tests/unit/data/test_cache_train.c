@@ -56,7 +56,7 @@ static lsq_status run(const char *text, const char *dir, double *acc, lsq_err *e
                  err->message);
     ev_sink sink;
     ev_sink_init(&sink, -1);
-    train_opts o = {&sink, NULL, NULL, 0};
+    train_opts o = {&sink, NULL, NULL, 0, NULL};
     lsq_status st = net_check_spec(&s, err);
     if (st == LSQ_OK) st = train_run(&s, dir, &o, acc, err);
     spec_free(&s);

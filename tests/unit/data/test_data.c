@@ -774,6 +774,41 @@ Test(loader, augmentation_deterministic_and_real)
     dataset_free(&d);
 }
 
+/* A data-parallel rank's slice of a batch is exactly that part of the whole
+ * batch, augmentation included; slices of 3 uneven ranks make the batch,
+ * the short last one too. */
+Test(loader, fill_range_is_a_slice_of_the_batch)
+{
+    enum { N = 100, H = 10, W = 10, P = 3, B = 32 };
+    lsq_dataset d;
+    make_indexed(&d, N, H, W);
+    lsq_loader l;
+    cr_assert_eq(loader_init(&l, &d, B, 1, 9, P, 1, NULL), LSQ_OK);
+    loader_set_epoch(&l, 2);
+    static float whole[B * H * W], parts[B * H * W];
+    int32_t yw[B], yp[B];
+    for (int b = 0; b < loader_batches(&l); b++) {
+        int count = loader_fill(&l, b, whole, yw);
+        cr_assert_eq(loader_batch_count(&l, b), count);
+        memset(parts, 0, sizeof parts);
+        int got = 0;
+        for (int r = 0; r < 3; r++) {
+            int lo = count * r / 3, hi = count * (r + 1) / 3;
+            int n = loader_fill_range(&l, b, lo, hi, parts + (size_t)lo * H * W, yp + lo);
+            cr_assert_eq(n, hi - lo);
+            got += n;
+        }
+        cr_assert_eq(got, count);
+        cr_assert_arr_eq(parts, whole, (size_t)count * H * W * sizeof(float), "batch %d", b);
+        cr_assert_arr_eq(yp, yw, (size_t)count * sizeof(int32_t), "batch %d", b);
+    }
+    cr_assert_eq(loader_batch_count(&l, loader_batches(&l) - 1), N % B);
+    cr_assert_eq(loader_fill_range(&l, 0, 5, 5, parts, yp), 0);
+    cr_assert_eq(loader_fill_range(&l, loader_batches(&l), 0, B, parts, yp), 0);
+    loader_free(&l);
+    dataset_free(&d);
+}
+
 Test(loader, invalid_arguments)
 {
     lsq_dataset d;

@@ -112,7 +112,7 @@ static const char *fixture_dir(const fixture *fx)
                      err.field, err.message);
         ev_sink sink;
         ev_sink_init(&sink, -1);
-        train_opts o = {&sink, NULL, NULL, 0};
+        train_opts o = {&sink, NULL, NULL, 0, NULL};
         double acc;
         lsq_status st = train_run(&s, dir, &o, &acc, &err);
         spec_free(&s);

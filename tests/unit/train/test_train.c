@@ -47,7 +47,7 @@ static double run(const char *text, const char *dir)
     parse_spec(&s, text);
     ev_sink sink;
     ev_sink_init(&sink, -1);
-    train_opts o = {&sink, NULL, NULL, 0};
+    train_opts o = {&sink, NULL, NULL, 0, NULL};
     lsq_err err;
     lsq_err_clear(&err);
     double acc = 0;
@@ -789,7 +789,7 @@ Test(train, lsq_from_an_onnx_model, .timeout = 240)
     cr_assert_not_null(ef);
     ev_sink sink;
     ev_sink_init(&sink, fileno(ef));
-    train_opts o = {&sink, NULL, NULL, 0};
+    train_opts o = {&sink, NULL, NULL, 0, NULL};
     double acc;
     cr_assert_eq(train_run(&s, out, &o, &acc, &err), LSQ_OK, "%s", err.message);
     fclose(ef);
