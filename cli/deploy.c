@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "core/spec.h"
 #include "data/data.h"
+#include "data/cache.h"
 #include "data/image.h"
 #include "deploy/export.h"
 #include "deploy/infer.h"
@@ -126,14 +127,40 @@ static int eval_lsqm(const char *model, const char *data_dir, int limit, int thr
         cli_print_err("eval", &err);
         return 1;
     }
+    /* --data: a dataset cache (lsq dataset import; lsqd's datasets/N) or a
+     * folder of IDX files of the model's built-in set */
     lsq_dataset test;
-    if (dataset_load(NULL, &test, dsname, data_dir, 0, limit, &err) != LSQ_OK) {
+    char probe[1200];
+    struct stat sb;
+    snprintf(probe, sizeof probe, "%s/%s", data_dir ? data_dir : "", CACHE_FILE);
+    if (data_dir && stat(probe, &sb) == 0) {
+        lsq_cache cache;
+        memset(&cache, 0, sizeof cache);
+        if (cache_read(&cache, data_dir, 0, &err) != LSQ_OK) {
+            cli_print_err("eval", &err);
+            cache_free(&cache);
+            lsqm_free(m);
+            return 1;
+        }
+        test = cache.test;
+        memset(&cache.test, 0, sizeof cache.test);
+        cache_free(&cache);
+        if (limit > 0 && limit < test.n) test.n = limit;
+    } else if (dataset_load(NULL, &test, dsname, data_dir, 0, limit, &err) != LSQ_OK) {
         cli_print_err("eval", &err);
         lsqm_free(m);
         return 1;
     }
-    int classes;
-    lsqm_input_shape(m, NULL, NULL, NULL, &classes);
+    int mc, mh, mw, classes;
+    lsqm_input_shape(m, &mc, &mh, &mw, &classes);
+    if (test.c != mc || test.h != mh || test.w != mw) {
+        fprintf(stderr, "lsq eval: the model takes %dx%dx%d images, the test set has %dx%dx%d "
+                        "(give the dataset it was trained on with --data DIR: a cache folder "
+                        "or IDX files)\n", mc, mh, mw, test.c, test.h, test.w);
+        dataset_free(&test);
+        lsqm_free(m);
+        return 1;
+    }
     float *logits = malloc((size_t)test.n * classes * sizeof *logits);
     float *probs = malloc((size_t)test.n * classes * sizeof *probs);
     int rc = 0;
@@ -171,7 +198,10 @@ static const char *EVAL_USAGE =
     "\n"
     "Prints the test accuracy and mean loss of MODEL on the test set of the\n"
     "dataset it was trained on. MODEL is a checkpoint (.lsqc, float engine) or a\n"
-    "packed model (.lsqm, integer engine).\n";
+    "packed model (.lsqm, integer engine). --data DIR names that dataset: a cache\n"
+    "folder (lsq dataset import) or a folder of IDX files; a .lsqm knows only its\n"
+    "built-in set's name, so one trained on a cache needs --data, and a test set\n"
+    "whose images are not the model's input shape is refused.\n";
 
 static int cmd_eval(int argc, char **argv)
 {

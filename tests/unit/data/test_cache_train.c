@@ -240,10 +240,31 @@ Test(cache_train, colour_hundred_classes_shape_from_the_cache, .timeout = 120)
     }
     snprintf(spec, sizeof spec,
              "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"cache\":\"%s\",\"augment\":{\"crop_pad\":1,"
-             "\"flip\":true}},\"train\":{\"epochs\":1,\"batch_size\":50}}", cache);
+             "\"flip\":true}},\"quant\":{\"weight_bits\":2},\"train\":{\"epochs\":1,"
+             "\"batch_size\":50}}", cache);
     double acc = 0;
     cr_assert_eq(run(spec, d, &acc, &err), LSQ_OK, "%s", err.message);
     char p[700];
+    /* lsq eval of its model.lsqm (integer engine) reads the cache given with
+     * --data; without it the built-in Fashion-MNIST (1x28x28) is not the
+     * model's input and is refused, naming both shapes */
+    const char *bin = getenv("LSQ_BIN");
+    cr_assert(bin, "LSQ_BIN is not set");
+    char cmd[2200], out[4096];
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s/model.lsqm' --data '%s' 2>&1", bin, d, cache);
+    FILE *pf = popen(cmd, "r");
+    cr_assert(pf);
+    size_t got = fread(out, 1, sizeof out - 1, pf);
+    out[got] = 0;
+    cr_expect_eq(pclose(pf), 0, "%s", out);
+    cr_expect(strstr(out, "engine integer") && strstr(out, "images 100"), "%s", out);
+    snprintf(cmd, sizeof cmd, "'%s' eval '%s/model.lsqm' 2>&1", bin, d);
+    pf = popen(cmd, "r");
+    cr_assert(pf);
+    got = fread(out, 1, sizeof out - 1, pf);
+    out[got] = 0;
+    cr_expect_neq(pclose(pf), 0, "%s", out);
+    cr_expect(strstr(out, "3x8x8") && strstr(out, "1x28x28"), "%s", out);
     snprintf(p, sizeof p, "%s/model.lsqc", d);
     lsq_ckpt ck;
     cr_assert_eq(ckpt_load(&ck, p, &err), LSQ_OK, "%s", err.message);
