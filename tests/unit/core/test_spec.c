@@ -753,7 +753,8 @@ Test(spec, resources_keep_what_was_given)
     cr_expect_eq(s.resources.time_min, 30);
     cr_expect_eq(s.resources.mem_mb, 0, "left to the operator's default");
     char *t = spec_to_text(&s, JSON_COMPACT);
-    cr_assert(strstr(t, "\"resources\":{\"partition\":\"gpu-a.1\",\"time_min\":30}"), "%s", t);
+    cr_assert(strstr(t, "\"resources\":{\"nodes\":1,\"tasks_per_node\":1,\"partition\":"
+                        "\"gpu-a.1\",\"time_min\":30}"), "%s", t);
     free(t);
     spec_free(&s);
     cr_assert_eq(parse(&s, "{\"resources\":null}", &err), LSQ_OK);
