@@ -40,6 +40,7 @@ typedef struct {
     char state[32];        /* the latest Slurm state seen ("" before one) */
     char reason[96];
     int missing;           /* polls in a row that squeue did not list it */
+    int requeued;          /* Slurm requeued it (seen PENDING after it ran) */
     double retry_at;       /* a failed scancel is tried again from then */
     double images_per_s;
 } sjob;
@@ -454,6 +455,23 @@ static void finish(sjob *j)
     if (!cancelled) cancelled = store_job_cancel_requested(id) == 1;
     const char *st = j->state;
     char msg[400], code[64];
+    if (!cancelled && j->requeued && (rc == -1000 || rc == EXIT_CODE_CANCELLED_BY_TERM) &&
+        !strcmp(st, "FAILED")) {
+        /* the run that a failed node ended reported its exit to slurmctld
+         * only after Slurm had requeued the job, and Slurm took that late
+         * exit as the job's: the work is not done and its checkpoint is in
+         * the folder, so lsqd queues the job again and a new Slurm job
+         * resumes it */
+        log_warn("Slurm failed a requeued job with the exit of its killed run; queued again "
+                 "to resume from the checkpoint", "{s:I,s:s}", "job", (json_int_t)id,
+                 "slurm_id", j->slurm_id);
+        store_job_requeue(id);
+        hub_notify(id);
+        pthread_mutex_lock(&g_lock);
+        memset(j, 0, sizeof *j);
+        pthread_mutex_unlock(&g_lock);
+        return;
+    }
     if (cancelled) {
         store_job_finish(id, JOB_CANCELLED, NULL, NULL, rc);
         log_info("job cancelled", "{s:I,s:s}", "job", (json_int_t)id, "slurm_id", j->slurm_id);
@@ -557,6 +575,7 @@ static void poll_states(void)
                 job_dir(j->job_id, path, PATH_MAX);
                 strcat(path, "/exit_status");
                 unlink(path);
+                j->requeued = 1;
                 log_warn("Slurm requeued the job; its next run resumes from the checkpoint",
                          "{s:I,s:s}", "job", (json_int_t)j->job_id, "slurm_id", j->slurm_id);
             }
