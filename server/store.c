@@ -114,6 +114,36 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
     return st;
 }
 
+/* Statements of the requests every authenticated call makes (the token,
+ * the object's owner), prepared once per connection and reset after each
+ * use instead of parsed again: with tokens on, they ran on every request.
+ * Finalized when store_close closes their connection. */
+enum { HOT_TOKEN, HOT_OWNER_JOB, HOT_OWNER_MODEL, HOT_OWNER_DATASET, HOT_COUNT };
+static _Thread_local sqlite3_stmt *tl_hot[HOT_COUNT];
+static _Thread_local unsigned tl_hot_generation;
+
+static sqlite3_stmt *prep_hot(sqlite3 *db, int slot, const char *sql)
+{
+    if (!db) return NULL;
+    if (tl_hot_generation != tl_generation) {
+        memset(tl_hot, 0, sizeof tl_hot); /* a new connection: the old ones' are gone */
+        tl_hot_generation = tl_generation;
+    }
+    if (!tl_hot[slot] &&
+        sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &tl_hot[slot], NULL) !=
+            SQLITE_OK) {
+        log_error("sqlite", "{s:s,s:s}", "op", sql, "error", sqlite3_errmsg(db));
+        tl_hot[slot] = NULL;
+    }
+    return tl_hot[slot];
+}
+
+static void done_hot(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
 static int migrate(sqlite3 *db)
 {
     int version = 0;
@@ -154,6 +184,8 @@ void store_close(void)
     pthread_mutex_lock(&g_conns_lock);
     for (conn_node *n = g_conns, *next; n; n = next) {
         next = n->next;
+        /* the hot statements (prep_hot) live as long as their connection */
+        for (sqlite3_stmt *st; (st = sqlite3_next_stmt(n->db, NULL));) sqlite3_finalize(st);
         sqlite3_close_v2(n->db);
         free(n);
     }
@@ -1278,7 +1310,7 @@ int store_tokens_active(void)
 store_status store_token_lookup(const char *sha256, store_user *u, char stored[65])
 {
     sqlite3 *db = db_get();
-    sqlite3_stmt *st = prep(db,
+    sqlite3_stmt *st = prep_hot(db, HOT_TOKEN,
         "SELECT t.id, t.sha256, u.id, u.name, u.admin, t.last_used FROM tokens t "
         "JOIN users u ON u.id = t.user_id WHERE t.sha256 = ? AND t.revoked_at IS NULL");
     if (!st) return STORE_ERR;
@@ -1299,7 +1331,7 @@ store_status store_token_lookup(const char *sha256, store_user *u, char stored[6
         log_sql("token lookup", db);
         rc = STORE_ERR;
     }
-    sqlite3_finalize(st);
+    done_hot(st);
     /* last_used to the minute: not a write on every request */
     double now = now_s();
     if (rc == STORE_OK && now - last > 60) {
@@ -1321,7 +1353,7 @@ store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, i
         "SELECT owner_id, 0 FROM models WHERE id = ?",
         "SELECT owner_id, source = 'root' FROM datasets WHERE id = ?",
     };
-    sqlite3_stmt *st = prep(db_get(), SQL[kind]);
+    sqlite3_stmt *st = prep_hot(db_get(), HOT_OWNER_JOB + (int)kind, SQL[kind]);
     if (!st) return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
     store_status rc = STORE_NOT_FOUND;
@@ -1334,7 +1366,7 @@ store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, i
         log_sql("owner", db_get());
         rc = STORE_ERR;
     }
-    sqlite3_finalize(st);
+    done_hot(st);
     return rc;
 }
 
