@@ -5,6 +5,7 @@
 #   make run        build and start lsqd with its dashboard
 #   make bench      benchmarks side by side with their peers
 #   make SANITIZE=address,undefined test
+#   make fuzz FUZZ_S=60  libFuzzer targets (fuzz/) under ASan+UBSan, N s each
 
 CC      ?= cc
 SANITIZE ?=
@@ -85,6 +86,7 @@ SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
+.PHONY: fuzz test-fuzz
 .PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up \
         test-container run bench clean fixtures
 all: $(BINS)
@@ -163,7 +165,7 @@ $(SLURM_BIN): $(SLURM_OBJ)
 
 # Every tier; each fails the run on any failure.
 test: test-layout test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e) \
-      test-slurm
+      test-slurm test-fuzz
 
 # Under the sanitizers, LeakSanitizer ignores criterion's own allocations
 # (the runner leaks a few bytes of its own at exit).
@@ -218,7 +220,57 @@ fixtures:
 	@scripts/setup-onnxruntime.sh
 	/usr/bin/python3 tests/fixtures/make_onnx_fixtures.py tests/fixtures/onnx
 
+# Fuzzing (docs/reliability.md): every fuzz/*.c is one libFuzzer target that
+# feeds its bytes to one of the engine's readers. The engine is compiled
+# again with clang, ASan and UBSan into build-fuzz/ (not the gcc build);
+# `make fuzz FUZZ_S=N` runs each target N seconds on its seed corpus
+# (fuzz/corpus/<target>/), `make test-fuzz` replays fuzz/regressions/ and
+# runs each FUZZ_TEST_S seconds.
+FUZZ_CC      ?= clang
+FUZZ_S       ?= 60
+FUZZ_TEST_S  ?= 10
+FUZZ_BUILD   := build-fuzz
+FUZZ_SRC     := $(sort $(wildcard fuzz/*.c))
+FUZZ_BINS    := $(FUZZ_SRC:fuzz/%.c=$(FUZZ_BUILD)/fuzz/%)
+FUZZ_GEN     := $(FUZZ_BUILD)/gen
+FUZZ_SANF    := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# -Wno-pass-failed: "omp simd" loops that the sanitizers keep from vectorizing.
+FUZZ_CFLAGS  := $(WARN) -Wno-pass-failed -g -O1 $(ARCH) -fopenmp $(FUZZ_SANF) -fsanitize=fuzzer-no-link
+FUZZ_ENG_OBJ := $(ENGINE_SRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/engine/onnx/onnx.pb-c.o
+FUZZ_DEPS    := $(FUZZ_BUILD)/.deps-ok
+
+$(FUZZ_DEPS): scripts/install-deps.sh
+	@scripts/install-deps.sh fuzz
+	@mkdir -p $(@D) && touch $@
+
+$(FUZZ_GEN)/onnx/onnx.pb-c.c $(FUZZ_GEN)/onnx/onnx.pb-c.h &: $(ONNX_PROTO) | $(FUZZ_DEPS)
+	@mkdir -p $(FUZZ_GEN)
+	$(PROTOC_C) --proto_path=$(ONNX_PROTO_ROOT) --c_out=$(FUZZ_GEN) $(ONNX_PROTO)
+
+$(FUZZ_BUILD)/obj/engine/onnx/onnx.pb-c.o: $(FUZZ_GEN)/onnx/onnx.pb-c.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) -I$(FUZZ_GEN) $(FUZZ_CFLAGS) $(call pkgcflags,libprotobuf-c) -c $< -o $@
+
+$(FUZZ_BUILD)/obj/%.o: %.c | $(FUZZ_DEPS) $(FUZZ_GEN)/onnx/onnx.pb-c.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) -I$(FUZZ_GEN) $(FUZZ_CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
+
+$(FUZZ_BUILD)/libengine.a: $(FUZZ_ENG_OBJ)
+	rm -f $@ && $(AR) qcs $@ $^
+
+$(FUZZ_BUILD)/fuzz/%: $(FUZZ_BUILD)/obj/fuzz/%.o $(FUZZ_BUILD)/libengine.a
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -fopenmp $(FUZZ_SANF) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libengine.a \
+	    $(ENGINE_LIBS)
+
+fuzz: $(FUZZ_BINS)
+	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_S)
+
+test-fuzz: $(FUZZ_BINS)
+	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_TEST_S) --replay
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(if $(filter fuzz test-fuzz %fuzz/%,$(MAKECMDGOALS)),$(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null))

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs, with apt-get, every Debian 12 package that lsqd's build, tests and
 # benchmarks need. A no-op when everything is present. Run as root (or with
-# sudo available). Usage: scripts/install-deps.sh [build|test|slurm|bench|container|all]
+# sudo available). Usage: scripts/install-deps.sh [build|test|fuzz|slurm|bench|container|all]
 #   build      compilers and libraries (make, make run)
 #   test       build + what the test tiers use (make test)
 #   slurm      test + a one-node Slurm for make test-slurm (scripts/slurm-up.sh)
 #   bench      test + the peers the benchmarks compare with (make bench)
+#   fuzz       build + clang and its libFuzzer/sanitizer runtimes (make fuzz,
+#              make test-fuzz; docs/reliability.md)
 #   container  Docker, debootstrap and docker-compose (make test-container,
 #              docs/deploy.md); the image builds its own toolchain
 #   all        every tier
@@ -20,16 +22,18 @@ dataset-fashion-mnist ca-certificates xxd"
 TEST_PKGS="nodejs npm chromium sqlite3 curl python3"
 BENCH_PKGS="python3-torch python3-numpy python3-onnx wrk"
 SLURM_PKGS="slurmctld slurmd slurm-client munge"
+FUZZ_PKGS="clang libclang-rt-14-dev"
 CONTAINER_PKGS="docker.io debootstrap docker-compose curl jq"
 
 case "$tier" in
   build) want="$BUILD_PKGS" ;;
-  test)  want="$BUILD_PKGS $TEST_PKGS" ;;
-  slurm) want="$BUILD_PKGS $TEST_PKGS $SLURM_PKGS" ;;
-  bench) want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS" ;;
+  test)  want="$BUILD_PKGS $TEST_PKGS $FUZZ_PKGS" ;;
+  fuzz)  want="$BUILD_PKGS $FUZZ_PKGS" ;;
+  slurm) want="$BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $SLURM_PKGS" ;;
+  bench) want="$BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $BENCH_PKGS" ;;
   container) want="$CONTAINER_PKGS" ;;
-  all)   want="$BUILD_PKGS $TEST_PKGS $BENCH_PKGS $SLURM_PKGS $CONTAINER_PKGS" ;;
-  *) echo "install-deps: unknown tier '$tier' (build, test, slurm, bench, container, all)" >&2; exit 2 ;;
+  all)   want="$BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $BENCH_PKGS $SLURM_PKGS $CONTAINER_PKGS" ;;
+  *) echo "install-deps: unknown tier '$tier' (build, test, fuzz, slurm, bench, container, all)" >&2; exit 2 ;;
 esac
 
 missing=""

@@ -1431,6 +1431,9 @@ static lsq_status graph_input(ictx *x, const Onnx__ValueInfoProto **out)
         return lsq_err_set(x->err, LSQ_ERR_INVALID, "model.onnx.graph.input",
                            "the graph has %d inputs besides its initializers (%s); lsq imports "
                            "models with one image input", n, names);
+    if (!in->name || !*in->name)
+        return lsq_err_set(x->err, LSQ_ERR_INVALID, "model.onnx.graph.input",
+                           "the graph's image input has no name");
     *out = in;
     return LSQ_OK;
 }

@@ -79,6 +79,8 @@ lsq_status ev_parse(const char *line, size_t len, json_t **out, ev_type *type,
             return LSQ_OK;
         }
     }
+    /* t lives in obj: the message is written before obj is released */
+    lsq_status st = lsq_err_set(err, LSQ_ERR_INVALID, "event.type", "unknown event type '%s'", t);
     json_decref(obj);
-    return lsq_err_set(err, LSQ_ERR_INVALID, "event.type", "unknown event type '%s'", t);
+    return st;
 }
