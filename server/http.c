@@ -126,21 +126,12 @@ static enum MHD_Result upload_begin(req *r)
     return MHD_YES;
 }
 
-/* Drops the partial file (too large, or a write failed). */
-static void upload_discard(req *r)
-{
-    if (r->upload_fd >= 0) close(r->upload_fd);
-    r->upload_fd = -1;
-    if (r->upload_path[0]) unlink(r->upload_path);
-    r->upload_path[0] = '\0';
-}
-
 static void upload_chunk(req *r, const char *data, size_t n)
 {
     if (r->too_large || r->upload_failed) return;
     if (r->upload_bytes + n > g_cfg->max_upload) {
         r->too_large = 1;
-        upload_discard(r);
+        http_upload_drop(r);
         return;
     }
     sha256_update(&r->upload_sha, data, n);
@@ -151,7 +142,7 @@ static void upload_chunk(req *r, const char *data, size_t n)
         if (w <= 0) {
             r->upload_failed = 1;
             r->upload_errno = w < 0 ? errno : EIO;
-            upload_discard(r);
+            http_upload_drop(r);
             return;
         }
         data += w;
@@ -177,7 +168,7 @@ static int upload_end(req *r)
     if (close(r->upload_fd) != 0 && !rc) rc = errno;
     r->upload_fd = -1;
     if (rc) {
-        upload_discard(r);
+        http_upload_drop(r);
         http_reply_error(r, HERR_INTERNAL, NULL, "cannot store the upload: %s", strerror(rc));
         return -1;
     }
@@ -331,7 +322,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  "route", r->route >= 0 ? t[r->route].name : "none", "status", (int)r->status,
                  "ms", (now_s() - r->t0) * 1e3);
     }
-    upload_discard(r);
+    http_upload_drop(r);
     free(r->body);
     free(r);
     *con_cls = NULL;

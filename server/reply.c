@@ -3,6 +3,7 @@
 #include "reply.h"
 
 #include <stdarg.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,10 +39,21 @@ static void count_request(int route, unsigned status)
     __atomic_add_fetch(&g_requests[r][slot], 1, __ATOMIC_RELAXED);
 }
 
+void http_upload_drop(req *r)
+{
+    if (r->upload_fd >= 0) close(r->upload_fd);
+    r->upload_fd = -1;
+    if (r->upload_path[0]) unlink(r->upload_path);
+    r->upload_path[0] = '\0';
+}
+
 enum MHD_Result http_reply_response(req *r, unsigned status, struct MHD_Response *resp)
 {
     if (!resp) return MHD_NO;
     r->status = status;
+    /* an upload the route did not keep goes before the client hears back,
+     * so that a refused file is gone by the time the refusal arrives */
+    http_upload_drop(r);
     /* counted now, not on completion, so that the next request sees it */
     count_request(r->route, status);
     enum MHD_Result rc = MHD_queue_response(r->conn, status, resp);

@@ -114,6 +114,10 @@ enum MHD_Result http_reply_error(req *r, http_err e, const char *field, const ch
 enum MHD_Result http_reply_bytes(req *r, unsigned status, const char *ctype,
                                  const void *data, size_t len);
 /* Queues a prepared response, counting the status; destroys it. */
+/* Closes and removes the request's upload file unless a route kept it
+ * (cleared upload_path). Every reply calls it; so does the end of a request. */
+void http_upload_drop(req *r);
+
 enum MHD_Result http_reply_response(req *r, unsigned status, struct MHD_Response *resp);
 /* As http_reply_error, with an Allow header (405). */
 enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, const char *allow,
