@@ -87,7 +87,7 @@ BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: fuzz test-fuzz
-.PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up test-slurm-node-fail \
+.PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up \
         test-container run bench clean fixtures
 all: $(BINS)
 
@@ -192,10 +192,6 @@ test-api: $(API_BIN) $(BINS)
 test-slurm: $(SLURM_BIN) $(BINS)
 	@scripts/install-deps.sh slurm
 	tests/slurm/run.sh $(abspath $(BUILD))
-
-# The node-failure test of the Slurm tier, skipped by default (tests/slurm).
-test-slurm-node-fail: $(SLURM_BIN) $(BINS)
-	LSQ_SLURM_NODE_FAIL=1 tests/slurm/run.sh $(abspath $(BUILD))
 
 test-slurm-if-up: $(SLURM_BIN) $(BINS)
 	tests/slurm/run.sh $(abspath $(BUILD)) --if-up

@@ -464,6 +464,28 @@ Test(slurm, a_job_slurm_forgot_fails_as_vanished_after_a_restart, .init = setup,
 
 static char g_node[64];
 
+/* Waits up to limit_s for the slurmstepd processes of Slurm job sid (the
+ * titles "slurmstepd: [SID.batch]", "[SID.0]", ...) to be gone: 1 when they
+ * are, checked twice a little apart so that one between two steps is not
+ * missed. */
+static int no_step_of(const char *sid, double limit_s)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "pgrep -f 'slurmstepd: \\[%s\\.' >/dev/null && echo yes || echo no",
+             sid);
+    double t0 = now_s();
+    int gone = 0;
+    while (now_s() - t0 < limit_s) {
+        if (!strcmp(sh("%s", cmd), "no")) {
+            if (++gone == 2) return 1;
+        } else {
+            gone = 0;
+        }
+        sleep_s(0.5);
+    }
+    return 0;
+}
+
 static void node_back(void)
 {
     if (g_node[0]) sh("scontrol update NodeName=%s State=RESUME 2>/dev/null", g_node);
@@ -473,10 +495,7 @@ Test(slurm, node_failure_requeues_and_the_job_resumes_from_its_checkpoint, .init
      .fini = node_back, .timeout = 400)
 {
     /* Whether Slurm requeues the job or fails it with its killed run's late
-     * exit depends on timing inside slurmctld; lsqd handles both, but one
-     * CI run still failed here undiagnosed, so the test runs only under
-     * `make test-slurm-node-fail` (LSQ_SLURM_NODE_FAIL=1) until it is. */
-    if (!getenv("LSQ_SLURM_NODE_FAIL")) cr_skip_test("set LSQ_SLURM_NODE_FAIL=1 to run it");
+     * exit depends on timing inside slurmctld; lsqd handles both. */
     lsqd d;
     lsqd_start(&d, SLURM_FLAGS);
     const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
@@ -505,10 +524,17 @@ Test(slurm, node_failure_requeues_and_the_job_resumes_from_its_checkpoint, .init
     cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "running",
                      "lsqd keeps following a requeued job");
     json_decref(j);
+    /* The killed run's slurmstepd lives on until its processes are gone
+     * (KillWait after the SIGTERM). A node resumed before that starts the
+     * requeued run beside it: slurmd refuses it as "already running",
+     * drains the node and Slurm holds the job. So the node comes back only
+     * once no step of this job is left on it. */
+    cr_assert(no_step_of(sid, 90), "a slurmstepd of job %s still runs after 90 s", sid);
     node_back();
     t0 = now_s();
     while (now_s() - t0 < 30 && strcmp(sh("sinfo -h -N -n %s -o %%t", g_node), "idle"))
         sleep_s(0.2);
+    cr_assert_str_eq(sh("sinfo -h -N -n %s -o %%t", g_node), "idle", "the node is back");
     /* Slurm holds a requeued job about two minutes before it may start */
     sh("scontrol update JobId=%s StartTime=now", sid);
     j = wait_job(&d, id, NULL, 300);
