@@ -21,7 +21,7 @@ libarchive-dev libpng-dev libjpeg62-turbo-dev libssl-dev libopenmpi-dev openmpi-
 dataset-fashion-mnist ca-certificates xxd"
 TEST_PKGS="nodejs npm chromium sqlite3 curl python3"
 BENCH_PKGS="python3-torch python3-numpy python3-onnx wrk"
-SLURM_PKGS="slurmctld slurmd slurm-client munge"
+SLURM_PKGS="slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 CONTAINER_PKGS="docker.io debootstrap docker-compose curl jq"
 

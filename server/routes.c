@@ -140,14 +140,6 @@ static void scrub_paths(char *msg, size_t cap, const lsqd_config *cfg, int64_t d
 static int caps_check_or_reply(req *r, const lsq_spec *spec, enum MHD_Result *res)
 {
     const lsqd_config *cfg = r->cfg;
-    if (cfg->executor == EXECUTOR_SLURM && spec->nodes * spec->tasks_per_node > 1) {
-        *res = http_reply_error(r, HERR_INVALID_SPEC, "resources.nodes",
-                                "resources asks for %d ranks; lsqd --executor slurm runs one "
-                                "task per job (run a multi-rank job with the local executor, "
-                                "or under srun by hand: docs/cluster.md)",
-                                spec->nodes * spec->tasks_per_node);
-        return -1;
-    }
     if (cfg->max_threads > 0 && spec->threads > cfg->max_threads) {
         *res = http_reply_error(r, HERR_INVALID_SPEC, "threads",
                                 "threads is %d; this lsqd allows at most %d (--max-threads)",

@@ -43,6 +43,7 @@ typedef struct {
     int requeued;          /* Slurm requeued it (seen PENDING after it ran) */
     double retry_at;       /* a failed scancel is tried again from then */
     double images_per_s;
+    int srun;              /* its ranks run as an srun step (more than one rank) */
 } sjob;
 
 static const lsqd_config *g_cfg;
@@ -73,6 +74,21 @@ static void wake(void)
 static void job_dir(int64_t job_id, char *out, size_t cap)
 {
     snprintf(out, cap, "%.4000s/jobs/%lld", g_cfg->data, (long long)job_id);
+}
+
+/* 1 when the job's batch script starts its ranks with srun (docs/cluster.md:
+ * they are signalled as a step, not through the batch shell). */
+static int uses_srun(int64_t job_id)
+{
+    char path[PATH_MAX + 32], buf[4096];
+    job_dir(job_id, path, PATH_MAX);
+    strcat(path, "/slurm.sh");
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, "\nsrun --mpi=pmix ") != NULL;
 }
 
 int slurm_state_final(const char *state)
@@ -189,9 +205,11 @@ static int sh_quote(char *out, size_t cap, const char *s)
 
 /* The batch script of a job: Slurm's request from the spec's threads and
  * resources (or the operator's defaults), then `lsq train` as the local
- * executor runs it, with a SIGTERM passed on to it (the worker checkpoints
- * and exits 3) and its exit status left in the job folder, where lsqd reads
- * it even when Slurm has forgotten the job. Returns malloc'ed text. */
+ * executor runs it (a job of several ranks under `srun --mpi=pmix`, where
+ * the local executor uses mpirun), with a SIGTERM passed on to it (the
+ * worker checkpoints and exits 3) and its exit status left in the job
+ * folder, where lsqd reads it even when Slurm has forgotten the job.
+ * Returns malloc'ed text. */
 static char *batch_script(int64_t job_id, const char *dir, const char *spec_text)
 {
     /* --slurm-events http: the worker also posts its events to lsqd */
@@ -210,6 +228,15 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
     int mem = json_is_integer(v) ? (int)json_integer_value(v) : g_cfg->slurm_mem_mb;
     v = json_object_get(res, "time_min");
     int minutes = json_is_integer(v) ? (int)json_integer_value(v) : g_cfg->slurm_time_min;
+    /* more than one rank: srun starts them all, PMIx wires up MPI */
+    v = json_object_get(res, "nodes");
+    int nodes = json_is_integer(v) && json_integer_value(v) > 0 ? (int)json_integer_value(v) : 1;
+    v = json_object_get(res, "tasks_per_node");
+    int tasks = json_is_integer(v) && json_integer_value(v) > 0 ? (int)json_integer_value(v) : 1;
+    char srun[200] = "";
+    if (nodes * tasks > 1)
+        snprintf(srun, sizeof srun, "srun --mpi=pmix --nodes=%d --ntasks-per-node=%d "
+                 "--cpus-per-task=%d --kill-on-bad-exit=1 ", nodes, tasks, threads);
     v = json_object_get(res, "partition");
     char partition[160] = "";
     const char *p = json_is_string(v) ? json_string_value(v) : g_cfg->slurm_partition;
@@ -221,8 +248,8 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
     const char *fmt =
         "#!/bin/sh\n"
         "#SBATCH --job-name=lsqd-%lld\n"
-        "#SBATCH --nodes=1\n"
-        "#SBATCH --ntasks=1\n"
+        "#SBATCH --nodes=%d\n"
+        "#SBATCH --ntasks-per-node=%d\n"
         "#SBATCH --cpus-per-task=%d\n"
         "#SBATCH --mem=%d\n"
         "#SBATCH --time=%d\n"
@@ -234,7 +261,7 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
         "cd %s || exit 1\n"
         "rm -f exit_status\n"
         "export OMP_WAIT_POLICY=\"${OMP_WAIT_POLICY:-passive}\"\n"
-        "%s train spec.json --out %s --events %s/events.jsonl%s &\n"
+        "%s%s train spec.json --out %s --events %s/events.jsonl%s &\n"
         "pid=$!\n"
         "trap 'kill -TERM $pid 2>/dev/null' TERM INT\n"
         "wait $pid\n"
@@ -246,11 +273,11 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
     /* the folder is an absolute path that lsqd made: no newline in it, but
      * #SBATCH lines are not shell, so the unquoted one is refused below */
     if (strchr(dir, '\n') || strchr(dir, ' ')) goto out;
-    size_t cap = strlen(fmt) + 4 * sizeof qdir + sizeof qlsq + sizeof http + 512;
+    size_t cap = strlen(fmt) + 4 * sizeof qdir + sizeof qlsq + sizeof http + sizeof srun + 512;
     text = malloc(cap);
     if (text)
-        snprintf(text, cap, fmt, (long long)job_id, threads, mem, minutes, partition, dir,
-                 (long long)job_id, qdir, qlsq, qdir, qdir, http);
+        snprintf(text, cap, fmt, (long long)job_id, nodes, tasks, threads, mem, minutes,
+                 partition, dir, (long long)job_id, qdir, srun, qlsq, qdir, qdir, http);
 out:
     json_decref(spec);
     return text;
@@ -340,6 +367,7 @@ static void submit(int64_t job_id, const char *spec)
         snprintf(j->slurm_id, sizeof j->slurm_id, "%s", id);
         j->offset = offset > 0 ? offset : 0;
         j->wseq = wseq;
+        j->srun = uses_srun(job_id);
         /* over HTTP, the file is read from its start at the end, skipping
          * what came over HTTP */
         if (g_cfg->slurm_events_http) j->offset = j->wseq = 0;
@@ -596,8 +624,9 @@ static void poll_states(void)
     free(out);
 }
 
-/* Cancel: scancel --signal=TERM (the batch shell passes it to the worker,
- * which checkpoints), a hard scancel after the grace period. A job that
+/* Cancel: scancel --signal=TERM (--full: the batch shell passes it to the
+ * worker; ranks under srun get it from their step), which checkpoints; a
+ * hard scancel after the grace period. A job that
  * Slurm has not started yet is removed at once. */
 static void do_cancels(double t)
 {
@@ -610,7 +639,12 @@ static void do_cancels(double t)
         int pending = !strcmp(j->state, "PENDING");
         int hard = pending || (j->term_at > 0 && t - j->term_at >= g_cfg->grace_s);
         if (j->term_at > 0 && !hard) continue;
-        const char *soft[] = {"scancel", "--signal=TERM", "--full", j->slurm_id, NULL};
+        /* one rank: the batch shell passes SIGTERM to the worker (--full
+         * signals it). Ranks under srun: their step alone is signalled;
+         * srun itself would end the step on a SIGTERM, killing the ranks
+         * before they checkpoint */
+        const char *soft[] = {"scancel", "--signal=TERM", j->srun ? j->slurm_id : "--full",
+                              j->srun ? NULL : j->slurm_id, NULL};
         const char *kill9[] = {"scancel", j->slurm_id, NULL};
         int status;
         char err[360];
@@ -713,6 +747,7 @@ int slurm_start(const lsqd_config *cfg)
         j->offset = (int64_t)json_integer_value(json_object_get(row, "events_offset"));
         j->cancel = json_is_true(json_object_get(row, "cancel"));
         j->wseq = (int64_t)json_integer_value(json_object_get(row, "worker_seq"));
+        j->srun = uses_srun(j->job_id);
         if (cfg->slurm_events_http) j->offset = j->wseq = 0;
         log_info("following a Slurm job left running by the previous lsqd",
                  "{s:I,s:s,s:I}", "job", (json_int_t)j->job_id, "slurm_id", j->slurm_id,

@@ -553,3 +553,91 @@ Test(slurm, node_failure_requeues_and_the_job_resumes_from_its_checkpoint, .init
     sse_log_free(&ev);
     lsqd_cleanup(&d);
 }
+
+/* ---- several ranks: srun --mpi=pmix inside the batch job ---------------- */
+
+#define TWO_RANK_SPEC(epochs) "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000," \
+    "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":" #epochs "}," \
+    "\"quant\":{\"weight_bits\":4},\"threads\":1,\"resources\":{\"nodes\":1," \
+    "\"tasks_per_node\":2,\"time_min\":15}}"
+
+Test(slurm, two_ranks_run_under_srun_with_pmix, .init = setup, .timeout = 300)
+{
+    lsqd d;
+    lsqd_start(&d, SLURM_FLAGS);
+    long long id = submit_job(&d, TWO_RANK_SPEC(4));
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    sse_log ev;
+    sse_read(&d, id, 0, 3, 120, &ev);
+    cr_assert_eq(ev.n, 3, "3 events while the job runs (see %s)", d.log);
+    cr_assert(!ev.ended);
+    sse_log_free(&ev);
+    /* Slurm gave the job two tasks on the node */
+    cr_assert_str_eq(sh("squeue -h -t all -j %s -o %%D/%%C", sid), "1/2");
+
+    json_t *j = wait_job(&d, id, NULL, 240);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded", "see %s", d.log);
+    cr_assert_eq(json_integer_value(json_object_get(j, "exit_status")), 0);
+    long long last_seq = json_integer_value(json_object_get(j, "last_seq"));
+    json_decref(j);
+
+    /* rank 0 alone wrote the events, each once; they count two ranks */
+    sse_read(&d, id, 0, 0, 30, &ev);
+    cr_assert(ev.ended && sse_ids_consecutive(&ev, 1));
+    cr_assert_eq(count_type(&ev, "start"), 1, "one start event: rank 0's");
+    cr_assert_eq(count_type(&ev, "done"), 1);
+    int epochs = 0;
+    for (int i = 0; i < ev.n; i++) {
+        if (strcmp(ev.types[i], "epoch")) continue;
+        epochs++;
+        cr_assert_eq(json_integer_value(json_object_get(ev.data[i], "ranks")), 2,
+                     "epoch event %d: the world size", i);
+        cr_assert(json_is_number(json_object_get(ev.data[i], "allreduce_s")));
+    }
+    cr_assert_eq(epochs, 5, "1 pretrain + 4 LSQ epochs");
+    char path[400];
+    snprintf(path, sizeof path, "%s/jobs/%lld/events.jsonl", d.data, id);
+    cr_assert_eq(count_lines(path), last_seq);
+    sse_log_free(&ev);
+    /* the batch script ran them through srun with PMIx */
+    snprintf(path, sizeof path, "grep -c 'srun --mpi=pmix --nodes=1 --ntasks-per-node=2' "
+             "%s/jobs/%lld/slurm.sh", d.data, id);
+    cr_assert_str_eq(sh("%s", path), "1");
+    lsqd_cleanup(&d);
+}
+
+Test(slurm, cancel_of_two_ranks_checkpoints, .init = setup, .timeout = 300)
+{
+    lsqd d;
+    lsqd_start(&d, SLURM_FLAGS);
+    long long id = submit_job(&d, TWO_RANK_SPEC(200));
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    sse_log ev;
+    sse_read_until(&d, id, "checkpoint", "lsq", 120, &ev);
+    cr_assert(ev.n > 0 && !ev.ended, "no LSQ checkpoint within 120 s (see %s)", d.log);
+    sse_log_free(&ev);
+    char path[400];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld/cancel", id);
+    api_res *r = api(&d, "POST", path, NULL, NULL, NULL);
+    cr_assert_eq(r->status, 202, "cancel: %ld %s", r->status, r->body);
+    api_free(r);
+    double t0 = now_s();
+    json_t *j = wait_job(&d, id, NULL, 60);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "cancelled", "see %s", d.log);
+    /* every rank got SIGTERM and stopped at the same step; rank 0 wrote the
+     * checkpoint and srun passed on their exit 3, before the hard scancel */
+    cr_assert_eq(json_integer_value(json_object_get(j, "exit_status")), 3, "see %s/jobs/%lld",
+                 d.data, id);
+    cr_assert(now_s() - t0 < 20);
+    json_decref(j);
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/jobs/%lld/checkpoint.lsqc", d.data, id);
+    cr_assert_eq(stat(path, &sb), 0, "a checkpoint at %s", path);
+    const char *st = sh("squeue -h -t all -j %s -o %%T", sid);
+    cr_assert(strcmp(st, "RUNNING") && strcmp(st, "PENDING"), "Slurm job still %s", st);
+    lsqd_cleanup(&d);
+}
