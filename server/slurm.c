@@ -48,6 +48,7 @@ typedef struct {
 
 static const lsqd_config *g_cfg;
 static char g_lsq[PATH_MAX];
+static char g_data[PATH_MAX]; /* the data folder, absolute: the Slurm jobs' comment */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static sjob g_jobs[MAX_JOBS];
 static int g_stopping;
@@ -248,6 +249,7 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
     const char *fmt =
         "#!/bin/sh\n"
         "#SBATCH --job-name=lsqd-%lld\n"
+        "#SBATCH --comment=lsqd:%s\n"
         "#SBATCH --nodes=%d\n"
         "#SBATCH --ntasks-per-node=%d\n"
         "#SBATCH --cpus-per-task=%d\n"
@@ -272,11 +274,12 @@ static char *batch_script(int64_t job_id, const char *dir, const char *spec_text
         "exit $rc\n";
     /* the folder is an absolute path that lsqd made: no newline in it, but
      * #SBATCH lines are not shell, so the unquoted one is refused below */
-    if (strchr(dir, '\n') || strchr(dir, ' ')) goto out;
+    if (strchr(dir, '\n') || strchr(dir, ' ') || strchr(g_data, ' ') || strchr(g_data, '\n'))
+        goto out;
     size_t cap = strlen(fmt) + 4 * sizeof qdir + sizeof qlsq + sizeof http + sizeof srun + 512;
     text = malloc(cap);
     if (text)
-        snprintf(text, cap, fmt, (long long)job_id, nodes, tasks, threads, mem, minutes,
+        snprintf(text, cap, fmt, (long long)job_id, g_data, nodes, tasks, threads, mem, minutes,
                  partition, dir, (long long)job_id, qdir, srun, qlsq, qdir, qdir, http);
 out:
     json_decref(spec);
@@ -346,6 +349,8 @@ static void submit(int64_t job_id, const char *spec)
         if (!id[0]) snprintf(err, sizeof err, "sbatch printed no job id: %.200s", out);
     }
     free(out);
+    /* tests only: lsqd dies between sbatch and storing the id */
+    if (id[0] && getenv("LSQD_SLURM_TEST_EXIT_AFTER_SBATCH")) _exit(9);
     if (!id[0]) {
         snprintf(msg, sizeof msg, "cannot submit to Slurm: %s", err);
         fail_job(job_id, "slurm_submit_failed", msg, -1000);
@@ -721,12 +726,88 @@ static void *slurm_main(void *arg)
     return NULL;
 }
 
+/* Takes a free slot for job_id, Slurm job slurm_id, its events read from
+ * what the store has. NULL when every slot is taken. Under g_lock or
+ * before the thread runs. */
+static sjob *follow_new(int64_t job_id, const char *slurm_id)
+{
+    for (int i = 0; i < MAX_JOBS; i++) {
+        sjob *j = &g_jobs[i];
+        if (j->used) continue;
+        int64_t wseq = 0;
+        int64_t offset = store_job_events_offset(job_id, &wseq);
+        memset(j, 0, sizeof *j);
+        j->used = 1;
+        j->job_id = job_id;
+        snprintf(j->slurm_id, sizeof j->slurm_id, "%s", slurm_id);
+        j->offset = offset > 0 ? offset : 0;
+        j->wseq = wseq;
+        j->srun = uses_srun(job_id);
+        if (g_cfg->slurm_events_http) j->offset = j->wseq = 0;
+        return j;
+    }
+    return NULL;
+}
+
+/* At start: the Slurm jobs of this data folder (named lsqd-ID, commented
+ * lsqd:DATA) that lsqd does not follow were submitted by an lsqd that died
+ * before it stored their id. One whose job still waits for it is adopted
+ * (its id stored, followed as if lsqd had never stopped); one whose job
+ * ended or has another Slurm job is cancelled, so that nothing runs unknown. */
+static void adopt_orphans(void)
+{
+    const char *args[] = {"squeue", "--me", "-h", "-o", "%i|%j|%k", NULL};
+    int status;
+    char err[360], comment[PATH_MAX + 8];
+    char *out = slurm_cmd(args, &status, err, sizeof err);
+    if (!out || status != 0) {
+        log_warn("squeue failed; Slurm jobs without a stored id are not looked for", "{s:s}",
+                 "error", err);
+        free(out);
+        return;
+    }
+    snprintf(comment, sizeof comment, "lsqd:%s", g_data);
+    for (char *line = out, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        char sid[32] = "", name[64] = "";
+        long long job_id = 0;
+        int at = 0;
+        if (sscanf(line, "%31[0-9]|%63[^|]|%n", sid, name, &at) != 2 || !at) continue;
+        if (strcmp(line + at, comment) || sscanf(name, "lsqd-%lld", &job_id) != 1) continue;
+        int known = 0;
+        for (int i = 0; i < MAX_JOBS; i++)
+            known |= g_jobs[i].used && !strcmp(g_jobs[i].slurm_id, sid);
+        if (known) continue;
+        store_status st = store_job_adopt_slurm(job_id, sid);
+        if (st == STORE_OK && follow_new(job_id, sid)) {
+            log_warn("adopted a Slurm job whose id the previous lsqd did not store",
+                     "{s:I,s:s}", "job", (json_int_t)job_id, "slurm_id", sid);
+            add_own_event(job_id, EV_LOG, "slurm_adopted",
+                          "lsqd found this job's Slurm job after a restart and follows it");
+            continue;
+        }
+        if (st == STORE_ERR) continue;
+        const char *kill_args[] = {"scancel", sid, NULL};
+        char *o = slurm_cmd(kill_args, &status, err, sizeof err);
+        free(o);
+        if (status == 0)
+            log_warn("cancelled a Slurm job of this data folder that no job waits for",
+                     "{s:I,s:s}", "job", (json_int_t)job_id, "slurm_id", sid);
+        else
+            log_warn("cannot cancel an orphaned Slurm job", "{s:I,s:s,s:s}", "job",
+                     (json_int_t)job_id, "slurm_id", sid, "error", err);
+    }
+    free(out);
+}
+
 int slurm_start(const lsqd_config *cfg)
 {
     g_cfg = cfg;
     /* the batch script runs in the job folder: the worker's path must not
      * depend on lsqd's working directory */
     if (!realpath(cfg->lsq_bin, g_lsq)) snprintf(g_lsq, sizeof g_lsq, "%s", cfg->lsq_bin);
+    if (!realpath(cfg->data, g_data)) snprintf(g_data, sizeof g_data, "%s", cfg->data);
     if (pipe2(g_wake, O_CLOEXEC | O_NONBLOCK)) return -1;
     if (cfg->slurm_callback[0]) {
         snprintf(g_callback, sizeof g_callback, "%s", cfg->slurm_callback);
@@ -754,6 +835,8 @@ int slurm_start(const lsqd_config *cfg)
                  "events_offset", (json_int_t)j->offset);
     }
     json_decref(running);
+    adopt_orphans();
+    n = followed();
     if (pthread_create(&g_thread, NULL, slurm_main, NULL)) return -1;
     g_started = 1;
     log_info("Slurm executor", "{s:i,s:s,s:i,s:i}", "jobs_followed", n, "partition",

@@ -500,6 +500,22 @@ store_status store_job_set_slurm(int64_t id, const char *slurm_id)
     return rc;
 }
 
+store_status store_job_adopt_slurm(int64_t id, const char *slurm_id)
+{
+    /* queued: store_jobs_recover put it back when it found no Slurm id */
+    sqlite3_stmt *st = prep(db_get(), "UPDATE jobs SET state = 'running', slurm_id = ?2 "
+                                      "WHERE id = ?1 AND state IN ('queued', 'running') "
+                                      "AND slurm_id IS NULL");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, slurm_id, -1, SQLITE_TRANSIENT);
+    store_status rc = sqlite3_step(st) == SQLITE_DONE
+                      ? (sqlite3_changes(db_get()) ? STORE_OK : STORE_NOT_FOUND) : STORE_ERR;
+    if (rc == STORE_ERR) log_sql("adopt slurm job", db_get());
+    sqlite3_finalize(st);
+    return rc;
+}
+
 json_t *store_jobs_slurm_running(void)
 {
     sqlite3_stmt *st = prep(db_get(), "SELECT id, slurm_id, events_offset, cancel_requested, "

@@ -75,6 +75,11 @@ store_status store_job_requeue(int64_t id);
 int store_jobs_recover(int max_attempts, int keep_slurm);
 /* Records the Slurm job id of a running job (NULL clears it). */
 store_status store_job_set_slurm(int64_t id, const char *slurm_id);
+/* A Slurm job that a previous lsqd submitted but died before storing its
+ * id: the job (queued again by store_jobs_recover, or running) becomes
+ * running with that Slurm id. STORE_NOT_FOUND when the job is not waiting
+ * for one (it ended, or has another Slurm id). */
+store_status store_job_adopt_slurm(int64_t id, const char *slurm_id);
 /* Running jobs that have a Slurm id, by id: [{"id","slurm_id",
  * "events_offset","cancel"}] (caller owns it), NULL on error. */
 json_t *store_jobs_slurm_running(void);

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/harness.h"
@@ -639,5 +641,88 @@ Test(slurm, cancel_of_two_ranks_checkpoints, .init = setup, .timeout = 300)
     cr_assert_eq(stat(path, &sb), 0, "a checkpoint at %s", path);
     const char *st = sh("squeue -h -t all -j %s -o %%T", sid);
     cr_assert(strcmp(st, "RUNNING") && strcmp(st, "PENDING"), "Slurm job still %s", st);
+    lsqd_cleanup(&d);
+}
+
+/* ---- lsqd dies between sbatch and storing the Slurm id ------------------ */
+
+/* Starts lsqd with LSQD_SLURM_TEST_EXIT_AFTER_SBATCH set, submits spec and
+ * waits for lsqd to die right after its sbatch; returns the job id and the
+ * Slurm id that squeue lists under the job's name and data folder. */
+static long long die_after_sbatch(lsqd *d, const char *spec, char *sid, size_t cap)
+{
+    setenv("LSQD_SLURM_TEST_EXIT_AFTER_SBATCH", "1", 1);
+    lsqd_start(d, SLURM_FLAGS);
+    unsetenv("LSQD_SLURM_TEST_EXIT_AFTER_SBATCH");
+    long long id = submit_job(d, spec);
+    int st = 0;
+    double t0 = now_s();
+    pid_t w = 0;
+    while (now_s() - t0 < 30 && (w = waitpid(d->pid, &st, WNOHANG)) == 0) sleep_s(0.1);
+    cr_assert_eq(w, d->pid, "lsqd did not exit after sbatch (see %s)", d->log);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 9);
+    d->pid = 0;
+    char cmd[PATH_MAX + 600], real[PATH_MAX];
+    cr_assert(realpath(d->data, real));
+    snprintf(cmd, sizeof cmd, "squeue --me -h -o '%%i|%%j|%%k' | grep '|lsqd-%lld|lsqd:%s$' "
+             "| cut -d'|' -f1", id, real);
+    snprintf(sid, cap, "%s", sh("%s", cmd));
+    cr_assert(sid[0], "a Slurm job named lsqd-%lld with the data folder's comment", id);
+    snprintf(cmd, sizeof cmd, "sqlite3 %s/lsqd.db \"SELECT ifnull(slurm_id, 'none') FROM jobs "
+             "WHERE id = %lld\"", d->data, id);
+    cr_assert_str_eq(sh("%s", cmd), "none", "the Slurm id was not stored");
+    return id;
+}
+
+Test(slurm, a_slurm_job_whose_id_was_not_stored_is_adopted, .init = setup, .timeout = 300)
+{
+    lsqd d;
+    char sid[32];
+    long long id = die_after_sbatch(&d, SHORT_SPEC, sid, sizeof sid);
+    lsqd_restart(&d, SLURM_FLAGS);
+    json_t *j = wait_job(&d, id, NULL, 240);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded", "see %s", d.log);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "slurm_id")), sid, "that Slurm job's");
+    cr_assert_eq(json_integer_value(json_object_get(j, "attempts")), 1, "adopted, not resubmitted");
+    long long last_seq = json_integer_value(json_object_get(j, "last_seq"));
+    json_decref(j);
+    sse_log ev;
+    sse_read(&d, id, 0, 0, 60, &ev);
+    cr_assert(ev.ended && sse_ids_consecutive(&ev, 1));
+    cr_assert_eq(count_type(&ev, "start"), 1, "one run of the worker");
+    cr_assert_eq(count_type(&ev, "done"), 1);
+    sse_log_free(&ev);
+    char path[400];
+    snprintf(path, sizeof path, "%s/jobs/%lld/events.jsonl", d.data, id);
+    /* the worker's lines plus lsqd's own "slurm_adopted" event */
+    cr_assert_eq(count_lines(path) + 1, last_seq);
+    lsqd_cleanup(&d);
+}
+
+Test(slurm, a_slurm_job_whose_job_ended_is_cancelled_at_start, .init = setup, .timeout = 300)
+{
+    lsqd d;
+    char sid[32];
+    long long id = die_after_sbatch(&d, LONG_SPEC, sid, sizeof sid);
+    /* the job ended while lsqd was down (an admin cancelled it in the
+     * store): its Slurm job must not run on unknown */
+    char sql[600];
+    snprintf(sql, sizeof sql, "sqlite3 %s/lsqd.db \"UPDATE jobs SET state = 'cancelled', "
+             "finished_at = 1 WHERE id = %lld\" && echo ok", d.data, id);
+    cr_assert_str_eq(sh("%s", sql), "ok");
+    lsqd_restart(&d, SLURM_FLAGS);
+    double t0 = now_s();
+    const char *st = "";
+    while (now_s() - t0 < 60) {
+        st = sh("squeue -h -t all -j %s -o %%T", sid);
+        if (!strcmp(st, "CANCELLED")) break;
+        sleep_s(0.3);
+    }
+    cr_assert_str_eq(st, "CANCELLED", "Slurm job %s (see %s)", sid, d.log);
+    json_t *j = get_job(&d, id);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "cancelled");
+    cr_assert(json_is_null(json_object_get(j, "slurm_id")));
+    json_decref(j);
     lsqd_cleanup(&d);
 }
