@@ -574,6 +574,23 @@ static int sacct_state(const sjob *j, char *state, size_t cap)
     return r;
 }
 
+/* 1 when every line of squeue's output is "ID|STATE|REASON" (no line: no
+ * job), as -o "%i|%T|%r" prints them. */
+static int squeue_list_ok(const char *out)
+{
+    for (const char *p = out; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len) {
+            size_t id = strspn(p, "0123456789_[]-+");
+            size_t st = id < len && p[id] == '|' ? strspn(p + id + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") : 0;
+            if (!id || !st || id + 1 + st >= len || p[id + 1 + st] != '|') return 0;
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    return 1;
+}
+
 /* One squeue call for every followed job; a job missing from it twice in a
  * row is looked up with sacct, then taken as forgotten by Slurm. */
 static void poll_states(void)
@@ -582,6 +599,12 @@ static void poll_states(void)
     int status;
     char err[360];
     char *out = slurm_cmd(args, &status, err, sizeof err);
+    if (out && status == 0 && !squeue_list_ok(out)) {
+        /* a job missing from a garbled list would be taken as ended */
+        snprintf(err, sizeof err, "squeue printed something other than its job list: %.200s",
+                 out);
+        status = -1;
+    }
     if (!out || status != 0) {
         log_warn("squeue failed; job states are not updated", "{s:s}", "error", err);
         free(out);

@@ -726,3 +726,145 @@ Test(slurm, a_slurm_job_whose_job_ended_is_cancelled_at_start, .init = setup, .t
     json_decref(j);
     lsqd_cleanup(&d);
 }
+
+/* ---- Slurm commands that fail, print garbage or hang -------------------- */
+
+/* A folder put first on lsqd's PATH, holding `name`: a script that does what
+ * the file DIR/mode says (hang, fail, garbage) or else runs the real one. */
+static void wrap_cmd(char *dir, size_t cap, const char *name)
+{
+    snprintf(dir, cap, "/tmp/lsqd-slurm-wrap-XXXXXX");
+    cr_assert(mkdtemp(dir));
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fprintf(f, "#!/bin/sh\n"
+               "case \"$(cat %s/mode 2>/dev/null)\" in\n"
+               "hang) exec sleep 120 ;;\n"
+               "fail) echo \"%s: error: Socket timed out on send/recv operation\" >&2; exit 1 ;;\n"
+               "garbage) echo '<html>502 Bad Gateway</html>'; exit 0 ;;\n"
+               "esac\n"
+               "exec /usr/bin/%s \"$@\"\n", dir, name, name);
+    fclose(f);
+    chmod(path, 0755);
+    static char env_path[4096];
+    snprintf(env_path, sizeof env_path, "%s:%s", dir, getenv("PATH"));
+    setenv("PATH", env_path, 1);
+}
+
+static void wrap_mode(const char *dir, const char *mode)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/mode", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs(mode, f);
+    fclose(f);
+}
+
+static void wrap_done(const char *dir)
+{
+    const char *p = getenv("PATH");
+    size_t n = strlen(dir);
+    if (!strncmp(p, dir, n) && p[n] == ':') setenv("PATH", p + n + 1, 1);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    sh("%s", cmd);
+}
+
+Test(slurm, a_hung_failing_or_garbled_sbatch_fails_the_job_clearly, .init = setup,
+     .timeout = 200)
+{
+    char dir[64];
+    wrap_cmd(dir, sizeof dir, "sbatch");
+    const char *flags[] = {"--executor", "slurm", "--slurm-poll", "0.3", "--slurm-mem", "1000",
+                           "--slurm-timeout", "2", NULL};
+    lsqd d;
+    lsqd_start(&d, flags);
+    static const struct { const char *mode, *want1, *want2; } CASES[] = {
+        {"hang", "sbatch did not answer within 2 s", "--slurm-timeout"},
+        {"fail", "sbatch failed (status 1)", "Socket timed out"},
+        {"garbage", "sbatch printed no job id", "502 Bad Gateway"},
+    };
+    for (size_t c = 0; c < sizeof CASES / sizeof *CASES; c++) {
+        wrap_mode(dir, CASES[c].mode);
+        double t0 = now_s();
+        long long id = submit_job(&d, SHORT_SPEC);
+        json_t *j = wait_job(&d, id, NULL, 60);
+        cr_assert(j);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "failed", "%s",
+                         CASES[c].mode);
+        /* a hung sbatch is given up after --slurm-timeout, not lsqd's 30 s */
+        cr_assert(now_s() - t0 < 15, "%s: %.1f s", CASES[c].mode, now_s() - t0);
+        json_t *err = json_object_get(j, "error");
+        cr_assert_str_eq(json_string_value(json_object_get(err, "code")), "slurm_submit_failed");
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        cr_assert(strstr(msg, CASES[c].want1) && strstr(msg, CASES[c].want2), "%s: %s",
+                  CASES[c].mode, msg);
+        cr_assert(json_is_null(json_object_get(j, "slurm_id")));
+        json_decref(j);
+        sse_log ev;
+        sse_read(&d, id, 0, 0, 30, &ev);
+        cr_assert(ev.ended && ev.n >= 1);
+        cr_assert_str_eq(ev.types[ev.n - 1], "error", "an error event names the command");
+        cr_assert(strstr(json_string_value(json_object_get(ev.data[ev.n - 1], "message")),
+                         "sbatch"));
+        sse_log_free(&ev);
+    }
+    /* the hung sbatch was killed, not left behind */
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "pgrep -f '^sleep 120$' >/dev/null && echo left || echo gone");
+    cr_assert_str_eq(sh("%s", cmd), "gone");
+    /* and Slurm works again as soon as sbatch does */
+    wrap_mode(dir, "");
+    long long id = submit_job(&d, SHORT_SPEC);
+    json_t *j = wait_job(&d, id, NULL, 240);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded", "see %s", d.log);
+    json_decref(j);
+    lsqd_cleanup(&d);
+    wrap_done(dir);
+}
+
+Test(slurm, a_failing_or_hung_squeue_leaves_running_jobs_running, .init = setup, .timeout = 300)
+{
+    char dir[64];
+    wrap_cmd(dir, sizeof dir, "squeue");
+    const char *flags[] = {"--executor", "slurm", "--slurm-poll", "0.3", "--slurm-mem", "1000",
+                           "--slurm-timeout", "2", NULL};
+    lsqd d;
+    lsqd_start(&d, flags);
+    const char *spec = "{\"model\":{\"arch\":\"mlp\"},\"dataset\":{\"train_limit\":2000,"
+                       "\"test_limit\":500},\"pretrain\":{\"epochs\":1},\"train\":{\"epochs\":40},"
+                       "\"quant\":{\"weight_bits\":4}}";
+    long long id = submit_job(&d, spec);
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    sse_log ev;
+    sse_read_until(&d, id, "progress", "lsq", 120, &ev);
+    cr_assert(ev.n > 0 && !ev.ended, "no LSQ progress within 120 s (see %s)", d.log);
+    sse_log_free(&ev);
+    /* several polls of each: squeue fails, prints garbage, hangs */
+    static const char *const MODES[] = {"fail", "garbage", "hang"};
+    for (int m = 0; m < 3; m++) {
+        wrap_mode(dir, MODES[m]);
+        sleep_s(m == 2 ? 5 : 2);
+        json_t *j = get_job(&d, id);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "running",
+                         "squeue %s: the job runs on (see %s)", MODES[m], d.log);
+        json_decref(j);
+    }
+    wrap_mode(dir, "");
+    json_t *j = wait_job(&d, id, NULL, 240);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "succeeded", "see %s", d.log);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "slurm_id")), sid);
+    json_decref(j);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "grep -c 'squeue failed' %s", d.log);
+    cr_assert_gt(atoi(sh("%s", cmd)), 0, "the failures are logged");
+    snprintf(cmd, sizeof cmd, "grep -c 'squeue did not answer within 2 s' %s", d.log);
+    cr_assert_gt(atoi(sh("%s", cmd)), 0, "the hang is logged");
+    lsqd_cleanup(&d);
+    wrap_done(dir);
+}
