@@ -1,8 +1,11 @@
 /* lsqd --executor slurm against a real Slurm (scripts/slurm-up.sh: one node
  * on this machine, SLURM_CONF set by tests/slurm/run.sh) and the real
  * `lsq train`: a job runs as a Slurm batch job with its events streamed
- * live, cancel checkpoints, a bad partition is a clear job error, and an
- * lsqd killed with SIGKILL finds its running job again after a restart. */
+ * live, cancel checkpoints, a bad partition is a clear job error, an lsqd
+ * killed with SIGKILL finds its running job again after a restart, a node
+ * failure requeues the job, two ranks run under srun --mpi=pmix, a Slurm
+ * job whose id lsqd did not store is adopted, and Slurm commands that
+ * fail, hang or print garbage neither stall lsqd nor end running jobs. */
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdio.h>
