@@ -871,3 +871,25 @@ Test(slurm, a_failing_or_hung_squeue_leaves_running_jobs_running, .init = setup,
     lsqd_cleanup(&d);
     wrap_done(dir);
 }
+
+Test(slurm, an_operators_scancel_of_two_ranks_ends_the_job_cancelled, .init = setup,
+     .timeout = 300)
+{
+    lsqd d;
+    lsqd_start(&d, SLURM_FLAGS);
+    long long id = submit_job(&d, TWO_RANK_SPEC(200));
+    char sid[32];
+    slurm_id_of(&d, id, sid, sizeof sid);
+    sse_log ev;
+    sse_read_until(&d, id, "checkpoint", "lsq", 120, &ev);
+    cr_assert(ev.n > 0 && !ev.ended, "no LSQ checkpoint within 120 s (see %s)", d.log);
+    sse_log_free(&ev);
+    sh("scancel %s", sid);
+    json_t *j = wait_job(&d, id, NULL, 60);
+    cr_assert(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "cancelled", "see %s/jobs/%lld",
+                     d.data, id);
+    cr_assert_eq(json_integer_value(json_object_get(j, "exit_status")), 3);
+    json_decref(j);
+    lsqd_cleanup(&d);
+}
