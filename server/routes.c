@@ -58,7 +58,12 @@ static json_t *body_json_or_reply(req *r, enum MHD_Result *res)
 static json_t *job_or_reply(req *r, enum MHD_Result *res)
 {
     json_t *job = store_job_get(r->job_id);
-    if (!job) *res = http_reply_error(r, HERR_NOT_FOUND, "id", "no job %lld", (long long)r->job_id);
+    /* NULL is also a failed read: that is the database's fault, not a 404 */
+    if (!job && store_fault_since(r->t0) != STORE_FAULT_NONE)
+        *res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot read job %lld",
+                                (long long)r->job_id);
+    else if (!job)
+        *res = http_reply_error(r, HERR_NOT_FOUND, "id", "no job %lld", (long long)r->job_id);
     return job;
 }
 
@@ -441,9 +446,9 @@ static enum MHD_Result h_job_resume(req *r)
         return http_reply_error(r, HERR_CONFLICT, NULL, "job %lld has not failed; only a "
                                 "failed job can be resumed", (long long)r->job_id);
     if (st != STORE_OK) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot resume");
+    json_t *job = store_job_get(r->job_id);
     hub_notify(r->job_id);
     sched_kick();
-    json_t *job = store_job_get(r->job_id);
     return job ? http_reply_json(r, 202, job)
                : http_reply_error(r, HERR_INTERNAL, NULL, "cannot read the job back");
 }
