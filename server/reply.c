@@ -120,7 +120,8 @@ static http_err store_cause(const req *r, http_err e, const char **why)
         *why = "the database's disk is full (SQLITE_FULL); nothing was stored";
         return HERR_STORAGE_FULL;
     case STORE_FAULT_IO:
-        *why = "the database file cannot be read or written (SQLITE_IOERR); nothing was stored";
+        *why = "the database file cannot be opened, read or written (moved, deleted, "
+               "SQLITE_IOERR); nothing was stored";
         return HERR_STORAGE_ERROR;
     default:
         return e;

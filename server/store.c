@@ -39,6 +39,9 @@ typedef struct conn_node {
 } conn_node;
 
 static char g_path[4096];
+/* Only store_open creates the file: a connection opened later on a file that
+ * has gone (moved, deleted) fails, instead of starting an empty database. */
+static int g_may_create;
 static pthread_mutex_t g_conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn_node *g_conns;
 static _Thread_local sqlite3 *tl_db;
@@ -115,8 +118,8 @@ static int tx_end(sqlite3 *db, int ok)
 static sqlite3 *open_conn(void)
 {
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(g_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    if (note(sqlite3_open_v2(g_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+                             (g_may_create ? SQLITE_OPEN_CREATE : 0), NULL)) != SQLITE_OK) {
         log_sql("open", db);
         sqlite3_close(db);
         return NULL;
@@ -217,7 +220,9 @@ static int migrate(sqlite3 *db)
 int store_open(const char *path)
 {
     snprintf(g_path, sizeof g_path, "%s", path);
+    g_may_create = 1;
     sqlite3 *db = db_get();
+    g_may_create = 0;
     if (!db) return -1;
     return migrate(db);
 }

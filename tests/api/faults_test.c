@@ -238,6 +238,32 @@ Test(faults, database_disk_full_is_507_storage_full, .timeout = 120)
     lsqd_cleanup(&d);
 }
 
+/* The database file is moved away under lsqd (SQLite refuses to write to a
+ * file whose name no longer leads to it, SQLITE_READONLY_DBMOVED): a write
+ * is 503 storage_error and stores nothing; once the file is back, it
+ * succeeds. */
+Test(faults, database_file_moved_is_503_storage_error, .timeout = 120)
+{
+    lsqd d;
+    lsqd_start(&d, NULL);
+    char dbp[400], moved[420];
+    snprintf(dbp, sizeof dbp, "%s/lsqd.db", d.data);
+    snprintf(moved, sizeof moved, "%s.moved", dbp);
+    cr_assert_eq(rename(dbp, moved), 0);
+    api_res *r = api(&d, "POST", "/api/v1/jobs", TINY_SPEC, NULL, NULL);
+    cr_assert_eq(r->status, 503, "%ld %s (see %s)", r->status, r->body, d.log);
+    cr_assert_str_eq(api_err_code(r), "storage_error");
+    api_free(r);
+    cr_assert_eq(rename(moved, dbp), 0);
+    long long n, max_id;
+    db_jobs(&d, &n, &max_id);
+    cr_assert_eq(n, 0, "the refused job was stored");
+    r = api(&d, "POST", "/api/v1/jobs", TINY_SPEC, NULL, NULL);
+    cr_assert_eq(r->status, 201, "%ld %s", r->status, r->body);
+    api_free(r);
+    lsqd_cleanup(&d);
+}
+
 /* A worker binary that is there but not executable: the job fails with
  * worker_not_started naming the binary and why; lsqd keeps serving and
  * runs the next job once the binary is fixed. */
