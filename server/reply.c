@@ -11,12 +11,13 @@ const char *const HTTP_ERR_CODES[] = {
     "malformed_json", "bad_request", "not_found", "method_not_allowed", "conflict",
     "body_too_large", "unsupported_media_type", "invalid_spec", "invalid_value",
     "invalid_model", "unauthorized", "forbidden", "misdirected_request", "limit_reached",
-    "internal", "queue_full", "unavailable",
+    "internal", "queue_full", "unavailable", "database_busy", "storage_full", "storage_error",
 };
 _Static_assert(sizeof HTTP_ERR_CODES / sizeof *HTTP_ERR_CODES == HERR_COUNT,
                "HTTP_ERR_CODES must name every http_err");
 static const unsigned HTTP_ERR_STATUS[] = {
     400, 400, 404, 405, 409, 413, 415, 422, 422, 422, 401, 403, 421, 429, 500, 503, 503,
+    503, 507, 503,
 };
 _Static_assert(sizeof HTTP_ERR_STATUS / sizeof *HTTP_ERR_STATUS == HERR_COUNT,
                "HTTP_ERR_STATUS must give every http_err a status");
@@ -24,7 +25,7 @@ _Static_assert(sizeof HTTP_ERR_STATUS / sizeof *HTTP_ERR_STATUS == HERR_COUNT,
 /* Counters for /metrics: requests by route and status, errors by code. */
 #define MAX_ROUTES 48
 static const unsigned STATUS_SLOTS[] = {
-    200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 421, 422, 429, 500, 503, 0,
+    200, 201, 202, 204, 304, 400, 401, 403, 404, 405, 409, 413, 415, 421, 422, 429, 500, 503, 507, 0,
 };
 #define N_STATUS (sizeof STATUS_SLOTS / sizeof *STATUS_SLOTS)
 static unsigned long g_requests[MAX_ROUTES + 1][N_STATUS];
@@ -104,10 +105,40 @@ enum MHD_Result http_reply_error_allow(req *r, http_err e, const char *field, co
                                    message);
 }
 
+/* A server fault whose cause is the store (this request's SQLite call
+ * failed busy, full or with an I/O error) is replied with the store's own
+ * code, so that a client can tell "retry later" from "lsqd is broken". */
+static http_err store_cause(const req *r, http_err e, const char **why)
+{
+    if (e != HERR_INTERNAL && e != HERR_UNAVAILABLE) return e;
+    switch (store_fault_since(r->t0)) {
+    case STORE_FAULT_BUSY:
+        *why = "the database stayed locked by another connection beyond its busy timeout "
+               "(" STORE_BUSY_TIMEOUT_TEXT "); retry later";
+        return HERR_DATABASE_BUSY;
+    case STORE_FAULT_FULL:
+        *why = "the database's disk is full (SQLITE_FULL); nothing was stored";
+        return HERR_STORAGE_FULL;
+    case STORE_FAULT_IO:
+        *why = "the database file cannot be opened, read or written (moved, deleted, "
+               "SQLITE_IOERR); nothing was stored";
+        return HERR_STORAGE_ERROR;
+    default:
+        return e;
+    }
+}
+
 enum MHD_Result http_reply_error_header(req *r, http_err e, const char *field,
                                         const char *hname, const char *hvalue,
                                         const char *message)
 {
+    const char *why = NULL;
+    char full[800];
+    e = store_cause(r, e, &why);
+    if (why) {
+        snprintf(full, sizeof full, "%s: %s", message, why);
+        message = full;
+    }
     __atomic_add_fetch(&g_errors[e], 1, __ATOMIC_RELAXED);
     json_t *err = json_pack("{s:s,s:s}", "code", HTTP_ERR_CODES[e], "message", message);
     json_object_set_new(err, "field", field && *field ? json_string(field) : json_null());

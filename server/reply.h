@@ -35,6 +35,9 @@ typedef enum {
     HERR_INTERNAL,           /* 500 */
     HERR_QUEUE_FULL,         /* 503 */
     HERR_UNAVAILABLE,        /* 503 */
+    HERR_DATABASE_BUSY,      /* 503: the store stayed locked beyond its busy timeout */
+    HERR_STORAGE_FULL,       /* 507: a write to the store failed with SQLITE_FULL */
+    HERR_STORAGE_ERROR,      /* 503: the store failed with SQLITE_IOERR (or kin) */
     HERR_COUNT
 } http_err;
 extern const char *const HTTP_ERR_CODES[];

@@ -58,7 +58,12 @@ static json_t *body_json_or_reply(req *r, enum MHD_Result *res)
 static json_t *job_or_reply(req *r, enum MHD_Result *res)
 {
     json_t *job = store_job_get(r->job_id);
-    if (!job) *res = http_reply_error(r, HERR_NOT_FOUND, "id", "no job %lld", (long long)r->job_id);
+    /* NULL is also a failed read: that is the database's fault, not a 404 */
+    if (!job && store_fault_since(r->t0) != STORE_FAULT_NONE)
+        *res = http_reply_error(r, HERR_INTERNAL, NULL, "cannot read job %lld",
+                                (long long)r->job_id);
+    else if (!job)
+        *res = http_reply_error(r, HERR_NOT_FOUND, "id", "no job %lld", (long long)r->job_id);
     return job;
 }
 
@@ -420,6 +425,24 @@ static enum MHD_Result h_job_events_post(req *r)
 out:
     json_decref(obj);
     return res;
+}
+
+/* A failed job runs again from its last checkpoint: after a full disk was
+ * freed (error disk_full), or any other failure whose cause is gone. */
+static enum MHD_Result h_job_resume(req *r)
+{
+    store_status st = store_job_resume(r->job_id);
+    if (st == STORE_NOT_FOUND)
+        return http_reply_error(r, HERR_NOT_FOUND, "id", "no job %lld", (long long)r->job_id);
+    if (st == STORE_CONFLICT)
+        return http_reply_error(r, HERR_CONFLICT, NULL, "job %lld has not failed; only a "
+                                "failed job can be resumed", (long long)r->job_id);
+    if (st != STORE_OK) return http_reply_error(r, HERR_INTERNAL, NULL, "cannot resume");
+    json_t *job = store_job_get(r->job_id);
+    hub_notify(r->job_id);
+    sched_kick();
+    return job ? http_reply_json(r, 202, job)
+               : http_reply_error(r, HERR_INTERNAL, NULL, "cannot read the job back");
 }
 
 static enum MHD_Result h_job_cancel(req *r)
@@ -878,6 +901,7 @@ const route_def *routes_table(int *n)
         {"GET", "/api/v1/jobs", "jobs_list", h_jobs_list, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/jobs/{id}", "job_get", h_job_get, BODY_NONE, ACCESS_USER},
         {"POST", "/api/v1/jobs/{id}/cancel", "job_cancel", h_job_cancel, BODY_NONE, ACCESS_USER},
+        {"POST", "/api/v1/jobs/{id}/resume", "job_resume", h_job_resume, BODY_NONE, ACCESS_USER},
         {"GET", "/api/v1/jobs/{id}/events", "job_events", h_job_events, BODY_NONE, ACCESS_USER},
         {"POST", "/api/v1/jobs/{id}/events", "job_events_post", h_job_events_post, BODY_JSON,
          ACCESS_PUBLIC}, /* the job's own token, checked by the handler */

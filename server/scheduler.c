@@ -42,6 +42,7 @@ typedef struct {
     int killed;            /* SIGKILL sent */
     int exited;
     int wstatus;
+    int done;              /* the worker's "done" event arrived */
     double images_per_s;
 } slot;
 
@@ -161,8 +162,22 @@ static void spawn(slot *s, int64_t job_id, const char *spec)
     snprintf(spec_path, sizeof spec_path, "%s/spec.json", dir);
     snprintf(log_path, sizeof log_path, "%s/worker.log", dir);
     snprintf(fifo, sizeof fifo, "%s/events.fifo", dir);
+    if (strchr(g_cfg->lsq_bin, '/') && access(g_cfg->lsq_bin, X_OK) != 0) {
+        /* told here, with the reason, rather than as exec's exit status 127 */
+        char msg[PATH_MAX + 160];
+        snprintf(msg, sizeof msg, "the worker could not start: lsqd cannot execute its lsq "
+                 "binary %s (--lsq, LSQ_BIN): %s", g_cfg->lsq_bin,
+                 errno == ENOENT ? "it does not exist"
+                 : errno == EACCES ? "it is not executable (EACCES)" : strerror(errno));
+        fail_job(job_id, "worker_not_started", msg);
+        return;
+    }
     if (mkdir_p(dir) || write_file(spec_path, spec)) {
-        fail_job(job_id, "io_error", "cannot write the job folder");
+        char msg[160];
+        int e = errno;
+        snprintf(msg, sizeof msg, "cannot write the job folder: %s%s", strerror(e),
+                 e == ENOSPC ? " (ENOSPC: the disk is full)" : "");
+        fail_job(job_id, e == ENOSPC ? "disk_full" : "io_error", msg);
         return;
     }
     int ranks = spec_ranks(spec);
@@ -258,6 +273,7 @@ static void handle_line(slot *s, const char *line, size_t len)
         return;
     }
     if (type == EV_ERROR) scrub_error(ev);
+    if (type == EV_DONE) s->done = 1;
     int64_t seq;
     if (store_event_add(s->job_id, type, ev, &seq) != STORE_OK)
         log_error("cannot store event", "{s:I}", "job", (json_int_t)s->job_id);
@@ -323,9 +339,17 @@ static void finish(slot *s, int stopping)
     pthread_mutex_lock(&g_lock);
     int cancelled = s->cancel;
     pthread_mutex_unlock(&g_lock);
-    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && s->done) {
         store_job_finish(id, JOB_SUCCEEDED, NULL, NULL, 0);
         log_info("job succeeded", "{s:I}", "job", (json_int_t)id);
+    } else if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !cancelled && !stopping) {
+        /* exit 0 is not proof of a trained model: only the done event is */
+        snprintf(msg, sizeof msg, "the worker exited with status 0 without its \"done\" "
+                                  "event: no finished model; its log is "
+                                  "DATA/jobs/%lld/worker.log", (long long)id);
+        add_own_event(id, EV_ERROR, "worker_failed", msg);
+        store_job_finish(id, JOB_FAILED, "worker_failed", msg, 0);
+        log_warn("job failed", "{s:I,s:s}", "job", (json_int_t)id, "message", msg);
     } else if (cancelled) {
         store_job_finish(id, JOB_CANCELLED, NULL, NULL,
                          WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));

@@ -32,7 +32,6 @@ int job_state_from_name(const char *name)
     return -1;
 }
 
-#define BUSY_TIMEOUT_MS 10000
 
 typedef struct conn_node {
     sqlite3 *db;
@@ -40,6 +39,9 @@ typedef struct conn_node {
 } conn_node;
 
 static char g_path[4096];
+/* Only store_open creates the file: a connection opened later on a file that
+ * has gone (moved, deleted) fails, instead of starting an empty database. */
+static int g_may_create;
 static pthread_mutex_t g_conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static conn_node *g_conns;
 static _Thread_local sqlite3 *tl_db;
@@ -53,6 +55,39 @@ static double now_s(void)
     return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
+/* The last failure of a SQLite call on this thread and when it happened:
+ * what store_fault_since tells the HTTP layer, so that a busy, full or
+ * failing database gets its own reply instead of a generic 500. */
+static _Thread_local int tl_fault_rc;
+static _Thread_local double tl_fault_t;
+
+static int note(int rc)
+{
+    if (rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        tl_fault_rc = rc;
+        tl_fault_t = now_s();
+    }
+    return rc;
+}
+
+static int sql_step(sqlite3_stmt *st)
+{
+    return note(sqlite3_step(st));
+}
+
+store_fault store_fault_since(double t0)
+{
+    if (!tl_fault_rc || tl_fault_t < t0) return STORE_FAULT_NONE;
+    switch (tl_fault_rc & 0xff) {
+    case SQLITE_BUSY: case SQLITE_LOCKED: return STORE_FAULT_BUSY;
+    case SQLITE_FULL: return STORE_FAULT_FULL;
+    case SQLITE_IOERR: case SQLITE_CANTOPEN: case SQLITE_CORRUPT: case SQLITE_READONLY:
+    case SQLITE_NOTADB:
+        return STORE_FAULT_IO;
+    default: return STORE_FAULT_OTHER;
+    }
+}
+
 static void log_sql(const char *what, sqlite3 *db)
 {
     log_error("sqlite", "{s:s,s:s}", "op", what, "error", db ? sqlite3_errmsg(db) : "no connection");
@@ -61,7 +96,7 @@ static void log_sql(const char *what, sqlite3 *db)
 static int exec_sql(sqlite3 *db, const char *sql)
 {
     char *msg = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    if (note(sqlite3_exec(db, sql, NULL, NULL, &msg)) != SQLITE_OK) {
         log_error("sqlite", "{s:s,s:s}", "op", sql, "error", msg ? msg : "?");
         sqlite3_free(msg);
         return -1;
@@ -69,16 +104,27 @@ static int exec_sql(sqlite3 *db, const char *sql)
     return 0;
 }
 
+/* Ends the open transaction: COMMIT when ok, else ROLLBACK. A COMMIT that
+ * fails (SQLITE_BUSY, SQLITE_FULL, SQLITE_IOERR) is rolled back too, so that
+ * nothing half-written stays; returns -1 then. The ROLLBACK is not noted as
+ * a fault: the failure that caused it is the one to report. */
+static int tx_end(sqlite3 *db, int ok)
+{
+    if (ok && exec_sql(db, "COMMIT") == 0) return 0;
+    if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return ok ? -1 : 0;
+}
+
 static sqlite3 *open_conn(void)
 {
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(g_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                        SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    if (note(sqlite3_open_v2(g_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+                             (g_may_create ? SQLITE_OPEN_CREATE : 0), NULL)) != SQLITE_OK) {
         log_sql("open", db);
         sqlite3_close(db);
         return NULL;
     }
-    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
     if (exec_sql(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
                      "PRAGMA foreign_keys=ON;")) {
         sqlite3_close(db);
@@ -107,7 +153,7 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     if (!db) return NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+    if (note(sqlite3_prepare_v2(db, sql, -1, &st, NULL)) != SQLITE_OK) {
         log_error("sqlite", "{s:s,s:s}", "op", sql, "error", sqlite3_errmsg(db));
         return NULL;
     }
@@ -130,7 +176,7 @@ static sqlite3_stmt *prep_hot(sqlite3 *db, int slot, const char *sql)
         tl_hot_generation = tl_generation;
     }
     if (!tl_hot[slot] &&
-        sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &tl_hot[slot], NULL) !=
+        note(sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &tl_hot[slot], NULL)) !=
             SQLITE_OK) {
         log_error("sqlite", "{s:s,s:s}", "op", sql, "error", sqlite3_errmsg(db));
         tl_hot[slot] = NULL;
@@ -149,7 +195,7 @@ static int migrate(sqlite3 *db)
     int version = 0;
     sqlite3_stmt *st = prep(db, "PRAGMA user_version");
     if (!st) return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
+    if (sql_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     if (version > EMBED_MIGRATION_COUNT) {
         log_error("database is newer than this lsqd", "{s:i,s:i}", "version", version,
@@ -174,7 +220,9 @@ static int migrate(sqlite3 *db)
 int store_open(const char *path)
 {
     snprintf(g_path, sizeof g_path, "%s", path);
+    g_may_create = 1;
     sqlite3 *db = db_get();
+    g_may_create = 0;
     if (!db) return -1;
     return migrate(db);
 }
@@ -199,7 +247,7 @@ int store_version(void)
 {
     int v = -1;
     sqlite3_stmt *st = prep(db_get(), "PRAGMA user_version");
-    if (st && sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+    if (st && sql_step(st) == SQLITE_ROW) v = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     return v;
 }
@@ -207,7 +255,7 @@ int store_version(void)
 int store_ping(void)
 {
     sqlite3_stmt *st = prep(db_get(), "SELECT count(*) FROM jobs WHERE id = 0");
-    int rc = st && sqlite3_step(st) == SQLITE_ROW ? 0 : -1;
+    int rc = st && sql_step(st) == SQLITE_ROW ? 0 : -1;
     sqlite3_finalize(st);
     return rc;
 }
@@ -223,7 +271,7 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
     store_status rc = STORE_ERR;
     if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
     st = prep(db, "SELECT count(*) FROM jobs WHERE state = 'queued'");
-    if (!st || sqlite3_step(st) != SQLITE_ROW) goto out;
+    if (!st || sql_step(st) != SQLITE_ROW) goto out;
     if (sqlite3_column_int64(st, 0) >= max_queue) { rc = STORE_FULL; goto out; }
     sqlite3_finalize(st);
     st = NULL;
@@ -231,7 +279,7 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
         st = prep(db, "SELECT count(*) FROM jobs WHERE state = 'queued' AND owner_id = ?");
         if (!st) goto out;
         sqlite3_bind_int64(st, 1, owner_id);
-        if (sqlite3_step(st) != SQLITE_ROW) goto out;
+        if (sql_step(st) != SQLITE_ROW) goto out;
         if (sqlite3_column_int64(st, 0) >= max_per_user) { rc = STORE_LIMIT; goto out; }
         sqlite3_finalize(st);
         st = NULL;
@@ -242,7 +290,7 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
         st = prep(db, "SELECT 1 FROM models WHERE id = ?");
         if (!st) goto out;
         sqlite3_bind_int64(st, 1, model_id);
-        int step = sqlite3_step(st);
+        int step = sql_step(st);
         if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
         if (step != SQLITE_ROW) goto out;
         sqlite3_finalize(st);
@@ -252,7 +300,7 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
         st = prep(db, "SELECT 1 FROM datasets WHERE id = ? AND state = 'ready'");
         if (!st) goto out;
         sqlite3_bind_int64(st, 1, dataset_id);
-        int step = sqlite3_step(st);
+        int step = sql_step(st);
         if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
         if (step != SQLITE_ROW) goto out;
         sqlite3_finalize(st);
@@ -269,12 +317,12 @@ store_status store_job_insert(const char *name, const char *spec_json, int64_t m
     if (dataset_id > 0) sqlite3_bind_int64(st, 5, dataset_id);
     else sqlite3_bind_null(st, 5);
     sqlite3_bind_int64(st, 6, owner_id);
-    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("insert job", db); goto out; }
+    if (sql_step(st) != SQLITE_DONE) { log_sql("insert job", db); goto out; }
     *id = sqlite3_last_insert_rowid(db);
     rc = STORE_OK;
 out:
     sqlite3_finalize(st);
-    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     return rc;
 }
 
@@ -345,7 +393,7 @@ json_t *store_job_get(int64_t id)
     json_t *j = NULL;
     if (!st) return NULL;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW) j = row_to_job(st, 1);
+    if (sql_step(st) == SQLITE_ROW) j = row_to_job(st, 1);
     sqlite3_finalize(st);
     return j;
 }
@@ -362,7 +410,7 @@ json_t *store_job_list(int state, int limit, int64_t after, int64_t owner_id)
     sqlite3_bind_int(st, 3, limit);
     json_t *arr = json_array();
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, row_to_job(st, 1));
+    while ((rc = sql_step(st)) == SQLITE_ROW) json_array_append_new(arr, row_to_job(st, 1));
     if (rc != SQLITE_DONE) { log_sql("list jobs", db_get()); json_decref(arr); arr = NULL; }
     sqlite3_finalize(st);
     return arr;
@@ -374,7 +422,7 @@ store_status store_job_counts(int64_t *counts)
     sqlite3_stmt *st = prep(db_get(), "SELECT state, count(*) FROM jobs GROUP BY state");
     if (!st) return STORE_ERR;
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = sql_step(st)) == SQLITE_ROW) {
         int s = job_state_from_name((const char *)sqlite3_column_text(st, 0));
         if (s >= 0) counts[s] = sqlite3_column_int64(st, 1);
     }
@@ -388,7 +436,7 @@ int store_job_finished(int64_t id, job_state *state)
     int r = -1;
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         int s = job_state_from_name((const char *)sqlite3_column_text(st, 0));
         if (state) *state = (job_state)s;
         r = s >= JOB_SUCCEEDED;
@@ -410,13 +458,13 @@ store_status store_job_claim(int max_running_per_user, int64_t *id, char **spec,
     sqlite3_bind_double(st, 1, now_s());
     sqlite3_bind_int(st, 2, max_running_per_user);
     store_status rc = STORE_NOT_FOUND;
-    int s = sqlite3_step(st);
+    int s = sql_step(st);
     if (s == SQLITE_ROW) {
         *id = sqlite3_column_int64(st, 0);
         *spec = strdup((const char *)sqlite3_column_text(st, 1));
         *attempts = sqlite3_column_int(st, 2);
         rc = *spec ? STORE_OK : STORE_ERR;
-        s = sqlite3_step(st);
+        s = sql_step(st);
     }
     if (s != SQLITE_DONE) { log_sql("claim job", db); rc = STORE_ERR; }
     sqlite3_finalize(st);
@@ -438,7 +486,7 @@ store_status store_job_finish(int64_t id, job_state state, const char *error_cod
     if (error_code) sqlite3_bind_text(st, 4, error_code, -1, SQLITE_TRANSIENT);
     if (message) sqlite3_bind_text(st, 5, message, -1, SQLITE_TRANSIENT);
     if (exit_status > -1000) sqlite3_bind_int(st, 6, exit_status);
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("finish job", db);
     sqlite3_finalize(st);
     return rc;
@@ -452,9 +500,38 @@ store_status store_job_requeue(int64_t id)
         "WHERE id = ? AND state = 'running'");
     if (!st) return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("requeue job", db);
     sqlite3_finalize(st);
+    return rc;
+}
+
+store_status store_job_resume(int64_t id)
+{
+    sqlite3 *db = db_get();
+    store_status rc = STORE_ERR;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
+    sqlite3_stmt *st = prep(db, "SELECT state FROM jobs WHERE id = ?");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sql_step(st);
+    if (s == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
+    if (s != SQLITE_ROW) goto out;
+    if (strcmp((const char *)sqlite3_column_text(st, 0), "failed")) {
+        rc = STORE_CONFLICT;
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = prep(db, "UPDATE jobs SET state = 'queued', finished_at = NULL, error_code = NULL, "
+                  "error_message = NULL, exit_status = NULL WHERE id = ?");
+    if (!st) goto out;
+    sqlite3_bind_int64(st, 1, id);
+    if (sql_step(st) != SQLITE_DONE) goto out;
+    rc = STORE_OK;
+out:
+    if (rc == STORE_ERR) log_sql("resume job", db);
+    sqlite3_finalize(st);
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     return rc;
 }
 
@@ -471,18 +548,18 @@ int store_jobs_recover(int max_attempts, int keep_slurm)
     sqlite3_bind_int(st, 1, max_attempts);
     sqlite3_bind_int(st, 3, keep_slurm);
     sqlite3_bind_double(st, 2, now_s());
-    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    if (sql_step(st) != SQLITE_DONE) goto out;
     sqlite3_finalize(st);
     /* jobs that Slurm runs stay running: the Slurm executor reconciles them */
     st = prep(db, keep_slurm
         ? "UPDATE jobs SET state = 'queued' WHERE state = 'running' AND slurm_id IS NULL"
         : "UPDATE jobs SET state = 'queued', slurm_id = NULL WHERE state = 'running'");
-    if (!st || sqlite3_step(st) != SQLITE_DONE) goto out;
+    if (!st || sql_step(st) != SQLITE_DONE) goto out;
     n = sqlite3_changes(db);
 out:
     if (n < 0) log_sql("recover jobs", db);
     sqlite3_finalize(st);
-    exec_sql(db, n >= 0 ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, n >= 0)) n = -1;
     return n;
 }
 
@@ -493,7 +570,7 @@ store_status store_job_set_slurm(int64_t id, const char *slurm_id)
     sqlite3_bind_int64(st, 1, id);
     if (slurm_id) sqlite3_bind_text(st, 2, slurm_id, -1, SQLITE_TRANSIENT);
     else sqlite3_bind_null(st, 2);
-    store_status rc = sqlite3_step(st) == SQLITE_DONE
+    store_status rc = sql_step(st) == SQLITE_DONE
                       ? (sqlite3_changes(db_get()) ? STORE_OK : STORE_NOT_FOUND) : STORE_ERR;
     if (rc == STORE_ERR) log_sql("set slurm id", db_get());
     sqlite3_finalize(st);
@@ -524,7 +601,7 @@ json_t *store_jobs_slurm_running(void)
     if (!st) return NULL;
     json_t *arr = json_array();
     int s;
-    while (arr && (s = sqlite3_step(st)) == SQLITE_ROW)
+    while (arr && (s = sql_step(st)) == SQLITE_ROW)
         json_array_append_new(arr, json_pack("{s:I,s:s,s:I,s:b,s:I}",
             "id", (json_int_t)sqlite3_column_int64(st, 0),
             "slurm_id", (const char *)sqlite3_column_text(st, 1),
@@ -547,7 +624,7 @@ int64_t store_job_events_offset(int64_t id, int64_t *worker_seq)
     *worker_seq = 0;
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         r = sqlite3_column_int64(st, 0);
         *worker_seq = sqlite3_column_int64(st, 1);
     }
@@ -563,7 +640,7 @@ store_status store_job_token_set(int64_t id, const char *sha256_hex)
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_text(st, 2, sha256_hex, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 3, now_s());
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc != STORE_OK) log_sql("set job token", db_get());
     sqlite3_finalize(st);
     return rc;
@@ -575,7 +652,7 @@ int store_job_token_check(int64_t id, const char *sha256_hex)
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, id);
     int r = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         const char *want = (const char *)sqlite3_column_text(st, 0);
         /* same length hex digests: compare every byte */
         unsigned diff = want && strlen(want) == strlen(sha256_hex) ? 0 : 1;
@@ -592,7 +669,7 @@ int store_job_cancel_requested(int64_t id)
     int r = -1;
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW) r = sqlite3_column_int(st, 0) != 0;
+    if (sql_step(st) == SQLITE_ROW) r = sqlite3_column_int(st, 0) != 0;
     sqlite3_finalize(st);
     return r;
 }
@@ -605,7 +682,7 @@ store_status store_job_cancel(int64_t id, int *was_running)
     sqlite3_stmt *st = prep(db, "SELECT state FROM jobs WHERE id = ?");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
-    int s = sqlite3_step(st);
+    int s = sql_step(st);
     if (s == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
     if (s != SQLITE_ROW) goto out;
     int state = job_state_from_name((const char *)sqlite3_column_text(st, 0));
@@ -619,12 +696,12 @@ store_status store_job_cancel(int64_t id, int *was_running)
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
     if (state != JOB_RUNNING) sqlite3_bind_double(st, 2, now_s());
-    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    if (sql_step(st) != SQLITE_DONE) goto out;
     rc = STORE_OK;
 out:
     if (rc == STORE_ERR) log_sql("cancel job", db);
     sqlite3_finalize(st);
-    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     return rc;
 }
 
@@ -647,7 +724,7 @@ static int add_metric(sqlite3 *db, int64_t job, int64_t seq, const char *kind, j
     if (json_is_integer(s)) sqlite3_bind_int64(st, 6, json_integer_value(s));
     sqlite3_bind_text(st, 7, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 8, value);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    int rc = sql_step(st) == SQLITE_DONE ? 0 : -1;
     sqlite3_finalize(st);
     return rc;
 }
@@ -686,7 +763,7 @@ static int step_update(sqlite3 *db, const char *sql, int64_t job, const char *te
     sqlite3_bind_int64(st, 1, job);
     if (text) sqlite3_bind_text(st, 2, text, -1, SQLITE_TRANSIENT);
     else sqlite3_bind_double(st, 2, num);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
+    int rc = sql_step(st) == SQLITE_DONE ? 0 : -1;
     sqlite3_finalize(st);
     return rc;
 }
@@ -711,7 +788,7 @@ store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, 
         st = prep(db, "SELECT worker_seq FROM jobs WHERE id = ?");
         if (!st) goto out;
         sqlite3_bind_int64(st, 1, job_id);
-        if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
+        if (sql_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
         int64_t have = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
         st = NULL;
@@ -732,9 +809,9 @@ store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, 
     sqlite3_bind_int64(st, 1, job_id);
     sqlite3_bind_int64(st, 2, end_offset);
     sqlite3_bind_int64(st, 3, wseq);
-    if (sqlite3_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
+    if (sql_step(st) != SQLITE_ROW) { rc = STORE_NOT_FOUND; goto out; }
     *seq = sqlite3_column_int64(st, 0);
-    sqlite3_step(st);
+    sql_step(st);
     sqlite3_finalize(st);
     st = prep(db, "INSERT INTO events (job_id, seq, type, json) VALUES (?, ?, ?, ?)");
     if (!st) goto out;
@@ -742,7 +819,7 @@ store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, 
     sqlite3_bind_int64(st, 2, *seq);
     sqlite3_bind_text(st, 3, EV_TYPE_NAMES[type], -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, text, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    if (sql_step(st) != SQLITE_DONE) goto out;
     sqlite3_finalize(st);
     st = NULL;
     switch (type) {
@@ -792,7 +869,7 @@ store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, 
         sqlite3_bind_int64(st, 3, json_integer_value(bytes));
         sqlite3_bind_text(st, 4, sha, -1, SQLITE_TRANSIENT);
         sqlite3_bind_double(st, 5, now_s());
-        if (sqlite3_step(st) != SQLITE_DONE) goto out;
+        if (sql_step(st) != SQLITE_DONE) goto out;
         break;
     }
     default:
@@ -802,7 +879,7 @@ store_status store_worker_event_add(int64_t job_id, int64_t wseq, ev_type type, 
 out:
     if (rc == STORE_ERR) log_sql("add event", db);
     sqlite3_finalize(st);
-    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     free(text);
     return rc;
 }
@@ -817,7 +894,7 @@ json_t *store_events_after(int64_t job_id, int64_t after, int limit)
     sqlite3_bind_int(st, 3, limit);
     json_t *arr = json_array();
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    while ((rc = sql_step(st)) == SQLITE_ROW)
         json_array_append_new(arr, json_pack("{s:I,s:s,s:s}",
             "seq", (json_int_t)sqlite3_column_int64(st, 0),
             "type", (const char *)sqlite3_column_text(st, 1),
@@ -836,7 +913,7 @@ json_t *store_metrics_get(int64_t job_id)
     sqlite3_bind_int64(st, 1, job_id);
     json_t *series = json_object();
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = sql_step(st)) == SQLITE_ROW) {
         char key[400];
         snprintf(key, sizeof key, "%s.%s", (const char *)sqlite3_column_text(st, 0),
                  (const char *)sqlite3_column_text(st, 1));
@@ -868,7 +945,7 @@ json_t *store_artifacts_list(int64_t job_id)
     if (!st) return NULL;
     sqlite3_bind_int64(st, 1, job_id);
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (sql_step(st) == SQLITE_ROW)
         json_array_append_new(arr, json_pack("{s:s,s:I,s:s,s:f}",
             "name", (const char *)sqlite3_column_text(st, 0),
             "bytes", (json_int_t)sqlite3_column_int64(st, 1),
@@ -886,7 +963,7 @@ store_status store_artifact_get(int64_t job_id, const char *name, int64_t *bytes
     sqlite3_bind_int64(st, 1, job_id);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
     store_status rc = STORE_NOT_FOUND;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         *bytes = sqlite3_column_int64(st, 0);
         snprintf(sha256, 65, "%s", (const char *)sqlite3_column_text(st, 1));
         rc = STORE_OK;
@@ -960,7 +1037,7 @@ store_status store_dataset_insert(const char *name, ds_source source, const char
     if (sha256) sqlite3_bind_text(st, 6, sha256, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 7, now_s());
     sqlite3_bind_int64(st, 8, owner_id);
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("insert dataset", db);
     else *id = sqlite3_last_insert_rowid(db);
     sqlite3_finalize(st);
@@ -972,7 +1049,7 @@ json_t *store_dataset_get(int64_t id, int with_classes)
     sqlite3_stmt *st = prep(db_get(), "SELECT " DATASET_COLUMNS " FROM datasets d WHERE d.id = ?");
     if (!st) return NULL;
     sqlite3_bind_int64(st, 1, id);
-    json_t *j = sqlite3_step(st) == SQLITE_ROW ? dataset_row(st, with_classes) : NULL;
+    json_t *j = sql_step(st) == SQLITE_ROW ? dataset_row(st, with_classes) : NULL;
     sqlite3_finalize(st);
     return j;
 }
@@ -986,7 +1063,7 @@ json_t *store_dataset_list(int64_t owner_id)
     sqlite3_bind_int64(st, 1, owner_id);
     json_t *arr = json_array();
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, dataset_row(st, 0));
+    while ((rc = sql_step(st)) == SQLITE_ROW) json_array_append_new(arr, dataset_row(st, 0));
     if (rc != SQLITE_DONE) { log_sql("list datasets", db_get()); json_decref(arr); arr = NULL; }
     sqlite3_finalize(st);
     return arr;
@@ -1000,7 +1077,7 @@ store_status store_dataset_set_file(int64_t id, long long bytes, const char *sha
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, bytes);
     sqlite3_bind_text(st, 3, sha256, -1, SQLITE_TRANSIENT);
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("dataset file", db);
     sqlite3_finalize(st);
     return rc;
@@ -1018,7 +1095,7 @@ store_status store_dataset_progress(int64_t id, const char *phase, long long don
     sqlite3_bind_text(st, 2, phase, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, done);
     if (total >= 0) sqlite3_bind_int64(st, 4, total);
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("dataset progress", db);
     else if (sqlite3_changes(db) == 0) rc = STORE_NOT_FOUND;
     sqlite3_finalize(st);
@@ -1040,7 +1117,7 @@ static store_status dataset_finish(int64_t id, ds_state state, const char *summa
     if (message) sqlite3_bind_text(st, 5, message, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 6, now_s());
     store_status rc = STORE_ERR;
-    if (sqlite3_step(st) == SQLITE_DONE) rc = sqlite3_changes(db) ? STORE_OK : STORE_NOT_FOUND;
+    if (sql_step(st) == SQLITE_DONE) rc = sqlite3_changes(db) ? STORE_OK : STORE_NOT_FOUND;
     else log_sql("finish dataset", db);
     sqlite3_finalize(st);
     return rc;
@@ -1066,7 +1143,7 @@ store_status store_dataset_delete(int64_t id, int64_t *active_job)
     st = prep(db, "SELECT state FROM datasets WHERE id = ?");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
-    int step = sqlite3_step(st);
+    int step = sql_step(st);
     if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
     if (step != SQLITE_ROW) goto out;
     if (!strcmp((const char *)sqlite3_column_text(st, 0), DS_STATE_NAMES[DS_REGISTERING])) {
@@ -1078,7 +1155,7 @@ store_status store_dataset_delete(int64_t id, int64_t *active_job)
                   "('queued','running')");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) != SQLITE_ROW) goto out;
+    if (sql_step(st) != SQLITE_ROW) goto out;
     if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
         *active_job = sqlite3_column_int64(st, 0);
         rc = STORE_CONFLICT;
@@ -1088,11 +1165,11 @@ store_status store_dataset_delete(int64_t id, int64_t *active_job)
     st = prep(db, "DELETE FROM datasets WHERE id = ?");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("delete dataset", db); goto out; }
+    if (sql_step(st) != SQLITE_DONE) { log_sql("delete dataset", db); goto out; }
     rc = STORE_OK;
 out:
     sqlite3_finalize(st);
-    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     return rc;
 }
 
@@ -1102,7 +1179,7 @@ json_t *store_datasets_registering(void)
                                       "ORDER BY id");
     if (!st) return NULL;
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (sql_step(st) == SQLITE_ROW)
         json_array_append_new(arr, json_integer(sqlite3_column_int64(st, 0)));
     sqlite3_finalize(st);
     return arr;
@@ -1115,7 +1192,7 @@ store_status store_dataset_root_find(const char *origin, int64_t *id)
     if (!st) return STORE_ERR;
     sqlite3_bind_text(st, 1, origin, -1, SQLITE_TRANSIENT);
     store_status rc = STORE_NOT_FOUND;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         *id = sqlite3_column_int64(st, 0);
         rc = STORE_OK;
     }
@@ -1158,7 +1235,7 @@ store_status store_model_insert(const char *name, long long bytes, const char *s
     sqlite3_bind_text(st, 4, summary_json, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 5, now_s());
     sqlite3_bind_int64(st, 6, owner_id);
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("insert model", db);
     else *id = sqlite3_last_insert_rowid(db);
     sqlite3_finalize(st);
@@ -1170,7 +1247,7 @@ json_t *store_model_get(int64_t id)
     sqlite3_stmt *st = prep(db_get(), "SELECT " MODEL_COLUMNS " FROM models m WHERE m.id = ?");
     if (!st) return NULL;
     sqlite3_bind_int64(st, 1, id);
-    json_t *m = sqlite3_step(st) == SQLITE_ROW ? model_row(st) : NULL;
+    json_t *m = sql_step(st) == SQLITE_ROW ? model_row(st) : NULL;
     sqlite3_finalize(st);
     return m;
 }
@@ -1182,7 +1259,7 @@ json_t *store_model_list(int64_t owner_id)
     if (!st) return NULL;
     sqlite3_bind_int64(st, 1, owner_id);
     json_t *arr = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(arr, model_row(st));
+    while (sql_step(st) == SQLITE_ROW) json_array_append_new(arr, model_row(st));
     sqlite3_finalize(st);
     return arr;
 }
@@ -1197,14 +1274,14 @@ store_status store_model_delete(int64_t id, int64_t *active_job)
     st = prep(db, "SELECT 1 FROM models WHERE id = ?");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
-    int step = sqlite3_step(st);
+    int step = sql_step(st);
     if (step == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
     if (step != SQLITE_ROW) goto out;
     sqlite3_finalize(st);
     st = prep(db, "SELECT min(id) FROM jobs WHERE model_id = ? AND state IN ('queued','running')");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) != SQLITE_ROW) goto out;
+    if (sql_step(st) != SQLITE_ROW) goto out;
     if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
         *active_job = sqlite3_column_int64(st, 0);
         rc = STORE_CONFLICT;
@@ -1214,11 +1291,11 @@ store_status store_model_delete(int64_t id, int64_t *active_job)
     st = prep(db, "DELETE FROM models WHERE id = ?");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("delete model", db); goto out; }
+    if (sql_step(st) != SQLITE_DONE) { log_sql("delete model", db); goto out; }
     rc = STORE_OK;
 out:
     sqlite3_finalize(st);
-    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     return rc;
 }
 
@@ -1240,22 +1317,22 @@ store_status store_token_insert(const char *user, int admin, const char *sha256,
     sqlite3_bind_text(st, 1, user, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 2, admin ? 1 : 0);
     sqlite3_bind_double(st, 3, now_s());
-    if (sqlite3_step(st) != SQLITE_ROW) { log_sql("insert user", db); goto out; }
+    if (sql_step(st) != SQLITE_ROW) { log_sql("insert user", db); goto out; }
     uid = sqlite3_column_int64(st, 0);
     *user_admin = sqlite3_column_int(st, 1);
-    sqlite3_step(st);
+    sql_step(st);
     sqlite3_finalize(st);
     st = prep(db, "INSERT INTO tokens (user_id, sha256, created_at) VALUES (?, ?, ?)");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, uid);
     sqlite3_bind_text(st, 2, sha256, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 3, now_s());
-    if (sqlite3_step(st) != SQLITE_DONE) { log_sql("insert token", db); goto out; }
+    if (sql_step(st) != SQLITE_DONE) { log_sql("insert token", db); goto out; }
     *token_id = sqlite3_last_insert_rowid(db);
     rc = STORE_OK;
 out:
     sqlite3_finalize(st);
-    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     return rc;
 }
 
@@ -1267,7 +1344,7 @@ json_t *store_token_list(void)
     if (!st) return NULL;
     json_t *arr = json_array();
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    while ((rc = sql_step(st)) == SQLITE_ROW)
         json_array_append_new(arr, json_pack("{s:I,s:s,s:b,s:o,s:o,s:o}",
             "id", (json_int_t)sqlite3_column_int64(st, 0),
             "user", (const char *)sqlite3_column_text(st, 1),
@@ -1288,10 +1365,10 @@ store_status store_token_revoke(int64_t id)
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_double(st, 2, now_s());
     store_status rc = STORE_NOT_FOUND;
-    int s = sqlite3_step(st);
+    int s = sql_step(st);
     if (s == SQLITE_ROW) {
         rc = sqlite3_column_int(st, 0) ? STORE_OK : STORE_CONFLICT;
-        s = sqlite3_step(st);
+        s = sql_step(st);
     }
     if (s != SQLITE_DONE) { log_sql("revoke token", db); rc = STORE_ERR; }
     sqlite3_finalize(st);
@@ -1306,7 +1383,7 @@ store_status store_webhook_secret_get(int64_t owner_id, char *out, size_t cap)
     if (!st) return STORE_ERR;
     sqlite3_bind_int64(st, 1, owner_id);
     store_status rc = STORE_NOT_FOUND;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
         rc = STORE_OK;
     }
@@ -1318,7 +1395,7 @@ int store_tokens_active(void)
 {
     sqlite3_stmt *st = prep(db_get(), "SELECT count(*) FROM tokens WHERE revoked_at IS NULL");
     int n = -1;
-    if (st && sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
+    if (st && sql_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     return n;
 }
@@ -1334,7 +1411,7 @@ store_status store_token_lookup(const char *sha256, store_user *u, char stored[6
     store_status rc = STORE_NOT_FOUND;
     int64_t token_id = 0;
     double last = 0;
-    int s = sqlite3_step(st);
+    int s = sql_step(st);
     if (s == SQLITE_ROW) {
         token_id = sqlite3_column_int64(st, 0);
         snprintf(stored, 65, "%s", (const char *)sqlite3_column_text(st, 1));
@@ -1355,7 +1432,7 @@ store_status store_token_lookup(const char *sha256, store_user *u, char stored[6
         if (st) {
             sqlite3_bind_int64(st, 1, token_id);
             sqlite3_bind_double(st, 2, now);
-            if (sqlite3_step(st) != SQLITE_DONE) log_sql("token last_used", db);
+            if (sql_step(st) != SQLITE_DONE) log_sql("token last_used", db);
         }
         sqlite3_finalize(st);
     }
@@ -1373,7 +1450,7 @@ store_status store_owner_get(store_object kind, int64_t id, int64_t *owner_id, i
     if (!st) return STORE_ERR;
     sqlite3_bind_int64(st, 1, id);
     store_status rc = STORE_NOT_FOUND;
-    int s = sqlite3_step(st);
+    int s = sql_step(st);
     if (s == SQLITE_ROW) {
         *owner_id = sqlite3_column_int64(st, 0);
         *shared = sqlite3_column_int(st, 1);
@@ -1395,7 +1472,7 @@ long long store_owner_bytes(int64_t owner_id)
         "WHERE j.owner_id = ?1)");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, owner_id);
-    long long n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    long long n = sql_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     if (n < 0) log_sql("owner bytes", db_get());
     sqlite3_finalize(st);
     return n;
@@ -1410,7 +1487,7 @@ store_status store_webhook_secret_add(int64_t owner_id, const char *secret)
     sqlite3_bind_int64(st, 1, owner_id);
     sqlite3_bind_text(st, 2, secret, -1, SQLITE_TRANSIENT);
     sqlite3_bind_double(st, 3, now_s());
-    store_status rc = sqlite3_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
+    store_status rc = sql_step(st) == SQLITE_DONE ? STORE_OK : STORE_ERR;
     if (rc) log_sql("add webhook secret", db);
     sqlite3_finalize(st);
     return rc;
@@ -1425,7 +1502,7 @@ store_status store_webhook_next(int64_t *job_id, int64_t *owner_id, char **url, 
         "FROM webhook_deliveries d WHERE d.state = 'pending' ORDER BY d.next_at LIMIT 1");
     if (!st) return STORE_ERR;
     store_status rc = STORE_NOT_FOUND;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         *job_id = sqlite3_column_int64(st, 0);
         *owner_id = sqlite3_column_int64(st, 1);
         *url = strdup((const char *)sqlite3_column_text(st, 2));
@@ -1451,19 +1528,19 @@ store_status store_webhook_attempt(int64_t job_id, int n, double at, int status,
     sqlite3_bind_double(st, 3, at);
     if (status > 0) sqlite3_bind_int(st, 4, status);
     if (error) sqlite3_bind_text(st, 5, error, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    if (sql_step(st) != SQLITE_DONE) goto out;
     sqlite3_finalize(st);
     st = prep(db, "UPDATE webhook_deliveries SET state = ?2, next_at = ?3 WHERE job_id = ?1");
     if (!st) goto out;
     sqlite3_bind_int64(st, 1, job_id);
     sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 3, next_at);
-    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    if (sql_step(st) != SQLITE_DONE) goto out;
     rc = STORE_OK;
 out:
     if (rc) log_sql("record webhook attempt", db);
     sqlite3_finalize(st);
-    exec_sql(db, rc == STORE_OK ? "COMMIT" : "ROLLBACK");
+    if (tx_end(db, rc == STORE_OK)) rc = STORE_ERR;
     return rc;
 }
 
@@ -1475,7 +1552,7 @@ json_t *store_job_notify(int64_t job_id, const char *url)
     if (!st) return NULL;
     sqlite3_bind_int64(st, 1, job_id);
     json_t *j = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    if (sql_step(st) == SQLITE_ROW) {
         const char *state = (const char *)sqlite3_column_text(st, 1);
         j = json_pack("{s:s,s:s,s:o,s:o,s:o}", "url", (const char *)sqlite3_column_text(st, 0),
                       "state", state, "delivered",
@@ -1494,7 +1571,7 @@ json_t *store_job_notify(int64_t job_id, const char *url)
     if (!st) { json_decref(j); return NULL; }
     sqlite3_bind_int64(st, 1, job_id);
     json_t *list = json_object_get(j, "attempts");
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while (sql_step(st) == SQLITE_ROW)
         json_array_append_new(list, json_pack("{s:f,s:o,s:o}", "at", sqlite3_column_double(st, 0),
                                               "status", sqlite3_column_type(st, 1) == SQLITE_NULL
                                                   ? json_null() : json_integer(sqlite3_column_int(st, 1)),

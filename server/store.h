@@ -22,6 +22,23 @@ typedef enum {
     STORE_ERR,
 } store_status;
 
+/* Why this thread's last SQLite call failed (store_fault_since). */
+typedef enum {
+    STORE_FAULT_NONE,
+    STORE_FAULT_BUSY,  /* SQLITE_BUSY/LOCKED: locked beyond the busy timeout */
+    STORE_FAULT_FULL,  /* SQLITE_FULL: the disk (or the file's limit) is full */
+    STORE_FAULT_IO,    /* SQLITE_IOERR and kin: the file cannot be read or written */
+    STORE_FAULT_OTHER,
+} store_fault;
+
+/* The kind of the last SQLite failure on the calling thread, when it
+ * happened at or after t0 (seconds since the epoch, gettimeofday); NONE
+ * otherwise. The HTTP layer asks it with the request's start time. */
+store_fault store_fault_since(double t0);
+/* The busy timeout, in milliseconds, after which a locked database fails. */
+#define STORE_BUSY_TIMEOUT_MS 10000
+#define STORE_BUSY_TIMEOUT_TEXT "10 s"
+
 typedef enum {
     JOB_QUEUED, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED, JOB_STATE_COUNT
 } job_state;
@@ -67,6 +84,10 @@ store_status store_job_finish(int64_t id, job_state state, const char *error_cod
 /* Puts a running job back in the queue (a graceful shutdown), refunding the
  * attempt so that it does not count against --max-attempts. */
 store_status store_job_requeue(int64_t id);
+/* Puts a failed job back in the queue (POST .../resume): its worker starts
+ * again in the same job folder and resumes from the checkpoint there.
+ * STORE_CONFLICT when the job is not failed, STORE_NOT_FOUND when unknown. */
+store_status store_job_resume(int64_t id);
 /* At start-up: running jobs left by a previous lsqd go back to queued, or
  * fail when they already had max_attempts starts. keep_slurm: jobs with a
  * Slurm id are left running (the Slurm executor reconciles them); else they

@@ -8,6 +8,7 @@
 const char *const LSQ_STATUS_NAMES[] = {
     "ok", "invalid_value", "parse_error", "not_found", "io_error",
     "bad_format", "out_of_memory", "cancelled", "numeric_error", "internal",
+    "disk_full",
 };
 _Static_assert(sizeof LSQ_STATUS_NAMES / sizeof *LSQ_STATUS_NAMES == LSQ_ERR_COUNT,
                "LSQ_STATUS_NAMES must name every lsq_status");

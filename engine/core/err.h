@@ -18,6 +18,7 @@ typedef enum {
     LSQ_ERR_CANCELLED, /* stopped on request (SIGTERM) */
     LSQ_ERR_NUMERIC,   /* the loss or a parameter became NaN/Inf */
     LSQ_ERR_INTERNAL,  /* a bug: should not happen */
+    LSQ_ERR_DISK_FULL, /* a write failed with ENOSPC or EDQUOT: free space, then resume */
     LSQ_ERR_COUNT
 } lsq_status;
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "core/file.h"
 #include "deploy/support.h"
 #include "quant/pack.h"
 #include "quant/quant.h"
@@ -214,27 +215,9 @@ lsq_status lsqm_save(const char *path, const lsq_net *net, const json_t *meta, l
     size_t len;
     lsq_status st = lsqm_encode(net, meta, &data, &len, err);
     if (st != LSQ_OK) return st;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        free(data);
-        return lsq_err_set(err, LSQ_ERR_IO, path, "cannot create %s: %s", tmp, strerror(errno));
-    }
-    int bad = fwrite(data, 1, len, f) != len;
-    bad |= fflush(f) != 0 || fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
+    st = lsq_file_write_atomic(path, data, len, path, err);
     free(data);
-    if (bad) {
-        unlink(tmp);
-        return lsq_err_set(err, LSQ_ERR_IO, path, "cannot write %s: %s", tmp, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) {
-        unlink(tmp);
-        return lsq_err_set(err, LSQ_ERR_IO, path, "cannot rename %s to %s: %s", tmp, path,
-                           strerror(errno));
-    }
-    return LSQ_OK;
+    return st;
 }
 
 /* ------------------------------------------------------------ reading */

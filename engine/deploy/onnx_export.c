@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "data/data.h"
+#include "core/file.h"
 #include "deploy/support.h"
 #include "onnx/onnx.pb-c.h"
 #include "quant/quant.h"
@@ -666,17 +667,7 @@ lsq_status onnx_export(const lsq_net *net, const char *path, lsq_err *err)
     size_t len;
     lsq_status st = onnx_export_bytes(net, &bytes, &len, err);
     if (st != LSQ_OK) return st;
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        st = lsq_err_set(err, LSQ_ERR_IO, "output file", "cannot create %s: %s", path,
-                         strerror(errno));
-        goto out;
-    }
-    size_t wrote = fwrite(bytes, 1, len, f);
-    if (fclose(f) != 0 || wrote != len)
-        st = lsq_err_set(err, LSQ_ERR_IO, "output file", "cannot write %s: %s", path,
-                         strerror(errno));
-out:
+    st = lsq_file_write_atomic(path, bytes, len, "output file", err);
     free(bytes);
     return st;
 }

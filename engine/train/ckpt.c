@@ -10,18 +10,23 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "core/file.h"
 #include "core/spec.h"
 
 typedef struct {
     FILE *f;
     uLong crc;
     int failed;
+    int errnum;  /* errno of the first failed write */
 } wr;
 
 static void wr_bytes(wr *w, const void *p, size_t n)
 {
     if (w->failed) return;
-    if (n && fwrite(p, 1, n, w->f) != n) w->failed = 1;
+    if (n && fwrite(p, 1, n, w->f) != n) {
+        w->failed = 1;
+        w->errnum = errno ? errno : EIO;
+    }
     const unsigned char *b = p;
     while (n > 0) {
         uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
@@ -63,7 +68,7 @@ lsq_status ckpt_save(const char *path, const lsq_net *net, const float *momentum
 {
     lsq_status st = LSQ_OK;
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    lsq_file_tmp_name(tmp, sizeof tmp, path);
     json_t *h = json_object();
     json_object_set_new(h, "format", json_string("lsqc"));
     json_object_set_new(h, "version", json_integer(CKPT_VERSION));
@@ -79,10 +84,10 @@ lsq_status ckpt_save(const char *path, const lsq_net *net, const float *momentum
     }
     f = fopen(tmp, "wb");
     if (!f) {
-        st = lsq_err_set(err, LSQ_ERR_IO, path, "cannot write %s: %s", tmp, strerror(errno));
+        st = lsq_err_errno(err, errno, path, "cannot write %s", tmp);
         goto out;
     }
-    wr w = {f, crc32(0L, Z_NULL, 0), 0};
+    wr w = {f, crc32(0L, Z_NULL, 0), 0, 0};
     wr_bytes(&w, "LSQC", 4);
     wr_u32(&w, CKPT_VERSION);
     size_t hl = strlen(text);
@@ -97,20 +102,20 @@ lsq_status ckpt_save(const char *path, const lsq_net *net, const float *momentum
     uint32_t crc = (uint32_t)w.crc;
     wr_u32(&w, crc);
     if (w.failed || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        st = lsq_err_set(err, LSQ_ERR_IO, path, "cannot write %s: %s", tmp, strerror(errno));
+        st = lsq_err_errno(err, w.failed ? w.errnum : errno, path, "cannot write %s", tmp);
         goto out;
     }
     if (fclose(f) != 0) {
         f = NULL;
-        st = lsq_err_set(err, LSQ_ERR_IO, path, "cannot write %s: %s", tmp, strerror(errno));
+        st = lsq_err_errno(err, errno, path, "cannot write %s", tmp);
         goto out;
     }
     f = NULL;
     if (rename(tmp, path) != 0) {
-        st = lsq_err_set(err, LSQ_ERR_IO, path, "cannot rename %s to %s: %s", tmp, path,
-                         strerror(errno));
+        st = lsq_err_errno(err, errno, path, "cannot rename %s to %s", tmp, path);
         goto out;
     }
+    lsq_file_sync_dir(path);
 out:
     if (f) fclose(f);
     if (st != LSQ_OK) unlink(tmp);

@@ -304,7 +304,7 @@ json_t *wait_job(lsqd *d, long long id, const char *want, double timeout_s)
     double t0 = now_s();
     while (now_s() - t0 < timeout_s) {
         api_res *r = api(d, "GET", path, NULL, NULL, NULL);
-        cr_assert_eq(r->status, 200);
+        cr_assert_eq(r->status, 200, "GET %s: %ld %s", path, r->status, r->body ? r->body : "");
         const char *st = json_string_value(json_object_get(r->json, "state"));
         int done = want ? !strcmp(st, want)
                         : strcmp(st, "queued") && strcmp(st, "running");
