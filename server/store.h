@@ -68,11 +68,13 @@ store_status store_job_finish(int64_t id, job_state state, const char *error_cod
  * attempt so that it does not count against --max-attempts. */
 store_status store_job_requeue(int64_t id);
 /* At start-up: running jobs left by a previous lsqd go back to queued, or
- * fail when they already had max_attempts starts. keep_slurm: jobs with a
- * Slurm id are left running (the Slurm executor reconciles them); else they
- * are re-queued too and lose their Slurm id. Returns how many were
- * re-queued, -1 on error. */
-int store_jobs_recover(int max_attempts, int keep_slurm);
+ * fail when they already had max_attempts starts. A running job whose
+ * cancel was accepted before lsqd died ends cancelled instead: it never runs
+ * again. keep_slurm: jobs with a Slurm id are left running (the Slurm
+ * executor reconciles them, their cancel included); else they are treated
+ * as above and lose their Slurm id. Returns how many were re-queued (and in
+ * *cancelled how many were cancelled), -1 on error. */
+int store_jobs_recover(int max_attempts, int keep_slurm, int *cancelled);
 /* Records the Slurm job id of a running job (NULL clears it). */
 store_status store_job_set_slurm(int64_t id, const char *slurm_id);
 /* Running jobs that have a Slurm id, by id: [{"id","slurm_id",
