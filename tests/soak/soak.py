@@ -209,6 +209,16 @@ def main():
         log(str(e))
         return 2
     log("lsqd pid %d, data %s, seed %d" % (d.proc.pid, d.data, a.seed))
+    try:
+        return soak(a, rnd, d, root, t0, problems)
+    finally:
+        if d.proc.poll() is None:  # an exception: lsqd must not outlive the script
+            d.kill()
+            for pid in workers_of(d.data):
+                os.kill(pid, signal.SIGKILL)
+
+
+def soak(a, rnd, d, root, t0, problems):
 
     jobs = {}             # id -> {"cancelled": bool, "worker_killed": bool, "crashes": int}
     # The lsqd kills fall in the first 60% of the submissions, so that the
@@ -283,14 +293,14 @@ def main():
             pids = workers_of(d.data)
             if pids:
                 pid = rnd.choice(pids)
-                with open("/proc/%d/cmdline" % pid, "rb") as f:
-                    argv = f.read().split(b"\0")
-                victim = int(os.path.basename(os.path.dirname(argv[2])))
-                try:
+                try:  # the worker may have ended since it was listed
+                    with open("/proc/%d/cmdline" % pid, "rb") as f:
+                        argv = f.read().split(b"\0")
+                    victim = int(os.path.basename(os.path.dirname(argv[2])))
                     os.kill(pid, signal.SIGKILL)
                     jobs[victim]["worker_killed"] = True
                     stats["worker_kills"] += 1
-                except ProcessLookupError:
+                except (OSError, IndexError, ValueError):
                     pass
         if kill_at and submitted == kill_at[0]:
             kill_at.pop(0)
