@@ -215,12 +215,18 @@ def main():
         if d.proc.poll() is None:  # an exception: lsqd must not outlive the script
             d.kill()
             for pid in workers_of(d.data):
-                os.kill(pid, signal.SIGKILL)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def soak(a, rnd, d, root, t0, problems):
-
-    jobs = {}             # id -> {"cancelled": bool, "worker_killed": bool, "crashes": int}
+    """The run and its checks; returns the exit status."""
+    # id -> what was done to the job: cancelled (accepted), worker_killed,
+    # crashes (lsqd kills while it ran), cancel_then_crash (its attempts
+    # when its cancel was followed by an lsqd kill, else None)
+    jobs = {}
     # The lsqd kills fall in the first 60% of the submissions, so that the
     # last lsqd runs a long stretch alone: its descriptors and RSS are
     # measured after a warm-up there and again at the end.
