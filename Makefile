@@ -1,6 +1,7 @@
 # lsqd build. Outputs under build/ (build-san/ with SANITIZE=...).
 #   make            build the engine, lsq and lsqd
-#   make test       build and run every test tier (unit, api, e2e)
+#   make test       build and run every test tier (unit, api, e2e, soak, ...)
+#   make soak       300 tiny jobs through lsqd under cancels and kills
 #   make test-container  build the Docker image and test it (docs/deploy.md)
 #   make run        build and start lsqd with its dashboard
 #   make bench      benchmarks side by side with their peers
@@ -87,6 +88,7 @@ BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: fuzz test-fuzz
+.PHONY: soak test-soak
 .PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up \
         test-container run bench clean fixtures
 all: $(BINS)
@@ -165,7 +167,7 @@ $(SLURM_BIN): $(SLURM_OBJ)
 
 # Every tier; each fails the run on any failure.
 test: test-layout test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e) \
-      test-slurm test-fuzz
+      test-slurm test-fuzz test-soak
 
 # Under the sanitizers, LeakSanitizer ignores criterion's own allocations
 # (the runner leaks a few bytes of its own at exit).
@@ -195,6 +197,20 @@ test-slurm: $(SLURM_BIN) $(BINS)
 
 test-slurm-if-up: $(SLURM_BIN) $(BINS)
 	tests/slurm/run.sh $(abspath $(BUILD)) --if-up
+
+# Soak (docs/reliability.md): tiny jobs through a real lsqd under random
+# cancels, worker SIGKILLs and lsqd SIGKILLs with restarts, then every job's
+# end state, event numbering, leftover workers, lsqd's descriptors and RSS.
+# `make soak` is the full run (300 jobs, 3 lsqd kills, minutes); `make
+# test-soak`, a tier of `make test`, a short one. SOAK_SEED picks the run.
+SOAK_SEED ?= 1
+soak: $(BINS)
+	/usr/bin/python3 tests/soak/soak.py --lsqd $(LSQD) --lsq $(LSQ) --jobs 300 \
+	    --lsqd-kills 3 --seed $(SOAK_SEED)
+
+test-soak: $(BINS)
+	/usr/bin/python3 tests/soak/soak.py --lsqd $(LSQD) --lsq $(LSQ) --jobs 60 \
+	    --lsqd-kills 1 --seed $(SOAK_SEED) --timeout 600
 
 test-e2e: $(BINS)
 	@scripts/install-deps.sh test

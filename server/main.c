@@ -82,8 +82,13 @@ int main(int argc, char **argv)
         store_close();
         return 1;
     }
-    int requeued = store_jobs_recover(cfg.max_attempts, cfg.executor == EXECUTOR_SLURM);
+    int cancelled = 0;
+    int requeued = store_jobs_recover(cfg.max_attempts, cfg.executor == EXECUTOR_SLURM,
+                                      &cancelled);
     if (requeued < 0) return 1;
+    if (cancelled > 0)
+        log_info("cancelled jobs whose cancel the previous lsqd had accepted", "{s:i}", "jobs",
+                 cancelled);
     if (requeued > 0)
         log_info("re-queued jobs left running by the previous lsqd", "{s:i}", "jobs", requeued);
 

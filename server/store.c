@@ -535,20 +535,43 @@ out:
     return rc;
 }
 
-int store_jobs_recover(int max_attempts, int keep_slurm)
+int store_jobs_recover(int max_attempts, int keep_slurm, int *cancelled)
 {
     sqlite3 *db = db_get();
     int n = -1;
-    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return -1;
+    json_t *failed = json_array();
+    *cancelled = 0;
+    if (!db || exec_sql(db, "BEGIN IMMEDIATE")) {
+        json_decref(failed);
+        return -1;
+    }
+    /* The cancel was answered 202 and its worker died with lsqd: the job
+     * ends as the client was told, before the attempts are looked at (a
+     * re-queued job would run again, one at its last attempt would fail). */
     sqlite3_stmt *st = prep(db,
+        "UPDATE jobs SET state = 'cancelled', finished_at = ?1 "
+        "WHERE state = 'running' AND cancel_requested <> 0 AND (?2 = 0 OR slurm_id IS NULL)");
+    if (!st) goto out;
+    sqlite3_bind_double(st, 1, now_s());
+    sqlite3_bind_int(st, 2, keep_slurm);
+    if (sqlite3_step(st) != SQLITE_DONE) goto out;
+    *cancelled = sqlite3_changes(db);
+    sqlite3_finalize(st);
+    st = prep(db,
         "UPDATE jobs SET state = 'failed', finished_at = ?2, error_code = 'too_many_attempts', "
         "error_message = 'the job was interrupted ' || attempts || ' times' "
-        "WHERE state = 'running' AND attempts >= ?1 AND (?3 = 0 OR slurm_id IS NULL)");
-    if (!st) goto out;
+        "WHERE state = 'running' AND attempts >= ?1 AND (?3 = 0 OR slurm_id IS NULL) "
+        "RETURNING id, error_message");
+    if (!st || !failed) goto out;
     sqlite3_bind_int(st, 1, max_attempts);
     sqlite3_bind_int(st, 3, keep_slurm);
     sqlite3_bind_double(st, 2, now_s());
-    if (sql_step(st) != SQLITE_DONE) goto out;
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(failed, json_pack("{s:I,s:s}",
+            "id", (json_int_t)sqlite3_column_int64(st, 0),
+            "message", (const char *)sqlite3_column_text(st, 1)));
+    if (s != SQLITE_DONE) goto out;
     sqlite3_finalize(st);
     /* jobs that Slurm runs stay running: the Slurm executor reconciles them */
     st = prep(db, keep_slurm
@@ -560,6 +583,21 @@ out:
     if (n < 0) log_sql("recover jobs", db);
     sqlite3_finalize(st);
     if (tx_end(db, n >= 0)) n = -1;
+    /* A job failed here says why in its events too, as one whose worker
+     * died does (its stream ends with the error, not just a failed state). */
+    size_t i;
+    json_t *f;
+    json_array_foreach(n >= 0 ? failed : NULL, i, f) {
+        json_t *ev = json_pack("{s:s,s:s,s:O,s:f}", "type", "error", "code",
+                               "too_many_attempts", "message", json_object_get(f, "message"),
+                               "time", now_s());
+        int64_t seq;
+        if (!ev || store_event_add(json_integer_value(json_object_get(f, "id")), EV_ERROR, ev,
+                                   &seq) != STORE_OK)
+            log_error("cannot store the event of a job failed at start-up", NULL);
+        json_decref(ev);
+    }
+    json_decref(failed);
     return n;
 }
 

@@ -89,11 +89,13 @@ store_status store_job_requeue(int64_t id);
  * STORE_CONFLICT when the job is not failed, STORE_NOT_FOUND when unknown. */
 store_status store_job_resume(int64_t id);
 /* At start-up: running jobs left by a previous lsqd go back to queued, or
- * fail when they already had max_attempts starts. keep_slurm: jobs with a
- * Slurm id are left running (the Slurm executor reconciles them); else they
- * are re-queued too and lose their Slurm id. Returns how many were
- * re-queued, -1 on error. */
-int store_jobs_recover(int max_attempts, int keep_slurm);
+ * fail when they already had max_attempts starts. A running job whose
+ * cancel was accepted before lsqd died ends cancelled instead: it never runs
+ * again. keep_slurm: jobs with a Slurm id are left running (the Slurm
+ * executor reconciles them, their cancel included); else they are treated
+ * as above and lose their Slurm id. Returns how many were re-queued (and in
+ * *cancelled how many were cancelled), -1 on error. */
+int store_jobs_recover(int max_attempts, int keep_slurm, int *cancelled);
 /* Records the Slurm job id of a running job (NULL clears it). */
 store_status store_job_set_slurm(int64_t id, const char *slurm_id);
 /* A Slurm job that a previous lsqd submitted but died before storing its
