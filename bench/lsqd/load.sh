@@ -1,7 +1,8 @@
 #!/bin/sh
 # lsqd under load: one lsqd with a training job running; wrk GETs the job
 # routes (the list, the job, its artifacts, in turn; not its metrics series,
-# which grows as the job runs and would make later rounds slower) for SECONDS, first alone, then while N Server-Sent Events clients
+# which grows as the job runs and would make later rounds slower) for
+# SECONDS, first alone, then while N Server-Sent Events clients
 # (bench/lsqd/sse_clients.py) follow that job. At the end the job is
 # cancelled; every SSE client must then have received every event id from 1
 # to the end's last_seq in order (the script fails otherwise). Prints each
