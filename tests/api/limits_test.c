@@ -269,3 +269,25 @@ Test(limits, per_ip_limit_refuses_past_n, .timeout = 60)
     lsqd_stop(&d);
     lsqd_cleanup(&d);
 }
+
+Test(limits, sse_stream_outlives_the_head_and_body_deadlines, .timeout = 120)
+{
+    lsqd d;
+    /* deadlines far shorter than the job: a stream judged by them would be
+     * cut long before its end event */
+    const char *flags[] = {"--header-timeout", "0.2", "--body-timeout", "0.2", NULL};
+    lsqd_start(&d, flags);
+    long long id = submit_job(&d, TINY_SPEC);
+    sse_log log;
+    double t0 = now_s();
+    sse_read(&d, id, 0, 0, 90, &log);
+    double took = now_s() - t0;
+    cr_assert(log.ended, "the stream ended without its end event after %.1f s", took);
+    cr_assert_gt(took, 0.6, "the job ended too soon (%.2f s) to show anything", took);
+    cr_assert(sse_ids_consecutive(&log, 1));
+    sse_log_free(&log);
+    cr_assert_eq(metric(&d, CUT_HEAD), 0);
+    cr_assert_eq(metric(&d, CUT_BODY), 0);
+    lsqd_stop(&d);
+    lsqd_cleanup(&d);
+}
