@@ -57,6 +57,23 @@ static const char USAGE[] =
     "  --max-queued-per-user N  LSQD_MAX_QUEUED_PER_USER  (0 = no limit; 429 past it)\n"
     "  --quota-per-user BYTES   LSQD_QUOTA_PER_USER       (0 = no limit: a user's uploads\n"
     "                                           and artifacts; 413 / 429 past it)\n"
+    "";
+/* Split in two: C11 compilers need not take a literal over 4095 bytes. */
+static const char USAGE_TAIL[] =
+    "  --max-connections N  LSQD_MAX_CONNECTIONS (16384 open at once; past it new ones\n"
+    "                                           wait in the listen backlog)\n"
+    "  --max-connections-per-ip N LSQD_MAX_CONNECTIONS_PER_IP (0 = no limit; past it a new\n"
+    "                                           connection is closed at once)\n"
+    "  --conn-timeout SECONDS LSQD_CONN_TIMEOUT (60; a connection idle that long is closed,\n"
+    "                                           0 = never; SSE streams send pings)\n"
+    "  --conn-memory BYTES  LSQD_CONN_MEMORY   (32768 per connection; a request head\n"
+    "                                           larger than that gets 431)\n"
+    "  --listen-backlog N   LSQD_LISTEN_BACKLOG (1024 connections waiting to be accepted)\n"
+    "  --header-timeout SECONDS LSQD_HEADER_TIMEOUT (10; a request head not complete by\n"
+    "                                           then is cut)\n"
+    "  --body-timeout SECONDS LSQD_BODY_TIMEOUT (10; from then on a request body slower\n"
+    "                                           on average than --body-min-rate is cut)\n"
+    "  --body-min-rate BYTES LSQD_BODY_MIN_RATE (1024 bytes/s)\n"
     "  --routes             print the route table as JSON and exit\n"
     "\n"
     "       lsqd token create --user NAME [--admin] [--data DIR]\n"
@@ -297,6 +314,47 @@ static int set_option(lsqd_config *cfg, const char *name, const char *v)
         cfg->webhook_timeout_s = d;
         return 0;
     }
+    if (!strcmp(name, "max-connections")) {
+        if (parse_long(v, 16, 1000000, &n)) return -1;
+        cfg->max_connections = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "max-connections-per-ip")) {
+        if (parse_long(v, 0, 1000000, &n)) return -1;
+        cfg->max_conn_per_ip = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "conn-timeout")) {
+        if (parse_long(v, 0, 86400, &n)) return -1;
+        cfg->conn_timeout_s = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "conn-memory")) {
+        /* below 8 KiB ordinary requests (a token, a few headers) would not fit */
+        if (parse_long(v, 8192, 16L << 20, &n)) return -1;
+        cfg->conn_memory = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(name, "listen-backlog")) {
+        if (parse_long(v, 1, 65535, &n)) return -1;
+        cfg->listen_backlog = (int)n;
+        return 0;
+    }
+    if (!strcmp(name, "header-timeout")) {
+        if (parse_double(v, 0.1, 3600, &d)) return -1;
+        cfg->header_timeout_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "body-timeout")) {
+        if (parse_double(v, 0.1, 3600, &d)) return -1;
+        cfg->body_timeout_s = d;
+        return 0;
+    }
+    if (!strcmp(name, "body-min-rate")) {
+        if (parse_double(v, 0, 1e9, &d)) return -1;
+        cfg->body_min_rate = d;
+        return 0;
+    }
     if (!strcmp(name, "web")) {
         if (strlen(v) >= sizeof cfg->web_dir) return -1;
         snprintf(cfg->web_dir, sizeof cfg->web_dir, "%s", v);
@@ -338,6 +396,13 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
     cfg->webhook_attempts = 5;
     cfg->webhook_delay_s = 1;
     cfg->webhook_timeout_s = 10;
+    cfg->max_connections = 16384;
+    cfg->conn_timeout_s = 60;
+    cfg->conn_memory = 32 << 10;
+    cfg->listen_backlog = 1024;
+    cfg->header_timeout_s = 10;
+    cfg->body_timeout_s = 10;
+    cfg->body_min_rate = 1024;
     cfg->executor = EXECUTOR_LOCAL;
     cfg->slurm_time_min = 1440;
     cfg->slurm_mem_mb = 4096;
@@ -371,11 +436,17 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         {"LSQD_MAX_EPOCHS", "max-epochs"}, {"LSQD_MAX_IMAGES", "max-images"},
         {"LSQD_WEBHOOK_ATTEMPTS", "webhook-attempts"}, {"LSQD_WEBHOOK_DELAY", "webhook-delay"},
         {"LSQD_WEBHOOK_TIMEOUT", "webhook-timeout"},
+        {"LSQD_MAX_CONNECTIONS", "max-connections"},
+        {"LSQD_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip"},
+        {"LSQD_CONN_TIMEOUT", "conn-timeout"}, {"LSQD_CONN_MEMORY", "conn-memory"},
+        {"LSQD_LISTEN_BACKLOG", "listen-backlog"}, {"LSQD_HEADER_TIMEOUT", "header-timeout"},
+        {"LSQD_BODY_TIMEOUT", "body-timeout"}, {"LSQD_BODY_MIN_RATE", "body-min-rate"},
     };
     for (size_t i = 0; i < sizeof ENVS / sizeof *ENVS; i++) {
         const char *v = getenv(ENVS[i].env);
         if (v && *v && set_option(cfg, ENVS[i].name, v)) {
-            fprintf(stderr, "lsqd: bad value '%s' for %s\n%s", v, ENVS[i].env, USAGE);
+            fprintf(stderr, "lsqd: bad value '%s' for %s\n%s%s", v, ENVS[i].env, USAGE,
+                    USAGE_TAIL);
             return -1;
         }
     }
@@ -383,6 +454,7 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(USAGE, stdout);
+            fputs(USAGE_TAIL, stdout);
             return 1;
         }
         if (!strcmp(a, "--routes")) {
@@ -390,7 +462,7 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "lsqd: unexpected argument '%s'\n%s", a, USAGE);
+            fprintf(stderr, "lsqd: unexpected argument '%s'\n%s%s", a, USAGE, USAGE_TAIL);
             return -1;
         }
         const char *name = a + 2, *v = NULL;
@@ -405,18 +477,18 @@ int config_load(lsqd_config *cfg, int argc, char **argv)
         } else {
             snprintf(key, sizeof key, "%s", name);
             if (i + 1 >= argc) {
-                fprintf(stderr, "lsqd: %s needs a value\n%s", a, USAGE);
+                fprintf(stderr, "lsqd: %s needs a value\n%s%s", a, USAGE, USAGE_TAIL);
                 return -1;
             }
             v = argv[++i];
         }
         int rc = set_option(cfg, key, v);
         if (rc == -2) {
-            fprintf(stderr, "lsqd: unknown option '--%s'\n%s", key, USAGE);
+            fprintf(stderr, "lsqd: unknown option '--%s'\n%s%s", key, USAGE, USAGE_TAIL);
             return -1;
         }
         if (rc) {
-            fprintf(stderr, "lsqd: bad value '%s' for --%s\n%s", v, key, USAGE);
+            fprintf(stderr, "lsqd: bad value '%s' for --%s\n%s%s", v, key, USAGE, USAGE_TAIL);
             return -1;
         }
     }

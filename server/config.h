@@ -66,6 +66,19 @@ typedef struct {
     double webhook_delay_s; /* --webhook-delay / LSQD_WEBHOOK_DELAY, 1 s before the first
                              * retry, doubled before each next one */
     double webhook_timeout_s; /* --webhook-timeout / LSQD_WEBHOOK_TIMEOUT, 10 s a POST */
+    /* connection limits (docs/reliability.md, "Connection limits") */
+    int max_connections;    /* --max-connections / LSQD_MAX_CONNECTIONS, 16384 open at once */
+    int max_conn_per_ip;    /* --max-connections-per-ip / LSQD_MAX_CONNECTIONS_PER_IP, 0 = none */
+    int conn_timeout_s;     /* --conn-timeout / LSQD_CONN_TIMEOUT, 60 s without a byte either
+                             * way closes a connection (0 = never) */
+    size_t conn_memory;     /* --conn-memory / LSQD_CONN_MEMORY, 32 KiB per connection: the
+                             * request head must fit (431 past it) */
+    int listen_backlog;     /* --listen-backlog / LSQD_LISTEN_BACKLOG, 1024 */
+    double header_timeout_s; /* --header-timeout / LSQD_HEADER_TIMEOUT, 10 s for a whole
+                              * request head */
+    double body_timeout_s;  /* --body-timeout / LSQD_BODY_TIMEOUT, 10 s: from then on a body
+                             * must average --body-min-rate since its head */
+    double body_min_rate;   /* --body-min-rate / LSQD_BODY_MIN_RATE, 1024 bytes/s */
 } lsqd_config;
 
 enum { AUTH_AUTO, AUTH_ON, AUTH_OFF };

@@ -6,18 +6,32 @@
  * either, told apart by the Content-Type (BODY_FILE_OR_JSON). Before any of
  * it, auth.h's checks: the Host header (421) on every path, then the token
  * and the owner of the object the path names. Calls that may change state
- * are logged with their user when they end. */
+ * are logged with their user when they end.
+ *
+ * Slow clients: libmicrohttpd closes a connection idle for --conn-timeout,
+ * but any byte resets that clock, so a client trickling its head or its body
+ * would hold a connection (and its memory) for ever. Every connection is
+ * therefore tracked from accept to close with the phase its request is in,
+ * and a reaper thread shuts down the socket of one whose head is not complete
+ * within --header-timeout, or whose body averages less than --body-min-rate
+ * once --body-timeout has passed; libmicrohttpd then sees the socket end and
+ * closes it as it would any broken one. A reply being sent (an SSE stream
+ * above all) is never judged by these rules. */
 #include "http.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -27,6 +41,164 @@
 
 static struct MHD_Daemon *g_daemon;
 static const lsqd_config *g_cfg;
+
+/* ------------------------------------------------- slow-client reaper */
+
+typedef enum { CONN_HEAD, CONN_BODY, CONN_REPLY, CONN_IDLE } conn_phase;
+
+const char *const CUT_REASON_NAMES[] = {"header_timeout", "body_rate", "idle_timeout"};
+_Static_assert(sizeof CUT_REASON_NAMES / sizeof *CUT_REASON_NAMES == CUT_COUNT,
+               "one name per cut reason");
+static unsigned long g_cut[CUT_COUNT];
+
+/* One open connection, from accept (NOTIFY_STARTED) to close
+ * (NOTIFY_CLOSED, which libmicrohttpd calls before it closes the socket:
+ * under g_conn_mu the fd is always still this connection's). */
+typedef struct conn_track {
+    struct conn_track *prev, *next;
+    int fd;
+    conn_phase phase;
+    double since;                  /* when the phase began (monotonic s) */
+    unsigned long long body_bytes; /* of the request in CONN_BODY */
+    int cut;                       /* shut down by the reaper already */
+} conn_track;
+
+static pthread_mutex_t g_conn_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_conn_cv = PTHREAD_COND_INITIALIZER;
+static conn_track g_conns = {&g_conns, &g_conns, -1, CONN_IDLE, 0, 0, 0};
+static pthread_t g_reaper;
+static int g_reaper_on, g_reaper_stop;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_track *c = calloc(1, sizeof *c);
+        if (!c || !ci) { free(c); return; } /* untracked: only the idle timeout applies */
+        c->fd = ci->connect_fd;
+        c->phase = CONN_HEAD;
+        c->since = mono_s();
+        pthread_mutex_lock(&g_conn_mu);
+        c->next = g_conns.next;
+        c->prev = &g_conns;
+        g_conns.next->prev = c;
+        g_conns.next = c;
+        pthread_mutex_unlock(&g_conn_mu);
+        *socket_ctx = c;
+        return;
+    }
+    conn_track *c = *socket_ctx;
+    if (!c) return;
+    pthread_mutex_lock(&g_conn_mu);
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    pthread_mutex_unlock(&g_conn_mu);
+    free(c);
+    *socket_ctx = NULL;
+}
+
+static conn_track *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Moves the connection's request to a phase; bytes of body are added. */
+static void conn_phase_set(struct MHD_Connection *conn, conn_phase phase, size_t body_bytes)
+{
+    conn_track *c = conn_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&g_conn_mu);
+    if (c->phase != phase) {
+        c->phase = phase;
+        c->since = mono_s();
+        c->body_bytes = 0;
+    }
+    c->body_bytes += body_bytes;
+    pthread_mutex_unlock(&g_conn_mu);
+}
+
+/* The rule a connection breaks now, or -1. A kept-alive connection between
+ * requests (CONN_IDLE) cannot be told apart from one trickling its next head,
+ * so it gets the idle timeout and then the head's deadline on top. */
+static int conn_breaks(const conn_track *c, double now)
+{
+    double age = now - c->since;
+    switch (c->phase) {
+    case CONN_HEAD:
+        return age > g_cfg->header_timeout_s ? CUT_HEADER_TIMEOUT : -1;
+    case CONN_IDLE:
+        return g_cfg->conn_timeout_s > 0 &&
+                       age > g_cfg->conn_timeout_s + g_cfg->header_timeout_s
+                   ? CUT_HEADER_TIMEOUT
+                   : -1;
+    case CONN_BODY:
+        return age > g_cfg->body_timeout_s && (double)c->body_bytes < g_cfg->body_min_rate * age
+                   ? CUT_BODY_RATE
+                   : -1;
+    case CONN_REPLY:
+        return -1;
+    }
+    return -1;
+}
+
+static void *reaper_main(void *arg)
+{
+    (void)arg;
+    /* a tenth of the shortest deadline, so that a cut comes at most 10%
+     * late, and no more often than every 50 ms */
+    double step = g_cfg->header_timeout_s < g_cfg->body_timeout_s ? g_cfg->header_timeout_s
+                                                                     : g_cfg->body_timeout_s;
+    step = step / 10 < 0.05 ? 0.05 : step / 10 > 1 ? 1 : step / 10;
+    pthread_mutex_lock(&g_conn_mu);
+    while (!g_reaper_stop) {
+        double now = mono_s();
+        for (conn_track *c = g_conns.next; c != &g_conns; c = c->next) {
+            if (c->cut) continue;
+            int why = conn_breaks(c, now);
+            if (why < 0) continue;
+            /* the socket ends; libmicrohttpd sees it and closes the
+             * connection on its own thread, freeing what it holds */
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = 1;
+            __atomic_add_fetch(&g_cut[why], 1, __ATOMIC_RELAXED);
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        long long ns = until.tv_nsec + (long long)(step * 1e9);
+        until.tv_sec += (time_t)(ns / 1000000000);
+        until.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&g_conn_cv, &g_conn_mu, &until);
+    }
+    pthread_mutex_unlock(&g_conn_mu);
+    return NULL;
+}
+
+void http_metrics_write(FILE *f)
+{
+    fputs("# HELP lsqd_connections_cut_total Connections closed by lsqd for a slow or idle "
+          "client.\n# TYPE lsqd_connections_cut_total counter\n", f);
+    for (int i = 0; i < CUT_COUNT; i++)
+        fprintf(f, "lsqd_connections_cut_total{reason=\"%s\"} %lu\n", CUT_REASON_NAMES[i],
+                __atomic_load_n(&g_cut[i], __ATOMIC_RELAXED));
+    int open = 0;
+    pthread_mutex_lock(&g_conn_mu);
+    for (conn_track *c = g_conns.next; c != &g_conns; c = c->next) open++;
+    pthread_mutex_unlock(&g_conn_mu);
+    fprintf(f, "# HELP lsqd_connections_open HTTP connections open now.\n"
+               "# TYPE lsqd_connections_open gauge\nlsqd_connections_open %d\n", open);
+}
 
 static double now_s(void)
 {
@@ -199,6 +371,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->url = url;
         r->t0 = now_s();
         r->route = -1;
+        conn_phase_set(conn, CONN_BODY, 0); /* the head is complete */
         enum MHD_Result res;
         /* before anything else, on every path: a browser led here by a
          * name that is not lsqd's (DNS rebinding) gets nothing */
@@ -262,6 +435,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return MHD_YES;
     }
+    conn_phase_set(conn, *upload_data_size ? CONN_BODY : CONN_REPLY, *upload_data_size);
     if (r->status) return MHD_YES; /* replied early: ignore the rest of the upload */
     if (r->body_kind == BODY_FILE) {
         if (*upload_data_size) {
@@ -303,8 +477,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)conn;
-    (void)toe;
+    conn_phase_set(conn, CONN_IDLE, 0); /* until the next request's head */
+    if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+        __atomic_add_fetch(&g_cut[CUT_IDLE_TIMEOUT], 1, __ATOMIC_RELAXED);
     req *r = *con_cls;
     if (!r) return;
     int n;
@@ -328,6 +503,31 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* Raises the soft RLIMIT_NOFILE so that want connections fit next to the
+ * files, the database and the workers' pipes (FD_RESERVE); returns the
+ * connection limit that fits, want or less when the hard limit is lower. */
+#define FD_RESERVE 256
+static unsigned http_fd_budget(unsigned want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return want;
+    rlim_t need = (rlim_t)want + FD_RESERVE;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rlim_t cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        struct rlimit up = {cur, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl.rlim_cur = cur;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        unsigned fit = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE)
+                                                     : (unsigned)(rl.rlim_cur / 2);
+        log_info("connections", "{s:s,s:i,s:i}", "note",
+                 "the open-file limit is below --max-connections: lowered to fit",
+                 "max_connections", (int)fit, "nofile", (int)rl.rlim_cur);
+        return fit;
+    }
+    return want;
+}
+
 int http_start(const lsqd_config *cfg)
 {
     g_cfg = cfg;
@@ -339,19 +539,34 @@ int http_start(const lsqd_config *cfg)
         log_error("bad listen address (an IPv4 address is expected)", "{s:s}", "host", cfg->host);
         return -1;
     }
+    unsigned max_conn = http_fd_budget((unsigned)cfg->max_connections);
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     g_daemon = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, NULL,
                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                                MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout_s,
+                                MHD_OPTION_CONNECTION_LIMIT, max_conn,
+                                MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                (unsigned)cfg->max_conn_per_ip,
+                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, cfg->conn_memory,
+                                MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)cfg->listen_backlog,
                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                                 MHD_OPTION_END);
     if (!g_daemon) {
         log_error("cannot listen", "{s:s,s:i}", "host", cfg->host, "port", cfg->port);
         return -1;
     }
+    g_reaper_stop = 0;
+    if (pthread_create(&g_reaper, NULL, reaper_main, NULL) != 0) {
+        log_error("cannot start the connection reaper", "{s:s}", "error", strerror(errno));
+        MHD_stop_daemon(g_daemon);
+        g_daemon = NULL;
+        return -1;
+    }
+    g_reaper_on = 1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(g_daemon, MHD_DAEMON_INFO_BIND_PORT);
     int port = info ? (int)info->port : cfg->port;
     auth_set_port(port);
@@ -365,6 +580,14 @@ void http_quiesce(void)
 
 void http_stop(void)
 {
+    if (g_reaper_on) {
+        pthread_mutex_lock(&g_conn_mu);
+        g_reaper_stop = 1;
+        pthread_cond_signal(&g_conn_cv);
+        pthread_mutex_unlock(&g_conn_mu);
+        pthread_join(g_reaper, NULL);
+        g_reaper_on = 0;
+    }
     if (g_daemon) MHD_stop_daemon(g_daemon);
     g_daemon = NULL;
 }

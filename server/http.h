@@ -13,6 +13,11 @@ int http_start(const lsqd_config *cfg);
 /* Stops accepting new connections (the open ones continue). */
 void http_quiesce(void);
 void http_stop(void);
+/* Why lsqd closed a connection itself, for /metrics. */
+typedef enum { CUT_HEADER_TIMEOUT, CUT_BODY_RATE, CUT_IDLE_TIMEOUT, CUT_COUNT } http_cut_reason;
+extern const char *const CUT_REASON_NAMES[];
+/* Writes lsqd_connections_cut_total{reason} and lsqd_connections_open. */
+void http_metrics_write(FILE *f);
 /* Prints the route table as JSON ({"routes":[{"method","path"}]}). */
 void http_print_routes(FILE *f);
 
