@@ -279,6 +279,34 @@ $(FUZZ_BUILD)/fuzz/%: $(FUZZ_BUILD)/obj/fuzz/%.o $(FUZZ_BUILD)/libengine.a
 	$(FUZZ_CC) -fopenmp $(FUZZ_SANF) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libengine.a \
 	    $(ENGINE_LIBS)
 
+# The HTTP target (fuzz/http.c) runs lsqd's own daemon, routes and store in
+# its process: it links lsqd's objects (all but main.c) compiled the same
+# way. fork is wrapped (fuzz/http.c's __wrap_fork fails every call) so that
+# no worker or importer process can start from it.
+FUZZ_SRV_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out server/main.c,$(SERVER_SRC))) \
+                $(FUZZ_BUILD)/obj/gen/embedded.o
+
+$(FUZZ_BUILD)/obj/server/%.o: server/%.c | $(FUZZ_DEPS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) -Iserver $(FUZZ_CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS)) -c $< -o $@
+
+$(FUZZ_GEN)/embedded.c: scripts/embed.sh $(EMBED_INPUTS) | $(FUZZ_DEPS)
+	@mkdir -p $(@D)
+	scripts/embed.sh schema $@
+
+$(FUZZ_BUILD)/obj/gen/embedded.o: $(FUZZ_GEN)/embedded.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) -Iserver $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/obj/fuzz/http.o: fuzz/http.c | $(FUZZ_DEPS) $(FUZZ_GEN)/onnx/onnx.pb-c.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CPPFLAGS) -Iserver $(FUZZ_CFLAGS) $(call pkgcflags,$(ENGINE_PKGS) $(SERVER_PKGS)) -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz/http: $(FUZZ_BUILD)/obj/fuzz/http.o $(FUZZ_SRV_OBJ) $(FUZZ_BUILD)/libengine.a
+	@mkdir -p $(@D)
+	$(FUZZ_CC) -fopenmp $(FUZZ_SANF) -fsanitize=fuzzer -Wl,--wrap=fork -o $@ $< $(FUZZ_SRV_OBJ) \
+	    $(FUZZ_BUILD)/libengine.a $(SERVER_LIBS) $(ENGINE_LIBS)
+
 fuzz: $(FUZZ_BINS)
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_S)
 

@@ -4,7 +4,8 @@ a few small valid inputs each (plus a few near-misses), made here with the
 standard library, a 12-line libjpeg program for the JPEG seeds, and the gcc
 build's `lsq` for the checkpoint and .lsqm seeds (a one-epoch MLP on 64
 Fashion-MNIST images). The outputs are committed; rerun after a format
-changes: /usr/bin/python3 fuzz/make-corpus.py [BUILD] (default build/)."""
+changes: /usr/bin/python3 fuzz/make-corpus.py [BUILD] (default build/);
+`--http` writes fuzz/corpus/http/ only (no build needed)."""
 import gzip
 import io
 import json
@@ -20,7 +21,8 @@ import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fuzz", "corpus")
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "--http"
+                        else os.path.join(ROOT, "build"))
 
 
 def put(target, name, data):
@@ -117,7 +119,73 @@ def zip_bytes(files, comp=zipfile.ZIP_DEFLATED):
     return b.getvalue()
 
 
+def http_seeds():
+    """fuzz/http.c's requests: "METHOD PATH", header lines, a blank line, the
+    body; @admin and @user are the two tokens the target stores."""
+    spec = {"name": "seed", "model": {"arch": "cnn-small"},
+            "dataset": {"train_limit": 64, "test_limit": 32}, "quant": {"weight_bits": 4},
+            "train": {"epochs": 1}, "threads": 1, "notify_url": "http://127.0.0.1:1/hook"}
+    js = "Content-Type: application/json\n"
+    seeds = {
+        "submit": ("POST /api/v1/jobs", js + "Authorization: Bearer @user\n", json.dumps(spec)),
+        "submit-admin": ("POST /api/v1/jobs", js + "Authorization: Bearer @admin\n",
+                         json.dumps(spec)),
+        "submit-bad-json": ("POST /api/v1/jobs", js + "Authorization: Bearer @user\n",
+                            '{"name": "x", "model": {"layers": [}'),
+        "submit-bad-field": ("POST /api/v1/jobs", js + "Authorization: Bearer @user\n",
+                             '{"name": 7, "train": {"epochs": -1}, "threads": 1e300}'),
+        "submit-not-object": ("POST /api/v1/jobs", js + "Authorization: Bearer @user\n",
+                              '["a", null, 1.5, "\\ud800"]'),
+        "submit-no-type": ("POST /api/v1/jobs", "Authorization: Bearer @user\n", "{}"),
+        "list": ("GET /api/v1/jobs?limit=5&state=queued", "Authorization: Bearer @user\n", ""),
+        "list-after": ("GET /api/v1/jobs?after=1&owner=alice", "Authorization: Bearer @admin\n", ""),
+        "get": ("GET /api/v1/jobs/1", "Authorization: Bearer @user\n", ""),
+        "get-bad-id": ("GET /api/v1/jobs/%ff%00x", "Authorization: Bearer @user\n", ""),
+        "cancel": ("POST /api/v1/jobs/1/cancel", "Authorization: Bearer @admin\n", ""),
+        "events": ("GET /api/v1/jobs/1/events", "Authorization: Bearer @user\nLast-Event-ID: 3\n",
+                   ""),
+        "events-post": ("POST /api/v1/jobs/1/events", js + "Authorization: Bearer lsqd_x\n",
+                        '{"seq": 1, "events": [{"type": "epoch", "epoch": 1}]}'),
+        "metrics-job": ("GET /api/v1/jobs/1/metrics", "Authorization: Bearer @user\n", ""),
+        "artifacts": ("GET /api/v1/jobs/1/artifacts", "Authorization: Bearer @user\n", ""),
+        "artifact": ("GET /api/v1/jobs/1/artifacts/..%2fmodel.onnx",
+                     "Authorization: Bearer @user\n", ""),
+        "predict": ("POST /api/v1/jobs/1/predict", js + "Authorization: Bearer @user\n",
+                    '{"images": [[0, 1, 2, 255]]}'),
+        "webhook-secret": ("GET /api/v1/webhook-secret", "Authorization: Bearer @user\n", ""),
+        "datasets-url": ("POST /api/v1/datasets", js + "Authorization: Bearer @user\n",
+                         '{"url": "http://127.0.0.1:1/d.tar.gz", "name": "d"}'),
+        "datasets-file": ("POST /api/v1/datasets?name=d.zip",
+                          "Content-Type: application/octet-stream\nAuthorization: Bearer @user\n",
+                          "PK\x03\x04"),
+        "datasets-list": ("GET /api/v1/datasets", "Authorization: Bearer @user\n", ""),
+        "dataset-get": ("GET /api/v1/datasets/1", "Authorization: Bearer @user\n", ""),
+        "dataset-samples": ("GET /api/v1/datasets/1/samples.png", "Authorization: Bearer @user\n",
+                            ""),
+        "dataset-delete": ("DELETE /api/v1/datasets/1", "Authorization: Bearer @admin\n", ""),
+        "models-upload": ("POST /api/v1/models?name=m.onnx",
+                          "Content-Type: application/octet-stream\nAuthorization: Bearer @user\n",
+                          "\x08\x07\x12\x04lsqd"),
+        "models-list": ("GET /api/v1/models", "Authorization: Bearer @user\n", ""),
+        "model-get": ("GET /api/v1/models/1", "Authorization: Bearer @user\n", ""),
+        "model-delete": ("DELETE /api/v1/models/1", "Authorization: Bearer @user\n", ""),
+        "openapi": ("HEAD /api/v1/openapi.json", "Authorization: Bearer @user\n", ""),
+        "healthz": ("GET /healthz", "", ""),
+        "metrics": ("GET /metrics", "Authorization: Bearer @admin\n", ""),
+        "metrics-user": ("GET /metrics", "Authorization: Bearer @user\n", ""),
+        "no-token": ("GET /api/v1/jobs", "Authorization: Basic Zm9vOmJhcg==\n", ""),
+        "bad-host": ("GET /api/v1/jobs", "Host: evil.example:80\nAuthorization: Bearer @user\n", ""),
+        "options": ("OPTIONS /api/v1/jobs/1", "", ""),
+        "wrong-method": ("PUT /api/v1/models", "Authorization: Bearer @user\n", ""),
+        "static": ("GET /static/app.js", "", ""),
+        "unknown": ("GET /api/v2/%e2%82%ac", "", ""),
+    }
+    for name, (line, headers, body) in seeds.items():
+        put("http", name, (line + "\n" + headers + "\n" + body).encode("latin-1"))
+
+
 def main():
+    http_seeds()
     shutil.rmtree(OUT, ignore_errors=True)
     tmp = tempfile.mkdtemp()
     try:
@@ -226,4 +294,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--http"]:
+        http_seeds()  # the HTTP target's seeds only: no build needed
+    else:
+        main()

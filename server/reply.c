@@ -128,6 +128,21 @@ static http_err store_cause(const req *r, http_err e, const char **why)
     }
 }
 
+/* The length of the valid UTF-8 sequence at s (RFC 3629: no overlong forms,
+ * no surrogates, nothing past U+10FFFF), 0 when there is none. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return n;
+}
+
 enum MHD_Result http_reply_error_header(req *r, http_err e, const char *field,
                                         const char *hname, const char *hvalue,
                                         const char *message)
@@ -140,7 +155,19 @@ enum MHD_Result http_reply_error_header(req *r, http_err e, const char *field,
         message = full;
     }
     __atomic_add_fetch(&g_errors[e], 1, __ATOMIC_RELAXED);
-    json_t *err = json_pack("{s:s,s:s}", "code", HTTP_ERR_CODES[e], "message", message);
+    /* messages quote what the client sent (a path, a name) and may be cut
+     * inside a character: a JSON string must be UTF-8, so each byte that is
+     * not part of a valid sequence becomes '?' (else the reply could not be
+     * encoded and the client got no answer at all) */
+    char *text_msg = strdup(message);
+    if (!text_msg) return MHD_NO;
+    for (unsigned char *p = (unsigned char *)text_msg; *p;) {
+        size_t n = utf8_seq(p);
+        if (n) p += n;
+        else *p++ = '?';
+    }
+    json_t *err = json_pack("{s:s,s:s}", "code", HTTP_ERR_CODES[e], "message", text_msg);
+    free(text_msg);
     json_object_set_new(err, "field", field && *field ? json_string(field) : json_null());
     json_t *body = json_pack("{s:o}", "error", err);
     char *text = json_dumps(body, JSON_COMPACT);

@@ -250,3 +250,24 @@ Test(input, operator_caps_refuse_big_jobs, .timeout = 120)
     (void)id;
     lsqd_cleanup(&d);
 }
+
+/* A path that is not UTF-8 (found by fuzz/http): the error quoting it was
+ * not encodable and the connection closed with no reply. Now a 404 whose
+ * message is valid UTF-8, with '?' for the bytes that were not. */
+Test(input, a_path_that_is_not_utf8_gets_its_error, .timeout = 60)
+{
+    lsqd d;
+    lsqd_start(&d, NULL);
+    const char *paths[] = {"/api/v1/jobs/%ff", "/api/v1/nothing/%c3%28%e2%82", "/%ed%a0%80"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        api_res *r = api(&d, "GET", paths[i], NULL, NULL, NULL);
+        cr_expect_eq(r->status, 404, "%s: status %ld (%s)", paths[i], r->status,
+                     r->body ? r->body : "");
+        cr_expect_str_eq(api_err_code(r), "not_found", "%s: code", paths[i]);
+        const char *msg = json_string_value(json_object_get(json_object_get(r->json, "error"),
+                                                            "message"));
+        cr_expect(msg && strchr(msg, '?'), "%s: message %s", paths[i], msg ? msg : "(none)");
+        api_free(r);
+    }
+    lsqd_cleanup(&d);
+}
