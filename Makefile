@@ -166,7 +166,7 @@ $(SLURM_BIN): $(SLURM_OBJ)
 
 # Every tier; each fails the run on any failure.
 test: test-layout test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e) \
-      test-slurm test-fuzz
+      test-slurm test-fuzz test-faults
 
 # Under the sanitizers, LeakSanitizer ignores criterion's own allocations
 # (the runner leaks a few bytes of its own at exit).
@@ -278,8 +278,10 @@ test-fuzz: $(FUZZ_BINS)
 # with the engine built under ASan+UBSan (build-san/, as SANITIZE=... does)
 # and --wrap on every allocator the engine calls, makes the Nth allocation
 # of each reader fail for N = 1, 2 ... on the fuzz seeds (fuzz/corpus/) and
-# fails on a crash, a leak or an error without a message. Not yet a tier of
-# `make test`: a whole sweep takes about ten minutes (docs/reliability.md).
+# fails on a crash, a leak or an error without a message. A tier of `make
+# test` without the zoo builds (about 10 s); `make test-faults FAULTS_ARGS=`
+# sweeps the zoo too (resnet20 alone takes many minutes).
+FAULTS_ARGS ?= -x zoo
 FAULTS_SAN  := address,undefined
 FAULTS_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup \
                -Wl,--wrap=strndup,--wrap=aligned_alloc,--wrap=json_loadb,--wrap=json_loads
@@ -292,7 +294,7 @@ $(BUILD)/tests/faults: $(BUILD)/obj/tests/faults/faults.o $(ENGINE_LIB)
 
 test-faults:
 	$(MAKE) SANITIZE=$(FAULTS_SAN) build-san/tests/faults
-	OMP_NUM_THREADS=2 build-san/tests/faults fuzz/corpus
+	OMP_NUM_THREADS=2 build-san/tests/faults fuzz/corpus $(FAULTS_ARGS)
 
 clean:
 	rm -rf build build-san build-fuzz
