@@ -7,6 +7,7 @@
 #   make bench      benchmarks side by side with their peers
 #   make SANITIZE=address,undefined test
 #   make fuzz FUZZ_S=60  libFuzzer targets (fuzz/) under ASan+UBSan, N s each
+#   make test-faults     allocation-failure sweep of the readers (build-san/)
 
 CC      ?= cc
 SANITIZE ?=
@@ -87,7 +88,7 @@ SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
 BENCH_BINS := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: fuzz test-fuzz
+.PHONY: fuzz test-fuzz test-faults
 .PHONY: soak test-soak
 .PHONY: all deps test test-layout test-unit test-api test-e2e test-slurm test-slurm-if-up \
         test-container run bench clean fixtures
@@ -167,7 +168,7 @@ $(SLURM_BIN): $(SLURM_OBJ)
 
 # Every tier; each fails the run on any failure.
 test: test-layout test-unit $(if $(API_SRC),test-api) $(if $(wildcard tests/e2e/*.mjs),test-e2e) \
-      test-slurm test-fuzz test-soak
+      test-slurm test-fuzz test-soak test-faults
 
 # Under the sanitizers, LeakSanitizer ignores criterion's own allocations
 # (the runner leaks a few bytes of its own at exit).
@@ -312,6 +313,28 @@ fuzz: $(FUZZ_BINS)
 
 test-fuzz: $(FUZZ_BINS)
 	scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_TEST_S) --replay
+
+# Allocation failures (docs/reliability.md): tests/faults/faults.c, linked
+# with the engine built under ASan+UBSan (build-san/, as SANITIZE=... does)
+# and --wrap on every allocator the engine calls, makes the Nth allocation
+# of each reader fail for N = 1, 2 ... on the fuzz seeds (fuzz/corpus/) and
+# fails on a crash, a leak or an error without a message. A tier of `make
+# test` without the zoo builds (about 10 s); `make test-faults FAULTS_ARGS=`
+# sweeps the zoo too (resnet20 alone takes many minutes).
+FAULTS_ARGS ?= -x zoo
+FAULTS_SAN  := address,undefined
+FAULTS_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup \
+               -Wl,--wrap=strndup,--wrap=aligned_alloc,--wrap=json_loadb,--wrap=json_loads
+
+$(BUILD)/obj/tests/faults/%.o: CPPFLAGS += -Ifuzz
+
+$(BUILD)/tests/faults: $(BUILD)/obj/tests/faults/faults.o $(ENGINE_LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) $(FAULTS_WRAP) -o $@ $< $(ENGINE_LIB) $(ENGINE_LIBS)
+
+test-faults:
+	$(MAKE) SANITIZE=$(FAULTS_SAN) build-san/tests/faults
+	OMP_NUM_THREADS=2 build-san/tests/faults fuzz/corpus $(FAULTS_ARGS)
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -175,7 +175,8 @@ typedef struct {
 
 /* Builds the layer list of a zoo model ("mlp", "cnn-small", "resnet20") for
  * input (c, h, w) and 10 classes. Returns a new JSON object {"input": [...],
- * "layers": [...]}, or NULL with err (LSQ_ERR_NOT_FOUND, field model.arch). */
+ * "layers": [...]}, or NULL with err (LSQ_ERR_NOT_FOUND, field model.arch;
+ * LSQ_ERR_NOMEM when an allocation failed). */
 json_t *net_zoo_layers(const char *arch, int c, int h, int w, lsq_err *err);
 /* The same for `classes` outputs. */
 json_t *net_zoo_layers_for(const char *arch, int c, int h, int w, int classes, lsq_err *err);
