@@ -280,7 +280,7 @@ static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
     net->grads = xcalloc(net->n_params + NET_GRAD_TAIL, sizeof(float), a);
     net->state = xcalloc(net->n_state, sizeof(float), a);
     net->probs = xcalloc((size_t)max_batch * net->classes, sizeof(float), a);
-    size_t scratch = 0;
+    size_t scratch = 0, qn = 0;
     for (int i = 1; i < net->n_nodes && !a->fail; i++) {
         net_node *nd = &net->nodes[i];
         const net_node *src = &net->nodes[nd->in[0]];
@@ -305,10 +305,7 @@ static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
             size_t s = conv2d_scratch_floats(&d);
             if (s > scratch) scratch = s;
         }
-        if (nd->aq.on) {
-            nd->qin = xcalloc(in_n, sizeof(float), a);
-            nd->dqin = xcalloc(in_n, sizeof(float), a);
-        }
+        if (nd->aq.on && in_n > qn) qn = in_n; /* the shared pair below */
         if (nd->wq.on) {
             size_t wn = net->views[nd->wv].count;
             nd->qw = xcalloc(wn, sizeof(float), a);
@@ -331,6 +328,13 @@ static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
         net->n_scratch = scratch;
         net->scratch = xcalloc(scratch, sizeof(float), a);
         net->qsums = xcalloc(2 * (size_t)max_batch, sizeof(double), a);
+        /* one quantized input and its gradient for every quantized layer:
+         * each layer fills it just before it uses it, in the forward and
+         * again in the backward */
+        if (qn) {
+            net->qbuf = xcalloc(qn, sizeof(float), a);
+            net->dqbuf = xcalloc(qn, sizeof(float), a);
+        }
     }
     /* the optimizer's momentum buffer (train/optim.c), one per parameter */
     a->bytes += net->n_params * sizeof(float);
@@ -904,8 +908,6 @@ void net_free(lsq_net *net)
         }
         free(nd->aux);
         free(nd->argmax);
-        free(nd->qin);
-        free(nd->dqin);
         free(nd->qw);
         free(nd->dqw);
         free(nd->wcodes);
@@ -921,6 +923,8 @@ void net_free(lsq_net *net)
     free(net->state);
     free(net->scratch);
     free(net->qsums);
+    free(net->qbuf);
+    free(net->dqbuf);
     free(net->probs);
     json_decref(net->layers);
     memset(net, 0, sizeof *net);
@@ -1218,13 +1222,17 @@ static int relu_is_fused(const lsq_net *net, int i)
     return nd->op == OP_RELU && nd->in[0] > 0 && net->nodes[nd->in[0]].fused_relu == i;
 }
 
-/* nd->qin = the layer's input quantized (v_hat); returns it. */
-static const float *quantize_input(lsq_net *net, net_node *nd, const float *in, size_t count)
+/* net->qbuf = the layer's input quantized (v_hat); returns it. The buffer
+ * is shared by every quantized layer: the backward quantizes the input again
+ * (the same values: the step does not change between the two passes)
+ * rather than keep one copy per layer. */
+static const float *quantize_input(lsq_net *net, const net_node *nd, const float *in,
+                                   size_t count)
 {
-    quant_forward(nd->qin, NULL, in, view_ptr(net, nd->aq.step_view),
+    quant_forward(net->qbuf, NULL, in, view_ptr(net, nd->aq.step_view),
                   nd->aq.offset_view >= 0 ? view_ptr(net, nd->aq.offset_view) : NULL, 1, count,
                   &nd->aq.r);
-    return nd->qin;
+    return net->qbuf;
 }
 
 /* A conv whose input (unsigned, no LSQ+ offset) and weights are both
@@ -1232,13 +1240,13 @@ static const float *quantize_input(lsq_net *net, net_node *nd, const float *in, 
  * nonfinite quantized weights keep the float path, which carries them.
  * Returns 0 when it ran, -1 when the caller runs the float path. */
 static int conv_codes_forward(lsq_net *net, const net_node *nd, const float *in,
-                              const float *b, const conv2d_dims *d, int training)
+                              const float *b, const conv2d_dims *d)
 {
     if (!nd->aq.on || !nd->wq.on || nd->aq.offset_view >= 0) return -1;
     const size_t wn = net->views[nd->wv].count;
     for (size_t j = 0; j < wn; j++)
         if (!isfinite(nd->qw[j])) return -1;
-    return conv2d_forward_codes(nd->out, training ? nd->qin : NULL, in,
+    return conv2d_forward_codes(nd->out, NULL, in,
                                 view_ptr(net, nd->aq.step_view)[0], &nd->aq.r, nd->wcodes,
                                 view_ptr(net, nd->wq.step_view), nd->wq.channels, &nd->wq.r, b,
                                 d, net->scratch);
@@ -1308,12 +1316,11 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             if (nd->op == OP_CONV) {
                 conv2d_dims d;
                 conv_dims_of(net, nd, n, &d);
-                /* on the codes where the layer allows it, which also
-                 * write the quantized input the backward needs */
-                const int done = conv_codes_forward(net, nd, in, b, &d, training) == 0;
-                if (nd->aq.on && !done) quantize_input(net, nd, in, in_count);
-                if (!done)
-                    conv2d_forward(nd->out, nd->aq.on ? nd->qin : in, w, b, &d, net->scratch);
+                /* on the codes where the layer allows it */
+                if (conv_codes_forward(net, nd, in, b, &d) != 0)
+                    conv2d_forward(nd->out,
+                                   nd->aq.on ? quantize_input(net, nd, in, in_count) : in, w,
+                                   b, &d, net->scratch);
             } else {
                 if (nd->aq.on) in = quantize_input(net, nd, in, in_count);
                 linear_forward(nd->out, in, w, b, n, src->c * src->h * src->w, nd->out_ch);
@@ -1486,8 +1493,8 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             float *dqx = din, *dqw = dw;
             if (nd->aq.on) {
                 /* a conv sets dqx whole; linear_backward adds to it */
-                qx = nd->qin;
-                dqx = nd->dqin;
+                qx = quantize_input(net, nd, x, in_count);
+                dqx = net->dqbuf;
                 if (nd->op != OP_CONV) memset(dqx, 0, in_count * sizeof(float));
             }
             if (nd->wq.on) {
@@ -1539,7 +1546,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     off = net->params + ov->off;
                 }
                 (sets_grad(net, i, si) ? quant_backward_overwrite : quant_backward)(
-                    din, net->grads + sv->off, doff, nd->dqin, x, net->params + sv->off, off,
+                    din, net->grads + sv->off, doff, net->dqbuf, x, net->params + sv->off, off,
                     nd->aq.g, 1, in_count, &nd->aq.r);
             }
             break;

@@ -90,7 +90,6 @@ typedef struct {
     float *aux;                /* BN: save_mean, save_rstd (2*C), then the
                                 * backward's coefficients (BN_COEFS*C) */
     int32_t *argmax;           /* maxpool */
-    float *qin, *dqin;         /* quantized input and its gradient */
     float *qw, *dqw;           /* quantized weight and its gradient */
     int32_t *wcodes;           /* conv: the weight codes (integer forward) */
     size_t bytes;              /* what its buffers and parameters take at max_batch
@@ -131,6 +130,8 @@ typedef struct {
     int max_batch;
     float *scratch;            /* conv im2col and batch-norm forward scratch */
     double *qsums;             /* (max_batch, 2): conv2d_backward_ex's per-image sums */
+    float *qbuf, *dqbuf;       /* a quantized layer's input and its gradient, shared by
+                                * every quantized layer (each fills it before use) */
     size_t n_scratch;
     int classes;
     int quantized;
