@@ -531,6 +531,7 @@ static unsigned http_fd_budget(unsigned want)
 int http_start(const lsqd_config *cfg)
 {
     g_cfg = cfg;
+    reply_metrics_hook(http_metrics_write);
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;

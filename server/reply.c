@@ -191,8 +191,13 @@ enum MHD_Result http_reply_error(req *r, http_err e, const char *field, const ch
     return http_reply_error_allow(r, e, field, NULL, msg);
 }
 
+static void (*g_metrics_hook)(FILE *f);
+
+void reply_metrics_hook(void (*fn)(FILE *f)) { g_metrics_hook = fn; }
+
 void reply_metrics_write(FILE *f, const route_def *t, int n)
 {
+    if (g_metrics_hook) g_metrics_hook(f);
     fputs("# HELP lsqd_http_requests_total HTTP requests by route and status.\n"
           "# TYPE lsqd_http_requests_total counter\n", f);
     for (int i = 0; i <= MAX_ROUTES; i++) {

@@ -133,5 +133,8 @@ enum MHD_Result http_reply_error_header(req *r, http_err e, const char *field,
 /* Writes the request counters of a route table (by route and status) and
  * the error counters (by code) as Prometheus text. */
 void reply_metrics_write(FILE *f, const route_def *table, int n);
+/* Lets the daemon (http.c) add its connection figures to /metrics without
+ * the handlers depending on it. */
+void reply_metrics_hook(void (*fn)(FILE *f));
 
 #endif

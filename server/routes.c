@@ -22,7 +22,6 @@
 #include "deploy/infer.h"
 #include "graph/net.h"
 #include "embedded.h"
-#include "http.h"
 #include "hub.h"
 #include "models.h"
 #include "reply.h"
@@ -864,7 +863,6 @@ static enum MHD_Result h_metrics(req *r)
     int nroutes;
     const route_def *table = routes_table(&nroutes);
     reply_metrics_write(f, table, nroutes);
-    http_metrics_write(f);
     fclose(f);
     enum MHD_Result res = http_reply_bytes(r, 200, "text/plain; version=0.0.4", text, len);
     free(text);
