@@ -506,22 +506,34 @@ store_status store_job_requeue(int64_t id)
     return rc;
 }
 
+/* Opens a write transaction and reads job id's state: STORE_OK with *state
+ * set, STORE_NOT_FOUND or STORE_ERR (the transaction is open in every case:
+ * the caller ends it with tx_end). */
+static store_status tx_job_state(sqlite3 *db, int64_t id, int *state)
+{
+    sqlite3_stmt *st = prep(db, "SELECT state FROM jobs WHERE id = ?");
+    if (!st) return STORE_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sql_step(st);
+    store_status rc = s == SQLITE_DONE ? STORE_NOT_FOUND : s == SQLITE_ROW ? STORE_OK : STORE_ERR;
+    if (rc == STORE_OK) *state = job_state_from_name((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return rc;
+}
+
 store_status store_job_resume(int64_t id)
 {
     sqlite3 *db = db_get();
-    store_status rc = STORE_ERR;
+    sqlite3_stmt *st = NULL;
+    int state;
     if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
-    sqlite3_stmt *st = prep(db, "SELECT state FROM jobs WHERE id = ?");
-    if (!st) goto out;
-    sqlite3_bind_int64(st, 1, id);
-    int s = sql_step(st);
-    if (s == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
-    if (s != SQLITE_ROW) goto out;
-    if (strcmp((const char *)sqlite3_column_text(st, 0), "failed")) {
+    store_status rc = tx_job_state(db, id, &state);
+    if (rc != STORE_OK) goto out;
+    rc = STORE_ERR;
+    if (state != JOB_FAILED) {
         rc = STORE_CONFLICT;
         goto out;
     }
-    sqlite3_finalize(st);
     st = prep(db, "UPDATE jobs SET state = 'queued', finished_at = NULL, error_code = NULL, "
                   "error_message = NULL, exit_status = NULL WHERE id = ?");
     if (!st) goto out;
@@ -715,17 +727,12 @@ int store_job_cancel_requested(int64_t id)
 store_status store_job_cancel(int64_t id, int *was_running)
 {
     sqlite3 *db = db_get();
-    store_status rc = STORE_ERR;
+    sqlite3_stmt *st = NULL;
+    int state;
     if (!db || exec_sql(db, "BEGIN IMMEDIATE")) return STORE_ERR;
-    sqlite3_stmt *st = prep(db, "SELECT state FROM jobs WHERE id = ?");
-    if (!st) goto out;
-    sqlite3_bind_int64(st, 1, id);
-    int s = sql_step(st);
-    if (s == SQLITE_DONE) { rc = STORE_NOT_FOUND; goto out; }
-    if (s != SQLITE_ROW) goto out;
-    int state = job_state_from_name((const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
-    st = NULL;
+    store_status rc = tx_job_state(db, id, &state);
+    if (rc != STORE_OK) goto out;
+    rc = STORE_ERR;
     if (state >= JOB_SUCCEEDED) { rc = STORE_CONFLICT; goto out; }
     *was_running = state == JOB_RUNNING;
     st = prep(db, state == JOB_RUNNING
