@@ -286,6 +286,30 @@ out:
     return text;
 }
 
+/* Takes a free slot for job_id, Slurm job slurm_id, its events file read on
+ * from offset (wseq lines before it: store_job_events_offset, asked before
+ * the lock is taken). NULL when every slot is taken. Under g_lock or before
+ * the thread runs. */
+static sjob *follow_new(int64_t job_id, const char *slurm_id, int64_t offset, int64_t wseq)
+{
+    for (int i = 0; i < MAX_JOBS; i++) {
+        sjob *j = &g_jobs[i];
+        if (j->used) continue;
+        memset(j, 0, sizeof *j);
+        j->used = 1;
+        j->job_id = job_id;
+        snprintf(j->slurm_id, sizeof j->slurm_id, "%s", slurm_id);
+        j->offset = offset > 0 ? offset : 0;
+        j->wseq = wseq;
+        j->srun = uses_srun(job_id);
+        /* over HTTP, the file is read from its start at the end, skipping
+         * what came over HTTP */
+        if (g_cfg->slurm_events_http) j->offset = j->wseq = 0;
+        return j;
+    }
+    return NULL;
+}
+
 /* Submits a claimed job. On failure the job is failed with sbatch's words. */
 static void submit(int64_t job_id, const char *spec)
 {
@@ -362,22 +386,11 @@ static void submit(int64_t job_id, const char *spec)
     int64_t wseq = 0;
     int64_t offset = store_job_events_offset(job_id, &wseq);
     pthread_mutex_lock(&g_lock);
-    sjob *j = NULL;
-    for (int i = 0; i < MAX_JOBS && !j; i++)
-        if (!g_jobs[i].used) j = &g_jobs[i];
-    if (j) {
-        memset(j, 0, sizeof *j);
-        j->used = 1;
-        j->job_id = job_id;
-        snprintf(j->slurm_id, sizeof j->slurm_id, "%s", id);
-        j->offset = offset > 0 ? offset : 0;
-        j->wseq = wseq;
-        j->srun = uses_srun(job_id);
-        /* over HTTP, the file is read from its start at the end, skipping
-         * what came over HTTP */
-        if (g_cfg->slurm_events_http) j->offset = j->wseq = 0;
-    }
+    sjob *j = follow_new(job_id, id, offset, wseq);
     pthread_mutex_unlock(&g_lock);
+    if (!j)
+        log_error("no free slot to follow the Slurm job", "{s:I,s:s}", "job",
+                  (json_int_t)job_id, "slurm_id", id);
     /* a cancel that came between the claim and now found nothing to signal */
     if (store_job_cancel_requested(job_id) == 1) slurm_cancel(job_id);
     log_info("job submitted to Slurm", "{s:I,s:s,s:s}", "job", (json_int_t)job_id,
@@ -749,29 +762,6 @@ static void *slurm_main(void *arg)
     return NULL;
 }
 
-/* Takes a free slot for job_id, Slurm job slurm_id, its events read from
- * what the store has. NULL when every slot is taken. Under g_lock or
- * before the thread runs. */
-static sjob *follow_new(int64_t job_id, const char *slurm_id)
-{
-    for (int i = 0; i < MAX_JOBS; i++) {
-        sjob *j = &g_jobs[i];
-        if (j->used) continue;
-        int64_t wseq = 0;
-        int64_t offset = store_job_events_offset(job_id, &wseq);
-        memset(j, 0, sizeof *j);
-        j->used = 1;
-        j->job_id = job_id;
-        snprintf(j->slurm_id, sizeof j->slurm_id, "%s", slurm_id);
-        j->offset = offset > 0 ? offset : 0;
-        j->wseq = wseq;
-        j->srun = uses_srun(job_id);
-        if (g_cfg->slurm_events_http) j->offset = j->wseq = 0;
-        return j;
-    }
-    return NULL;
-}
-
 /* At start: the Slurm jobs of this data folder (named lsqd-ID, commented
  * lsqd:DATA) that lsqd does not follow were submitted by an lsqd that died
  * before it stored their id. One whose job still waits for it is adopted
@@ -803,7 +793,8 @@ static void adopt_orphans(void)
             known |= g_jobs[i].used && !strcmp(g_jobs[i].slurm_id, sid);
         if (known) continue;
         store_status st = store_job_adopt_slurm(job_id, sid);
-        if (st == STORE_OK && follow_new(job_id, sid)) {
+        int64_t wseq = 0, offset = st == STORE_OK ? store_job_events_offset(job_id, &wseq) : 0;
+        if (st == STORE_OK && follow_new(job_id, sid, offset, wseq)) {
             log_warn("adopted a Slurm job whose id the previous lsqd did not store",
                      "{s:I,s:s}", "job", (json_int_t)job_id, "slurm_id", sid);
             add_own_event(job_id, EV_LOG, "slurm_adopted",
