@@ -5,6 +5,7 @@
 # LSQ at W4A4 and W2A2 (first and last layers at 8 bits); each job reports
 # the float model, post-training quantization and every LSQ epoch.
 #   bench/import_e2e.sh [BUILD] [MODEL.onnx] [EPOCHS]
+# Env: WORKERS (default 1) jobs at once, THREADS (default 2) per job.
 # (default model: runs/mobilenet/mobilenet.onnx; make it with
 #  /usr/bin/python3 bench/mobilenet_fmnist.py --out runs/mobilenet)
 set -eu
@@ -14,7 +15,7 @@ EPOCHS=${3:-3}
 cd "$(dirname "$0")/.."
 DATA=$(mktemp -d /tmp/lsqd-e2e-XXXXXX)
 PORT=${PORT:-18231}
-"$BUILD/lsqd" --listen 127.0.0.1:$PORT --data "$DATA" --workers 1 > "$DATA/lsqd.log" 2>&1 &
+"$BUILD/lsqd" --listen 127.0.0.1:$PORT --data "$DATA" --workers "${WORKERS:-1}" > "$DATA/lsqd.log" 2>&1 &
 LSQD=$!
 trap 'kill $LSQD 2>/dev/null; wait $LSQD 2>/dev/null || true' EXIT
 B=http://127.0.0.1:$PORT
@@ -24,8 +25,8 @@ id=$(curl -fs -H 'Content-Type: application/octet-stream' --data-binary @"$MODEL
 echo "uploaded model $id" >&2
 jobs=""
 for bits in 4 2; do
-  spec=$(printf '{"name":"mobilenet-w%da%d","model":{"onnx":%s},"quant":{"weight_bits":%d},"train":{"epochs":%d},"threads":2}' \
-         "$bits" "$bits" "$id" "$bits" "$EPOCHS")
+  spec=$(printf '{"name":"mobilenet-w%da%d","model":{"onnx":%s},"quant":{"weight_bits":%d},"train":{"epochs":%d},"threads":%d}' \
+         "$bits" "$bits" "$id" "$bits" "$EPOCHS" "${THREADS:-2}")
   j=$(curl -fs -H 'Content-Type: application/json' -d "$spec" "$B/api/v1/jobs" | \
       /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   jobs="$jobs $j"

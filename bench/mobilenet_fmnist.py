@@ -8,7 +8,9 @@ imports and quantizes (docs/results.md, "An imported MobileNetV2").
     /usr/bin/python3 bench/mobilenet_fmnist.py --out DIR --export-untrained FILE.onnx
 
 writes runs/mobilenet/mobilenet.onnx (eval mode: PyTorch folds each batch
-norm into its conv on export), runs/mobilenet/mobilenet.pt (the state dict)
+norm into its conv on export), runs/mobilenet/mobilenet-bn.onnx (the same
+weights with each batch norm kept as a node, its running statistics the
+trained ones), runs/mobilenet/mobilenet.pt (the state dict)
 and prints one JSON line with the float model's test accuracy, measured in
 PyTorch on the 10,000 test images.
 
@@ -167,8 +169,19 @@ def main():
     torch.onnx.export(model, torch.zeros(1, 1, 28, 28), onnx_path, opset_version=a.opset,
                       input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    # the same trained weights with each batch norm kept as its own node
+    # (train() module, TrainingMode.PRESERVE): LSQ fine-tunes the convs with
+    # batch norm after them, as the float model was trained
+    bn_path = os.path.join(a.out, "mobilenet-bn.onnx")
+    model.train()
+    torch.onnx.export(model, torch.zeros(2, 1, 28, 28), bn_path, opset_version=a.opset,
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
+                      input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    model.eval()
     print(json.dumps({"model": "mobilenet", "opset": a.opset, "epochs": a.epochs,
                       "test_acc": evaluate(model, xte, yte), "onnx": onnx_path,
+                      "onnx_bn": bn_path,
                       "parameters": sum(p.numel() for p in model.parameters()),
                       "torch": torch.__version__}), flush=True)
 
