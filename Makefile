@@ -34,8 +34,10 @@ OPT     ?= -O2 -g
 ARCH    ?= $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v3)
 # The training loops' files (engine/core/isa.h) are built a second time for
 # x86-64-v4 with 512-bit vectors; lsq picks the path at start (LSQ_ISA).
+# Not pool.c: its 2x2 max pool on 14-wide rows ran slower at 512 bits
+# (docs/results.md, "AVX-512").
 ISA_SRC  := engine/quant/quant.c engine/nn/batchnorm.c engine/nn/elementwise.c \
-            engine/nn/pool.c engine/train/optim.c
+            engine/train/optim.c
 ISA_WIDE := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v4 -mprefer-vector-width=512)
 SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
 CPPFLAGS += -D_GNU_SOURCE -Iengine -MMD -MP

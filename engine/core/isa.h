@@ -1,7 +1,7 @@
 /* Which vector width the engine's hot loops run at, chosen once per process.
  *
  * The files that hold the training loops (the Makefile's ISA_SRC: the
- * quantizer, batch norm, elementwise layers, pooling, the optimizer) are
+ * quantizer, batch norm, the elementwise layers, the optimizer) are
  * compiled twice on x86-64: once with the build's ARCH (x86-64-v3, AVX2, by
  * default: the "base" path) and once with -march=x86-64-v4
  * -mprefer-vector-width=512 (the "avx512" path), the second with

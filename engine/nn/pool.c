@@ -2,37 +2,10 @@
  * windowed average pooling and global average pooling.
  * Work is split by (n, c) plane over OpenMP threads; every plane is written
  * by one thread, so results do not depend on the thread count. */
-#include "core/isa.h"
 #include "core/vsum.h"
 #include "nn/layers.h"
 
 #include <string.h>
-
-/* Compiled twice, for the base and the avx512 path (core/isa.h): every
- * function this file exports, (return, name, parameters, arguments). */
-#define POOL_FUNCS(V, R) \
-    V(void, maxpool_forward, (float *out, int32_t *argmax, const float *in, int n, int c,       \
-      int ih, int iw, int k, int stride, int oh, int ow),                                       \
-      (out, argmax, in, n, c, ih, iw, k, stride, oh, ow))                                       \
-    V(void, maxpool_backward, (float *din, const float *dout, const int32_t *argmax, int n,     \
-      int c, int ih, int iw, int oh, int ow), (din, dout, argmax, n, c, ih, iw, oh, ow))        \
-    V(void, maxpool_backward_overwrite, (float *din, const float *dout, const int32_t *argmax,  \
-      int n, int c, int ih, int iw, int oh, int ow), (din, dout, argmax, n, c, ih, iw, oh, ow)) \
-    V(void, avgpool_forward, (float *out, const float *in, int n, int c, int hw),               \
-      (out, in, n, c, hw))                                                                      \
-    V(void, avgpool_backward, (float *din, const float *dout, int n, int c, int hw),            \
-      (din, dout, n, c, hw))                                                                    \
-    V(void, avgpool_backward_overwrite, (float *din, const float *dout, int n, int c, int hw),  \
-      (din, dout, n, c, hw))                                                                    \
-    R(int, pool2d_dims_init, (pool2d_dims *d, int n, int c, int ih, int iw, int k, int stride,  \
-      int pad), (d, n, c, ih, iw, k, stride, pad))                                              \
-    V(void, maxpool2d_forward, (float *out, int32_t *argmax, const float *in,                   \
-      const pool2d_dims *d), (out, argmax, in, d))                                              \
-    V(void, avgpool2d_forward, (float *out, const float *in, const pool2d_dims *d,              \
-      int count_include_pad), (out, in, d, count_include_pad))                                  \
-    V(void, avgpool2d_backward, (float *din, const float *dout, const pool2d_dims *d,           \
-      int count_include_pad), (din, dout, d, count_include_pad))
-ISA_VARIANTS(POOL_FUNCS)
 
 #define POOL_PAR_MIN 32768
 

@@ -142,7 +142,7 @@ void quant_forward(float *out, int32_t *codes, const float *in,
 
 /* ---- backward ----------------------------------------------------------- */
 
-#if defined(__AVX2__) && defined(__FMA__) && !(defined(__AVX512F__) && defined(__AVX512DQ__))
+#if defined(__AVX2__) && defined(__FMA__)
 /* backward_block's loop in AVX2 over the first n - n % 8 elements: GCC leaves
  * the portable loop scalar (its selects feed two double reductions). Same
  * formulas and NaN behaviour: max/min return their second operand for a NaN,
@@ -187,73 +187,16 @@ static size_t backward_avx2(float *din, int set, const float *dout, const float 
 }
 #endif
 
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-/* backward_avx2 in 512-bit vectors (the avx512 path, core/isa.h), over the
- * same first n - n % 8 elements and with the same bits: the 8 double lanes
- * of each sum are backward_avx2's s0 (lanes 0-3) and s1 (4-7), each 16
- * floats feed them as two 8-float halves in order, so every lane sees the
- * same additions in the same order; the last 8 floats, if any, go through
- * the same steps under a mask. */
-static size_t backward_avx512(float *din, int set, const float *dout, const float *in,
-                              float s, float beta, float lo, float hi, size_t n,
-                              double sums[2])
-{
-    const __m512 vs = _mm512_set1_ps(s), vb = _mm512_set1_ps(beta);
-    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
-    const __m512 magic = _mm512_set1_ps(12582912.0f);
-    __m512d ss = _mm512_setzero_pd(), so = ss;
-    const size_t end = n - n % 8;
-    for (size_t i = 0; i < end; i += 16) {
-        /* all 16 lanes, or the last 8 */
-        const __mmask16 m = end - i >= 16 ? 0xffff : 0x00ff;
-        __m512 x = _mm512_div_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, in + i), vb), vs);
-        __m512 xc = _mm512_min_ps(vhi, _mm512_max_ps(vlo, x));
-        __mmask16 out = _mm512_cmp_ps_mask(xc, x, _CMP_NEQ_UQ);
-        __m512 r = _mm512_sub_ps(_mm512_add_ps(x, magic), magic);
-        __m512 t = _mm512_mask_blend_ps(out, _mm512_sub_ps(r, x), xc);
-        __m512 g = _mm512_maskz_loadu_ps(m, dout + i);
-        __m512 gin = _mm512_maskz_mov_ps((__mmask16)~out, g);
-        if (din && set)
-            _mm512_mask_storeu_ps(din + i, m, gin);
-        else if (din)
-            _mm512_mask_storeu_ps(din + i, m,
-                                  _mm512_add_ps(_mm512_maskz_loadu_ps(m, din + i), gin));
-        __m512 go = _mm512_maskz_mov_ps(out, g);
-        ss = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(g)),
-                             _mm512_cvtps_pd(_mm512_castps512_ps256(t)), ss);
-        so = _mm512_add_pd(so, _mm512_cvtps_pd(_mm512_castps512_ps256(go)));
-        if (m == 0xffff) {
-            __m256 gh = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(g), 1));
-            __m256 th = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1));
-            __m256 goh = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(go), 1));
-            ss = _mm512_fmadd_pd(_mm512_cvtps_pd(gh), _mm512_cvtps_pd(th), ss);
-            so = _mm512_add_pd(so, _mm512_cvtps_pd(goh));
-        }
-    }
-    double ls[4], lo4[4];
-    _mm256_storeu_pd(ls, _mm256_add_pd(_mm512_castpd512_pd256(ss), _mm512_extractf64x4_pd(ss, 1)));
-    _mm256_storeu_pd(lo4, _mm256_add_pd(_mm512_castpd512_pd256(so), _mm512_extractf64x4_pd(so, 1)));
-    sums[0] = (ls[0] + ls[1]) + (ls[2] + ls[3]);
-    sums[1] = (lo4[0] + lo4[1]) + (lo4[2] + lo4[3]);
-    return end;
-}
-#endif
-
 /* Sums of one block: [0] = sum dout * dv_hat/ds, [1] = sum dout outside.
- * The AVX-512 or AVX2 loop, where built, takes whole 8-float vectors; the
- * portable loop the rest (all of it elsewhere). */
+ * The AVX2 loop, where built, takes whole vectors; the portable loop the
+ * rest (all of it elsewhere). */
 static void backward_block(float *din, int set, const float *dout, const float *in,
                            float s, float beta,
                            float lo, float hi, size_t n, double sums[2])
 {
     size_t i0 = 0;
     double ss = 0.0, so = 0.0;
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
-    double vsum[2];
-    i0 = backward_avx512(din, set, dout, in, s, beta, lo, hi, n, vsum);
-    ss = vsum[0];
-    so = vsum[1];
-#elif defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__)
     double vsum[2];
     i0 = backward_avx2(din, set, dout, in, s, beta, lo, hi, n, vsum);
     ss = vsum[0];
