@@ -2,12 +2,18 @@
  * in one process: for each kernel, rounds that time the base path (AVX2)
  * and the avx512 path in turn (the first in each round alternates), at the
  * activation size of a resnet20 block at batch 128 (128 x 16 x 28 x 28
- * floats). One JSON line per kernel: the median and the fastest
+ * floats; the optimizer over as many parameters). One JSON line per kernel: the median and the fastest
  * milliseconds per call of each path, and the ratio of the medians. One
  * thread by default: on a loaded machine a parallel region's time is that
  * of its last thread to get a core, which hides the kernels.
  *
- *   isa_bench [--rounds 51] [--threads 1] [--batch 128]
+ * --offset: where the float buffers start relative to a 64-byte line: 16,
+ * the default, is what glibc's calloc returns for buffers this large (an
+ * mmap'd chunk after its 16-byte header), so what the engine's buffers get
+ * (graph/net.c); 0 puts them on a cache line, where a 64-byte vector load
+ * never straddles two.
+ *
+ *   isa_bench [--rounds 51] [--threads 1] [--batch 128] [--offset 16]
  */
 #include <math.h>
 #include <omp.h>
@@ -19,6 +25,7 @@
 #include "core/isa.h"
 #include "nn/layers.h"
 #include "quant/quant.h"
+#include "train/optim.h"
 
 static double now_s(void)
 {
@@ -33,10 +40,10 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-enum { K_QFWD, K_QBWD, K_BN_FWD, K_BN_BWD, K_RELU_ADD_FWD, K_RELU_ADD_BWD, K_COUNT };
+enum { K_QFWD, K_QBWD, K_BN_FWD, K_BN_BWD, K_RELU_ADD_FWD, K_RELU_ADD_BWD, K_SGD, K_COUNT };
 static const char *const KERNEL_NAMES[] = {
     "quant_forward",   "quant_backward",     "batchnorm_relu_forward_train",
-    "batchnorm_relu_backward", "add_relu_forward", "add_relu_backward",
+    "batchnorm_relu_backward", "add_relu_forward", "add_relu_backward", "sgd_step",
 };
 _Static_assert(sizeof KERNEL_NAMES / sizeof *KERNEL_NAMES == K_COUNT, "one name per kernel");
 
@@ -46,6 +53,8 @@ typedef struct {
     float *x, *y, *g, *out, *d1, *d2, *gamma, *beta, *mean, *rstd, *rm, *rv, *work;
     int32_t *codes;
     quant_range q;
+    lsq_net net; /* parameters and gradients only, for sgd_step */
+    lsq_sgd opt;
 } bench_data;
 
 static void run_kernel(int k, bench_data *b)
@@ -75,16 +84,20 @@ static void run_kernel(int k, bench_data *b)
     case K_RELU_ADD_BWD:
         add_relu_backward(b->d1, 1, b->d2, 1, b->g, b->x, b->cnt);
         break;
+    case K_SGD:
+        sgd_step(&b->opt, &b->net, 1e-6f, 0.9f, 1e-4f, 0);
+        break;
     }
 }
 
 int main(int argc, char **argv)
 {
-    int rounds = 51, threads = 1, batch = 128;
+    int rounds = 51, threads = 1, batch = 128, offset = 16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--offset") && i + 1 < argc) offset = atoi(argv[++i]);
         else {
             fprintf(stderr, "isa_bench: unknown argument %s\n", argv[i]);
             return 2;
@@ -92,6 +105,10 @@ int main(int argc, char **argv)
     }
     if (rounds < 1 || threads < 1 || batch < 1) {
         fprintf(stderr, "isa_bench: --rounds, --threads and --batch take positive numbers\n");
+        return 2;
+    }
+    if (offset < 0 || offset >= 64 || offset % 4) {
+        fprintf(stderr, "isa_bench: --offset takes 0, 4, ... 60 (bytes)\n");
         return 2;
     }
     if (!lsq_isa_supported(LSQ_ISA_AVX512)) {
@@ -107,9 +124,11 @@ int main(int argc, char **argv)
                             ? BN_WORK_FLOATS(b.n, b.c)
                             : BN_BACKWARD_WORK_FLOATS(b.n, b.c);
     float **bufs[] = {&b.x, &b.y, &b.g, &b.out, &b.d1, &b.d2};
+    char *blocks[sizeof bufs / sizeof *bufs];
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
-        *bufs[i] = malloc(b.cnt * sizeof(float));
-        if (!*bufs[i]) return 1;
+        blocks[i] = aligned_alloc(64, (b.cnt * sizeof(float) + 127) / 64 * 64);
+        if (!blocks[i]) return 1;
+        *bufs[i] = (float *)(blocks[i] + offset);
         for (size_t j = 0; j < b.cnt; j++)
             (*bufs[i])[j] = (float)((j * 2654435761u + i * 40503u) % 2001) / 1000.0f - 1.0f;
     }
@@ -121,6 +140,10 @@ int main(int argc, char **argv)
     b.rm = b.rstd + b.c, b.rv = b.rm + b.c;
     for (int i = 0; i < b.c; i++) b.gamma[i] = 1.0f, b.rv[i] = 1.0f;
     quant_range_init(&b.q, 2, 0);
+    /* sgd_step over cnt parameters (x) with gradients g: a net with no views */
+    b.net.params = b.x, b.net.grads = b.g, b.net.n_params = b.cnt;
+    lsq_err err;
+    if (sgd_init(&b.opt, &b.net, &err) != LSQ_OK) return 1;
     /* batchnorm backward reads the saved statistics */
     batchnorm_relu_forward_train(b.out, b.mean, b.rstd, b.rm, b.rv, b.x, b.gamma, b.beta, b.n,
                                  b.c, b.hw, 0.1f, 1e-5f, b.work);
@@ -143,15 +166,17 @@ int main(int argc, char **argv)
         qsort(ms, (size_t)rounds, sizeof *ms, cmp_double);
         qsort(ms + rounds, (size_t)rounds, sizeof *ms, cmp_double);
         double base = ms[rounds / 2], wide = ms[rounds + rounds / 2];
-        printf("{\"bench\":\"isa\",\"kernel\":\"%s\",\"floats\":%zu,\"threads\":%d,\"rounds\":%d,"
+        printf("{\"bench\":\"isa\",\"kernel\":\"%s\",\"floats\":%zu,\"offset\":%d,\"threads\":%d,"
+               "\"rounds\":%d,"
                "\"%s_ms\":%.3f,\"avx512_ms\":%.3f,\"%s_min_ms\":%.3f,\"avx512_min_ms\":%.3f,"
                "\"speedup\":%.2f}\n",
-               KERNEL_NAMES[k], b.cnt, threads, rounds, lsq_isa_name(LSQ_ISA_BASE), base, wide,
+               KERNEL_NAMES[k], b.cnt, offset, threads, rounds, lsq_isa_name(LSQ_ISA_BASE), base, wide,
                lsq_isa_name(LSQ_ISA_BASE), ms[0], ms[rounds], base / wide);
         fflush(stdout);
     }
     free(ms);
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(*bufs[i]);
+    sgd_free(&b.opt);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(blocks[i]);
     free(b.gamma), free(b.work), free(b.codes);
     return 0;
 }

@@ -1,29 +1,29 @@
 /* Which vector width the engine's hot loops run at, chosen once per process.
  *
  * The files that hold the training loops (the Makefile's ISA_SRC: the
- * quantizer, batch norm, the elementwise layers, the optimizer) are
- * compiled twice on x86-64: once with the build's ARCH (x86-64-v3, AVX2, by
- * default: the "base" path) and once with -march=x86-64-v4
- * -mprefer-vector-width=512 (the "avx512" path), the second with
- * -DLSQ_ISA_VARIANT=1. Each such file lists its exported functions once, in
- * an X-macro (name, parameters, arguments), and ends its includes with
- * ISA_VARIANTS(list). That
- *   - renames every listed definition of this build: `relu_forward` becomes
- *     the symbol relu_forward_base or relu_forward_avx512 (a GNU asm label,
- *     so the code keeps its own names and calls its own build's functions);
- *   - in the base build, defines the public symbol `relu_forward` as a
- *     dispatcher that calls one or the other by lsq_isa_active().
- * Callers see the functions of their headers and nothing else. A listed
- * function left out of the list is defined twice and fails the link; so
- * does a list entry whose function is missing.
+ * quantizer, batch norm, the elementwise layers, the optimizer) are compiled
+ * twice on x86-64: once with the build's ARCH (x86-64-v3, AVX2, by default:
+ * the "base" path) and once with -march=x86-64-v4 -mprefer-vector-width=512
+ * -DLSQ_ISA_VARIANT=1 (the "avx512" path). Each such file lists the
+ * functions it exports once, in an X-macro of (return type, name,
+ * parameters, arguments), and ends its includes with ISA_VARIANTS(list),
+ * which
+ *   - renames this build's definition of each: `relu_forward` becomes the
+ *     symbol relu_forward_base or relu_forward_avx512 (a GNU asm label, so
+ *     the code keeps its names and calls its own build's functions);
+ *   - in the base build, defines the public symbol `relu_forward`: a
+ *     dispatcher that calls one or the other by lsq_isa_wide.
+ * Callers see the functions of their headers and nothing else. An exported
+ * function missing from the list is defined twice, and a list entry with no
+ * function is undefined: either fails the link.
  *
- * Elsewhere (another architecture, or the clang fuzz build) LSQ_ISA_DISPATCH
- * is 0, ISA_VARIANTS expands to
- * nothing and each file builds once, as plain C.
+ * Elsewhere (another architecture, or the clang fuzz build) the Makefile
+ * leaves LSQ_ISA_DISPATCH at 0: ISA_VARIANTS expands to nothing and each
+ * file builds once, as plain C.
  *
- * The path: LSQ_ISA=avx2|avx512 (the base path's name, see lsq_isa_name)
- * forces one; unset or "auto", avx512 when the CPU and OS have AVX-512
- * F/BW/CD/DQ/VL (x86-64-v4), else the base path. Read at process start. */
+ * The path: LSQ_ISA=avx2|avx512 (the base path's name: lsq_isa_name) forces
+ * one; unset or "auto": avx512 where the CPU and OS have AVX-512
+ * F/BW/CD/DQ/VL (x86-64-v4), else the base path. Read before main. */
 #ifndef LSQ_ISA_H
 #define LSQ_ISA_H
 
