@@ -32,12 +32,11 @@ OPT     ?= -O2 -g
 # x86-64-v3 (AVX2, FMA: 2013 and later). `make ARCH=` builds for any x86-64;
 # the integer kernels pick AVX2 / AVX-512 VNNI at run time either way.
 ARCH    ?= $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v3)
-# The training loops' files (engine/core/isa.h) are built a second time for
-# x86-64-v4 with 512-bit vectors; lsq picks the path at start (LSQ_ISA).
-# Not pool.c: its 2x2 max pool on 14-wide rows ran slower at 512 bits
-# (docs/results.md, "AVX-512").
-ISA_SRC  := engine/quant/quant.c engine/nn/batchnorm.c engine/nn/elementwise.c \
-            engine/train/optim.c
+# Files built a second time for x86-64-v4 with 512-bit vectors (engine/core/
+# isa.h); lsq picks the path at start (LSQ_ISA). Only where 512 bits paid on
+# the AVX-512 machine: the quantizer. Batch norm, the elementwise layers, the
+# optimizer and pooling ran as fast or slower (docs/results.md, "AVX-512").
+ISA_SRC  := engine/quant/quant.c
 ISA_WIDE := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v4 -mprefer-vector-width=512)
 SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
 CPPFLAGS += -D_GNU_SOURCE -Iengine -MMD -MP

@@ -2,10 +2,12 @@
  * in one process: for each kernel, rounds that time the base path (AVX2)
  * and the avx512 path in turn (the first in each round alternates), at the
  * activation size of a resnet20 block at batch 128 (128 x 16 x 28 x 28
- * floats; the optimizer over as many parameters). One JSON line per kernel: the median and the fastest
- * milliseconds per call of each path, and the ratio of the medians. One
- * thread by default: on a loaded machine a parallel region's time is that
- * of its last thread to get a core, which hides the kernels.
+ * floats; the optimizer over as many parameters). One JSON line per kernel:
+ * the median and the fastest milliseconds per call of each path, and the
+ * ratio of the medians. A kernel whose file has one path (not in the
+ * Makefile's ISA_SRC) runs the same code on both: its ratio is the noise.
+ * One thread by default: on a loaded machine a parallel region's time is
+ * that of its last thread to get a core, which hides the kernels.
  *
  * --offset: where the float buffers start relative to a 64-byte line: 16,
  * the default, is what glibc's calloc returns for buffers this large (an

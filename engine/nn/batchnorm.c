@@ -8,66 +8,12 @@
  * first plane (so the variance does not cancel away when the mean is large
  * relative to the spread), once to normalise. */
 #include "nn/layers.h"
-#include "core/isa.h"
 
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "core/vsum.h"
-
-/* Compiled twice, for the base and the avx512 path (core/isa.h): every
- * function this file exports, (return, name, parameters, arguments). */
-#define BATCHNORM_FUNCS(V, R) \
-    V(void, batchnorm_forward_train, (float *out, float *save_mean, float *save_rstd,                                     \
-      float *running_mean, float *running_var, const float *in, const float *gamma,                                       \
-      const float *beta, int n, int c, int hw, float momentum, float eps, float *work),                                   \
-      (out, save_mean, save_rstd, running_mean, running_var, in, gamma, beta, n, c, hw, momentum, eps, work))             \
-    V(void, batchnorm_relu_forward_train, (float *out, float *save_mean, float *save_rstd,                                \
-      float *running_mean, float *running_var, const float *in, const float *gamma,                                       \
-      const float *beta, int n, int c, int hw, float momentum, float eps, float *work),                                   \
-      (out, save_mean, save_rstd, running_mean, running_var, in, gamma, beta, n, c, hw, momentum, eps, work))             \
-    V(void, batchnorm_forward_train_sync, (float *out, float *save_mean, float *save_rstd,                                \
-      float *running_mean, float *running_var, const float *in, const float *gamma,                                       \
-      const float *beta, int n, int c, int hw, float momentum, float eps, int relu, float *work,                          \
-      const bn_sync *sync),                                                                                               \
-      (out, save_mean, save_rstd, running_mean, running_var, in, gamma, beta, n, c, hw, momentum, eps, relu, work, sync)) \
-    V(void, batchnorm_forward_eval, (float *out, const float *in, const float *gamma,                                     \
-      const float *beta, const float *running_mean, const float *running_var, int n, int c,                               \
-      int hw, float eps), (out, in, gamma, beta, running_mean, running_var, n, c, hw, eps))                               \
-    V(void, batchnorm_relu_forward_eval, (float *out, const float *in, const float *gamma,                                \
-      const float *beta, const float *running_mean, const float *running_var, int n, int c,                               \
-      int hw, float eps), (out, in, gamma, beta, running_mean, running_var, n, c, hw, eps))                               \
-    V(void, batchnorm_backward_coef, (float *coef, float *dgamma, float *dbeta,                                           \
-      const float *dout, const float *beta, const float *in, const float *save_mean,                                      \
-      const float *save_rstd, const float *gamma, int n, int c, int hw, float *work),                                     \
-      (coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, work))                                 \
-    V(void, batchnorm_backward_coef_sync, (float *coef, float *dgamma, float *dbeta,                                      \
-      const float *dout, const float *beta, const float *in, const float *save_mean,                                      \
-      const float *save_rstd, const float *gamma, int n, int c, int hw, float *work,                                      \
-      const bn_sync *sync),                                                                                               \
-      (coef, dgamma, dbeta, dout, beta, in, save_mean, save_rstd, gamma, n, c, hw, work, sync))                           \
-    V(void, batchnorm_backward_plane, (float *din, int set, const float *dout, const float *in,                           \
-      const float *coef, int hw), (din, set, dout, in, coef, hw))                                                         \
-    V(void, batchnorm_backward_planes, (float *din, int set, const float *dout, const float *in,                          \
-      const float *coef, int n, int c, int hw), (din, set, dout, in, coef, n, c, hw))                                     \
-    V(void, batchnorm_backward, (float *din, float *dgamma, float *dbeta, const float *dout,                              \
-      const float *in, const float *save_mean, const float *save_rstd, const float *gamma,                                \
-      int n, int c, int hw, float *work),                                                                                 \
-      (din, dgamma, dbeta, dout, in, save_mean, save_rstd, gamma, n, c, hw, work))                                        \
-    V(void, batchnorm_backward_overwrite, (float *din, float *dgamma, float *dbeta,                                       \
-      const float *dout, const float *in, const float *save_mean, const float *save_rstd,                                 \
-      const float *gamma, int n, int c, int hw, float *work),                                                             \
-      (din, dgamma, dbeta, dout, in, save_mean, save_rstd, gamma, n, c, hw, work))                                        \
-    V(void, batchnorm_relu_backward, (float *din, float *dgamma, float *dbeta,                                            \
-      const float *dout, const float *in, const float *save_mean, const float *save_rstd,                                 \
-      const float *gamma, const float *beta, int n, int c, int hw, float *work),                                          \
-      (din, dgamma, dbeta, dout, in, save_mean, save_rstd, gamma, beta, n, c, hw, work))                                  \
-    V(void, batchnorm_relu_backward_overwrite, (float *din, float *dgamma, float *dbeta,                                  \
-      const float *dout, const float *in, const float *save_mean, const float *save_rstd,                                 \
-      const float *gamma, const float *beta, int n, int c, int hw, float *work),                                          \
-      (din, dgamma, dbeta, dout, in, save_mean, save_rstd, gamma, beta, n, c, hw, work))
-ISA_VARIANTS(BATCHNORM_FUNCS)
 
 /* Only fork when there is enough work to pay for it. */
 #define BN_PAR_MIN 32768

@@ -4,45 +4,8 @@
  * Memory-bound loops, split over OpenMP threads once they are large enough
  * to pay for the fork, and written so the compiler vectorises them. */
 #include "nn/layers.h"
-#include "core/isa.h"
 
 #include <string.h>
-
-/* Compiled twice, for the base and the avx512 path (core/isa.h): every
- * function this file exports, (return, name, parameters, arguments). */
-#define ELEMENTWISE_FUNCS(V, R) \
-    V(void, relu_forward, (float *out, const float *in, size_t count), (out, in, count))        \
-    V(void, relu_backward, (float *din, const float *dout, const float *out, size_t count),     \
-      (din, dout, out, count))                                                                  \
-    V(void, relu_backward_overwrite, (float *din, const float *dout, const float *out,          \
-      size_t count), (din, dout, out, count))                                                   \
-    V(void, add_forward, (float *out, const float *a, const float *b, size_t count),            \
-      (out, a, b, count))                                                                       \
-    V(void, add_backward, (float *da, float *db, const float *dout, size_t count),              \
-      (da, db, dout, count))                                                                    \
-    V(void, add_backward_overwrite, (float *da, int set_a, float *db, int set_b,                \
-      const float *dout, size_t count), (da, set_a, db, set_b, dout, count))                    \
-    V(void, add_relu_forward, (float *out, const float *a, const float *b, size_t count),       \
-      (out, a, b, count))                                                                       \
-    V(void, add_relu_backward, (float *da, int set_a, float *db, int set_b, const float *dout,  \
-      const float *out, size_t count), (da, set_a, db, set_b, dout, out, count))                \
-    V(void, clip_forward, (float *out, const float *in, size_t count, float lo, float hi),      \
-      (out, in, count, lo, hi))                                                                 \
-    V(void, clip_backward, (float *din, const float *dout, const float *out, size_t count,      \
-      float lo, float hi), (din, dout, out, count, lo, hi))                                     \
-    V(void, leakyrelu_forward, (float *out, const float *in, size_t count, float alpha),        \
-      (out, in, count, alpha))                                                                  \
-    V(void, leakyrelu_backward, (float *din, const float *dout, const float *in, size_t count,  \
-      float alpha), (din, dout, in, count, alpha))                                              \
-    V(void, scale_forward, (float *out, const float *in, size_t count, float value),            \
-      (out, in, count, value))                                                                  \
-    V(void, scale_backward, (float *din, const float *dout, size_t count, float value),         \
-      (din, dout, count, value))                                                                \
-    V(void, concat_forward, (float *out, const float *const *in, const int *c, int k, int n,    \
-      int hw), (out, in, c, k, n, hw))                                                          \
-    V(void, concat_backward, (float *const *din, const float *dout, const int *c, int k, int n, \
-      int hw), (din, dout, c, k, n, hw))
-ISA_VARIANTS(ELEMENTWISE_FUNCS)
 
 #define EW_PAR_MIN 65536
 /* Elements per work chunk: threads take chunks dynamically, so one that the

@@ -1,22 +1,10 @@
 /* SGD with momentum over the flat parameter buffer, and the lr schedule. */
 #include "train/optim.h"
-#include "core/isa.h"
 
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-
-/* Compiled twice, for the base and the avx512 path (core/isa.h): every
- * function this file exports, (return, name, parameters, arguments). */
-#define OPTIM_FUNCS(V, R) \
-    R(lsq_status, sgd_init, (lsq_sgd *o, const lsq_net *net, lsq_err *err), (o, net, err))   \
-    V(void, sgd_free, (lsq_sgd *o), (o))                                                     \
-    V(void, sgd_step, (lsq_sgd *o, lsq_net *net, float lr, float momentum, float wd,         \
-      int nesterov), (o, net, lr, momentum, wd, nesterov))                                   \
-    R(float, lr_cosine, (float base, long t, long total, long warm), (base, t, total, warm))
-ISA_VARIANTS(OPTIM_FUNCS)
 
 lsq_status sgd_init(lsq_sgd *o, const lsq_net *net, lsq_err *err)
 {
@@ -35,9 +23,9 @@ lsq_status sgd_init(lsq_sgd *o, const lsq_net *net, lsq_err *err)
     return LSQ_OK;
 }
 
-/* The update of n parameters, one loop per Nesterov setting: GCC leaves a
- * loop with the choice inside scalar ("control flow in loop"). Element by
- * element, so the bits are those of a scalar loop on either path. */
+/* The update of n parameters, one `omp simd` loop per Nesterov setting: GCC
+ * left the parallel loop with the choice inside scalar ("control flow in
+ * loop"). Element by element, so the bits are those of the scalar loop. */
 static void sgd_update(float *p, float *buf, const float *g, long n, float lr, float momentum,
                        float wd, int nesterov)
 {
