@@ -32,9 +32,15 @@ OPT     ?= -O2 -g
 # x86-64-v3 (AVX2, FMA: 2013 and later). `make ARCH=` builds for any x86-64;
 # the integer kernels pick AVX2 / AVX-512 VNNI at run time either way.
 ARCH    ?= $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v3)
+# Files built a second time for x86-64-v4 with 512-bit vectors (engine/core/
+# isa.h); lsq picks the path at start (LSQ_ISA). Only where 512 bits paid on
+# the AVX-512 machine: the quantizer. Batch norm, the elementwise layers, the
+# optimizer and pooling ran as fast or slower (docs/results.md, "AVX-512").
+ISA_SRC  := engine/quant/quant.c
+ISA_WIDE := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v4 -mprefer-vector-width=512)
 SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
 CPPFLAGS += -D_GNU_SOURCE -Iengine -MMD -MP
-CFLAGS  += $(WARN) $(OPT) $(ARCH) -fopenmp $(SANFLAGS)
+CFLAGS  += $(WARN) $(OPT) $(ARCH) -fopenmp $(SANFLAGS) $(if $(ISA_WIDE),-DLSQ_ISA_DISPATCH=1)
 LDFLAGS += -fopenmp $(SANFLAGS)
 
 pkgcflags = $(shell $(PKG_CONFIG) --cflags $(1) 2>/dev/null)
@@ -68,7 +74,8 @@ ONNX_PB_C  := $(GEN_DIR)/onnx/onnx.pb-c.c
 ONNX_PB_H  := $(GEN_DIR)/onnx/onnx.pb-c.h
 ONNX_PB_O  := $(BUILD)/obj/engine/onnx/onnx.pb-c.o
 
-ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o) $(ONNX_PB_O)
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o) $(ONNX_PB_O) \
+              $(if $(ISA_WIDE),$(ISA_SRC:%.c=$(BUILD)/obj/%.avx512.o))
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/embedded.o
 CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
@@ -114,6 +121,11 @@ $(ONNX_PB_O): $(ONNX_PB_C) $(ONNX_PB_H)
 $(BUILD)/obj/engine/%.o: engine/%.c | $(DEPS_STAMP) $(ONNX_PB_H)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -I$(GEN_DIR) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
+
+$(BUILD)/obj/engine/%.avx512.o: engine/%.c | $(DEPS_STAMP) $(ONNX_PB_H)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -I$(GEN_DIR) $(filter-out $(ARCH),$(CFLAGS)) $(ISA_WIDE) -DLSQ_ISA_VARIANT=1 \
+	    $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
 
 $(EMBED_C): scripts/embed.sh $(EMBED_INPUTS) | $(DEPS_STAMP)
 	@mkdir -p $(@D)

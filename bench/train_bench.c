@@ -8,7 +8,9 @@
  *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|float|gemm]
  *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
- */
+ *
+ * LSQ_ISA=avx2|avx512 forces the vector path of the engine's own loops
+ * (core/isa.h); the line's "isa" says which ran. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -18,6 +20,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "core/isa.h"
 #include "data/data.h"
 #include "graph/net.h"
 #include "graph/onnx_import.h"
@@ -100,8 +103,12 @@ int main(int argc, char **argv)
         }
     }
     if (sgemm) return run_sgemm(threads);
-    train_set_threads(threads);
     lsq_err err;
+    if (lsq_isa_from_env(&err) != LSQ_OK) {
+        fprintf(stderr, "train_bench: %s\n", err.message);
+        return 2;
+    }
+    train_set_threads(threads);
     lsq_dataset train;
     if (dataset_load(&train, NULL, "fashion-mnist", NULL, 0, 0, &err) != LSQ_OK) {
         fprintf(stderr, "train_bench: %s\n", err.message);
@@ -156,10 +163,10 @@ int main(int argc, char **argv)
     /* a training step costs about 3x the forward multiply-accumulates */
     double gflops = ips * net_forward_macs(&net) * 2.0 * 3.0 / 1e9;
     printf("{\"bench\":\"train\",\"engine\":\"%s\",\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
-           "\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f,\"gflops\":%.2f,"
-           "\"peak_rss_mb\":%.1f}\n",
+           "\"threads\":%d,\"isa\":\"%s\",\"steps\":%d,\"images_per_s\":%.1f,"
+           "\"gflops\":%.2f,\"peak_rss_mb\":%.1f}\n",
            conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq", arch,
-           bits ? bits : 32, batch, threads, steps, ips,
+           bits ? bits : 32, batch, threads, lsq_isa_name(lsq_isa_active()), steps, ips,
            gflops, peak_rss_kb() / 1024.0);
     free(x), free(y), free(dl);
     loader_free(&l);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "core/isa.h"
 
 static const char *USAGE =
     "usage: lsq COMMAND [ARGS]\n"
@@ -27,7 +28,18 @@ static const char *USAGE =
     "token when lsqd asks for one):\n"
     "  submit SPEC.json | jobs | status ID | watch ID | cancel ID | download ID NAME [-o FILE]\n"
     "\n"
-    "Run `lsq COMMAND --help` for the options of one command.\n";
+    "Run `lsq COMMAND --help` for the options of one command; `lsq --version` for\n"
+    "the vector path of the training loops (LSQ_ISA=avx2|avx512 forces one).\n";
+
+/* Which vector path the training loops take here, and which this CPU has. */
+static int print_version(void)
+{
+    printf("lsq\nisa: %s\navailable:", lsq_isa_name(lsq_isa_active()));
+    for (int i = 0; i < LSQ_ISA_COUNT; i++)
+        if (lsq_isa_supported((lsq_isa)i)) printf(" %s", lsq_isa_name((lsq_isa)i));
+    printf("\n");
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -40,6 +52,13 @@ int main(int argc, char **argv)
         fputs(USAGE, stdout);
         return 0;
     }
+    /* a bad LSQ_ISA fails every command rather than run another path */
+    lsq_err err;
+    if (lsq_isa_from_env(&err) != LSQ_OK) {
+        fprintf(stderr, "lsq: %s\n", err.message);
+        return 2;
+    }
+    if (strcmp(cmd, "--version") == 0) return print_version();
     argc--, argv++;
     int (*const groups[])(const char *, int, char **) = {
         cli_train_dispatch, cli_model_dispatch, cli_deploy_dispatch, cli_dataset_dispatch,

@@ -11,6 +11,7 @@
  * on neither the thread count nor the schedule: the same inputs give the same
  * bits every time. */
 #include "quant/quant.h"
+#include "core/isa.h"
 
 #include <assert.h>
 #include <math.h>
@@ -27,6 +28,33 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("vect-cost-model=dynamic")
 #endif
+
+/* Compiled twice, for the base and the avx512 path (core/isa.h): every
+ * function this file exports, (return, name, parameters, arguments). */
+#define QUANT_FUNCS(V, R) \
+    V(void, quant_range_init, (quant_range *r, int bits, int is_signed), (r, bits, is_signed)) \
+    V(void, quant_forward, (float *out, int32_t *codes, const float *in, const float *step,    \
+      const float *offset, int channels, size_t per, const quant_range *r),                    \
+      (out, codes, in, step, offset, channels, per, r))                                        \
+    V(void, quant_backward_span, (float *din, int set, const float *dout, const float *in,     \
+      float s, const quant_range *r, size_t n, double sums[2]),                                \
+      (din, set, dout, in, s, r, n, sums))                                                     \
+    V(void, quant_backward, (float *din, float *dstep, float *doffset, const float *dout,      \
+      const float *in, const float *step, const float *offset, const float *gscale,            \
+      int channels, size_t per, const quant_range *r),                                         \
+      (din, dstep, doffset, dout, in, step, offset, gscale, channels, per, r))                 \
+    V(void, quant_backward_overwrite, (float *din, float *dstep, float *doffset,               \
+      const float *dout, const float *in, const float *step, const float *offset,              \
+      const float *gscale, int channels, size_t per, const quant_range *r),                    \
+      (din, dstep, doffset, dout, in, step, offset, gscale, channels, per, r))                 \
+    R(float, quant_grad_scale_paper, (size_t n, const quant_range *r), (n, r))                 \
+    V(void, quant_init_paper, (float *step, const float *v, int channels, size_t per,          \
+      const quant_range *r), (step, v, channels, per, r))                                      \
+    R(float, quant_step_paper, (double mean_abs, const quant_range *r), (mean_abs, r))         \
+    V(void, quant_init_mse, (float *step, float *offset, const float *v, int channels,         \
+      size_t per, const quant_range *r), (step, offset, v, channels, per, r))                  \
+    R(int, quant_guard, (float *step, const float *prev, size_t count), (step, prev, count))
+ISA_VARIANTS(QUANT_FUNCS)
 
 /* Elements per work block (one channel's slice). Fixed: block sums, and so
  * the step gradient's bits, must not depend on the machine. */

@@ -2,6 +2,7 @@
 #include "train/optim.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,30 @@ lsq_status sgd_init(lsq_sgd *o, const lsq_net *net, lsq_err *err)
     return LSQ_OK;
 }
 
+/* The update of n parameters, one `omp simd` loop per Nesterov setting: GCC
+ * left the parallel loop with the choice inside scalar ("control flow in
+ * loop"). Element by element, so the bits are those of the scalar loop. */
+static void sgd_update(float *p, float *buf, const float *g, long n, float lr, float momentum,
+                       float wd, int nesterov)
+{
+    if (nesterov) {
+#pragma omp simd
+        for (long i = 0; i < n; i++) {
+            float gi = g[i] + wd * p[i];
+            float b = momentum * buf[i] + gi;
+            buf[i] = b;
+            p[i] -= lr * (gi + momentum * b);
+        }
+    } else {
+#pragma omp simd
+        for (long i = 0; i < n; i++) {
+            float b = momentum * buf[i] + (g[i] + wd * p[i]);
+            buf[i] = b;
+            p[i] -= lr * b;
+        }
+    }
+}
+
 void sgd_step(lsq_sgd *o, lsq_net *net, float lr, float momentum, float wd, int nesterov)
 {
     /* keep the steps before the update: the guard falls back towards them */
@@ -32,14 +57,14 @@ void sgd_step(lsq_sgd *o, lsq_net *net, float lr, float momentum, float wd, int 
         memcpy(o->prev_steps + k, net->params + vw->off, vw->count * sizeof(float));
         k += vw->count;
     }
-    float *p = net->params, *g = net->grads, *buf = o->momentum;
-    long n = (long)o->n;
-#pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) {
-        float gi = g[i] + wd * p[i];
-        float b = momentum * buf[i] + gi;
-        buf[i] = b;
-        p[i] -= lr * (nesterov ? gi + momentum * b : b);
+    const long n = (long)o->n;
+#pragma omp parallel
+    {
+        /* schedule(static) by hand: each thread one contiguous slice */
+        const long t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const long lo = n * t / nt, hi = n * (t + 1) / nt;
+        sgd_update(net->params + lo, o->momentum + lo, net->grads + lo, hi - lo, lr, momentum,
+                   wd, nesterov);
     }
     k = 0;
     for (int v = 0; v < net->n_views; v++) {

@@ -1,0 +1,182 @@
+/* The two vector paths of the quantizer (core/isa.h): the base build (AVX2,
+ * or SSE2 under `make ARCH=`) and the AVX-512 build of the same C must give
+ * the same bits. Its forward works element by element; its backward's sums
+ * run one AVX2 loop in a fixed order on both (the portable loop only for a
+ * tail of fewer than 8); and the build contracts no multiply-add
+ * (-std=c11: -ffp-contract=off). So the tolerance is zero: any difference
+ * fails, with the count and the largest difference printed. Whole training
+ * steps of two quantized networks check the same through the dispatchers. Skipped on a CPU without AVX-512. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/isa.h"
+#include "core/rng.h"
+#include "graph/net.h"
+#include "nn/layers.h"
+#include "quant/quant.h"
+#include "train/optim.h"
+
+static void need_avx512(void)
+{
+    if (!lsq_isa_supported(LSQ_ISA_AVX512)) cr_skip_test("this CPU has no AVX-512");
+}
+
+static void use_path(int wide) { lsq_isa_set(wide ? LSQ_ISA_AVX512 : LSQ_ISA_BASE); }
+
+/* Every float of a and b, bit for bit. */
+static void expect_same_bits(const char *what, const float *a, const float *b, size_t n)
+{
+    size_t diff = 0;
+    double most = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (memcmp(a + i, b + i, sizeof *a) == 0) continue;
+        diff++;
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > most || isnan(d)) most = d;
+    }
+    printf("%-34s %zu of %zu floats differ between %s and avx512, largest %.3g\n", what, diff,
+           n, lsq_isa_name(LSQ_ISA_BASE), most);
+    cr_expect_eq(diff, 0, "%s: %zu of %zu floats differ, largest %.3g", what, diff, n, most);
+}
+
+static float *randoms(lsq_rng *r, size_t n, float scale)
+{
+    float *v = malloc(n * sizeof *v);
+    cr_assert(v);
+    for (size_t i = 0; i < n; i++) v[i] = scale * (float)rng_normal(r);
+    return v;
+}
+
+static float *copy_of(const float *v, size_t n)
+{
+    float *c = malloc(n * sizeof *c);
+    cr_assert(c);
+    memcpy(c, v, n * sizeof *c);
+    return c;
+}
+
+Test(isa, names_and_the_active_path)
+{
+    cr_assert_str_eq(lsq_isa_name(LSQ_ISA_AVX512), "avx512");
+    cr_assert(lsq_isa_supported(LSQ_ISA_BASE));
+    const lsq_isa was = lsq_isa_active();
+    lsq_isa_set(LSQ_ISA_BASE);
+    cr_assert_eq(lsq_isa_active(), LSQ_ISA_BASE);
+    if (lsq_isa_supported(LSQ_ISA_AVX512)) {
+        lsq_isa_set(LSQ_ISA_AVX512);
+        cr_assert_eq(lsq_isa_active(), LSQ_ISA_AVX512);
+    }
+    lsq_isa_set(was);
+}
+
+/* Per-channel weights (3 channels of 2 * 8192 + 13: whole blocks, a short
+ * one and a tail that is no multiple of 8 or 16, over the threaded path)
+ * with a NaN, values on the clip bounds and on rounding ties. */
+Test(isa, quantizer_same_bits)
+{
+    need_avx512();
+    lsq_rng r;
+    rng_seed(&r, 11, 0);
+    const int ch = 3;
+    const size_t per = 2 * 8192 + 13, n = ch * per;
+    float *v = randoms(&r, n, 0.05f), *dout = randoms(&r, n, 1.0f);
+    const float step[3] = {0.01f, 0.02f, 0.015f}, offset[3] = {0.001f, -0.002f, 0.0f};
+    const float gscale[3] = {0.3f, 0.5f, 0.7f};
+    v[5] = NAN;
+    v[per + 1] = 2.0f * step[1], v[per + 2] = -2.0f * step[1]; /* 2-bit signed: the bounds */
+    v[2 * per + 3] = 0.5f * step[2], v[2 * per + 4] = 1.5f * step[2]; /* ties */
+    quant_range q;
+    quant_range_init(&q, 2, 1);
+    float *out[2], *din[2], *dstep[2], *doff[2], *mse[2], *span[2];
+    int32_t *codes[2];
+    for (int w = 0; w < 2; w++) {
+        use_path(w);
+        out[w] = malloc(n * sizeof(float));
+        codes[w] = malloc(n * sizeof(int32_t));
+        quant_forward(out[w], codes[w], v, step, offset, ch, per, &q);
+        din[w] = copy_of(dout, n); /* += onto something */
+        dstep[w] = calloc(ch, sizeof(float)), doff[w] = calloc(ch, sizeof(float));
+        quant_backward(din[w], dstep[w], doff[w], dout, v, step, offset, gscale, ch, per, &q);
+        mse[w] = calloc(2 * ch, sizeof(float));
+        quant_init_mse(mse[w], mse[w] + ch, v + per, ch - 1, per, &q); /* no NaN */
+        span[w] = calloc(per + 2, sizeof(float));
+        double sums[2];
+        quant_backward_span(span[w], 1, dout + per, v + per, step[1], &q, per, sums);
+        span[w][per] = (float)sums[0], span[w][per + 1] = (float)sums[1];
+    }
+    expect_same_bits("quant_forward", out[0], out[1], n);
+    cr_expect_eq(memcmp(codes[0], codes[1], n * sizeof(int32_t)), 0, "quant_forward codes");
+    expect_same_bits("quant_backward din", din[0], din[1], n);
+    expect_same_bits("quant_backward dstep", dstep[0], dstep[1], ch);
+    expect_same_bits("quant_backward doffset", doff[0], doff[1], ch);
+    expect_same_bits("quant_init_mse step, offset", mse[0], mse[1], 2 * ch);
+    expect_same_bits("quant_backward_span", span[0], span[1], per + 2);
+    cr_expect(isnan(dstep[0][0]), "the NaN reaches channel 0's step gradient");
+    for (int w = 0; w < 2; w++)
+        free(out[w]), free(codes[w]), free(din[w]), free(dstep[w]), free(doff[w]), free(mse[w]),
+            free(span[w]);
+    free(v), free(dout);
+}
+
+/* A few SGD steps of a whole network from the same start on each path:
+ * every parameter, step size and momentum after them. */
+static void train_both(const char *arch, int bits, int nesterov)
+{
+    need_avx512();
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = bits > 0, q.weight_bits = q.act_bits = bits, q.first_last_bits = 8;
+    lsq_err err;
+    json_t *l = net_zoo_layers(arch, 1, 28, 28, &err);
+    cr_assert(l, "%s", err.message);
+    const int n = 8, steps = 3;
+    lsq_rng r;
+    rng_seed(&r, 13, 0);
+    float *x = malloc(sizeof *x * n * 28 * 28);
+    for (int i = 0; i < n * 28 * 28; i++) x[i] = (float)rng_uniform(&r);
+    int32_t y[8] = {0, 3, 5, 9, 1, 2, 7, 7};
+    float dl[80];
+    float *params[2], *mom[2];
+    size_t np = 0;
+    for (int w = 0; w < 2; w++) {
+        use_path(w);
+        lsq_net net;
+        cr_assert_eq(net_build(&net, l, bits ? &q : NULL, 10, n, &err), LSQ_OK, "%s", err.message);
+        net_init_params(&net, 5);
+        if (bits) net_quant_init_weights(&net, QINIT_PAPER);
+        lsq_sgd opt;
+        cr_assert_eq(sgd_init(&opt, &net, &err), LSQ_OK);
+        for (int s = 0; s < steps; s++) {
+            const float *lg = net_forward(&net, x, n, 1);
+            xent_forward(net.probs, lg, y, n, 10);
+            memset(dl, 0, sizeof dl);
+            xent_backward(dl, net.probs, y, n, 10, 1.0f);
+            net_zero_grads(&net);
+            net_backward(&net, dl, n);
+            sgd_step(&opt, &net, 0.05f, 0.9f, 1e-4f, nesterov);
+        }
+        np = net.n_params;
+        params[w] = copy_of(net.params, np);
+        mom[w] = copy_of(opt.momentum, np);
+        sgd_free(&opt);
+        net_free(&net);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%s W%d, %d steps: parameters", arch, bits ? bits : 32, steps);
+    expect_same_bits(what, params[0], params[1], np);
+    snprintf(what, sizeof what, "%s W%d, %d steps: momentum", arch, bits ? bits : 32, steps);
+    expect_same_bits(what, mom[0], mom[1], np);
+    for (int w = 0; w < 2; w++) free(params[w]), free(mom[w]);
+    free(x);
+    json_decref(l);
+}
+
+Test(isa, resnet20_w2a2_steps_same_bits, .timeout = 120) { train_both("resnet20", 2, 0); }
+Test(isa, cnn_small_w4a4_nesterov_steps_same_bits, .timeout = 120)
+{
+    train_both("cnn-small", 4, 1);
+}
