@@ -9,6 +9,8 @@
  *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
  *
+ * --no-share: every activation and gradient in a buffer of its own
+ * (net_set_buffer_sharing(0)), the layout before the shared arena.
  * --memory: after the steps, every buffer of the net to stderr, one line
  * each, with its size and the part of it that is resident (mincore), largest
  * first: where the peak RSS goes.
@@ -194,6 +196,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sgemm")) sgemm = 1;
         else if (!strcmp(argv[i], "--memory")) memory = 1;
+        else if (!strcmp(argv[i], "--no-share")) net_set_buffer_sharing(0);
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
             /* auto: direct kernels and the integer forward where they
              * apply; float: without the integer forward; gemm: im2col +

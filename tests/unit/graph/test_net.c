@@ -889,6 +889,11 @@ Test(net, shared_buffers_train_bit_for_bit_zoo, .timeout = 120)
     spec_quant q = w2a2();
     expect_sharing_exact("resnet20 W2A2", l, &q, 1, 12, 12, 10, 6);
     expect_sharing_exact("resnet20 FP", l, NULL, 1, 12, 12, 10, 6);
+    /* im2col + SGEMM convs: every batch norm makes its input gradient
+     * itself instead of the conv before it */
+    conv2d_set_path(CONV2D_PATH_GEMM);
+    expect_sharing_exact("resnet20 W2A2 on im2col + SGEMM", l, &q, 1, 12, 12, 10, 6);
+    conv2d_set_path(CONV2D_PATH_AUTO);
     json_decref(l);
     /* max pooling and a flatten before the linear layers */
     l = net_zoo_layers("cnn-small", 1, 12, 12, &err);
