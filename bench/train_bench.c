@@ -10,14 +10,23 @@
  *   train_bench --sgemm [--threads 2]
  *
  * LSQ_ISA=avx2|avx512 forces the vector path of the engine's own loops
- * (core/isa.h); the line's "isa" says which ran. */
+ * (core/isa.h); the line's "isa" says which ran.
+ *
+ * --no-share: every activation and gradient in a buffer of its own
+ * (net_set_buffer_sharing(0)), the layout before the shared arena.
+ * --memory: after the steps, every buffer of the net to stderr, one line
+ * each, with its size and the part of it that is resident (mincore), largest
+ * first: where the peak RSS goes.
+ */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "core/isa.h"
@@ -40,6 +49,112 @@ static long peak_rss_kb(void)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss;
+}
+
+/* Resident bytes of [p, p + bytes): whole pages, so a small heap buffer
+ * counts the page it sits on. */
+static size_t resident_bytes(const void *p, size_t bytes)
+{
+    if (!p || !bytes) return 0;
+    const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes + pg - 1) & ~(uintptr_t)(pg - 1);
+    size_t pages = (hi - lo) / pg, res = 0;
+    unsigned char *v = malloc(pages);
+    if (!v) return 0;
+    if (mincore((void *)lo, hi - lo, v) == 0)
+        for (size_t i = 0; i < pages; i++) res += v[i] & 1;
+    free(v);
+    return res * pg;
+}
+
+typedef struct {
+    char name[112];
+    const void *p;
+    size_t bytes, resident;
+} mem_row;
+
+static int cmp_row(const void *a, const void *b)
+{
+    const mem_row *x = a, *y = b;
+    return x->resident < y->resident ? 1 : x->resident > y->resident ? -1 : 0;
+}
+
+/* One row per distinct buffer (buffers shared by several nodes once). */
+static const lsq_net *mem_net;
+
+static void add_row(mem_row *rows, int *n, const char *node, const char *what, const void *p,
+                    size_t bytes)
+{
+    if (!p || !bytes) return;
+    /* the arena's buffers are its row */
+    const float *f = p;
+    if (mem_net->arena && f >= mem_net->arena && f < mem_net->arena + mem_net->n_arena) return;
+    for (int i = 0; i < *n; i++)
+        if (rows[i].p == p) {
+            if (bytes > rows[i].bytes) rows[i].bytes = bytes;
+            return;
+        }
+    mem_row *r = &rows[(*n)++];
+    snprintf(r->name, sizeof r->name, "%s%s%s", node, *node ? "." : "", what);
+    r->p = p;
+    r->bytes = bytes;
+}
+
+static void print_memory(const lsq_net *net, int batch)
+{
+    mem_row *rows = calloc((size_t)net->n_nodes * 8 + 16, sizeof *rows);
+    if (!rows) return;
+    int n = 0;
+    const size_t f = sizeof(float);
+    mem_net = net;
+    add_row(rows, &n, "", "arena", net->arena ? (const void *)1 : NULL, 0);
+    if (net->arena) {
+        mem_row *r = &rows[n++];
+        snprintf(r->name, sizeof r->name, "arena (activations, gradients)");
+        r->p = net->arena;
+        r->bytes = net->n_arena * f;
+    }
+    add_row(rows, &n, "", "params", net->params, net->n_params * f);
+    add_row(rows, &n, "", "grads", net->grads, (net->n_params + NET_GRAD_TAIL) * f);
+    add_row(rows, &n, "", "state", net->state, net->n_state * f);
+    add_row(rows, &n, "", "scratch", net->scratch, net->n_scratch * f);
+    add_row(rows, &n, "", "probs", net->probs, (size_t)batch * net->classes * f);
+    for (int i = 1; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i];
+        const size_t act = (size_t)batch * nd->c * nd->h * nd->w * f;
+        if (nd->op == OP_FLATTEN) continue;
+        add_row(rows, &n, nd->name, "out", nd->out, act);
+        add_row(rows, &n, nd->name, "dout", nd->dout, act);
+        if (nd->op == OP_MAXPOOL) add_row(rows, &n, nd->name, "argmax", nd->argmax, act);
+        if (nd->wq.on) {
+            const size_t wn = net->views[nd->wv].count;
+            add_row(rows, &n, nd->name, "qw", nd->qw, wn * f);
+            add_row(rows, &n, nd->name, "dqw", nd->dqw, wn * f);
+            add_row(rows, &n, nd->name, "wcodes", nd->wcodes, wn * f);
+        }
+    }
+    size_t qn = 0;
+    for (int i = 1; i < net->n_nodes; i++) {
+        const net_node *nd = &net->nodes[i], *src = &net->nodes[nd->in[0]];
+        size_t in_n = (size_t)batch * src->c * src->h * src->w;
+        if (nd->aq.on && in_n > qn) qn = in_n;
+    }
+    add_row(rows, &n, "", "qbuf", net->qbuf, qn * f);
+    add_row(rows, &n, "", "dqbuf", net->dqbuf, qn * f);
+    size_t tb = 0, tr = 0;
+    for (int i = 0; i < n; i++) {
+        rows[i].resident = resident_bytes(rows[i].p, rows[i].bytes);
+        tb += rows[i].bytes, tr += rows[i].resident;
+    }
+    qsort(rows, (size_t)n, sizeof *rows, cmp_row);
+    fprintf(stderr, "%-32s %10s %10s\n", "buffer", "MiB", "resident");
+    for (int i = 0; i < n; i++)
+        fprintf(stderr, "%-32s %10.2f %10.2f\n", rows[i].name, rows[i].bytes / 1048576.0,
+                rows[i].resident / 1048576.0);
+    fprintf(stderr, "%-32s %10.2f %10.2f (%d buffers)\n", "total", tb / 1048576.0,
+            tr / 1048576.0, n);
+    free(rows);
 }
 
 /* Best GFLOP/s of single-precision GEMM at a few training-like shapes, with
@@ -74,6 +189,7 @@ int main(int argc, char **argv)
 {
     const char *arch = "cnn-small", *onnx = NULL;
     int bits = 0, batch = 128, threads = 2, steps = 40, warmup = 5, sgemm = 0, conv_mode = 0;
+    int memory = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) arch = argv[++i];
         else if (!strcmp(argv[i], "--onnx") && i + 1 < argc) onnx = argv[++i];
@@ -83,6 +199,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sgemm")) sgemm = 1;
+        else if (!strcmp(argv[i], "--memory")) memory = 1;
+        else if (!strcmp(argv[i], "--no-share")) net_set_buffer_sharing(0);
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
             /* auto: direct kernels and the integer forward where they
              * apply; float: without the integer forward; gemm: im2col +
@@ -168,6 +286,7 @@ int main(int argc, char **argv)
            conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq", arch,
            bits ? bits : 32, batch, threads, lsq_isa_name(lsq_isa_active()), steps, ips,
            gflops, peak_rss_kb() / 1024.0);
+    if (memory) print_memory(&net, batch);
     free(x), free(y), free(dl);
     loader_free(&l);
     sgd_free(&opt);

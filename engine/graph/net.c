@@ -226,6 +226,50 @@ static int backward_turn(const lsq_net *net, int k)
     return relu >= 0 ? relu : k;
 }
 
+/* How node j's output is used by the nodes that read it, looking through
+ * flattens (which alias their input's buffers). */
+typedef struct {
+    int any;          /* read by some node */
+    int last_fwd;     /* the last reader in the forward order */
+    int first_turn;   /* the reader whose backward comes first (its backward
+                       * turn: a fused batch norm's or add's is its ReLU's) */
+    int read_back;    /* some reader's backward reads it (its input) */
+    int to_output;    /* a flatten of it is the net's output */
+} net_uses;
+
+static void uses_through_flatten(const lsq_net *net, int j, net_uses *u)
+{
+    for (int k = j + 1; k < net->n_nodes; k++) {
+        const net_node *nd = &net->nodes[k];
+        if (!uses_of(nd, j)) continue;
+        if (nd->op == OP_FLATTEN) {
+            if (k == net->output) u->to_output = 1;
+            uses_through_flatten(net, k, u);
+            continue;
+        }
+        u->any = 1;
+        if (k > u->last_fwd) u->last_fwd = k;
+        const int t = backward_turn(net, k);
+        if (t > u->first_turn) u->first_turn = t;
+        /* the ops whose backward reads their input (net_backward) */
+        if (nd->op == OP_CONV || nd->op == OP_LINEAR || nd->op == OP_BN || nd->op == OP_LEAKYRELU)
+            u->read_back = 1;
+    }
+}
+
+/* The backward turn of the first reader of j behind a flatten; -1 if none. */
+static int first_turn_through_flatten(const lsq_net *net, int j)
+{
+    int turn = -1;
+    for (int k = j + 1; k < net->n_nodes; k++) {
+        if (net->nodes[k].op != OP_FLATTEN || !uses_of(&net->nodes[k], j)) continue;
+        net_uses u = {0, -1, -1, 0, 0};
+        uses_through_flatten(net, k, &u);
+        if (u.first_turn > turn) turn = u.first_turn;
+    }
+    return turn;
+}
+
 /* Node j's gradient is written whole (=), not added to, by the consumer
  * whose backward reaches it first; backward need not zero it then; the
  * consumers after it add theirs (+=), so a node read by several gets the
@@ -247,6 +291,9 @@ static int plan_grad_setter(const lsq_net *net, int j)
         if (t > turn) first = k, turn = t;
     }
     if (first < 0) return -1;
+    /* a consumer behind a flatten of j that comes first adds to j's
+     * gradient before `first` would set it */
+    if (first_turn_through_flatten(net, j) > turn) return -1;
     const net_node *c = &net->nodes[first];
     if (uses_of(c, j) > 1) return -1;
     switch (c->op) {
@@ -272,6 +319,143 @@ static void plan_backward(lsq_net *net)
     for (int i = 0; i < net->n_nodes; i++) net->nodes[i].bn_after = plan_bn_after(net, i);
 }
 
+/* ---- buffer lifetimes: which activation and gradient buffers share memory ---- */
+
+static int share_buffers = 1;
+
+int net_set_buffer_sharing(int on)
+{
+    const int was = share_buffers;
+    share_buffers = on != 0;
+    return was;
+}
+
+/* One clock for a training step: node i's forward runs at i, its backward
+ * at 2N - i (backward goes from the last node down). */
+static int bwd_time(const lsq_net *net, int i) { return 2 * net->n_nodes - i; }
+
+typedef struct {
+    size_t n;       /* floats, rounded up to ARENA_ALIGN */
+    int lo, hi;     /* alive from lo to hi on the clock, both included */
+    int node, dout; /* whose buffer: its out (0) or dout (1) */
+    size_t at;      /* the placement */
+} net_life;
+
+#define ARENA_ALIGN 16 /* floats: every buffer starts on a 64-byte line */
+
+static int cmp_life(const void *a, const void *b)
+{
+    const net_life *x = *(net_life *const *)a, *y = *(net_life *const *)b;
+    if (x->n != y->n) return x->n < y->n ? 1 : -1;
+    if (x->lo != y->lo) return x->lo < y->lo ? -1 : 1;
+    return x->node != y->node ? (x->node < y->node ? -1 : 1) : x->dout - y->dout;
+}
+
+static int cmp_at(const void *a, const void *b)
+{
+    const net_life *x = *(net_life *const *)a, *y = *(net_life *const *)b;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* The lifetime of node j's out and dout on the clock of bwd_time, or 0 when
+ * they keep buffers of their own (the output, which the caller reads after
+ * the forward and the loss writes before the backward). Every node that
+ * reads or writes them in net_forward and net_backward is inside:
+ *   out: from the forward of the node that writes it (a batch norm or an
+ *     add fused with this ReLU writes it) to its last reader's forward; to
+ *     the writer's backward when a backward reads it (the readers' own
+ *     backward turns come before it; a ReLU and a clip read their own out,
+ *     a conv whose batch norm it makes the gradient of reads its out);
+ *   dout: from the backward of its first reader, which sets it or adds to
+ *     it after it is zeroed, to its own backward; to the backward of the
+ *     conv that reads it for its batch norm (conv2d_backward_ex's fusion).
+ * Sets *zero_turn to where backward zeroes the dout: where its lifetime
+ * begins, or -1 when the first reader sets it whole. */
+static int node_lives(const lsq_net *net, int j, net_life *out, net_life *dout, int *zero_turn)
+{
+    const net_node *nd = &net->nodes[j];
+    if (j == 0 || nd->op == OP_FLATTEN || nd->fused_relu >= 0 || j == net->output) return 0;
+    net_uses u = {0, -1, -1, 0, 0};
+    uses_through_flatten(net, j, &u);
+    if (u.to_output) return 0;
+    int w = j; /* the writer of out */
+    if (nd->op == OP_RELU && nd->in[0] > 0 && net->nodes[nd->in[0]].fused_relu == j) w = nd->in[0];
+    const int back = u.read_back || nd->op == OP_RELU || nd->op == OP_CLIP ||
+                     (nd->op == OP_CONV && nd->bn_after >= 0);
+    out->lo = w;
+    out->hi = back ? bwd_time(net, w) : (u.last_fwd > w ? u.last_fwd : w);
+    const int first = u.any ? u.first_turn : j;
+    dout->lo = bwd_time(net, first);
+    dout->hi = bwd_time(net, j);
+    for (int c = 1; c < j; c++) {
+        const int b = net->nodes[c].bn_after;
+        if (b >= 0 && (net->nodes[b].fused_relu >= 0 ? net->nodes[b].fused_relu : b) == j &&
+            bwd_time(net, c) > dout->hi)
+            dout->hi = bwd_time(net, c);
+    }
+    *zero_turn = nd->grad_setter >= 0 ? -1 : first;
+    return 1;
+}
+
+/* Places the out and dout buffers of every node that node_lives plans in
+ * one arena (greedy by size: the largest first, each at the lowest offset
+ * free of the buffers alive at the same time that are placed already) and
+ * sets arena_out, arena_dout and zero_turn. Returns the arena's size in
+ * floats (0: nothing shared), or (size_t)-1 when out of memory. */
+static size_t plan_arena(lsq_net *net, int max_batch)
+{
+    for (int i = 0; i < net->n_nodes; i++) {
+        net->nodes[i].arena_out = net->nodes[i].arena_dout = -1;
+        net->nodes[i].zero_turn = -1;
+    }
+    if (!share_buffers) return 0;
+    const size_t cap = 2 * (size_t)net->n_nodes;
+    net_life *lives = calloc(cap, sizeof *lives);
+    net_life **order = calloc(cap, sizeof *order), **near = calloc(cap, sizeof *near);
+    size_t total = (size_t)-1;
+    if (!lives || !order || !near) goto out;
+    size_t n = 0;
+    for (int j = 1; j < net->n_nodes; j++) {
+        net_life o, d;
+        int zt;
+        if (!node_lives(net, j, &o, &d, &zt)) continue;
+        const net_node *nd = &net->nodes[j];
+        const size_t len = (size_t)max_batch * nd->c * nd->h * nd->w;
+        const size_t al = (len + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+        o.n = d.n = al;
+        o.node = d.node = j;
+        o.dout = 0, d.dout = 1;
+        lives[n++] = o;
+        lives[n++] = d;
+        net->nodes[j].zero_turn = zt;
+    }
+    for (size_t i = 0; i < n; i++) order[i] = &lives[i];
+    qsort(order, n, sizeof *order, cmp_life);
+    total = 0;
+    for (size_t i = 0; i < n; i++) {
+        net_life *b = order[i];
+        size_t m = 0;
+        for (size_t k = 0; k < i; k++)
+            if (order[k]->lo <= b->hi && b->lo <= order[k]->hi) near[m++] = order[k];
+        qsort(near, m, sizeof *near, cmp_at);
+        size_t at = 0;
+        for (size_t k = 0; k < m; k++) {
+            if (at + b->n <= near[k]->at) break;
+            if (near[k]->at + near[k]->n > at) at = near[k]->at + near[k]->n;
+        }
+        b->at = at;
+        if (at + b->n > total) total = at + b->n;
+        net_node *nd = &net->nodes[b->node];
+        if (b->dout) nd->arena_dout = (long)at;
+        else nd->arena_out = (long)at;
+    }
+out:
+    free(lives);
+    free(order);
+    free(near);
+    return total;
+}
+
 /* Allocates (or with a->dry, counts) every buffer of a planned net. */
 static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
 {
@@ -280,6 +464,16 @@ static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
     net->grads = xcalloc(net->n_params + NET_GRAD_TAIL, sizeof(float), a);
     net->state = xcalloc(net->n_state, sizeof(float), a);
     net->probs = xcalloc((size_t)max_batch * net->classes, sizeof(float), a);
+    /* the activations and gradients that share memory: one arena */
+    const size_t n_arena = plan_arena(net, max_batch);
+    if (n_arena == (size_t)-1) {
+        a->fail = 1;
+        return;
+    }
+    if (n_arena) {
+        net->n_arena = n_arena;
+        net->arena = xcalloc(n_arena, sizeof(float), a);
+    }
     size_t scratch = 0, qn = 0;
     for (int i = 1; i < net->n_nodes && !a->fail; i++) {
         net_node *nd = &net->nodes[i];
@@ -290,8 +484,19 @@ static void alloc_buffers(lsq_net *net, int max_batch, net_alloc *a)
         a->node = &nd->bytes;
         if (nd->op == OP_FLATTEN) continue; /* aliases its input, below */
         if (nd->fused_relu < 0) { /* a fused node writes its ReLU's buffers */
-            nd->out = xcalloc(out_n, sizeof(float), a);
-            nd->dout = xcalloc(out_n, sizeof(float), a);
+            /* in the arena: counted with the node, allocated once above */
+            if (nd->arena_out >= 0) {
+                nd->bytes += out_n * sizeof(float);
+                if (net->arena) nd->out = net->arena + nd->arena_out;
+            } else {
+                nd->out = xcalloc(out_n, sizeof(float), a);
+            }
+            if (nd->arena_dout >= 0) {
+                nd->bytes += out_n * sizeof(float);
+                if (net->arena) nd->dout = net->arena + nd->arena_dout;
+            } else {
+                nd->dout = xcalloc(out_n, sizeof(float), a);
+            }
         }
         if (nd->op == OP_BN) {
             nd->aux = xcalloc((2 + BN_COEFS) * (size_t)nd->c, sizeof(float), a);
@@ -903,8 +1108,8 @@ void net_free(lsq_net *net)
     for (int i = 1; i < net->n_nodes; i++) {
         net_node *nd = &net->nodes[i];
         if (nd->op != OP_FLATTEN) {
-            free(nd->out);
-            free(nd->dout);
+            if (nd->arena_out < 0) free(nd->out);
+            if (nd->arena_dout < 0) free(nd->dout);
         }
         free(nd->aux);
         free(nd->argmax);
@@ -922,6 +1127,7 @@ void net_free(lsq_net *net)
     free(net->grads);
     free(net->state);
     free(net->scratch);
+    free(net->arena);
     free(net->qsums);
     free(net->qbuf);
     free(net->dqbuf);
@@ -1448,12 +1654,27 @@ static void zero_douts(lsq_net *net, int n)
             const net_node *nd = &net->nodes[i];
             float *buf = i ? nd->dout : net->dinput;
             if (!buf || (i && (nd->op == OP_FLATTEN || nd->fused_relu >= 0)) ||
-                nd->grad_setter >= 0)
+                nd->grad_setter >= 0 || (i && nd->arena_dout >= 0))
                 continue;
             const size_t len = (size_t)n * nd->c * nd->h * nd->w;
             const size_t lo = len * t / nt, hi = len * (t + 1) / nt;
             memset(buf + lo, 0, (hi - lo) * sizeof(float));
         }
+    }
+}
+
+/* Zeroes node j's gradient in the arena, where its lifetime begins (before
+ * that, its memory may hold another buffer), split across the threads. */
+static void zero_dout_at_turn(lsq_net *net, int j, int n)
+{
+    const net_node *nd = &net->nodes[j];
+    float *buf = nd->dout;
+    const size_t len = (size_t)n * nd->c * nd->h * nd->w;
+#pragma omp parallel num_threads(par_gemm_threads())
+    {
+        const size_t t = (size_t)omp_get_thread_num(), nt = (size_t)omp_get_num_threads();
+        const size_t lo = len * t / nt, hi = len * (t + 1) / nt;
+        memset(buf + lo, 0, (hi - lo) * sizeof(float));
     }
 }
 
@@ -1482,6 +1703,9 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
         float *din = src->dout; /* NULL for the raw image: no gradient needed */
         size_t in_count = (size_t)n * src->c * src->h * src->w;
         size_t out_count = (size_t)n * nd->c * nd->h * nd->w;
+        /* the gradients in the arena that this turn is the first to add to */
+        for (int j = 1; j <= i; j++)
+            if (net->nodes[j].zero_turn == i) zero_dout_at_turn(net, j, n);
         switch (nd->op) {
         case OP_CONV:
         case OP_LINEAR: {

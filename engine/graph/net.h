@@ -92,6 +92,12 @@ typedef struct {
     int32_t *argmax;           /* maxpool */
     float *qw, *dqw;           /* quantized weight and its gradient */
     int32_t *wcodes;           /* conv: the weight codes (integer forward) */
+    /* where out and dout lie in net->arena (floats), or -1: a buffer of
+     * their own (net_build's lifetime plan) */
+    long arena_out, arena_dout;
+    int zero_turn;             /* dout in the arena that backward accumulates
+                                * into: zeroed at this node's backward turn,
+                                * where its lifetime begins; -1 otherwise */
     size_t bytes;              /* what its buffers and parameters take at max_batch
                                 * (parameters x 3: values, gradients, momentum) */
 } net_node;
@@ -133,6 +139,11 @@ typedef struct {
     float *qbuf, *dqbuf;       /* a quantized layer's input and its gradient, shared by
                                 * every quantized layer (each fills it before use) */
     size_t n_scratch;
+    float *arena;              /* (n_arena): the activations that backward does
+                                * not read and the activation gradients, placed
+                                * by lifetime so that buffers never live at the
+                                * same time share memory (net_build) */
+    size_t n_arena;
     int classes;
     int quantized;
     int output;                /* index of the output node (logits) */
@@ -250,6 +261,12 @@ lsq_status net_check_spec_plan(const lsq_spec *spec, json_t **shapes, lsq_err *e
  * receives the key it comes from ("train.batch_size"). */
 int net_spec_max_batch(const lsq_spec *spec, const char **field);
 void net_free(lsq_net *net);
+
+/* Whether net_build shares activation and gradient buffers by lifetime
+ * (on by default; off: one buffer each, as a reference that tests compare
+ * the sharing with). Process-wide, read by net_build and net_plan; returns
+ * the previous setting. Results are the same bit for bit either way. */
+int net_set_buffer_sharing(int on);
 
 /* Finds a view by name; -1 if none. */
 int net_find_view(const lsq_net *net, const char *name);

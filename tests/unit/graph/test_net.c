@@ -10,8 +10,10 @@
 
 #include "core/rng.h"
 #include "graph/net.h"
+#include "graph/onnx_import.h"
 #include "nn/layers.h"
 #include "train/ckpt.h"
+#include "train/optim.h"
 
 static lsq_status build_text(lsq_net *net, const char *text, const spec_quant *q, lsq_err *err)
 {
@@ -787,4 +789,141 @@ Test(net, check_spec_plan_names_the_batch_key)
                  784 * 256 + 256 + 256 * 256 + 256 + 2560 + 10 + 3 * 2 /* steps */);
     json_decref(shapes);
     spec_free(&s);
+}
+
+/* Trains two copies of a net three SGD steps on the same batches: one built
+ * with its activation and gradient buffers shared by lifetime (the default),
+ * one with a buffer each. Logits, gradients, parameters and state must be
+ * the same bit for bit after every step, the last on a smaller batch than
+ * the nets were built for; and the shared net must take less memory. */
+static void expect_sharing_exact(const char *what, const json_t *layers, const spec_quant *q,
+                                 int c, int h, int w, int classes, int batch)
+{
+    lsq_net nets[2];
+    lsq_sgd opt[2];
+    lsq_err err;
+    for (int k = 0; k < 2; k++) {
+        net_set_buffer_sharing(k); /* nets[0]: a buffer each; nets[1]: shared */
+        cr_assert_eq(net_build(&nets[k], layers, q, classes, batch, &err), LSQ_OK, "%s: %s",
+                     what, err.message);
+        net_init_params(&nets[k], 11);
+        if (q) net_quant_init_weights(&nets[k], QINIT_PAPER);
+        cr_assert_eq(sgd_init(&opt[k], &nets[k], &err), LSQ_OK);
+    }
+    net_set_buffer_sharing(1);
+    lsq_net *a = &nets[0], *b = &nets[1];
+    cr_assert_null(a->arena, "%s: the reference shares buffers", what);
+    cr_assert_not_null(b->arena, "%s: nothing shared", what);
+    size_t own = 0;
+    for (int i = 1; i < b->n_nodes; i++) {
+        const net_node *nd = &b->nodes[i];
+        const size_t len = (size_t)batch * nd->c * nd->h * nd->w;
+        own += (size_t)(nd->arena_out >= 0) * len + (size_t)(nd->arena_dout >= 0) * len;
+    }
+    printf("%s: %zu activation and gradient floats in buffers of their own, %zu in the "
+           "shared arena\n", what, own, b->n_arena);
+    cr_expect_lt(b->n_arena, own, "%s: the arena saves nothing", what);
+
+    const size_t xn = (size_t)batch * c * h * w;
+    float *x = malloc(xn * sizeof *x), *dl = malloc((size_t)batch * classes * sizeof *dl);
+    int32_t *y = malloc((size_t)batch * sizeof *y);
+    cr_assert(x && dl && y);
+    lsq_rng r;
+    rng_seed(&r, 21, 0);
+    for (int step = 0; step < 3; step++) {
+        const int n = step < 2 ? batch : batch - 2;
+        /* 8-bit pixels, as the input quantizer's step of 1/255 expects */
+        for (size_t i = 0; i < (size_t)n * c * h * w; i++)
+            x[i] = (float)(rng_next(&r) % 256) / 255.0f;
+        for (int i = 0; i < n; i++) y[i] = (int32_t)(rng_next(&r) % (uint64_t)classes);
+        float *logits[2];
+        for (int k = 0; k < 2; k++) {
+            lsq_net *net = &nets[k];
+            const float *lg = net_forward(net, x, n, 1);
+            logits[k] = malloc((size_t)n * classes * sizeof(float));
+            memcpy(logits[k], lg, (size_t)n * classes * sizeof(float));
+            xent_forward(net->probs, lg, y, n, classes);
+            memset(dl, 0, (size_t)n * classes * sizeof *dl);
+            xent_backward(dl, net->probs, y, n, classes, 1.0f);
+            net_zero_grads(net);
+            net_backward(net, dl, n);
+        }
+        cr_expect_eq(memcmp(logits[0], logits[1], (size_t)n * classes * sizeof(float)), 0,
+                     "%s: step %d: the logits differ", what, step + 1);
+        size_t diff = 0;
+        for (size_t i = 0; i < a->n_params; i++) diff += a->grads[i] != b->grads[i];
+        double g2 = 0;
+        for (size_t i = 0; i < a->n_params; i++) g2 += (double)a->grads[i] * a->grads[i];
+        cr_expect_eq(diff, 0, "%s: step %d: %zu of %zu gradients differ", what, step + 1, diff,
+                     a->n_params);
+        cr_expect(isfinite(g2) && g2 > 0, "%s: step %d: gradient norm %g", what, step + 1, g2);
+        for (int k = 0; k < 2; k++) {
+            sgd_step(&opt[k], &nets[k], 0.05f, 0.9f, 1e-4f, 0);
+            free(logits[k]);
+        }
+        cr_expect_eq(memcmp(a->params, b->params, a->n_params * sizeof(float)), 0,
+                     "%s: step %d: the parameters differ", what, step + 1);
+        cr_expect_eq(memcmp(a->state, b->state, a->n_state * sizeof(float)), 0,
+                     "%s: step %d: the batch-norm statistics differ", what, step + 1);
+    }
+    free(x), free(dl), free(y);
+    for (int k = 0; k < 2; k++) {
+        sgd_free(&opt[k]);
+        net_free(&nets[k]);
+    }
+}
+
+static spec_quant w2a2(void)
+{
+    spec_quant q;
+    memset(&q, 0, sizeof q);
+    q.enabled = 1, q.weight_bits = 2, q.act_bits = 2, q.first_last_bits = 8;
+    return q;
+}
+
+Test(net, shared_buffers_train_bit_for_bit_zoo, .timeout = 120)
+{
+    lsq_err err;
+    json_t *l = net_zoo_layers("resnet20", 1, 12, 12, &err);
+    cr_assert(l, "%s", err.message);
+    spec_quant q = w2a2();
+    expect_sharing_exact("resnet20 W2A2", l, &q, 1, 12, 12, 10, 6);
+    expect_sharing_exact("resnet20 FP", l, NULL, 1, 12, 12, 10, 6);
+    /* im2col + SGEMM convs: every batch norm makes its input gradient
+     * itself instead of the conv before it */
+    conv2d_set_path(CONV2D_PATH_GEMM);
+    expect_sharing_exact("resnet20 W2A2 on im2col + SGEMM", l, &q, 1, 12, 12, 10, 6);
+    conv2d_set_path(CONV2D_PATH_AUTO);
+    json_decref(l);
+    /* max pooling and a flatten before the linear layers */
+    l = net_zoo_layers("cnn-small", 1, 12, 12, &err);
+    cr_assert(l, "%s", err.message);
+    expect_sharing_exact("cnn-small W2A2", l, &q, 1, 12, 12, 10, 6);
+    json_decref(l);
+}
+
+Test(net, shared_buffers_train_bit_for_bit_imported_dags, .timeout = 120)
+{
+    /* a concat of two branches (1x1 and dilated 3x3 convs) with leaky
+     * ReLU, scale, padded pooling; and inverted residuals with depthwise
+     * convs and ReLU6 (clip), both as PyTorch exports them */
+    const char *files[] = {"tests/fixtures/onnx/concat_op13_eval.onnx",
+                           "tests/fixtures/onnx/mobilenet_op13_eval.onnx"};
+    for (size_t f = 0; f < sizeof files / sizeof *files; f++) {
+        onnx_import im;
+        lsq_err err;
+        cr_assert_eq(onnx_import_file(&im, files[f], ONNX_IMPORT_MAX_BYTES, &err), LSQ_OK,
+                     "%s: %s", files[f], err.message);
+        spec_quant q = w2a2();
+        expect_sharing_exact(files[f], im.layers, &q, im.c, im.h, im.w, im.classes, 5);
+        onnx_import_free(&im);
+    }
+    /* the hand-written DAG: a node read by three consumers, a concat of
+     * five (the image among them), grouped and dilated convs */
+    json_t *j = json_loads(DAG_NET, 0, NULL);
+    cr_assert(j);
+    spec_quant q = w2a2();
+    q.granularity = GRAN_CHANNEL;
+    expect_sharing_exact("DAG_NET W2A2", j, &q, 2, 8, 8, 10, 5);
+    json_decref(j);
 }
