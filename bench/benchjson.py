@@ -35,6 +35,10 @@ SCHEMA = 1
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
          "avx_vnni", "amx_int8")
 LATENCY_BLOCKS = 4
+# train_bench's engine names and the --conv path each ran: auto (direct
+# kernels, quantized convs' forward on integer codes, where they apply),
+# float (without the integer forward), gemm (im2col + SGEMM everywhere)
+CONV_PATHS = {"lsq": "auto", "lsq-float": "float", "lsq-im2col": "gemm"}
 
 
 def load_jsonl(path):
@@ -274,8 +278,8 @@ def build_doc(train_rows, loader_rows, infer_rows, settings, cpuinfo="/proc/cpui
     dirty = git("status", "--porcelain", "--untracked-files=no")
     now = datetime.datetime.now(datetime.timezone.utc)
     kernels = {"integer": sorted({e["kernel"] for e in infer + lat if e.get("kernel")}),
-               "train_conv_paths": sorted({e["engine"] for e in train
-                                           if e["engine"].startswith("lsq")}),
+               "train_conv_paths": sorted({CONV_PATHS.get(e["engine"], e["engine"])
+                                           for e in train if e["engine"].startswith("lsq")}),
                "openblas_core": sg.get("openblas_core")}
     doc = {"schema": SCHEMA,
            "commit": commit, "commit_short": commit[:7] if commit else None,

@@ -107,6 +107,7 @@ class ResultsFiles(unittest.TestCase):
         self.assertEqual(self.doc["settings"]["load_avg_at_start"], [1.5, 2.0, 2.5])
         self.assertEqual(self.doc["kernels"]["openblas_core"], "Cooperlake")
         self.assertEqual(self.doc["kernels"]["integer"], ["vnni"])
+        self.assertEqual(self.doc["kernels"]["train_conv_paths"], ["auto"])
         self.assertEqual(self.doc["build"]["compiled_isa"], "avx2+fma")
         self.assertRegex(self.doc["commit"], r"^[0-9a-f]{40}$")
 
