@@ -10,6 +10,8 @@ machine, build and kernel paths it ran on, as one JSON document.
         before the CPU kind when that name is taken) and prints its path.
     benchjson.py latency-table INFER.jsonl
         the batch-1 latency table (markdown) of bench/infer.sh's lines.
+    benchjson.py show RESULTS.json
+        a results file's training, inference and latency tables (markdown).
 
 The inputs are the JSON lines of bench/run.sh (train_bench, torch_train.py,
 loader_bench) and bench/infer.sh (infer_bench speed and latency,
@@ -268,6 +270,62 @@ def latency_markdown(lat):
     return "\n".join(lines)
 
 
+def bits_name(b):
+    return "FP32" if b == 32 else "W%dA%d" % (b, b)
+
+
+def show_markdown(doc):
+    """The tables of a results file, as markdown (for docs/results.md)."""
+    m, sg = doc["machine"], doc.get("sgemm") or {}
+    ceiling = sg.get("gflops")
+    out = ["%s (%s, %s cores), commit %s%s, %s; OpenBLAS %s; integer kernel %s; load "
+           "average %s at the start, %s at the end" % (
+               m["cpu_model"], m["cpu_kind"], m["cores"], doc["commit_short"],
+               " (dirty)" if doc.get("dirty") else "", doc["date"],
+               doc["kernels"].get("openblas_core"), "/".join(doc["kernels"]["integer"]),
+               doc["settings"].get("load_avg_at_start"), m.get("load_avg_at_write")), ""]
+    train = {(e["model"], e["bits"], e["engine"]): e for e in doc["training"]}
+    ratios = {(r["model"], r["bits"]): r["ratio"] for r in doc["training_ratios"]}
+    out += ["| model | bits | lsq img/s (rounds) | PyTorch img/s (rounds) | lsq / PyTorch "
+            "(paired rounds) | lsq GFLOP/s | of SGEMM ceiling | peak RSS MB lsq / PyTorch |",
+            "|---|---|---|---|---|---|---|---|"]
+    rnd = lambda f: ", ".join("%g" % x for x in f["rounds"])  # noqa: E731
+    for model in ("cnn-small", "resnet20", "mobilenet"):
+        for b in (32, 2):
+            e, p = train.get((model, b, "lsq")), train.get((model, b, "pytorch"))
+            if not e:
+                continue
+            r = ratios.get((model, b))
+            g = e.get("gflops", {}).get("median")
+            out.append("| %s | %s | %.0f (%s) | %s | %s | %s | %s | %s / %s |" % (
+                model, bits_name(b), e["images_per_s"]["median"], rnd(e["images_per_s"]),
+                "%.0f (%s)" % (p["images_per_s"]["median"], rnd(p["images_per_s"])) if p else "—",
+                "%.2f (%s)" % (r["median"], rnd(r)) if r else "—",
+                "%.1f" % g if g else "—",
+                "%.0f%%" % (100 * g / ceiling) if g and ceiling else "—",
+                "%.0f" % e["peak_rss_mb"]["median"] if e.get("peak_rss_mb") else "—",
+                "%.0f" % p["peak_rss_mb"]["median"] if p and p.get("peak_rss_mb") else "—"))
+    out += ["", "SGEMM ceiling: %s GFLOP/s (%s threads, same run)" % (ceiling, sg.get("threads")),
+            ""]
+    if doc["inference"]:
+        out += ["| model | integer img/s | float img/s | onnxruntime img/s median (fastest) "
+                "| integer / onnxruntime (medians) | integer GOP/s | of SGEMM ceiling | kernel |",
+                "|---|---|---|---|---|---|---|---|"]
+        roof = {r["model"]: r for r in doc["roofline"] if r["what"] == "integer inference"}
+        for e in doc["inference"]:
+            o = e.get("onnxruntime")
+            rf = roof.get(e["model"])
+            out.append("| %s | %.0f | %.0f | %s | %s | %s | %s | %s |" % (
+                e["model"], e["integer"]["median"], e["float"]["median"],
+                "%.0f (%.0f)" % (o["median"], o["best"]) if o else "n/a",
+                "%.2fx" % e["integer_to_onnxruntime"] if o else "n/a",
+                "%.1f" % rf["achieved"] if rf else "—",
+                "%.0f%%" % (100 * rf["of_ceiling"]) if rf else "—", e["kernel"]))
+        out.append("")
+    out.append(latency_markdown(doc["latency"]))
+    return "\n".join(out)
+
+
 def build_doc(train_rows, loader_rows, infer_rows, settings, cpuinfo="/proc/cpuinfo"):
     sg = next((r for r in train_rows if r.get("bench") == "sgemm"), {})
     ceiling = sg.get("gflops")
@@ -335,7 +393,13 @@ def main(argv):
     w.add_argument("--cpuinfo", default="/proc/cpuinfo")
     t = sub.add_parser("latency-table")
     t.add_argument("infer")
+    sh = sub.add_parser("show")
+    sh.add_argument("results")
     a = ap.parse_args(argv)
+    if a.cmd == "show":
+        with open(a.results) as f:
+            print(show_markdown(json.load(f)))
+        return 0
     if a.cmd == "latency-table":
         print(latency_markdown(latency(load_jsonl(a.infer))))
         return 0

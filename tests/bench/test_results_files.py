@@ -155,6 +155,14 @@ class ResultsFiles(unittest.TestCase):
         self.assertIn("| cnn-small | 100.000 | 198.000 | 2.000 | 2.000 | 2.000 | 2.000 | "
                       "50.00x | 1.00x | vnni |", r.stdout)
 
+    def test_show_prints_the_tables_of_a_file(self):
+        r = run(WRITER, "show", self.path)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("| cnn-small | W2A2 | 1000 (1000, 1100, 900) | 450 (400, 500, 450) | "
+                      "2.20 (2.5, 2.2, 2) | 50.0 | 50% | 51 / 300 |", r.stdout)
+        self.assertIn("| cnn-small | 1280 | 1280 | 853 (1000) | 1.50x | 12.8 | 13% | vnni |",
+                      r.stdout)
+
     # -------------------------------------------------------------- compare
 
     def variant(self, name, edit):
