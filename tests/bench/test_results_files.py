@@ -75,9 +75,11 @@ def write_lines(path, rows):
 
 
 class ResultsFiles(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="lsq-benchjson-")
-        t = lambda n: os.path.join(self.tmp, n)  # noqa: E731
+    @classmethod
+    def setUpClass(cls):
+        # one writer run for every test (each variant is a copy of its file)
+        cls.tmp = tempfile.mkdtemp(prefix="lsq-benchjson-")
+        t = lambda n: os.path.join(cls.tmp, n)  # noqa: E731
         with open(t("cpuinfo"), "w") as f:
             f.write(CPUINFO)
         write_lines(t("train.jsonl"), TRAIN)
@@ -87,13 +89,16 @@ class ResultsFiles(unittest.TestCase):
                 "--infer", t("infer.jsonl"), "--out-dir", t("out"), "--rounds", "3",
                 "--steps", "4", "--cpuinfo", t("cpuinfo"), "--load-start", "1.5 2.0 2.5",
                 cwd=ROOT)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.path = r.stdout.strip()
-        with open(self.path) as f:
-            self.doc = json.load(f)
+        if r.returncode != 0:
+            shutil.rmtree(cls.tmp)
+            raise AssertionError("benchjson.py write: " + r.stderr)
+        cls.path = r.stdout.strip()
+        with open(cls.path) as f:
+            cls.doc = json.load(f)
 
-    def tearDown(self):
-        shutil.rmtree(self.tmp)
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
 
     # -------------------------------------------------------------- writer
 
