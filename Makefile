@@ -196,6 +196,7 @@ test-layout: $(BINS)
 test-unit: $(UNIT_BIN) $(BINS)
 	@scripts/install-deps.sh test
 	@scripts/setup-onnxruntime.sh
+	/usr/bin/python3 tests/bench/test_results_files.py
 	LSQ_BIN=$(abspath $(LSQ)) LSQ_BUILD=$(abspath $(BUILD)) $(UNIT_BIN) --jobs 2
 
 test-api: $(API_BIN) $(BINS)

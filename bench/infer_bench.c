@@ -9,7 +9,13 @@
  *       images/s of the integer engine (RUN_DIR/model.lsqm) and of the float
  *       fake-quantized engine (RUN_DIR/model.lsqc) on BATCH images, median of
  *       REPEATS runs each, same process; and the integer kernel path that
- *       ran (LSQ_KERNEL or the fastest this CPU has).
+ *       ran (LSQ_KERNEL or the fastest this CPU has); with each run's
+ *       milliseconds (integer_runs_ms, float_runs_ms) for the spread, and
+ *       the multiply-accumulates of one image's forward pass.
+ *   infer_bench latency RUN_DIR RUNS WARMUP THREADS IMAGES.u8
+ *       batch-1 latency: WARMUP untimed, then RUNS timed single-image
+ *       predictions of each engine, alternating, on THREADS threads; each
+ *       run's milliseconds (integer_runs_ms, float_runs_ms) and the kernel.
  *   infer_bench f32 IMAGES.u8 OUT.f32 N
  *       the same images as float32 pixels / 255, for onnxruntime. */
 #include <stdio.h>
@@ -44,6 +50,14 @@ static double median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_d);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Prints SEP"NAME":[ms, ...] for n run times t (seconds). */
+static void print_runs_ms(const char *sep, const char *name, const double *t, int n)
+{
+    printf("%s\"%s\":[", sep, name);
+    for (int i = 0; i < n; i++) printf("%s%.4f", i ? "," : "", 1e3 * t[i]);
+    printf("]");
 }
 
 /* The text of a file (malloc'd), or NULL. */
@@ -181,15 +195,79 @@ static int speed(const char *dir, int batch, int threads, int reps, const char *
         net_forward(&net, x, batch, 0);
         tf[r] = now() - t0;
     }
-    printf("{\"integer_ms\":%.3f,\"float_ms\":%.3f,\"integer_ips\":%.1f,\"float_ips\":%.1f,"
-           "\"kernel\":\"%s\"}\n",
+    /* the runs in time order, before median() sorts them */
+    print_runs_ms("{", "integer_runs_ms", ti, reps);
+    print_runs_ms(",", "float_runs_ms", tf, reps);
+    printf(",\"integer_ms\":%.3f,\"float_ms\":%.3f,\"integer_ips\":%.1f,\"float_ips\":%.1f,"
+           "\"macs_per_image\":%.0f,\"kernel\":\"%s\"}\n",
            1e3 * median(ti, reps), 1e3 * median(tf, reps), batch / median(ti, reps),
-           batch / median(tf, reps), LSQ_KERNEL_NAMES[lsq_kernel_select()]);
+           batch / median(tf, reps), net_forward_macs(&net), LSQ_KERNEL_NAMES[lsq_kernel_select()]);
     net_free(&net);
     ckpt_free(&c);
     lsqm_free(m);
     free(px), free(x), free(z), free(ti), free(tf);
     return 0;
+}
+
+/* Batch-1 latency of both engines on the first image of `images`. The two
+ * alternate image by image, so both see the same machine state. */
+static int latency(const char *dir, int runs, int warmup, int threads, const char *images)
+{
+    char p[4096];
+    lsq_err err;
+    uint8_t px[784];
+    FILE *f = fopen(images, "rb");
+    if (!f || fread(px, 784, 1, f) != 1) {
+        fprintf(stderr, "cannot read an image from %s\n", images);
+        if (f) fclose(f);
+        return 1;
+    }
+    fclose(f);
+    if (runs < 1 || warmup < 0 || threads < 1) {
+        fprintf(stderr, "latency: RUNS >= 1, WARMUP >= 0, THREADS >= 1\n");
+        return 2;
+    }
+    snprintf(p, sizeof p, "%s/model.lsqm", dir);
+    lsqm_model *m = lsqm_load(p, &err);
+    if (!m) {
+        fprintf(stderr, "%s\n", err.message);
+        return 1;
+    }
+    snprintf(p, sizeof p, "%s/model.lsqc", dir);
+    lsq_ckpt c;
+    lsq_net net;
+    if (ckpt_load(&c, p, &err) != LSQ_OK || ckpt_build_net(&net, &c, 1, &err) != LSQ_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        lsqm_free(m);
+        return 1;
+    }
+    train_set_threads(threads);
+    float x[784], z[10];
+    for (int i = 0; i < 784; i++) x[i] = (float)px[i] / 255.0f;
+    double *ti = malloc((size_t)runs * sizeof *ti), *tf = malloc((size_t)runs * sizeof *tf);
+    int rc = 0;
+    for (int r = -warmup; r < runs && rc == 0; r++) {
+        double t0 = now();
+        if (lsqm_predict(m, px, 1, z, NULL, threads, &err) != LSQ_OK) {
+            fprintf(stderr, "%s\n", err.message);
+            rc = 1;
+        }
+        double t1 = now();
+        net_forward(&net, x, 1, 0);
+        double t2 = now();
+        if (r >= 0) ti[r] = t1 - t0, tf[r] = t2 - t1;
+    }
+    if (rc == 0) {
+        print_runs_ms("{", "integer_runs_ms", ti, runs);
+        print_runs_ms(",", "float_runs_ms", tf, runs);
+        printf(",\"threads\":%d,\"warmup\":%d,\"kernel\":\"%s\"}\n", threads, warmup,
+               LSQ_KERNEL_NAMES[lsq_kernel_select()]);
+    }
+    free(ti), free(tf);
+    net_free(&net);
+    ckpt_free(&c);
+    lsqm_free(m);
+    return rc;
 }
 
 /* Converts n 8-bit images to float32 pixels / 255 (onnxruntime's input). */
@@ -213,7 +291,10 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "sizes") == 0) return sizes(argv + 2, argc - 2);
     if (argc == 7 && strcmp(argv[1], "speed") == 0)
         return speed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
+    if (argc == 7 && strcmp(argv[1], "latency") == 0)
+        return latency(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
     fprintf(stderr, "usage: infer_bench sizes [NAME=LAYERS.json ...] | speed RUN_DIR BATCH THREADS "
-                    "REPEATS IMAGES.u8\n");
+                    "REPEATS IMAGES.u8 | latency RUN_DIR RUNS WARMUP THREADS IMAGES.u8 | "
+                    "f32 IMAGES.u8 OUT.f32 N\n");
     return 2;
 }

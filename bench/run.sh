@@ -11,7 +11,13 @@
 #      fill with crop + flip + normalisation, against resnet20's training
 #      images/s (median of the rounds): the loader must never be what
 #      training waits on;
-#   3. integer inference vs the float engine vs onnxruntime (bench/infer.sh).
+#   3. integer inference vs the float engine vs onnxruntime (bench/infer.sh),
+#      throughput at batch 256 and batch-1 latency;
+#   4. every figure, with the machine, build and kernel paths, into one file
+#      bench/results/YYYY-MM-DD-<commit>-<cpu-kind>.json (bench/benchjson.py;
+#      BENCH_RESULTS names another folder, BENCH_NOTE adds a note), then
+#      bench/compare.py against the newest committed file for the same CPU
+#      kind: regressions beyond noise are reported, never fatal here.
 # OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both sides alike: a
 # user's machine has neither (tests and CI leave them as they are).
 # ROUNDS (default 3) and STEPS (default 30) size the run.
@@ -22,6 +28,7 @@ unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 ROUNDS=${ROUNDS:-3}
 STEPS=${STEPS:-30}
 OUT=$BUILD/bench
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)
 mkdir -p "$OUT"
 LOG=$OUT/train.jsonl
 : > "$LOG"
@@ -84,3 +91,10 @@ PY
 if [ -x bench/infer.sh ]; then
   bench/infer.sh "$BUILD"
 fi
+NEW=$(/usr/bin/python3 bench/benchjson.py write --train "$LOG" --loader "$OUT/loader.jsonl" \
+      --infer "$BUILD/bench-infer/infer.jsonl" --out-dir "${BENCH_RESULTS:-bench/results}" \
+      --rounds "$ROUNDS" --steps "$STEPS" --infer-repeats "${REPEATS:-20}" \
+      --load-start "$LOAD_START" --note "${BENCH_NOTE:-}")
+echo
+echo "bench: every figure of this run is in $NEW"
+/usr/bin/python3 bench/compare.py "$NEW" || echo "bench: compare.py failed" >&2

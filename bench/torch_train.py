@@ -44,6 +44,7 @@ import json
 import math
 import os
 import re
+import resource
 import struct
 import sys
 import time
@@ -442,8 +443,12 @@ def main():
         dt = time.perf_counter() - t0
         if not math.isfinite(loss.item()):
             sys.exit("loss is not finite")
+        # peak resident set of this process (Linux reports KiB), as
+        # train_bench reports its own
         result.update(images_per_s=round(args.steps * batch / dt, 1),
-                      steps=args.steps)
+                      steps=args.steps,
+                      peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                        / 1024.0, 1))
     else:
         total = args.epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)

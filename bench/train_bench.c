@@ -8,6 +8,8 @@
  *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|float|gemm]
  *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
+ *       also names what the figures ran on: OpenBLAS's core and build
+ *       config, the compiler and the instruction sets it compiled for.
  *
  * LSQ_ISA=avx2|avx512 forces the vector path of the engine's own loops
  * (core/isa.h); the line's "isa" says which ran.
@@ -43,6 +45,20 @@ static double now_s(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
+
+/* The widest instruction sets this file was compiled for (the Makefile's
+ * ARCH), as the compiler's predefined macros say: the engine shares them. */
+#if defined(__AVX512F__)
+#define COMPILED_ISA "avx512f"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define COMPILED_ISA "avx2+fma"
+#elif defined(__AVX2__)
+#define COMPILED_ISA "avx2"
+#elif defined(__x86_64__)
+#define COMPILED_ISA "x86-64"
+#else
+#define COMPILED_ISA "other"
+#endif
 
 static long peak_rss_kb(void)
 {
@@ -181,7 +197,9 @@ static int run_sgemm(int threads)
         if (sbest > best) best = sbest;
         free(a), free(b), free(c);
     }
-    printf("],\"gflops\":%.1f}\n", best);
+    printf("],\"gflops\":%.1f,\"openblas_core\":\"%s\",\"openblas_config\":\"%s\","
+           "\"cc\":\"%s\",\"compiled_isa\":\"%s\"}\n",
+           best, openblas_get_corename(), openblas_get_config(), __VERSION__, COMPILED_ISA);
     return 0;
 }
 

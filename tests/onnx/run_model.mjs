@@ -10,9 +10,13 @@
 //     --input-type float32|uint8   element type of INPUT (default float32)
 //     --threads N                  intra-op threads (default 1)
 //     --repeat R                   run R times, report the fastest (bench)
+//     --warmup W                   W untimed runs before those (default 0)
+//     --times yes|no               also list every timed run's milliseconds
+//                                  in time order, as "runs_ms" (default no)
 //     --opt disabled|basic|extended|all
 //                                  graph optimization level (default all)
 // Prints one JSON line: {"outputs":[{"name","type","dims","file"}],"ms":..}
+// ("ms": the fastest run; with --times yes, "runs_ms":[..] follows).
 // Exit codes: 0 ok, 2 usage, 3 onnxruntime-node not installed, 1 other.
 import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -26,12 +30,14 @@ const modDir = process.env.ORT_NODE_MODULES ||
 function usage(msg) {
     process.stderr.write(`run_model: ${msg}\n` +
         'usage: run_model.mjs MODEL INPUT DIMS OUT [--input-type float32|uint8] ' +
-        '[--threads N] [--repeat R] [--opt disabled|basic|extended|all]\n');
+        '[--threads N] [--repeat R] [--warmup W] [--times yes|no] ' +
+        '[--opt disabled|basic|extended|all]\n');
     process.exit(2);
 }
 
 const pos = [];
-const opt = { 'input-type': 'float32', threads: '1', repeat: '1', opt: 'all' };
+const opt = { 'input-type': 'float32', threads: '1', repeat: '1', warmup: '0', times: 'no',
+    opt: 'all' };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
     if (argv[i].startsWith('--')) {
@@ -46,6 +52,11 @@ if (pos.length !== 4) usage('expected 4 arguments');
 const [modelPath, inputPath, dimsText, outPath] = pos;
 const dims = dimsText.split(',').map(Number);
 if (dims.some((d) => !Number.isInteger(d) || d < 0)) usage(`bad dims ${dimsText}`);
+for (const k of ['threads', 'repeat', 'warmup']) {
+    const v = Number(opt[k]);
+    if (!Number.isInteger(v) || v < (k === 'repeat' ? 1 : 0)) usage(`bad --${k} ${opt[k]}`);
+}
+if (opt.times !== 'yes' && opt.times !== 'no') usage(`bad --times ${opt.times}`);
 
 let ort;
 try {
@@ -77,10 +88,13 @@ const session = await ort.InferenceSession.create(modelPath, {
 const feeds = { [session.inputNames[0]]: new ort.Tensor(opt['input-type'], data, dims) };
 let results;
 let best = Infinity;
+const runs = [];
+for (let r = 0; r < Number(opt.warmup); r++) await session.run(feeds);
 for (let r = 0; r < Number(opt.repeat); r++) {
     const t0 = process.hrtime.bigint();
     results = await session.run(feeds);
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    runs.push(ms);
     if (ms < best) best = ms;
 }
 const outputs = session.outputNames.map((name, i) => {
@@ -90,4 +104,6 @@ const outputs = session.outputNames.map((name, i) => {
     writeFileSync(file, Buffer.from(f.buffer, f.byteOffset, f.byteLength));
     return { name, type: t.type, dims: t.dims, file };
 });
-process.stdout.write(JSON.stringify({ outputs, ms: best }) + '\n');
+const report = { outputs, ms: best };
+if (opt.times === 'yes') report.runs_ms = runs.map((v) => Math.round(v * 1e4) / 1e4);
+process.stdout.write(JSON.stringify(report) + '\n');
