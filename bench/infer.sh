@@ -19,9 +19,12 @@ reps=${REPEATS:-20}
 bits=${BITS:-2}
 work="$B/bench-infer"
 mkdir -p "$work"
+# the engine's own libraries (the Makefile's ENGINE_PKGS)
+pkgs="jansson zlib openblas libprotobuf-c libarchive libpng ompi-c"
+pkg-config --exists libjpeg && pkgs="$pkgs libjpeg" || jpeg=-ljpeg
 cc -O2 -std=c11 -D_GNU_SOURCE -fopenmp -I"$root/engine" \
-  $(pkg-config --cflags openblas jansson) "$root/bench/infer_bench.c" "$B/libengine.a" \
-  $(pkg-config --libs jansson zlib openblas) -lm -o "$work/infer_bench"
+  $(pkg-config --cflags $pkgs) "$root/bench/infer_bench.c" "$B/libengine.a" \
+  $(pkg-config --libs $pkgs) ${jpeg:-} -lm -o "$work/infer_bench"
 "$root/scripts/setup-onnxruntime.sh" >&2 || true
 
 echo "## File sizes (bytes; first/last layers at 8 bits)"

@@ -479,10 +479,14 @@ vnni_wgroup(const int8_t *wp, int g, const int bits)
 }
 
 /* MR rows (mr of them real) x NP panels from panel p (MR * NP <= 16
- * accumulators), all constants but mr and p where it is inlined. */
+ * accumulators), all constants but mr and p where it is inlined. `affine`:
+ * the MR rows are evenly spaced (all in one image), so that one pointer
+ * and the stride address them instead of MR pointers, which would not fit
+ * in the general registers. */
 __attribute__((target(VNNI_TARGET), always_inline)) static inline void
 vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, const int bits,
-           const int MR, const int NP, const lsq_igemm_w *w, int i, int mr, int p)
+           const int MR, const int NP, const int affine, const lsq_igemm_w *w, int i, int mr,
+           int p)
 {
     const int k = w->k, kfull = full_groups(w, taps), kq = w->kq;
     const __m512i flip = _mm512_set1_epi32(sign ? (int)0x80808080u : 0);
@@ -491,43 +495,55 @@ vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, 
     for (int q = 0; q < NP; q++)
         wp[q] = w->w + (size_t)(p + q) * w->pstride;
     const uint8_t *ar[16];
+    const uint8_t *const a0 = arow(A, i);
+    const size_t lda = (size_t)A->lda;
+    if (!affine) {
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; r++)
-        ar[r] = arow(A, i + (r < mr ? r : mr - 1));
-    __m512i acc[4][16];
+        for (int r = 0; r < MR; r++)
+            ar[r] = arow(A, i + (r < mr ? r : mr - 1));
+    }
+#define ROW(r_) (affine ? a0 + (size_t)(r_) * lda : ar[r_])
+    /* one flat array of at most 16 (GCC keeps an array that small, fully
+     * unrolled, in registers; [4][16] went to the stack) */
+    __m512i acc[16];
+#define ACC(q_, r_) acc[(q_) * MR + (r_)]
 #pragma GCC unroll 4
     for (int q = 0; q < NP; q++)
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++)
-            acc[q][r] = _mm512_setzero_si512();
+            ACC(q, r) = _mm512_setzero_si512();
     /* the groups every row holds in full, then the partial last one */
-    for (int g = 0; g < kq; g++) {
+    for (int g = 0; g < kfull; g++) {
         __m512i b[4];
 #pragma GCC unroll 4
         for (int q = 0; q < NP; q++)
             b[q] = vnni_wgroup(wp[q], g, bits);
         const int o = taps ? A->goff[g] : 4 * g;
-        if (g < kfull) {
 #pragma GCC unroll 16
-            for (int r = 0; r < MR; r++) {
-                uint32_t av;
-                memcpy(&av, ar[r] + o, 4);
-                const __m512i va = _mm512_xor_si512(_mm512_set1_epi32((int)av), flip);
+        for (int r = 0; r < MR; r++) {
+            uint32_t av;
+            memcpy(&av, ROW(r) + o, 4);
+            const __m512i va = _mm512_xor_si512(_mm512_set1_epi32((int)av), flip);
 #pragma GCC unroll 4
-                for (int q = 0; q < NP; q++)
-                    acc[q][r] = _mm512_dpbusd_epi32(acc[q][r], va, b[q]);
-            }
-        } else {
-            /* bytes past K read as zero (0x80 with int8 A), against zero
-             * padding weights: they add nothing */
+            for (int q = 0; q < NP; q++)
+                ACC(q, r) = _mm512_dpbusd_epi32(ACC(q, r), va, b[q]);
+        }
+    }
+    if (kfull < kq) {
+        const int g = kfull;
+        __m512i b[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            b[q] = vnni_wgroup(wp[q], g, bits);
+        /* bytes past K read as zero (0x80 with int8 A), against zero
+         * padding weights: they add nothing */
 #pragma GCC unroll 16
-            for (int r = 0; r < MR; r++) {
-                const __m512i va =
-                    _mm512_xor_si512(_mm512_set1_epi32((int)load_group(ar[r], g, k)), flip);
+        for (int r = 0; r < MR; r++) {
+            const __m512i va =
+                _mm512_xor_si512(_mm512_set1_epi32((int)load_group(ROW(r), g, k)), flip);
 #pragma GCC unroll 4
-                for (int q = 0; q < NP; q++)
-                    acc[q][r] = _mm512_dpbusd_epi32(acc[q][r], va, b[q]);
-            }
+            for (int q = 0; q < NP; q++)
+                ACC(q, r) = _mm512_dpbusd_epi32(ACC(q, r), va, b[q]);
         }
     }
 #pragma GCC unroll 4
@@ -542,8 +558,10 @@ vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, 
         for (int r = 0; r < MR; r++)
             if (r < mr)
                 _mm512_mask_storeu_epi32(c + (size_t)(i + r) * ldc + col0, mask,
-                                         _mm512_sub_epi32(acc[q][r], corr));
+                                         _mm512_sub_epi32(ACC(q, r), corr));
     }
+#undef ACC
+#undef ROW
 }
 
 /* Panels in pairs (8 rows at a time) and a lone last panel 16 rows at a
@@ -555,28 +573,35 @@ __attribute__((target(VNNI_TARGET), always_inline)) static inline void
 tile_vnni_impl(int32_t *c, int ldc, const arows *A, const int taps, const int sign, const int bits,
                const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
 {
-    int itail = i0 + (i1 - i0) / 4 * 4;
+    const int itail = i0 + (i1 - i0) / 4 * 4;
+#define ONE_IMAGE(i_, n_) ((i_) / A->rows == ((i_) + (n_) - 1) / A->rows)
     for (int p = p0; p < p1; p += 2) {
         int i = i0;
         if (p + 1 < p1) {
-            for (; i + 8 <= itail; i += 8) vnni_block(c, ldc, A, taps, sign, bits, 8, 2, w, i, 8, p);
-            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 2, w, i, 4, p);
+            for (; i + 8 <= itail; i += 8) {
+                if (ONE_IMAGE(i, 8)) vnni_block(c, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p);
+                else vnni_block(c, ldc, A, taps, sign, bits, 8, 2, 0, w, i, 8, p);
+            }
+            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 2, 0, w, i, 4, p);
         } else {
-            for (; i + 16 <= itail; i += 16)
-                vnni_block(c, ldc, A, taps, sign, bits, 16, 1, w, i, 16, p);
-            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 1, w, i, 4, p);
+            for (; i + 16 <= itail; i += 16) {
+                if (ONE_IMAGE(i, 16)) vnni_block(c, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p);
+                else vnni_block(c, ldc, A, taps, sign, bits, 16, 1, 0, w, i, 16, p);
+            }
+            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 1, 0, w, i, 4, p);
         }
     }
+#undef ONE_IMAGE
     for (int i = itail; i < i1; i++)
         for (int p = p0; p < p1;) {
             if (p + 4 <= p1) {
-                vnni_block(c, ldc, A, taps, sign, bits, 1, 4, w, i, 1, p);
+                vnni_block(c, ldc, A, taps, sign, bits, 1, 4, 0, w, i, 1, p);
                 p += 4;
             } else if (p + 2 <= p1) {
-                vnni_block(c, ldc, A, taps, sign, bits, 1, 2, w, i, 1, p);
+                vnni_block(c, ldc, A, taps, sign, bits, 1, 2, 0, w, i, 1, p);
                 p += 2;
             } else {
-                vnni_block(c, ldc, A, taps, sign, bits, 1, 1, w, i, 1, p);
+                vnni_block(c, ldc, A, taps, sign, bits, 1, 1, 0, w, i, 1, p);
                 p++;
             }
         }
