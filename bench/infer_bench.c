@@ -16,6 +16,16 @@
  *       batch-1 latency: WARMUP untimed, then RUNS timed single-image
  *       predictions of each engine, alternating, on THREADS threads; each
  *       run's milliseconds (integer_runs_ms, float_runs_ms) and the kernel.
+ *   infer_bench int RUN_DIR BATCH THREADS REPEATS IMAGES.u8
+ *       the integer engine alone, as speed measures it (for profiling), with
+ *       the median CPU time of a call (steadier than wall time on a busy
+ *       machine).
+ *   infer_bench packed RUN_DIR REPEATS IMAGES.u8
+ *       batch-1 latency on one thread, 2- and 3-bit weights packed against
+ *       the same model with int8 weight codes (lsqm_set_packed), medians of
+ *       REPEATS rounds of 64 single-image calls, alternating, in wall and
+ *       in CPU time; checks that
+ *       both give the same logits. LSQ_KERNEL picks the kernel path.
  *   infer_bench f32 IMAGES.u8 OUT.f32 N
  *       the same images as float32 pixels / 255, for onnxruntime. */
 #include <stdio.h>
@@ -37,6 +47,15 @@ static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds of the whole process: on a shared machine a steadier measure
+ * of work than wall time. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -270,6 +289,111 @@ static int latency(const char *dir, int runs, int warmup, int threads, const cha
     return rc;
 }
 
+/* Integer engine alone (for profiling it: perf record infer_bench int ...):
+ * median ms of REPEATS calls of lsqm_predict on BATCH images. */
+static int int_only(const char *dir, int batch, int threads, int reps, const char *images)
+{
+    char p[4096];
+    lsq_err err;
+    uint8_t *px = malloc((size_t)batch * 784);
+    FILE *f = fopen(images, "rb");
+    if (!f || fread(px, 784, (size_t)batch, f) != (size_t)batch) {
+        fprintf(stderr, "cannot read %d images from %s\n", batch, images);
+        return 1;
+    }
+    fclose(f);
+    snprintf(p, sizeof p, "%s/model.lsqm", dir);
+    lsqm_model *m = lsqm_load(p, &err);
+    if (!m) {
+        fprintf(stderr, "%s\n", err.message);
+        return 1;
+    }
+    float *z = malloc((size_t)batch * 10 * sizeof *z);
+    double *ti = malloc((size_t)reps * sizeof *ti), *tc = malloc((size_t)reps * sizeof *tc);
+    lsqm_predict(m, px, batch, z, NULL, threads, &err);
+    for (int r = 0; r < reps; r++) {
+        double t0 = now(), c0 = cpu_now();
+        if (lsqm_predict(m, px, batch, z, NULL, threads, &err) != LSQ_OK) {
+            fprintf(stderr, "%s\n", err.message);
+            return 1;
+        }
+        ti[r] = now() - t0;
+        tc[r] = cpu_now() - c0;
+    }
+    printf("{\"integer_ms\":%.3f,\"integer_ips\":%.1f,\"cpu_ms\":%.3f,\"kernel\":\"%s\"}\n",
+           1e3 * median(ti, reps), batch / median(ti, reps), 1e3 * median(tc, reps),
+           LSQ_KERNEL_NAMES[lsq_kernel_select()]);
+    free(tc);
+    lsqm_free(m);
+    free(px), free(z), free(ti);
+    return 0;
+}
+
+/* Batch-1 latency of the integer engine, one thread, with 2- and 3-bit
+ * weights packed (as loaded) and stored as int8 codes (lsqm_set_packed),
+ * the two alternating in rounds of `count` single-image calls; median
+ * microseconds per image of REPEATS rounds each. */
+static int packed_latency(const char *dir, int reps, const char *images)
+{
+    enum { COUNT = 64 };
+    char p[4096];
+    lsq_err err;
+    uint8_t *px = malloc((size_t)COUNT * 784);
+    FILE *f = fopen(images, "rb");
+    if (!f || fread(px, 784, COUNT, f) != COUNT) {
+        fprintf(stderr, "cannot read %d images from %s\n", COUNT, images);
+        return 1;
+    }
+    fclose(f);
+    snprintf(p, sizeof p, "%s/model.lsqm", dir);
+    lsqm_model *m = lsqm_load(p, &err);
+    if (!m) {
+        fprintf(stderr, "%s\n", err.message);
+        return 1;
+    }
+    float z[2][COUNT * 10];
+    double *t[2], *tc[2];
+    for (int i = 0; i < 2; i++) {
+        t[i] = malloc((size_t)reps * sizeof(double));
+        tc[i] = malloc((size_t)reps * sizeof(double));
+    }
+    size_t bytes[2];
+    for (int r = -1; r < reps; r++) /* round -1 warms both up */
+        for (int packed = 0; packed < 2; packed++) {
+            if (lsqm_set_packed(m, packed, &err) != LSQ_OK) {
+                fprintf(stderr, "%s\n", err.message);
+                return 1;
+            }
+            bytes[packed] = lsqm_weight_bytes(m);
+            double t0 = now(), c0 = cpu_now();
+            for (int i = 0; i < COUNT; i++)
+                if (lsqm_predict(m, px + (size_t)i * 784, 1, z[packed] + i * 10, NULL, 1, &err) !=
+                    LSQ_OK) {
+                    fprintf(stderr, "%s\n", err.message);
+                    return 1;
+                }
+            if (r >= 0) {
+                t[packed][r] = (now() - t0) / COUNT;
+                tc[packed][r] = (cpu_now() - c0) / COUNT;
+            }
+        }
+    if (memcmp(z[0], z[1], sizeof z[0]) != 0) {
+        fprintf(stderr, "packed and int8 weights gave different logits\n");
+        return 1;
+    }
+    const double us0 = 1e6 * median(t[0], reps), us1 = 1e6 * median(t[1], reps);
+    const double cu0 = 1e6 * median(tc[0], reps), cu1 = 1e6 * median(tc[1], reps);
+    printf("{\"int8_us\":%.1f,\"packed_us\":%.1f,\"int8_over_packed\":%.3f,"
+           "\"int8_cpu_us\":%.1f,\"packed_cpu_us\":%.1f,\"cpu_int8_over_packed\":%.3f,"
+           "\"int8_weight_bytes\":%zu,\"packed_weight_bytes\":%zu,\"kernel\":\"%s\"}\n",
+           us0, us1, us0 / us1, cu0, cu1, cu0 / cu1, bytes[0], bytes[1],
+           LSQ_KERNEL_NAMES[lsq_kernel_select()]);
+    lsqm_free(m);
+    free(px);
+    for (int i = 0; i < 2; i++) free(t[i]), free(tc[i]);
+    return 0;
+}
+
 /* Converts n 8-bit images to float32 pixels / 255 (onnxruntime's input). */
 static int to_f32(const char *in, const char *out, int n)
 {
@@ -293,8 +417,12 @@ int main(int argc, char **argv)
         return speed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
     if (argc == 7 && strcmp(argv[1], "latency") == 0)
         return latency(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
-    fprintf(stderr, "usage: infer_bench sizes [NAME=LAYERS.json ...] | speed RUN_DIR BATCH THREADS "
+    if (argc == 5 && strcmp(argv[1], "packed") == 0)
+        return packed_latency(argv[2], atoi(argv[3]), argv[4]);
+    if (argc == 7 && strcmp(argv[1], "int") == 0)
+        return int_only(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
+    fprintf(stderr, "usage: infer_bench sizes [NAME=LAYERS.json ...] | speed|int RUN_DIR BATCH THREADS "
                     "REPEATS IMAGES.u8 | latency RUN_DIR RUNS WARMUP THREADS IMAGES.u8 | "
-                    "f32 IMAGES.u8 OUT.f32 N\n");
+                    "packed RUN_DIR REPEATS IMAGES.u8 | f32 IMAGES.u8 OUT.f32 N\n");
     return 2;
 }

@@ -9,6 +9,13 @@
  *    128 * sum(w) is subtracted per column afterwards.
  * Each path computes exact integer sums, so all agree bit for bit.
  *
+ * Weights of 2 or 3 bits stay packed (igemm.h); every path decodes a
+ * group of 16 x 4 codes where it uses it, with shifts and masks (a few
+ * vector instructions on the SIMD paths), never into a full int8 copy.
+ *
+ * A is read through `arows`: a plain matrix, or the padded images of a
+ * direct convolution whose K groups sit at per-group offsets (taps).
+ *
  * Work is split into tiles of TILE_M rows x TILE_P panels, spread over
  * OpenMP threads; a tile's A rows and W panels stay in cache while its
  * micro-kernels run. */
@@ -69,16 +76,68 @@ lsq_kernel lsq_kernel_select(void)
     return LSQ_KERNEL_PORTABLE;
 }
 
-lsq_status lsq_igemm_pack(lsq_igemm_w *pw, const int8_t *w, int n, int k,
-                          lsq_err *err)
+/* ---- weight storage ----
+ * Groups of K per block and bytes per block, by weight bits: 8 bits, one
+ * group in 64 bytes; 2 bits, four groups in 64 bytes (byte b of the block
+ * holds byte b of group s at bits 2s and 2s + 1, as code + 2); 3 bits,
+ * eight groups in 192 bytes (the low two bits of code + 4 of groups 0-3,
+ * then 4-7, as for 2 bits, then a 64-byte plane whose byte b holds bit 2
+ * of group s at bit s). */
+static int blk_groups(int bits) { return bits == 2 ? 4 : bits == 3 ? 8 : 1; }
+static int blk_bytes(int bits) { return bits == 3 ? 192 : 64; }
+
+/* Stores code v at byte b (channel b / 4, depth b % 4) of group g of the
+ * panel at wp (zeroed before). */
+static void put_code(uint8_t *wp, int bits, int g, int b, int v)
+{
+    if (bits == 2) {
+        wp[(size_t)(g / 4) * 64 + b] |= (uint8_t)((v + 2) << 2 * (g % 4));
+    } else if (bits == 3) {
+        uint8_t *blk = wp + (size_t)(g / 8) * 192;
+        const int s = g % 8, u = v + 4;
+        blk[(s / 4) * 64 + b] |= (uint8_t)((u & 3) << 2 * (s % 4));
+        blk[128 + b] |= (uint8_t)((u >> 2) << s);
+    } else {
+        wp[(size_t)g * 64 + b] = (uint8_t)v;
+    }
+}
+
+/* The code at byte b of group g of the panel at wp. */
+static inline int get_code(const int8_t *wp, int bits, int g, int b)
+{
+    const uint8_t *u = (const uint8_t *)wp;
+    if (bits == 2)
+        return ((u[(size_t)(g / 4) * 64 + b] >> 2 * (g % 4)) & 3) - 2;
+    if (bits == 3) {
+        const uint8_t *blk = u + (size_t)(g / 8) * 192;
+        const int s = g % 8;
+        return (((blk[(s / 4) * 64 + b] >> 2 * (s % 4)) & 3) | (((blk[128 + b] >> s) & 1) << 2)) -
+               4;
+    }
+    return wp[(size_t)g * 64 + b];
+}
+
+lsq_status lsq_igemm_pack_bits(lsq_igemm_w *pw, const int8_t *w, int n, int k, int bits,
+                               lsq_err *err)
 {
     memset(pw, 0, sizeof *pw);
     if (n < 1 || k < 1 || k > LSQ_IGEMM_MAX_K)
         return lsq_err_set(err, LSQ_ERR_INVALID, "weights",
                            "weight matrix must be N >= 1 by 1 <= K <= %d, "
                            "got %d x %d", LSQ_IGEMM_MAX_K, n, k);
-    int kq = (k + 3) / 4, panels = (n + LSQ_IGEMM_NR - 1) / LSQ_IGEMM_NR;
-    size_t bytes = (size_t)panels * kq * LSQ_IGEMM_NR * 4; /* multiple of 64 */
+    if (bits != 8 && bits != 3 && bits != 2)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "bits",
+                           "packed weights have 8, 3 or 2 bits, got %d", bits);
+    const int lo = -(1 << (bits - 1)), hi = (1 << (bits - 1)) - 1;
+    for (size_t i = 0; i < (size_t)n * k; i++)
+        if (w[i] < lo || w[i] > hi)
+            return lsq_err_set(err, LSQ_ERR_INVALID, "weights",
+                               "weight code %d (row %zu, column %zu) is outside %d bits' "
+                               "[%d, %d]", w[i], i / (size_t)k, i % (size_t)k, bits, lo, hi);
+    const int kq = (k + 3) / 4, panels = (n + LSQ_IGEMM_NR - 1) / LSQ_IGEMM_NR;
+    const int gb = blk_groups(bits), groups = (kq + gb - 1) / gb * gb;
+    const size_t pstride = (size_t)groups / gb * blk_bytes(bits); /* a multiple of 64 */
+    const size_t bytes = (size_t)panels * pstride;
     pw->w = aligned_alloc(64, bytes);
     pw->colsum = calloc((size_t)panels * LSQ_IGEMM_NR, sizeof *pw->colsum);
     if (!pw->w || !pw->colsum) {
@@ -92,20 +151,40 @@ lsq_status lsq_igemm_pack(lsq_igemm_w *pw, const int8_t *w, int n, int k,
     pw->n = n;
     pw->kq = kq;
     pw->panels = panels;
+    pw->bits = bits;
+    pw->pstride = pstride;
     pw->wmax = 0;
-    for (int j = 0; j < n; j++) {
-        int p = j / LSQ_IGEMM_NR, jj = j % LSQ_IGEMM_NR;
-        int8_t *dst = pw->w + (size_t)p * kq * 64 + jj * 4;
-        int32_t sum = 0;
-        for (int kk = 0; kk < k; kk++) {
-            int8_t v = w[(size_t)j * k + kk];
-            dst[(size_t)(kk / 4) * 64 + kk % 4] = v;
-            sum += v;
-            if (abs(v) > pw->wmax) pw->wmax = abs(v);
-        }
-        pw->colsum[j] = sum;
-    }
+    /* every byte of every group, zero past N and K */
+    for (int p = 0; p < panels; p++)
+        for (int g = 0; g < groups; g++)
+            for (int b = 0; b < 64; b++) {
+                const int j = p * LSQ_IGEMM_NR + b / 4, kk = 4 * g + b % 4;
+                const int v = j < n && kk < k ? w[(size_t)j * k + kk] : 0;
+                put_code((uint8_t *)pw->w + (size_t)p * pstride, bits, g, b, v);
+                if (abs(v) > pw->wmax) pw->wmax = abs(v);
+                if (j < n) pw->colsum[j] += v;
+            }
     return LSQ_OK;
+}
+
+lsq_status lsq_igemm_pack(lsq_igemm_w *pw, const int8_t *w, int n, int k,
+                          lsq_err *err)
+{
+    return lsq_igemm_pack_bits(pw, w, n, k, 8, err);
+}
+
+void lsq_igemm_codes(int8_t *w, const lsq_igemm_w *pw)
+{
+    for (int j = 0; j < pw->n; j++)
+        for (int kk = 0; kk < pw->k; kk++)
+            w[(size_t)j * pw->k + kk] = (int8_t)get_code(
+                pw->w + (size_t)(j / LSQ_IGEMM_NR) * pw->pstride, pw->bits, kk / 4,
+                (j % LSQ_IGEMM_NR) * 4 + kk % 4);
+}
+
+size_t lsq_igemm_w_bytes(const lsq_igemm_w *pw)
+{
+    return (size_t)pw->panels * pw->pstride;
 }
 
 void lsq_igemm_w_free(lsq_igemm_w *pw)
@@ -117,50 +196,59 @@ void lsq_igemm_w_free(lsq_igemm_w *pw)
     memset(pw, 0, sizeof *pw);
 }
 
-/* One tile: rows [i0, i1), panels [p0, p1). `sign` says A holds int8
- * (the low-bit kernel takes unsigned A only). */
-typedef void tile_fn(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
-                     const lsq_igemm_w *w, int i0, int i1, int p0, int p1);
+/* ---- where A's rows are ----
+ * Row v of A, of image v / rows and row v % rows in it, starts at
+ * a + ((v / rows) * img + v % rows) * lda, and K's group g at goff[g] bytes
+ * into the row (the groups of a direct convolution's taps,
+ * lsq_igemm_tap_groups), or at 4 g for a plain matrix (goff NULL, rows
+ * INT_MAX). The kernels take `taps` as a constant that says which. */
+typedef struct {
+    const uint8_t *a;
+    int lda, rows;
+    size_t img;
+    const int *goff;
+} arows;
 
-/* always_inline with a constant `sign` gives one copy per signedness, with
- * no test inside the loops (here and in the SIMD paths below). */
-__attribute__((always_inline)) static inline void
-tile_portable_impl(int32_t *c, int ldc, const uint8_t *a, int lda,
-                   const int sign, const lsq_igemm_w *w, int i0, int i1,
-                   int p0, int p1)
+static inline const uint8_t *arow(const arows *A, int v)
 {
-    int k = w->k, kfull = k / 4;
+    return A->a + ((size_t)(v / A->rows) * A->img + (size_t)(v % A->rows)) * (size_t)A->lda;
+}
+
+/* One tile: rows [i0, i1), panels [p0, p1). `sign` says A holds int8 (never
+ * with taps). */
+typedef void tile_fn(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, int i0,
+                     int i1, int p0, int p1);
+
+/* The last group that every row holds in full (taps: all of them). */
+static inline int full_groups(const lsq_igemm_w *w, int taps)
+{
+    return taps ? w->kq : w->k / 4;
+}
+
+static void tile_portable(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w,
+                          int i0, int i1, int p0, int p1)
+{
+    const int k = w->k, taps = A->goff != NULL, kfull = full_groups(w, taps);
     for (int i = i0; i < i1; i++) {
-        const uint8_t *ar = a + (size_t)i * lda;
+        const uint8_t *ar = arow(A, i);
         for (int p = p0; p < p1; p++) {
-            const int8_t *wp = w->w + (size_t)p * w->kq * 64;
+            const int8_t *wp = w->w + (size_t)p * w->pstride;
             int32_t acc[LSQ_IGEMM_NR] = {0};
             for (int g = 0; g < w->kq; g++) {
                 int32_t av[4] = {0};
-                int nt = g < kfull ? 4 : k - 4 * g;
+                const int nt = g < kfull ? 4 : k - 4 * g;
+                const uint8_t *ag = ar + (taps ? A->goff[g] : 4 * g);
                 for (int t = 0; t < nt; t++)
-                    av[t] = sign ? (int32_t)(int8_t)ar[4 * g + t]
-                                 : (int32_t)ar[4 * g + t];
-                const int8_t *wg = wp + (size_t)g * 64;
+                    av[t] = sign ? (int32_t)(int8_t)ag[t] : (int32_t)ag[t];
                 for (int j = 0; j < LSQ_IGEMM_NR; j++)
-                    acc[j] += av[0] * wg[4 * j] + av[1] * wg[4 * j + 1] +
-                              av[2] * wg[4 * j + 2] + av[3] * wg[4 * j + 3];
+                    for (int t = 0; t < 4; t++)
+                        acc[j] += av[t] * get_code(wp, w->bits, g, 4 * j + t);
             }
             int col0 = p * LSQ_IGEMM_NR;
             int nc = w->n - col0 < LSQ_IGEMM_NR ? w->n - col0 : LSQ_IGEMM_NR;
             memcpy(c + (size_t)i * ldc + col0, acc, (size_t)nc * sizeof *acc);
         }
     }
-}
-
-static void tile_portable(int32_t *c, int ldc, const uint8_t *a, int lda,
-                          int sign, const lsq_igemm_w *w, int i0, int i1,
-                          int p0, int p1)
-{
-    if (sign)
-        tile_portable_impl(c, ldc, a, lda, 1, w, i0, i1, p0, p1);
-    else
-        tile_portable_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
 }
 
 #if LSQ_X86
@@ -177,36 +265,59 @@ static inline uint32_t load_group(const uint8_t *row, int g, int k)
 /* ---- AVX2: 4 rows x 8 columns per micro-kernel ---- */
 #define AVX2_MR 4
 
+/* Bytes [32 h, 32 h + 32) of group g of the panel at wp: channels
+ * 8h .. 8h + 7, 4 codes each, decoded from 2 or 3 bits. */
+__attribute__((target("avx2"), always_inline)) static inline __m256i
+avx2_wgroup(const int8_t *wp, int g, int h, const int bits)
+{
+    if (bits == 8)
+        return _mm256_load_si256((const __m256i *)(wp + (size_t)g * 64 + 32 * h));
+    const __m256i m3 = _mm256_set1_epi8(3);
+    if (bits == 2) {
+        const __m256i p = _mm256_load_si256((const __m256i *)(wp + (size_t)(g / 4) * 64 + 32 * h));
+        const __m256i v = _mm256_and_si256(_mm256_srl_epi16(p, _mm_cvtsi32_si128(2 * (g % 4))), m3);
+        return _mm256_sub_epi8(v, _mm256_set1_epi8(2));
+    }
+    const int8_t *blk = wp + (size_t)(g / 8) * 192;
+    const int s = g % 8;
+    const __m256i l = _mm256_load_si256((const __m256i *)(blk + (s / 4) * 64 + 32 * h));
+    const __m256i hb = _mm256_load_si256((const __m256i *)(blk + 128 + 32 * h));
+    const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(l, _mm_cvtsi32_si128(2 * (s % 4))), m3);
+    const __m256i hi = _mm256_slli_epi16(
+        _mm256_and_si256(_mm256_srl_epi16(hb, _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1)), 2);
+    return _mm256_sub_epi8(_mm256_or_si256(lo, hi), _mm256_set1_epi8(4));
+}
+
+/* always_inline with constant `sign`, `taps` and `bits` gives one copy per
+ * combination, with no test inside the loops (here and below). */
 __attribute__((target("avx2"), always_inline)) static inline void
-tile_avx2_impl(int32_t *c, int ldc, const uint8_t *a, int lda, const int sign,
+tile_avx2_impl(int32_t *c, int ldc, const arows *A, const int taps, const int sign, const int bits,
                const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
 {
-    int k = w->k, kfull = k / 4;
+    const int k = w->k, kfull = full_groups(w, taps);
     for (int i = i0; i < i1; i += AVX2_MR) {
         int mr = i1 - i < AVX2_MR ? i1 - i : AVX2_MR;
         const uint8_t *ar[AVX2_MR];
         /* Rows past the end repeat the last row; their results are dropped. */
         for (int r = 0; r < AVX2_MR; r++)
-            ar[r] = a + (size_t)(i + (r < mr ? r : mr - 1)) * lda;
+            ar[r] = arow(A, i + (r < mr ? r : mr - 1));
         for (int h = 2 * p0; h < 2 * p1; h++) { /* half panels of 8 columns */
-            const int8_t *wp = w->w + (size_t)(h / 2) * w->kq * 64 + (h % 2) * 32;
+            const int8_t *wp = w->w + (size_t)(h / 2) * w->pstride;
             __m256i lo[AVX2_MR], hi[AVX2_MR];
 #pragma GCC unroll 4
             for (int r = 0; r < AVX2_MR; r++)
                 lo[r] = hi[r] = _mm256_setzero_si256();
             for (int g = 0; g < w->kq; g++) {
-                const int8_t *wg = wp + (size_t)g * 64;
                 /* columns 0-3 and 4-7 of the half panel, 4 k each, as int16 */
-                __m256i w0 = _mm256_cvtepi8_epi16(
-                    _mm_loadu_si128((const __m128i *)wg));
-                __m256i w1 = _mm256_cvtepi8_epi16(
-                    _mm_loadu_si128((const __m128i *)(wg + 16)));
-                int full = g < kfull;
+                const __m256i wh = avx2_wgroup(wp, g, h % 2, bits);
+                __m256i w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wh));
+                __m256i w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wh, 1));
+                const int full = g < kfull, o = taps ? A->goff[g] : 4 * g;
 #pragma GCC unroll 4
                 for (int r = 0; r < AVX2_MR; r++) {
                     uint32_t av;
                     if (full)
-                        memcpy(&av, ar[r] + 4 * g, 4);
+                        memcpy(&av, ar[r] + o, 4);
                     else
                         av = load_group(ar[r], g, k);
                     __m128i a4 = _mm_set1_epi32((int)av);
@@ -239,44 +350,16 @@ tile_avx2_impl(int32_t *c, int ldc, const uint8_t *a, int lda, const int sign,
     }
 }
 
-__attribute__((target("avx2"))) static void
-tile_avx2(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
-          const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
-{
-    if (sign)
-        tile_avx2_impl(c, ldc, a, lda, 1, w, i0, i1, p0, p1);
-    else
-        tile_avx2_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
-}
-
 /* ---- AVX2, low-bit codes: 4 rows x 16 columns per micro-kernel ----
  * The 4 codes of a group, broadcast, times a half panel (8 columns x 4 k)
  * with vpmaddubsw: 16 int16 lanes, (column, k-pair) each, summed in 16 bits
  * over all of K (the caller checked the bound); one vpmaddwd by ones at the
- * end adds the pairs into column order. */
-
-/* Where the low-bit kernel reads A: row v, of image v / rows and row
- * v % rows in it, starts at a + ((v / rows) * img + v % rows) * lda, and
- * K's group g at goff[g] bytes into the row (the groups of a direct
- * convolution's taps, lsq_igemm_tap_groups), or at 4 g for a plain matrix
- * (goff NULL; lowbit_impl's `taps` says which, as a constant). */
-typedef struct {
-    const uint8_t *a;
-    int lda, rows;
-    size_t img;
-    const int *goff;
-} arows;
-
-static inline const uint8_t *arow(const arows *A, int v)
-{
-    return A->a + ((size_t)(v / A->rows) * A->img + (size_t)(v % A->rows)) * (size_t)A->lda;
-}
-
+ * end adds the pairs into column order. Unsigned A only. */
 __attribute__((target("avx2"), always_inline)) static inline void
-lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const lsq_igemm_w *w, int i0,
-            int i1, int p0, int p1)
+lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const int bits,
+            const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
 {
-    const int k = w->k, kfull = k / 4;
+    const int k = w->k, kfull = full_groups(w, taps);
     const __m256i ones = _mm256_set1_epi16(1);
     for (int i = i0; i < i1; i += AVX2_MR) {
         int mr = i1 - i < AVX2_MR ? i1 - i : AVX2_MR;
@@ -284,12 +367,12 @@ lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const lsq_igemm
         for (int r = 0; r < AVX2_MR; r++)
             ar[r] = arow(A, i + (r < mr ? r : mr - 1));
         for (int p = p0; p < p1; p++) {
-            const int8_t *wp = w->w + (size_t)p * w->kq * 64;
+            const int8_t *wp = w->w + (size_t)p * w->pstride;
             __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
             __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
             for (int g = 0; g < w->kq; g++) {
-                const __m256i w0 = _mm256_load_si256((const __m256i *)(wp + (size_t)g * 64));
-                const __m256i w1 = _mm256_load_si256((const __m256i *)(wp + (size_t)g * 64 + 32));
+                const __m256i w0 = avx2_wgroup(wp, g, 0, bits);
+                const __m256i w1 = avx2_wgroup(wp, g, 1, bits);
                 /* each row's 4 codes, read straight into the broadcast
                  * (a branch or array here kept them on the stack) */
                 uint32_t av[AVX2_MR];
@@ -337,108 +420,221 @@ lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const lsq_igemm
     }
 }
 
+/* One copy per (A form, weight bits). */
+#define BY_BITS(call_, bits_)                                                                      \
+    do {                                                                                           \
+        if ((bits_) == 2) call_(2);                                                                \
+        else if ((bits_) == 3) call_(3);                                                           \
+        else call_(8);                                                                             \
+    } while (0)
+
 __attribute__((target("avx2"))) static void
-tile_avx2_lowbit(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
-                 const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+tile_avx2(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, int i0, int i1,
+          int p0, int p1)
+{
+#define AVX2_TAPS(b_) tile_avx2_impl(c, ldc, A, 1, 0, b_, w, i0, i1, p0, p1)
+#define AVX2_S8(b_) tile_avx2_impl(c, ldc, A, 0, 1, b_, w, i0, i1, p0, p1)
+#define AVX2_U8(b_) tile_avx2_impl(c, ldc, A, 0, 0, b_, w, i0, i1, p0, p1)
+    if (A->goff) BY_BITS(AVX2_TAPS, w->bits);
+    else if (sign) BY_BITS(AVX2_S8, w->bits);
+    else BY_BITS(AVX2_U8, w->bits);
+}
+
+__attribute__((target("avx2"))) static void
+tile_avx2_lowbit(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, int i0,
+                 int i1, int p0, int p1)
 {
     (void)sign;
-    const arows A = {a, lda, INT_MAX, 0, NULL};
-    lowbit_impl(c, ldc, &A, 0, w, i0, i1, p0, p1);
+#define LOWBIT_TAPS(b_) lowbit_impl(c, ldc, A, 1, b_, w, i0, i1, p0, p1)
+#define LOWBIT_MAT(b_) lowbit_impl(c, ldc, A, 0, b_, w, i0, i1, p0, p1)
+    if (A->goff) BY_BITS(LOWBIT_TAPS, w->bits);
+    else BY_BITS(LOWBIT_MAT, w->bits);
 }
 
-__attribute__((target("avx2"))) static void
-tile_avx2_taps(int32_t *c, int ldc, const arows *A, const lsq_igemm_w *w, int i0, int i1,
-               int p0, int p1)
-{
-    lowbit_impl(c, ldc, A, 1, w, i0, i1, p0, p1);
-}
-
-/* ---- AVX-512 VNNI: 8 rows x 32 columns (2 panels) per micro-kernel ---- */
-#define VNNI_MR 8
-
+/* ---- AVX-512 VNNI: 8 rows x 32 columns (2 panels), 16 rows x 16
+ * columns (a lone panel) or 1 row x 64 columns per micro-kernel ---- */
 #define VNNI_TARGET "avx512f,avx512bw,avx512vnni,avx512vl"
 
-__attribute__((target(VNNI_TARGET), always_inline)) static inline void
-tile_vnni_impl(int32_t *c, int ldc, const uint8_t *a, int lda, const int sign,
-               const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+/* Group g of the panel at wp: 16 channels x 4 codes, decoded from 2 or 3
+ * bits with one or two shifts and masks. */
+__attribute__((target(VNNI_TARGET), always_inline)) static inline __m512i
+vnni_wgroup(const int8_t *wp, int g, const int bits)
 {
-    int k = w->k, kfull = k / 4, kq = w->kq;
+    if (bits == 8)
+        return _mm512_load_si512(wp + (size_t)g * 64);
+    const __m512i m3 = _mm512_set1_epi8(3);
+    if (bits == 2) {
+        const __m512i p = _mm512_load_si512(wp + (size_t)(g / 4) * 64);
+        const __m512i v = _mm512_and_si512(_mm512_srl_epi16(p, _mm_cvtsi32_si128(2 * (g % 4))), m3);
+        return _mm512_sub_epi8(v, _mm512_set1_epi8(2));
+    }
+    const int8_t *blk = wp + (size_t)(g / 8) * 192;
+    const int s = g % 8;
+    const __m512i l = _mm512_load_si512(blk + (s / 4) * 64);
+    const __m512i hb = _mm512_load_si512(blk + 128);
+    const __m512i lo = _mm512_and_si512(_mm512_srl_epi16(l, _mm_cvtsi32_si128(2 * (s % 4))), m3);
+    const __m512i hi = _mm512_slli_epi16(
+        _mm512_and_si512(_mm512_srl_epi16(hb, _mm_cvtsi32_si128(s)), _mm512_set1_epi8(1)), 2);
+    return _mm512_sub_epi8(_mm512_or_si512(lo, hi), _mm512_set1_epi8(4));
+}
+
+/* MR rows (mr of them real) x NP panels from panel p (MR * NP <= 16
+ * accumulators), all constants but mr and p where it is inlined. `affine`:
+ * the MR rows are evenly spaced (all in one image), so that one pointer
+ * and the stride address them instead of MR pointers, which would not fit
+ * in the general registers. */
+__attribute__((target(VNNI_TARGET), always_inline)) static inline void
+vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, const int bits,
+           const int MR, const int NP, const int affine, const lsq_igemm_w *w, int i, int mr,
+           int p)
+{
+    const int k = w->k, kfull = full_groups(w, taps), kq = w->kq;
     const __m512i flip = _mm512_set1_epi32(sign ? (int)0x80808080u : 0);
-    for (int i = i0; i < i1; i += VNNI_MR) {
-        int mr = i1 - i < VNNI_MR ? i1 - i : VNNI_MR;
-        const uint8_t *ar[VNNI_MR];
-        for (int r = 0; r < VNNI_MR; r++)
-            ar[r] = a + (size_t)(i + (r < mr ? r : mr - 1)) * lda;
-        for (int p = p0; p < p1; p += 2) {
-            /* A lone last panel is computed twice and stored once. */
-            int pb = p + 1 < p1 ? p + 1 : p;
-            const int8_t *w0 = w->w + (size_t)p * kq * 64;
-            const int8_t *w1 = w->w + (size_t)pb * kq * 64;
-            __m512i acc0[VNNI_MR], acc1[VNNI_MR];
-#pragma GCC unroll 8
-            for (int r = 0; r < VNNI_MR; r++)
-                acc0[r] = acc1[r] = _mm512_setzero_si512();
-            for (int g = 0; g < kfull; g++) {
-                __m512i b0 = _mm512_load_si512(w0 + (size_t)g * 64);
-                __m512i b1 = _mm512_load_si512(w1 + (size_t)g * 64);
-#pragma GCC unroll 8
-                for (int r = 0; r < VNNI_MR; r++) {
-                    uint32_t av;
-                    memcpy(&av, ar[r] + 4 * g, 4);
-                    __m512i va = _mm512_xor_si512(_mm512_set1_epi32((int)av), flip);
-                    acc0[r] = _mm512_dpbusd_epi32(acc0[r], va, b0);
-                    acc1[r] = _mm512_dpbusd_epi32(acc1[r], va, b1);
-                }
-            }
-            if (kfull < kq) {
-                int g = kfull;
-                __m512i b0 = _mm512_load_si512(w0 + (size_t)g * 64);
-                __m512i b1 = _mm512_load_si512(w1 + (size_t)g * 64);
-                for (int r = 0; r < VNNI_MR; r++) {
-                    /* padded bytes become 0x80 when signed; weights there
-                     * are zero, so they add nothing */
-                    __m512i va = _mm512_xor_si512(
-                        _mm512_set1_epi32((int)load_group(ar[r], g, k)), flip);
-                    acc0[r] = _mm512_dpbusd_epi32(acc0[r], va, b0);
-                    acc1[r] = _mm512_dpbusd_epi32(acc1[r], va, b1);
-                }
-            }
-            for (int q = 0; q < (pb != p ? 2 : 1); q++) {
-                int col0 = (p + q) * LSQ_IGEMM_NR;
-                int nc = w->n - col0 < 16 ? w->n - col0 : 16;
-                __mmask16 mask = (__mmask16)((1u << nc) - 1);
-                __m512i corr = _mm512_setzero_si512();
-                if (sign)
-                    corr = _mm512_slli_epi32(
-                        _mm512_loadu_si512(w->colsum + col0), 7);
-                for (int r = 0; r < mr; r++) {
-                    __m512i v = _mm512_sub_epi32(q ? acc1[r] : acc0[r], corr);
-                    _mm512_mask_storeu_epi32(c + (size_t)(i + r) * ldc + col0,
-                                             mask, v);
-                }
-            }
+    const int8_t *wp[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; q++)
+        wp[q] = w->w + (size_t)(p + q) * w->pstride;
+    const uint8_t *ar[16];
+    const uint8_t *const a0 = arow(A, i);
+    const size_t lda = (size_t)A->lda;
+    if (!affine) {
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++)
+            ar[r] = arow(A, i + (r < mr ? r : mr - 1));
+    }
+#define ROW(r_) (affine ? a0 + (size_t)(r_) * lda : ar[r_])
+    /* one flat array of at most 16 (GCC keeps an array that small, fully
+     * unrolled, in registers; [4][16] went to the stack) */
+    __m512i acc[16];
+#define ACC(q_, r_) acc[(q_) * MR + (r_)]
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; q++)
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++)
+            ACC(q, r) = _mm512_setzero_si512();
+    /* the groups every row holds in full, then the partial last one */
+    for (int g = 0; g < kfull; g++) {
+        __m512i b[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            b[q] = vnni_wgroup(wp[q], g, bits);
+        const int o = taps ? A->goff[g] : 4 * g;
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            uint32_t av;
+            memcpy(&av, ROW(r) + o, 4);
+            const __m512i va = _mm512_xor_si512(_mm512_set1_epi32((int)av), flip);
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++)
+                ACC(q, r) = _mm512_dpbusd_epi32(ACC(q, r), va, b[q]);
         }
     }
+    if (kfull < kq) {
+        const int g = kfull;
+        __m512i b[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NP; q++)
+            b[q] = vnni_wgroup(wp[q], g, bits);
+        /* bytes past K read as zero (0x80 with int8 A), against zero
+         * padding weights: they add nothing */
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            const __m512i va =
+                _mm512_xor_si512(_mm512_set1_epi32((int)load_group(ROW(r), g, k)), flip);
+#pragma GCC unroll 4
+            for (int q = 0; q < NP; q++)
+                ACC(q, r) = _mm512_dpbusd_epi32(ACC(q, r), va, b[q]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < NP; q++) {
+        const int col0 = (p + q) * LSQ_IGEMM_NR;
+        const int nc = w->n - col0 < 16 ? w->n - col0 : 16;
+        const __mmask16 mask = (__mmask16)((1u << nc) - 1);
+        __m512i corr = _mm512_setzero_si512();
+        if (sign)
+            corr = _mm512_slli_epi32(_mm512_loadu_si512(w->colsum + col0), 7);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++)
+            if (r < mr)
+                _mm512_mask_storeu_epi32(c + (size_t)(i + r) * ldc + col0, mask,
+                                         _mm512_sub_epi32(ACC(q, r), corr));
+    }
+#undef ACC
+#undef ROW
+}
+
+/* Panels in pairs (8 rows at a time) and a lone last panel 16 rows at a
+ * time, so that no panel is computed twice, then rows in fours; the last
+ * rows (fewer than 4: a batch-1 linear layer's one row) one at a time
+ * across up to 4 panels, so that no row's work is thrown away and a
+ * matrix-vector product still has 4 independent sums in flight. */
+__attribute__((target(VNNI_TARGET), always_inline)) static inline void
+tile_vnni_impl(int32_t *c, int ldc, const arows *A, const int taps, const int sign, const int bits,
+               const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+{
+    const int itail = i0 + (i1 - i0) / 4 * 4;
+#define ONE_IMAGE(i_, n_) ((i_) / A->rows == ((i_) + (n_) - 1) / A->rows)
+    for (int p = p0; p < p1; p += 2) {
+        int i = i0;
+        if (p + 1 < p1) {
+            for (; i + 8 <= itail; i += 8) {
+                if (ONE_IMAGE(i, 8)) vnni_block(c, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p);
+                else vnni_block(c, ldc, A, taps, sign, bits, 8, 2, 0, w, i, 8, p);
+            }
+            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 2, 0, w, i, 4, p);
+        } else {
+            for (; i + 16 <= itail; i += 16) {
+                if (ONE_IMAGE(i, 16)) vnni_block(c, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p);
+                else vnni_block(c, ldc, A, taps, sign, bits, 16, 1, 0, w, i, 16, p);
+            }
+            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 1, 0, w, i, 4, p);
+        }
+    }
+#undef ONE_IMAGE
+    for (int i = itail; i < i1; i++)
+        for (int p = p0; p < p1;) {
+            if (p + 4 <= p1) {
+                vnni_block(c, ldc, A, taps, sign, bits, 1, 4, 0, w, i, 1, p);
+                p += 4;
+            } else if (p + 2 <= p1) {
+                vnni_block(c, ldc, A, taps, sign, bits, 1, 2, 0, w, i, 1, p);
+                p += 2;
+            } else {
+                vnni_block(c, ldc, A, taps, sign, bits, 1, 1, 0, w, i, 1, p);
+                p++;
+            }
+        }
 }
 
 __attribute__((target(VNNI_TARGET))) static void
-tile_vnni(int32_t *c, int ldc, const uint8_t *a, int lda, int sign,
-          const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+tile_vnni(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, int i0, int i1,
+          int p0, int p1)
 {
-    if (sign)
-        tile_vnni_impl(c, ldc, a, lda, 1, w, i0, i1, p0, p1);
-    else
-        tile_vnni_impl(c, ldc, a, lda, 0, w, i0, i1, p0, p1);
+#define VNNI_TAPS(b_) tile_vnni_impl(c, ldc, A, 1, 0, b_, w, i0, i1, p0, p1)
+#define VNNI_S8(b_) tile_vnni_impl(c, ldc, A, 0, 1, b_, w, i0, i1, p0, p1)
+#define VNNI_U8(b_) tile_vnni_impl(c, ldc, A, 0, 0, b_, w, i0, i1, p0, p1)
+    if (A->goff) BY_BITS(VNNI_TAPS, w->bits);
+    else if (sign) BY_BITS(VNNI_S8, w->bits);
+    else BY_BITS(VNNI_U8, w->bits);
 }
 #endif
 
 /* Runs fn over m rows x `panels` panels in tiles of TILE_M rows x TILE_P
  * panels. Dynamic: a thread slowed by another process does not hold up the
  * rest; tiles are independent, so results do not depend on the order. */
-typedef void tiles_fn(void *job, int i0, int i1, int p0, int p1);
+struct gemm_job {
+    tile_fn *tile;
+    int32_t *c;
+    int ldc;
+    arows A;
+    int sign;
+    const lsq_igemm_w *w;
+};
 
-static void run_tiles(int m, int panels, int threads, tiles_fn *fn, void *job)
+static void run_tiles(int m, const struct gemm_job *j, int threads)
 {
+    const int panels = j->w->panels;
     long tm = (m + TILE_M - 1) / TILE_M;
     long tp = (panels + TILE_P - 1) / TILE_P;
     long tiles = tm * tp;
@@ -447,39 +643,9 @@ static void run_tiles(int m, int panels, int threads, tiles_fn *fn, void *job)
         int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
         int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
         int p1 = p0 + TILE_P < panels ? p0 + TILE_P : panels;
-        fn(job, i0, i1, p0, p1);
+        j->tile(j->c, j->ldc, &j->A, j->sign, j->w, i0, i1, p0, p1);
     }
 }
-
-struct gemm_job {
-    tile_fn *tile;
-    int32_t *c;
-    int ldc;
-    const uint8_t *a;
-    int lda, sign;
-    const lsq_igemm_w *w;
-};
-
-static void gemm_tile(void *job, int i0, int i1, int p0, int p1)
-{
-    const struct gemm_job *j = job;
-    j->tile(j->c, j->ldc, j->a, j->lda, j->sign, j->w, i0, i1, p0, p1);
-}
-
-#if LSQ_X86
-struct taps_job {
-    int32_t *c;
-    int ldc;
-    arows A;
-    const lsq_igemm_w *w;
-};
-
-static void taps_tile(void *job, int i0, int i1, int p0, int p1)
-{
-    const struct taps_job *j = job;
-    tile_avx2_taps(j->c, j->ldc, &j->A, j->w, i0, i1, p0, p1);
-}
-#endif
 
 /* 1 when the low-bit kernel's sums fit 16 bits for codes up to amax. */
 static int lowbit_fits(const lsq_igemm_w *w, int amax)
@@ -487,10 +653,22 @@ static int lowbit_fits(const lsq_igemm_w *w, int amax)
     return quant_pairs_fit_int16(w->kq, amax, w->wmax);
 }
 
-/* amax: the largest code of A when known (unsigned A), else -1. */
-static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
-                        int sign, int m, int amax, const lsq_igemm_w *w,
-                        lsq_kernel kern, int threads, lsq_err *err)
+/* The tile function of path kern for this problem (amax: the largest code
+ * of unsigned A when known, else -1). */
+static tile_fn *pick_tile(const lsq_igemm_w *w, int sign, int amax, lsq_kernel kern)
+{
+#if LSQ_X86
+    if (kern == LSQ_KERNEL_AVX2)
+        return !sign && lowbit_fits(w, amax) ? tile_avx2_lowbit : tile_avx2;
+    if (kern == LSQ_KERNEL_VNNI)
+        return tile_vnni;
+#else
+    (void)w, (void)sign, (void)amax, (void)kern;
+#endif
+    return tile_portable;
+}
+
+static lsq_status check_w_kern(const lsq_igemm_w *w, lsq_kernel kern, lsq_err *err)
 {
     if (!w || !w->w)
         return lsq_err_set(err, LSQ_ERR_INVALID, "weights",
@@ -499,20 +677,24 @@ static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
         return lsq_err_set(err, LSQ_ERR_INVALID, "kernel",
                            "kernel path %d is not supported on this CPU",
                            (int)kern);
+    return LSQ_OK;
+}
+
+static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
+                        int sign, int m, int amax, const lsq_igemm_w *w,
+                        lsq_kernel kern, int threads, lsq_err *err)
+{
+    lsq_status st = check_w_kern(w, kern, err);
+    if (st != LSQ_OK)
+        return st;
     if (m < 0 || lda < w->k || ldc < w->n || threads < 1)
         return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
                            "bad GEMM geometry: m=%d lda=%d (K=%d) ldc=%d "
                            "(N=%d) threads=%d", m, lda, w->k, ldc, w->n,
                            threads);
-    tile_fn *tile = tile_portable;
-#if LSQ_X86
-    if (kern == LSQ_KERNEL_AVX2)
-        tile = !sign && lowbit_fits(w, amax) ? tile_avx2_lowbit : tile_avx2;
-    else if (kern == LSQ_KERNEL_VNNI)
-        tile = tile_vnni;
-#endif
-    struct gemm_job job = {tile, c, ldc, a, lda, sign, w};
-    run_tiles(m, w->panels, threads, gemm_tile, &job);
+    const struct gemm_job job = {pick_tile(w, sign, amax, kern), c, ldc,
+                                 {a, lda, INT_MAX, 0, NULL}, sign, w};
+    run_tiles(m, &job, threads);
     return LSQ_OK;
 }
 
@@ -540,13 +722,8 @@ lsq_status lsq_igemm_s8(int32_t *c, int ldc, const int8_t *a, int lda, int m,
 
 int lsq_igemm_taps_ok(const lsq_igemm_w *w, int ic, int amax, lsq_kernel kern)
 {
-#if LSQ_X86
-    return kern == LSQ_KERNEL_AVX2 && lsq_kernel_supported(kern) && w && w->w && ic > 0 &&
-           ic % 4 == 0 && w->k % ic == 0 && lowbit_fits(w, amax);
-#else
-    (void)w, (void)ic, (void)amax, (void)kern;
-    return 0;
-#endif
+    (void)amax;
+    return lsq_kernel_supported(kern) && w && w->w && ic > 0 && ic % 4 == 0 && w->k % ic == 0;
 }
 
 void lsq_igemm_tap_groups(int *goff, const int *taps, int ntaps, int ic)
@@ -559,18 +736,19 @@ lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int 
                              size_t img, const int *goff, int amax, const lsq_igemm_w *w,
                              lsq_kernel kern, int threads, lsq_err *err)
 {
+    lsq_status st = check_w_kern(w, kern, err);
+    if (st != LSQ_OK)
+        return st;
     if (!lsq_igemm_taps_ok(w, ic, amax, kern) || !goff)
         return lsq_err_set(err, LSQ_ERR_INVALID, "kernel",
-                           "no direct integer convolution for these weights, codes and path");
+                           "a direct integer convolution needs IC a multiple of 4 dividing K "
+                           "(IC=%d, K=%d) and tap offsets", ic, w->k);
     if (nimg < 0 || rows < 1 || ldc < w->n || threads < 1 || (long)nimg * rows > INT_MAX)
         return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
                            "bad direct convolution geometry: %d images of %d rows, ldc=%d "
                            "(N=%d) threads=%d", nimg, rows, ldc, w->n, threads);
-#if LSQ_X86
-    struct taps_job job = {c, ldc, {a, ic, rows, img, goff}, w};
-    run_tiles(nimg * rows, w->panels, threads, taps_tile, &job);
-#else
-    (void)c, (void)a, (void)img;
-#endif
+    const struct gemm_job job = {pick_tile(w, 0, amax, kern), c, ldc, {a, ic, rows, img, goff}, 0,
+                                 w};
+    run_tiles(nimg * rows, &job, threads);
     return LSQ_OK;
 }

@@ -5,9 +5,18 @@
  *
  * W is packed once (lsq_igemm_pack, at model load) into panels of
  * LSQ_IGEMM_NR = 16 output channels; inside a panel, K runs in groups of 4
- * and each group stores 16 x 4 bytes, channel-major:
- *     packed[p][g][j][t] = W[k = 4g + t][n = 16p + j]     (zero padded)
- * which is the operand layout of AVX-512 VNNI's vpdpbusd.
+ * and each group holds 16 x 4 codes, channel-major:
+ *     group[p][g][j][t] = W[k = 4g + t][n = 16p + j]     (zero padded)
+ * which is the operand layout of AVX-512 VNNI's vpdpbusd. 8-bit weights
+ * store each group as its 64 bytes. 2- and 3-bit weights
+ * (lsq_igemm_pack_bits) stay packed, 2 or 3 bits a code: four groups of
+ * 2-bit codes share 64 bytes (group s of the four in bits 2s, 2s + 1 of
+ * each byte, as code + 2); eight groups of 3-bit codes share 192 bytes (two
+ * such 64-byte blocks of the low bits of code + 4, then one byte plane of
+ * their third bits, group s at bit s). The kernels decode a group in
+ * registers where they use it (a shift and a mask or two per 64 codes), so
+ * a layer's weights take a quarter (3/8) of the int8 bytes in memory and
+ * cache.
  *
  * Every kernel path gives bit-identical results: the products are exact and
  * accumulate in int32 without saturation (K <= LSQ_IGEMM_MAX_K keeps every
@@ -45,7 +54,9 @@ typedef struct {
     int kq;          /* ceil(K / 4): 4-deep groups of K */
     int panels;      /* ceil(N / 16) */
     int wmax;        /* largest |code| of W */
-    int8_t *w;       /* (panels, kq, 16, 4), 64-byte aligned */
+    int bits;        /* 8, 3 or 2: how the groups are stored */
+    size_t pstride;  /* bytes of one panel */
+    int8_t *w;       /* (panels, pstride) as above, 64-byte aligned */
     int32_t *colsum; /* (panels * 16) sum over K of each column, 0 on padding */
 } lsq_igemm_w;
 
@@ -55,6 +66,15 @@ typedef struct {
  * k < 1 or k > LSQ_IGEMM_MAX_K; LSQ_ERR_NOMEM. */
 lsq_status lsq_igemm_pack(lsq_igemm_w *pw, const int8_t *w, int n, int k,
                           lsq_err *err);
+/* lsq_igemm_pack storing the codes in `bits` bits (8, 3 or 2); every code
+ * must lie in [-2^(bits-1), 2^(bits-1) - 1]. LSQ_ERR_INVALID (field "bits"
+ * or "weights") otherwise, as for lsq_igemm_pack. */
+lsq_status lsq_igemm_pack_bits(lsq_igemm_w *pw, const int8_t *w, int n, int k, int bits,
+                               lsq_err *err);
+/* The codes of pw back as (N, K) row-major int8 into w (N * K bytes). */
+void lsq_igemm_codes(int8_t *w, const lsq_igemm_w *pw);
+/* Bytes of packed weights pw holds. */
+size_t lsq_igemm_w_bytes(const lsq_igemm_w *pw);
 void lsq_igemm_w_free(lsq_igemm_w *pw);
 
 /* C (M, N) = A (M, K) x W with A unsigned codes (lsq_igemm_u8) or signed
@@ -82,9 +102,10 @@ lsq_status lsq_igemm_u8_max(int32_t *c, int ldc, const uint8_t *a, int lda, int 
  * an image (in padded coordinates, j = y * WP + x; columns x >= OW are not
  * outputs) reads input pixel j + taps[t] at tap t = (ky, kx), taps[t] =
  * ky * WP + kx. W is packed from (OC, KH, KW, IC) weights, K = ntaps * IC.
- * Only the AVX2 low-bit kernel runs it: lsq_igemm_taps_ok says whether it
- * applies (AVX2 path, IC a multiple of 4, codes up to amax whose sums fit
- * 16 bits); otherwise the caller forms im2col and calls lsq_igemm_u8. */
+ * Every path runs it on unsigned codes (AVX2 with its low-bit kernel
+ * where amax allows, as lsq_igemm_u8_max): lsq_igemm_taps_ok says whether
+ * it applies (a supported path, IC a multiple of 4 dividing K); otherwise
+ * the caller forms im2col and calls lsq_igemm_u8. */
 int lsq_igemm_taps_ok(const lsq_igemm_w *w, int ic, int amax, lsq_kernel kern);
 /* goff (ntaps * ic / 4) = the byte offset of each 4-deep group of K from
  * an output's own input pixel. */

@@ -64,7 +64,7 @@
 #include "quant/quant.h"
 
 #define INFER_BN_EPS 1e-5f /* net.c's BN_EPS */
-#define INFER_CHUNK 32     /* images per pass through the plan */
+#define INFER_CHUNK 16     /* images per pass through the plan */
 
 typedef enum { VK_NONE, VK_F32, VK_U8, VK_S8 } vkind;
 /* How a conv/linear obtains its input. */
@@ -96,10 +96,14 @@ typedef struct {
     int in_signed, in_bits, in_offset;
     float *wstep;        /* (OC) weight step per output channel */
     float *bias;         /* (OC) or NULL */
-    int8_t *wcodes;      /* (OC, K) stored order, kept for LSQ+ sums */
+    int8_t *wcodes;      /* (OC, K) stored order, for LSQ+ sums; freed after load */
+    int wbits;           /* the layer's weight bits */
     int *goff;           /* stride-1 "same" conv on unsigned codes: K's groups
                           * in a padded image (lsq_igemm_u8_taps), else NULL */
     int out_node;        /* the node whose buffer the epilogue writes */
+    int add_in;          /* a residual add folded into the epilogue: the node
+                          * whose float buffer it adds, else -1 */
+    int add_relu;        /* a ReLU after that add, folded too */
     int epi_codes;
     int relu, clipped;   /* folded ReLU / clip(s) */
     float flo, fhi;      /* their bounds on the value: -inf, inf without */
@@ -269,10 +273,13 @@ static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *
             return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
         }
         PERMUTE_KHWC(perm, nd->wcodes, oc, icg, taps);
-        /* one packed matrix per group: its OCG output channels' rows */
+        /* one packed matrix per group: its OCG output channels' rows, 2-
+         * and 3-bit codes kept in 2 and 3 bits */
+        nd->wbits = q->weight_bits;
+        const int bits = nd->wbits == 2 || nd->wbits == 3 ? nd->wbits : 8;
         for (int g = 0; g < nd->groups && st == LSQ_OK; g++)
-            st = lsq_igemm_pack(&nd->pw[g], perm + (size_t)g * nd->ocg * kdim, nd->ocg, (int)kdim,
-                                err);
+            st = lsq_igemm_pack_bits(&nd->pw[g], perm + (size_t)g * nd->ocg * kdim, nd->ocg,
+                                     (int)kdim, bits, err);
         free(perm);
         if (st != LSQ_OK) return st;
     }
@@ -539,6 +546,7 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
         for (int t = 0; t < NET_MAX_INPUTS; t++) nd->in[t] = t < nd->n_in ? s->in[t] : -1;
         nd->c = s->c, nd->h = s->h, nd->w = s->w;
         nd->out_node = i;
+        nd->add_in = -1;
         nd->groups = 1;
         nd->flo = -INFINITY, nd->fhi = INFINITY;
         if (i > 0) {
@@ -613,6 +621,23 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
                 m->nodes[j].skip = 1;
                 e = j;
             }
+            /* a residual add of a float value computed earlier (and a ReLU
+             * after it): added in the epilogue, as the add's own a + b */
+            const int ad = ncons[e] == 1 && e != m->output ? cons[e] : -1;
+            if (ad >= 0 && m->nodes[ad].op == OP_ADD && m->nodes[ad].n_in == 2) {
+                const int o = m->nodes[ad].in[0] == e ? m->nodes[ad].in[1] : m->nodes[ad].in[0];
+                const int ro = o > 0 && o < i ? resolve(m, o) : 0;
+                if (o != e && ro > 0 && m->nodes[ro].kind == VK_F32) {
+                    nd->add_in = ro;
+                    m->nodes[ad].skip = 1;
+                    e = ad;
+                    if (ncons[e] == 1 && e != m->output && m->nodes[cons[e]].op == OP_RELU) {
+                        nd->add_relu = 1;
+                        e = cons[e];
+                        m->nodes[e].skip = 1;
+                    }
+                }
+            }
             nd->out_node = e;
             /* through max pools and flattens to a single quantized consumer? */
             int p = e;
@@ -620,7 +645,7 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
                    (m->nodes[cons[p]].op == OP_MAXPOOL || m->nodes[cons[p]].op == OP_FLATTEN))
                 p = cons[p];
             const inode *cn = NULL;
-            if (ncons[p] == 1 && p != m->output) {
+            if (ncons[p] == 1 && p != m->output && nd->add_in < 0) {
                 const inode *c = &m->nodes[cons[p]];
                 if ((c->op == OP_CONV || c->op == OP_LINEAR) && c->quant && c->in[0] == p) cn = c;
             }
@@ -679,6 +704,7 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
             int p = resolve(m, nd->in[t]);
             if (m->nodes[p].last_use < i) m->nodes[p].last_use = i;
         }
+        if (nd->add_in >= 0 && m->nodes[nd->add_in].last_use < i) m->nodes[nd->add_in].last_use = i;
     }
     {
         int p = resolve(m, m->output);
@@ -694,6 +720,11 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
         m->slots = NULL;
         lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading the model");
         goto fail;
+    }
+    /* the packed weights are all a layer needs from here on */
+    for (int i = 0; i < m->n; i++) {
+        free(m->nodes[i].wcodes);
+        m->nodes[i].wcodes = NULL;
     }
     free(ncons);
     free(cons);
@@ -746,7 +777,36 @@ lsq_status lsqm_set_kernel(lsqm_model *m, int kernel, lsq_err *err)
     return LSQ_OK;
 }
 
-/* ------------------------------------------------------------ kernels */
+lsq_status lsqm_set_packed(lsqm_model *m, int packed, lsq_err *err)
+{
+    for (int i = 0; i < m->n; i++) {
+        inode *nd = &m->nodes[i];
+        if (!nd->pw) continue;
+        const int bits = packed && (nd->wbits == 2 || nd->wbits == 3) ? nd->wbits : 8;
+        for (int g = 0; g < nd->groups; g++) {
+            lsq_igemm_w *pw = &nd->pw[g], fresh;
+            if (pw->bits == bits) continue;
+            int8_t *codes = malloc((size_t)pw->n * pw->k);
+            if (!codes) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory repacking");
+            lsq_igemm_codes(codes, pw);
+            lsq_status st = lsq_igemm_pack_bits(&fresh, codes, pw->n, pw->k, bits, err);
+            free(codes);
+            if (st != LSQ_OK) return st;
+            lsq_igemm_w_free(pw);
+            *pw = fresh;
+        }
+    }
+    return LSQ_OK;
+}
+
+size_t lsqm_weight_bytes(const lsqm_model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->n; i++)
+        for (int g = 0; m->nodes[i].pw && g < m->nodes[i].groups; g++)
+            n += lsq_igemm_w_bytes(&m->nodes[i].pw[g]);
+    return n;
+}
 
 /* ------------------------------------------------------------ kernels */
 
@@ -789,7 +849,8 @@ enum { EPI_VALUE, EPI_BOUNDED, EPI_U8, EPI_S8 };
 __attribute__((always_inline)) static inline void
 epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const float *restrict cr,
         const float *restrict A, const float *restrict B, int n, const int intacc,
-        const int corr, const int kind, const int relu, float lo, float hi)
+        const int corr, const int kind, const int relu, float lo, float hi,
+        const float *restrict ad, const int add)
 {
     float *restrict of = out;
     uint8_t *restrict ou = out;
@@ -798,14 +859,20 @@ epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const f
     for (int c = 0; c < n; c++) {
         float t = (intacc ? (float)ai[c] : af[c]) * A[c] + B[c];
         if (corr) t += cr[c];
-        if (kind == EPI_VALUE) {
-            of[c] = t;
-        } else if (kind == EPI_BOUNDED) {
-            /* the float engine's relu (x > 0 ? x : 0), then the bounds of
-             * the clips (the relu's 0 among them) as clip_forward */
-            float x = relu ? (t > 0.0f ? t : 0.0f) : t;
-            x = x < lo ? lo : x;
-            of[c] = x > hi ? hi : x;
+        if (kind == EPI_VALUE || kind == EPI_BOUNDED) {
+            float x = t;
+            if (kind == EPI_BOUNDED) {
+                /* the float engine's relu (x > 0 ? x : 0), then the bounds
+                 * of the clips (the relu's 0 among them) as clip_forward */
+                x = relu ? (t > 0.0f ? t : 0.0f) : t;
+                x = x < lo ? lo : x;
+                x = x > hi ? hi : x;
+            }
+            if (add) { /* a folded residual add, then its ReLU */
+                x = x + ad[c];
+                if (add == 2) x = x > 0.0f ? x : 0.0f;
+            }
+            of[c] = x;
         } else {
             float x = t < lo ? lo : t;
             x = x > hi ? hi : x;
@@ -815,16 +882,19 @@ epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const f
     }
 }
 
-#define EPI_ROWS(intacc_, corr_, kind_, relu_)                                                 \
+#define EPI_ROWS_ADD(intacc_, corr_, kind_, relu_, add_)                                       \
     for (int r = 0; r < m; r++)                                                                \
     epi_row((uint8_t *)out + (size_t)r * n * es, acci ? acci + (size_t)r * n : NULL,          \
             accf ? accf + (size_t)r * n : NULL,                                                \
-            (corr_) ? nd->corr + (size_t)(r % hw) * n : NULL, nd->ea, nd->eb, n, intacc_,      \
-            corr_, kind_, relu_, lo, hi)
+            (corr_) ? nd->corr + (size_t)(r0 + r) % hw * n : NULL, nd->ea, nd->eb, n, intacc_, \
+            corr_, kind_, relu_, lo, hi, (add_) ? ad + (size_t)r * n : NULL, add_)
+#define EPI_ROWS(intacc_, corr_, kind_, relu_) EPI_ROWS_ADD(intacc_, corr_, kind_, relu_, 0)
 
-/* The folded epilogue of a conv/linear over m rows of acc (int32 or float). */
+/* The folded epilogue of a conv/linear over m rows of acc (int32 or float),
+ * output pixels r0 .. r0 + m - 1 of the pass; ad: the rows of the folded
+ * residual add's other input (nd->add_in), else NULL. */
 static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float *accf, void *out,
-                     int m)
+                     int m, size_t r0, const float *ad)
 {
     const int n = nd->c, hw = nd->h * nd->w;
     int kind = EPI_VALUE;
@@ -834,7 +904,12 @@ static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float
     const size_t es = kind == EPI_U8 || kind == EPI_S8 ? 1 : sizeof(float);
     const int relu = nd->relu;
     /* the common variants by name; LSQ+ and float layers share one each */
-    if (acci && !nd->corr) {
+    if (ad) {
+        const int add = nd->add_relu ? 2 : 1;
+        if (acci && !nd->corr && kind == EPI_VALUE && add == 2) EPI_ROWS_ADD(1, 0, EPI_VALUE, 0, 2);
+        else if (acci && !nd->corr && kind == EPI_VALUE) EPI_ROWS_ADD(1, 0, EPI_VALUE, 0, 1);
+        else EPI_ROWS_ADD(acci != NULL, nd->corr != NULL, kind, relu, add);
+    } else if (acci && !nd->corr) {
         if (kind == EPI_U8) EPI_ROWS(1, 0, EPI_U8, 0);
         else if (kind == EPI_S8) EPI_ROWS(1, 0, EPI_S8, 0);
         else if (kind == EPI_VALUE) EPI_ROWS(1, 0, EPI_VALUE, 0);
@@ -1042,7 +1117,7 @@ static void *grow(void *p, size_t *have, size_t n)
  * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
  * each output row's valid columns. */
 static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
-                            lsq_kernel kern, work *ws, lsq_err *err)
+                            const float *ad, lsq_kernel kern, work *ws, lsq_err *err)
 {
     const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
     const int n = nd->c, rows = nd->h * wp;
@@ -1063,7 +1138,9 @@ static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int
     for (int b = 0; b < nb; b++)
         for (int y = 0; y < nd->h; y++)
             epilogue(nd, ok, acc + ((size_t)b * rows + (size_t)y * wp) * n, NULL,
-                     (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w);
+                     (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w,
+                     ((size_t)b * nd->h + y) * nd->w,
+                     ad ? ad + ((size_t)b * nd->h + y) * nd->w * n : NULL);
     return LSQ_OK;
 }
 
@@ -1077,6 +1154,7 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
     const int direct = nd->k == 1 && nd->stride == 1 && nd->pad == 0;
     const inode *en = &m->nodes[nd->out_node];
     void *out = buf[nd->out_node];
+    const float *ad = nd->add_in >= 0 ? buf[nd->add_in] : NULL;
     if (!nd->quant) {
         const float *x = buf[nd->in[0]];
         if (!grow(&ws->accf, &ws->accf_n, (size_t)M * N * sizeof(float))) goto oom;
@@ -1099,7 +1177,7 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
                             N);
             }
         }
-        epilogue(nd, en->kind, NULL, ws->accf, out, M);
+        epilogue(nd, en->kind, NULL, ws->accf, out, M, 0, ad);
         return LSQ_OK;
     }
     const uint8_t *codes;
@@ -1114,7 +1192,7 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
     }
     lsq_status st;
     if (nd->goff && lsq_igemm_taps_ok(&nd->pw[0], nd->ic, (int)nd->in_hi, m->kern))
-        return conv_taps(nd, en->kind, codes, nb, out, m->kern, ws, err);
+        return conv_taps(nd, en->kind, codes, nb, out, ad, m->kern, ws, err);
     if (!grow(&ws->acc, &ws->acc_n, (size_t)M * N * sizeof(int32_t))) goto oom;
     if (nd->dw) {
         const uint8_t *a = codes;
@@ -1151,7 +1229,7 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
             if (st != LSQ_OK) return st;
         }
     }
-    epilogue(nd, en->kind, ws->acc, NULL, out, M);
+    epilogue(nd, en->kind, ws->acc, NULL, out, M, 0, ad);
     return LSQ_OK;
 oom:
     return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
@@ -1312,24 +1390,28 @@ lsq_status lsqm_predict(const lsqm_model *m, const uint8_t *pixels, int n, float
         return lsq_err_set(err, LSQ_ERR_INVALID, NULL,
                            "lsqm_predict needs n >= 0, threads >= 1 and buffers");
     if (m->has_float_gemm && openblas_get_num_threads() > 1) threads = 1;
-    if (threads > n) threads = n > 0 ? n : 1;
+    const int chunks = (n + INFER_CHUNK - 1) / INFER_CHUNK;
+    if (threads > chunks) threads = chunks > 0 ? chunks : 1;
     const size_t plane = (size_t)m->c * m->h * m->w;
     lsq_status sts[256];
     lsq_err errs[4];
     if (threads > 256) threads = 256;
     for (int t = 0; t < threads; t++) sts[t] = LSQ_OK;
+    /* passes of INFER_CHUNK images handed out one at a time, so that a
+     * thread slowed by other work on the machine takes fewer of them */
 #pragma omp parallel num_threads(threads)
     {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int lo = (int)((long)n * t / T), hi = (int)((long)n * (t + 1) / T);
+        int t = omp_get_thread_num();
         lsq_err mine;
         lsq_err_clear(&mine);
         /* this thread's buffers, for all of its passes */
-        slot *sl = hi > lo ? take_slot(m) : NULL;
-        if (hi > lo && !sl)
+        slot *sl = take_slot(m);
+        if (!sl)
             sts[t] = lsq_err_set(&mine, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
-        for (int b = lo; b < hi && sts[t] == LSQ_OK; b += INFER_CHUNK) {
-            int nb = hi - b < INFER_CHUNK ? hi - b : INFER_CHUNK;
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int ch = 0; ch < chunks; ch++) {
+            if (sts[t] != LSQ_OK) continue;
+            const int b = ch * INFER_CHUNK, nb = n - b < INFER_CHUNK ? n - b : INFER_CHUNK;
             sts[t] = run_chunk(m, pixels + (size_t)b * plane, nb,
                                logits + (size_t)b * m->classes, sl->arena, &sl->ws, &mine);
         }

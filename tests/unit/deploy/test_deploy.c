@@ -304,6 +304,42 @@ Test(deploy, kernel_paths_identical_on_whole_models, .timeout = 300)
     dataset_free(&ds);
 }
 
+/* 2- and 3-bit weights kept packed (as loaded) against the same model with
+ * int8 weight codes: the same logits bit for bit, on every kernel path, at
+ * a quarter (or less) of the weight bytes. FX_SIGNED has a 3-bit layer. */
+Test(deploy, packed_weights_identical_to_int8_codes, .timeout = 300)
+{
+    const fixture *fxs[3] = {&FX_W2, &FX_R20, &FX_SIGNED};
+    lsq_dataset ds;
+    load_test(&ds, 200);
+    for (int f = 0; f < 3; f++) {
+        lsqm_model *m = load_model(fixture_dir(fxs[f]));
+        lsq_err err;
+        const size_t packed = lsqm_weight_bytes(m);
+        for (int k = 0; k < LSQ_KERNEL_COUNT; k++) {
+            if (!lsq_kernel_supported((lsq_kernel)k)) continue;
+            cr_assert_eq(lsqm_set_kernel(m, k, &err), LSQ_OK);
+            cr_assert_eq(lsqm_set_packed(m, 1, &err), LSQ_OK, "%s", err.message);
+            float *zp = int_logits(m, &ds, 1);
+            cr_assert_eq(lsqm_set_packed(m, 0, &err), LSQ_OK, "%s", err.message);
+            const size_t unpacked = lsqm_weight_bytes(m);
+            float *z8 = int_logits(m, &ds, 2);
+            cr_expect_eq(memcmp(zp, z8, (size_t)ds.n * 10 * sizeof *zp), 0,
+                         "%s, kernel %s: packed and int8 weights differ", fxs[f]->tag,
+                         LSQ_KERNEL_NAMES[k]);
+            if (fxs[f] != &FX_SIGNED)
+                cr_expect_lt(packed * 3, unpacked, "%s: %zu packed bytes vs %zu int8", fxs[f]->tag,
+                             packed, unpacked);
+            else
+                cr_expect_lt(packed, unpacked, "%s: %zu packed bytes vs %zu int8", fxs[f]->tag,
+                             packed, unpacked);
+            free(zp), free(z8);
+        }
+        lsqm_free(m);
+    }
+    dataset_free(&ds);
+}
+
 /* ------------------------------------------------------------ onnxruntime */
 
 static const char *repo_path(const char *rel)

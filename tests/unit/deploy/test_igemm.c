@@ -1,6 +1,7 @@
 /* Integer GEMM: every kernel path this CPU has agrees bit for bit with a
  * naive triple loop, on odd shapes, both activation signednesses, extreme
- * codes at the largest K, with 1 and 2 threads. */
+ * codes at the largest K, with 1 and 2 threads, with weights stored in 8
+ * bits and, where the codes fit, packed in 3 and 2 bits. */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,9 @@ static void gemm_naive(int32_t *c, int ldc, const uint8_t *a, int lda,
         }
 }
 
+static int check_paths_bits(const uint8_t *a, int lda, const int8_t *w, int m, int n, int k,
+                            int pad, int bits);
+
 /* Runs every supported path on one problem; returns the number of paths
  * run. a is filled by the caller; pad makes lda/ldc larger than needed.
  * Unsigned A also runs through lsq_igemm_u8_max with A's largest code (the
@@ -38,12 +42,36 @@ static void gemm_naive(int32_t *c, int ldc, const uint8_t *a, int lda,
 static int check_all_paths(const uint8_t *a, int lda, const int8_t *w, int m,
                            int n, int k, int pad)
 {
+    int wlo = 0, whi = 0, ran = 0;
+    for (size_t t = 0; t < (size_t)n * k; t++) {
+        if (w[t] < wlo) wlo = w[t];
+        if (w[t] > whi) whi = w[t];
+    }
+    static const int bitss[3] = {8, 3, 2};
+    for (int b = 0; b < 3; b++) {
+        const int bits = bitss[b];
+        if (wlo < -(1 << (bits - 1)) || whi > (1 << (bits - 1)) - 1) continue;
+        ran += check_paths_bits(a, lda, w, m, n, k, pad, bits);
+    }
+    return ran;
+}
+
+static int check_paths_bits(const uint8_t *a, int lda, const int8_t *w, int m, int n, int k,
+                            int pad, int bits)
+{
     int ldc = n + pad;
     size_t csz = (size_t)(m ? m : 1) * ldc;
     int32_t *ref = malloc(csz * sizeof *ref), *got = malloc(csz * sizeof *got);
     lsq_igemm_w pw;
     lsq_err err;
-    cr_assert_eq(lsq_igemm_pack(&pw, w, n, k, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, w, n, k, bits, &err), LSQ_OK, "%s", err.message);
+    cr_assert_eq(pw.bits, bits);
+    /* the codes come back as they went in */
+    int8_t *back = malloc((size_t)n * k);
+    lsq_igemm_codes(back, &pw);
+    cr_assert(memcmp(back, w, (size_t)n * k) == 0, "%d-bit codes of %d x %d changed in packing",
+              bits, n, k);
+    free(back);
     int ran = 0, amax = 0;
     for (int i = 0; i < m; i++)
         for (int kk = 0; kk < k; kk++)
@@ -70,10 +98,11 @@ static int check_all_paths(const uint8_t *a, int lda, const int8_t *w, int m,
                         size_t o = (size_t)i * ldc + j;
                         int32_t want = j < n ? ref[o] : 0x5A5A5A5A;
                         cr_assert_eq(got[o], want,
-                                     "%s %s threads=%d M=%d N=%d K=%d: "
+                                     "%s %s %d-bit weights threads=%d M=%d N=%d K=%d: "
                                      "C[%d][%d] = %d, want %d",
                                      LSQ_KERNEL_NAMES[kern],
-                                     sign == 1 ? "s8" : sign ? "u8 max" : "u8", threads, m, n, k, i,
+                                     sign == 1 ? "s8" : sign ? "u8 max" : "u8", bits, threads,
+                                     m, n, k, i,
                                      j, got[o], want);
                     }
                 ran++;
@@ -184,75 +213,156 @@ Test(igemm, low_bit_sums_at_the_int16_bound)
 
 /* The direct convolution on padded NHWC codes against a naive
  * convolution with zero padding, every output of every image, on shapes
- * with several images, odd widths and 1, 3 and 5 wide kernels. */
+ * with several images, odd widths and 1, 3 and 5 wide kernels, on every
+ * path this CPU has, weights in 8, 3 and 2 bits, and codes up to 3 (the
+ * AVX2 low-bit kernel) and up to 255 (its int16 kernel). */
 Test(igemm, direct_taps_match_naive_conv)
 {
     static const int shapes[][6] = {
         /* n, h, w, ic, oc, k */
         {3, 5, 6, 8, 19, 3}, {2, 7, 7, 64, 64, 3}, {1, 4, 9, 4, 5, 5}, {4, 3, 3, 12, 16, 1},
+        {2, 28, 28, 16, 16, 3}, {1, 7, 7, 64, 64, 3},
     };
     uint32_t seed = 21;
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
-        const int n = shapes[s][0], h = shapes[s][1], wd = shapes[s][2], ic = shapes[s][3];
-        const int oc = shapes[s][4], k = shapes[s][5], pad = k / 2;
-        const int wp = wd + 2 * pad, hp = h + 2 * pad, K = k * k * ic;
-        uint8_t *x = malloc((size_t)n * h * wd * ic);
-        int8_t *w = malloc((size_t)oc * K);
-        for (size_t t = 0; t < (size_t)n * h * wd * ic; t++) x[t] = (uint8_t)(rng_next(&seed) % 4);
-        for (size_t t = 0; t < (size_t)oc * K; t++) w[t] = (int8_t)((int)(rng_next(&seed) % 4) - 2);
-        /* padded images, slack after the last for the largest tap */
-        const size_t img = (size_t)hp * wp;
-        uint8_t *a = calloc(((size_t)n * img + (size_t)k) * ic, 1);
-        for (int b = 0; b < n; b++)
-            for (int y = 0; y < h; y++)
-                memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
-                       x + (((size_t)b * h + y) * wd) * ic, (size_t)wd * ic);
-        int taps[25], goff[25 * 64 / 4];
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) taps[ky * k + kx] = ky * wp + kx;
-        lsq_igemm_tap_groups(goff, taps, k * k, ic);
-        lsq_igemm_w pw;
-        lsq_err err;
-        cr_assert_eq(lsq_igemm_pack(&pw, w, oc, K, &err), LSQ_OK, "%s", err.message);
-        if (!lsq_igemm_taps_ok(&pw, ic, 3, LSQ_KERNEL_AVX2)) {
-            cr_assert(!lsq_kernel_supported(LSQ_KERNEL_AVX2), "AVX2 present but no direct path");
-            cr_assert_eq(lsq_igemm_u8_taps(NULL, oc, a, ic, n, h * wp, img, goff, 3, &pw,
-                                           LSQ_KERNEL_AVX2, 1, &err),
-                         LSQ_ERR_INVALID);
-            lsq_igemm_w_free(&pw);
-            free(x), free(w), free(a);
-            continue;
-        }
-        cr_assert_eq(lsq_igemm_taps_ok(&pw, ic, 255, LSQ_KERNEL_AVX2),
-                     (long)pw.kq * 2 * 255 * 2 <= 32767, "8-bit codes: the 16-bit bound");
-        cr_assert(!lsq_igemm_taps_ok(&pw, ic, 3, LSQ_KERNEL_PORTABLE));
-        const int rows = h * wp;
-        int32_t *c = malloc(sizeof *c * (size_t)n * rows * oc);
-        for (int threads = 1; threads <= 2; threads++) {
-            cr_assert_eq(lsq_igemm_u8_taps(c, oc, a, ic, n, rows, img, goff, 3, &pw,
-                                           LSQ_KERNEL_AVX2, threads, &err),
-                         LSQ_OK, "%s", err.message);
+    int ran = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+        for (int amax = 3; amax <= 255; amax += 252) {
+            const int n = shapes[s][0], h = shapes[s][1], wd = shapes[s][2], ic = shapes[s][3];
+            const int oc = shapes[s][4], k = shapes[s][5], pad = k / 2;
+            const int wp = wd + 2 * pad, hp = h + 2 * pad, K = k * k * ic;
+            uint8_t *x = malloc((size_t)n * h * wd * ic);
+            int8_t *w = malloc((size_t)oc * K);
+            for (size_t t = 0; t < (size_t)n * h * wd * ic; t++)
+                x[t] = (uint8_t)(rng_next(&seed) % (unsigned)(amax + 1));
+            for (size_t t = 0; t < (size_t)oc * K; t++) w[t] = (int8_t)((int)(rng_next(&seed) % 4) - 2);
+            /* padded images, slack after the last for the largest tap */
+            const size_t img = (size_t)hp * wp;
+            uint8_t *a = calloc(((size_t)n * img + (size_t)k) * ic, 1);
+            for (int b = 0; b < n; b++)
+                for (int y = 0; y < h; y++)
+                    memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
+                           x + (((size_t)b * h + y) * wd) * ic, (size_t)wd * ic);
+            int taps[25], goff[25 * 64 / 4];
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) taps[ky * k + kx] = ky * wp + kx;
+            lsq_igemm_tap_groups(goff, taps, k * k, ic);
+            const int rows = h * wp;
+            int32_t *want = malloc(sizeof *want * (size_t)n * rows * oc);
+            int32_t *c = malloc(sizeof *c * (size_t)n * rows * oc);
             for (int b = 0; b < n; b++)
                 for (int y = 0; y < h; y++)
                     for (int xx = 0; xx < wd; xx++)
                         for (int o = 0; o < oc; o++) {
-                            long want = 0;
+                            long v = 0;
                             for (int ky = 0; ky < k; ky++)
                                 for (int kx = 0; kx < k; kx++) {
                                     int iy = y + ky - pad, ix = xx + kx - pad;
                                     if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
                                     for (int ci = 0; ci < ic; ci++)
-                                        want += (long)x[(((size_t)b * h + iy) * wd + ix) * ic + ci] *
-                                                w[(size_t)o * K + (ky * k + kx) * ic + ci];
+                                        v += (long)x[(((size_t)b * h + iy) * wd + ix) * ic + ci] *
+                                             w[(size_t)o * K + (ky * k + kx) * ic + ci];
                                 }
-                            int32_t got = c[((size_t)b * rows + (size_t)y * wp + xx) * oc + o];
-                            cr_assert_eq(got, want, "shape %zu image %d (%d, %d) channel %d", s,
-                                         b, y, xx, o);
+                            want[((size_t)b * rows + (size_t)y * wp + xx) * oc + o] = (int32_t)v;
                         }
+            static const int bitss[3] = {8, 3, 2};
+            for (int bi = 0; bi < 3; bi++) {
+                lsq_igemm_w pw;
+                lsq_err err;
+                cr_assert_eq(lsq_igemm_pack_bits(&pw, w, oc, K, bitss[bi], &err), LSQ_OK, "%s",
+                             err.message);
+                for (int kern = 0; kern < LSQ_KERNEL_COUNT; kern++) {
+                    if (!lsq_kernel_supported((lsq_kernel)kern)) {
+                        cr_assert(!lsq_igemm_taps_ok(&pw, ic, amax, (lsq_kernel)kern));
+                        continue;
+                    }
+                    cr_assert(lsq_igemm_taps_ok(&pw, ic, amax, (lsq_kernel)kern));
+                    for (int threads = 1; threads <= 2; threads++) {
+                        cr_assert_eq(lsq_igemm_u8_taps(c, oc, a, ic, n, rows, img, goff, amax, &pw,
+                                                       (lsq_kernel)kern, threads, &err),
+                                     LSQ_OK, "%s", err.message);
+                        for (int b = 0; b < n; b++)
+                            for (int y = 0; y < h; y++)
+                                for (int xx = 0; xx < wd; xx++)
+                                    for (int o = 0; o < oc; o++) {
+                                        size_t at = ((size_t)b * rows + (size_t)y * wp + xx) * oc + o;
+                                        cr_assert_eq(c[at], want[at],
+                                                     "%s %d-bit shape %zu amax %d image %d (%d, %d) "
+                                                     "channel %d",
+                                                     LSQ_KERNEL_NAMES[kern], bitss[bi], s, amax, b,
+                                                     y, xx, o);
+                                    }
+                        ran++;
+                    }
+                }
+                lsq_igemm_w_free(&pw);
+            }
+            free(x), free(w), free(a), free(c), free(want);
         }
-        lsq_igemm_w_free(&pw);
-        free(x), free(w), free(a), free(c);
+    cr_assert_geq(ran, 6 * 2 * 3 * 2, "the portable path at least, on every case");
+    /* IC not a multiple of 4: no direct path */
+    lsq_igemm_w pw;
+    lsq_err err;
+    int8_t w9[2 * 27] = {0};
+    cr_assert_eq(lsq_igemm_pack(&pw, w9, 2, 27, &err), LSQ_OK);
+    cr_assert(!lsq_igemm_taps_ok(&pw, 3, 3, LSQ_KERNEL_PORTABLE));
+    int goff[27];
+    cr_assert_eq(lsq_igemm_u8_taps(NULL, 2, NULL, 3, 1, 9, 25, goff, 3, &pw, LSQ_KERNEL_PORTABLE, 1,
+                                   &err),
+                 LSQ_ERR_INVALID);
+    cr_assert_str_eq(err.field, "kernel");
+    lsq_igemm_w_free(&pw);
+}
+
+/* 2-bit weights on odd shapes, both activation signednesses: the packed
+ * layout's partial blocks (K groups not a multiple of 4) and padding
+ * channels. */
+Test(igemm, two_bit_weights_on_odd_shapes)
+{
+    static const int shapes[][3] = {
+        {1, 1, 1}, {3, 7, 5}, {9, 33, 13}, {17, 16, 20}, {65, 64, 289}, {5, 70, 144}, {49, 64, 576},
+    };
+    uint32_t seed = 5;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+        uint8_t *a = malloc((size_t)m * k);
+        int8_t *w = malloc((size_t)n * k);
+        for (size_t t = 0; t < (size_t)m * k; t++) a[t] = (uint8_t)rng_next(&seed);
+        for (size_t t = 0; t < (size_t)n * k; t++) w[t] = (int8_t)((int)(rng_next(&seed) % 4) - 2);
+        /* 8, 3 and 2 bits, each on every path */
+        cr_assert_geq(check_all_paths(a, k, w, m, n, k, 0), 3 * 6);
+        free(a), free(w);
     }
+}
+
+Test(igemm, pack_bits_rejects_codes_that_do_not_fit)
+{
+    lsq_igemm_w pw;
+    lsq_err err;
+    int8_t w[6] = {1, -2, 0, 1, 2, -1}; /* 2 does not fit 2 bits */
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, w, 2, 3, 2, &err), LSQ_ERR_INVALID);
+    cr_assert_str_eq(err.field, "weights");
+    cr_assert_null(pw.w);
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, w, 2, 3, 3, &err), LSQ_OK);
+    lsq_igemm_w_free(&pw);
+    w[0] = -5; /* nor 3 */
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, w, 2, 3, 3, &err), LSQ_ERR_INVALID);
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, w, 2, 3, 4, &err), LSQ_ERR_INVALID);
+    cr_assert_str_eq(err.field, "bits");
+    /* a quarter and 3/8 of the int8 bytes */
+    int8_t big[64 * 576] = {0};
+    size_t b8, b3, b2;
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, big, 64, 576, 8, &err), LSQ_OK);
+    b8 = lsq_igemm_w_bytes(&pw);
+    lsq_igemm_w_free(&pw);
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, big, 64, 576, 3, &err), LSQ_OK);
+    b3 = lsq_igemm_w_bytes(&pw);
+    lsq_igemm_w_free(&pw);
+    cr_assert_eq(lsq_igemm_pack_bits(&pw, big, 64, 576, 2, &err), LSQ_OK);
+    b2 = lsq_igemm_w_bytes(&pw);
+    lsq_igemm_w_free(&pw);
+    cr_assert_eq(b8, (size_t)64 * 576);
+    cr_assert_eq(b3, (size_t)64 * 576 * 3 / 8);
+    cr_assert_eq(b2, (size_t)64 * 576 / 4);
 }
 
 Test(igemm, kernel_selection)
