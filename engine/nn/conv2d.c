@@ -22,6 +22,7 @@
 #include "core/par.h"
 #include "core/vsum.h"
 #include "nn/dconv.h"
+#include "nn/dnnl_conv.h"
 #include "nn/layers.h"
 #include "quant/quant.h"
 
@@ -32,11 +33,62 @@
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 static conv2d_path path_choice = CONV2D_PATH_AUTO;
 
 void conv2d_set_path(conv2d_path p) { path_choice = p; }
+
+/* ---- whose kernels: the engine's own or oneDNN's (dnnl_conv.h) ---- */
+
+const char *const CONV2D_BACKEND_NAMES[] = {"auto", "own", "dnnl"};
+_Static_assert(sizeof CONV2D_BACKEND_NAMES / sizeof *CONV2D_BACKEND_NAMES ==
+                   CONV2D_BACKEND_COUNT,
+               "a name per conv2d_backend");
+
+static int backend_set; /* 0: LSQ_CONV not read yet */
+static conv2d_backend backend_choice = CONV2D_BACKEND_AUTO;
+
+void conv2d_set_backend(conv2d_backend b)
+{
+    backend_choice = b;
+    backend_set = 1;
+}
+
+conv2d_backend conv2d_get_backend(void)
+{
+    if (!backend_set) {
+        const char *e = getenv("LSQ_CONV");
+        backend_choice = CONV2D_BACKEND_AUTO;
+        for (int i = 0; e && i < CONV2D_BACKEND_COUNT; i++)
+            if (!strcmp(e, CONV2D_BACKEND_NAMES[i])) backend_choice = (conv2d_backend)i;
+        backend_set = 1;
+    }
+    return backend_choice;
+}
+
+static int is_plain(const conv2d_dims *d);
+
+/* Where oneDNN's primitives (nChw16c, with the reorders from and to NCHW
+ * counted) beat the engine's own kernels, from bench/conv_prims.c's
+ * medians on the 2-core AVX-512 machine (docs/results.md, "Conv
+ * primitives"). pass: 0 forward, 1 backward (data and weights). */
+static int dnnl_wins(const conv2d_dims *d, int pass)
+{
+    (void)d, (void)pass;
+    return 0;
+}
+
+int conv2d_uses_dnnl(const conv2d_dims *d, int pass)
+{
+    if (!dnnl_conv_available() || path_choice == CONV2D_PATH_GEMM) return 0;
+    switch (conv2d_get_backend()) {
+    case CONV2D_BACKEND_OWN: return 0;
+    case CONV2D_BACKEND_DNNL: return 1;
+    default: return dnnl_wins(d, pass);
+    }
+}
 
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad)
@@ -1057,6 +1109,8 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
 
+    if (conv2d_uses_dnnl(d, 0) && dnnl_conv_forward(out, in, w, b, d, DNNL_CONV_BLOCKED) == 0)
+        return;
     if (!is_plain(d)) {
         grouped_forward(out, in, w, b, d, scratch);
         return;
@@ -1140,10 +1194,16 @@ static void gemm_backward(float *din, float *dw, float *db, const float *dout, c
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
 }
 
-int conv2d_backward_fuses(const conv2d_dims *d) { return use_direct(d); }
+/* A shape whose backward runs on oneDNN takes no fusions: the network then
+ * runs the batch norm's and the quantizer's backwards itself. */
+int conv2d_backward_fuses(const conv2d_dims *d) { return use_direct(d) && !conv2d_uses_dnnl(d, 1); }
 
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
+    if (!b->q_range && !b->bn_coef && conv2d_uses_dnnl(d, 1) &&
+        dnnl_conv_backward(b->din, b->din_set, b->dw, b->db, b->dout, b->in, b->w, d,
+                           DNNL_CONV_BLOCKED) == 0)
+        return 0;
     if (!is_plain(d)) {
         if (b->q_range || b->bn_coef) return -1;
         grouped_backward(b->din, b->dw, b->db, b->dout, b->in, b->w, d, scratch, !b->din_set);
