@@ -9,8 +9,11 @@
  *   plain    oneDNN on NCHW as it is (no reorders);
  * and, forward only, oneDNN's primitive alone on data already in its
  * layouts: f32, int8 (u8 activations, s8 weights, s32 sums, f32 out) and
- * bf16 (f32 out). Medians of --reps timed runs after 2 warm-up runs; one
- * JSON line per shape and pass.
+ * bf16 (f32 out). Medians (and minimums) of --reps timed runs after 2
+ * warm-up runs, the three conv2d modes alternating, in wall ms and in CPU
+ * ms of the whole process (*_cpu_ms: at --threads 1, the cost that other
+ * work on a shared machine does not change); one JSON line per shape and
+ * pass.
  *
  *   conv_prims [--batch 128] [--threads 2] [--reps 9] [--only NAME]
  */
@@ -59,6 +62,15 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* CPU seconds of every thread of the process: on a shared machine whose
+ * other work takes the cores away, the cost that stays put. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -103,23 +115,35 @@ static int run_once(const run_ctx *c)
     return dnnl_conv_backward(NULL, 0, c->dw, NULL, c->dout, c->in, c->w, c->d, l);
 }
 
-/* Median ms of reps runs (2 warm-up runs first), and the median reorder ms
- * of the same runs; -1 when the mode refuses the shape. */
-static double time_mode(const run_ctx *c, int reps, double *reorder_ms, double *min_ms)
+/* The three modes timed alternately (own, dnnl, plain, own, ...: the
+ * load of a shared machine falls on all of them alike), 2 warm-up runs
+ * each: the median and the fastest ms of reps runs and the median reorder
+ * ms, per mode; -1 for a mode that refuses the shape. */
+static void time_modes(const run_ctx *c, int reps, double *ms, double *reorder_ms, double *min_ms,
+                       double *cpu_ms)
 {
-    double t[64], r[64];
-    for (int i = 0; i < 2; i++)
-        if (run_once(c) != 0) return -1.0;
-    for (int i = 0; i < reps; i++) {
-        const double r0 = dnnl_conv_reorder_seconds(), t0 = now_s();
-        run_once(c);
-        t[i] = (now_s() - t0) * 1e3;
-        r[i] = (dnnl_conv_reorder_seconds() - r0) * 1e3;
+    double t[3][64], r[3][64], u[3][64];
+    int ok[3];
+    for (int m = 0; m < 3; m++) {
+        ok[m] = run_once(&c[m]) == 0 && run_once(&c[m]) == 0;
+        ms[m] = reorder_ms[m] = min_ms[m] = cpu_ms[m] = -1.0;
     }
-    *reorder_ms = median(r, reps);
-    const double med = median(t, reps);
-    *min_ms = t[0]; /* sorted by median() */
-    return med;
+    for (int i = 0; i < reps; i++)
+        for (int m = 0; m < 3; m++) {
+            if (!ok[m]) continue;
+            const double r0 = dnnl_conv_reorder_seconds(), t0 = now_s(), u0 = cpu_s();
+            run_once(&c[m]);
+            t[m][i] = (now_s() - t0) * 1e3;
+            u[m][i] = (cpu_s() - u0) * 1e3;
+            r[m][i] = (dnnl_conv_reorder_seconds() - r0) * 1e3;
+        }
+    for (int m = 0; m < 3; m++) {
+        if (!ok[m]) continue;
+        reorder_ms[m] = median(r[m], reps);
+        ms[m] = median(t[m], reps);
+        cpu_ms[m] = median(u[m], reps);
+        min_ms[m] = t[m][0]; /* sorted by median() */
+    }
 }
 
 #ifdef LSQ_HAVE_DNNL
@@ -228,17 +252,18 @@ int main(int argc, char **argv)
         fill(in, nin, 1), fill(dout, nout, 2), fill(w, nw, 3);
         const double flop = 2.0 * (double)nout * (double)(d.ic / d.groups) * d.kh * d.kw;
         for (int pass = 0; pass < 3; pass++) {
-            double ms[3], ro[3], mn[3];
-            for (int mode = 0; mode < 3; mode++) {
-                const run_ctx c = {&d, out, in, w, dout, din, dw, scratch, pass, mode};
-                ms[mode] = time_mode(&c, reps, &ro[mode], &mn[mode]);
-            }
+            double ms[3], ro[3], mn[3], cpu[3];
+            run_ctx c[3];
+            for (int mode = 0; mode < 3; mode++)
+                c[mode] = (run_ctx){&d, out, in, w, dout, din, dw, scratch, pass, mode};
+            time_modes(c, reps, ms, ro, mn, cpu);
             printf("{\"shape\":\"%s\",\"batch\":%d,\"threads\":%d,\"pass\":\"%s\","
                    "\"gflop\":%.4f,\"own_ms\":%.3f,\"dnnl_ms\":%.3f,\"dnnl_reorder_ms\":%.3f,"
                    "\"plain_ms\":%.3f,\"own_min_ms\":%.3f,\"dnnl_min_ms\":%.3f,\"plain_min_ms\":%.3f,"
+                   "\"own_cpu_ms\":%.3f,\"dnnl_cpu_ms\":%.3f,\"plain_cpu_ms\":%.3f,"
                    "\"dnnl_impl\":\"%s\",\"plain_impl\":\"%s\"",
                    sh->name, batch, threads, PASS[pass], flop / 1e9, ms[0], ms[1], ro[1], ms[2],
-                   mn[0], mn[1], mn[2],
+                   mn[0], mn[1], mn[2], cpu[0], cpu[1], cpu[2],
                    dnnl_conv_impl(&d, 0, DNNL_CONV_BLOCKED, pass),
                    dnnl_conv_impl(&d, 0, DNNL_CONV_PLAIN, pass));
 #ifdef LSQ_HAVE_DNNL

@@ -436,13 +436,15 @@ def main():
 
         for i in range(args.warmup):
             train_step(batch_at(i))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(args.steps):
             loss = train_step(batch_at(args.warmup + i))
         dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0  # every thread's CPU time, as train_bench's
         if not math.isfinite(loss.item()):
             sys.exit("loss is not finite")
         result.update(images_per_s=round(args.steps * batch / dt, 1),
+                      images_per_cpu_s=round(args.steps * batch / cpu, 1),
                       steps=args.steps)
     else:
         total = args.epochs * steps_per_epoch

@@ -6,6 +6,7 @@
  *
  *   train_bench --model cnn-small|resnet20|mlp [--bits 0|2..8] [--batch 128]
  *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|float|gemm]
+ *               [--backend auto|own|dnnl]   (whose conv kernels: conv2d_set_backend)
  *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
  */
@@ -29,6 +30,14 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds of every thread of the process (see conv_prims.c). */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
@@ -80,6 +89,19 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sgemm")) sgemm = 1;
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
+            const char *c = argv[++i];
+            int found = 0;
+            for (int k = 0; k < CONV2D_BACKEND_COUNT; k++)
+                if (!strcmp(c, CONV2D_BACKEND_NAMES[k])) {
+                    conv2d_set_backend((conv2d_backend)k);
+                    found = 1;
+                }
+            if (!found) {
+                fprintf(stderr, "train_bench: --backend takes auto, own or dnnl\n");
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
             /* auto: direct kernels and the integer forward where they
              * apply; float: without the integer forward; gemm: im2col +
@@ -139,9 +161,9 @@ int main(int argc, char **argv)
     float *x = malloc((size_t)batch * 784 * sizeof(float));
     int32_t *y = malloc((size_t)batch * sizeof(int32_t));
     float *dl = malloc((size_t)batch * 10 * sizeof(float));
-    double t0 = 0;
+    double t0 = 0, c0 = 0;
     for (int s = 0; s < warmup + steps; s++) {
-        if (s == warmup) t0 = now_s();
+        if (s == warmup) t0 = now_s(), c0 = cpu_s();
         int n = loader_fill(&l, s % loader_batches(&l), x, y);
         const float *logits = net_forward(&net, x, n, 1);
         memset(dl, 0, (size_t)n * 10 * sizeof(float));
@@ -151,15 +173,18 @@ int main(int argc, char **argv)
         net_backward(&net, dl, n);
         sgd_step(&opt, &net, 0.01f, 0.9f, 1e-4f, 0);
     }
-    double secs = now_s() - t0;
+    double secs = now_s() - t0, cpu = cpu_s() - c0;
     double ips = (double)steps * batch / secs;
     /* a training step costs about 3x the forward multiply-accumulates */
     double gflops = ips * net_forward_macs(&net) * 2.0 * 3.0 / 1e9;
-    printf("{\"bench\":\"train\",\"engine\":\"%s\",\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
-           "\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f,\"gflops\":%.2f,"
+    printf("{\"bench\":\"train\",\"engine\":\"%s\",\"conv_backend\":\"%s\","
+           "\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
+           "\"threads\":%d,\"steps\":%d,\"images_per_s\":%.1f,\"images_per_cpu_s\":%.1f,"
+           "\"gflops\":%.2f,"
            "\"peak_rss_mb\":%.1f}\n",
-           conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq", arch,
-           bits ? bits : 32, batch, threads, steps, ips,
+           conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq",
+           CONV2D_BACKEND_NAMES[conv2d_get_backend()], arch,
+           bits ? bits : 32, batch, threads, steps, ips, (double)steps * batch / cpu,
            gflops, peak_rss_kb() / 1024.0);
     free(x), free(y), free(dl);
     loader_free(&l);

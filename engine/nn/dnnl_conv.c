@@ -327,6 +327,17 @@ static void reorder_run(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory_t to
     reorder_s += omp_get_wtime() - t0;
 }
 
+/* Grows the shared buffers op stages its arguments in: after this, op_run
+ * cannot fail for want of memory. */
+static int op_reserve(const conv_op *op)
+{
+    for (int i = 0; i < op->nargs; i++)
+        if ((op->a[i].reorder || op->a[i].out) &&
+            !slot_get(op->a[i].slot, dnnl_memory_desc_get_size(&op->a[i].pmd)))
+            return -1;
+    return 0;
+}
+
 /* Runs op on the user's buffers ptr[i] (in the order of op->a); an output
  * with add[i] is added to. Inputs whose bit is set in `filled` are already
  * in their slot (shared with the op before). Returns 0 or -1. */
@@ -402,7 +413,7 @@ int dnnl_conv_forward(float *out, const float *in, const float *w, const float *
     pthread_mutex_lock(&lock);
     int rc = -1;
     conv_op *op = op_get(d, b != NULL, layout, OP_FWD);
-    if (op) {
+    if (op && op_reserve(op) == 0) {
         void *ptr[ARG_MAX] = {(void *)in, (void *)w};
         int add[ARG_MAX] = {0};
         int k = 2;
@@ -424,6 +435,8 @@ int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const floa
     /* both ops first: a shape takes oneDNN for its whole backward or not */
     if (din && !(bd = op_get(d, 0, layout, OP_BWD_DATA))) goto out;
     if (dw && !(bw = op_get(d, db != NULL, layout, OP_BWD_W))) goto out;
+    /* nothing is written unless both passes can run */
+    if ((bd && op_reserve(bd) != 0) || (bw && op_reserve(bw) != 0)) goto out;
     if (bd) {
         void *ptr[ARG_MAX] = {(void *)dout, (void *)w, din};
         const int add[ARG_MAX] = {0, 0, !din_set};

@@ -57,7 +57,7 @@ typedef enum { CONV2D_PATH_AUTO, CONV2D_PATH_GEMM, CONV2D_PATH_FLOAT } conv2d_pa
 void conv2d_set_path(conv2d_path p);
 /* Whose kernels run a float conv's forward and its backward: AUTO (oneDNN
  * for the shapes and passes where it measured faster, see conv2d.c's
- * dnnl_wins, the engine's own elsewhere), OWN (the engine's own everywhere:
+ * dnnl_table, the engine's own elsewhere), OWN (the engine's own everywhere:
  * the paths above) or DNNL (oneDNN wherever it takes the shape). A build
  * without oneDNN runs its own kernels whatever the setting. The integer
  * forward (conv2d_forward_codes) and the backward fusions
@@ -73,8 +73,8 @@ typedef enum {
 extern const char *const CONV2D_BACKEND_NAMES[];
 void conv2d_set_backend(conv2d_backend b);
 conv2d_backend conv2d_get_backend(void);
-/* 1 when this shape's forward (pass 0) or backward (pass 1) runs on
- * oneDNN under the current setting. */
+/* 1 when this shape's forward (pass 0), backward data (1) or backward
+ * weights (2) runs on oneDNN under the current setting. */
 int conv2d_uses_dnnl(const conv2d_dims *d, int pass);
 
 /* Floats of scratch that forward and backward need for this shape. */

@@ -53,6 +53,14 @@ static float *copy_buf(const float *src, size_t n)
     return p;
 }
 
+/* oneDNN's primitive for this pass of the shape ran (is cached), in
+ * either layout */
+static int dnnl_ran(const conv2d_dims *d, int bias, int pass)
+{
+    return dnnl_conv_impl(d, bias, DNNL_CONV_BLOCKED, pass)[0] ||
+           dnnl_conv_impl(d, bias, DNNL_CONV_PLAIN, pass)[0];
+}
+
 static void need_dnnl(void)
 {
     if (!dnnl_conv_available()) cr_skip_test("built without oneDNN (make DNNL=0)");
@@ -169,15 +177,15 @@ Test(dnnl_conv, gradcheck)
     for (size_t i = 0; i < N_CASES; i++) {
         ctx c;
         ctx_init(&c, CASES[i]);
-        cr_assert(conv2d_uses_dnnl(&c.d, 0) && conv2d_uses_dnnl(&c.d, 1));
+        cr_assert(conv2d_uses_dnnl(&c.d, 0) && conv2d_uses_dnnl(&c.d, 1) &&
+                  conv2d_uses_dnnl(&c.d, 2));
         float *din = calloc(c.nin, 4), *dw = calloc(c.nw, 4), *db = calloc((size_t)c.d.oc, 4);
         conv2d_backward(din, dw, c.b ? db : NULL, c.r, c.in, c.w, &c.d, c.scratch);
         loss(&c);
         /* oneDNN ran all three passes: their primitives are cached */
-        cr_expect(dnnl_conv_impl(&c.d, c.b != NULL, DNNL_CONV_BLOCKED, 0)[0], "case %zu fwd", i);
-        cr_expect(dnnl_conv_impl(&c.d, 0, DNNL_CONV_BLOCKED, 1)[0], "case %zu bwd data", i);
-        cr_expect(dnnl_conv_impl(&c.d, c.b != NULL, DNNL_CONV_BLOCKED, 2)[0],
-                  "case %zu bwd weights", i);
+        cr_expect(dnnl_ran(&c.d, c.b != NULL, 0), "case %zu fwd", i);
+        cr_expect(dnnl_ran(&c.d, 0, 1), "case %zu bwd data", i);
+        cr_expect(dnnl_ran(&c.d, c.b != NULL, 2), "case %zu bwd weights", i);
         printf("case %zu: %s / %s / %s\n", i,
                dnnl_conv_impl(&c.d, c.b != NULL, DNNL_CONV_BLOCKED, 0),
                dnnl_conv_impl(&c.d, 0, DNNL_CONV_BLOCKED, 1),
@@ -209,6 +217,7 @@ static void match_case(const int *k, size_t i)
     for (int be = 0; be < 2; be++) {
         conv2d_set_backend(be ? CONV2D_BACKEND_DNNL : CONV2D_BACKEND_OWN);
         cr_assert_eq(conv2d_uses_dnnl(&c.d, 1), be);
+        cr_assert_eq(conv2d_uses_dnnl(&c.d, 2), be);
         float *out = calloc(c.nout, 4), *dset = malloc(c.nin * 4);
         float *dadd = copy_buf(din0, c.nin), *dw = copy_buf(dw0, c.nw), *db = copy_buf(db0, oc);
         for (size_t j = 0; j < c.nin; j++) dset[j] = NAN;
@@ -279,4 +288,54 @@ Test(dnnl_conv, no_fusions_on_dnnl)
     conv2d_set_backend(CONV2D_BACKEND_DNNL);
     cr_expect_eq(conv2d_backward_fuses(&d), 0);
     cr_expect_eq(conv2d_uses_dnnl(&d, 1), 1);
+}
+
+/* AUTO's table (conv2d.c dnnl_table): oneDNN for resnet20's 3x3 convs and
+ * depthwise convs, the own kernels for a first layer's single input
+ * channel, and for the weight gradient of a 1x1 conv to 24 channels. */
+Test(dnnl_conv, auto_picks_per_shape_and_pass)
+{
+    need_dnnl();
+    conv2d_set_backend(CONV2D_BACKEND_AUTO);
+    conv2d_dims d;
+    cr_assert_eq(conv2d_dims_init(&d, 128, 16, 28, 28, 16, 3, 3, 1, 1), 0);
+    cr_expect(conv2d_uses_dnnl(&d, 0) && conv2d_uses_dnnl(&d, 1) && conv2d_uses_dnnl(&d, 2));
+    cr_expect_eq(conv2d_backward_fuses(&d), 0);
+    cr_assert_eq(conv2d_dims_init(&d, 128, 1, 28, 28, 16, 3, 3, 1, 1), 0);
+    cr_expect(!conv2d_uses_dnnl(&d, 0) && !conv2d_uses_dnnl(&d, 2));
+    cr_expect_eq(conv2d_backward_fuses(&d), 1);
+    cr_assert_eq(conv2d_dims_init_ex(&d, 128, 96, 14, 14, 96, 3, 3, 1, 1, 1, 96), 0);
+    cr_expect(conv2d_uses_dnnl(&d, 0) && conv2d_uses_dnnl(&d, 1) && conv2d_uses_dnnl(&d, 2));
+    cr_assert_eq(conv2d_dims_init(&d, 128, 64, 14, 14, 24, 1, 1, 1, 0), 0);
+    cr_expect(conv2d_uses_dnnl(&d, 0) && conv2d_uses_dnnl(&d, 1) && !conv2d_uses_dnnl(&d, 2));
+    /* the im2col + SGEMM path setting keeps every shape on it */
+    conv2d_set_path(CONV2D_PATH_GEMM);
+    cr_expect(!conv2d_uses_dnnl(&d, 0));
+    conv2d_set_path(CONV2D_PATH_AUTO);
+}
+
+/* A backward split between the two sides (AUTO on a 1x1 conv to 24
+ * channels: input gradient on oneDNN, weight gradient own) gives what the
+ * own kernels give. */
+Test(dnnl_conv, split_backward_matches_own)
+{
+    need_dnnl();
+    rng_seed(34);
+    const int k[11] = {8, 64, 14, 14, 24, 1, 1, 0, 1, 1, 1};
+    ctx c;
+    ctx_init(&c, k);
+    float *din[2], *dw[2], *db[2];
+    for (int be = 0; be < 2; be++) {
+        conv2d_set_backend(be ? CONV2D_BACKEND_AUTO : CONV2D_BACKEND_OWN);
+        din[be] = calloc(c.nin, 4), dw[be] = calloc(c.nw, 4), db[be] = calloc((size_t)c.d.oc, 4);
+        conv2d_backward(din[be], dw[be], db[be], c.r, c.in, c.w, &c.d, c.scratch);
+    }
+    cr_expect(dnnl_ran(&c.d, 0, 1), "input gradient on oneDNN");
+    cr_expect(!dnnl_ran(&c.d, 1, 2), "weight gradient on the own kernels");
+    cr_expect_leq(rel_diff(din[1], din[0], c.nin), MATCH_TOL);
+    cr_expect(!memcmp(dw[0], dw[1], c.nw * 4), "the own weight gradient, bit for bit");
+    cr_expect(!memcmp(db[0], db[1], (size_t)c.d.oc * 4));
+    for (int be = 0; be < 2; be++) free(din[be]), free(dw[be]), free(db[be]);
+    ctx_free(&c);
+    dnnl_conv_cache_free();
 }
