@@ -5,7 +5,11 @@ with the reorders from and to NCHW (and the reorders' share), oneDNN on
 NCHW; the fastest marked. FIELD picks the measure: cpu (median CPU ms of
 the process, the default), wall (median wall ms) or min (fastest wall ms).
 
-    /usr/bin/python3 bench/summarize_prims.py prims.jsonl [cpu|wall|min]
+    /usr/bin/python3 bench/summarize_prims.py prims.jsonl [cpu|wall|min] [xsmm.jsonl]
+
+With bench/xsmm/run.sh's output as a third argument, a second table puts
+libxsmm's layers (in their own layout, no reorders; CPU ms) beside the
+own kernels and oneDNN.
 """
 import json
 import sys
@@ -37,3 +41,28 @@ if fwd_types:
     for r in fwd_types:
         print("| %s | %.2f | %.2f | %.2f |" % (r["shape"], r["prim_f32_ms"], r["prim_int8_ms"],
                                               r["prim_bf16_ms"]))
+
+if len(sys.argv) > 3:
+    prims = {}
+    for line in open(sys.argv[1]):
+        if line.startswith("{"):
+            r = json.loads(line)
+            prims[(r["shape"], r["pass"])] = r
+    print("\nlibxsmm 1.17 (libxsmm_dnn, its own blocked layout, no reorders) beside them "
+          "(median CPU ms, 1 thread):\n")
+    print("| shape | pass | own | oneDNN blocked, reorders included [without] | "
+          "oneDNN NCHW | libxsmm |")
+    print("|---|---|---|---|---|---|")
+    for line in open(sys.argv[3]):
+        if not line.startswith("{"):
+            continue
+        x = json.loads(line)
+        if "xsmm_cpu_ms" not in x:
+            continue
+        r = prims.get((x["shape"], x["pass"]))
+        if not r:
+            continue
+        print("| %s | %s | %.2f | %.2f [%.2f] | %.2f | %.2f%s |" % (
+            x["shape"], x["pass"].replace("_", " "), r["own_cpu_ms"], r["dnnl_cpu_ms"],
+            r["dnnl_cpu_ms"] - r["dnnl_reorder_ms"], r["plain_cpu_ms"], x["xsmm_cpu_ms"],
+            "" if x.get("ok", True) else " (failed)"))

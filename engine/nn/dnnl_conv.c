@@ -433,7 +433,9 @@ int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const floa
     int rc = -1;
     conv_op *bd = NULL, *bw = NULL;
     /* both ops first: a shape takes oneDNN for its whole backward or not */
-    if (din && !(bd = op_get(d, 0, layout, OP_BWD_DATA))) goto out;
+    /* both in the entry of the weight pass's bias (the data pass has none):
+     * then they share the output gradient's copy */
+    if (din && !(bd = op_get(d, db != NULL, layout, OP_BWD_DATA))) goto out;
     if (dw && !(bw = op_get(d, db != NULL, layout, OP_BWD_W))) goto out;
     /* nothing is written unless both passes can run */
     if ((bd && op_reserve(bd) != 0) || (bw && op_reserve(bw) != 0)) goto out;

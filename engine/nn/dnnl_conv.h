@@ -45,7 +45,8 @@ double dnnl_conv_reorder_seconds(void);
 
 /* The implementation oneDNN chose for this shape's pass (0 forward, 1
  * backward data, 2 backward weights), e.g. "jit:avx512_core"; "" when none
- * was created yet or oneDNN is absent. The string is the cache's. */
+ * was created yet or oneDNN is absent. has_bias: b given (forward), db
+ * given (both backward passes). The string is the cache's. */
 const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int pass);
 
 /* Destroys every cached primitive and buffer (tests, leak checks). */
