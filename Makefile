@@ -22,6 +22,12 @@ JPEG_PKG     = $(shell $(PKG_CONFIG) --exists libjpeg 2>/dev/null && echo libjpe
 # mpi.h) links Open MPI through its pkg-config file (libopenmpi-dev); a
 # process not started by mpirun never initialises it.
 ENGINE_PKGS  = jansson zlib openblas libprotobuf-c libarchive libpng ompi-c $(JPEG_PKG)
+# oneDNN (libdnnl-dev, no pkg-config file): conv2d's primitives where they
+# beat the engine's own kernels (engine/nn/dnnl_conv.c). `make DNNL=0`
+# builds without it; then conv2d keeps its own kernels everywhere.
+DNNL        ?= auto
+DNNL_ON      = $(if $(filter 0,$(DNNL)),,$(shell test -f /usr/include/dnnl.h && echo 1))
+DNNL_CPPFLAGS = $(if $(DNNL_ON),-DLSQ_HAVE_DNNL)
 # libcrypto (libssl-dev): HMAC-SHA256 of the webhook bodies.
 SERVER_PKGS := libmicrohttpd sqlite3 libcurl libcrypto
 PKG_CONFIG  ?= pkg-config
@@ -89,7 +95,7 @@ UNIT_BIN   := $(BUILD)/tests/unit
 API_BIN    := $(BUILD)/tests/api
 SLURM_BIN  := $(BUILD)/tests/slurm
 
-ENGINE_LIBS = $(call pkglibs,$(ENGINE_PKGS)) $(if $(JPEG_PKG),,-ljpeg) -lm
+ENGINE_LIBS = $(call pkglibs,$(ENGINE_PKGS)) $(if $(JPEG_PKG),,-ljpeg) $(if $(DNNL_ON),-ldnnl) -lm
 SERVER_LIBS = $(call pkglibs,$(SERVER_PKGS))
 
 BINS := $(LSQ) $(if $(SERVER_SRC),$(LSQD))
@@ -120,7 +126,7 @@ $(ONNX_PB_O): $(ONNX_PB_C) $(ONNX_PB_H)
 
 $(BUILD)/obj/engine/%.o: engine/%.c | $(DEPS_STAMP) $(ONNX_PB_H)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -I$(GEN_DIR) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(DNNL_CPPFLAGS) -I$(GEN_DIR) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
 
 $(BUILD)/obj/engine/%.avx512.o: engine/%.c | $(DEPS_STAMP) $(ONNX_PB_H)
 	@mkdir -p $(@D)
@@ -149,7 +155,7 @@ $(BUILD)/obj/tests/%.o: tests/%.c | $(DEPS_STAMP) $(EMBED_C) $(ONNX_PB_H)
 
 $(BUILD)/obj/bench/%.o: bench/%.c | $(DEPS_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(DNNL_CPPFLAGS) $(CFLAGS) $(call pkgcflags,$(ENGINE_PKGS)) -c $< -o $@
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(ENGINE_LIB)
 	@mkdir -p $(@D)

@@ -437,15 +437,17 @@ def main():
 
         for i in range(args.warmup):
             train_step(batch_at(i))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(args.steps):
             loss = train_step(batch_at(args.warmup + i))
         dt = time.perf_counter() - t0
+        cpu = time.process_time() - c0  # every thread's CPU time, as train_bench's
         if not math.isfinite(loss.item()):
             sys.exit("loss is not finite")
         # peak resident set of this process (Linux reports KiB), as
         # train_bench reports its own
         result.update(images_per_s=round(args.steps * batch / dt, 1),
+                      images_per_cpu_s=round(args.steps * batch / cpu, 1),
                       steps=args.steps,
                       peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                         / 1024.0, 1))

@@ -18,9 +18,9 @@ BUILD_PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev \
 libsqlite3-dev libcurl4-openssl-dev libopenblas-dev zlib1g-dev libcriterion-dev \
 protobuf-c-compiler libprotobuf-c-dev libonnx-dev \
 libarchive-dev libpng-dev libjpeg62-turbo-dev libssl-dev libopenmpi-dev openmpi-bin \
-dataset-fashion-mnist ca-certificates xxd"
+dataset-fashion-mnist ca-certificates xxd libdnnl-dev"
 TEST_PKGS="nodejs npm chromium sqlite3 curl python3"
-BENCH_PKGS="python3-torch python3-numpy python3-onnx wrk"
+BENCH_PKGS="python3-torch python3-numpy python3-onnx wrk libxsmm-dev"
 SLURM_PKGS="slurmctld slurmd slurm-client slurm-wlm-basic-plugins munge"
 FUZZ_PKGS="clang libclang-rt-14-dev"
 CONTAINER_PKGS="docker.io debootstrap docker-compose curl jq"

@@ -22,6 +22,7 @@
 #include "core/par.h"
 #include "core/vsum.h"
 #include "nn/dconv.h"
+#include "nn/dnnl_conv.h"
 #include "nn/layers.h"
 #include "quant/quant.h"
 
@@ -32,11 +33,83 @@
 #include <limits.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 static conv2d_path path_choice = CONV2D_PATH_AUTO;
 
 void conv2d_set_path(conv2d_path p) { path_choice = p; }
+
+/* ---- whose kernels: the engine's own or oneDNN's (dnnl_conv.h) ---- */
+
+const char *const CONV2D_BACKEND_NAMES[] = {"auto", "own", "dnnl"};
+_Static_assert(sizeof CONV2D_BACKEND_NAMES / sizeof *CONV2D_BACKEND_NAMES ==
+                   CONV2D_BACKEND_COUNT,
+               "a name per conv2d_backend");
+
+static int backend_set; /* 0: LSQ_CONV not read yet */
+static conv2d_backend backend_choice = CONV2D_BACKEND_AUTO;
+
+void conv2d_set_backend(conv2d_backend b)
+{
+    backend_choice = b;
+    backend_set = 1;
+}
+
+conv2d_backend conv2d_get_backend(void)
+{
+    if (!backend_set) {
+        const char *e = getenv("LSQ_CONV");
+        backend_choice = CONV2D_BACKEND_AUTO;
+        for (int i = 0; e && i < CONV2D_BACKEND_COUNT; i++)
+            if (!strcmp(e, CONV2D_BACKEND_NAMES[i])) backend_choice = (conv2d_backend)i;
+        backend_set = 1;
+    }
+    return backend_choice;
+}
+
+static int is_plain(const conv2d_dims *d);
+
+/* Where oneDNN beats the engine's own kernels, and in which layout: from
+ * bench/conv_prims.c's CPU ms at one thread (the measure that other work
+ * on the shared 2-core AVX-512 machine leaves alone; docs/results.md,
+ * "Conv primitives"), reorders from and to NCHW included. pass: 0
+ * forward, 1 backward data, 2 backward weights. Returns a
+ * dnnl_conv_layout, or -1 for the own kernels. */
+static int dnnl_table(const conv2d_dims *d, int pass)
+{
+    /* depthwise: jit_dw beats the plane loops 2-7x, reorders included */
+    if (d->groups > 1 && d->groups == d->ic && d->dilation <= 1) return DNNL_CONV_BLOCKED;
+    /* other grouped and dilated shapes: not measured */
+    if (!is_plain(d)) return -1;
+    /* a first layer's few input channels: the reorders cost what the
+     * blocked kernel saves, and the own kernels keep the fusions */
+    if (d->ic < 8) return -1;
+    if (d->kh == 1 && d->kw == 1) {
+        /* 1x1: reorders cost more than they save; on NCHW oneDNN's GEMM
+         * wins, but not for the weight gradient of narrow outputs */
+        if (pass == 2 && d->oc < 32) return -1;
+        return DNNL_CONV_PLAIN;
+    }
+    /* 3x3, strides 1 and 2, 16 to 64 channels: 1.5-3x */
+    return DNNL_CONV_BLOCKED;
+}
+
+/* The layout conv2d runs a pass in on oneDNN, or -1: the own kernels. */
+static int dnnl_layout(const conv2d_dims *d, int pass)
+{
+    if (!dnnl_conv_available() || path_choice == CONV2D_PATH_GEMM) return -1;
+    switch (conv2d_get_backend()) {
+    case CONV2D_BACKEND_OWN: return -1;
+    case CONV2D_BACKEND_DNNL: {
+        const int l = dnnl_table(d, pass);
+        return l < 0 ? DNNL_CONV_BLOCKED : l;
+    }
+    default: return dnnl_table(d, pass);
+    }
+}
+
+int conv2d_uses_dnnl(const conv2d_dims *d, int pass) { return dnnl_layout(d, pass) >= 0; }
 
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad)
@@ -1057,6 +1130,8 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     const int pw = is_pointwise(d);
     const int nt = par_gemm_threads();
 
+    const int dl = dnnl_layout(d, 0);
+    if (dl >= 0 && dnnl_conv_forward(out, in, w, b, d, (dnnl_conv_layout)dl) == 0) return;
     if (!is_plain(d)) {
         grouped_forward(out, in, w, b, d, scratch);
         return;
@@ -1140,9 +1215,42 @@ static void gemm_backward(float *din, float *dw, float *db, const float *dout, c
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
 }
 
-int conv2d_backward_fuses(const conv2d_dims *d) { return use_direct(d); }
+/* A shape whose backward runs on oneDNN, either pass, takes no fusions:
+ * the network then runs the batch norm's and the quantizer's backwards. */
+int conv2d_backward_fuses(const conv2d_dims *d)
+{
+    return use_direct(d) && !conv2d_uses_dnnl(d, 1) && !conv2d_uses_dnnl(d, 2);
+}
+
+static int own_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch);
 
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch)
+{
+    const int ld = b->din ? dnnl_layout(d, 1) : -1;
+    const int lw = b->dw || b->db ? dnnl_layout(d, 2) : -1;
+    if (b->q_range || b->bn_coef || (ld < 0 && lw < 0)) return own_backward(b, d, scratch);
+    if (ld == lw) {
+        /* one call: the output gradient's copy is shared by both passes */
+        if (dnnl_conv_backward(b->din, b->din_set, b->dw, b->db, b->dout, b->in, b->w, d,
+                               (dnnl_conv_layout)ld) == 0)
+            return 0;
+        return own_backward(b, d, scratch);
+    }
+    /* the passes apart, each on its own side */
+    conv2d_back bd = *b, bw = *b;
+    bd.dw = bd.db = NULL;
+    bw.din = NULL;
+    if (b->din && (ld < 0 || dnnl_conv_backward(b->din, b->din_set, NULL, NULL, b->dout, b->in,
+                                                b->w, d, (dnnl_conv_layout)ld) != 0))
+        own_backward(&bd, d, scratch);
+    if ((b->dw || b->db) && (lw < 0 || dnnl_conv_backward(NULL, 0, b->dw, b->db, b->dout, b->in,
+                                                         b->w, d, (dnnl_conv_layout)lw) != 0))
+        own_backward(&bw, d, scratch);
+    return 0;
+}
+
+/* conv2d_backward_ex on the engine's own kernels. */
+static int own_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
     if (!is_plain(d)) {
         if (b->q_range || b->bn_coef) return -1;

@@ -55,6 +55,27 @@ int conv2d_dims_init_ex(conv2d_dims *d, int n, int ic, int ih, int iw, int oc, i
  * Process-wide; not thread-safe. */
 typedef enum { CONV2D_PATH_AUTO, CONV2D_PATH_GEMM, CONV2D_PATH_FLOAT } conv2d_path;
 void conv2d_set_path(conv2d_path p);
+/* Whose kernels run a float conv's forward and its backward: AUTO (oneDNN
+ * for the shapes and passes where it measured faster, see conv2d.c's
+ * dnnl_table, the engine's own elsewhere), OWN (the engine's own everywhere:
+ * the paths above) or DNNL (oneDNN wherever it takes the shape). A build
+ * without oneDNN runs its own kernels whatever the setting. The integer
+ * forward (conv2d_forward_codes) and the backward fusions
+ * (conv2d_backward_ex) stay the engine's own. Until conv2d_set_backend is
+ * called, the environment variable LSQ_CONV=auto|own|dnnl sets it (read at
+ * the first conv; anything else is AUTO). Process-wide; not thread-safe. */
+typedef enum {
+    CONV2D_BACKEND_AUTO,
+    CONV2D_BACKEND_OWN,
+    CONV2D_BACKEND_DNNL,
+    CONV2D_BACKEND_COUNT
+} conv2d_backend;
+extern const char *const CONV2D_BACKEND_NAMES[];
+void conv2d_set_backend(conv2d_backend b);
+conv2d_backend conv2d_get_backend(void);
+/* 1 when this shape's forward (pass 0), backward data (1) or backward
+ * weights (2) runs on oneDNN under the current setting. */
+int conv2d_uses_dnnl(const conv2d_dims *d, int pass);
 
 /* Floats of scratch that forward and backward need for this shape. */
 size_t conv2d_scratch_floats(const conv2d_dims *d);

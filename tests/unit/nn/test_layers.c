@@ -434,6 +434,8 @@ Test(layers, conv2d_forward_codes_matches_float)
  * threads' groups; refused, writing nothing, off the direct path. */
 Test(layers, conv2d_backward_ex_matches_the_layers_one_by_one)
 {
+    /* the fusions are the engine's own kernels: compared with the same */
+    conv2d_set_backend(CONV2D_BACKEND_OWN);
     use_threads(2, 1);
     rng_seed(12);
     const int cases[][6] = {/* n, ic, h, oc, bits, bias */
@@ -969,6 +971,9 @@ Test(layers, conv2d_grouped_gradcheck)
  * float path. */
 Test(layers, conv2d_grouped_accumulates_repeats_and_refuses_fusions)
 {
+    /* the same bits for any thread count: a property of the engine's own
+     * kernels, not of oneDNN's (test_dnnl_conv.c checks its conventions) */
+    conv2d_set_backend(CONV2D_BACKEND_OWN);
     rng_seed(23);
     for (size_t i = 0; i < N_GCONV_CASES; i++) {
         conv_ctx c;

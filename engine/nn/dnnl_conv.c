@@ -1,0 +1,513 @@
+/* conv2d on oneDNN (dnnl_conv.h).
+ *
+ * One cache entry per (shape, bias, layout, thread count) holds up to three
+ * "ops": forward, backward data, backward weights. An op is a oneDNN
+ * primitive plus, for each of its arguments, the user's NCHW descriptor and
+ * the primitive's own; where they differ the op keeps a reorder primitive
+ * each way. An output that must be added to (+=) goes through a reorder with
+ * a sum post-op, so that accumulation costs no extra pass. The blocked
+ * copies go to buffers shared by every entry (one per argument role), grown
+ * to the largest shape seen. */
+#include "nn/dnnl_conv.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const DNNL_CONV_LAYOUT_NAMES[] = {"blocked", "plain"};
+_Static_assert(sizeof DNNL_CONV_LAYOUT_NAMES / sizeof *DNNL_CONV_LAYOUT_NAMES ==
+                   DNNL_CONV_LAYOUT_COUNT,
+               "a name per dnnl_conv_layout");
+
+#ifndef LSQ_HAVE_DNNL
+
+int dnnl_conv_available(void) { return 0; }
+
+int dnnl_conv_forward(float *out, const float *in, const float *w, const float *b,
+                      const conv2d_dims *d, dnnl_conv_layout layout)
+{
+    (void)out, (void)in, (void)w, (void)b, (void)d, (void)layout;
+    return -1;
+}
+
+int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const float *dout,
+                       const float *in, const float *w, const conv2d_dims *d,
+                       dnnl_conv_layout layout)
+{
+    (void)din, (void)din_set, (void)dw, (void)db, (void)dout, (void)in, (void)w, (void)d;
+    (void)layout;
+    return -1;
+}
+
+double dnnl_conv_reorder_seconds(void) { return 0.0; }
+
+const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int pass)
+{
+    (void)d, (void)has_bias, (void)layout, (void)pass;
+    return "";
+}
+
+void dnnl_conv_cache_free(void) {}
+
+#else
+
+#include <dnnl.h>
+
+int dnnl_conv_available(void) { return 1; }
+
+/* The shared buffers, one per argument role. */
+enum { S_SRC, S_DST, S_DST2, S_WEI, S_DSRC, S_DWEI, S_BIAS, S_COUNT };
+
+enum { OP_FWD, OP_BWD_DATA, OP_BWD_W, OP_COUNT };
+
+#define ARG_MAX 4
+
+typedef struct {
+    int arg;     /* DNNL_ARG_* */
+    int out;     /* written by the primitive */
+    int slot;    /* S_*: where the primitive's copy lives */
+    int reorder; /* the primitive's layout is not the user's */
+    dnnl_memory_desc_t umd, pmd;
+    dnnl_memory_t umem, pmem;
+    dnnl_primitive_t to_prim;     /* input: user -> primitive */
+    dnnl_primitive_t to_user;     /* output: user = primitive's */
+    dnnl_primitive_t to_user_add; /* output: user += primitive's */
+} op_arg;
+
+typedef struct {
+    int state; /* 0 not tried, 1 ready, -1 refused */
+    dnnl_primitive_t prim;
+    int nargs;
+    op_arg a[ARG_MAX];
+    char impl[64];
+} conv_op;
+
+typedef struct {
+    conv2d_dims d;
+    int has_bias, threads;
+    dnnl_conv_layout layout;
+    dnnl_primitive_desc_t fwd_pd; /* the backward's hint */
+    conv_op op[OP_COUNT];
+} entry;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static dnnl_engine_t eng;
+static dnnl_stream_t stream;
+static int eng_state; /* 0 not tried, 1 ready, -1 failed */
+static entry *cache;
+static int n_cache, cap_cache;
+static void *slots[S_COUNT];
+static size_t slot_cap[S_COUNT];
+static double reorder_s;
+
+static int eng_ready(void)
+{
+    if (eng_state == 0) {
+        eng_state = -1;
+        if (dnnl_engine_create(&eng, dnnl_cpu, 0) == dnnl_success) {
+            if (dnnl_stream_create(&stream, eng, dnnl_stream_default_flags) == dnnl_success)
+                eng_state = 1;
+            else
+                dnnl_engine_destroy(eng);
+        }
+    }
+    return eng_state == 1;
+}
+
+static void *slot_get(int s, size_t bytes)
+{
+    if (bytes > slot_cap[s]) {
+        free(slots[s]);
+        const size_t sz = (bytes + 63) / 64 * 64;
+        slots[s] = aligned_alloc(64, sz);
+        slot_cap[s] = slots[s] ? sz : 0;
+    }
+    return slots[s];
+}
+
+static void op_free(conv_op *op)
+{
+    for (int i = 0; i < op->nargs; i++) {
+        op_arg *a = &op->a[i];
+        if (a->umem) dnnl_memory_destroy(a->umem);
+        if (a->pmem) dnnl_memory_destroy(a->pmem);
+        if (a->to_prim) dnnl_primitive_destroy(a->to_prim);
+        if (a->to_user) dnnl_primitive_destroy(a->to_user);
+        if (a->to_user_add) dnnl_primitive_destroy(a->to_user_add);
+    }
+    if (op->prim) dnnl_primitive_destroy(op->prim);
+    memset(op, 0, sizeof *op);
+}
+
+static int make_reorder(dnnl_primitive_t *r, const dnnl_memory_desc_t *from,
+                        const dnnl_memory_desc_t *to, int add)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int rc = -1;
+    if (add) {
+        if (dnnl_primitive_attr_create(&attr) != dnnl_success) goto out;
+        if (dnnl_post_ops_create(&po) != dnnl_success) goto out;
+        if (dnnl_post_ops_append_sum(po, 1.0f) != dnnl_success) goto out;
+        if (dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success) goto out;
+    }
+    if (dnnl_reorder_primitive_desc_create(&pd, from, eng, to, eng, attr) != dnnl_success)
+        goto out;
+    if (dnnl_primitive_create(r, pd) != dnnl_success) goto out;
+    rc = 0;
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+/* Adds an argument to op: the user's descriptor umd, the primitive's as
+ * the primitive descriptor reports it for query q, index qi. */
+static int op_arg_init(conv_op *op, const_dnnl_primitive_desc_t pd, int arg, dnnl_query_t q,
+                       int qi, const dnnl_memory_desc_t *umd, int out, int slot)
+{
+    op_arg *a = &op->a[op->nargs++];
+    a->arg = arg, a->out = out, a->slot = slot, a->umd = *umd;
+    a->pmd = *dnnl_primitive_desc_query_md(pd, q, qi);
+    a->reorder = !dnnl_memory_desc_equal(&a->umd, &a->pmd);
+    if (dnnl_memory_create(&a->umem, &a->umd, eng, DNNL_MEMORY_NONE) != dnnl_success) return -1;
+    if (dnnl_memory_create(&a->pmem, &a->pmd, eng, DNNL_MEMORY_NONE) != dnnl_success) return -1;
+    if (!out && a->reorder && make_reorder(&a->to_prim, &a->umd, &a->pmd, 0) != 0) return -1;
+    if (out && (make_reorder(&a->to_user, &a->pmd, &a->umd, 0) != 0 ||
+                make_reorder(&a->to_user_add, &a->pmd, &a->umd, 1) != 0))
+        return -1;
+    return 0;
+}
+
+/* The user descriptors of a shape: src/diff_src (N, IC, IH, IW) nchw,
+ * weights (OC, IC, KH, KW) oihw or (G, OC/G, IC/G, KH, KW) goihw, dst
+ * (N, OC, OH, OW) nchw, bias (OC). */
+typedef struct {
+    dnnl_memory_desc_t src, wei, dst, bias;
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+} shape_mds;
+
+static int shape_init(shape_mds *m, const conv2d_dims *d)
+{
+    const int g = d->groups > 1 ? d->groups : 1, dl = d->dilation > 1 ? d->dilation : 1;
+    const dnnl_dims_t src = {d->n, d->ic, d->ih, d->iw}, dst = {d->n, d->oc, d->oh, d->ow};
+    const dnnl_dims_t bias = {d->oc};
+    if (dnnl_memory_desc_init_by_tag(&m->src, 4, src, dnnl_f32, dnnl_nchw) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&m->dst, 4, dst, dnnl_f32, dnnl_nchw) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&m->bias, 1, bias, dnnl_f32, dnnl_x) != dnnl_success)
+        return -1;
+    if (g == 1) {
+        const dnnl_dims_t w = {d->oc, d->ic, d->kh, d->kw};
+        if (dnnl_memory_desc_init_by_tag(&m->wei, 4, w, dnnl_f32, dnnl_oihw) != dnnl_success)
+            return -1;
+    } else {
+        const dnnl_dims_t w = {g, d->oc / g, d->ic / g, d->kh, d->kw};
+        if (dnnl_memory_desc_init_by_tag(&m->wei, 5, w, dnnl_f32, dnnl_goihw) != dnnl_success)
+            return -1;
+    }
+    m->strides[0] = m->strides[1] = d->stride;
+    m->dilates[0] = m->dilates[1] = dl - 1;
+    m->pad_l[0] = m->pad_l[1] = d->pad;
+    /* lsq's output size rounds down: the right padding is what that leaves */
+    m->pad_r[0] = (dnnl_dim_t)(d->oh - 1) * d->stride + (dnnl_dim_t)(d->kh - 1) * dl + 1 - d->ih -
+                  d->pad;
+    m->pad_r[1] = (dnnl_dim_t)(d->ow - 1) * d->stride + (dnnl_dim_t)(d->kw - 1) * dl + 1 - d->iw -
+                  d->pad;
+    return 0;
+}
+
+/* md with format "any" (BLOCKED) or the user's own (PLAIN). */
+static dnnl_memory_desc_t pick(const dnnl_memory_desc_t *user, dnnl_conv_layout layout)
+{
+    if (layout == DNNL_CONV_PLAIN) return *user;
+    dnnl_memory_desc_t m;
+    dnnl_memory_desc_init_by_tag(&m, user->ndims, user->dims, dnnl_f32, dnnl_format_tag_any);
+    return m;
+}
+
+static int fwd_pd_ready(entry *e, const shape_mds *m)
+{
+    if (e->fwd_pd) return 0;
+    dnnl_convolution_desc_t cd;
+    const dnnl_memory_desc_t s = pick(&m->src, e->layout), w = pick(&m->wei, e->layout),
+                             o = pick(&m->dst, e->layout);
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training,
+                                                   dnnl_convolution_direct, &s, &w,
+                                                   e->has_bias ? &m->bias : NULL, &o, m->strides,
+                                                   m->dilates, m->pad_l, m->pad_r) != dnnl_success)
+        return -1;
+    if (dnnl_primitive_desc_create(&e->fwd_pd, &cd, NULL, eng, NULL) != dnnl_success) {
+        e->fwd_pd = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Creates op `which` of entry e; its state says whether it worked. */
+static void op_create(entry *e, int which)
+{
+    conv_op *op = &e->op[which];
+    shape_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    op->state = -1;
+    if (shape_init(&m, &e->d) != 0 || fwd_pd_ready(e, &m) != 0) return;
+    const dnnl_memory_desc_t s = pick(&m.src, e->layout), w = pick(&m.wei, e->layout),
+                             o = pick(&m.dst, e->layout);
+    int ok = 0;
+    if (which == OP_FWD) {
+        if (dnnl_primitive_desc_clone(&pd, e->fwd_pd) != dnnl_success) return;
+        ok = op_arg_init(op, pd, DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, 0, S_SRC) == 0 &&
+             op_arg_init(op, pd, DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, 0, S_WEI) ==
+                 0 &&
+             (!e->has_bias || op_arg_init(op, pd, DNNL_ARG_BIAS, dnnl_query_weights_md, 1, &m.bias,
+                                          0, S_BIAS) == 0) &&
+             op_arg_init(op, pd, DNNL_ARG_DST, dnnl_query_dst_md, 0, &m.dst, 1, S_DST) == 0;
+    } else if (which == OP_BWD_DATA) {
+        dnnl_convolution_desc_t cd;
+        if (dnnl_dilated_convolution_backward_data_desc_init(
+                &cd, dnnl_convolution_direct, &s, &w, &o, m.strides, m.dilates, m.pad_l,
+                m.pad_r) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, NULL, eng, e->fwd_pd) != dnnl_success) {
+            pd = NULL;
+            goto out;
+        }
+        ok = op_arg_init(op, pd, DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, 0, S_DST) ==
+                 0 &&
+             op_arg_init(op, pd, DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &m.wei, 0, S_WEI) ==
+                 0 &&
+             op_arg_init(op, pd, DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &m.src, 1, S_DSRC) ==
+                 0;
+    } else {
+        dnnl_convolution_desc_t cd;
+        if (dnnl_dilated_convolution_backward_weights_desc_init(
+                &cd, dnnl_convolution_direct, &s, &w, e->has_bias ? &m.bias : NULL, &o,
+                m.strides, m.dilates, m.pad_l, m.pad_r) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, NULL, eng, e->fwd_pd) != dnnl_success) {
+            pd = NULL;
+            goto out;
+        }
+        /* diff_dst in S_DST when the backward data pass wants it in the same
+         * layout (then its copy is shared), else in S_DST2 */
+        const conv_op *bd = &e->op[OP_BWD_DATA];
+        const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_dst_md, 0);
+        const int share = bd->state == 1 && dnnl_memory_desc_equal(&bd->a[0].pmd, want);
+        ok = op_arg_init(op, pd, DNNL_ARG_SRC, dnnl_query_src_md, 0, &m.src, 0, S_SRC) == 0 &&
+             op_arg_init(op, pd, DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &m.dst, 0,
+                         share ? S_DST : S_DST2) == 0 &&
+             op_arg_init(op, pd, DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &m.wei, 1,
+                         S_DWEI) == 0 &&
+             (!e->has_bias || op_arg_init(op, pd, DNNL_ARG_DIFF_BIAS, dnnl_query_diff_weights_md,
+                                          1, &m.bias, 1, S_BIAS) == 0);
+    }
+    if (!ok) goto out;
+    if (dnnl_primitive_create(&op->prim, pd) != dnnl_success) goto out;
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+        snprintf(op->impl, sizeof op->impl, "%s", impl);
+    op->state = 1;
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (op->state != 1) {
+        op_free(op);
+        op->state = -1;
+    }
+}
+
+static void reorder_run(dnnl_primitive_t r, dnnl_memory_t from, dnnl_memory_t to)
+{
+    const double t0 = omp_get_wtime();
+    const dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    dnnl_primitive_execute(r, stream, 2, args);
+    dnnl_stream_wait(stream);
+    reorder_s += omp_get_wtime() - t0;
+}
+
+/* Grows the shared buffers op stages its arguments in: after this, op_run
+ * cannot fail for want of memory. */
+static int op_reserve(const conv_op *op)
+{
+    for (int i = 0; i < op->nargs; i++)
+        if ((op->a[i].reorder || op->a[i].out) &&
+            !slot_get(op->a[i].slot, dnnl_memory_desc_get_size(&op->a[i].pmd)))
+            return -1;
+    return 0;
+}
+
+/* Runs op on the user's buffers ptr[i] (in the order of op->a); an output
+ * with add[i] is added to. Inputs whose bit is set in `filled` are already
+ * in their slot (shared with the op before). Returns 0 or -1. */
+static int op_run(conv_op *op, void *const ptr[ARG_MAX], const int add[ARG_MAX], unsigned filled)
+{
+    dnnl_exec_arg_t args[ARG_MAX];
+    for (int i = 0; i < op->nargs; i++) {
+        op_arg *a = &op->a[i];
+        dnnl_memory_set_data_handle(a->umem, ptr[i]);
+        const int staged = a->reorder || (a->out && add[i]);
+        args[i].arg = a->arg;
+        args[i].memory = staged ? a->pmem : a->umem;
+        if (!staged) continue;
+        void *buf = slot_get(a->slot, dnnl_memory_desc_get_size(&a->pmd));
+        if (!buf) return -1;
+        dnnl_memory_set_data_handle(a->pmem, buf);
+        if (!a->out && !(filled & (1u << i))) reorder_run(a->to_prim, a->umem, a->pmem);
+    }
+    if (dnnl_primitive_execute(op->prim, stream, op->nargs, args) != dnnl_success) return -1;
+    dnnl_stream_wait(stream);
+    for (int i = 0; i < op->nargs; i++) {
+        op_arg *a = &op->a[i];
+        if (a->out && (a->reorder || add[i]))
+            reorder_run(add[i] ? a->to_user_add : a->to_user, a->pmem, a->umem);
+    }
+    return 0;
+}
+
+static int same_dims(const conv2d_dims *a, const conv2d_dims *b)
+{
+    return a->n == b->n && a->ic == b->ic && a->ih == b->ih && a->iw == b->iw && a->oc == b->oc &&
+           a->kh == b->kh && a->kw == b->kw && a->stride == b->stride && a->pad == b->pad &&
+           (a->dilation > 1 ? a->dilation : 1) == (b->dilation > 1 ? b->dilation : 1) &&
+           (a->groups > 1 ? a->groups : 1) == (b->groups > 1 ? b->groups : 1) && a->oh == b->oh &&
+           a->ow == b->ow;
+}
+
+/* The entry of a shape, created when new; NULL when out of memory. */
+static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int create)
+{
+    const int threads = omp_get_max_threads();
+    for (int i = 0; i < n_cache; i++) {
+        entry *e = &cache[i];
+        if (e->has_bias == has_bias && e->layout == layout && e->threads == threads &&
+            same_dims(&e->d, d))
+            return e;
+    }
+    if (!create) return NULL;
+    if (n_cache == cap_cache) {
+        const int nc = cap_cache ? 2 * cap_cache : 16;
+        entry *c = realloc(cache, sizeof *c * (size_t)nc);
+        if (!c) return NULL;
+        cache = c, cap_cache = nc;
+    }
+    entry *e = &cache[n_cache++];
+    memset(e, 0, sizeof *e);
+    e->d = *d, e->has_bias = has_bias, e->layout = layout, e->threads = threads;
+    return e;
+}
+
+static conv_op *op_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int which)
+{
+    if (!eng_ready()) return NULL;
+    entry *e = entry_get(d, has_bias, layout, 1);
+    if (!e) return NULL;
+    if (e->op[which].state == 0) op_create(e, which);
+    return e->op[which].state == 1 ? &e->op[which] : NULL;
+}
+
+int dnnl_conv_forward(float *out, const float *in, const float *w, const float *b,
+                      const conv2d_dims *d, dnnl_conv_layout layout)
+{
+    pthread_mutex_lock(&lock);
+    int rc = -1;
+    conv_op *op = op_get(d, b != NULL, layout, OP_FWD);
+    if (op && op_reserve(op) == 0) {
+        void *ptr[ARG_MAX] = {(void *)in, (void *)w};
+        int add[ARG_MAX] = {0};
+        int k = 2;
+        if (b) ptr[k++] = (void *)b;
+        ptr[k] = out;
+        rc = op_run(op, ptr, add, 0);
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const float *dout,
+                       const float *in, const float *w, const conv2d_dims *d,
+                       dnnl_conv_layout layout)
+{
+    pthread_mutex_lock(&lock);
+    int rc = -1;
+    conv_op *bd = NULL, *bw = NULL;
+    /* both ops first: a shape takes oneDNN for its whole backward or not */
+    /* both in the entry of the weight pass's bias (the data pass has none):
+     * then they share the output gradient's copy */
+    if (din && !(bd = op_get(d, db != NULL, layout, OP_BWD_DATA))) goto out;
+    if (dw && !(bw = op_get(d, db != NULL, layout, OP_BWD_W))) goto out;
+    /* nothing is written unless both passes can run */
+    if ((bd && op_reserve(bd) != 0) || (bw && op_reserve(bw) != 0)) goto out;
+    if (bd) {
+        void *ptr[ARG_MAX] = {(void *)dout, (void *)w, din};
+        const int add[ARG_MAX] = {0, 0, !din_set};
+        if (op_run(bd, ptr, add, 0) != 0) goto out;
+    }
+    if (bw) {
+        void *ptr[ARG_MAX] = {(void *)in, (void *)dout, dw, db};
+        const int add[ARG_MAX] = {0, 0, 1, 1};
+        /* the output gradient's copy made for the data pass, when shared */
+        const unsigned filled = bd && bd->a[0].reorder && bw->a[1].slot == S_DST &&
+                                        dnnl_memory_desc_equal(&bd->a[0].pmd, &bw->a[1].pmd)
+                                    ? 2u
+                                    : 0u;
+        if (op_run(bw, ptr, add, filled) != 0) goto out;
+    } else if (db) {
+        /* a bias gradient without the weights': plain sums */
+        const size_t p = (size_t)d->oh * d->ow;
+        for (int o = 0; o < d->oc; o++) {
+            float acc = 0.0f;
+            for (int i = 0; i < d->n; i++) {
+                const float *g = dout + ((size_t)i * d->oc + o) * p;
+                for (size_t j = 0; j < p; j++) acc += g[j];
+            }
+            db[o] += acc;
+        }
+    }
+    rc = 0;
+out:
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+double dnnl_conv_reorder_seconds(void)
+{
+    pthread_mutex_lock(&lock);
+    const double s = reorder_s;
+    pthread_mutex_unlock(&lock);
+    return s;
+}
+
+const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int pass)
+{
+    pthread_mutex_lock(&lock);
+    const char *s = "";
+    const entry *e = pass >= 0 && pass < OP_COUNT ? entry_get(d, has_bias, layout, 0) : NULL;
+    if (e && e->op[pass].state == 1) s = e->op[pass].impl;
+    pthread_mutex_unlock(&lock);
+    return s;
+}
+
+void dnnl_conv_cache_free(void)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < n_cache; i++) {
+        for (int k = 0; k < OP_COUNT; k++) op_free(&cache[i].op[k]);
+        if (cache[i].fwd_pd) dnnl_primitive_desc_destroy(cache[i].fwd_pd);
+    }
+    free(cache);
+    cache = NULL, n_cache = cap_cache = 0;
+    for (int s = 0; s < S_COUNT; s++) {
+        free(slots[s]);
+        slots[s] = NULL, slot_cap[s] = 0;
+    }
+    if (eng_state == 1) {
+        dnnl_stream_destroy(stream);
+        dnnl_engine_destroy(eng);
+    }
+    eng_state = 0;
+    pthread_mutex_unlock(&lock);
+}
+
+#endif

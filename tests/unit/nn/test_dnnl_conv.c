@@ -1,0 +1,341 @@
+/* conv2d on oneDNN (nn/dnnl_conv.h), forced with CONV2D_BACKEND_DNNL:
+ * - every gradient against central finite differences (as test_layers.c:
+ *   L = sum(out * r), step 1e-2, relative difference <= 1e-2), with the
+ *   oneDNN primitives checked to have run (dnnl_conv_impl);
+ * - forward, din (set and added to), dw and db (added to) against the
+ *   engine's own kernels on the same inputs, dense, strided, pointwise,
+ *   grouped, depthwise and dilated shapes up to resnet20's: the largest
+ *   difference, relative to the largest magnitude of the own result, must
+ *   stay below 1e-5 (float sums in another order: K = 576 products at most);
+ * - results repeat bit for bit at a fixed thread count;
+ * - a shape whose backward runs on oneDNN takes no backward fusions.
+ * Skipped in a build without oneDNN. */
+#include <criterion/criterion.h>
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/dnnl_conv.h"
+#include "nn/layers.h"
+
+#define FD_TOL 1e-2
+#define MATCH_TOL 1e-5
+
+static unsigned long long rng_state;
+
+static void rng_seed(unsigned long long s) { rng_state = s * 2654435761ULL + 1; }
+
+static double rng_unit(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+static float *rand_buf(size_t n)
+{
+    float *p = malloc(sizeof *p * (n ? n : 1));
+    cr_assert(p);
+    for (size_t i = 0; i < n; i++) p[i] = (float)(2.0 * rng_unit() - 1.0);
+    return p;
+}
+
+static float *copy_buf(const float *src, size_t n)
+{
+    float *p = malloc(sizeof *p * (n ? n : 1));
+    cr_assert(p);
+    memcpy(p, src, sizeof *p * n);
+    return p;
+}
+
+/* oneDNN's primitive for this pass of the shape ran (is cached), in
+ * either layout */
+static int dnnl_ran(const conv2d_dims *d, int bias, int pass)
+{
+    return dnnl_conv_impl(d, bias, DNNL_CONV_BLOCKED, pass)[0] ||
+           dnnl_conv_impl(d, bias, DNNL_CONV_PLAIN, pass)[0];
+}
+
+static void need_dnnl(void)
+{
+    if (!dnnl_conv_available()) cr_skip_test("built without oneDNN (make DNNL=0)");
+    omp_set_num_threads(2);
+    openblas_set_num_threads(1);
+}
+
+/* n, ic, ih, iw, oc, kernel, stride, pad, dilation, groups, bias */
+static const int CASES[][11] = {
+    {2, 3, 7, 5, 4, 3, 1, 1, 1, 1, 1},
+    {1, 2, 6, 6, 3, 3, 2, 0, 1, 1, 0},
+    {3, 4, 5, 6, 2, 1, 1, 0, 1, 1, 1},    /* pointwise */
+    {2, 3, 9, 8, 5, 1, 2, 0, 1, 1, 0},    /* strided 1x1 shortcut: right padding -1 */
+    {2, 2, 8, 7, 3, 3, 2, 1, 1, 1, 1},
+    {5, 3, 4, 9, 3, 3, 1, 0, 1, 1, 1},
+    {1, 1, 3, 3, 2, 3, 1, 2, 1, 1, 1},    /* padding wider than needed */
+    {2, 2, 6, 7, 3, 5, 1, 2, 1, 1, 1},    /* "same" 5x5 */
+    {2, 4, 7, 6, 4, 3, 1, 1, 1, 4, 1},    /* depthwise */
+    {3, 5, 9, 8, 5, 3, 2, 1, 1, 5, 0},    /* depthwise, stride 2 */
+    {2, 3, 6, 7, 6, 3, 1, 1, 1, 3, 1},    /* depthwise, multiplier 2 */
+    {2, 6, 7, 7, 4, 3, 1, 1, 1, 2, 1},    /* two groups */
+    {2, 3, 9, 8, 4, 3, 1, 2, 2, 1, 1},    /* dilation 2 */
+    {2, 6, 10, 9, 6, 3, 2, 2, 2, 3, 1},   /* grouped, dilated, strided */
+};
+#define N_CASES (sizeof CASES / sizeof *CASES)
+
+/* resnet20's and MobileNetV2's shapes at batch 8: against the own kernels */
+static const int BIG_CASES[][11] = {
+    {8, 16, 28, 28, 16, 3, 1, 1, 1, 1, 0},
+    {8, 16, 28, 28, 32, 3, 2, 1, 1, 1, 0},
+    {8, 16, 28, 28, 32, 1, 2, 0, 1, 1, 0},
+    {8, 32, 14, 14, 32, 3, 1, 1, 1, 1, 1},
+    {8, 64, 7, 7, 64, 3, 1, 1, 1, 1, 0},
+    {8, 1, 28, 28, 16, 3, 1, 1, 1, 1, 1},
+    {8, 16, 28, 28, 64, 1, 1, 0, 1, 1, 0},
+    {8, 64, 28, 28, 64, 3, 2, 1, 1, 64, 0},
+    {8, 96, 14, 14, 96, 3, 1, 1, 1, 96, 0},
+};
+#define N_BIG_CASES (sizeof BIG_CASES / sizeof *BIG_CASES)
+
+typedef struct {
+    conv2d_dims d;
+    float *in, *w, *b, *out, *r, *scratch;
+    size_t nin, nw, nout;
+} ctx;
+
+static void ctx_init(ctx *c, const int *k)
+{
+    cr_assert_eq(conv2d_dims_init_ex(&c->d, k[0], k[1], k[2], k[3], k[4], k[5], k[5], k[6], k[7],
+                                     k[8], k[9]),
+                 0);
+    c->nin = (size_t)c->d.n * c->d.ic * c->d.ih * c->d.iw;
+    c->nw = (size_t)c->d.oc * (c->d.ic / c->d.groups) * c->d.kh * c->d.kw;
+    c->nout = (size_t)c->d.n * c->d.oc * c->d.oh * c->d.ow;
+    c->in = rand_buf(c->nin), c->w = rand_buf(c->nw), c->r = rand_buf(c->nout);
+    c->b = k[10] ? rand_buf((size_t)c->d.oc) : NULL;
+    c->out = calloc(c->nout, sizeof *c->out);
+    c->scratch = calloc(conv2d_scratch_floats(&c->d) + 1, sizeof *c->scratch);
+    cr_assert(c->out && c->scratch);
+}
+
+static void ctx_free(ctx *c)
+{
+    free(c->in), free(c->w), free(c->b), free(c->out), free(c->r), free(c->scratch);
+}
+
+static double loss(ctx *c)
+{
+    conv2d_forward(c->out, c->in, c->w, c->b, &c->d, c->scratch);
+    double s = 0.0;
+    for (size_t i = 0; i < c->nout; i++) s += (double)c->out[i] * c->r[i];
+    return s;
+}
+
+static double gradcheck(const char *what, float *param, const float *grad, size_t count, ctx *c)
+{
+    const int max_checks = 60;
+    double worst = 0.0;
+    const size_t checks = count <= (size_t)max_checks ? count : (size_t)max_checks;
+    for (size_t j = 0; j < checks; j++) {
+        const size_t i = count <= (size_t)max_checks ? j : (size_t)(rng_unit() * count);
+        const float keep = param[i];
+        param[i] = keep + 1e-2f;
+        const double up = param[i], lp = loss(c);
+        param[i] = keep - 1e-2f;
+        const double down = param[i], lm = loss(c);
+        param[i] = keep;
+        const double num = (lp - lm) / (up - down), ana = grad[i];
+        const double rel = fabs(num - ana) / fmax(fmax(fabs(num), fabs(ana)), 0.1);
+        if (rel > worst) worst = rel;
+        if (rel > FD_TOL) cr_log_error("%s[%zu]: analytic %.6g numeric %.6g", what, i, ana, num);
+    }
+    printf("gradcheck %-36s max rel diff %.3g (%zu entries)\n", what, worst, checks);
+    return worst;
+}
+
+/* max |a - b| / max(max |b|, 1e-30): b is the engine's own result */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double e = 0.0, m = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double x = fabs((double)a[i] - b[i]);
+        if (!(x <= e)) e = x; /* NaN counts as worst */
+        if (fabs(b[i]) > m) m = fabs(b[i]);
+    }
+    return e / fmax(m, 1e-30);
+}
+
+Test(dnnl_conv, gradcheck)
+{
+    need_dnnl();
+    conv2d_set_backend(CONV2D_BACKEND_DNNL);
+    rng_seed(31);
+    for (size_t i = 0; i < N_CASES; i++) {
+        ctx c;
+        ctx_init(&c, CASES[i]);
+        cr_assert(conv2d_uses_dnnl(&c.d, 0) && conv2d_uses_dnnl(&c.d, 1) &&
+                  conv2d_uses_dnnl(&c.d, 2));
+        float *din = calloc(c.nin, 4), *dw = calloc(c.nw, 4), *db = calloc((size_t)c.d.oc, 4);
+        conv2d_backward(din, dw, c.b ? db : NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        loss(&c);
+        /* oneDNN ran all three passes: their primitives are cached */
+        cr_expect(dnnl_ran(&c.d, c.b != NULL, 0), "case %zu fwd", i);
+        cr_expect(dnnl_ran(&c.d, c.b != NULL, 1), "case %zu bwd data", i);
+        cr_expect(dnnl_ran(&c.d, c.b != NULL, 2), "case %zu bwd weights", i);
+        printf("case %zu: %s / %s / %s\n", i,
+               dnnl_conv_impl(&c.d, c.b != NULL, DNNL_CONV_BLOCKED, 0),
+               dnnl_conv_impl(&c.d, c.b != NULL, DNNL_CONV_BLOCKED, 1),
+               dnnl_conv_impl(&c.d, c.b != NULL, DNNL_CONV_BLOCKED, 2));
+        char name[64];
+        snprintf(name, sizeof name, "dnnl case %zu din", i);
+        cr_expect_leq(gradcheck(name, c.in, din, c.nin, &c), FD_TOL);
+        snprintf(name, sizeof name, "dnnl case %zu dw", i);
+        cr_expect_leq(gradcheck(name, c.w, dw, c.nw, &c), FD_TOL);
+        if (c.b) {
+            snprintf(name, sizeof name, "dnnl case %zu db", i);
+            cr_expect_leq(gradcheck(name, c.b, db, (size_t)c.d.oc, &c), FD_TOL);
+        }
+        free(din), free(dw), free(db);
+        ctx_free(&c);
+    }
+    dnnl_conv_cache_free();
+}
+
+/* One case, both backends: forward; din set over NaN and added to a
+ * random start; dw and db added to random starts. */
+static void match_case(const int *k, size_t i)
+{
+    ctx c;
+    ctx_init(&c, k);
+    const size_t oc = (size_t)c.d.oc;
+    float *din0 = rand_buf(c.nin), *dw0 = rand_buf(c.nw), *db0 = rand_buf(oc);
+    float *res[2][5]; /* per backend: out, din set, din added, dw, db */
+    for (int be = 0; be < 2; be++) {
+        conv2d_set_backend(be ? CONV2D_BACKEND_DNNL : CONV2D_BACKEND_OWN);
+        cr_assert_eq(conv2d_uses_dnnl(&c.d, 1), be);
+        cr_assert_eq(conv2d_uses_dnnl(&c.d, 2), be);
+        float *out = calloc(c.nout, 4), *dset = malloc(c.nin * 4);
+        float *dadd = copy_buf(din0, c.nin), *dw = copy_buf(dw0, c.nw), *db = copy_buf(db0, oc);
+        for (size_t j = 0; j < c.nin; j++) dset[j] = NAN;
+        conv2d_forward(out, c.in, c.w, c.b, &c.d, c.scratch);
+        conv2d_backward_overwrite(dset, NULL, NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        conv2d_backward(dadd, dw, c.b ? db : NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        res[be][0] = out, res[be][1] = dset, res[be][2] = dadd, res[be][3] = dw, res[be][4] = db;
+    }
+    static const char *const what[] = {"out", "din (set)", "din (+=)", "dw (+=)", "db (+=)"};
+    const size_t n[] = {c.nout, c.nin, c.nin, c.nw, oc};
+    for (int t = 0; t < 5; t++) {
+        if (t == 4 && !c.b) continue;
+        const double e = rel_diff(res[1][t], res[0][t], n[t]);
+        printf("dnnl vs own case %zu (%d,%d,%dx%d,%d,k%d/s%d,g%d,dil%d) %-9s max rel diff %.3g\n",
+               i, c.d.n, c.d.ic, c.d.ih, c.d.iw, c.d.oc, c.d.kh, c.d.stride, c.d.groups,
+               c.d.dilation, what[t], e);
+        cr_expect_leq(e, MATCH_TOL, "case %zu %s", i, what[t]);
+    }
+    for (int be = 0; be < 2; be++)
+        for (int t = 0; t < 5; t++) free(res[be][t]);
+    free(din0), free(dw0), free(db0);
+    ctx_free(&c);
+}
+
+Test(dnnl_conv, matches_own_kernels)
+{
+    need_dnnl();
+    rng_seed(32);
+    for (size_t i = 0; i < N_CASES; i++) match_case(CASES[i], i);
+    for (size_t i = 0; i < N_BIG_CASES; i++) match_case(BIG_CASES[i], N_CASES + i);
+    dnnl_conv_cache_free();
+}
+
+Test(dnnl_conv, repeats_bit_for_bit)
+{
+    need_dnnl();
+    conv2d_set_backend(CONV2D_BACKEND_DNNL);
+    rng_seed(33);
+    for (size_t i = 0; i < N_BIG_CASES; i++) {
+        ctx c;
+        ctx_init(&c, BIG_CASES[i]);
+        float *o[2], *dx[2], *dw[2];
+        for (int r = 0; r < 2; r++) {
+            o[r] = calloc(c.nout, 4), dx[r] = calloc(c.nin, 4), dw[r] = calloc(c.nw, 4);
+            conv2d_forward(o[r], c.in, c.w, c.b, &c.d, c.scratch);
+            conv2d_backward(dx[r], dw[r], NULL, c.r, c.in, c.w, &c.d, c.scratch);
+        }
+        cr_expect(!memcmp(o[0], o[1], c.nout * 4), "case %zu out", i);
+        cr_expect(!memcmp(dx[0], dx[1], c.nin * 4), "case %zu din", i);
+        cr_expect(!memcmp(dw[0], dw[1], c.nw * 4), "case %zu dw", i);
+        for (int r = 0; r < 2; r++) free(o[r]), free(dx[r]), free(dw[r]);
+        ctx_free(&c);
+    }
+    dnnl_conv_cache_free();
+}
+
+/* The network asks for fusions only where conv2d_backward_fuses: a shape
+ * whose backward runs on oneDNN says no, and the direct shape says yes with
+ * the own kernels. */
+Test(dnnl_conv, no_fusions_on_dnnl)
+{
+    need_dnnl();
+    conv2d_dims d;
+    cr_assert_eq(conv2d_dims_init(&d, 8, 16, 28, 28, 16, 3, 3, 1, 1), 0);
+    conv2d_set_backend(CONV2D_BACKEND_OWN);
+    cr_expect_eq(conv2d_backward_fuses(&d), 1);
+    cr_expect_eq(conv2d_uses_dnnl(&d, 0), 0);
+    conv2d_set_backend(CONV2D_BACKEND_DNNL);
+    cr_expect_eq(conv2d_backward_fuses(&d), 0);
+    cr_expect_eq(conv2d_uses_dnnl(&d, 1), 1);
+}
+
+/* AUTO's table (conv2d.c dnnl_table): oneDNN for resnet20's 3x3 convs and
+ * depthwise convs, the own kernels for a first layer's single input
+ * channel, and for the weight gradient of a 1x1 conv to 24 channels. */
+Test(dnnl_conv, auto_picks_per_shape_and_pass)
+{
+    need_dnnl();
+    conv2d_set_backend(CONV2D_BACKEND_AUTO);
+    conv2d_dims d;
+    cr_assert_eq(conv2d_dims_init(&d, 128, 16, 28, 28, 16, 3, 3, 1, 1), 0);
+    cr_expect(conv2d_uses_dnnl(&d, 0) && conv2d_uses_dnnl(&d, 1) && conv2d_uses_dnnl(&d, 2));
+    cr_expect_eq(conv2d_backward_fuses(&d), 0);
+    cr_assert_eq(conv2d_dims_init(&d, 128, 1, 28, 28, 16, 3, 3, 1, 1), 0);
+    cr_expect(!conv2d_uses_dnnl(&d, 0) && !conv2d_uses_dnnl(&d, 2));
+    cr_expect_eq(conv2d_backward_fuses(&d), 1);
+    cr_assert_eq(conv2d_dims_init_ex(&d, 128, 96, 14, 14, 96, 3, 3, 1, 1, 1, 96), 0);
+    cr_expect(conv2d_uses_dnnl(&d, 0) && conv2d_uses_dnnl(&d, 1) && conv2d_uses_dnnl(&d, 2));
+    cr_assert_eq(conv2d_dims_init(&d, 128, 64, 14, 14, 24, 1, 1, 1, 0), 0);
+    cr_expect(conv2d_uses_dnnl(&d, 0) && conv2d_uses_dnnl(&d, 1) && !conv2d_uses_dnnl(&d, 2));
+    /* the im2col + SGEMM path setting keeps every shape on it */
+    conv2d_set_path(CONV2D_PATH_GEMM);
+    cr_expect(!conv2d_uses_dnnl(&d, 0));
+    conv2d_set_path(CONV2D_PATH_AUTO);
+}
+
+/* A backward split between the two sides (AUTO on a 1x1 conv to 24
+ * channels: input gradient on oneDNN, weight gradient own) gives what the
+ * own kernels give. */
+Test(dnnl_conv, split_backward_matches_own)
+{
+    need_dnnl();
+    rng_seed(34);
+    const int k[11] = {8, 64, 14, 14, 24, 1, 1, 0, 1, 1, 1};
+    ctx c;
+    ctx_init(&c, k);
+    float *din[2], *dw[2], *db[2];
+    for (int be = 0; be < 2; be++) {
+        conv2d_set_backend(be ? CONV2D_BACKEND_AUTO : CONV2D_BACKEND_OWN);
+        din[be] = calloc(c.nin, 4), dw[be] = calloc(c.nw, 4), db[be] = calloc((size_t)c.d.oc, 4);
+        conv2d_backward(din[be], dw[be], db[be], c.r, c.in, c.w, &c.d, c.scratch);
+    }
+    cr_expect(dnnl_ran(&c.d, 0, 1), "input gradient on oneDNN");
+    cr_expect(!dnnl_ran(&c.d, 1, 2), "weight gradient on the own kernels");
+    cr_expect_leq(rel_diff(din[1], din[0], c.nin), MATCH_TOL);
+    cr_expect(!memcmp(dw[0], dw[1], c.nw * 4), "the own weight gradient, bit for bit");
+    cr_expect(!memcmp(db[0], db[1], (size_t)c.d.oc * 4));
+    for (int be = 0; be < 2; be++) free(din[be]), free(dw[be]), free(db[be]);
+    ctx_free(&c);
+    dnnl_conv_cache_free();
+}
