@@ -295,6 +295,10 @@ Test(dist, stopped_on_two_ranks_resumes_on_one, .timeout = 180)
  * not (each rank normalises its 64 images by their own statistics). */
 Test(dist, sync_bn_matches_one_process, .timeout = 120)
 {
+    /* the engine's own conv kernels: oneDNN's weight gradient sums a batch
+     * of 64 in another order than one of 128, which is not what this
+     * compares (docs/training.md) */
+    setenv("LSQ_CONV", "own", 1);
     char *d = make_dir();
     char spec[512], nospec[512], one[512], two[512], own[512];
     snprintf(spec, sizeof spec, "%s/sync.json", d);
