@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "core/par.h"
 #include "nn/dnnl_conv.h"
 #include "nn/layers.h"
@@ -54,34 +55,6 @@ static const shape SHAPES[] = {
     {"mb.dw 96 3x3 14", 96, 14, 96, 3, 1, 1, 96},
     {"mb.dw 128 3x3 7", 128, 7, 128, 3, 1, 1, 128},
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-/* CPU seconds of every thread of the process: on a shared machine whose
- * other work takes the cores away, the cost that stays put. */
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void fill(float *p, size_t n, unsigned seed)
 {

@@ -12,14 +12,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "clock.h"
 #include "deploy/igemm.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 #define REPS 20
 
@@ -61,14 +55,14 @@ int main(int argc, char **argv)
         for (int sign = 0; sign < 2; sign++) {
             double best = 1e30;
             for (int r = 0; r < REPS; r++) {
-                double t0 = now();
+                double t0 = now_s();
                 if (sign)
                     lsq_igemm_s8(c, oc, (const int8_t *)a, k, pix, &pw,
                                  (lsq_kernel)kern, threads, &err);
                 else
                     lsq_igemm_u8(c, oc, a, k, pix, &pw, (lsq_kernel)kern,
                                  threads, &err);
-                double t = now() - t0;
+                double t = now_s() - t0;
                 if (t < best) best = t;
             }
             printf("igemm %-8s %s act       %8.1f GOPS  (%.2f ms)\n",
@@ -80,14 +74,14 @@ int main(int argc, char **argv)
     for (int orient = 0; orient < 2; orient++) {
         double best = 1e30;
         for (int r = 0; r < REPS; r++) {
-            double t0 = now();
+            double t0 = now_s();
             if (orient == 0) /* NCHW: W (OC, K) x cols (K, pixels) */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, oc,
                             pix, k, 1.0f, wf, k, af, pix, 0.0f, cf, pix);
             else /* same as igemm: rows (pixels, K) x W^T (K, OC) */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, pix, oc,
                             k, 1.0f, af, k, wf, k, 0.0f, cf, oc);
-            double t = now() - t0;
+            double t = now_s() - t0;
             if (t < best) best = t;
         }
         printf("cblas_sgemm %s %8.1f GFLOPS (%.2f ms)\n",

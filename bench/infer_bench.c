@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "core/spec.h"
 #include "deploy/igemm.h"
 #include "deploy/infer.h"
@@ -42,34 +43,6 @@
 #include "graph/net.h"
 #include "train/ckpt.h"
 #include "train/train.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the whole process: on a shared machine a steadier measure
- * of work than wall time. */
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* Prints SEP"NAME":[ms, ...] for n run times t (seconds). */
 static void print_runs_ms(const char *sep, const char *name, const double *t, int n)
@@ -171,28 +144,60 @@ static int sizes(char **lists, int n)
     return 0;
 }
 
-static int speed(const char *dir, int batch, int threads, int reps, const char *images)
+/* n 28x28 images from a raw u8 file, or NULL (said on stderr). */
+static uint8_t *read_images(const char *path, int n)
+{
+    uint8_t *px = malloc((size_t)n * 784);
+    FILE *f = fopen(path, "rb");
+    if (!px || !f || fread(px, 784, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "cannot read %d images from %s\n", n, path);
+        if (f) fclose(f);
+        free(px);
+        return NULL;
+    }
+    fclose(f);
+    return px;
+}
+
+/* RUN_DIR/model.lsqm, or NULL (said on stderr). */
+static lsqm_model *load_lsqm(const char *dir)
 {
     char p[4096];
     lsq_err err;
-    uint8_t *px = malloc((size_t)batch * 784);
-    FILE *f = fopen(images, "rb");
-    if (!f || fread(px, 784, (size_t)batch, f) != (size_t)batch) {
-        fprintf(stderr, "cannot read %d images from %s\n", batch, images);
-        return 1;
-    }
-    fclose(f);
     snprintf(p, sizeof p, "%s/model.lsqm", dir);
     lsqm_model *m = lsqm_load(p, &err);
-    if (!m) {
+    if (!m) fprintf(stderr, "%s\n", err.message);
+    return m;
+}
+
+/* RUN_DIR/model.lsqc as a float net for `batch` images; 0 or 1 (said). */
+static int load_float(const char *dir, int batch, lsq_ckpt *c, lsq_net *net)
+{
+    char p[4096];
+    lsq_err err;
+    snprintf(p, sizeof p, "%s/model.lsqc", dir);
+    if (ckpt_load(c, p, &err) != LSQ_OK) {
         fprintf(stderr, "%s\n", err.message);
         return 1;
     }
-    snprintf(p, sizeof p, "%s/model.lsqc", dir);
+    if (ckpt_build_net(net, c, batch, &err) != LSQ_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        ckpt_free(c);
+        return 1;
+    }
+    return 0;
+}
+
+static int speed(const char *dir, int batch, int threads, int reps, const char *images)
+{
+    lsq_err err;
+    uint8_t *px = read_images(images, batch);
+    lsqm_model *m = px ? load_lsqm(dir) : NULL;
     lsq_ckpt c;
     lsq_net net;
-    if (ckpt_load(&c, p, &err) != LSQ_OK || ckpt_build_net(&net, &c, batch, &err) != LSQ_OK) {
-        fprintf(stderr, "%s\n", err.message);
+    if (!m || load_float(dir, batch, &c, &net)) {
+        lsqm_free(m);
+        free(px);
         return 1;
     }
     train_set_threads(threads);
@@ -204,15 +209,15 @@ static int speed(const char *dir, int batch, int threads, int reps, const char *
     lsqm_predict(m, px, batch, z, NULL, threads, &err);
     net_forward(&net, x, batch, 0);
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = now_s();
         if (lsqm_predict(m, px, batch, z, NULL, threads, &err) != LSQ_OK) {
             fprintf(stderr, "%s\n", err.message);
             return 1;
         }
-        ti[r] = now() - t0;
-        t0 = now();
+        ti[r] = now_s() - t0;
+        t0 = now_s();
         net_forward(&net, x, batch, 0);
-        tf[r] = now() - t0;
+        tf[r] = now_s() - t0;
     }
     /* the runs in time order, before median() sorts them */
     print_runs_ms("{", "integer_runs_ms", ti, reps);
@@ -232,32 +237,18 @@ static int speed(const char *dir, int batch, int threads, int reps, const char *
  * alternate image by image, so both see the same machine state. */
 static int latency(const char *dir, int runs, int warmup, int threads, const char *images)
 {
-    char p[4096];
     lsq_err err;
-    uint8_t px[784];
-    FILE *f = fopen(images, "rb");
-    if (!f || fread(px, 784, 1, f) != 1) {
-        fprintf(stderr, "cannot read an image from %s\n", images);
-        if (f) fclose(f);
-        return 1;
-    }
-    fclose(f);
     if (runs < 1 || warmup < 0 || threads < 1) {
         fprintf(stderr, "latency: RUNS >= 1, WARMUP >= 0, THREADS >= 1\n");
         return 2;
     }
-    snprintf(p, sizeof p, "%s/model.lsqm", dir);
-    lsqm_model *m = lsqm_load(p, &err);
-    if (!m) {
-        fprintf(stderr, "%s\n", err.message);
-        return 1;
-    }
-    snprintf(p, sizeof p, "%s/model.lsqc", dir);
+    uint8_t *px = read_images(images, 1);
+    lsqm_model *m = px ? load_lsqm(dir) : NULL;
     lsq_ckpt c;
     lsq_net net;
-    if (ckpt_load(&c, p, &err) != LSQ_OK || ckpt_build_net(&net, &c, 1, &err) != LSQ_OK) {
-        fprintf(stderr, "%s\n", err.message);
+    if (!m || load_float(dir, 1, &c, &net)) {
         lsqm_free(m);
+        free(px);
         return 1;
     }
     train_set_threads(threads);
@@ -266,14 +257,14 @@ static int latency(const char *dir, int runs, int warmup, int threads, const cha
     double *ti = malloc((size_t)runs * sizeof *ti), *tf = malloc((size_t)runs * sizeof *tf);
     int rc = 0;
     for (int r = -warmup; r < runs && rc == 0; r++) {
-        double t0 = now();
+        double t0 = now_s();
         if (lsqm_predict(m, px, 1, z, NULL, threads, &err) != LSQ_OK) {
             fprintf(stderr, "%s\n", err.message);
             rc = 1;
         }
-        double t1 = now();
+        double t1 = now_s();
         net_forward(&net, x, 1, 0);
-        double t2 = now();
+        double t2 = now_s();
         if (r >= 0) ti[r] = t1 - t0, tf[r] = t2 - t1;
     }
     if (rc == 0) {
@@ -286,6 +277,7 @@ static int latency(const char *dir, int runs, int warmup, int threads, const cha
     net_free(&net);
     ckpt_free(&c);
     lsqm_free(m);
+    free(px);
     return rc;
 }
 
@@ -293,32 +285,24 @@ static int latency(const char *dir, int runs, int warmup, int threads, const cha
  * median ms of REPEATS calls of lsqm_predict on BATCH images. */
 static int int_only(const char *dir, int batch, int threads, int reps, const char *images)
 {
-    char p[4096];
     lsq_err err;
-    uint8_t *px = malloc((size_t)batch * 784);
-    FILE *f = fopen(images, "rb");
-    if (!f || fread(px, 784, (size_t)batch, f) != (size_t)batch) {
-        fprintf(stderr, "cannot read %d images from %s\n", batch, images);
-        return 1;
-    }
-    fclose(f);
-    snprintf(p, sizeof p, "%s/model.lsqm", dir);
-    lsqm_model *m = lsqm_load(p, &err);
+    uint8_t *px = read_images(images, batch);
+    lsqm_model *m = px ? load_lsqm(dir) : NULL;
     if (!m) {
-        fprintf(stderr, "%s\n", err.message);
+        free(px);
         return 1;
     }
     float *z = malloc((size_t)batch * 10 * sizeof *z);
     double *ti = malloc((size_t)reps * sizeof *ti), *tc = malloc((size_t)reps * sizeof *tc);
     lsqm_predict(m, px, batch, z, NULL, threads, &err);
     for (int r = 0; r < reps; r++) {
-        double t0 = now(), c0 = cpu_now();
+        double t0 = now_s(), c0 = cpu_s();
         if (lsqm_predict(m, px, batch, z, NULL, threads, &err) != LSQ_OK) {
             fprintf(stderr, "%s\n", err.message);
             return 1;
         }
-        ti[r] = now() - t0;
-        tc[r] = cpu_now() - c0;
+        ti[r] = now_s() - t0;
+        tc[r] = cpu_s() - c0;
     }
     printf("{\"integer_ms\":%.3f,\"integer_ips\":%.1f,\"cpu_ms\":%.3f,\"kernel\":\"%s\"}\n",
            1e3 * median(ti, reps), batch / median(ti, reps), 1e3 * median(tc, reps),
@@ -336,19 +320,11 @@ static int int_only(const char *dir, int batch, int threads, int reps, const cha
 static int packed_latency(const char *dir, int reps, const char *images)
 {
     enum { COUNT = 64 };
-    char p[4096];
     lsq_err err;
-    uint8_t *px = malloc((size_t)COUNT * 784);
-    FILE *f = fopen(images, "rb");
-    if (!f || fread(px, 784, COUNT, f) != COUNT) {
-        fprintf(stderr, "cannot read %d images from %s\n", COUNT, images);
-        return 1;
-    }
-    fclose(f);
-    snprintf(p, sizeof p, "%s/model.lsqm", dir);
-    lsqm_model *m = lsqm_load(p, &err);
+    uint8_t *px = read_images(images, COUNT);
+    lsqm_model *m = px ? load_lsqm(dir) : NULL;
     if (!m) {
-        fprintf(stderr, "%s\n", err.message);
+        free(px);
         return 1;
     }
     float z[2][COUNT * 10];
@@ -365,7 +341,7 @@ static int packed_latency(const char *dir, int reps, const char *images)
                 return 1;
             }
             bytes[packed] = lsqm_weight_bytes(m);
-            double t0 = now(), c0 = cpu_now();
+            double t0 = now_s(), c0 = cpu_s();
             for (int i = 0; i < COUNT; i++)
                 if (lsqm_predict(m, px + (size_t)i * 784, 1, z[packed] + i * 10, NULL, 1, &err) !=
                     LSQ_OK) {
@@ -373,8 +349,8 @@ static int packed_latency(const char *dir, int reps, const char *images)
                     return 1;
                 }
             if (r >= 0) {
-                t[packed][r] = (now() - t0) / COUNT;
-                tc[packed][r] = (cpu_now() - c0) / COUNT;
+                t[packed][r] = (now_s() - t0) / COUNT;
+                tc[packed][r] = (cpu_s() - c0) / COUNT;
             }
         }
     if (memcmp(z[0], z[1], sizeof z[0]) != 0) {

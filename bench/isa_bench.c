@@ -24,23 +24,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "core/isa.h"
 #include "nn/layers.h"
 #include "quant/quant.h"
 #include "train/optim.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 enum { K_QFWD, K_QBWD, K_BN_FWD, K_BN_BWD, K_RELU_ADD_FWD, K_RELU_ADD_BWD, K_SGD, K_COUNT };
 static const char *const KERNEL_NAMES[] = {

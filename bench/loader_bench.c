@@ -12,14 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "data/data.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static const char *cpu_name(char *buf, size_t n)
 {

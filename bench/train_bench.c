@@ -32,6 +32,7 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "clock.h"
 #include "core/isa.h"
 #include "data/data.h"
 #include "graph/net.h"
@@ -39,13 +40,6 @@
 #include "nn/layers.h"
 #include "train/optim.h"
 #include "train/train.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* The widest instruction sets this file was compiled for (the Makefile's
  * ARCH), as the compiler's predefined macros say: the engine shares them. */
@@ -60,14 +54,6 @@ static double now_s(void)
 #else
 #define COMPILED_ISA "other"
 #endif
-
-/* CPU seconds of every thread of the process (see conv_prims.c). */
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static long peak_rss_kb(void)
 {

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../clock.h"
+
 typedef struct {
     const char *name;
     int ic, hw, oc, k, stride, pad;
@@ -32,19 +34,6 @@ static const shape SHAPES[] = {
     {"mb.pj 64-24 1x1 14", 64, 14, 24, 1, 1, 0},
     {"mb.ex 64-256 1x1 7", 64, 7, 256, 1, 1, 0},
 };
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* A tensor of the layer's own layout, of type t, bound to it. */
 static void *bind(libxsmm_dnn_layer *l, libxsmm_dnn_tensor_type t, libxsmm_dnn_tensor **out)
@@ -126,7 +115,7 @@ int main(int argc, char **argv)
                 }
                 if (r >= 2) tm[r - 2] = (cpu_s() - c0) * 1e3;
             }
-            qsort(tm, (size_t)reps, sizeof *tm, cmp_d);
+            qsort(tm, (size_t)reps, sizeof *tm, cmp_double);
             printf("{\"shape\":\"%s\",\"batch\":%d,\"threads\":%d,\"pass\":\"%s\",\"gflop\":%.4f,"
                    "\"xsmm_cpu_ms\":%.3f,\"ok\":%s,\"arch\":\"%s\"}\n",
                    sh->name, batch, threads, PASS[pass], gflop, tm[reps / 2], bad ? "false" : "true",
