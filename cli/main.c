@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "core/isa.h"
+#include "nn/layers.h"
 
 static const char *USAGE =
     "usage: lsq COMMAND [ARGS]\n"
@@ -52,9 +53,10 @@ int main(int argc, char **argv)
         fputs(USAGE, stdout);
         return 0;
     }
-    /* a bad LSQ_ISA fails every command rather than run another path */
+    /* a bad LSQ_ISA or LSQ_CONV fails every command rather than run
+     * another path */
     lsq_err err;
-    if (lsq_isa_from_env(&err) != LSQ_OK) {
+    if (lsq_isa_from_env(&err) != LSQ_OK || conv2d_backend_from_env(&err) != LSQ_OK) {
         fprintf(stderr, "lsq: %s\n", err.message);
         return 2;
     }

@@ -56,15 +56,23 @@ void conv2d_set_backend(conv2d_backend b)
     backend_set = 1;
 }
 
+lsq_status conv2d_backend_from_env(lsq_err *err)
+{
+    const char *e = getenv("LSQ_CONV");
+    backend_choice = CONV2D_BACKEND_AUTO;
+    backend_set = 1;
+    if (!e || !*e) return LSQ_OK;
+    for (int i = 0; i < CONV2D_BACKEND_COUNT; i++)
+        if (!strcmp(e, CONV2D_BACKEND_NAMES[i])) {
+            backend_choice = (conv2d_backend)i;
+            return LSQ_OK;
+        }
+    return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_CONV", "LSQ_CONV=%s: use auto, own or dnnl", e);
+}
+
 conv2d_backend conv2d_get_backend(void)
 {
-    if (!backend_set) {
-        const char *e = getenv("LSQ_CONV");
-        backend_choice = CONV2D_BACKEND_AUTO;
-        for (int i = 0; e && i < CONV2D_BACKEND_COUNT; i++)
-            if (!strcmp(e, CONV2D_BACKEND_NAMES[i])) backend_choice = (conv2d_backend)i;
-        backend_set = 1;
-    }
+    if (!backend_set) conv2d_backend_from_env(NULL);
     return backend_choice;
 }
 

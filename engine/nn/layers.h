@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
 #include "quant/quant.h"
 
 /* ---- conv2d: direct (stride 1, "same") or im2col + SGEMM (cblas) ----
@@ -63,7 +64,9 @@ void conv2d_set_path(conv2d_path p);
  * forward (conv2d_forward_codes) and the backward fusions
  * (conv2d_backward_ex) stay the engine's own. Until conv2d_set_backend is
  * called, the environment variable LSQ_CONV=auto|own|dnnl sets it (read at
- * the first conv; anything else is AUTO). Process-wide; not thread-safe. */
+ * the first conv, or by conv2d_backend_from_env; anything else is AUTO there,
+ * and conv2d_backend_from_env says it is wrong). Process-wide; not
+ * thread-safe. */
 typedef enum {
     CONV2D_BACKEND_AUTO,
     CONV2D_BACKEND_OWN,
@@ -73,6 +76,9 @@ typedef enum {
 extern const char *const CONV2D_BACKEND_NAMES[];
 void conv2d_set_backend(conv2d_backend b);
 conv2d_backend conv2d_get_backend(void);
+/* Reads LSQ_CONV now: unset or empty is AUTO; a name not in
+ * CONV2D_BACKEND_NAMES is LSQ_ERR_INVALID naming it (the setting is AUTO). */
+lsq_status conv2d_backend_from_env(lsq_err *err);
 /* 1 when this shape's forward (pass 0), backward data (1) or backward
  * weights (2) runs on oneDNN under the current setting. */
 int conv2d_uses_dnnl(const conv2d_dims *d, int pass);

@@ -339,3 +339,22 @@ Test(dnnl_conv, split_backward_matches_own)
     ctx_free(&c);
     dnnl_conv_cache_free();
 }
+
+/* LSQ_CONV: a name it does not know is an error naming it (lsq refuses to
+ * start on it), and leaves the automatic choice. */
+Test(dnnl_conv, lsq_conv_from_the_environment)
+{
+    lsq_err err;
+    setenv("LSQ_CONV", "own", 1);
+    cr_assert_eq(conv2d_backend_from_env(&err), LSQ_OK);
+    cr_expect_eq(conv2d_get_backend(), CONV2D_BACKEND_OWN);
+    setenv("LSQ_CONV", "onednn", 1);
+    cr_assert_eq(conv2d_backend_from_env(&err), LSQ_ERR_INVALID);
+    cr_expect_str_eq(err.field, "LSQ_CONV");
+    cr_expect(strstr(err.message, "LSQ_CONV=onednn") && strstr(err.message, "auto, own or dnnl"),
+              "%s", err.message);
+    cr_expect_eq(conv2d_get_backend(), CONV2D_BACKEND_AUTO);
+    unsetenv("LSQ_CONV");
+    cr_assert_eq(conv2d_backend_from_env(&err), LSQ_OK);
+    cr_expect_eq(conv2d_get_backend(), CONV2D_BACKEND_AUTO);
+}
