@@ -6,11 +6,12 @@
 # the float model, post-training quantization and every LSQ epoch.
 #   bench/import_e2e.sh [BUILD] [MODEL.onnx] [EPOCHS]
 # Env: WORKERS (default 1) jobs at once, THREADS (default 2) per job.
-# (default model: runs/mobilenet/mobilenet.onnx; make it with
+# (default model: runs/mobilenet/mobilenet-bn.onnx, batch norms kept;
+#  runs/mobilenet/mobilenet.onnx has them folded; make both with
 #  /usr/bin/python3 bench/mobilenet_fmnist.py --out runs/mobilenet)
 set -eu
 BUILD=${1:-build}
-MODEL=${2:-runs/mobilenet/mobilenet.onnx}
+MODEL=${2:-runs/mobilenet/mobilenet-bn.onnx}
 EPOCHS=${3:-3}
 cd "$(dirname "$0")/.."
 DATA=$(mktemp -d /tmp/lsqd-e2e-XXXXXX)
