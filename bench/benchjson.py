@@ -5,7 +5,7 @@ machine, build and kernel paths it ran on, as one JSON document.
     benchjson.py write --train TRAIN.jsonl --loader LOADER.jsonl
                        --infer INFER.jsonl --out-dir bench/results
                        [--rounds N --steps N --infer-repeats N --note TEXT
-                        --load-start "L1 L5 L15"]
+                        --load-start "L1 L5 L15" --isa native|avx2]
         writes OUT_DIR/YYYY-MM-DD-<shortcommit>-<cpu-kind>.json (".2", ".3"
         before the CPU kind when that name is taken) and prints its path.
     benchjson.py latency-table INFER.jsonl
@@ -388,6 +388,9 @@ def main(argv):
     w.add_argument("--steps", type=int)
     w.add_argument("--infer-repeats", type=int)
     w.add_argument("--note", default="")
+    w.add_argument("--isa", default="native", choices=("native", "avx2"),
+                   help="avx2: the run forced every side onto its AVX2 paths "
+                        "(bench/run.sh BENCH_ISA=avx2)")
     w.add_argument("--load-start", default="",
                    help="the 1, 5 and 15 minute load averages when the run began")
     w.add_argument("--cpuinfo", default="/proc/cpuinfo")
@@ -408,8 +411,11 @@ def main(argv):
         settings["note"] = a.note
     if a.load_start:
         settings["load_avg_at_start"] = [float(x) for x in a.load_start.split()]
+    settings["isa"] = a.isa
     doc = build_doc(load_jsonl(a.train), load_jsonl(a.loader), load_jsonl(a.infer),
                     settings, a.cpuinfo)
+    if a.isa != "native":
+        doc["machine"]["cpu_kind"] += "-as-" + a.isa
     print(write_doc(doc, a.out_dir))
     return 0
 

@@ -21,10 +21,26 @@
 # OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both sides alike: a
 # user's machine has neither (tests and CI leave them as they are).
 # ROUNDS (default 3) and STEPS (default 30) size the run.
+# BENCH_ISA=avx2 runs every side on its AVX2 paths on an AVX-512 machine, to
+# stand in for an AVX2-only CPU: lsq's own loops (LSQ_ISA) and integer
+# kernels (LSQ_KERNEL), oneDNN in both lsq and PyTorch (ONEDNN_MAX_CPU_ISA:
+# Debian's torch links the same libdnnl), PyTorch's ATen (ATEN_CPU_CAPABILITY)
+# and OpenBLAS on both sides (OPENBLAS_CORETYPE=Haswell, so the SGEMM ceiling
+# is the AVX2 one too). onnxruntime has no such switch: its kernels keep
+# their AVX-512 paths, which favours it. The results file's CPU kind ends in
+# "-as-avx2", so compare.py never sets it against a native run.
 set -eu
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
+case "${BENCH_ISA:=native}" in
+  native) ;;
+  avx2)
+    export LSQ_ISA=avx2 LSQ_KERNEL=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+           OPENBLAS_CORETYPE=Haswell
+    echo "bench: BENCH_ISA=avx2: lsq, oneDNN, PyTorch and OpenBLAS on their AVX2 paths" >&2 ;;
+  *) echo "bench: BENCH_ISA=$BENCH_ISA: use native or avx2" >&2; exit 2 ;;
+esac
 ROUNDS=${ROUNDS:-3}
 STEPS=${STEPS:-30}
 OUT=$BUILD/bench
@@ -94,7 +110,7 @@ fi
 NEW=$(/usr/bin/python3 bench/benchjson.py write --train "$LOG" --loader "$OUT/loader.jsonl" \
       --infer "$BUILD/bench-infer/infer.jsonl" --out-dir "${BENCH_RESULTS:-bench/results}" \
       --rounds "$ROUNDS" --steps "$STEPS" --infer-repeats "${REPEATS:-20}" \
-      --load-start "$LOAD_START" --note "${BENCH_NOTE:-}")
+      --load-start "$LOAD_START" --note "${BENCH_NOTE:-}" --isa "$BENCH_ISA")
 echo
 echo "bench: every figure of this run is in $NEW"
 /usr/bin/python3 bench/compare.py "$NEW" || echo "bench: compare.py failed" >&2

@@ -126,6 +126,25 @@ class ResultsFiles(unittest.TestCase):
         self.assertRegex(second, r"\.2-amd-epyc-7b13-avx512vnni\.json$")
         self.assertTrue(os.path.exists(self.path))
 
+    def test_a_forced_avx2_run_has_a_cpu_kind_of_its_own(self):
+        # bench/run.sh BENCH_ISA=avx2: never compared with the native files
+        r = run(WRITER, "write", "--train", os.path.join(self.tmp, "train.jsonl"),
+                "--out-dir", os.path.join(self.tmp, "out-avx2"), "--isa", "avx2",
+                "--cpuinfo", os.path.join(self.tmp, "cpuinfo"), cwd=ROOT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout.strip(), r"-amd-epyc-7b13-avx512vnni-as-avx2\.json$")
+        with open(r.stdout.strip()) as f:
+            doc = json.load(f)
+        self.assertEqual(doc["machine"]["cpu_kind"], "amd-epyc-7b13-avx512vnni-as-avx2")
+        self.assertEqual(doc["settings"]["isa"], "avx2")
+        self.assertEqual(self.doc["settings"]["isa"], "native")
+        bad = run(WRITER, "write", "--train", os.path.join(self.tmp, "train.jsonl"),
+                  "--out-dir", os.path.join(self.tmp, "out-bad"), "--isa", "sse2",
+                  "--cpuinfo", os.path.join(self.tmp, "cpuinfo"), cwd=ROOT)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("--isa", bad.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "out-bad")))
+
     def test_training_medians_rounds_and_ratio(self):
         lsq = next(e for e in self.doc["training"] if e["engine"] == "lsq")
         self.assertEqual(lsq["images_per_s"]["rounds"], [1000.0, 1100.0, 900.0])
