@@ -210,7 +210,7 @@ static const char *NET_ALL =
     "{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
 
 /* a one-channel 5x5 first conv (the direct kernel's 4-code groups), max
- * pools (2x2 and padded 3x3 stride 2) and a flatten of a 6x6 map into a
+ * pools (2x2 and padded 3x3 stride 2) and a flatten of a 3x3 map into a
  * linear layer (its weight columns reordered at load instead) */
 #define FIRST_BODY                                                                              \
     "{\"type\":\"conv2d\",\"name\":\"c1\",\"out\":12,\"kernel\":5,\"pad\":2},"             \
