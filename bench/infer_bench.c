@@ -292,6 +292,9 @@ static int int_only(const char *dir, int batch, int threads, int reps, const cha
         free(px);
         return 1;
     }
+    /* the thread setup of speed mode (OpenMP threads, single-threaded
+     * OpenBLAS), so that the two measure the same engine */
+    train_set_threads(threads);
     float *z = malloc((size_t)batch * 10 * sizeof *z);
     double *ti = malloc((size_t)reps * sizeof *ti), *tc = malloc((size_t)reps * sizeof *tc);
     lsqm_predict(m, px, batch, z, NULL, threads, &err);
@@ -327,6 +330,7 @@ static int packed_latency(const char *dir, int reps, const char *images)
         free(px);
         return 1;
     }
+    train_set_threads(1);
     float z[2][COUNT * 10];
     double *t[2], *tc[2];
     for (int i = 0; i < 2; i++) {

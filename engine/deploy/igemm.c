@@ -723,7 +723,9 @@ lsq_status lsq_igemm_s8(int32_t *c, int ldc, const int8_t *a, int lda, int m,
 int lsq_igemm_taps_ok(const lsq_igemm_w *w, int ic, int amax, lsq_kernel kern)
 {
     (void)amax;
-    return lsq_kernel_supported(kern) && w && w->w && ic > 0 && ic % 4 == 0 && w->k % ic == 0;
+    /* IC = 1: the caller lays K out as runs of 4 adjacent codes */
+    return lsq_kernel_supported(kern) && w && w->w && ic > 0 &&
+           ((ic % 4 == 0 && w->k % ic == 0) || (ic == 1 && w->k % 4 == 0));
 }
 
 void lsq_igemm_tap_groups(int *goff, const int *taps, int ntaps, int ic)
@@ -741,8 +743,9 @@ lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int 
         return st;
     if (!lsq_igemm_taps_ok(w, ic, amax, kern) || !goff)
         return lsq_err_set(err, LSQ_ERR_INVALID, "kernel",
-                           "a direct integer convolution needs IC a multiple of 4 dividing K "
-                           "(IC=%d, K=%d) and tap offsets", ic, w->k);
+                           "a direct integer convolution needs IC a multiple of 4 dividing K, "
+                           "or IC = 1 and K a multiple of 4 (IC=%d, K=%d), and tap offsets",
+                           ic, w->k);
     if (nimg < 0 || rows < 1 || ldc < w->n || threads < 1 || (long)nimg * rows > INT_MAX)
         return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
                            "bad direct convolution geometry: %d images of %d rows, ldc=%d "

@@ -105,7 +105,10 @@ lsq_status lsq_igemm_u8_max(int32_t *c, int ldc, const uint8_t *a, int lda, int 
  * Every path runs it on unsigned codes (AVX2 with its low-bit kernel
  * where amax allows, as lsq_igemm_u8_max): lsq_igemm_taps_ok says whether
  * it applies (a supported path, IC a multiple of 4 dividing K); otherwise
- * the caller forms im2col and calls lsq_igemm_u8. */
+ * the caller forms im2col and calls lsq_igemm_u8. A one-channel image (IC
+ * = 1) applies too when K is a multiple of 4: the caller then gives goff
+ * itself, each 4-deep group of K being 4 adjacent codes of the image (a
+ * kernel row's taps, padded with zero weights to a multiple of 4). */
 int lsq_igemm_taps_ok(const lsq_igemm_w *w, int ic, int amax, lsq_kernel kern);
 /* goff (ntaps * ic / 4) = the byte offset of each 4-deep group of K from
  * an output's own input pixel. */

@@ -68,7 +68,9 @@
 
 typedef enum { VK_NONE, VK_F32, VK_U8, VK_S8 } vkind;
 /* How a conv/linear obtains its input. */
-typedef enum { IN_UNSET, IN_CODES, IN_QUANT, IN_PIXELS, IN_FLOAT } insrc;
+/* IN_LUT: the image's pixels mapped to codes through a table (inode.lut),
+ * instead of the float input then quantize. */
+typedef enum { IN_UNSET, IN_CODES, IN_QUANT, IN_PIXELS, IN_FLOAT, IN_LUT } insrc;
 
 typedef struct {
     net_op op;
@@ -100,6 +102,9 @@ typedef struct {
     int wbits;           /* the layer's weight bits */
     int *goff;           /* stride-1 "same" conv on unsigned codes: K's groups
                           * in a padded image (lsq_igemm_u8_taps), else NULL */
+    int quads;           /* goff of a one-channel conv: each kernel row as 4-code
+                          * groups, pw packed (OC, KH, KW rounded up to 4) */
+    uint8_t *lut;        /* IN_LUT: (C, 256) the code of each pixel value */
     int out_node;        /* the node whose buffer the epilogue writes */
     int add_in;          /* a residual add folded into the epilogue: the node
                           * whose float buffer it adds, else -1 */
@@ -195,6 +200,7 @@ void lsqm_free(lsqm_model *m)
         free(nd->bias);
         free(nd->wcodes);
         free(nd->goff);
+        free(nd->lut);
         free(nd->ea);
         free(nd->eb);
         free(nd->corr);
@@ -331,6 +337,31 @@ static lsq_status load_gemm(inode *nd, const net_node *src_nd, const lsqm_file *
             for (int kx = 0; kx < k; kx++) tp[ky * k + kx] = (ky * wp + kx) * nd->dil;
         lsq_igemm_tap_groups(nd->goff, tp, taps, nd->ic);
         free(tp);
+    } else if (nd->op == OP_CONV && nd->groups == 1 && nd->ic == 1 && nd->stride == 1 &&
+               nd->dil == 1 && k % 2 == 1 && nd->pad == k / 2 && nd->h == nd->ih &&
+               nd->w == nd->iw && !nd->in_signed && !nd->in_offset) {
+        /* a one-channel image (a grayscale first layer): a kernel row's k
+         * taps are k adjacent codes of the padded image, read as 4-code
+         * groups against zero weights past k, so the direct kernel runs it
+         * too instead of an im2col of k * k single bytes a pixel */
+        const int kx4 = (k + 3) / 4 * 4, wp = nd->iw + 2 * nd->pad, kq = k * kx4 / 4;
+        int8_t *wq = calloc((size_t)oc * k * kx4, 1);
+        nd->goff = malloc((size_t)kq * sizeof *nd->goff);
+        if (!wq || !nd->goff) {
+            free(wq);
+            return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", nd->name);
+        }
+        for (int o = 0; o < oc; o++)
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++)
+                    wq[((size_t)o * k + ky) * kx4 + kx] = nd->wcodes[((size_t)o * k + ky) * k + kx];
+        for (int g = 0; g < kq; g++) nd->goff[g] = g / (kx4 / 4) * wp + 4 * (g % (kx4 / 4));
+        const int bits = nd->pw[0].bits;
+        lsq_igemm_w_free(&nd->pw[0]);
+        st = lsq_igemm_pack_bits(&nd->pw[0], wq, oc, k * kx4, bits, err);
+        free(wq);
+        if (st != LSQ_OK) return st;
+        nd->quads = 1;
     }
     return LSQ_OK;
 }
@@ -497,11 +528,51 @@ static int plan_memory(lsqm_model *m)
     return 0;
 }
 
+/* The float engine's input value of pixel value px in channel c, as the
+ * data loader computes it (run_chunk's float input and the pixel tables). */
+static inline float input_value(const lsqm_model *m, int c, uint8_t px)
+{
+    return m->norm_on ? (float)px * m->norm_scale[c] + m->norm_bias[c] : (float)px / 255.0f;
+}
+
+static void quantize(void *out, const float *restrict in, size_t count, const inode *nd);
+
 /* The node whose buffer node p's value lives in (through flatten aliases). */
 static int resolve(const lsqm_model *m, int p)
 {
     while (m->nodes[p].alias) p = m->nodes[p].in[0];
     return p;
+}
+
+/* A flatten whose only consumer is a quantized linear layer: that layer's
+ * weight columns are repacked from the channel-major order of the layer
+ * list into the NHWC order of the flatten's input, and the flatten becomes
+ * an alias of its input instead of a reordering pass. Integer sums do not
+ * depend on the order of their terms, so the outputs stay bit for bit; a
+ * float linear layer (SGEMM sums in order) keeps the flatten. */
+static lsq_status flatten_into_weights(lsqm_model *m, int i, const int *ncons, const int *cons,
+                                       lsq_err *err)
+{
+    inode *nd = &m->nodes[i];
+    if (ncons[i] != 1 || i == m->output || resolve(m, nd->in[0]) == 0) return LSQ_OK;
+    inode *ln = &m->nodes[cons[i]];
+    if (ln->op != OP_LINEAR || !ln->quant || !ln->pw || ln->in[0] != i || !ln->wcodes)
+        return LSQ_OK;
+    const int c = nd->ic, hw = nd->ih * nd->iw, n = ln->c, k = ln->kdim, bits = ln->pw[0].bits;
+    int8_t *w = malloc((size_t)n * k);
+    if (!w) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading %s", ln->name);
+    for (int o = 0; o < n; o++)
+        for (int ch = 0; ch < c; ch++)
+            for (int p = 0; p < hw; p++)
+                w[(size_t)o * k + (size_t)p * c + ch] = ln->wcodes[(size_t)o * k + (size_t)ch * hw + p];
+    lsq_igemm_w fresh;
+    lsq_status st = lsq_igemm_pack_bits(&fresh, w, n, k, bits, err);
+    free(w);
+    if (st != LSQ_OK) return st;
+    lsq_igemm_w_free(&ln->pw[0]);
+    ln->pw[0] = fresh;
+    nd->alias = 1;
+    return LSQ_OK;
 }
 
 static lsqm_model *build(const lsqm_file *f, lsq_err *err)
@@ -661,6 +732,8 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
         } else if (nd->op == OP_MAXPOOL || nd->op == OP_FLATTEN) {
             if (nd->kind == VK_NONE) nd->kind = m->nodes[nd->in[0]].kind;
             if (nd->op == OP_FLATTEN && nd->ih * nd->iw == 1) nd->alias = 1;
+            else if (nd->op == OP_FLATTEN && (st = flatten_into_weights(m, i, ncons, cons, err)) != LSQ_OK)
+                goto fail;
         } else if (i > 0) {
             /* every other layer computes in float on float inputs (codes
              * reach only the quantized layer at the end of their chain) */
@@ -685,13 +758,31 @@ static lsqm_model *build(const lsqm_file *f, lsq_err *err)
          * flattened / linear input reads */
         if (p == 0 && exact && (nd->in[0] != 0 || m->c == 1 || nd->op == OP_LINEAR))
             nd->src = IN_PIXELS;
+        else if (p == 0 && ((nd->op == OP_CONV && nd->in[0] == 0) || m->c == 1))
+            nd->src = IN_LUT;
         else nd->src = IN_QUANT;
+        if (nd->src == IN_LUT) {
+            /* a pixel's code is a function of its value (and channel):
+             * the float input as run_chunk computes it, quantized as
+             * quantize() does, once for each of the 256 values */
+            float x[256];
+            if (!(nd->lut = malloc((size_t)m->c * 256))) {
+                lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory loading the model");
+                goto fail;
+            }
+            for (int c = 0; c < m->c; c++) {
+                for (int v = 0; v < 256; v++) x[v] = input_value(m, c, (uint8_t)v);
+                quantize(nd->lut + (size_t)c * 256, x, 256, nd);
+            }
+        }
     }
     m->nodes[0].kind = VK_F32;
     for (int i = 1; i < m->n; i++) {
         const inode *nd = &m->nodes[i];
         if (nd->skip) continue;
-        if ((nd->op == OP_CONV || nd->op == OP_LINEAR) && nd->src == IN_PIXELS) continue;
+        if ((nd->op == OP_CONV || nd->op == OP_LINEAR) &&
+            (nd->src == IN_PIXELS || nd->src == IN_LUT))
+            continue;
         for (int t = 0; t < nd->n_in; t++)
             if (resolve(m, nd->in[t]) == 0) m->need_float_input = 1;
     }
@@ -959,22 +1050,44 @@ static void pool_window(const inode *nd, int oy, int ox, int *y0, int *y1, int *
 }
 
 /* Max pooling over NHWC, padded cells never winning (as maxpool2d_forward:
- * the window's first cell inside the input, then strict >). */
+ * the window's first cell inside the input, then strict >). The channel
+ * loops are vectorised explicitly (omp simd): -O2's cheap cost model left
+ * them one byte at a time, which made pooling the codes a fifth of
+ * cnn-small's run. The 2x2 stride-2 window without padding (cnn-small's)
+ * takes its four cells in one pass. */
 #define MAXPOOL_NHWC(T)                                                                    \
-    static void maxpool_##T(T *out, const T *in, int nb, const inode *nd)                  \
+    static void maxpool_##T(T *restrict out, const T *restrict in, int nb, const inode *nd) \
     {                                                                                      \
         const int c = nd->c, ih = nd->ih, iw = nd->iw;                                     \
+        if (nd->pk == 2 && nd->ps == 2 && nd->ppad == 0 && 2 * nd->h <= ih &&              \
+            2 * nd->w <= iw) {                                                             \
+            for (int b = 0; b < nb; b++)                                                   \
+                for (int oy = 0; oy < nd->h; oy++)                                         \
+                    for (int ox = 0; ox < nd->w; ox++) {                                   \
+                        T *restrict o = out + (((size_t)b * nd->h + oy) * nd->w + ox) * c; \
+                        const T *restrict p0 = in + (((size_t)b * ih + 2 * oy) * iw + 2 * ox) * c; \
+                        const T *restrict p1 = p0 + (size_t)iw * c;                        \
+                        _Pragma("omp simd") for (int j = 0; j < c; j++) {                  \
+                            T v = p0[j];                                                   \
+                            v = p0[c + j] > v ? p0[c + j] : v;                             \
+                            v = p1[j] > v ? p1[j] : v;                                     \
+                            o[j] = p1[c + j] > v ? p1[c + j] : v;                          \
+                        }                                                                  \
+                    }                                                                      \
+            return;                                                                        \
+        }                                                                                  \
         for (int b = 0; b < nb; b++)                                                       \
             for (int oy = 0; oy < nd->h; oy++)                                             \
                 for (int ox = 0; ox < nd->w; ox++) {                                       \
                     int y0, y1, x0, x1;                                                    \
                     pool_window(nd, oy, ox, &y0, &y1, &x0, &x1);                           \
-                    T *o = out + (((size_t)b * nd->h + oy) * nd->w + ox) * c;              \
+                    T *restrict o = out + (((size_t)b * nd->h + oy) * nd->w + ox) * c;     \
                     memcpy(o, in + (((size_t)b * ih + y0) * iw + x0) * c, (size_t)c * sizeof(T)); \
                     for (int y = y0; y < y1; y++)                                          \
                         for (int x = x0; x < x1; x++) {                                    \
-                            const T *p = in + (((size_t)b * ih + y) * iw + x) * c;         \
-                            for (int j = 0; j < c; j++) o[j] = p[j] > o[j] ? p[j] : o[j];  \
+                            const T *restrict p = in + (((size_t)b * ih + y) * iw + x) * c; \
+                            _Pragma("omp simd") for (int j = 0; j < c; j++)                \
+                                o[j] = p[j] > o[j] ? p[j] : o[j];                          \
                         }                                                                  \
                 }                                                                          \
     }
@@ -1112,26 +1225,51 @@ static void *grow(void *p, size_t *have, size_t n)
     return *pp;
 }
 
+/* The codes of nb images of NCHW pixels through the table lut (C, 256),
+ * NHWC: pixel p of image b at out + (b * ostride + p / w * orow + p % w) * c
+ * (orow = w, ostride = h * w: dense; a padded image's interior otherwise). */
+static void lut_codes(uint8_t *restrict out, const uint8_t *restrict pixels, int nb, int c, int h,
+                      int w, size_t orow, size_t ostride, const uint8_t *restrict lut)
+{
+    const size_t hw = (size_t)h * w;
+    for (int b = 0; b < nb; b++)
+        for (int ch = 0; ch < c; ch++) {
+            const uint8_t *src = pixels + ((size_t)b * c + ch) * hw;
+            const uint8_t *t = lut + (size_t)ch * 256;
+            for (int y = 0; y < h; y++) {
+                uint8_t *o = out + ((size_t)b * ostride + (size_t)y * orow) * c + ch;
+                for (int x = 0; x < w; x++) o[(size_t)x * c] = t[src[(size_t)y * w + x]];
+            }
+        }
+}
+
 /* A stride-1 "same" dense conv on unsigned codes (nd->goff): the nb images
  * zero-padded (code 0 is the value 0), the sums taken in place
  * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
- * each output row's valid columns. */
-static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, int nb, void *out,
-                            const float *ad, lsq_kernel kern, work *ws, lsq_err *err)
+ * each output row's valid columns. The codes come from `codes` (NHWC), or
+ * for IN_LUT from the pixels through the layer's table. */
+static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, const uint8_t *pixels,
+                            int nb, void *out, const float *ad, lsq_kernel kern, work *ws,
+                            lsq_err *err)
 {
     const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
     const int n = nd->c, rows = nd->h * wp;
     const size_t img = (size_t)hp * wp, es = esize(ok);
-    /* the largest tap reads dil * (k - 1) pixels past an image's last output row */
-    const size_t abytes = ((size_t)nb * img + (size_t)nd->dil * (nd->k - 1) + 1) * ic;
+    /* the largest tap reads dil * (k - 1) pixels past an image's last output
+     * row; a one-channel conv's 4-code groups up to 3 codes further (64) */
+    const size_t abytes = ((size_t)nb * img + (size_t)nd->dil * (nd->k - 1) + 1) * ic + 64;
     uint8_t *a = grow(&ws->pad, &ws->pad_n, abytes);
     int32_t *acc = grow(&ws->acc, &ws->acc_n, (size_t)nb * rows * n * sizeof *acc);
     if (!a || !acc) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
     memset(a, 0, abytes);
-    for (int b = 0; b < nb; b++)
-        for (int y = 0; y < nd->ih; y++)
-            memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
-                   codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
+    if (nd->src == IN_LUT)
+        lut_codes(a + ((size_t)pad * wp + pad) * ic, pixels, nb, ic, nd->ih, nd->iw, (size_t)wp,
+                  img, nd->lut);
+    else
+        for (int b = 0; b < nb; b++)
+            for (int y = 0; y < nd->ih; y++)
+                memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
+                       codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
     lsq_status st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi,
                                       &nd->pw[0], kern, 1, err);
     if (st != LSQ_OK) return st;
@@ -1185,6 +1323,14 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
         codes = buf[nd->in[0]];
     } else if (nd->src == IN_PIXELS) {
         codes = pixels; /* one channel, or a flat linear input: the stored order */
+    } else if (nd->src == IN_LUT) {
+        codes = NULL;
+        if (!nd->goff) {
+            if (!grow(&ws->codes, &ws->codes_n, in_elems)) goto oom;
+            lut_codes(ws->codes, pixels, nb, m->c, m->h, m->w, (size_t)m->w, (size_t)m->h * m->w,
+                      nd->lut);
+            codes = ws->codes;
+        }
     } else {
         if (!grow(&ws->codes, &ws->codes_n, in_elems)) goto oom;
         quantize(ws->codes, buf[nd->in[0]], in_elems, nd);
@@ -1192,7 +1338,11 @@ static lsq_status run_gemm(const lsqm_model *m, const inode *nd, void **buf,
     }
     lsq_status st;
     if (nd->goff && lsq_igemm_taps_ok(&nd->pw[0], nd->ic, (int)nd->in_hi, m->kern))
-        return conv_taps(nd, en->kind, codes, nb, out, ad, m->kern, ws, err);
+        return conv_taps(nd, en->kind, codes, pixels, nb, out, ad, m->kern, ws, err);
+    if (nd->goff && (nd->quads || !codes))
+        return lsq_err_set(err, LSQ_ERR_INVALID, "kernel",
+                           "layer '%s' needs the direct convolution, which kernel path %s "
+                           "cannot run", nd->name, LSQ_KERNEL_NAMES[m->kern]);
     if (!grow(&ws->acc, &ws->acc_n, (size_t)M * N * sizeof(int32_t))) goto oom;
     if (nd->dw) {
         const uint8_t *a = codes;
@@ -1255,12 +1405,7 @@ static lsq_status run_chunk(const lsqm_model *m, const uint8_t *pixels, int nb, 
             for (int c = 0; c < m->c; c++) {
                 const uint8_t *src = pixels + (size_t)b * in_plane + (size_t)c * hw;
                 float *dst = x + (size_t)b * hw * m->c + c;
-                if (!m->norm_on) {
-                    for (size_t p = 0; p < hw; p++) dst[p * m->c] = (float)src[p] / 255.0f;
-                } else {
-                    const float a = m->norm_scale[c], o = m->norm_bias[c];
-                    for (size_t p = 0; p < hw; p++) dst[p * m->c] = (float)src[p] * a + o;
-                }
+                for (size_t p = 0; p < hw; p++) dst[p * m->c] = input_value(m, c, src[p]);
             }
     }
     for (int i = 1; i < m->n; i++) {

@@ -209,6 +209,18 @@ static const char *NET_ALL =
     "{\"type\":\"avgpool\",\"name\":\"gap\"},{\"type\":\"flatten\",\"name\":\"flat\"},"
     "{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}";
 
+/* a one-channel 5x5 first conv (the direct kernel's 4-code groups), max
+ * pools (2x2 and padded 3x3 stride 2) and a flatten of a 3x3 map into a
+ * linear layer (its weight columns reordered at load instead) */
+#define FIRST_BODY                                                                              \
+    "{\"type\":\"conv2d\",\"name\":\"c1\",\"out\":12,\"kernel\":5,\"pad\":2},"             \
+    "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"maxpool\",\"kernel\":2},"       \
+    "{\"type\":\"conv2d\",\"name\":\"c2\",\"out\":20,\"kernel\":3,\"pad\":1},{\"type\":\"relu\"}," \
+    "{\"type\":\"maxpool\",\"kernel\":3,\"stride\":2,\"pad\":1},{\"type\":\"maxpool\",\"kernel\":2}," \
+    "{\"type\":\"flatten\"},{\"type\":\"linear\",\"name\":\"fc1\",\"out\":24},{\"type\":\"relu\"}," \
+    "{\"type\":\"linear\",\"name\":\"fc\",\"out\":10}]}"
+static const char *NET_FIRST = IN FIRST_BODY;
+
 /* ------------------------------------------------------------ helpers */
 
 static lsq_dataset DS;
@@ -431,6 +443,7 @@ Test(deploy_layers, windowed_avgpool, .timeout = 300) { check_net("avgpool-win",
 Test(deploy_layers, inception_concat, .timeout = 300) { check_net("inception", NET_INCEPTION); }
 Test(deploy_layers, mobilenetv2, .timeout = 300) { check_net("mobilenetv2", NET_MBV2); }
 Test(deploy_layers, every_new_layer_in_one_net, .timeout = 300) { check_net("all-layers", NET_ALL); }
+Test(deploy_layers, one_channel_first_conv_and_flatten, .timeout = 300) { check_net("first-conv", NET_FIRST); }
 
 /* LSQ+ inputs (code * s + beta, padding 0) into dilated, depthwise and
  * grouped convs after batch norms: the offset's per-pixel sums over the

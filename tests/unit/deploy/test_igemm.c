@@ -405,3 +405,68 @@ Test(igemm, rejects_bad_arguments)
                  LSQ_OK);
     lsq_igemm_w_free(&pw);
 }
+
+/* A one-channel image (IC = 1): each kernel row's k taps read as 4-code
+ * groups of adjacent codes, zero weights past k (K = k * roundup(k, 4)),
+ * as the integer engine runs a grayscale first layer; every path gives the
+ * naive convolution's sums. */
+Test(igemm, one_channel_taps_in_groups_of_four)
+{
+    static const int shapes[][5] = {/* n, h, w, oc, k */ {2, 28, 28, 32, 3}, {3, 5, 7, 19, 5},
+                                    {1, 9, 4, 16, 7}, {2, 6, 6, 5, 1}};
+    uint32_t seed = 5;
+    int ran = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int n = shapes[s][0], h = shapes[s][1], wd = shapes[s][2], oc = shapes[s][3];
+        const int k = shapes[s][4], pad = k / 2, kx4 = (k + 3) / 4 * 4, K = k * kx4;
+        const int wp = wd + 2 * pad, hp = h + 2 * pad, rows = h * wp;
+        const size_t img = (size_t)hp * wp;
+        uint8_t *a = calloc((size_t)n * img + 64, 1);
+        int8_t *w = calloc((size_t)oc * K, 1);
+        for (int b = 0; b < n; b++)
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < wd; x++)
+                    a[(size_t)b * img + (size_t)(y + pad) * wp + x + pad] = (uint8_t)(rng_next(&seed) % 256);
+        for (int o = 0; o < oc; o++)
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++)
+                    w[((size_t)o * k + ky) * kx4 + kx] = (int8_t)((int)(rng_next(&seed) % 256) - 128);
+        int goff[7 * 2];
+        for (int g = 0; g < K / 4; g++) goff[g] = g / (kx4 / 4) * wp + 4 * (g % (kx4 / 4));
+        int32_t *c = malloc(sizeof *c * (size_t)n * rows * oc);
+        lsq_igemm_w pw;
+        lsq_err err;
+        cr_assert_eq(lsq_igemm_pack(&pw, w, oc, K, &err), LSQ_OK, "%s", err.message);
+        for (int kern = 0; kern < LSQ_KERNEL_COUNT; kern++) {
+            if (!lsq_kernel_supported((lsq_kernel)kern)) continue;
+            cr_assert(lsq_igemm_taps_ok(&pw, 1, 255, (lsq_kernel)kern));
+            cr_assert_eq(lsq_igemm_u8_taps(c, oc, a, 1, n, rows, img, goff, 255, &pw,
+                                           (lsq_kernel)kern, 2, &err),
+                         LSQ_OK, "%s", err.message);
+            for (int b = 0; b < n; b++)
+                for (int y = 0; y < h; y++)
+                    for (int x = 0; x < wd; x++)
+                        for (int o = 0; o < oc; o++) {
+                            long v = 0;
+                            for (int ky = 0; ky < k; ky++)
+                                for (int kx = 0; kx < k; kx++)
+                                    v += (long)a[(size_t)b * img + (size_t)(y + ky) * wp + x + kx] *
+                                         w[((size_t)o * k + ky) * kx4 + kx];
+                            cr_assert_eq(c[((size_t)b * rows + (size_t)y * wp + x) * oc + o], v,
+                                         "%s shape %zu image %d (%d, %d) channel %d",
+                                         LSQ_KERNEL_NAMES[kern], s, b, y, x, o);
+                        }
+            ran++;
+        }
+        lsq_igemm_w_free(&pw);
+        free(a), free(w), free(c);
+    }
+    cr_assert_geq(ran, 4, "the portable path at least, on every shape");
+    /* K not a multiple of 4 with IC = 1: no direct path */
+    lsq_igemm_w pw;
+    lsq_err err;
+    int8_t w9[2 * 9] = {0};
+    cr_assert_eq(lsq_igemm_pack(&pw, w9, 2, 9, &err), LSQ_OK);
+    cr_assert(!lsq_igemm_taps_ok(&pw, 1, 255, LSQ_KERNEL_PORTABLE));
+    lsq_igemm_w_free(&pw);
+}
