@@ -126,7 +126,10 @@ _Static_assert(sizeof CONV2D_WINO_NAMES / sizeof *CONV2D_WINO_NAMES == CONV2D_WI
                "a name per conv2d_wino");
 
 static int wino_set; /* 0: LSQ_WINO not read yet */
-static conv2d_wino wino_choice = CONV2D_WINO_AUTO;
+/* off unless asked for: the table's rows save 0.2-0.3 of those convs' time,
+ * well under 1% of a training step, which whole-step runs on this machine
+ * could not tell from their noise (docs/results.md, "Winograd") */
+static conv2d_wino wino_choice = CONV2D_WINO_OFF;
 
 void conv2d_set_wino(conv2d_wino w)
 {
@@ -137,7 +140,7 @@ void conv2d_set_wino(conv2d_wino w)
 lsq_status conv2d_wino_from_env(lsq_err *err)
 {
     const char *e = getenv("LSQ_WINO");
-    wino_choice = CONV2D_WINO_AUTO;
+    wino_choice = CONV2D_WINO_OFF;
     wino_set = 1;
     if (!e || !*e) return LSQ_OK;
     if (!strcmp(e, "0") || !strcmp(e, "1")) {
@@ -153,12 +156,17 @@ conv2d_wino conv2d_get_wino(void)
     return wino_choice;
 }
 
-/* Where Winograd beats the choice of dnnl_table: from bench/conv_prims.c's
- * CPU ms at one thread, reorders included (docs/results.md, "Winograd").
- * pass as dnnl_table's. */
+/* Where Winograd beats the choice of dnnl_table (oneDNN's direct blocked
+ * conv): from bench/conv_prims.c's CPU ms at one thread, reorders included,
+ * in two runs (docs/results.md, "Winograd"). pass as dnnl_table's. Only
+ * where both runs agreed: the forward to 64 channels from 32 or more
+ * (0.72-0.80 of the direct conv's time), the input gradient of 64 to 64
+ * (0.71-0.79). 16 and 32 channels lose or tie (0.95-1.25), and so does the
+ * weight gradient everywhere (0.93-1.09 at 64 channels). */
 static int wino_table(const conv2d_dims *d, int pass)
 {
-    (void)d, (void)pass;
+    if (pass == 0) return d->ic >= 32 && d->oc >= 64;
+    if (pass == 1) return d->ic >= 64 && d->oc >= 64;
     return 0;
 }
 

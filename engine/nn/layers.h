@@ -88,18 +88,19 @@ int conv2d_uses_dnnl(const conv2d_dims *d, int pass);
  * backward of any conv (conv2d_backward_ex without fusions), 3x3 stride 1,
  * on a pass that runs oneDNN in its blocked layout. AUTO: where it measured
  * faster (conv2d.c, wino_table), under CONV2D_BACKEND_AUTO only; OFF:
- * never; ON: wherever it is allowed and oneDNN takes it, under AUTO and DNNL
+ * never, the default (the table's gain is under 1% of a training step);
+ * ON: wherever it is allowed and oneDNN takes it, under AUTO and DNNL
  * (tests and A/B runs). LSQ_CONV=dnnl alone keeps oneDNN's direct convs.
  * Until conv2d_set_wino is called, LSQ_WINO=0|1 sets it (OFF, ON; unset or
- * empty: AUTO), read at the first conv or by conv2d_wino_from_env. A shape
+ * empty: OFF), read at the first conv or by conv2d_wino_from_env. A shape
  * oneDNN refuses Winograd for runs its direct conv. Process-wide; not
  * thread-safe. */
 typedef enum { CONV2D_WINO_AUTO, CONV2D_WINO_OFF, CONV2D_WINO_ON, CONV2D_WINO_COUNT } conv2d_wino;
 extern const char *const CONV2D_WINO_NAMES[];
 void conv2d_set_wino(conv2d_wino w);
 conv2d_wino conv2d_get_wino(void);
-/* Reads LSQ_WINO now: unset or empty is AUTO, 0 OFF, 1 ON; anything else is
- * LSQ_ERR_INVALID naming it (the setting is AUTO). */
+/* Reads LSQ_WINO now: unset, empty or 0 is OFF, 1 ON; anything else is
+ * LSQ_ERR_INVALID naming it (the setting is OFF). */
 lsq_status conv2d_wino_from_env(lsq_err *err);
 /* 1 when this pass (as conv2d_uses_dnnl) of the shape would run Winograd
  * under the current settings (the forward: of a float conv), before oneDNN

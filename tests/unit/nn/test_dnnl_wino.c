@@ -11,8 +11,9 @@
  * - the forward of a quantized layer never takes Winograd (its sums must
  *   stay those of the integer codes): conv2d_forward does not, a float
  *   layer's conv2d_forward_float does, and so does a network by its layers;
- * - the settings: AUTO follows the table, OFF never, LSQ_CONV=own or dnnl
- *   alone keep the direct convs, LSQ_WINO other than 0 or 1 is refused.
+ * - the settings: OFF (the default) never, AUTO follows the table, ON
+ *   wherever allowed; LSQ_CONV=own, or dnnl without ON, keeps the direct
+ *   convs; LSQ_WINO other than 0 or 1 is refused.
  * Skipped in a build without oneDNN. */
 #include <criterion/criterion.h>
 
@@ -184,7 +185,7 @@ Test(dnnl_wino, gradcheck_forced)
         free(din), free(dw), free(db);
         ctx_free(&c);
     }
-    conv2d_set_wino(CONV2D_WINO_AUTO);
+    conv2d_set_wino(CONV2D_WINO_OFF);
     dnnl_conv_cache_free();
 }
 
@@ -225,7 +226,7 @@ static void match_case(const int *k, size_t i)
         for (int t = 0; t < 5; t++) free(res[wi][t]);
     free(din0), free(dw0), free(db0);
     ctx_free(&c);
-    conv2d_set_wino(CONV2D_WINO_AUTO);
+    conv2d_set_wino(CONV2D_WINO_OFF);
     conv2d_set_backend(CONV2D_BACKEND_AUTO);
 }
 
@@ -253,7 +254,7 @@ Test(dnnl_wino, quantized_forward_stays_direct)
     conv2d_forward_float(c.out, c.in, c.w, c.b, &c.d, c.scratch);
     cr_expect(wino_ran(&c.d, 1, 0), "conv2d_forward_float on Winograd");
     ctx_free(&c);
-    conv2d_set_wino(CONV2D_WINO_AUTO);
+    conv2d_set_wino(CONV2D_WINO_OFF);
     dnnl_conv_cache_free();
 }
 
@@ -308,7 +309,7 @@ Test(dnnl_wino, network_forward_only_for_float_layers)
         net_free(&net);
         json_decref(j);
     }
-    conv2d_set_wino(CONV2D_WINO_AUTO);
+    conv2d_set_wino(CONV2D_WINO_OFF);
     dnnl_conv_cache_free();
 }
 
@@ -340,7 +341,7 @@ static float *net16_grads(const spec_quant *q, conv2d_wino w, size_t *np)
     float *g = copy_buf(net.grads, net.n_params);
     net_free(&net);
     json_decref(j);
-    conv2d_set_wino(CONV2D_WINO_AUTO);
+    conv2d_set_wino(CONV2D_WINO_OFF);
     return g;
 }
 
@@ -378,7 +379,8 @@ Test(dnnl_wino, whole_network_gradients_match_direct)
 }
 
 /* Who decides: OFF never, ON wherever oneDNN's blocked path runs a 3x3
- * stride-1 pass, AUTO the table under LSQ_CONV=auto only; the own kernels,
+ * stride-1 pass, AUTO the table (conv2d.c wino_table) under LSQ_CONV=auto
+ * only; the own kernels,
  * other shapes and a first layer's few channels never. */
 Test(dnnl_wino, settings)
 {
@@ -396,6 +398,15 @@ Test(dnnl_wino, settings)
                   !conv2d_uses_wino(&pw, p));
     }
     cr_expect_eq(conv2d_backward_fuses(&d), 0);
+    /* AUTO: the table, on resnet20's 64-channel stage and cnn-small's
+     * 32 -> 64 conv, not on 16 or 32 channels, never the weight gradient */
+    conv2d_dims c2, s1;
+    cr_assert_eq(conv2d_dims_init(&c2, 128, 32, 14, 14, 64, 3, 3, 1, 1), 0);
+    cr_assert_eq(conv2d_dims_init(&s1, 128, 32, 14, 14, 32, 3, 3, 1, 1), 0);
+    conv2d_set_wino(CONV2D_WINO_AUTO);
+    cr_expect(conv2d_uses_wino(&d, 0) && conv2d_uses_wino(&d, 1) && !conv2d_uses_wino(&d, 2));
+    cr_expect(conv2d_uses_wino(&c2, 0) && !conv2d_uses_wino(&c2, 1) && !conv2d_uses_wino(&c2, 2));
+    for (int p = 0; p < 3; p++) cr_expect(!conv2d_uses_wino(&s1, p));
     conv2d_set_wino(CONV2D_WINO_OFF);
     for (int p = 0; p < 3; p++) cr_expect(!conv2d_uses_wino(&d, p));
     conv2d_set_backend(CONV2D_BACKEND_OWN);
@@ -407,11 +418,11 @@ Test(dnnl_wino, settings)
     conv2d_set_wino(CONV2D_WINO_ON);
     for (int p = 0; p < 3; p++) cr_expect(conv2d_uses_wino(&d, p));
     conv2d_set_backend(CONV2D_BACKEND_AUTO);
-    conv2d_set_wino(CONV2D_WINO_AUTO);
+    conv2d_set_wino(CONV2D_WINO_OFF);
 }
 
-/* LSQ_WINO: 0 or 1; anything else is an error naming it (lsq refuses to
- * start on it) and leaves AUTO. */
+/* LSQ_WINO: 0 or 1, unset is 0; anything else is an error naming it (lsq
+ * refuses to start on it) and leaves it off. */
 Test(dnnl_wino, lsq_wino_from_the_environment)
 {
     lsq_err err;
@@ -426,8 +437,8 @@ Test(dnnl_wino, lsq_wino_from_the_environment)
     cr_expect_str_eq(err.field, "LSQ_WINO");
     cr_expect(strstr(err.message, "LSQ_WINO=on") && strstr(err.message, "0 or 1"), "%s",
               err.message);
-    cr_expect_eq(conv2d_get_wino(), CONV2D_WINO_AUTO);
+    cr_expect_eq(conv2d_get_wino(), CONV2D_WINO_OFF);
     unsetenv("LSQ_WINO");
     cr_assert_eq(conv2d_wino_from_env(&err), LSQ_OK);
-    cr_expect_eq(conv2d_get_wino(), CONV2D_WINO_AUTO);
+    cr_expect_eq(conv2d_get_wino(), CONV2D_WINO_OFF);
 }
