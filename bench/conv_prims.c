@@ -7,10 +7,13 @@
  *            included (what conv2d's oneDNN path costs); reorder_ms says
  *            how much of it they are;
  *   plain    oneDNN on NCHW as it is (no reorders);
+ *   wino     oneDNN's Winograd F(4,3) in its blocked layouts, reorders
+ *            included as for dnnl (-1, "refused", where oneDNN refuses the
+ *            shape: it takes 3x3 stride-1 convs of 16k channels);
  * and, forward only, oneDNN's primitive alone on data already in its
  * layouts: f32, int8 (u8 activations, s8 weights, s32 sums, f32 out) and
  * bf16 (f32 out). Medians (and minimums) of --reps timed runs after 2
- * warm-up runs, the three conv2d modes alternating, in wall ms and in CPU
+ * warm-up runs, the four conv2d modes alternating, in wall ms and in CPU
  * ms of the whole process (*_cpu_ms: at --threads 1, the cost that other
  * work on a shared machine does not change); one JSON line per shape and
  * pass.
@@ -68,7 +71,7 @@ typedef struct {
     const conv2d_dims *d;
     float *out, *in, *w, *dout, *din, *dw, *scratch;
     int pass; /* 0 forward, 1 backward data, 2 backward weights */
-    int mode; /* 0 own, 1 dnnl blocked, 2 dnnl plain */
+    int mode; /* 0 own, 1 dnnl blocked, 2 dnnl plain, 3 dnnl Winograd (blocked) */
 } run_ctx;
 
 static int run_once(const run_ctx *c)
@@ -81,28 +84,31 @@ static int run_once(const run_ctx *c)
             conv2d_backward(NULL, c->dw, NULL, c->dout, c->in, c->w, c->d, c->scratch);
         return 0;
     }
-    const dnnl_conv_layout l = c->mode == 1 ? DNNL_CONV_BLOCKED : DNNL_CONV_PLAIN;
-    if (c->pass == 0) return dnnl_conv_forward(c->out, c->in, c->w, NULL, c->d, l);
+    const dnnl_conv_layout l = c->mode == 2 ? DNNL_CONV_PLAIN : DNNL_CONV_BLOCKED;
+    const dnnl_conv_alg a = c->mode == 3 ? DNNL_CONV_WINOGRAD : DNNL_CONV_DIRECT;
+    if (c->pass == 0) return dnnl_conv_forward_alg(c->out, c->in, c->w, NULL, c->d, l, a);
     if (c->pass == 1)
-        return dnnl_conv_backward(c->din, 1, NULL, NULL, c->dout, c->in, c->w, c->d, l);
-    return dnnl_conv_backward(NULL, 0, c->dw, NULL, c->dout, c->in, c->w, c->d, l);
+        return dnnl_conv_backward_alg(c->din, 1, NULL, NULL, c->dout, c->in, c->w, c->d, l, a);
+    return dnnl_conv_backward_alg(NULL, 0, c->dw, NULL, c->dout, c->in, c->w, c->d, l, a);
 }
 
-/* The three modes timed alternately (own, dnnl, plain, own, ...: the
+#define N_MODES 4
+
+/* The four modes timed alternately (own, dnnl, plain, wino, own, ...: the
  * load of a shared machine falls on all of them alike), 2 warm-up runs
  * each: the median and the fastest ms of reps runs and the median reorder
  * ms, per mode; -1 for a mode that refuses the shape. */
 static void time_modes(const run_ctx *c, int reps, double *ms, double *reorder_ms, double *min_ms,
                        double *cpu_ms)
 {
-    double t[3][64], r[3][64], u[3][64];
-    int ok[3];
-    for (int m = 0; m < 3; m++) {
+    double t[N_MODES][64], r[N_MODES][64], u[N_MODES][64];
+    int ok[N_MODES];
+    for (int m = 0; m < N_MODES; m++) {
         ok[m] = run_once(&c[m]) == 0 && run_once(&c[m]) == 0;
         ms[m] = reorder_ms[m] = min_ms[m] = cpu_ms[m] = -1.0;
     }
     for (int i = 0; i < reps; i++)
-        for (int m = 0; m < 3; m++) {
+        for (int m = 0; m < N_MODES; m++) {
             if (!ok[m]) continue;
             const double r0 = dnnl_conv_reorder_seconds(), t0 = now_s(), u0 = cpu_s();
             run_once(&c[m]);
@@ -110,7 +116,7 @@ static void time_modes(const run_ctx *c, int reps, double *ms, double *reorder_m
             u[m][i] = (cpu_s() - u0) * 1e3;
             r[m][i] = (dnnl_conv_reorder_seconds() - r0) * 1e3;
         }
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < N_MODES; m++) {
         if (!ok[m]) continue;
         reorder_ms[m] = median(r[m], reps);
         ms[m] = median(t[m], reps);
@@ -225,9 +231,9 @@ int main(int argc, char **argv)
         fill(in, nin, 1), fill(dout, nout, 2), fill(w, nw, 3);
         const double flop = 2.0 * (double)nout * (double)(d.ic / d.groups) * d.kh * d.kw;
         for (int pass = 0; pass < 3; pass++) {
-            double ms[3], ro[3], mn[3], cpu[3];
-            run_ctx c[3];
-            for (int mode = 0; mode < 3; mode++)
+            double ms[N_MODES], ro[N_MODES], mn[N_MODES], cpu[N_MODES];
+            run_ctx c[N_MODES];
+            for (int mode = 0; mode < N_MODES; mode++)
                 c[mode] = (run_ctx){&d, out, in, w, dout, din, dw, scratch, pass, mode};
             time_modes(c, reps, ms, ro, mn, cpu);
             printf("{\"shape\":\"%s\",\"batch\":%d,\"threads\":%d,\"pass\":\"%s\","
@@ -239,6 +245,10 @@ int main(int argc, char **argv)
                    mn[0], mn[1], mn[2], cpu[0], cpu[1], cpu[2],
                    dnnl_conv_impl(&d, 0, DNNL_CONV_BLOCKED, pass),
                    dnnl_conv_impl(&d, 0, DNNL_CONV_PLAIN, pass));
+            printf(",\"wino_ms\":%.3f,\"wino_reorder_ms\":%.3f,\"wino_min_ms\":%.3f,"
+                   "\"wino_cpu_ms\":%.3f,\"wino_impl\":\"%s\"",
+                   ms[3], ro[3], mn[3], cpu[3],
+                   dnnl_conv_impl_alg(&d, 0, DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD, pass));
 #ifdef LSQ_HAVE_DNNL
             if (pass == 0) {
                 printf(",\"prim_f32_ms\":%.3f,\"prim_int8_ms\":%.3f,\"prim_bf16_ms\":%.3f",

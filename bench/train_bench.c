@@ -7,6 +7,8 @@
  *   train_bench --model cnn-small|resnet20|mlp [--bits 0|2..8] [--batch 128]
  *               [--threads 2] [--steps 40] [--warmup 5] [--conv auto|float|gemm]
  *               [--backend auto|own|dnnl]   (whose conv kernels: conv2d_set_backend)
+ *               [--wino auto|off|on]   (oneDNN's Winograd: conv2d_set_wino; else
+ *                                      LSQ_WINO=0|1, refused when neither)
  *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
  *       also names what the figures ran on: OpenBLAS's core and build
@@ -208,7 +210,7 @@ int main(int argc, char **argv)
 {
     const char *arch = "cnn-small", *onnx = NULL;
     int bits = 0, batch = 128, threads = 2, steps = 40, warmup = 5, sgemm = 0, conv_mode = 0;
-    int memory = 0;
+    int memory = 0, wino_flag = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) arch = argv[++i];
         else if (!strcmp(argv[i], "--onnx") && i + 1 < argc) onnx = argv[++i];
@@ -233,6 +235,20 @@ int main(int argc, char **argv)
                 return 2;
             }
         }
+        else if (!strcmp(argv[i], "--wino") && i + 1 < argc) {
+            const char *c = argv[++i];
+            int found = 0;
+            for (int k = 0; k < CONV2D_WINO_COUNT; k++)
+                if (!strcmp(c, CONV2D_WINO_NAMES[k])) {
+                    conv2d_set_wino((conv2d_wino)k);
+                    found = 1;
+                }
+            if (!found) {
+                fprintf(stderr, "train_bench: --wino takes auto, off or on\n");
+                return 2;
+            }
+            wino_flag = 1;
+        }
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
             /* auto: direct kernels and the integer forward where they
              * apply; float: without the integer forward; gemm: im2col +
@@ -255,6 +271,10 @@ int main(int argc, char **argv)
     if (sgemm) return run_sgemm(threads);
     lsq_err err;
     if (lsq_isa_from_env(&err) != LSQ_OK) {
+        fprintf(stderr, "train_bench: %s\n", err.message);
+        return 2;
+    }
+    if (!wino_flag && conv2d_wino_from_env(&err) != LSQ_OK) {
         fprintf(stderr, "train_bench: %s\n", err.message);
         return 2;
     }
@@ -315,13 +335,13 @@ int main(int argc, char **argv)
     /* the same per CPU second, divided by the threads (compare with
      * --sgemm's gflops_cpu): what a quiet machine would give */
     double gflops_cpu = (double)steps * batch / (cpu / threads) * net_forward_macs(&net) * 6.0 / 1e9;
-    printf("{\"bench\":\"train\",\"engine\":\"%s\",\"conv_backend\":\"%s\","
+    printf("{\"bench\":\"train\",\"engine\":\"%s\",\"conv_backend\":\"%s\",\"wino\":\"%s\","
            "\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
            "\"threads\":%d,\"isa\":\"%s\",\"steps\":%d,\"images_per_s\":%.1f,"
            "\"images_per_cpu_s\":%.1f,\"gflops\":%.2f,\"gflops_cpu\":%.2f,"
            "\"peak_rss_mb\":%.1f}\n",
            conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq",
-           CONV2D_BACKEND_NAMES[conv2d_get_backend()], arch,
+           CONV2D_BACKEND_NAMES[conv2d_get_backend()], CONV2D_WINO_NAMES[conv2d_get_wino()], arch,
            bits ? bits : 32, batch, threads, lsq_isa_name(lsq_isa_active()), steps, ips,
            (double)steps * batch / cpu, gflops, gflops_cpu, peak_rss_kb() / 1024.0);
     if (memory) print_memory(&net, batch);

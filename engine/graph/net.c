@@ -1522,8 +1522,11 @@ const float *net_forward(lsq_net *net, const float *x, int n, int training)
             if (nd->op == OP_CONV) {
                 conv2d_dims d;
                 conv_dims_of(net, nd, n, &d);
-                /* on the codes where the layer allows it */
-                if (conv_codes_forward(net, nd, in, b, &d) != 0)
+                /* on the codes where the layer allows it; a float layer's
+                 * may take Winograd */
+                if (!nd->aq.on && !nd->wq.on)
+                    conv2d_forward_float(nd->out, in, w, b, &d, net->scratch);
+                else if (conv_codes_forward(net, nd, in, b, &d) != 0)
                     conv2d_forward(nd->out,
                                    nd->aq.on ? quantize_input(net, nd, in, in_count) : in, w,
                                    b, &d, net->scratch);

@@ -119,6 +119,95 @@ static int dnnl_layout(const conv2d_dims *d, int pass)
 
 int conv2d_uses_dnnl(const conv2d_dims *d, int pass) { return dnnl_layout(d, pass) >= 0; }
 
+/* ---- oneDNN's Winograd where its rounding is allowed (dnnl_conv_alg) ---- */
+
+const char *const CONV2D_WINO_NAMES[] = {"auto", "off", "on"};
+_Static_assert(sizeof CONV2D_WINO_NAMES / sizeof *CONV2D_WINO_NAMES == CONV2D_WINO_COUNT,
+               "a name per conv2d_wino");
+
+static int wino_set; /* 0: LSQ_WINO not read yet */
+/* off unless asked for: the table's rows save 0.2-0.3 of those convs' time,
+ * well under 1% of a training step, which whole-step runs on this machine
+ * could not tell from their noise (docs/results.md, "Winograd") */
+static conv2d_wino wino_choice = CONV2D_WINO_OFF;
+
+void conv2d_set_wino(conv2d_wino w)
+{
+    wino_choice = w;
+    wino_set = 1;
+}
+
+lsq_status conv2d_wino_from_env(lsq_err *err)
+{
+    const char *e = getenv("LSQ_WINO");
+    wino_choice = CONV2D_WINO_OFF;
+    wino_set = 1;
+    if (!e || !*e) return LSQ_OK;
+    if (!strcmp(e, "0") || !strcmp(e, "1")) {
+        wino_choice = e[0] == '1' ? CONV2D_WINO_ON : CONV2D_WINO_OFF;
+        return LSQ_OK;
+    }
+    return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_WINO", "LSQ_WINO=%s: use 0 or 1", e);
+}
+
+conv2d_wino conv2d_get_wino(void)
+{
+    if (!wino_set) conv2d_wino_from_env(NULL);
+    return wino_choice;
+}
+
+/* Where Winograd beats the choice of dnnl_table (oneDNN's direct blocked
+ * conv): from bench/conv_prims.c's CPU ms at one thread, reorders included,
+ * in two runs (docs/results.md, "Winograd"). pass as dnnl_table's. Only
+ * where both runs agreed: the forward to 64 channels from 32 or more
+ * (0.72-0.80 of the direct conv's time), the input gradient of 64 to 64
+ * (0.71-0.79). 16 and 32 channels lose or tie (0.95-1.25), and so does the
+ * weight gradient everywhere (0.93-1.09 at 64 channels). */
+static int wino_table(const conv2d_dims *d, int pass)
+{
+    if (pass == 0) return d->ic >= 32 && d->oc >= 64;
+    if (pass == 1) return d->ic >= 64 && d->oc >= 64;
+    return 0;
+}
+
+int conv2d_uses_wino(const conv2d_dims *d, int pass)
+{
+    if (!is_plain(d) || d->kh != 3 || d->kw != 3 || d->stride != 1 ||
+        dnnl_layout(d, pass) != DNNL_CONV_BLOCKED)
+        return 0;
+    switch (conv2d_get_wino()) {
+    case CONV2D_WINO_OFF: return 0;
+    case CONV2D_WINO_ON: return 1;
+    default: return conv2d_get_backend() == CONV2D_BACKEND_AUTO && wino_table(d, pass);
+    }
+}
+
+/* The passes of b that run Winograd, on it; the others as
+ * conv2d_backward_ex runs them. Returns 0, or -1 without writing when no
+ * pass runs Winograd (or oneDNN refuses it): the caller goes on. */
+static int wino_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch)
+{
+    const int wd = b->din && conv2d_uses_wino(d, 1);
+    const int ww = (b->dw || b->db) && conv2d_uses_wino(d, 2);
+    if (b->q_range || b->bn_coef || (!wd && !ww)) return -1;
+    if (wd == (b->din != NULL) && ww == (b->dw || b->db))
+        return dnnl_conv_backward_alg(b->din, b->din_set, b->dw, b->db, b->dout, b->in, b->w, d,
+                                      DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD);
+    conv2d_back rest = *b;
+    if (wd) {
+        if (dnnl_conv_backward_alg(b->din, b->din_set, NULL, NULL, b->dout, b->in, b->w, d,
+                                   DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD) != 0)
+            return -1;
+        rest.din = NULL;
+    } else {
+        if (dnnl_conv_backward_alg(NULL, 0, b->dw, b->db, b->dout, b->in, b->w, d,
+                                   DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD) != 0)
+            return -1;
+        rest.dw = rest.db = NULL;
+    }
+    return conv2d_backward_ex(&rest, d, scratch);
+}
+
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,
                      int kh, int kw, int stride, int pad)
 {
@@ -1172,6 +1261,15 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     }
 }
 
+void conv2d_forward_float(float *out, const float *in, const float *w, const float *b,
+                          const conv2d_dims *d, float *scratch)
+{
+    if (conv2d_uses_wino(d, 0) &&
+        dnnl_conv_forward_alg(out, in, w, b, d, DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD) == 0)
+        return;
+    conv2d_forward(out, in, w, b, d, scratch);
+}
+
 /* The im2col + SGEMM backward. acc: din += the input gradient; else din = it. */
 static void gemm_backward(float *din, float *dw, float *db, const float *dout, const float *in,
                           const float *w, const conv2d_dims *d, float *scratch, int acc)
@@ -1236,6 +1334,7 @@ int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratc
 {
     const int ld = b->din ? dnnl_layout(d, 1) : -1;
     const int lw = b->dw || b->db ? dnnl_layout(d, 2) : -1;
+    if (wino_backward(b, d, scratch) == 0) return 0;
     if (b->q_range || b->bn_coef || (ld < 0 && lw < 0)) return own_backward(b, d, scratch);
     if (ld == lw) {
         /* one call: the output gradient's copy is shared by both passes */

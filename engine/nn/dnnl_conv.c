@@ -22,6 +22,10 @@ _Static_assert(sizeof DNNL_CONV_LAYOUT_NAMES / sizeof *DNNL_CONV_LAYOUT_NAMES ==
                    DNNL_CONV_LAYOUT_COUNT,
                "a name per dnnl_conv_layout");
 
+const char *const DNNL_CONV_ALG_NAMES[] = {"direct", "winograd"};
+_Static_assert(sizeof DNNL_CONV_ALG_NAMES / sizeof *DNNL_CONV_ALG_NAMES == DNNL_CONV_ALG_COUNT,
+               "a name per dnnl_conv_alg");
+
 #ifndef LSQ_HAVE_DNNL
 
 int dnnl_conv_available(void) { return 0; }
@@ -51,6 +55,28 @@ const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout 
 }
 
 void dnnl_conv_cache_free(void) {}
+
+int dnnl_conv_forward_alg(float *out, const float *in, const float *w, const float *b,
+                          const conv2d_dims *d, dnnl_conv_layout layout, dnnl_conv_alg alg)
+{
+    (void)alg;
+    return dnnl_conv_forward(out, in, w, b, d, layout);
+}
+
+int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const float *dout,
+                           const float *in, const float *w, const conv2d_dims *d,
+                           dnnl_conv_layout layout, dnnl_conv_alg alg)
+{
+    (void)alg;
+    return dnnl_conv_backward(din, din_set, dw, db, dout, in, w, d, layout);
+}
+
+const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
+                               dnnl_conv_alg alg, int pass)
+{
+    (void)alg;
+    return dnnl_conv_impl(d, has_bias, layout, pass);
+}
 
 #else
 
@@ -89,6 +115,7 @@ typedef struct {
     conv2d_dims d;
     int has_bias, threads;
     dnnl_conv_layout layout;
+    dnnl_conv_alg alg;
     dnnl_primitive_desc_t fwd_pd; /* the backward's hint */
     conv_op op[OP_COUNT];
 } entry;
@@ -102,6 +129,15 @@ static int n_cache, cap_cache;
 static void *slots[S_COUNT];
 static size_t slot_cap[S_COUNT];
 static double reorder_s;
+/* The algorithm of the calling thread's current call: the *_alg entry points
+ * set it around the plain ones, which key the cache on it (DIRECT unless
+ * set). */
+static _Thread_local dnnl_conv_alg call_alg;
+
+static dnnl_alg_kind_t alg_kind(dnnl_conv_alg a)
+{
+    return a == DNNL_CONV_WINOGRAD ? dnnl_convolution_winograd : dnnl_convolution_direct;
+}
 
 static int eng_ready(void)
 {
@@ -237,7 +273,7 @@ static int fwd_pd_ready(entry *e, const shape_mds *m)
     const dnnl_memory_desc_t s = pick(&m->src, e->layout), w = pick(&m->wei, e->layout),
                              o = pick(&m->dst, e->layout);
     if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training,
-                                                   dnnl_convolution_direct, &s, &w,
+                                                   alg_kind(e->alg), &s, &w,
                                                    e->has_bias ? &m->bias : NULL, &o, m->strides,
                                                    m->dilates, m->pad_l, m->pad_r) != dnnl_success)
         return -1;
@@ -270,7 +306,7 @@ static void op_create(entry *e, int which)
     } else if (which == OP_BWD_DATA) {
         dnnl_convolution_desc_t cd;
         if (dnnl_dilated_convolution_backward_data_desc_init(
-                &cd, dnnl_convolution_direct, &s, &w, &o, m.strides, m.dilates, m.pad_l,
+                &cd, alg_kind(e->alg), &s, &w, &o, m.strides, m.dilates, m.pad_l,
                 m.pad_r) != dnnl_success ||
             dnnl_primitive_desc_create(&pd, &cd, NULL, eng, e->fwd_pd) != dnnl_success) {
             pd = NULL;
@@ -285,7 +321,7 @@ static void op_create(entry *e, int which)
     } else {
         dnnl_convolution_desc_t cd;
         if (dnnl_dilated_convolution_backward_weights_desc_init(
-                &cd, dnnl_convolution_direct, &s, &w, e->has_bias ? &m.bias : NULL, &o,
+                &cd, alg_kind(e->alg), &s, &w, e->has_bias ? &m.bias : NULL, &o,
                 m.strides, m.dilates, m.pad_l, m.pad_r) != dnnl_success ||
             dnnl_primitive_desc_create(&pd, &cd, NULL, eng, e->fwd_pd) != dnnl_success) {
             pd = NULL;
@@ -382,7 +418,7 @@ static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout lay
     for (int i = 0; i < n_cache; i++) {
         entry *e = &cache[i];
         if (e->has_bias == has_bias && e->layout == layout && e->threads == threads &&
-            same_dims(&e->d, d))
+            same_dims(&e->d, d) && e->alg == call_alg)
             return e;
     }
     if (!create) return NULL;
@@ -395,6 +431,7 @@ static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout lay
     entry *e = &cache[n_cache++];
     memset(e, 0, sizeof *e);
     e->d = *d, e->has_bias = has_bias, e->layout = layout, e->threads = threads;
+    e->alg = call_alg;
     return e;
 }
 
@@ -486,6 +523,34 @@ const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout 
     const entry *e = pass >= 0 && pass < OP_COUNT ? entry_get(d, has_bias, layout, 0) : NULL;
     if (e && e->op[pass].state == 1) s = e->op[pass].impl;
     pthread_mutex_unlock(&lock);
+    return s;
+}
+
+int dnnl_conv_forward_alg(float *out, const float *in, const float *w, const float *b,
+                          const conv2d_dims *d, dnnl_conv_layout layout, dnnl_conv_alg alg)
+{
+    call_alg = alg;
+    const int rc = dnnl_conv_forward(out, in, w, b, d, layout);
+    call_alg = DNNL_CONV_DIRECT;
+    return rc;
+}
+
+int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const float *dout,
+                           const float *in, const float *w, const conv2d_dims *d,
+                           dnnl_conv_layout layout, dnnl_conv_alg alg)
+{
+    call_alg = alg;
+    const int rc = dnnl_conv_backward(din, din_set, dw, db, dout, in, w, d, layout);
+    call_alg = DNNL_CONV_DIRECT;
+    return rc;
+}
+
+const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
+                               dnnl_conv_alg alg, int pass)
+{
+    call_alg = alg;
+    const char *s = dnnl_conv_impl(d, has_bias, layout, pass);
+    call_alg = DNNL_CONV_DIRECT;
     return s;
 }
 

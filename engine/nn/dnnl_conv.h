@@ -49,6 +49,27 @@ double dnnl_conv_reorder_seconds(void);
  * given (both backward passes). The string is the cache's. */
 const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int pass);
 
+/* The algorithm of a oneDNN conv: DIRECT sums, or WINOGRAD (oneDNN 2.6's
+ * F(4,3) on AVX-512: 3x3, stride 1, undilated, ungrouped, input and output
+ * channels in multiples of 16, blocked layout; refused elsewhere, and then
+ * the calls below return -1). Winograd's transforms round differently from
+ * the direct sums (tests/unit/nn/test_dnnl_conv.c states by how much):
+ * conv2d runs it only where results need not be exact (conv2d.c,
+ * wino_table). */
+typedef enum { DNNL_CONV_DIRECT, DNNL_CONV_WINOGRAD, DNNL_CONV_ALG_COUNT } dnnl_conv_alg;
+extern const char *const DNNL_CONV_ALG_NAMES[];
+
+/* dnnl_conv_forward, dnnl_conv_backward and dnnl_conv_impl with the
+ * algorithm named (those three are DIRECT). A shape has a cache entry per
+ * algorithm. */
+int dnnl_conv_forward_alg(float *out, const float *in, const float *w, const float *b,
+                          const conv2d_dims *d, dnnl_conv_layout layout, dnnl_conv_alg alg);
+int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const float *dout,
+                           const float *in, const float *w, const conv2d_dims *d,
+                           dnnl_conv_layout layout, dnnl_conv_alg alg);
+const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
+                               dnnl_conv_alg alg, int pass);
+
 /* Destroys every cached primitive and buffer (tests, leak checks). */
 void dnnl_conv_cache_free(void);
 

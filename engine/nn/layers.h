@@ -83,12 +83,41 @@ lsq_status conv2d_backend_from_env(lsq_err *err);
  * weights (2) runs on oneDNN under the current setting. */
 int conv2d_uses_dnnl(const conv2d_dims *d, int pass);
 
+/* Whether conv2d runs oneDNN's Winograd (dnnl_conv_alg) where its rounding
+ * is allowed: the forward of float convs (conv2d_forward_float) and the
+ * backward of any conv (conv2d_backward_ex without fusions), 3x3 stride 1,
+ * on a pass that runs oneDNN in its blocked layout. AUTO: where it measured
+ * faster (conv2d.c, wino_table), under CONV2D_BACKEND_AUTO only; OFF:
+ * never, the default (the table's gain is under 1% of a training step);
+ * ON: wherever it is allowed and oneDNN takes it, under AUTO and DNNL
+ * (tests and A/B runs). LSQ_CONV=dnnl alone keeps oneDNN's direct convs.
+ * Until conv2d_set_wino is called, LSQ_WINO=0|1 sets it (OFF, ON; unset or
+ * empty: OFF), read at the first conv or by conv2d_wino_from_env. A shape
+ * oneDNN refuses Winograd for runs its direct conv. Process-wide; not
+ * thread-safe. */
+typedef enum { CONV2D_WINO_AUTO, CONV2D_WINO_OFF, CONV2D_WINO_ON, CONV2D_WINO_COUNT } conv2d_wino;
+extern const char *const CONV2D_WINO_NAMES[];
+void conv2d_set_wino(conv2d_wino w);
+conv2d_wino conv2d_get_wino(void);
+/* Reads LSQ_WINO now: unset, empty or 0 is OFF, 1 ON; anything else is
+ * LSQ_ERR_INVALID naming it (the setting is OFF). */
+lsq_status conv2d_wino_from_env(lsq_err *err);
+/* 1 when this pass (as conv2d_uses_dnnl) of the shape would run Winograd
+ * under the current settings (the forward: of a float conv), before oneDNN
+ * is asked whether it takes it. */
+int conv2d_uses_wino(const conv2d_dims *d, int pass);
+
 /* Floats of scratch that forward and backward need for this shape. */
 size_t conv2d_scratch_floats(const conv2d_dims *d);
 /* out (N, OC, OH, OW) = conv(in (N, IC, IH, IW), w (OC, IC / groups, KH, KW))
  * + b (OC) ; b may be NULL. */
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     const conv2d_dims *d, float *scratch);
+/* conv2d_forward of a conv whose input and weights are not quantized (a
+ * float layer's): it may run Winograd (conv2d_uses_wino), whose sums round
+ * differently from the direct ones. */
+void conv2d_forward_float(float *out, const float *in, const float *w, const float *b,
+                          const conv2d_dims *d, float *scratch);
 /* The forward of a conv whose input and weights are LSQ-quantized, on their
  * integer codes (the direct path's shapes): out = s_a * s_w[o] * sum(code_w *
  * code_a) + b, exact integer sums. The input codes are taken from `in` as

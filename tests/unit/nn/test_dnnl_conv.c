@@ -54,11 +54,12 @@ static float *copy_buf(const float *src, size_t n)
 }
 
 /* oneDNN's primitive for this pass of the shape ran (is cached), in
- * either layout */
+ * either layout, direct or (under LSQ_WINO=1) Winograd */
 static int dnnl_ran(const conv2d_dims *d, int bias, int pass)
 {
     return dnnl_conv_impl(d, bias, DNNL_CONV_BLOCKED, pass)[0] ||
-           dnnl_conv_impl(d, bias, DNNL_CONV_PLAIN, pass)[0];
+           dnnl_conv_impl(d, bias, DNNL_CONV_PLAIN, pass)[0] ||
+           dnnl_conv_impl_alg(d, bias, DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD, pass)[0];
 }
 
 static void need_dnnl(void)
