@@ -10,6 +10,9 @@
  *   wino     oneDNN's Winograd F(4,3) in its blocked layouts, reorders
  *            included as for dnnl (-1, "refused", where oneDNN refuses the
  *            shape: it takes 3x3 stride-1 convs of 16k channels);
+ * and, backward only, bf16: the backward on LSQ codes in bf16
+ * (dnnl_conv_backward_bf16: the output gradient rounded, codes blocked,
+ * f32 results, all of it timed), bf16_cpu_ms beside the others' columns;
  * and, forward only, oneDNN's primitive alone on data already in its
  * layouts: f32, int8 (u8 activations, s8 weights, s32 sums, f32 out) and
  * bf16 (f32 out). Medians (and minimums) of --reps timed runs after 2
@@ -21,6 +24,7 @@
  *   conv_prims [--batch 128] [--threads 2] [--reps 9] [--only NAME]
  */
 #include <math.h>
+#include <stdint.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +94,22 @@ static int run_once(const run_ctx *c)
     if (c->pass == 1)
         return dnnl_conv_backward_alg(c->din, 1, NULL, NULL, c->dout, c->in, c->w, c->d, l, a);
     return dnnl_conv_backward_alg(NULL, 0, c->dw, NULL, c->dout, c->in, c->w, c->d, l, a);
+}
+
+/* The bf16 backward on codes (pass 1 data, 2 weights): median CPU ms of
+ * reps runs after 2 warm-ups, -1 when refused. */
+static double time_bf16(const run_ctx *c, const uint16_t *xc, const int32_t *wc, int reps)
+{
+    const float sw = 0.05f;
+    float *din = c->pass == 1 ? c->din : NULL, *dw = c->pass == 2 ? c->dw : NULL;
+    double u[64];
+    for (int i = 0; i < reps + 2; i++) {
+        const double u0 = cpu_s();
+        if (dnnl_conv_backward_bf16(din, 1, dw, c->dout, xc, wc, 0.5f, &sw, 1, c->d) != 0)
+            return -1.0;
+        if (i >= 2) u[i - 2] = (cpu_s() - u0) * 1e3;
+    }
+    return median(u, reps);
 }
 
 #define N_MODES 4
@@ -229,6 +249,11 @@ int main(int argc, char **argv)
         float *scratch = malloc(conv2d_scratch_floats(&d) * 4 + 64);
         if (!in || !din || !out || !dout || !w || !dw || !scratch) return 1;
         fill(in, nin, 1), fill(dout, nout, 2), fill(w, nw, 3);
+        uint16_t *xc = malloc(nin * 2);
+        int32_t *wc = malloc(nw * 4);
+        if (!xc || !wc) return 1;
+        for (size_t j = 0; j < nin; j++) xc[j] = dnnl_conv_bf16_round((float)(j % 4));
+        for (size_t j = 0; j < nw; j++) wc[j] = (int32_t)(j % 4) - 2;
         const double flop = 2.0 * (double)nout * (double)(d.ic / d.groups) * d.kh * d.kw;
         for (int pass = 0; pass < 3; pass++) {
             double ms[N_MODES], ro[N_MODES], mn[N_MODES], cpu[N_MODES];
@@ -249,6 +274,10 @@ int main(int argc, char **argv)
                    "\"wino_cpu_ms\":%.3f,\"wino_impl\":\"%s\"",
                    ms[3], ro[3], mn[3], cpu[3],
                    dnnl_conv_impl_alg(&d, 0, DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD, pass));
+            if (pass > 0 && d.groups == 1) {
+                printf(",\"bf16_cpu_ms\":%.3f", time_bf16(&c[1], xc, wc, reps));
+                printf(",\"bf16_impl\":\"%s\"", dnnl_conv_impl_bf16(&d, pass));
+            }
 #ifdef LSQ_HAVE_DNNL
             if (pass == 0) {
                 printf(",\"prim_f32_ms\":%.3f,\"prim_int8_ms\":%.3f,\"prim_bf16_ms\":%.3f",
@@ -261,6 +290,7 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
         free(in), free(din), free(out), free(dout), free(w), free(dw), free(scratch);
+        free(xc), free(wc);
     }
     dnnl_conv_cache_free();
     return 0;

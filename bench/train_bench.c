@@ -9,6 +9,7 @@
  *               [--backend auto|own|dnnl]   (whose conv kernels: conv2d_set_backend)
  *               [--wino auto|off|on]   (oneDNN's Winograd: conv2d_set_wino; else
  *                                      LSQ_WINO=0|1, refused when neither)
+ *               [--bwd f32|bf16]   (a quantized conv's backward: conv2d_set_bwd)
  *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
  *       also names what the figures ran on: OpenBLAS's core and build
@@ -249,6 +250,19 @@ int main(int argc, char **argv)
             }
             wino_flag = 1;
         }
+        else if (!strcmp(argv[i], "--bwd") && i + 1 < argc) {
+            const char *c = argv[++i];
+            int found = 0;
+            for (int k = 0; k < CONV2D_BWD_COUNT; k++)
+                if (!strcmp(c, CONV2D_BWD_NAMES[k])) {
+                    conv2d_set_bwd((conv2d_bwd)k);
+                    found = 1;
+                }
+            if (!found) {
+                fprintf(stderr, "train_bench: --bwd takes f32 or bf16\n");
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
             /* auto: direct kernels and the integer forward where they
              * apply; float: without the integer forward; gemm: im2col +
@@ -335,13 +349,14 @@ int main(int argc, char **argv)
     /* the same per CPU second, divided by the threads (compare with
      * --sgemm's gflops_cpu): what a quiet machine would give */
     double gflops_cpu = (double)steps * batch / (cpu / threads) * net_forward_macs(&net) * 6.0 / 1e9;
-    printf("{\"bench\":\"train\",\"engine\":\"%s\",\"conv_backend\":\"%s\",\"wino\":\"%s\","
+    printf("{\"bench\":\"train\",\"engine\":\"%s\",\"conv_backend\":\"%s\",\"wino\":\"%s\",\"bwd\":\"%s\","
            "\"model\":\"%s\",\"bits\":%d,\"batch\":%d,"
            "\"threads\":%d,\"isa\":\"%s\",\"steps\":%d,\"images_per_s\":%.1f,"
            "\"images_per_cpu_s\":%.1f,\"gflops\":%.2f,\"gflops_cpu\":%.2f,"
            "\"peak_rss_mb\":%.1f}\n",
            conv_mode == 2 ? "lsq-im2col" : conv_mode ? "lsq-float" : "lsq",
-           CONV2D_BACKEND_NAMES[conv2d_get_backend()], CONV2D_WINO_NAMES[conv2d_get_wino()], arch,
+           CONV2D_BACKEND_NAMES[conv2d_get_backend()], CONV2D_WINO_NAMES[conv2d_get_wino()],
+           CONV2D_BWD_NAMES[conv2d_get_bwd()], arch,
            bits ? bits : 32, batch, threads, lsq_isa_name(lsq_isa_active()), steps, ips,
            (double)steps * batch / cpu, gflops, gflops_cpu, peak_rss_kb() / 1024.0);
     if (memory) print_memory(&net, batch);

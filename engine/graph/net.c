@@ -1684,13 +1684,28 @@ static void zero_dout_at_turn(lsq_net *net, int j, int n)
 /* 1 when batch norm bn's input gradient is made by its input conv's
  * backward (conv2d_backward_ex): bn leaves it to the conv, which asks the
  * same. */
+/* A conv whose input (no LSQ+ offset) and weights are both quantized runs
+ * its backward on the codes in bf16 where LSQ_BWD=bf16 and the shape allows
+ * (conv2d_backward_codes), without fusions; nonfinite quantized weights
+ * keep the float path, which carries them. */
+static int conv_codes_backward_ok(const lsq_net *net, const net_node *nd, const conv2d_dims *d)
+{
+    if (nd->op != OP_CONV || !nd->aq.on || !nd->wq.on || nd->aq.offset_view >= 0 ||
+        conv2d_get_bwd() != CONV2D_BWD_BF16 || !conv2d_backward_codes_ready(d))
+        return 0;
+    const size_t wn = net->views[nd->wv].count;
+    for (size_t j = 0; j < wn; j++)
+        if (!isfinite(nd->qw[j])) return 0;
+    return 1;
+}
+
 static int bn_grad_by_conv(const lsq_net *net, int bn, int n)
 {
     const net_node *c = &net->nodes[net->nodes[bn].in[0]];
     if (c->op != OP_CONV || c->bn_after != bn) return 0;
     conv2d_dims d;
     conv_dims_of(net, c, n, &d);
-    return conv2d_backward_fuses(&d);
+    return conv2d_backward_fuses(&d) && !conv_codes_backward_ok(net, c, &d);
 }
 
 void net_backward(lsq_net *net, const float *dlogits, int n)
@@ -1718,9 +1733,13 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             float *db = nd->bv >= 0 ? net->grads + net->views[nd->bv].off : NULL;
             const float *qx = x, *qw = w;
             float *dqx = din, *dqw = dw;
+            conv2d_dims cd = {0};
+            if (nd->op == OP_CONV) conv_dims_of(net, nd, n, &cd);
+            /* on the codes in bf16 (qbuf holds the input's codes) */
+            int on_codes = nd->op == OP_CONV && conv_codes_backward_ok(net, nd, &cd);
             if (nd->aq.on) {
                 /* a conv sets dqx whole; linear_backward adds to it */
-                qx = quantize_input(net, nd, x, in_count);
+                if (!on_codes) qx = quantize_input(net, nd, x, in_count);
                 dqx = net->dqbuf;
                 if (nd->op != OP_CONV) memset(dqx, 0, in_count * sizeof(float));
             }
@@ -1729,8 +1748,22 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                 dqw = nd->dqw;
                 memset(dqw, 0, net->views[nd->wv].count * sizeof(float));
             }
+            if (on_codes) {
+                uint16_t *xc = (uint16_t *)net->qbuf;
+                const float s_x = view_ptr(net, nd->aq.step_view)[0];
+                quant_codes_bf16(xc, x, s_x, in_count, &nd->aq.r);
+                if (conv2d_backward_codes(dqx, 1, dqw, db, nd->dout, xc, nd->wcodes, s_x,
+                                          view_ptr(net, nd->wq.step_view), nd->wq.channels,
+                                          &cd) != 0) {
+                    /* out of memory for its buffers: the float backward */
+                    on_codes = 0;
+                    qx = quantize_input(net, nd, x, in_count);
+                }
+            }
             int fused = 0; /* the activation quantizer's backward done by the conv's */
-            if (nd->op == OP_CONV) {
+            if (on_codes) {
+                /* done above */
+            } else if (nd->op == OP_CONV) {
                 conv2d_dims d;
                 conv_dims_of(net, nd, n, &d);
                 conv2d_back bk = {.in = qx, .w = qw, .dout = nd->dout, .din = dqx,

@@ -77,6 +77,7 @@ conv2d_backend conv2d_get_backend(void)
 }
 
 static int is_plain(const conv2d_dims *d);
+static void bias_grad(float *db, const float *g, int oc, int p);
 
 /* Where oneDNN beats the engine's own kernels, and in which layout: from
  * bench/conv_prims.c's CPU ms at one thread (the measure that other work
@@ -206,6 +207,66 @@ static int wino_backward(const conv2d_back *b, const conv2d_dims *d, float *scra
         rest.dw = rest.db = NULL;
     }
     return conv2d_backward_ex(&rest, d, scratch);
+}
+
+/* ---- the backward on codes: f32 or bf16 (LSQ_BWD) ---- */
+
+const char *const CONV2D_BWD_NAMES[] = {"f32", "bf16"};
+_Static_assert(sizeof CONV2D_BWD_NAMES / sizeof *CONV2D_BWD_NAMES == CONV2D_BWD_COUNT,
+               "a name per conv2d_bwd");
+
+static int bwd_set; /* 0: LSQ_BWD not read yet */
+static conv2d_bwd bwd_choice = CONV2D_BWD_F32;
+
+void conv2d_set_bwd(conv2d_bwd b)
+{
+    bwd_choice = b;
+    bwd_set = 1;
+}
+
+lsq_status conv2d_bwd_from_env(lsq_err *err)
+{
+    const char *e = getenv("LSQ_BWD");
+    bwd_choice = CONV2D_BWD_F32;
+    bwd_set = 1;
+    if (!e || !*e) return LSQ_OK;
+    for (int i = 0; i < CONV2D_BWD_COUNT; i++)
+        if (!strcmp(e, CONV2D_BWD_NAMES[i])) {
+            bwd_choice = (conv2d_bwd)i;
+            return LSQ_OK;
+        }
+    return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_BWD", "LSQ_BWD=%s: use f32 or bf16", e);
+}
+
+conv2d_bwd conv2d_get_bwd(void)
+{
+    if (!bwd_set) conv2d_bwd_from_env(NULL);
+    return bwd_choice;
+}
+
+/* bf16 replaces a float backward that runs on oneDNN in both passes: the
+ * shapes the engine's own kernels keep (first layers, the fused direct
+ * path) keep their fusions. */
+int conv2d_backward_codes_ready(const conv2d_dims *d)
+{
+    return conv2d_get_bwd() == CONV2D_BWD_BF16 && conv2d_uses_dnnl(d, 1) &&
+           conv2d_uses_dnnl(d, 2) && dnnl_conv_bf16_ready(d);
+}
+
+int conv2d_backward_codes(float *din, int din_set, float *dw, float *db, const float *dout,
+                          const uint16_t *xcodes, const int32_t *wcodes, float s_x,
+                          const float *s_w, int w_channels, const conv2d_dims *d)
+{
+    if (!conv2d_backward_codes_ready(d) ||
+        dnnl_conv_backward_bf16(din, din_set, dw, dout, xcodes, wcodes, s_x, s_w, w_channels,
+                                d) != 0)
+        return -1;
+    if (db) {
+        /* the bias's gradient stays f32: plain sums of dout */
+        const int p = d->oh * d->ow;
+        for (int i = 0; i < d->n; i++) bias_grad(db, dout + (size_t)i * d->oc * p, d->oc, p);
+    }
+    return 0;
 }
 
 int conv2d_dims_init(conv2d_dims *d, int n, int ic, int ih, int iw, int oc,

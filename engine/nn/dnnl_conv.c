@@ -76,6 +76,25 @@ const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_lay
 {
     (void)alg;
     return dnnl_conv_impl(d, has_bias, layout, pass);
+int dnnl_conv_backward_bf16(float *din, int din_set, float *dw, const float *dout,
+                            const uint16_t *xcodes, const int32_t *wcodes, float s_x,
+                            const float *s_w, int w_channels, const conv2d_dims *d)
+{
+    (void)din, (void)din_set, (void)dw, (void)dout, (void)xcodes, (void)wcodes, (void)s_x;
+    (void)s_w, (void)w_channels, (void)d;
+    return -1;
+}
+
+int dnnl_conv_bf16_ready(const conv2d_dims *d)
+{
+    (void)d;
+    return 0;
+}
+
+const char *dnnl_conv_impl_bf16(const conv2d_dims *d, int pass)
+{
+    (void)d, (void)pass;
+    return "";
 }
 
 #else
@@ -118,6 +137,7 @@ typedef struct {
     dnnl_conv_alg alg;
     dnnl_primitive_desc_t fwd_pd; /* the backward's hint */
     conv_op op[OP_COUNT];
+    int bf16; /* the backward on codes in bf16 (dnnl_conv_backward_bf16) */
 } entry;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -417,6 +437,7 @@ static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout lay
     const int threads = omp_get_max_threads();
     for (int i = 0; i < n_cache; i++) {
         entry *e = &cache[i];
+        if (e->bf16) continue;
         if (e->has_bias == has_bias && e->layout == layout && e->threads == threads &&
             same_dims(&e->d, d) && e->alg == call_alg)
             return e;
@@ -508,6 +529,216 @@ out:
     return rc;
 }
 
+/* ---- the backward on LSQ codes in bf16 ----
+ * An entry of its own per shape (bf16 set, no bias, oneDNN's layouts): its
+ * forward hint and both backward ops take bf16 sources and f32 results. The
+ * engine rounds the output gradient (two copies: scaled by the weight steps
+ * for the data pass, by the input step for the weight pass) and the weight
+ * codes into bf16 NCHW/OIHW staging buffers; the ops' reorders then only
+ * block them. */
+
+enum { B_DOUT_D, B_DOUT_W, B_WEI, B_COUNT };
+static void *bstage[B_COUNT];
+static size_t bstage_cap[B_COUNT];
+
+static void *bstage_get(int s, size_t bytes)
+{
+    if (bytes > bstage_cap[s]) {
+        free(bstage[s]);
+        const size_t sz = (bytes + 63) / 64 * 64;
+        bstage[s] = aligned_alloc(64, sz);
+        bstage_cap[s] = bstage[s] ? sz : 0;
+    }
+    return bstage[s];
+}
+
+/* m: user md u as bf16 in the same plain layout, or "any" for the
+ * primitive. */
+static void md_bf16(dnnl_memory_desc_t *m, const dnnl_memory_desc_t *u, int any)
+{
+    dnnl_memory_desc_init_by_tag(m, u->ndims, u->dims, dnnl_bf16,
+                                 any ? dnnl_format_tag_any
+                                     : u->ndims == 4 ? dnnl_abcd : dnnl_abcde);
+}
+
+static void md_f32_any(dnnl_memory_desc_t *m, const dnnl_memory_desc_t *u)
+{
+    dnnl_memory_desc_init_by_tag(m, u->ndims, u->dims, dnnl_f32, dnnl_format_tag_any);
+}
+
+/* A bf16 kernel, not a reference one (a CPU without AVX512_BF16 gets
+ * oneDNN's reference or emulated paths: those are slower than f32). */
+static int impl_is_bf16_jit(const char *impl)
+{
+    return strncmp(impl, "ref", 3) != 0 && strstr(impl, "jit") && strstr(impl, "bf16");
+}
+
+/* Creates op `which` (OP_BWD_DATA or OP_BWD_W) of bf16 entry e. */
+static void op_create_bf16(entry *e, int which)
+{
+    conv_op *op = &e->op[which];
+    shape_mds m;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_convolution_desc_t cd;
+    op->state = -1;
+    if (shape_init(&m, &e->d) != 0) return;
+    dnnl_memory_desc_t us, uw, ud, ps, pw, pd_, fs, fw;
+    md_bf16(&us, &m.src, 0), md_bf16(&uw, &m.wei, 0), md_bf16(&ud, &m.dst, 0);
+    md_bf16(&ps, &m.src, 1), md_bf16(&pw, &m.wei, 1), md_bf16(&pd_, &m.dst, 1);
+    md_f32_any(&fs, &m.src), md_f32_any(&fw, &m.wei);
+    if (!e->fwd_pd) {
+        if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training,
+                                                       dnnl_convolution_direct, &ps, &pw, NULL,
+                                                       &pd_, m.strides, m.dilates, m.pad_l,
+                                                       m.pad_r) != dnnl_success ||
+            dnnl_primitive_desc_create(&e->fwd_pd, &cd, NULL, eng, NULL) != dnnl_success) {
+            e->fwd_pd = NULL;
+            return;
+        }
+    }
+    int ok = 0;
+    if (which == OP_BWD_DATA) {
+        if (dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &fs,
+                                                             &pw, &pd_, m.strides, m.dilates,
+                                                             m.pad_l, m.pad_r) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, NULL, eng, e->fwd_pd) != dnnl_success) {
+            pd = NULL;
+            goto out;
+        }
+        ok = op_arg_init(op, pd, DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &ud, 0, S_DST) ==
+                 0 &&
+             op_arg_init(op, pd, DNNL_ARG_WEIGHTS, dnnl_query_weights_md, 0, &uw, 0, S_WEI) == 0 &&
+             op_arg_init(op, pd, DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, 0, &m.src, 1,
+                         S_DSRC) == 0;
+    } else {
+        if (dnnl_dilated_convolution_backward_weights_desc_init(
+                &cd, dnnl_convolution_direct, &ps, &fw, NULL, &pd_, m.strides, m.dilates,
+                m.pad_l, m.pad_r) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, NULL, eng, e->fwd_pd) != dnnl_success) {
+            pd = NULL;
+            goto out;
+        }
+        ok = op_arg_init(op, pd, DNNL_ARG_SRC, dnnl_query_src_md, 0, &us, 0, S_SRC) == 0 &&
+             op_arg_init(op, pd, DNNL_ARG_DIFF_DST, dnnl_query_diff_dst_md, 0, &ud, 0, S_DST2) ==
+                 0 &&
+             op_arg_init(op, pd, DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, 0, &m.wei, 1,
+                         S_DWEI) == 0;
+    }
+    if (!ok) goto out;
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success ||
+        !impl || !impl_is_bf16_jit(impl))
+        goto out;
+    snprintf(op->impl, sizeof op->impl, "%s", impl);
+    if (dnnl_primitive_create(&op->prim, pd) != dnnl_success) goto out;
+    op->state = 1;
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (op->state != 1) {
+        op_free(op);
+        op->state = -1;
+    }
+}
+
+/* The bf16 entry of a shape with both backward ops tried; NULL when out of
+ * memory or without an engine. */
+static entry *bf16_entry(const conv2d_dims *d, int create)
+{
+    if (!eng_ready()) return NULL;
+    const int threads = omp_get_max_threads();
+    entry *e = NULL;
+    for (int i = 0; i < n_cache && !e; i++)
+        if (cache[i].bf16 && cache[i].threads == threads && same_dims(&cache[i].d, d))
+            e = &cache[i];
+    if (!e) {
+        if (!create) return NULL;
+        if (n_cache == cap_cache) {
+            const int nc = cap_cache ? 2 * cap_cache : 16;
+            entry *c = realloc(cache, sizeof *c * (size_t)nc);
+            if (!c) return NULL;
+            cache = c, cap_cache = nc;
+        }
+        e = &cache[n_cache++];
+        memset(e, 0, sizeof *e);
+        e->d = *d, e->layout = DNNL_CONV_BLOCKED, e->threads = threads, e->bf16 = 1;
+    }
+    if (create && e->op[OP_BWD_DATA].state == 0) op_create_bf16(e, OP_BWD_DATA);
+    if (create && e->op[OP_BWD_W].state == 0) op_create_bf16(e, OP_BWD_W);
+    return e;
+}
+
+static int bf16_ops_ready(const entry *e)
+{
+    return e && e->op[OP_BWD_DATA].state == 1 && e->op[OP_BWD_W].state == 1;
+}
+
+int dnnl_conv_bf16_ready(const conv2d_dims *d)
+{
+    pthread_mutex_lock(&lock);
+    const int ok = bf16_ops_ready(bf16_entry(d, 1));
+    pthread_mutex_unlock(&lock);
+    return ok;
+}
+
+/* dst (n planes of p) = bf16(src * scale[plane % nc]). */
+static void round_planes(uint16_t *dst, const float *src, size_t planes, size_t p,
+                         const float *scale, int nc)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float sc = scale[nc > 1 ? pl % (size_t)nc : 0];
+        const float *s = src + pl * p;
+        uint16_t *o = dst + pl * p;
+        for (size_t j = 0; j < p; j++) o[j] = dnnl_conv_bf16_round(s[j] * sc);
+    }
+}
+
+int dnnl_conv_backward_bf16(float *din, int din_set, float *dw, const float *dout,
+                            const uint16_t *xcodes, const int32_t *wcodes, float s_x,
+                            const float *s_w, int w_channels, const conv2d_dims *d)
+{
+    pthread_mutex_lock(&lock);
+    int rc = -1;
+    entry *e = bf16_entry(d, 1);
+    if (!bf16_ops_ready(e)) goto out;
+    conv_op *bd = din ? &e->op[OP_BWD_DATA] : NULL, *bw = dw ? &e->op[OP_BWD_W] : NULL;
+    const size_t p = (size_t)d->oh * d->ow, planes = (size_t)d->n * d->oc;
+    const size_t wn = (size_t)d->oc * (d->ic / (d->groups > 1 ? d->groups : 1)) * d->kh * d->kw;
+    uint16_t *gd = bd ? bstage_get(B_DOUT_D, planes * p * 2) : NULL;
+    uint16_t *gw = bw ? bstage_get(B_DOUT_W, planes * p * 2) : NULL;
+    uint16_t *wb = bd ? bstage_get(B_WEI, wn * 2) : NULL;
+    /* nothing is written unless both passes can run */
+    if ((bd && (!gd || !wb || op_reserve(bd) != 0)) || (bw && (!gw || op_reserve(bw) != 0)))
+        goto out;
+    if (bd) {
+        for (size_t j = 0; j < wn; j++) wb[j] = dnnl_conv_bf16_round((float)wcodes[j]);
+        round_planes(gd, dout, planes, p, s_w, w_channels);
+        void *ptr[ARG_MAX] = {gd, wb, din};
+        const int add[ARG_MAX] = {0, 0, !din_set};
+        if (op_run(bd, ptr, add, 0) != 0) goto out;
+    }
+    if (bw) {
+        round_planes(gw, dout, planes, p, &s_x, 1);
+        void *ptr[ARG_MAX] = {(void *)xcodes, gw, dw};
+        const int add[ARG_MAX] = {0, 0, 1};
+        if (op_run(bw, ptr, add, 0) != 0) goto out;
+    }
+    rc = 0;
+out:
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+const char *dnnl_conv_impl_bf16(const conv2d_dims *d, int pass)
+{
+    pthread_mutex_lock(&lock);
+    const char *s = "";
+    const entry *e = pass == OP_BWD_DATA || pass == OP_BWD_W ? bf16_entry(d, 0) : NULL;
+    if (e && e->op[pass].state == 1) s = e->op[pass].impl;
+    pthread_mutex_unlock(&lock);
+    return s;
+}
+
 double dnnl_conv_reorder_seconds(void)
 {
     pthread_mutex_lock(&lock);
@@ -566,6 +797,10 @@ void dnnl_conv_cache_free(void)
     for (int s = 0; s < S_COUNT; s++) {
         free(slots[s]);
         slots[s] = NULL, slot_cap[s] = 0;
+    }
+    for (int s = 0; s < B_COUNT; s++) {
+        free(bstage[s]);
+        bstage[s] = NULL, bstage_cap[s] = 0;
     }
     if (eng_state == 1) {
         dnnl_stream_destroy(stream);

@@ -21,6 +21,9 @@
 
 #include "nn/layers.h"
 
+#include <stdint.h>
+#include <string.h>
+
 typedef enum { DNNL_CONV_BLOCKED, DNNL_CONV_PLAIN, DNNL_CONV_LAYOUT_COUNT } dnnl_conv_layout;
 extern const char *const DNNL_CONV_LAYOUT_NAMES[];
 
@@ -69,6 +72,50 @@ int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const 
                            dnnl_conv_layout layout, dnnl_conv_alg alg);
 const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
                                dnnl_conv_alg alg, int pass);
+/* ---- backward on LSQ codes in bf16 ----
+ * A conv whose input and weights are both LSQ-quantized has integer codes
+ * (|code| <= 256) that bf16 holds exactly, so its backward can run on
+ * oneDNN's bf16 kernels (AVX512_BF16) and round only the output gradient:
+ *   din = (or +=) conv_bwd_data(bf16(dout * s_w[o]), Qw)
+ *   dw += conv_bwd_weights(Qx, bf16(dout * s_x))
+ * the step folded into the output gradient before it is rounded (so a
+ * per-channel weight step needs no pass over din), sums and results in f32.
+ * xcodes: the input's codes (N, IC, IH, IW) as bf16 bits; wcodes:
+ * quant_forward's weight codes; s_w: w_channels steps (1 or OC). Primitives
+ * are created once per shape, in oneDNN's own layouts, kept only when
+ * oneDNN picks a bf16 jit kernel for both passes (never a reference one).
+ * Returns 0, or -1 without writing when oneDNN is absent, the CPU lacks
+ * bf16 kernels or oneDNN refuses the shape: the caller runs the f32
+ * backward. */
+int dnnl_conv_backward_bf16(float *din, int din_set, float *dw, const float *dout,
+                            const uint16_t *xcodes, const int32_t *wcodes, float s_x,
+                            const float *s_w, int w_channels, const conv2d_dims *d);
+
+/* 1 when dnnl_conv_backward_bf16 runs this shape (its primitives are
+ * created by this call when new). */
+int dnnl_conv_bf16_ready(const conv2d_dims *d);
+
+/* The implementation of the bf16 backward's pass (1 data, 2 weights) for
+ * this shape, e.g. "jit_bf16:avx512_core_bf16"; "" when none. */
+const char *dnnl_conv_impl_bf16(const conv2d_dims *d, int pass);
+
+/* bf16 bits of f, rounded to nearest even (NaN stays a quiet NaN). */
+static inline uint16_t dnnl_conv_bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* The float of bf16 bits h. */
+static inline float dnnl_conv_bf16_float(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 /* Destroys every cached primitive and buffer (tests, leak checks). */
 void dnnl_conv_cache_free(void);

@@ -106,6 +106,38 @@ lsq_status conv2d_wino_from_env(lsq_err *err);
  * under the current settings (the forward: of a float conv), before oneDNN
  * is asked whether it takes it. */
 int conv2d_uses_wino(const conv2d_dims *d, int pass);
+/* Which arithmetic the backward of a conv on LSQ codes takes (a conv whose
+ * input and weights are both quantized, conv2d_backward_codes): F32 (the
+ * float backward on the quantized values) or BF16 (oneDNN's bf16 kernels on
+ * the codes, the output gradient rounded to bf16: dnnl_conv.h). BF16 runs
+ * where the float backward's both passes run on oneDNN (conv2d_uses_dnnl)
+ * and oneDNN has bf16 kernels for the shape; elsewhere F32. Until
+ * conv2d_set_bwd is called, the environment variable LSQ_BWD=f32|bf16 sets
+ * it (read at the first use, or by conv2d_bwd_from_env; anything else is
+ * F32 there, and conv2d_bwd_from_env says it is wrong). Process-wide; not
+ * thread-safe. */
+typedef enum { CONV2D_BWD_F32, CONV2D_BWD_BF16, CONV2D_BWD_COUNT } conv2d_bwd;
+extern const char *const CONV2D_BWD_NAMES[];
+void conv2d_set_bwd(conv2d_bwd b);
+conv2d_bwd conv2d_get_bwd(void);
+/* Reads LSQ_BWD now: unset or empty is F32; a name not in CONV2D_BWD_NAMES
+ * is LSQ_ERR_INVALID naming it (the setting is F32). */
+lsq_status conv2d_bwd_from_env(lsq_err *err);
+/* 1 when conv2d_backward_codes runs this shape under the current settings
+ * (creating its oneDNN primitives when new). */
+int conv2d_backward_codes_ready(const conv2d_dims *d);
+/* The backward of a conv on LSQ codes in bf16: din (N, IC, IH, IW) (may be
+ * NULL; = when din_set, else +=) and dw (may be NULL) += the gradients of
+ * the quantized input and weights (s_x * Qx, s_w * Qw), db (may be NULL) +=
+ * the bias's, from dout. xcodes: the input's codes as bf16 bits
+ * (quant_codes_bf16); wcodes, s_w, w_channels: the weights' codes and steps
+ * as quant_forward made them. Returns 0, or -1 without writing when the
+ * setting is F32 or the shape has no bf16 backward (see
+ * conv2d_backward_codes_ready): the caller runs conv2d_backward_ex on the
+ * quantized values. */
+int conv2d_backward_codes(float *din, int din_set, float *dw, float *db, const float *dout,
+                          const uint16_t *xcodes, const int32_t *wcodes, float s_x,
+                          const float *s_w, int w_channels, const conv2d_dims *d);
 
 /* Floats of scratch that forward and backward need for this shape. */
 size_t conv2d_scratch_floats(const conv2d_dims *d);

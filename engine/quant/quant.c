@@ -16,6 +16,7 @@
 #include <assert.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <omp.h>
 #if defined(__AVX2__) && defined(__FMA__)
@@ -36,6 +37,8 @@
     V(void, quant_forward, (float *out, int32_t *codes, const float *in, const float *step,    \
       const float *offset, int channels, size_t per, const quant_range *r),                    \
       (out, codes, in, step, offset, channels, per, r))                                        \
+    V(void, quant_codes_bf16, (uint16_t *codes, const float *in, float step, size_t n,         \
+      const quant_range *r), (codes, in, step, n, r))                                          \
     V(void, quant_backward_span, (float *din, int set, const float *dout, const float *in,     \
       float s, const quant_range *r, size_t n, double sums[2]),                                \
       (din, set, dout, in, s, r, n, sums))                                                     \
@@ -137,6 +140,32 @@ void quant_forward(float *out, int32_t *codes, const float *in,
         if (n > QUANT_BLOCK) n = QUANT_BLOCK;
         forward_block(out + i0, codes ? codes + i0 : NULL, in + i0, step[c],
                       offset ? offset[c] : 0.0f, lo, hi, n);
+    }
+}
+
+void quant_codes_bf16(uint16_t *codes, const float *in, float step, size_t n,
+                      const quant_range *r)
+{
+    assert(codes && in && r);
+    const float lo = (float)-r->qn, hi = (float)r->qp;
+    const size_t nb = (n + QUANT_BLOCK - 1) / QUANT_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1) if (n >= QUANT_PAR_MIN)
+    for (size_t k = 0; k < nb; k++) {
+        const size_t i0 = k * QUANT_BLOCK, m = n - i0 < QUANT_BLOCK ? n - i0 : QUANT_BLOCK;
+#pragma omp simd
+        for (size_t i = i0; i < i0 + m; i++) {
+            /* forward_block's formulas */
+            float x = in[i] / step;
+            x = x < lo ? lo : x;
+            x = x > hi ? hi : x;
+            float q = quant_round(x);
+            q = q == q ? q : 0.0f;
+            /* an integer of magnitude <= 256: its float's upper half is its
+             * bf16, exactly */
+            uint32_t u;
+            memcpy(&u, &q, sizeof u);
+            codes[i] = (uint16_t)(u >> 16);
+        }
     }
 }
 

@@ -46,6 +46,11 @@ void quant_forward(float *out, int32_t *codes, const float *in,
                    const float *step, const float *offset, int channels,
                    size_t per, const quant_range *r);
 
+/* codes[i] = quant_forward's code of in[i] (step `step`, no offset), as
+ * the bits of a bf16 (exact: |code| <= 256); a NaN input gets code 0. For
+ * kernels that take bf16 operands (conv2d_backward_codes). */
+void quant_codes_bf16(uint16_t *codes, const float *in, float step, size_t n,
+                      const quant_range *r);
 /* Accumulates din += dout inside the range; dstep[c] += g[c] * sum of
  * dout * dv_hat/ds over channel c; doffset[c] += sum of dout outside the
  * range (when doffset is not NULL). din may be NULL. gscale has one entry per
