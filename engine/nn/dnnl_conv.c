@@ -76,6 +76,8 @@ const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_lay
 {
     (void)alg;
     return dnnl_conv_impl(d, has_bias, layout, pass);
+}
+
 int dnnl_conv_backward_bf16(float *din, int din_set, float *dw, const float *dout,
                             const uint16_t *xcodes, const int32_t *wcodes, float s_x,
                             const float *s_w, int w_channels, const conv2d_dims *d)
