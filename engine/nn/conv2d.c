@@ -40,6 +40,25 @@ static conv2d_path path_choice = CONV2D_PATH_AUTO;
 
 void conv2d_set_path(conv2d_path p) { path_choice = p; }
 
+/* The index in vals[0..n) of environment variable var's value: -1 when it
+ * is unset or empty, -2 for any other value, with err naming var and the
+ * values it takes ("LSQ_CONV=x: use auto, own or dnnl"). */
+static int env_choice(const char *var, const char *const *vals, int n, lsq_err *err)
+{
+    const char *e = getenv(var);
+    if (!e || !*e) return -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(e, vals[i])) return i;
+    char use[96] = "";
+    for (int i = 0; i < n; i++) {
+        const size_t len = strlen(use);
+        snprintf(use + len, sizeof use - len, "%s%s", i == 0 ? "" : i == n - 1 ? " or " : ", ",
+                 vals[i]);
+    }
+    lsq_err_set(err, LSQ_ERR_INVALID, var, "%s=%s: use %s", var, e, use);
+    return -2;
+}
+
 /* ---- whose kernels: the engine's own or oneDNN's (dnnl_conv.h) ---- */
 
 const char *const CONV2D_BACKEND_NAMES[] = {"auto", "own", "dnnl"};
@@ -58,16 +77,10 @@ void conv2d_set_backend(conv2d_backend b)
 
 lsq_status conv2d_backend_from_env(lsq_err *err)
 {
-    const char *e = getenv("LSQ_CONV");
-    backend_choice = CONV2D_BACKEND_AUTO;
+    const int i = env_choice("LSQ_CONV", CONV2D_BACKEND_NAMES, CONV2D_BACKEND_COUNT, err);
+    backend_choice = i >= 0 ? (conv2d_backend)i : CONV2D_BACKEND_AUTO;
     backend_set = 1;
-    if (!e || !*e) return LSQ_OK;
-    for (int i = 0; i < CONV2D_BACKEND_COUNT; i++)
-        if (!strcmp(e, CONV2D_BACKEND_NAMES[i])) {
-            backend_choice = (conv2d_backend)i;
-            return LSQ_OK;
-        }
-    return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_CONV", "LSQ_CONV=%s: use auto, own or dnnl", e);
+    return i == -2 ? LSQ_ERR_INVALID : LSQ_OK;
 }
 
 conv2d_backend conv2d_get_backend(void)
@@ -140,15 +153,11 @@ void conv2d_set_wino(conv2d_wino w)
 
 lsq_status conv2d_wino_from_env(lsq_err *err)
 {
-    const char *e = getenv("LSQ_WINO");
-    wino_choice = CONV2D_WINO_OFF;
+    static const char *const vals[] = {"0", "1"};
+    const int i = env_choice("LSQ_WINO", vals, 2, err);
+    wino_choice = i == 1 ? CONV2D_WINO_ON : CONV2D_WINO_OFF;
     wino_set = 1;
-    if (!e || !*e) return LSQ_OK;
-    if (!strcmp(e, "0") || !strcmp(e, "1")) {
-        wino_choice = e[0] == '1' ? CONV2D_WINO_ON : CONV2D_WINO_OFF;
-        return LSQ_OK;
-    }
-    return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_WINO", "LSQ_WINO=%s: use 0 or 1", e);
+    return i == -2 ? LSQ_ERR_INVALID : LSQ_OK;
 }
 
 conv2d_wino conv2d_get_wino(void)
@@ -226,16 +235,10 @@ void conv2d_set_bwd(conv2d_bwd b)
 
 lsq_status conv2d_bwd_from_env(lsq_err *err)
 {
-    const char *e = getenv("LSQ_BWD");
-    bwd_choice = CONV2D_BWD_F32;
+    const int i = env_choice("LSQ_BWD", CONV2D_BWD_NAMES, CONV2D_BWD_COUNT, err);
+    bwd_choice = i >= 0 ? (conv2d_bwd)i : CONV2D_BWD_F32;
     bwd_set = 1;
-    if (!e || !*e) return LSQ_OK;
-    for (int i = 0; i < CONV2D_BWD_COUNT; i++)
-        if (!strcmp(e, CONV2D_BWD_NAMES[i])) {
-            bwd_choice = (conv2d_bwd)i;
-            return LSQ_OK;
-        }
-    return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_BWD", "LSQ_BWD=%s: use f32 or bf16", e);
+    return i == -2 ? LSQ_ERR_INVALID : LSQ_OK;
 }
 
 conv2d_bwd conv2d_get_bwd(void)
