@@ -105,8 +105,10 @@ const char *dnnl_conv_impl_bf16(const conv2d_dims *d, int pass)
 
 int dnnl_conv_available(void) { return 1; }
 
-/* The shared buffers, one per argument role. */
-enum { S_SRC, S_DST, S_DST2, S_WEI, S_DSRC, S_DWEI, S_BIAS, S_COUNT };
+/* The shared buffers, one per argument role; S_B*: the bf16 backward's staging buffers (dnnl_conv_backward_bf16): the
+ * output gradient scaled for the data pass and for the weight pass, the
+ * weight codes. */
+enum { S_SRC, S_DST, S_DST2, S_WEI, S_DSRC, S_DWEI, S_BIAS, S_BDOUT_D, S_BDOUT_W, S_BWEI, S_COUNT };
 
 enum { OP_FWD, OP_BWD_DATA, OP_BWD_W, OP_COUNT };
 
@@ -434,6 +436,22 @@ static int same_dims(const conv2d_dims *a, const conv2d_dims *b)
 }
 
 /* The entry of a shape, created when new; NULL when out of memory. */
+/* A new zeroed entry for shape d at the end of the cache; NULL when out of
+ * memory. */
+static entry *cache_add(const conv2d_dims *d, dnnl_conv_layout layout, int threads)
+{
+    if (n_cache == cap_cache) {
+        const int nc = cap_cache ? 2 * cap_cache : 16;
+        entry *c = realloc(cache, sizeof *c * (size_t)nc);
+        if (!c) return NULL;
+        cache = c, cap_cache = nc;
+    }
+    entry *e = &cache[n_cache++];
+    memset(e, 0, sizeof *e);
+    e->d = *d, e->layout = layout, e->threads = threads;
+    return e;
+}
+
 static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int create)
 {
     const int threads = omp_get_max_threads();
@@ -445,16 +463,8 @@ static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout lay
             return e;
     }
     if (!create) return NULL;
-    if (n_cache == cap_cache) {
-        const int nc = cap_cache ? 2 * cap_cache : 16;
-        entry *c = realloc(cache, sizeof *c * (size_t)nc);
-        if (!c) return NULL;
-        cache = c, cap_cache = nc;
-    }
-    entry *e = &cache[n_cache++];
-    memset(e, 0, sizeof *e);
-    e->d = *d, e->has_bias = has_bias, e->layout = layout, e->threads = threads;
-    e->alg = call_alg;
+    entry *e = cache_add(d, layout, threads);
+    if (e) e->has_bias = has_bias, e->alg = call_alg;
     return e;
 }
 
@@ -538,21 +548,6 @@ out:
  * for the data pass, by the input step for the weight pass) and the weight
  * codes into bf16 NCHW/OIHW staging buffers; the ops' reorders then only
  * block them. */
-
-enum { B_DOUT_D, B_DOUT_W, B_WEI, B_COUNT };
-static void *bstage[B_COUNT];
-static size_t bstage_cap[B_COUNT];
-
-static void *bstage_get(int s, size_t bytes)
-{
-    if (bytes > bstage_cap[s]) {
-        free(bstage[s]);
-        const size_t sz = (bytes + 63) / 64 * 64;
-        bstage[s] = aligned_alloc(64, sz);
-        bstage_cap[s] = bstage[s] ? sz : 0;
-    }
-    return bstage[s];
-}
 
 /* m: user md u as bf16 in the same plain layout, or "any" for the
  * primitive. */
@@ -653,16 +648,8 @@ static entry *bf16_entry(const conv2d_dims *d, int create)
         if (cache[i].bf16 && cache[i].threads == threads && same_dims(&cache[i].d, d))
             e = &cache[i];
     if (!e) {
-        if (!create) return NULL;
-        if (n_cache == cap_cache) {
-            const int nc = cap_cache ? 2 * cap_cache : 16;
-            entry *c = realloc(cache, sizeof *c * (size_t)nc);
-            if (!c) return NULL;
-            cache = c, cap_cache = nc;
-        }
-        e = &cache[n_cache++];
-        memset(e, 0, sizeof *e);
-        e->d = *d, e->layout = DNNL_CONV_BLOCKED, e->threads = threads, e->bf16 = 1;
+        if (!create || !(e = cache_add(d, DNNL_CONV_BLOCKED, threads))) return NULL;
+        e->bf16 = 1;
     }
     if (create && e->op[OP_BWD_DATA].state == 0) op_create_bf16(e, OP_BWD_DATA);
     if (create && e->op[OP_BWD_W].state == 0) op_create_bf16(e, OP_BWD_W);
@@ -706,9 +693,9 @@ int dnnl_conv_backward_bf16(float *din, int din_set, float *dw, const float *dou
     conv_op *bd = din ? &e->op[OP_BWD_DATA] : NULL, *bw = dw ? &e->op[OP_BWD_W] : NULL;
     const size_t p = (size_t)d->oh * d->ow, planes = (size_t)d->n * d->oc;
     const size_t wn = (size_t)d->oc * (d->ic / (d->groups > 1 ? d->groups : 1)) * d->kh * d->kw;
-    uint16_t *gd = bd ? bstage_get(B_DOUT_D, planes * p * 2) : NULL;
-    uint16_t *gw = bw ? bstage_get(B_DOUT_W, planes * p * 2) : NULL;
-    uint16_t *wb = bd ? bstage_get(B_WEI, wn * 2) : NULL;
+    uint16_t *gd = bd ? slot_get(S_BDOUT_D, planes * p * 2) : NULL;
+    uint16_t *gw = bw ? slot_get(S_BDOUT_W, planes * p * 2) : NULL;
+    uint16_t *wb = bd ? slot_get(S_BWEI, wn * 2) : NULL;
     /* nothing is written unless both passes can run */
     if ((bd && (!gd || !wb || op_reserve(bd) != 0)) || (bw && (!gw || op_reserve(bw) != 0)))
         goto out;
@@ -799,10 +786,6 @@ void dnnl_conv_cache_free(void)
     for (int s = 0; s < S_COUNT; s++) {
         free(slots[s]);
         slots[s] = NULL, slot_cap[s] = 0;
-    }
-    for (int s = 0; s < B_COUNT; s++) {
-        free(bstage[s]);
-        bstage[s] = NULL, bstage_cap[s] = 0;
     }
     if (eng_state == 1) {
         dnnl_stream_destroy(stream);
