@@ -19,39 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/dnnl_conv.h"
-#include "nn/layers.h"
+#include "conv_check.h"
 
-#define FD_TOL 1e-2
 #define MATCH_TOL 1e-5
-
-static unsigned long long rng_state;
-
-static void rng_seed(unsigned long long s) { rng_state = s * 2654435761ULL + 1; }
-
-static double rng_unit(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
-static float *rand_buf(size_t n)
-{
-    float *p = malloc(sizeof *p * (n ? n : 1));
-    cr_assert(p);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(2.0 * rng_unit() - 1.0);
-    return p;
-}
-
-static float *copy_buf(const float *src, size_t n)
-{
-    float *p = malloc(sizeof *p * (n ? n : 1));
-    cr_assert(p);
-    memcpy(p, src, sizeof *p * n);
-    return p;
-}
 
 /* oneDNN's primitive for this pass of the shape ran (is cached), in
  * either layout, direct or (under LSQ_WINO=1) Winograd */
@@ -60,13 +30,6 @@ static int dnnl_ran(const conv2d_dims *d, int bias, int pass)
     return dnnl_conv_impl(d, bias, DNNL_CONV_BLOCKED, pass)[0] ||
            dnnl_conv_impl(d, bias, DNNL_CONV_PLAIN, pass)[0] ||
            dnnl_conv_impl_alg(d, bias, DNNL_CONV_BLOCKED, DNNL_CONV_WINOGRAD, pass)[0];
-}
-
-static void need_dnnl(void)
-{
-    if (!dnnl_conv_available()) cr_skip_test("built without oneDNN (make DNNL=0)");
-    omp_set_num_threads(2);
-    openblas_set_num_threads(1);
 }
 
 /* n, ic, ih, iw, oc, kernel, stride, pad, dilation, groups, bias */
@@ -102,79 +65,19 @@ static const int BIG_CASES[][11] = {
 };
 #define N_BIG_CASES (sizeof BIG_CASES / sizeof *BIG_CASES)
 
-typedef struct {
-    conv2d_dims d;
-    float *in, *w, *b, *out, *r, *scratch;
-    size_t nin, nw, nout;
-} ctx;
-
 static void ctx_init(ctx *c, const int *k)
 {
     cr_assert_eq(conv2d_dims_init_ex(&c->d, k[0], k[1], k[2], k[3], k[4], k[5], k[5], k[6], k[7],
                                      k[8], k[9]),
                  0);
-    c->nin = (size_t)c->d.n * c->d.ic * c->d.ih * c->d.iw;
-    c->nw = (size_t)c->d.oc * (c->d.ic / c->d.groups) * c->d.kh * c->d.kw;
-    c->nout = (size_t)c->d.n * c->d.oc * c->d.oh * c->d.ow;
-    c->in = rand_buf(c->nin), c->w = rand_buf(c->nw), c->r = rand_buf(c->nout);
-    c->b = k[10] ? rand_buf((size_t)c->d.oc) : NULL;
-    c->out = calloc(c->nout, sizeof *c->out);
-    c->scratch = calloc(conv2d_scratch_floats(&c->d) + 1, sizeof *c->scratch);
-    cr_assert(c->out && c->scratch);
-}
-
-static void ctx_free(ctx *c)
-{
-    free(c->in), free(c->w), free(c->b), free(c->out), free(c->r), free(c->scratch);
-}
-
-static double loss(ctx *c)
-{
-    conv2d_forward(c->out, c->in, c->w, c->b, &c->d, c->scratch);
-    double s = 0.0;
-    for (size_t i = 0; i < c->nout; i++) s += (double)c->out[i] * c->r[i];
-    return s;
-}
-
-static double gradcheck(const char *what, float *param, const float *grad, size_t count, ctx *c)
-{
-    const int max_checks = 60;
-    double worst = 0.0;
-    const size_t checks = count <= (size_t)max_checks ? count : (size_t)max_checks;
-    for (size_t j = 0; j < checks; j++) {
-        const size_t i = count <= (size_t)max_checks ? j : (size_t)(rng_unit() * count);
-        const float keep = param[i];
-        param[i] = keep + 1e-2f;
-        const double up = param[i], lp = loss(c);
-        param[i] = keep - 1e-2f;
-        const double down = param[i], lm = loss(c);
-        param[i] = keep;
-        const double num = (lp - lm) / (up - down), ana = grad[i];
-        const double rel = fabs(num - ana) / fmax(fmax(fabs(num), fabs(ana)), 0.1);
-        if (rel > worst) worst = rel;
-        if (rel > FD_TOL) cr_log_error("%s[%zu]: analytic %.6g numeric %.6g", what, i, ana, num);
-    }
-    printf("gradcheck %-36s max rel diff %.3g (%zu entries)\n", what, worst, checks);
-    return worst;
-}
-
-/* max |a - b| / max(max |b|, 1e-30): b is the engine's own result */
-static double rel_diff(const float *a, const float *b, size_t n)
-{
-    double e = 0.0, m = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double x = fabs((double)a[i] - b[i]);
-        if (!(x <= e)) e = x; /* NaN counts as worst */
-        if (fabs(b[i]) > m) m = fabs(b[i]);
-    }
-    return e / fmax(m, 1e-30);
+    ctx_alloc(c, conv2d_forward, k[10]);
 }
 
 Test(dnnl_conv, gradcheck)
 {
     need_dnnl();
     conv2d_set_backend(CONV2D_BACKEND_DNNL);
-    rng_seed(31);
+    cc_seed(31);
     for (size_t i = 0; i < N_CASES; i++) {
         ctx c;
         ctx_init(&c, CASES[i]);
@@ -246,7 +149,7 @@ static void match_case(const int *k, size_t i)
 Test(dnnl_conv, matches_own_kernels)
 {
     need_dnnl();
-    rng_seed(32);
+    cc_seed(32);
     for (size_t i = 0; i < N_CASES; i++) match_case(CASES[i], i);
     for (size_t i = 0; i < N_BIG_CASES; i++) match_case(BIG_CASES[i], N_CASES + i);
     dnnl_conv_cache_free();
@@ -256,7 +159,7 @@ Test(dnnl_conv, repeats_bit_for_bit)
 {
     need_dnnl();
     conv2d_set_backend(CONV2D_BACKEND_DNNL);
-    rng_seed(33);
+    cc_seed(33);
     for (size_t i = 0; i < N_BIG_CASES; i++) {
         ctx c;
         ctx_init(&c, BIG_CASES[i]);
@@ -321,7 +224,7 @@ Test(dnnl_conv, auto_picks_per_shape_and_pass)
 Test(dnnl_conv, split_backward_matches_own)
 {
     need_dnnl();
-    rng_seed(34);
+    cc_seed(34);
     const int k[11] = {8, 64, 14, 14, 24, 1, 1, 0, 1, 1, 1};
     ctx c;
     ctx_init(&c, k);

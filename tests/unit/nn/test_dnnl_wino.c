@@ -26,46 +26,9 @@
 
 #include "core/rng.h"
 #include "graph/net.h"
-#include "nn/dnnl_conv.h"
-#include "nn/layers.h"
+#include "conv_check.h"
 
-#define FD_TOL 1e-2
 #define WINO_TOL 1e-4
-
-static unsigned long long rng_state;
-
-static void seed(unsigned long long s) { rng_state = s * 2654435761ULL + 1; }
-
-static double unit(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / 9007199254740992.0;
-}
-
-static float *rand_buf(size_t n)
-{
-    float *p = malloc(sizeof *p * (n ? n : 1));
-    cr_assert(p);
-    for (size_t i = 0; i < n; i++) p[i] = (float)(2.0 * unit() - 1.0);
-    return p;
-}
-
-static float *copy_buf(const float *src, size_t n)
-{
-    float *p = malloc(sizeof *p * (n ? n : 1));
-    cr_assert(p);
-    memcpy(p, src, sizeof *p * n);
-    return p;
-}
-
-static void need_dnnl(void)
-{
-    if (!dnnl_conv_available()) cr_skip_test("built without oneDNN (make DNNL=0)");
-    omp_set_num_threads(2);
-    openblas_set_num_threads(1);
-}
 
 /* the Winograd primitive of this pass ran (is cached) */
 static int wino_ran(const conv2d_dims *d, int bias, int pass)
@@ -92,70 +55,10 @@ static const int BIG_CASES[][6] = {
 };
 #define N_BIG_CASES (sizeof BIG_CASES / sizeof *BIG_CASES)
 
-typedef struct {
-    conv2d_dims d;
-    float *in, *w, *b, *out, *r, *scratch;
-    size_t nin, nw, nout;
-} ctx;
-
 static void ctx_init(ctx *c, const int *k)
 {
     cr_assert_eq(conv2d_dims_init(&c->d, k[0], k[1], k[2], k[3], k[4], 3, 3, 1, 1), 0);
-    c->nin = (size_t)c->d.n * c->d.ic * c->d.ih * c->d.iw;
-    c->nw = (size_t)c->d.oc * c->d.ic * 9;
-    c->nout = (size_t)c->d.n * c->d.oc * c->d.oh * c->d.ow;
-    c->in = rand_buf(c->nin), c->w = rand_buf(c->nw), c->r = rand_buf(c->nout);
-    c->b = k[5] ? rand_buf((size_t)c->d.oc) : NULL;
-    c->out = calloc(c->nout, sizeof *c->out);
-    c->scratch = calloc(conv2d_scratch_floats(&c->d) + 1, sizeof *c->scratch);
-    cr_assert(c->out && c->scratch);
-}
-
-static void ctx_free(ctx *c)
-{
-    free(c->in), free(c->w), free(c->b), free(c->out), free(c->r), free(c->scratch);
-}
-
-static double loss(ctx *c)
-{
-    conv2d_forward_float(c->out, c->in, c->w, c->b, &c->d, c->scratch);
-    double s = 0.0;
-    for (size_t i = 0; i < c->nout; i++) s += (double)c->out[i] * c->r[i];
-    return s;
-}
-
-static double gradcheck(const char *what, float *param, const float *grad, size_t count, ctx *c)
-{
-    const int max_checks = 60;
-    double worst = 0.0;
-    const size_t checks = count <= (size_t)max_checks ? count : (size_t)max_checks;
-    for (size_t j = 0; j < checks; j++) {
-        const size_t i = count <= (size_t)max_checks ? j : (size_t)(unit() * count);
-        const float keep = param[i];
-        param[i] = keep + 1e-2f;
-        const double up = param[i], lp = loss(c);
-        param[i] = keep - 1e-2f;
-        const double down = param[i], lm = loss(c);
-        param[i] = keep;
-        const double num = (lp - lm) / (up - down), ana = grad[i];
-        const double rel = fabs(num - ana) / fmax(fmax(fabs(num), fabs(ana)), 0.1);
-        if (rel > worst) worst = rel;
-        if (rel > FD_TOL) cr_log_error("%s[%zu]: analytic %.6g numeric %.6g", what, i, ana, num);
-    }
-    printf("gradcheck %-36s max rel diff %.3g (%zu entries)\n", what, worst, checks);
-    return worst;
-}
-
-/* max |a - b| / max(max |b|, 1e-30) */
-static double rel_diff(const float *a, const float *b, size_t n)
-{
-    double e = 0.0, m = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double x = fabs((double)a[i] - b[i]);
-        if (!(x <= e)) e = x; /* NaN counts as worst */
-        if (fabs(b[i]) > m) m = fabs(b[i]);
-    }
-    return e / fmax(m, 1e-30);
+    ctx_alloc(c, conv2d_forward_float, k[5]);
 }
 
 Test(dnnl_wino, gradcheck_forced)
@@ -163,7 +66,7 @@ Test(dnnl_wino, gradcheck_forced)
     need_dnnl();
     conv2d_set_backend(CONV2D_BACKEND_AUTO);
     conv2d_set_wino(CONV2D_WINO_ON);
-    seed(41);
+    cc_seed(41);
     for (size_t i = 0; i < N_CASES; i++) {
         ctx c;
         ctx_init(&c, CASES[i]);
@@ -233,7 +136,7 @@ static void match_case(const int *k, size_t i)
 Test(dnnl_wino, matches_direct_on_zoo_shapes)
 {
     need_dnnl();
-    seed(42);
+    cc_seed(42);
     for (size_t i = 0; i < N_BIG_CASES; i++) match_case(BIG_CASES[i], i);
     dnnl_conv_cache_free();
 }
@@ -245,7 +148,7 @@ Test(dnnl_wino, quantized_forward_stays_direct)
     need_dnnl();
     conv2d_set_backend(CONV2D_BACKEND_AUTO);
     conv2d_set_wino(CONV2D_WINO_ON);
-    seed(43);
+    cc_seed(43);
     ctx c;
     ctx_init(&c, BIG_CASES[1]);
     conv2d_forward(c.out, c.in, c.w, c.b, &c.d, c.scratch);
