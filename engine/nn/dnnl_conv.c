@@ -153,10 +153,6 @@ static int n_cache, cap_cache;
 static void *slots[S_COUNT];
 static size_t slot_cap[S_COUNT];
 static double reorder_s;
-/* The algorithm of the calling thread's current call: the *_alg entry points
- * set it around the plain ones, which key the cache on it (DIRECT unless
- * set). */
-static _Thread_local dnnl_conv_alg call_alg;
 
 static dnnl_alg_kind_t alg_kind(dnnl_conv_alg a)
 {
@@ -452,37 +448,39 @@ static entry *cache_add(const conv2d_dims *d, dnnl_conv_layout layout, int threa
     return e;
 }
 
-static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int create)
+static entry *entry_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
+                        dnnl_conv_alg alg, int create)
 {
     const int threads = omp_get_max_threads();
     for (int i = 0; i < n_cache; i++) {
         entry *e = &cache[i];
         if (e->bf16) continue;
         if (e->has_bias == has_bias && e->layout == layout && e->threads == threads &&
-            same_dims(&e->d, d) && e->alg == call_alg)
+            same_dims(&e->d, d) && e->alg == alg)
             return e;
     }
     if (!create) return NULL;
     entry *e = cache_add(d, layout, threads);
-    if (e) e->has_bias = has_bias, e->alg = call_alg;
+    if (e) e->has_bias = has_bias, e->alg = alg;
     return e;
 }
 
-static conv_op *op_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int which)
+static conv_op *op_get(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
+                       dnnl_conv_alg alg, int which)
 {
     if (!eng_ready()) return NULL;
-    entry *e = entry_get(d, has_bias, layout, 1);
+    entry *e = entry_get(d, has_bias, layout, alg, 1);
     if (!e) return NULL;
     if (e->op[which].state == 0) op_create(e, which);
     return e->op[which].state == 1 ? &e->op[which] : NULL;
 }
 
-int dnnl_conv_forward(float *out, const float *in, const float *w, const float *b,
-                      const conv2d_dims *d, dnnl_conv_layout layout)
+int dnnl_conv_forward_alg(float *out, const float *in, const float *w, const float *b,
+                          const conv2d_dims *d, dnnl_conv_layout layout, dnnl_conv_alg alg)
 {
     pthread_mutex_lock(&lock);
     int rc = -1;
-    conv_op *op = op_get(d, b != NULL, layout, OP_FWD);
+    conv_op *op = op_get(d, b != NULL, layout, alg, OP_FWD);
     if (op && op_reserve(op) == 0) {
         void *ptr[ARG_MAX] = {(void *)in, (void *)w};
         int add[ARG_MAX] = {0};
@@ -495,9 +493,9 @@ int dnnl_conv_forward(float *out, const float *in, const float *w, const float *
     return rc;
 }
 
-int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const float *dout,
-                       const float *in, const float *w, const conv2d_dims *d,
-                       dnnl_conv_layout layout)
+int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const float *dout,
+                           const float *in, const float *w, const conv2d_dims *d,
+                           dnnl_conv_layout layout, dnnl_conv_alg alg)
 {
     pthread_mutex_lock(&lock);
     int rc = -1;
@@ -505,8 +503,8 @@ int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const floa
     /* both ops first: a shape takes oneDNN for its whole backward or not */
     /* both in the entry of the weight pass's bias (the data pass has none):
      * then they share the output gradient's copy */
-    if (din && !(bd = op_get(d, db != NULL, layout, OP_BWD_DATA))) goto out;
-    if (dw && !(bw = op_get(d, db != NULL, layout, OP_BWD_W))) goto out;
+    if (din && !(bd = op_get(d, db != NULL, layout, alg, OP_BWD_DATA))) goto out;
+    if (dw && !(bw = op_get(d, db != NULL, layout, alg, OP_BWD_W))) goto out;
     /* nothing is written unless both passes can run */
     if ((bd && op_reserve(bd) != 0) || (bw && op_reserve(bw) != 0)) goto out;
     if (bd) {
@@ -736,42 +734,35 @@ double dnnl_conv_reorder_seconds(void)
     return s;
 }
 
-const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int pass)
+const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
+                               dnnl_conv_alg alg, int pass)
 {
     pthread_mutex_lock(&lock);
     const char *s = "";
-    const entry *e = pass >= 0 && pass < OP_COUNT ? entry_get(d, has_bias, layout, 0) : NULL;
+    const entry *e =
+        pass >= 0 && pass < OP_COUNT ? entry_get(d, has_bias, layout, alg, 0) : NULL;
     if (e && e->op[pass].state == 1) s = e->op[pass].impl;
     pthread_mutex_unlock(&lock);
     return s;
 }
 
-int dnnl_conv_forward_alg(float *out, const float *in, const float *w, const float *b,
-                          const conv2d_dims *d, dnnl_conv_layout layout, dnnl_conv_alg alg)
+int dnnl_conv_forward(float *out, const float *in, const float *w, const float *b,
+                      const conv2d_dims *d, dnnl_conv_layout layout)
 {
-    call_alg = alg;
-    const int rc = dnnl_conv_forward(out, in, w, b, d, layout);
-    call_alg = DNNL_CONV_DIRECT;
-    return rc;
+    return dnnl_conv_forward_alg(out, in, w, b, d, layout, DNNL_CONV_DIRECT);
 }
 
-int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const float *dout,
-                           const float *in, const float *w, const conv2d_dims *d,
-                           dnnl_conv_layout layout, dnnl_conv_alg alg)
+int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const float *dout,
+                       const float *in, const float *w, const conv2d_dims *d,
+                       dnnl_conv_layout layout)
 {
-    call_alg = alg;
-    const int rc = dnnl_conv_backward(din, din_set, dw, db, dout, in, w, d, layout);
-    call_alg = DNNL_CONV_DIRECT;
-    return rc;
+    return dnnl_conv_backward_alg(din, din_set, dw, db, dout, in, w, d, layout,
+                                  DNNL_CONV_DIRECT);
 }
 
-const char *dnnl_conv_impl_alg(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout,
-                               dnnl_conv_alg alg, int pass)
+const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int pass)
 {
-    call_alg = alg;
-    const char *s = dnnl_conv_impl(d, has_bias, layout, pass);
-    call_alg = DNNL_CONV_DIRECT;
-    return s;
+    return dnnl_conv_impl_alg(d, has_bias, layout, DNNL_CONV_DIRECT, pass);
 }
 
 void dnnl_conv_cache_free(void)

@@ -56,7 +56,7 @@ const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout 
  * F(4,3) on AVX-512: 3x3, stride 1, undilated, ungrouped, input and output
  * channels in multiples of 16, blocked layout; refused elsewhere, and then
  * the calls below return -1). Winograd's transforms round differently from
- * the direct sums (tests/unit/nn/test_dnnl_conv.c states by how much):
+ * the direct sums (tests/unit/nn/test_dnnl_wino.c states by how much):
  * conv2d runs it only where results need not be exact (conv2d.c,
  * wino_table). */
 typedef enum { DNNL_CONV_DIRECT, DNNL_CONV_WINOGRAD, DNNL_CONV_ALG_COUNT } dnnl_conv_alg;
