@@ -1681,9 +1681,6 @@ static void zero_dout_at_turn(lsq_net *net, int j, int n)
     }
 }
 
-/* 1 when batch norm bn's input gradient is made by its input conv's
- * backward (conv2d_backward_ex): bn leaves it to the conv, which asks the
- * same. */
 /* A conv whose input (no LSQ+ offset) and weights are both quantized runs
  * its backward on the codes in bf16 where LSQ_BWD=bf16 and the shape allows
  * (conv2d_backward_codes), without fusions; nonfinite quantized weights
@@ -1699,6 +1696,9 @@ static int conv_codes_backward_ok(const lsq_net *net, const net_node *nd, const 
     return 1;
 }
 
+/* 1 when batch norm bn's input gradient is made by its input conv's
+ * backward (conv2d_backward_ex): bn leaves it to the conv, which asks the
+ * same. */
 static int bn_grad_by_conv(const lsq_net *net, int bn, int n)
 {
     const net_node *c = &net->nodes[net->nodes[bn].in[0]];
@@ -1764,8 +1764,7 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             if (on_codes) {
                 /* done above */
             } else if (nd->op == OP_CONV) {
-                conv2d_dims d;
-                conv_dims_of(net, nd, n, &d);
+                const conv2d_dims d = cd;
                 conv2d_back bk = {.in = qx, .w = qw, .dout = nd->dout, .din = dqx,
                                   .din_set = nd->aq.on || sets_grad(net, i, si), .dw = dqw,
                                   .db = db};
