@@ -48,6 +48,14 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)
 mkdir -p "$OUT"
 LOG=$OUT/train.jsonl
 : > "$LOG"
+# The PyTorch peer on one configuration. A run that fails (torch_train.py
+# exits on a loss that is not finite) is reported and leaves that row
+# without a peer figure, rather than ending the whole benchmark.
+torch_peer() {
+  if ! /usr/bin/python3 bench/torch_train.py "$@" 2>"$OUT/torch.err" >> "$LOG"; then
+    echo "bench: PyTorch failed on $*: $(tail -n 1 "$OUT/torch.err")" >&2
+  fi
+}
 echo "bench: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for both sides" >&2
 "$BUILD/bench/train_bench" --sgemm --threads 2 >> "$LOG"
 for r in $(seq 1 "$ROUNDS"); do
@@ -58,8 +66,7 @@ for r in $(seq 1 "$ROUNDS"); do
       echo "round $r: $model bits=$bits" >&2
       "$BUILD/bench/train_bench" --model "$model" --bits "$bits" --batch 128 --threads 2 \
           --steps "$steps" >> "$LOG"
-      /usr/bin/python3 bench/torch_train.py --model "$model" --bits "$bits" --threads 2 \
-          --steps "$steps" 2>/dev/null >> "$LOG"
+      torch_peer --model "$model" --bits "$bits" --threads 2 --steps "$steps"
       if [ "$model" = resnet20 ]; then
         # the same steps on im2col + SGEMM alone: what the direct conv path gains
         "$BUILD/bench/train_bench" --model "$model" --bits "$bits" --batch 128 --threads 2 \
@@ -82,8 +89,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r: mobilenet bits=$bits" >&2
     "$BUILD/bench/train_bench" --model mobilenet --onnx "$OUT/mobilenet.onnx" --bits "$bits" \
         --batch 128 --threads 2 --steps $(( STEPS / 2 )) >> "$LOG"
-    /usr/bin/python3 bench/torch_train.py --model mobilenet --bits "$bits" --threads 2 \
-        --steps $(( STEPS / 2 )) 2>/dev/null >> "$LOG"
+    torch_peer --model mobilenet --bits "$bits" --threads 2 --steps $(( STEPS / 2 ))
   done
 done
 /usr/bin/python3 bench/summarize.py "$LOG" | tee "$OUT/train.md"
