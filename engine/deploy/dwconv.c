@@ -201,6 +201,23 @@ pixel_avx2(int32_t *out, const uint8_t *img, int sign, int acc16, const taplist 
 typedef void pixel_fn(int32_t *out, const uint8_t *img, int sign, int acc16, const taplist *t,
                       const lsq_dw_w *w);
 
+/* Output row r of the depthwise conv: image r / oh, output row r % oh, all
+ * its pixels and channels. */
+static void dw_row(int32_t *c, const uint8_t *a, long r, const lsq_dw_geom *g, int sign, int acc16,
+                   const lsq_dw_w *w, pixel_fn *px)
+{
+    rowtaps rt;
+    taplist tl;
+    const int b = (int)(r / g->oh), oy = (int)(r % g->oh);
+    const uint8_t *img = a + (size_t)b * g->ih * g->iw * w->c;
+    int32_t *out = c + (size_t)r * g->ow * w->c;
+    row_taps(&rt, g, w->k, oy);
+    for (int ox = 0; ox < g->ow; ox++) {
+        pixel_taps(&tl, &rt, g, oy, ox);
+        px(out + (size_t)ox * w->c, img, sign, acc16, &tl, w);
+    }
+}
+
 static lsq_status dw(int32_t *c, const uint8_t *a, int sign, int nimg, const lsq_dw_geom *g,
                      int amax, const lsq_dw_w *w, lsq_kernel kern, int threads, lsq_err *err)
 {
@@ -220,24 +237,16 @@ static lsq_status dw(int32_t *c, const uint8_t *a, int sign, int nimg, const lsq
 #endif
     const int k = w->k, taps = k * k;
     const int acc16 = (long)taps * (sign ? 128 : amax) * w->wmax <= 32767;
-    const size_t in_img = (size_t)g->ih * g->iw * w->c, out_row = (size_t)g->ow * w->c;
     const long rows = (long)nimg * g->oh;
-#pragma omp parallel num_threads(threads) if (threads > 1 && rows > 1)
-    {
-        rowtaps rt;
-        taplist tl;
-#pragma omp for schedule(dynamic, 4)
-        for (long r = 0; r < rows; r++) {
-            const int b = (int)(r / g->oh), oy = (int)(r % g->oh);
-            const uint8_t *img = a + (size_t)b * in_img;
-            int32_t *out = c + (size_t)r * out_row;
-            row_taps(&rt, g, k, oy);
-            for (int ox = 0; ox < g->ow; ox++) {
-                pixel_taps(&tl, &rt, g, oy, ox);
-                px(out + (size_t)ox * w->c, img, sign, acc16, &tl, w);
-            }
-        }
+    if (threads <= 1 || rows <= 1) {
+        /* no OpenMP region: a nested one of one thread (inside
+         * lsqm_predict's parallel passes) still starts a team and waits at
+         * its barrier on every layer */
+        for (long r = 0; r < rows; r++) dw_row(c, a, r, g, sign, acc16, w, px);
+        return LSQ_OK;
     }
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+    for (long r = 0; r < rows; r++) dw_row(c, a, r, g, sign, acc16, w, px);
     return LSQ_OK;
 }
 

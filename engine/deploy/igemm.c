@@ -644,19 +644,32 @@ struct gemm_job {
     const lsq_igemm_w *w;
 };
 
+/* Tile t of m rows in tiles of TILE_M rows x TILE_P panels (tp of them
+ * across). */
+static void run_tile(const struct gemm_job *j, int m, long tp, long t)
+{
+    const int panels = j->w->panels;
+    const int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
+    const int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
+    const int p1 = p0 + TILE_P < panels ? p0 + TILE_P : panels;
+    j->tile(j->c, j->ldc, &j->A, j->sign, j->w, i0, i1, p0, p1);
+}
+
 static void run_tiles(int m, const struct gemm_job *j, int threads)
 {
     const int panels = j->w->panels;
     long tm = (m + TILE_M - 1) / TILE_M;
     long tp = (panels + TILE_P - 1) / TILE_P;
     long tiles = tm * tp;
-#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && tiles > 1)
-    for (long t = 0; t < tiles; t++) {
-        int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
-        int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
-        int p1 = p0 + TILE_P < panels ? p0 + TILE_P : panels;
-        j->tile(j->c, j->ldc, &j->A, j->sign, j->w, i0, i1, p0, p1);
+    if (threads <= 1 || tiles <= 1) {
+        /* no OpenMP region at all: inside lsqm_predict's parallel passes, a
+         * nested region of one thread still starts a team and waits at its
+         * barrier (futex calls) on every GEMM */
+        for (long t = 0; t < tiles; t++) run_tile(j, m, tp, t);
+        return;
     }
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (long t = 0; t < tiles; t++) run_tile(j, m, tp, t);
 }
 
 /* 1 when the low-bit kernel's sums fit 16 bits for codes up to amax. */
