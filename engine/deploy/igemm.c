@@ -38,7 +38,7 @@ _Static_assert(sizeof LSQ_KERNEL_NAMES / sizeof *LSQ_KERNEL_NAMES ==
                    LSQ_KERNEL_COUNT,
                "LSQ_KERNEL_NAMES must name every lsq_kernel");
 
-#define TILE_M 64
+#define TILE_M LSQ_IGEMM_ROWS
 #define TILE_P 4
 
 int lsq_kernel_supported(lsq_kernel k)
@@ -214,8 +214,10 @@ static inline const uint8_t *arow(const arows *A, int v)
     return A->a + ((size_t)(v / A->rows) * A->img + (size_t)(v % A->rows)) * (size_t)A->lda;
 }
 
-/* One tile: rows [i0, i1), panels [p0, p1). `sign` says A holds int8 (never
- * with taps). */
+/* One tile: rows [i0, i1), panels [p0, p1), C's row i (of A's row i) at
+ * c + (i - i0) * ldc: c is the tile's first row, so that a caller can take
+ * a tile's sums in a small buffer of its own. `sign` says A holds int8
+ * (never with taps). */
 typedef void tile_fn(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, int i0,
                      int i1, int p0, int p1);
 
@@ -246,7 +248,7 @@ static void tile_portable(int32_t *c, int ldc, const arows *A, int sign, const l
             }
             int col0 = p * LSQ_IGEMM_NR;
             int nc = w->n - col0 < LSQ_IGEMM_NR ? w->n - col0 : LSQ_IGEMM_NR;
-            memcpy(c + (size_t)i * ldc + col0, acc, (size_t)nc * sizeof *acc);
+            memcpy(c + (size_t)(i - i0) * ldc + col0, acc, (size_t)nc * sizeof *acc);
         }
     }
 }
@@ -337,7 +339,7 @@ tile_avx2_impl(int32_t *c, int ldc, const arows *A, const int taps, const int si
                  * then restore column order across the 128-bit halves */
                 __m256i s = _mm256_hadd_epi32(lo[r], hi[r]);
                 s = _mm256_permute4x64_epi64(s, 0xD8);
-                int32_t *cr = c + (size_t)(i + r) * ldc + col0;
+                int32_t *cr = c + (size_t)(i - i0 + r) * ldc + col0;
                 if (nc == 8) {
                     _mm256_storeu_si256((__m256i *)cr, s);
                 } else {
@@ -403,7 +405,7 @@ lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const int bits,
             const int col0 = p * LSQ_IGEMM_NR;
             const int nc = w->n - col0 < LSQ_IGEMM_NR ? w->n - col0 : LSQ_IGEMM_NR;
             for (int r = 0; r < mr; r++) {
-                int32_t *cr = c + (size_t)(i + r) * ldc + col0;
+                int32_t *cr = c + (size_t)(i - i0 + r) * ldc + col0;
                 __m256i s0 = _mm256_madd_epi16(acc[r][0], ones);
                 __m256i s1 = _mm256_madd_epi16(acc[r][1], ones);
                 if (nc == LSQ_IGEMM_NR) {
@@ -491,7 +493,8 @@ dpbusd(__m512i acc, __m512i a, __m512i b)
 }
 
 /* MR rows (mr of them real) x NP panels from panel p (MR * NP <= 16
- * accumulators), all constants but mr and p where it is inlined. `affine`:
+ * accumulators) into c (row i's sums), all constants but mr and p where it
+ * is inlined. `affine`:
  * the MR rows are evenly spaced (all in one image), so that one pointer
  * and the stride address them instead of MR pointers, which would not fit
  * in the general registers. */
@@ -569,7 +572,7 @@ vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, 
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++)
             if (r < mr)
-                _mm512_mask_storeu_epi32(c + (size_t)(i + r) * ldc + col0, mask,
+                _mm512_mask_storeu_epi32(c + (size_t)r * ldc + col0, mask,
                                          _mm512_sub_epi32(ACC(q, r), corr));
     }
 #undef ACC
@@ -591,29 +594,29 @@ tile_vnni_impl(int32_t *c, int ldc, const arows *A, const int taps, const int si
         int i = i0;
         if (p + 1 < p1) {
             for (; i + 8 <= itail; i += 8) {
-                if (ONE_IMAGE(i, 8)) vnni_block(c, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p);
-                else vnni_block(c, ldc, A, taps, sign, bits, 8, 2, 0, w, i, 8, p);
+                if (ONE_IMAGE(i, 8)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p);
+                else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 0, w, i, 8, p);
             }
-            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 2, 0, w, i, 4, p);
+            for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 2, 0, w, i, 4, p);
         } else {
             for (; i + 16 <= itail; i += 16) {
-                if (ONE_IMAGE(i, 16)) vnni_block(c, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p);
-                else vnni_block(c, ldc, A, taps, sign, bits, 16, 1, 0, w, i, 16, p);
+                if (ONE_IMAGE(i, 16)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p);
+                else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 0, w, i, 16, p);
             }
-            for (; i < itail; i += 4) vnni_block(c, ldc, A, taps, sign, bits, 4, 1, 0, w, i, 4, p);
+            for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 1, 0, w, i, 4, p);
         }
     }
 #undef ONE_IMAGE
     for (int i = itail; i < i1; i++)
         for (int p = p0; p < p1;) {
             if (p + 4 <= p1) {
-                vnni_block(c, ldc, A, taps, sign, bits, 1, 4, 0, w, i, 1, p);
+                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 4, 0, w, i, 1, p);
                 p += 4;
             } else if (p + 2 <= p1) {
-                vnni_block(c, ldc, A, taps, sign, bits, 1, 2, 0, w, i, 1, p);
+                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 2, 0, w, i, 1, p);
                 p += 2;
             } else {
-                vnni_block(c, ldc, A, taps, sign, bits, 1, 1, 0, w, i, 1, p);
+                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 1, 0, w, i, 1, p);
                 p++;
             }
         }
@@ -652,7 +655,7 @@ static void run_tile(const struct gemm_job *j, int m, long tp, long t)
     const int i0 = (int)(t / tp) * TILE_M, p0 = (int)(t % tp) * TILE_P;
     const int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
     const int p1 = p0 + TILE_P < panels ? p0 + TILE_P : panels;
-    j->tile(j->c, j->ldc, &j->A, j->sign, j->w, i0, i1, p0, p1);
+    j->tile(j->c + (size_t)i0 * j->ldc, j->ldc, &j->A, j->sign, j->w, i0, i1, p0, p1);
 }
 
 static void run_tiles(int m, const struct gemm_job *j, int threads)
@@ -759,9 +762,10 @@ void lsq_igemm_tap_groups(int *goff, const int *taps, int ntaps, int ic)
         goff[g] = taps[4 * g / ic] * ic + 4 * g % ic;
 }
 
-lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg, int rows,
-                             size_t img, const int *goff, int amax, const lsq_igemm_w *w,
-                             lsq_kernel kern, int threads, lsq_err *err)
+/* The checks of lsq_igemm_u8_taps and its job. */
+static lsq_status taps_job(struct gemm_job *job, int32_t *c, int ldc, const uint8_t *a, int ic,
+                           int nimg, int rows, size_t img, const int *goff, int amax,
+                           const lsq_igemm_w *w, lsq_kernel kern, int threads, lsq_err *err)
 {
     lsq_status st = check_w_kern(w, kern, err);
     if (st != LSQ_OK)
@@ -775,8 +779,39 @@ lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int 
         return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
                            "bad direct convolution geometry: %d images of %d rows, ldc=%d "
                            "(N=%d) threads=%d", nimg, rows, ldc, w->n, threads);
-    const struct gemm_job job = {pick_tile(w, 0, amax, kern), c, ldc, {a, ic, rows, img, goff}, 0,
-                                 w};
-    run_tiles(nimg * rows, &job, threads);
+    *job = (struct gemm_job){pick_tile(w, 0, amax, kern), c, ldc, {a, ic, rows, img, goff}, 0, w};
+    return LSQ_OK;
+}
+
+lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg, int rows,
+                             size_t img, const int *goff, int amax, const lsq_igemm_w *w,
+                             lsq_kernel kern, int threads, lsq_err *err)
+{
+    struct gemm_job job;
+    lsq_status st = taps_job(&job, c, ldc, a, ic, nimg, rows, img, goff, amax, w, kern, threads,
+                             err);
+    if (st == LSQ_OK)
+        run_tiles(nimg * rows, &job, threads);
+    return st;
+}
+
+lsq_status lsq_igemm_u8_taps_rows(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg,
+                                  int rows, size_t img, const int *goff, int amax,
+                                  const lsq_igemm_w *w, lsq_kernel kern, lsq_igemm_rows_fn *fn,
+                                  void *ctx, lsq_err *err)
+{
+    struct gemm_job job;
+    lsq_status st = taps_job(&job, c, ldc, a, ic, nimg, rows, img, goff, amax, w, kern, 1, err);
+    if (st != LSQ_OK)
+        return st;
+    if (!fn)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "gemm", "no function takes the rows");
+    const int m = nimg * rows, panels = w->panels;
+    for (int i0 = 0; i0 < m; i0 += TILE_M) {
+        const int i1 = i0 + TILE_M < m ? i0 + TILE_M : m;
+        for (int p0 = 0; p0 < panels; p0 += TILE_P)
+            job.tile(c, ldc, &job.A, 0, w, i0, i1, p0, p0 + TILE_P < panels ? p0 + TILE_P : panels);
+        fn(ctx, c, ldc, i0, i1);
+    }
     return LSQ_OK;
 }

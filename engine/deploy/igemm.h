@@ -122,4 +122,18 @@ lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int 
                              size_t img, const int *goff, int amax, const lsq_igemm_w *w,
                              lsq_kernel kern, int threads, lsq_err *err);
 
+/* Rows [i0, i1) of C, done, at c (row i0 first, ldc apart). */
+typedef void lsq_igemm_rows_fn(void *ctx, const int32_t *c, int ldc, int i0, int i1);
+/* The rows lsq_igemm_u8_taps_rows hands over at a time. */
+#define LSQ_IGEMM_ROWS 64
+/* lsq_igemm_u8_taps on the calling thread, LSQ_IGEMM_ROWS rows of C at a
+ * time into c (LSQ_IGEMM_ROWS x ldc, the caller's), each block handed to
+ * fn as soon as it is done, in row order: the caller reads the sums while
+ * they are in the L1 cache instead of from the whole (nimg * rows, N)
+ * matrix, written out and read back. The same checks and errors. */
+lsq_status lsq_igemm_u8_taps_rows(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg,
+                                  int rows, size_t img, const int *goff, int amax,
+                                  const lsq_igemm_w *w, lsq_kernel kern, lsq_igemm_rows_fn *fn,
+                                  void *ctx, lsq_err *err);
+
 #endif

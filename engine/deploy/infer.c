@@ -1243,10 +1243,42 @@ static void lut_codes(uint8_t *restrict out, const uint8_t *restrict pixels, int
         }
 }
 
+/* conv_taps' epilogue over rows [i0, i1) of the padded outputs (sums at
+ * c, n apart): each output row's valid columns, the padding columns
+ * (x >= w) skipped. */
+struct taps_epi {
+    const inode *nd;
+    vkind ok;
+    void *out;
+    const float *ad;
+    int rows, wp;
+    size_t es;
+};
+
+static void taps_rows(void *ctx, const int32_t *c, int ldc, int i0, int i1)
+{
+    const struct taps_epi *e = ctx;
+    const inode *nd = e->nd;
+    const int n = nd->c;
+    for (int i = i0; i < i1;) {
+        const int b = i / e->rows, y = i % e->rows / e->wp, x = i % e->rows % e->wp;
+        const int left = i1 - i;
+        if (x >= nd->w) { /* padding columns: not outputs */
+            i += e->wp - x < left ? e->wp - x : left;
+            continue;
+        }
+        const int run = nd->w - x < left ? nd->w - x : left;
+        const size_t o = ((size_t)b * nd->h + y) * nd->w + x;
+        epilogue(nd, e->ok, c + (size_t)(i - i0) * ldc, NULL, (uint8_t *)e->out + o * n * e->es, run,
+                 o, e->ad ? e->ad + o * n : NULL);
+        i += run;
+    }
+}
+
 /* A stride-1 "same" dense conv on unsigned codes (nd->goff): the nb images
  * zero-padded (code 0 is the value 0), the sums taken in place
- * (lsq_igemm_u8_taps, in padded coordinates) and the epilogue run over
- * each output row's valid columns. The codes come from `codes` (NHWC), or
+ * (lsq_igemm_u8_taps_rows, in padded coordinates) and the epilogue run
+ * over each output row's valid columns as each block of sums is done. The codes come from `codes` (NHWC), or
  * for IN_LUT from the pixels through the layer's table. */
 static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, const uint8_t *pixels,
                             int nb, void *out, const float *ad, lsq_kernel kern, work *ws,
@@ -1259,7 +1291,7 @@ static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, con
      * row; a one-channel conv's 4-code groups up to 3 codes further (64) */
     const size_t abytes = ((size_t)nb * img + (size_t)nd->dil * (nd->k - 1) + 1) * ic + 64;
     uint8_t *a = grow(&ws->pad, &ws->pad_n, abytes);
-    int32_t *acc = grow(&ws->acc, &ws->acc_n, (size_t)nb * rows * n * sizeof *acc);
+    int32_t *acc = grow(&ws->acc, &ws->acc_n, (size_t)LSQ_IGEMM_ROWS * n * sizeof *acc);
     if (!a || !acc) return lsq_err_set(err, LSQ_ERR_NOMEM, NULL, "out of memory running the model");
     memset(a, 0, abytes);
     if (nd->src == IN_LUT)
@@ -1270,16 +1302,9 @@ static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, con
             for (int y = 0; y < nd->ih; y++)
                 memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
                        codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
-    lsq_status st = lsq_igemm_u8_taps(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi,
-                                      &nd->pw[0], kern, 1, err);
-    if (st != LSQ_OK) return st;
-    for (int b = 0; b < nb; b++)
-        for (int y = 0; y < nd->h; y++)
-            epilogue(nd, ok, acc + ((size_t)b * rows + (size_t)y * wp) * n, NULL,
-                     (uint8_t *)out + ((size_t)b * nd->h + y) * nd->w * n * es, nd->w,
-                     ((size_t)b * nd->h + y) * nd->w,
-                     ad ? ad + ((size_t)b * nd->h + y) * nd->w * n : NULL);
-    return LSQ_OK;
+    struct taps_epi e = {nd, ok, out, ad, rows, wp, es};
+    return lsq_igemm_u8_taps_rows(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi,
+                                  &nd->pw[0], kern, taps_rows, &e, err);
 }
 
 /* One conv/linear layer over nb images: the products (on codes, or in float
