@@ -201,17 +201,56 @@ void lsq_igemm_w_free(lsq_igemm_w *pw)
  * a + ((v / rows) * img + v % rows) * lda, and K's group g at goff[g] bytes
  * into the row (the groups of a direct convolution's taps,
  * lsq_igemm_tap_groups), or at 4 g for a plain matrix (goff NULL, rows
- * INT_MAX). The kernels take `taps` as a constant that says which. */
+ * INT_MAX). With ow > 0 the rows of an image are its outputs only, ow to
+ * an output row whose pixels start wp apart: row q of an image sits at
+ * pixel (q / ow) * wp + q % ow, and the padding columns between output rows
+ * are not computed. The kernels take `taps` as a constant that says
+ * which. */
 typedef struct {
     const uint8_t *a;
     int lda, rows;
     size_t img;
     const int *goff;
+    int ow, wp;
 } arows;
 
 static inline const uint8_t *arow(const arows *A, int v)
 {
-    return A->a + ((size_t)(v / A->rows) * A->img + (size_t)(v % A->rows)) * (size_t)A->lda;
+    size_t q = (size_t)(v % A->rows);
+    if (A->ow) q = q / (size_t)A->ow * (size_t)A->wp + q % (size_t)A->ow;
+    return A->a + ((size_t)(v / A->rows) * A->img + q) * (size_t)A->lda;
+}
+
+/* ar[r] = row i + r of A for r < mr, then row i + mr - 1 again up to n (the
+ * rows past a block's end repeat its last row; their sums are dropped):
+ * one division for the block rather than one for each row. */
+static inline void arow_fill(const arows *A, int i, int mr, int n, const uint8_t **ar)
+{
+    if (!A->ow) {
+        for (int r = 0; r < n; r++) ar[r] = arow(A, i + (r < mr ? r : mr - 1));
+        return;
+    }
+    const int oh = A->rows / A->ow;
+    int b = i / A->rows, q = i % A->rows, y = q / A->ow, x = q % A->ow;
+    for (int r = 0; r < n; r++) {
+        if (r < mr) {
+            ar[r] = A->a + ((size_t)b * A->img + (size_t)y * A->wp + x) * (size_t)A->lda;
+            if (++x == A->ow) {
+                x = 0;
+                if (++y == oh) y = 0, b++;
+            }
+        } else {
+            ar[r] = ar[mr - 1];
+        }
+    }
+}
+
+/* 1 when rows i .. i + n - 1 of A are evenly spaced, lda apart: all in one
+ * image, or with ow, all in one output row. */
+static inline int arows_even(const arows *A, int i, int n)
+{
+    const int span = A->ow ? A->ow : A->rows;
+    return i / span == (i + n - 1) / span;
 }
 
 /* One tile: rows [i0, i1), panels [p0, p1), C's row i (of A's row i) at
@@ -300,9 +339,7 @@ tile_avx2_impl(int32_t *c, int ldc, const arows *A, const int taps, const int si
     for (int i = i0; i < i1; i += AVX2_MR) {
         int mr = i1 - i < AVX2_MR ? i1 - i : AVX2_MR;
         const uint8_t *ar[AVX2_MR];
-        /* Rows past the end repeat the last row; their results are dropped. */
-        for (int r = 0; r < AVX2_MR; r++)
-            ar[r] = arow(A, i + (r < mr ? r : mr - 1));
+        arow_fill(A, i, mr, AVX2_MR, ar);
         for (int h = 2 * p0; h < 2 * p1; h++) { /* half panels of 8 columns */
             const int8_t *wp = w->w + (size_t)(h / 2) * w->pstride;
             __m256i lo[AVX2_MR], hi[AVX2_MR];
@@ -366,8 +403,7 @@ lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const int bits,
     for (int i = i0; i < i1; i += AVX2_MR) {
         int mr = i1 - i < AVX2_MR ? i1 - i : AVX2_MR;
         const uint8_t *ar[AVX2_MR];
-        for (int r = 0; r < AVX2_MR; r++)
-            ar[r] = arow(A, i + (r < mr ? r : mr - 1));
+        arow_fill(A, i, mr, AVX2_MR, ar);
         for (int p = p0; p < p1; p++) {
             const int8_t *wp = w->w + (size_t)p * w->pstride;
             __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
@@ -510,13 +546,9 @@ vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, 
     for (int q = 0; q < NP; q++)
         wp[q] = w->w + (size_t)(p + q) * w->pstride;
     const uint8_t *ar[16];
-    const uint8_t *const a0 = arow(A, i);
+    const uint8_t *const a0 = affine ? arow(A, i) : NULL;
     const size_t lda = (size_t)A->lda;
-    if (!affine) {
-#pragma GCC unroll 16
-        for (int r = 0; r < MR; r++)
-            ar[r] = arow(A, i + (r < mr ? r : mr - 1));
-    }
+    if (!affine) arow_fill(A, i, mr, MR, ar);
 #define ROW(r_) (affine ? a0 + (size_t)(r_) * lda : ar[r_])
     /* one flat array of at most 16 (GCC keeps an array that small, fully
      * unrolled, in registers; [4][16] went to the stack) */
@@ -589,24 +621,22 @@ tile_vnni_impl(int32_t *c, int ldc, const arows *A, const int taps, const int si
                const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
 {
     const int itail = i0 + (i1 - i0) / 4 * 4;
-#define ONE_IMAGE(i_, n_) ((i_) / A->rows == ((i_) + (n_) - 1) / A->rows)
     for (int p = p0; p < p1; p += 2) {
         int i = i0;
         if (p + 1 < p1) {
             for (; i + 8 <= itail; i += 8) {
-                if (ONE_IMAGE(i, 8)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p);
+                if (arows_even(A, i, 8)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p);
                 else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 0, w, i, 8, p);
             }
             for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 2, 0, w, i, 4, p);
         } else {
             for (; i + 16 <= itail; i += 16) {
-                if (ONE_IMAGE(i, 16)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p);
+                if (arows_even(A, i, 16)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p);
                 else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 0, w, i, 16, p);
             }
             for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 1, 0, w, i, 4, p);
         }
     }
-#undef ONE_IMAGE
     for (int i = itail; i < i1; i++)
         for (int p = p0; p < p1;) {
             if (p + 4 <= p1) {
@@ -721,7 +751,7 @@ static lsq_status igemm(int32_t *c, int ldc, const uint8_t *a, int lda,
                            "(N=%d) threads=%d", m, lda, w->k, ldc, w->n,
                            threads);
     const struct gemm_job job = {pick_tile(w, sign, amax, kern), c, ldc,
-                                 {a, lda, INT_MAX, 0, NULL}, sign, w};
+                                 {a, lda, INT_MAX, 0, NULL, 0, 0}, sign, w};
     run_tiles(m, &job, threads);
     return LSQ_OK;
 }
@@ -764,8 +794,9 @@ void lsq_igemm_tap_groups(int *goff, const int *taps, int ntaps, int ic)
 
 /* The checks of lsq_igemm_u8_taps and its job. */
 static lsq_status taps_job(struct gemm_job *job, int32_t *c, int ldc, const uint8_t *a, int ic,
-                           int nimg, int rows, size_t img, const int *goff, int amax,
-                           const lsq_igemm_w *w, lsq_kernel kern, int threads, lsq_err *err)
+                           int nimg, int rows, int ow, int wp, size_t img, const int *goff,
+                           int amax, const lsq_igemm_w *w, lsq_kernel kern, int threads,
+                           lsq_err *err)
 {
     lsq_status st = check_w_kern(w, kern, err);
     if (st != LSQ_OK)
@@ -779,7 +810,8 @@ static lsq_status taps_job(struct gemm_job *job, int32_t *c, int ldc, const uint
         return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
                            "bad direct convolution geometry: %d images of %d rows, ldc=%d "
                            "(N=%d) threads=%d", nimg, rows, ldc, w->n, threads);
-    *job = (struct gemm_job){pick_tile(w, 0, amax, kern), c, ldc, {a, ic, rows, img, goff}, 0, w};
+    *job = (struct gemm_job){pick_tile(w, 0, amax, kern), c, ldc,
+                             {a, ic, rows, img, goff, ow, wp}, 0, w};
     return LSQ_OK;
 }
 
@@ -788,20 +820,26 @@ lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int 
                              lsq_kernel kern, int threads, lsq_err *err)
 {
     struct gemm_job job;
-    lsq_status st = taps_job(&job, c, ldc, a, ic, nimg, rows, img, goff, amax, w, kern, threads,
-                             err);
+    lsq_status st = taps_job(&job, c, ldc, a, ic, nimg, rows, 0, 0, img, goff, amax, w, kern,
+                             threads, err);
     if (st == LSQ_OK)
         run_tiles(nimg * rows, &job, threads);
     return st;
 }
 
 lsq_status lsq_igemm_u8_taps_rows(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg,
-                                  int rows, size_t img, const int *goff, int amax,
+                                  int oh, int ow, int wp, size_t img, const int *goff, int amax,
                                   const lsq_igemm_w *w, lsq_kernel kern, lsq_igemm_rows_fn *fn,
                                   void *ctx, lsq_err *err)
 {
+    if (oh < 1 || ow < 1 || wp < ow || (long)oh * ow > INT_MAX || (size_t)(oh - 1) * wp + ow > img)
+        return lsq_err_set(err, LSQ_ERR_INVALID, "gemm",
+                           "bad direct convolution outputs: %d rows of %d, %d pixels apart, in "
+                           "images of %zu pixels", oh, ow, wp, img);
+    const int rows = oh * ow;
     struct gemm_job job;
-    lsq_status st = taps_job(&job, c, ldc, a, ic, nimg, rows, img, goff, amax, w, kern, 1, err);
+    lsq_status st = taps_job(&job, c, ldc, a, ic, nimg, rows, ow, wp, img, goff, amax, w, kern, 1,
+                             err);
     if (st != LSQ_OK)
         return st;
     if (!fn)

@@ -126,13 +126,18 @@ lsq_status lsq_igemm_u8_taps(int32_t *c, int ldc, const uint8_t *a, int ic, int 
 typedef void lsq_igemm_rows_fn(void *ctx, const int32_t *c, int ldc, int i0, int i1);
 /* The rows lsq_igemm_u8_taps_rows hands over at a time. */
 #define LSQ_IGEMM_ROWS 64
-/* lsq_igemm_u8_taps on the calling thread, LSQ_IGEMM_ROWS rows of C at a
- * time into c (LSQ_IGEMM_ROWS x ldc, the caller's), each block handed to
- * fn as soon as it is done, in row order: the caller reads the sums while
- * they are in the L1 cache instead of from the whole (nimg * rows, N)
- * matrix, written out and read back. The same checks and errors. */
+/* lsq_igemm_u8_taps on the calling thread for the outputs only: OH rows of
+ * OW outputs an image, output (y, x) at padded pixel y * WP + x (OW <= WP;
+ * the WP - OW padding columns between are skipped), so that C has nimg *
+ * OH * OW rows, output (b, y, x) at row (b * OH + y) * OW + x. They go
+ * LSQ_IGEMM_ROWS at a time into c (LSQ_IGEMM_ROWS x ldc, the caller's),
+ * each block handed to fn as soon as it is done, in row order: the caller
+ * reads the sums while they are in the L1 cache instead of from the whole
+ * matrix, written out and read back. The checks and errors of
+ * lsq_igemm_u8_taps, and LSQ_ERR_INVALID for outputs that do not fit the
+ * image. */
 lsq_status lsq_igemm_u8_taps_rows(int32_t *c, int ldc, const uint8_t *a, int ic, int nimg,
-                                  int rows, size_t img, const int *goff, int amax,
+                                  int oh, int ow, int wp, size_t img, const int *goff, int amax,
                                   const lsq_igemm_w *w, lsq_kernel kern, lsq_igemm_rows_fn *fn,
                                   void *ctx, lsq_err *err);
 

@@ -1243,49 +1243,36 @@ static void lut_codes(uint8_t *restrict out, const uint8_t *restrict pixels, int
         }
 }
 
-/* conv_taps' epilogue over rows [i0, i1) of the padded outputs (sums at
- * c, n apart): each output row's valid columns, the padding columns
- * (x >= w) skipped. */
+/* conv_taps' epilogue over outputs [i0, i1) (sums at c, ldc apart). */
 struct taps_epi {
     const inode *nd;
     vkind ok;
     void *out;
     const float *ad;
-    int rows, wp;
     size_t es;
 };
 
 static void taps_rows(void *ctx, const int32_t *c, int ldc, int i0, int i1)
 {
     const struct taps_epi *e = ctx;
-    const inode *nd = e->nd;
-    const int n = nd->c;
-    for (int i = i0; i < i1;) {
-        const int b = i / e->rows, y = i % e->rows / e->wp, x = i % e->rows % e->wp;
-        const int left = i1 - i;
-        if (x >= nd->w) { /* padding columns: not outputs */
-            i += e->wp - x < left ? e->wp - x : left;
-            continue;
-        }
-        const int run = nd->w - x < left ? nd->w - x : left;
-        const size_t o = ((size_t)b * nd->h + y) * nd->w + x;
-        epilogue(nd, e->ok, c + (size_t)(i - i0) * ldc, NULL, (uint8_t *)e->out + o * n * e->es, run,
-                 o, e->ad ? e->ad + o * n : NULL);
-        i += run;
-    }
+    const int n = e->nd->c;
+    (void)ldc; /* n: the epilogue's row stride */
+    epilogue(e->nd, e->ok, c, NULL, (uint8_t *)e->out + (size_t)i0 * n * e->es, i1 - i0,
+             (size_t)i0, e->ad ? e->ad + (size_t)i0 * n : NULL);
 }
 
 /* A stride-1 "same" dense conv on unsigned codes (nd->goff): the nb images
  * zero-padded (code 0 is the value 0), the sums taken in place
- * (lsq_igemm_u8_taps_rows, in padded coordinates) and the epilogue run
- * over each output row's valid columns as each block of sums is done. The codes come from `codes` (NHWC), or
- * for IN_LUT from the pixels through the layer's table. */
+ * (lsq_igemm_u8_taps_rows: the outputs only, not the padding columns) and
+ * the epilogue run on each block of sums as it is done. The codes come
+ * from `codes` (NHWC), or for IN_LUT from the pixels through the layer's
+ * table. */
 static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, const uint8_t *pixels,
                             int nb, void *out, const float *ad, lsq_kernel kern, work *ws,
                             lsq_err *err)
 {
     const int ic = nd->ic, pad = nd->pad, wp = nd->iw + 2 * pad, hp = nd->ih + 2 * pad;
-    const int n = nd->c, rows = nd->h * wp;
+    const int n = nd->c;
     const size_t img = (size_t)hp * wp, es = esize(ok);
     /* the largest tap reads dil * (k - 1) pixels past an image's last output
      * row; a one-channel conv's 4-code groups up to 3 codes further (64) */
@@ -1302,9 +1289,9 @@ static lsq_status conv_taps(const inode *nd, vkind ok, const uint8_t *codes, con
             for (int y = 0; y < nd->ih; y++)
                 memcpy(a + ((size_t)b * img + (size_t)(y + pad) * wp + pad) * ic,
                        codes + ((size_t)b * nd->ih + y) * nd->iw * ic, (size_t)nd->iw * ic);
-    struct taps_epi e = {nd, ok, out, ad, rows, wp, es};
-    return lsq_igemm_u8_taps_rows(acc, n, a, ic, nb, rows, img, nd->goff, (int)nd->in_hi,
-                                  &nd->pw[0], kern, taps_rows, &e, err);
+    struct taps_epi e = {nd, ok, out, ad, es};
+    return lsq_igemm_u8_taps_rows(acc, n, a, ic, nb, nd->h, nd->w, wp, img, nd->goff,
+                                  (int)nd->in_hi, &nd->pw[0], kern, taps_rows, &e, err);
 }
 
 /* One conv/linear layer over nb images: the products (on codes, or in float

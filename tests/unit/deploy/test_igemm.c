@@ -211,6 +211,23 @@ Test(igemm, low_bit_sums_at_the_int16_bound)
     }
 }
 
+/* Collects lsq_igemm_u8_taps_rows' blocks into a whole C (n columns),
+ * checking that they come in row order. */
+typedef struct {
+    int32_t *c;
+    int n, next;
+} rows_sink;
+
+static void take_rows(void *ctx, const int32_t *c, int ldc, int i0, int i1)
+{
+    rows_sink *k = ctx;
+    cr_assert_eq(i0, k->next, "blocks in row order");
+    cr_assert(i1 > i0 && i1 - i0 <= LSQ_IGEMM_ROWS);
+    for (int i = i0; i < i1; i++)
+        memcpy(k->c + (size_t)i * k->n, c + (size_t)(i - i0) * ldc, sizeof *c * (size_t)k->n);
+    k->next = i1;
+}
+
 /* The direct convolution on padded NHWC codes against a naive
  * convolution with zero padding, every output of every image, on shapes
  * with several images, odd widths and 1, 3 and 5 wide kernels, on every
@@ -293,6 +310,25 @@ Test(igemm, direct_taps_match_naive_conv)
                                     }
                         ran++;
                     }
+                    /* the outputs only, in blocks handed over as they are done */
+                    rows_sink sink = {c, oc, 0};
+                    int32_t *blk = malloc(sizeof *blk * LSQ_IGEMM_ROWS * (size_t)oc);
+                    cr_assert_eq(lsq_igemm_u8_taps_rows(blk, oc, a, ic, n, h, wd, wp, img, goff,
+                                                        amax, &pw, (lsq_kernel)kern, take_rows,
+                                                        &sink, &err),
+                                 LSQ_OK, "%s", err.message);
+                    cr_assert_eq(sink.next, n * h * wd, "every output row handed over once");
+                    for (int b = 0; b < n; b++)
+                        for (int y = 0; y < h; y++)
+                            for (int xx = 0; xx < wd; xx++)
+                                for (int o = 0; o < oc; o++)
+                                    cr_assert_eq(c[(((size_t)b * h + y) * wd + xx) * oc + o],
+                                                 want[((size_t)b * rows + (size_t)y * wp + xx) * oc + o],
+                                                 "%s %d-bit rows: shape %zu amax %d image %d (%d, %d) "
+                                                 "channel %d",
+                                                 LSQ_KERNEL_NAMES[kern], bitss[bi], s, amax, b, y,
+                                                 xx, o);
+                    free(blk);
                 }
                 lsq_igemm_w_free(&pw);
             }
@@ -310,6 +346,24 @@ Test(igemm, direct_taps_match_naive_conv)
                                    &err),
                  LSQ_ERR_INVALID);
     cr_assert_str_eq(err.field, "kernel");
+    lsq_igemm_w_free(&pw);
+    /* outputs that do not fit the padded image, and no function for them */
+    int8_t w8[2 * 36] = {0};
+    cr_assert_eq(lsq_igemm_pack(&pw, w8, 2, 36, &err), LSQ_OK);
+    int32_t blk[LSQ_IGEMM_ROWS * 2];
+    uint8_t a8[64 * 4] = {0};
+    rows_sink sink = {blk, 2, 0};
+    cr_assert_eq(lsq_igemm_u8_taps_rows(blk, 2, a8, 4, 1, 3, 4, 3, 25, goff, 3, &pw,
+                                        LSQ_KERNEL_PORTABLE, take_rows, &sink, &err),
+                 LSQ_ERR_INVALID, "OW > WP");
+    cr_assert_str_eq(err.field, "gemm");
+    cr_assert_eq(lsq_igemm_u8_taps_rows(blk, 2, a8, 4, 1, 6, 4, 5, 25, goff, 3, &pw,
+                                        LSQ_KERNEL_PORTABLE, take_rows, &sink, &err),
+                 LSQ_ERR_INVALID, "6 rows 5 apart past a 25-pixel image");
+    cr_assert_eq(lsq_igemm_u8_taps_rows(blk, 2, a8, 4, 1, 3, 3, 5, 25, goff, 3, &pw,
+                                        LSQ_KERNEL_PORTABLE, NULL, &sink, &err),
+                 LSQ_ERR_INVALID);
+    cr_assert_eq(sink.next, 0, "nothing handed over on an error");
     lsq_igemm_w_free(&pw);
 }
 
