@@ -936,16 +936,19 @@ enum { EPI_VALUE, EPI_BOUNDED, EPI_U8, EPI_S8 };
 
 /* One row of n outputs of the folded epilogue, in one pass: v = acc * A + B
  * (+ the LSQ+ term), then as `kind` says. The flags are constants where it
- * is inlined, so each variant is its own straight vector loop. */
+ * is inlined, so each variant is its own straight vector loop; so is `nc`
+ * where nonzero: the row's width as a constant (16, 32, 64 channels), so
+ * that a narrow row is a few whole vectors with no loop or remainder. */
 __attribute__((always_inline)) static inline void
 epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const float *restrict cr,
-        const float *restrict A, const float *restrict B, int n, const int intacc,
+        const float *restrict A, const float *restrict B, int n, const int nc, const int intacc,
         const int corr, const int kind, const int relu, float lo, float hi,
         const float *restrict ad, const int add)
 {
     float *restrict of = out;
     uint8_t *restrict ou = out;
     int8_t *restrict os = out;
+    if (nc) n = nc;
 #pragma omp simd
     for (int c = 0; c < n; c++) {
         float t = (intacc ? (float)ai[c] : af[c]) * A[c] + B[c];
@@ -973,12 +976,20 @@ epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const f
     }
 }
 
-#define EPI_ROWS_ADD(intacc_, corr_, kind_, relu_, add_)                                       \
+#define EPI_ROWS_NC(nc_, intacc_, corr_, kind_, relu_, add_)                                   \
     for (int r = 0; r < m; r++)                                                                \
     epi_row((uint8_t *)out + (size_t)r * n * es, acci ? acci + (size_t)r * n : NULL,          \
             accf ? accf + (size_t)r * n : NULL,                                                \
-            (corr_) ? nd->corr + (size_t)(r0 + r) % hw * n : NULL, nd->ea, nd->eb, n, intacc_, \
-            corr_, kind_, relu_, lo, hi, (add_) ? ad + (size_t)r * n : NULL, add_)
+            (corr_) ? nd->corr + (size_t)(r0 + r) % hw * n : NULL, nd->ea, nd->eb, n, nc_,     \
+            intacc_, corr_, kind_, relu_, lo, hi, (add_) ? ad + (size_t)r * n : NULL, add_)
+/* the integer-sum variants for 16, 32 and 64 channels as constants */
+#define EPI_ROWS_ADD(intacc_, corr_, kind_, relu_, add_)                                       \
+    do {                                                                                       \
+        if ((intacc_) && n == 16) EPI_ROWS_NC(16, intacc_, corr_, kind_, relu_, add_);         \
+        else if ((intacc_) && n == 32) EPI_ROWS_NC(32, intacc_, corr_, kind_, relu_, add_);    \
+        else if ((intacc_) && n == 64) EPI_ROWS_NC(64, intacc_, corr_, kind_, relu_, add_);    \
+        else EPI_ROWS_NC(0, intacc_, corr_, kind_, relu_, add_);                               \
+    } while (0)
 #define EPI_ROWS(intacc_, corr_, kind_, relu_) EPI_ROWS_ADD(intacc_, corr_, kind_, relu_, 0)
 
 /* The folded epilogue of a conv/linear over m rows of acc (int32 or float),
