@@ -1024,29 +1024,12 @@ static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float
     }
 }
 
-/* Quantizes float values exactly as the float engine's quant_forward. */
-static void quantize(void *out, const float *restrict in, size_t count, const inode *nd)
+/* Quantizes float values exactly as the float engine's quant_forward (on
+ * the widest vectors the CPU has: quant.c is built for both paths). */
+static void quantize(void *out, const float *in, size_t count, const inode *nd)
 {
-    const float s = nd->in_s, beta = nd->in_beta, lo = nd->in_lo, hi = nd->in_hi;
-    if (nd->in_signed) {
-        int8_t *restrict o = out;
-#pragma omp simd
-        for (size_t i = 0; i < count; i++) {
-            float x = (in[i] - beta) / s;
-            x = x < lo ? lo : x;
-            x = x > hi ? hi : x;
-            o[i] = (int8_t)(int32_t)quant_round(x);
-        }
-    } else {
-        uint8_t *restrict o = out;
-#pragma omp simd
-        for (size_t i = 0; i < count; i++) {
-            float x = (in[i] - beta) / s;
-            x = x < lo ? lo : x;
-            x = x > hi ? hi : x;
-            o[i] = (uint8_t)(int32_t)quant_round(x);
-        }
-    }
+    quant_codes_bytes(out, in, count, nd->in_s, nd->in_beta, nd->in_lo, nd->in_hi,
+                      nd->in_signed);
 }
 
 /* The window of pooling output (oy, ox) clipped to the input: rows

@@ -39,6 +39,8 @@
       (out, codes, in, step, offset, channels, per, r))                                        \
     V(void, quant_codes_bf16, (uint16_t *codes, const float *in, float step, size_t n,         \
       const quant_range *r), (codes, in, step, n, r))                                          \
+    V(void, quant_codes_bytes, (void *codes, const float *in, size_t n, float s, float beta,   \
+      float lo, float hi, int is_signed), (codes, in, n, s, beta, lo, hi, is_signed))          \
     V(void, quant_backward_span, (float *din, int set, const float *dout, const float *in,     \
       float s, const quant_range *r, size_t n, double sums[2]),                                \
       (din, set, dout, in, s, r, n, sums))                                                     \
@@ -165,6 +167,30 @@ void quant_codes_bf16(uint16_t *codes, const float *in, float step, size_t n,
             uint32_t u;
             memcpy(&u, &q, sizeof u);
             codes[i] = (uint16_t)(u >> 16);
+        }
+    }
+}
+
+void quant_codes_bytes(void *codes, const float *in, size_t n, float s, float beta, float lo,
+                       float hi, int is_signed)
+{
+    if (is_signed) {
+        int8_t *restrict o = codes;
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            float x = (in[i] - beta) / s;
+            x = x < lo ? lo : x;
+            x = x > hi ? hi : x;
+            o[i] = (int8_t)(int32_t)quant_round(x);
+        }
+    } else {
+        uint8_t *restrict o = codes;
+#pragma omp simd
+        for (size_t i = 0; i < n; i++) {
+            float x = (in[i] - beta) / s;
+            x = x < lo ? lo : x;
+            x = x > hi ? hi : x;
+            o[i] = (uint8_t)(int32_t)quant_round(x);
         }
     }
 }

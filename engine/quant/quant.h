@@ -51,6 +51,12 @@ void quant_forward(float *out, int32_t *codes, const float *in,
  * kernels that take bf16 operands (conv2d_backward_codes). */
 void quant_codes_bf16(uint16_t *codes, const float *in, float step, size_t n,
                       const quant_range *r);
+/* codes[i] = (in[i] - beta) / s clipped to [lo, hi] and rounded half to
+ * even (quant_round): quant_forward's codes, as bytes, uint8 or int8 by
+ * is_signed. The integer engine's step from float values to a quantized
+ * layer's input codes. */
+void quant_codes_bytes(void *codes, const float *in, size_t n, float s, float beta, float lo,
+                       float hi, int is_signed);
 /* Accumulates din += dout inside the range; dstep[c] += g[c] * sum of
  * dout * dv_hat/ds over channel c; doffset[c] += sum of dout outside the
  * range (when doffset is not NULL). din may be NULL. gscale has one entry per

@@ -93,8 +93,12 @@ Test(isa, quantizer_same_bits)
     quant_range_init(&q, 2, 1);
     float *out[2], *din[2], *dstep[2], *doff[2], *mse[2], *span[2];
     int32_t *codes[2];
+    int8_t *bytes[2];
     for (int w = 0; w < 2; w++) {
         use_path(w);
+        /* the integer engine's codes of channel 1 (offset, bounds, ties) */
+        bytes[w] = malloc(per);
+        quant_codes_bytes(bytes[w], v + per, per, step[1], offset[1], (float)-q.qn, (float)q.qp, 1);
         out[w] = malloc(n * sizeof(float));
         codes[w] = malloc(n * sizeof(int32_t));
         quant_forward(out[w], codes[w], v, step, offset, ch, per, &q);
@@ -115,10 +119,14 @@ Test(isa, quantizer_same_bits)
     expect_same_bits("quant_backward doffset", doff[0], doff[1], ch);
     expect_same_bits("quant_init_mse step, offset", mse[0], mse[1], 2 * ch);
     expect_same_bits("quant_backward_span", span[0], span[1], per + 2);
+    cr_expect_eq(memcmp(bytes[0], bytes[1], per), 0, "quant_codes_bytes");
+    for (size_t i = 0; i < per; i++)
+        cr_assert_eq(bytes[0][i], codes[0][per + i], "quant_codes_bytes against quant_forward at %zu",
+                     i);
     cr_expect(isnan(dstep[0][0]), "the NaN reaches channel 0's step gradient");
     for (int w = 0; w < 2; w++)
         free(out[w]), free(codes[w]), free(din[w]), free(dstep[w]), free(doff[w]), free(mse[w]),
-            free(span[w]);
+            free(span[w]), free(bytes[w]);
     free(v), free(dout);
 }
 
