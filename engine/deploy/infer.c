@@ -57,6 +57,7 @@
 
 #include "data/data.h"
 #include "deploy/dwconv.h"
+#include "deploy/epilogue.h"
 #include "deploy/igemm.h"
 #include "deploy/lsqm.h"
 #include "deploy/support.h"
@@ -930,98 +931,21 @@ static void im2col_nhwc(uint8_t *col, const uint8_t *in, int nb, int ih, int iw,
             }
 }
 
-/* What an epilogue writes: the value, the value through ReLU / clips, or
- * the next layer's unsigned or signed codes. */
-enum { EPI_VALUE, EPI_BOUNDED, EPI_U8, EPI_S8 };
-
-/* One row of n outputs of the folded epilogue, in one pass: v = acc * A + B
- * (+ the LSQ+ term), then as `kind` says. The flags are constants where it
- * is inlined, so each variant is its own straight vector loop; so is `nc`
- * where nonzero: the row's width as a constant (16, 32, 64 channels), so
- * that a narrow row is a few whole vectors with no loop or remainder. */
-__attribute__((always_inline)) static inline void
-epi_row(void *out, const int32_t *restrict ai, const float *restrict af, const float *restrict cr,
-        const float *restrict A, const float *restrict B, int n, const int nc, const int intacc,
-        const int corr, const int kind, const int relu, float lo, float hi,
-        const float *restrict ad, const int add)
-{
-    float *restrict of = out;
-    uint8_t *restrict ou = out;
-    int8_t *restrict os = out;
-    if (nc) n = nc;
-#pragma omp simd
-    for (int c = 0; c < n; c++) {
-        float t = (intacc ? (float)ai[c] : af[c]) * A[c] + B[c];
-        if (corr) t += cr[c];
-        if (kind == EPI_VALUE || kind == EPI_BOUNDED) {
-            float x = t;
-            if (kind == EPI_BOUNDED) {
-                /* the float engine's relu (x > 0 ? x : 0), then the bounds
-                 * of the clips (the relu's 0 among them) as clip_forward */
-                x = relu ? (t > 0.0f ? t : 0.0f) : t;
-                x = x < lo ? lo : x;
-                x = x > hi ? hi : x;
-            }
-            if (add) { /* a folded residual add, then its ReLU */
-                x = x + ad[c];
-                if (add == 2) x = x > 0.0f ? x : 0.0f;
-            }
-            of[c] = x;
-        } else {
-            float x = t < lo ? lo : t;
-            x = x > hi ? hi : x;
-            if (kind == EPI_U8) ou[c] = (uint8_t)(int32_t)quant_round(x);
-            else os[c] = (int8_t)(int32_t)quant_round(x);
-        }
-    }
-}
-
-#define EPI_ROWS_NC(nc_, intacc_, corr_, kind_, relu_, add_)                                   \
-    for (int r = 0; r < m; r++)                                                                \
-    epi_row((uint8_t *)out + (size_t)r * n * es, acci ? acci + (size_t)r * n : NULL,          \
-            accf ? accf + (size_t)r * n : NULL,                                                \
-            (corr_) ? nd->corr + (size_t)(r0 + r) % hw * n : NULL, nd->ea, nd->eb, n, nc_,     \
-            intacc_, corr_, kind_, relu_, lo, hi, (add_) ? ad + (size_t)r * n : NULL, add_)
-/* the integer-sum variants for 16, 32 and 64 channels as constants */
-#define EPI_ROWS_ADD(intacc_, corr_, kind_, relu_, add_)                                       \
-    do {                                                                                       \
-        if ((intacc_) && n == 16) EPI_ROWS_NC(16, intacc_, corr_, kind_, relu_, add_);         \
-        else if ((intacc_) && n == 32) EPI_ROWS_NC(32, intacc_, corr_, kind_, relu_, add_);    \
-        else if ((intacc_) && n == 64) EPI_ROWS_NC(64, intacc_, corr_, kind_, relu_, add_);    \
-        else EPI_ROWS_NC(0, intacc_, corr_, kind_, relu_, add_);                               \
-    } while (0)
-#define EPI_ROWS(intacc_, corr_, kind_, relu_) EPI_ROWS_ADD(intacc_, corr_, kind_, relu_, 0)
-
 /* The folded epilogue of a conv/linear over m rows of acc (int32 or float),
  * output pixels r0 .. r0 + m - 1 of the pass; ad: the rows of the folded
  * residual add's other input (nd->add_in), else NULL. */
 static void epilogue(const inode *nd, vkind ok, const int32_t *acci, const float *accf, void *out,
                      int m, size_t r0, const float *ad)
 {
-    const int n = nd->c, hw = nd->h * nd->w;
-    int kind = EPI_VALUE;
-    float lo = nd->elo, hi = nd->ehi;
-    if (nd->epi_codes) kind = ok == VK_U8 ? EPI_U8 : EPI_S8;
-    else if (nd->relu || nd->clipped) kind = EPI_BOUNDED, lo = nd->flo, hi = nd->fhi;
-    const size_t es = kind == EPI_U8 || kind == EPI_S8 ? 1 : sizeof(float);
-    const int relu = nd->relu;
-    /* the common variants by name; LSQ+ and float layers share one each */
-    if (ad) {
-        const int add = nd->add_relu ? 2 : 1;
-        if (acci && !nd->corr && kind == EPI_VALUE && add == 2) EPI_ROWS_ADD(1, 0, EPI_VALUE, 0, 2);
-        else if (acci && !nd->corr && kind == EPI_VALUE) EPI_ROWS_ADD(1, 0, EPI_VALUE, 0, 1);
-        else EPI_ROWS_ADD(acci != NULL, nd->corr != NULL, kind, relu, add);
-    } else if (acci && !nd->corr) {
-        if (kind == EPI_U8) EPI_ROWS(1, 0, EPI_U8, 0);
-        else if (kind == EPI_S8) EPI_ROWS(1, 0, EPI_S8, 0);
-        else if (kind == EPI_VALUE) EPI_ROWS(1, 0, EPI_VALUE, 0);
-        else if (relu) EPI_ROWS(1, 0, EPI_BOUNDED, 1);
-        else EPI_ROWS(1, 0, EPI_BOUNDED, 0);
-    } else if (acci) {
-        EPI_ROWS(1, 1, kind, relu);
-    } else {
-        EPI_ROWS(0, 0, kind, relu);
+    lsq_epi e = {nd->c, nd->h * nd->w, LSQ_EPI_VALUE, nd->relu, nd->elo, nd->ehi, nd->ea,
+                 nd->eb, nd->corr, nd->add_relu ? 2 : 1};
+    if (nd->epi_codes) {
+        e.kind = ok == VK_U8 ? LSQ_EPI_U8 : LSQ_EPI_S8;
+    } else if (nd->relu || nd->clipped) {
+        e.kind = LSQ_EPI_BOUNDED;
+        e.lo = nd->flo, e.hi = nd->fhi;
     }
+    lsq_epi_rows(&e, acci, accf, out, m, r0, ad);
 }
 
 /* Quantizes float values exactly as the float engine's quant_forward (on

@@ -15,6 +15,7 @@
 
 #include "core/isa.h"
 #include "core/rng.h"
+#include "deploy/epilogue.h"
 #include "graph/net.h"
 #include "nn/layers.h"
 #include "quant/quant.h"
@@ -128,6 +129,51 @@ Test(isa, quantizer_same_bits)
         free(out[w]), free(codes[w]), free(din[w]), free(dstep[w]), free(doff[w]), free(mse[w]),
             free(span[w]), free(bytes[w]);
     free(v), free(dout);
+}
+
+/* The integer engine's epilogue on each path: every kind, with and
+ * without the residual add, the LSQ+ term and integer sums, on widths that
+ * are and are not multiples of 16 (the avx512 path's own loops), codes
+ * clipped at both ends. */
+Test(isa, epilogue_same_bits)
+{
+    need_avx512();
+    lsq_rng r;
+    rng_seed(&r, 12, 0);
+    static const int widths[] = {16, 32, 64, 48, 20, 7};
+    const int m = 37, hw = 5;
+    int cases = 0;
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+        const int n = widths[wi];
+        float *accf = randoms(&r, (size_t)m * n, 40.0f), *a = randoms(&r, n, 0.02f);
+        float *b = randoms(&r, n, 0.5f), *corr = randoms(&r, (size_t)hw * n, 0.3f);
+        float *ad = randoms(&r, (size_t)m * n, 1.0f);
+        int32_t *acc = malloc(sizeof *acc * (size_t)m * n);
+        for (size_t i = 0; i < (size_t)m * n; i++) acc[i] = (int32_t)lrintf(accf[i] * 8.0f);
+        void *out[2] = {malloc(sizeof(float) * (size_t)m * n), malloc(sizeof(float) * (size_t)m * n)};
+        for (int kind = LSQ_EPI_VALUE; kind <= LSQ_EPI_S8; kind++)
+            for (int add = 0; add <= 2; add++)
+                for (int withcorr = 0; withcorr <= 1; withcorr++)
+                    for (int intacc = 0; intacc <= 1; intacc++) {
+                        if (add && (kind == LSQ_EPI_U8 || kind == LSQ_EPI_S8)) continue;
+                        const float lo = kind == LSQ_EPI_S8 ? -2.0f : 0.0f;
+                        const float hi = kind == LSQ_EPI_BOUNDED ? 6.0f : kind == LSQ_EPI_S8 ? 1.0f : 3.0f;
+                        const lsq_epi e = {n, hw, kind, kind == LSQ_EPI_BOUNDED, lo, hi, a, b,
+                                           withcorr ? corr : NULL, add};
+                        for (int w = 0; w < 2; w++) {
+                            use_path(w);
+                            memset(out[w], 0x5a, sizeof(float) * (size_t)m * n);
+                            lsq_epi_rows(&e, intacc ? acc : NULL, intacc ? NULL : accf, out[w], m,
+                                         3, add ? ad : NULL);
+                        }
+                        cr_expect_eq(memcmp(out[0], out[1], sizeof(float) * (size_t)m * n), 0,
+                                     "lsq_epi_rows: %d channels, kind %d, add %d, corr %d, int %d",
+                                     n, kind, add, withcorr, intacc);
+                        cases++;
+                    }
+        free(accf), free(a), free(b), free(corr), free(ad), free(acc), free(out[0]), free(out[1]);
+    }
+    cr_assert_eq(cases, 6 * (2 * 3 * 2 * 2 + 2 * 2 * 2));
 }
 
 /* A few SGD steps of a whole network from the same start on each path:
