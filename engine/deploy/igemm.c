@@ -396,7 +396,7 @@ tile_avx2_impl(int32_t *c, int ldc, const arows *A, const int taps, const int si
  * end adds the pairs into column order. Unsigned A only. */
 __attribute__((target("avx2"), always_inline)) static inline void
 lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const int bits,
-            const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+            const lsq_igemm_w *w, int i0, int i1, int p0, int p1, const int8_t *dec)
 {
     const int k = w->k, kfull = full_groups(w, taps);
     const __m256i ones = _mm256_set1_epi16(1);
@@ -405,7 +405,7 @@ lowbit_impl(int32_t *c, int ldc, const arows *A, const int taps, const int bits,
         const uint8_t *ar[AVX2_MR];
         arow_fill(A, i, mr, AVX2_MR, ar);
         for (int p = p0; p < p1; p++) {
-            const int8_t *wp = w->w + (size_t)p * w->pstride;
+            const int8_t *wp = dec ? dec : w->w + (size_t)p * w->pstride;
             __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
             __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
             for (int g = 0; g < w->kq; g++) {
@@ -478,13 +478,41 @@ tile_avx2(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, i
     else BY_BITS(AVX2_U8, w->bits);
 }
 
+/* Panel p of 2- or 3-bit weights as 8-bit codes in the 8-bit layout
+ * (group g at dec + 64 g), for lowbit_impl with bits 8. */
+__attribute__((target("avx2"))) static void
+lowbit_decode(int8_t *dec, const lsq_igemm_w *w, int p)
+{
+    const int8_t *wp = w->w + (size_t)p * w->pstride;
+    for (int g = 0; g < w->kq; g++) {
+        const __m256i w0 = w->bits == 2 ? avx2_wgroup(wp, g, 0, 2) : avx2_wgroup(wp, g, 0, 3);
+        const __m256i w1 = w->bits == 2 ? avx2_wgroup(wp, g, 1, 2) : avx2_wgroup(wp, g, 1, 3);
+        _mm256_store_si256((__m256i *)(dec + (size_t)g * 64), w0);
+        _mm256_store_si256((__m256i *)(dec + (size_t)g * 64 + 32), w1);
+    }
+}
+
+/* Bytes of a decoded panel lowbit's tiles keep on the stack: K up to 1024. */
+#define LOWBIT_DEC_BYTES (256 * 64)
+
 __attribute__((target("avx2"))) static void
 tile_avx2_lowbit(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, int i0,
                  int i1, int p0, int p1)
 {
     (void)sign;
-#define LOWBIT_TAPS(b_) lowbit_impl(c, ldc, A, 1, b_, w, i0, i1, p0, p1)
-#define LOWBIT_MAT(b_) lowbit_impl(c, ldc, A, 0, b_, w, i0, i1, p0, p1)
+    if (w->bits != 8 && (size_t)w->kq * 64 <= LOWBIT_DEC_BYTES) {
+        /* 2 and 3 bits: each panel decoded once for the tile's rows, not
+         * once for every 4 of them */
+        _Alignas(64) int8_t dec[LOWBIT_DEC_BYTES];
+        for (int p = p0; p < p1; p++) {
+            lowbit_decode(dec, w, p);
+            if (A->goff) lowbit_impl(c, ldc, A, 1, 8, w, i0, i1, p, p + 1, dec);
+            else lowbit_impl(c, ldc, A, 0, 8, w, i0, i1, p, p + 1, dec);
+        }
+        return;
+    }
+#define LOWBIT_TAPS(b_) lowbit_impl(c, ldc, A, 1, b_, w, i0, i1, p0, p1, NULL)
+#define LOWBIT_MAT(b_) lowbit_impl(c, ldc, A, 0, b_, w, i0, i1, p0, p1, NULL)
     if (A->goff) BY_BITS(LOWBIT_TAPS, w->bits);
     else BY_BITS(LOWBIT_MAT, w->bits);
 }
