@@ -565,14 +565,14 @@ dpbusd(__m512i acc, __m512i a, __m512i b)
 __attribute__((target(VNNI_TARGET), always_inline)) static inline void
 vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, const int bits,
            const int MR, const int NP, const int affine, const lsq_igemm_w *w, int i, int mr,
-           int p)
+           int p, const int8_t *dec)
 {
     const int k = w->k, kfull = full_groups(w, taps), kq = w->kq;
     const __m512i flip = _mm512_set1_epi32(sign ? (int)0x80808080u : 0);
     const int8_t *wp[4];
 #pragma GCC unroll 4
     for (int q = 0; q < NP; q++)
-        wp[q] = w->w + (size_t)(p + q) * w->pstride;
+        wp[q] = dec ? dec + (size_t)q * w->kq * 64 : w->w + (size_t)(p + q) * w->pstride;
     const uint8_t *ar[16];
     const uint8_t *const a0 = affine ? arow(A, i) : NULL;
     const size_t lda = (size_t)A->lda;
@@ -646,47 +646,80 @@ vnni_block(int32_t *c, int ldc, const arows *A, const int taps, const int sign, 
  * matrix-vector product still has 4 independent sums in flight. */
 __attribute__((target(VNNI_TARGET), always_inline)) static inline void
 tile_vnni_impl(int32_t *c, int ldc, const arows *A, const int taps, const int sign, const int bits,
-               const lsq_igemm_w *w, int i0, int i1, int p0, int p1)
+               const lsq_igemm_w *w, int i0, int i1, int p0, int p1, const int8_t *dec)
 {
+    /* panel p of the decoded panels, which start at panel p0 */
+#define DEC_AT(p_) (dec ? dec + (size_t)((p_) - p0) * w->kq * 64 : NULL)
     const int itail = i0 + (i1 - i0) / 4 * 4;
     for (int p = p0; p < p1; p += 2) {
         int i = i0;
         if (p + 1 < p1) {
             for (; i + 8 <= itail; i += 8) {
-                if (arows_even(A, i, 8)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p);
-                else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 0, w, i, 8, p);
+                if (arows_even(A, i, 8)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 1, w, i, 8, p, DEC_AT(p));
+                else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 8, 2, 0, w, i, 8, p, DEC_AT(p));
             }
-            for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 2, 0, w, i, 4, p);
+            for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 2, 0, w, i, 4, p, DEC_AT(p));
         } else {
             for (; i + 16 <= itail; i += 16) {
-                if (arows_even(A, i, 16)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p);
-                else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 0, w, i, 16, p);
+                if (arows_even(A, i, 16)) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 1, w, i, 16, p, DEC_AT(p));
+                else vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 16, 1, 0, w, i, 16, p, DEC_AT(p));
             }
-            for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 1, 0, w, i, 4, p);
+            for (; i < itail; i += 4) vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 4, 1, 0, w, i, 4, p, DEC_AT(p));
         }
     }
     for (int i = itail; i < i1; i++)
         for (int p = p0; p < p1;) {
             if (p + 4 <= p1) {
-                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 4, 0, w, i, 1, p);
+                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 4, 0, w, i, 1, p, DEC_AT(p));
                 p += 4;
             } else if (p + 2 <= p1) {
-                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 2, 0, w, i, 1, p);
+                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 2, 0, w, i, 1, p, DEC_AT(p));
                 p += 2;
             } else {
-                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 1, 0, w, i, 1, p);
+                vnni_block(c + (size_t)(i - i0) * ldc, ldc, A, taps, sign, bits, 1, 1, 0, w, i, 1, p, DEC_AT(p));
                 p++;
             }
         }
+#undef DEC_AT
 }
+
+/* Panels p and p + 1 (np of them) of 2- or 3-bit weights as 8-bit codes in
+ * the 8-bit layout, kq groups of 64 bytes each. */
+__attribute__((target(VNNI_TARGET))) static void
+vnni_decode(int8_t *dec, const lsq_igemm_w *w, int p, int np)
+{
+    for (int q = 0; q < np; q++) {
+        const int8_t *wp = w->w + (size_t)(p + q) * w->pstride;
+        int8_t *d = dec + (size_t)q * w->kq * 64;
+        for (int g = 0; g < w->kq; g++)
+            _mm512_store_si512(d + (size_t)g * 64, w->bits == 2 ? vnni_wgroup(wp, g, 2)
+                                                                : vnni_wgroup(wp, g, 3));
+    }
+}
+
+/* Bytes of the decoded panel pair a tile keeps on the stack: K up to 1024. */
+#define VNNI_DEC_BYTES (2 * 256 * 64)
 
 __attribute__((target(VNNI_TARGET))) static void
 tile_vnni(int32_t *c, int ldc, const arows *A, int sign, const lsq_igemm_w *w, int i0, int i1,
           int p0, int p1)
 {
-#define VNNI_TAPS(b_) tile_vnni_impl(c, ldc, A, 1, 0, b_, w, i0, i1, p0, p1)
-#define VNNI_S8(b_) tile_vnni_impl(c, ldc, A, 0, 1, b_, w, i0, i1, p0, p1)
-#define VNNI_U8(b_) tile_vnni_impl(c, ldc, A, 0, 0, b_, w, i0, i1, p0, p1)
+    if (w->bits != 8 && (size_t)w->kq * 64 * 2 <= VNNI_DEC_BYTES && i1 - i0 >= 8) {
+        /* 2 and 3 bits over 8 rows or more: each pair of panels decoded
+         * once for the tile's rows, not once for every 8 or 16 of them */
+        _Alignas(64) int8_t dec[VNNI_DEC_BYTES];
+        for (int p = p0; p < p1; p += 2) {
+            const int np = p + 1 < p1 ? 2 : 1;
+            vnni_decode(dec, w, p, np);
+            if (A->goff) tile_vnni_impl(c, ldc, A, 1, 0, 8, w, i0, i1, p, p + np, dec);
+            else if (sign) tile_vnni_impl(c, ldc, A, 0, 1, 8, w, i0, i1, p, p + np, dec);
+            else tile_vnni_impl(c, ldc, A, 0, 0, 8, w, i0, i1, p, p + np, dec);
+        }
+        return;
+    }
+#define VNNI_TAPS(b_) tile_vnni_impl(c, ldc, A, 1, 0, b_, w, i0, i1, p0, p1, NULL)
+#define VNNI_S8(b_) tile_vnni_impl(c, ldc, A, 0, 1, b_, w, i0, i1, p0, p1, NULL)
+#define VNNI_U8(b_) tile_vnni_impl(c, ldc, A, 0, 0, b_, w, i0, i1, p0, p1, NULL)
     if (A->goff) BY_BITS(VNNI_TAPS, w->bits);
     else if (sign) BY_BITS(VNNI_S8, w->bits);
     else BY_BITS(VNNI_U8, w->bits);
