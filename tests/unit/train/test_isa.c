@@ -169,6 +169,31 @@ Test(isa, epilogue_same_bits)
                         cr_expect_eq(memcmp(out[0], out[1], sizeof(float) * (size_t)m * n), 0,
                                      "lsq_epi_rows: %d channels, kind %d, add %d, corr %d, int %d",
                                      n, kind, add, withcorr, intacc);
+                        /* the two variants with vector loops of their own on
+                         * each path, against the formula */
+                        const int codes = kind == LSQ_EPI_U8 || kind == LSQ_EPI_S8;
+                        if (intacc && !withcorr && ((codes && !add) || (kind == LSQ_EPI_VALUE && add == 2)))
+                            for (int i = 0; i < m; i++)
+                                for (int c = 0; c < n; c++) {
+                                    const size_t at = (size_t)i * n + c;
+                                    const float t = (float)acc[at] * a[c] + b[c];
+                                    if (codes) {
+                                        float x = t < lo ? lo : t;
+                                        x = x > hi ? hi : x;
+                                        const int8_t want = (int8_t)(int32_t)quant_round(x);
+                                        for (int w = 0; w < 2; w++)
+                                            cr_assert_eq(((int8_t *)out[w])[at], want,
+                                                         "path %d, %d channels, kind %d at %zu", w,
+                                                         n, kind, at);
+                                    } else {
+                                        float x = t + ad[at];
+                                        x = x > 0.0f ? x : 0.0f;
+                                        for (int w = 0; w < 2; w++)
+                                            cr_assert_eq(((float *)out[w])[at], x,
+                                                         "path %d, %d channels, add at %zu", w, n,
+                                                         at);
+                                    }
+                                }
                         cases++;
                     }
         free(accf), free(a), free(b), free(corr), free(ad), free(acc), free(out[0]), free(out[1]);
