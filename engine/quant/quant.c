@@ -171,27 +171,26 @@ void quant_codes_bf16(uint16_t *codes, const float *in, float step, size_t n,
     }
 }
 
+/* quant_codes_bytes' code of x, as an int32 (the byte is its low 8 bits) */
+static inline int32_t code_of(float x, float s, float beta, float lo, float hi)
+{
+    float v = (x - beta) / s;
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int32_t)quant_round(v);
+}
+
 void quant_codes_bytes(void *codes, const float *in, size_t n, float s, float beta, float lo,
                        float hi, int is_signed)
 {
     if (is_signed) {
         int8_t *restrict o = codes;
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) {
-            float x = (in[i] - beta) / s;
-            x = x < lo ? lo : x;
-            x = x > hi ? hi : x;
-            o[i] = (int8_t)(int32_t)quant_round(x);
-        }
+        for (size_t i = 0; i < n; i++) o[i] = (int8_t)code_of(in[i], s, beta, lo, hi);
     } else {
         uint8_t *restrict o = codes;
 #pragma omp simd
-        for (size_t i = 0; i < n; i++) {
-            float x = (in[i] - beta) / s;
-            x = x < lo ? lo : x;
-            x = x > hi ? hi : x;
-            o[i] = (uint8_t)(int32_t)quant_round(x);
-        }
+        for (size_t i = 0; i < n; i++) o[i] = (uint8_t)code_of(in[i], s, beta, lo, hi);
     }
 }
 
