@@ -6,7 +6,7 @@
 
 #include "commands.h"
 #include "core/isa.h"
-#include "nn/layers.h"
+#include "train/train.h"
 
 static const char *USAGE =
     "usage: lsq COMMAND [ARGS]\n"
@@ -53,11 +53,10 @@ int main(int argc, char **argv)
         fputs(USAGE, stdout);
         return 0;
     }
-    /* a bad LSQ_ISA, LSQ_CONV, LSQ_WINO or LSQ_BWD fails every command rather than
-     * run another path */
+    /* a bad LSQ_ISA, LSQ_CONV, LSQ_WINO, LSQ_BWD or LSQ_KERNEL fails every
+     * command rather than run another path */
     lsq_err err;
-    if (lsq_isa_from_env(&err) != LSQ_OK || conv2d_backend_from_env(&err) != LSQ_OK ||
-        conv2d_wino_from_env(&err) != LSQ_OK || conv2d_bwd_from_env(&err) != LSQ_OK) {
+    if (train_paths_from_env(&err) != LSQ_OK) {
         fprintf(stderr, "lsq: %s\n", err.message);
         return 2;
     }

@@ -24,6 +24,7 @@
 #include "scheduler.h"
 #include "slurm.h"
 #include "store.h"
+#include "train/train.h"
 
 static int mkdirs(const char *path)
 {
@@ -50,6 +51,14 @@ int main(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "token")) return auth_token_main(argc - 1, argv + 1);
     int rc = config_load(&cfg, argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
+    /* the workers' lsq reads the same variables: a bad one would fail every
+     * job, so lsqd refuses to start instead */
+    lsq_err perr;
+    if (train_paths_from_env(&perr) != LSQ_OK) {
+        log_error("bad engine setting in the environment", "{s:s,s:s}", "field", perr.field,
+                  "error", perr.message);
+        return 2;
+    }
     if (cfg.print_routes) {
         http_print_routes(stdout);
         return 0;

@@ -76,6 +76,21 @@ lsq_kernel lsq_kernel_select(void)
     return LSQ_KERNEL_PORTABLE;
 }
 
+lsq_status lsq_kernel_from_env(lsq_err *err)
+{
+    const char *env = getenv("LSQ_KERNEL");
+    if (!env || !*env) return LSQ_OK;
+    for (int k = 0; k < LSQ_KERNEL_COUNT; k++) {
+        if (strcmp(env, LSQ_KERNEL_NAMES[k])) continue;
+        if (lsq_kernel_supported((lsq_kernel)k)) return LSQ_OK;
+        return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_KERNEL",
+                           "LSQ_KERNEL=%s: this CPU cannot run it", env);
+    }
+    _Static_assert(LSQ_KERNEL_COUNT == 3, "the message names every path");
+    return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_KERNEL", "LSQ_KERNEL=%s: use %s, %s or %s",
+                       env, LSQ_KERNEL_NAMES[0], LSQ_KERNEL_NAMES[1], LSQ_KERNEL_NAMES[2]);
+}
+
 /* ---- weight storage ----
  * Groups of K per block and bytes per block, by weight bits: 8 bits, one
  * group in 64 bytes; 2 bits, four groups in 64 bytes (byte b of the block

@@ -49,6 +49,12 @@ int lsq_kernel_supported(lsq_kernel k);
  * it is set to a supported path's name, otherwise the fastest supported. */
 lsq_kernel lsq_kernel_select(void);
 
+/* Checks LSQ_KERNEL: unset, empty or a supported path's name is LSQ_OK; a
+ * name it does not know, or a path this CPU cannot run, is
+ * LSQ_ERR_INVALID naming the variable (lsq and lsqd refuse to start rather
+ * than run another path). */
+lsq_status lsq_kernel_from_env(lsq_err *err);
+
 typedef struct {
     int k, n;        /* logical shape of W: (K, N) */
     int kq;          /* ceil(K / 4): 4-deep groups of K */

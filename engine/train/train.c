@@ -13,7 +13,9 @@
 
 #include "core/sha256.h"
 #include "data/cache.h"
+#include "core/isa.h"
 #include "deploy/export.h"
+#include "deploy/igemm.h"
 #include "graph/onnx_import.h"
 #include "nn/layers.h"
 #include "train/ckpt.h"
@@ -55,6 +57,19 @@ void train_set_threads(int threads)
      * SGEMM inside them (layers.h) */
     omp_set_num_threads(threads);
     openblas_set_num_threads(1);
+}
+
+lsq_status train_paths_from_env(lsq_err *err)
+{
+    lsq_status (*const checks[])(lsq_err *) = {
+        lsq_isa_from_env, conv2d_backend_from_env, conv2d_wino_from_env, conv2d_bwd_from_env,
+        lsq_kernel_from_env,
+    };
+    for (size_t i = 0; i < sizeof checks / sizeof *checks; i++) {
+        const lsq_status st = checks[i](err);
+        if (st != LSQ_OK) return st;
+    }
+    return LSQ_OK;
 }
 
 static void path_in(char *out, size_t n, const char *dir, const char *file)

@@ -62,4 +62,10 @@ lsq_status train_load_dataset(const lsq_spec *spec, const char *path_override,
 /* Sets the engine's and OpenBLAS's thread counts. */
 void train_set_threads(int threads);
 
+/* Reads the variables that choose the engine's paths: LSQ_ISA, LSQ_CONV,
+ * LSQ_WINO, LSQ_BWD and LSQ_KERNEL. The first bad one is LSQ_ERR_INVALID
+ * with err naming it; lsq and lsqd call this before anything else and refuse
+ * to start rather than run some other path than the one asked for. */
+lsq_status train_paths_from_env(lsq_err *err);
+
 #endif

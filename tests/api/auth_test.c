@@ -396,43 +396,6 @@ Test(auth, wrong_content_type_is_415_and_stores_nothing, .timeout = 60)
     lsqd_cleanup(&d);
 }
 
-/* Runs lsqd with args until it exits (it must: a refused start); returns
- * its exit status and what it wrote in *log (caller frees). */
-static int lsqd_refused(const char *const *args, char **log)
-{
-    char path[] = "/tmp/lsqd-refused-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    const char *bin = getenv("LSQD_BIN");
-    const char *argv[16] = {bin};
-    int argc = 1;
-    for (int i = 0; args[i]; i++) argv[argc++] = args[i];
-    argv[argc] = NULL;
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(fd, 2);
-        dup2(fd, 1);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    close(fd);
-    int st = 0;
-    double t0 = now_s();
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_s() - t0 > 10) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &st, 0);
-            cr_assert_fail("lsqd %s kept running", args[0]);
-        }
-        sleep_s(0.02);
-    }
-    size_t len;
-    *log = slurp(path, &len);
-    unlink(path);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 Test(auth, token_commands_and_start_up_refusals, .timeout = 60)
 {
     lsqd d;
@@ -518,7 +481,8 @@ Test(auth, token_commands_and_start_up_refusals, .timeout = 60)
     /* beyond loopback: --auth off is refused; with a token, lsqd starts */
     char *log;
     cr_assert_eq(lsqd_refused((const char *const[]){"--listen", "0.0.0.0:0", "--auth", "off",
-                                                    "--data", d.data, NULL}, &log), 1);
+                                                    "--data", d.data, NULL},
+                              NULL, &log), 1);
     cr_assert(strstr(log, "--auth off is refused"), "%s", log);
     free(log);
     lsqd_restart(&d, (const char *const[]){"--listen", "0.0.0.0:0", NULL});
@@ -535,7 +499,8 @@ Test(auth, token_commands_and_start_up_refusals, .timeout = 60)
     out = lsqd_token_cmd(&d, (const char *const[]){"revoke", "2", NULL}, &st);
     free(out);
     cr_assert_eq(lsqd_refused((const char *const[]){"--listen", "0.0.0.0:0", "--data", d.data,
-                                                    NULL}, &log), 1);
+                                                    NULL},
+                              NULL, &log), 1);
     cr_assert(strstr(log, "lsqd token create --user admin --admin --data"), "%s", log);
     free(log);
     free(A);

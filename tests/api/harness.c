@@ -275,6 +275,59 @@ char *lsqd_token_cmd(lsqd *d, const char *const *args, int *status)
     return text;
 }
 
+int lsqd_refused(const char *const *args, const char *const *env, char **log)
+{
+    char path[] = "/tmp/lsqd-refused-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    const char *bin = getenv("LSQD_BIN");
+    const char *argv[16] = {bin};
+    int argc = 1;
+    for (int i = 0; args[i]; i++) {
+        cr_assert(argc < 15, "lsqd_refused: too many arguments");
+        argv[argc++] = args[i];
+    }
+    argv[argc] = NULL;
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 2);
+        dup2(fd, 1);
+        for (int i = 0; env && env[i]; i++) putenv((char *)env[i]);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(fd);
+    int st = 0;
+    double t0 = now_s();
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (now_s() - t0 > 10) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            cr_assert_fail("lsqd %s kept running", args[0] ? args[0] : "");
+        }
+        sleep_s(0.02);
+    }
+    FILE *f = fopen(path, "r");
+    cr_assert(f);
+    char *text = NULL;
+    size_t n = 0;
+    char buf[4096];
+    size_t k;
+    while ((k = fread(buf, 1, sizeof buf, f)) > 0) {
+        text = realloc(text, n + k + 1);
+        cr_assert(text);
+        memcpy(text + n, buf, k);
+        n += k;
+    }
+    fclose(f);
+    unlink(path);
+    if (!text) text = calloc(1, 1);
+    text[n] = '\0';
+    *log = text;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
 char *token_create(lsqd *d, const char *user, int admin)
 {
     const char *args[] = {"create", "--user", user, admin ? "--admin" : NULL, NULL};

@@ -70,6 +70,12 @@ char *lsqd_token_cmd(lsqd *d, const char *const *args, int *status);
  * the token (caller frees). */
 char *token_create(lsqd *d, const char *user, int admin);
 
+/* Runs lsqd with args (NULL-terminated, at most 14) until it exits (it
+ * must: a refused start), with env ("NAME=VALUE" strings, NULL-terminated;
+ * env itself may be NULL) added to its environment; returns its exit status
+ * and what it wrote to stdout and stderr in *log (caller frees). */
+int lsqd_refused(const char *const *args, const char *const *env, char **log);
+
 /* Submits spec, asserts 201 and returns the job id. */
 long long submit_job(lsqd *d, const char *spec);
 /* Polls the job until its state is one of the finished ones (or `want` when

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -168,6 +169,47 @@ Test(ops, healthz_metrics_datasets_index)
     cr_assert(!strncmp(r->ctype, "text/html", 9));
     api_free(r);
     lsqd_cleanup(&d);
+}
+
+/* A variable that picks an engine path (the workers' lsq reads them too)
+ * with a bad value: lsqd refuses to start, names it, and creates nothing
+ * in its data folder; a good value starts it. */
+Test(ops, start_up_refuses_a_bad_engine_path, .timeout = 60)
+{
+    static const char *const BAD[][2] = {
+        {"LSQ_ISA=sse2", "LSQ_ISA=sse2"},     {"LSQ_CONV=onednn", "auto, own or dnnl"},
+        {"LSQ_WINO=on", "0 or 1"},            {"LSQ_BWD=fp16", "f32 or bf16"},
+        {"LSQ_KERNEL=neon", "portable, avx2 or vnni"},
+    };
+    char root[] = "/tmp/lsqd-envpath-XXXXXX";
+    cr_assert(mkdtemp(root));
+    char data[300];
+    snprintf(data, sizeof data, "%s/data", root);
+    for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) {
+        char *log;
+        const int st = lsqd_refused((const char *const[]){"--data", data, NULL},
+                                    (const char *const[]){BAD[i][0], NULL}, &log);
+        cr_expect_eq(st, 2, "%s: exit %d: %s", BAD[i][0], st, log);
+        char var[32];
+        snprintf(var, sizeof var, "%.*s", (int)strcspn(BAD[i][0], "="), BAD[i][0]);
+        cr_expect(strstr(log, BAD[i][0]) && strstr(log, BAD[i][1]) && strstr(log, var),
+                  "%s: %s", BAD[i][0], log);
+        free(log);
+        cr_expect(access(data, F_OK) != 0, "%s: lsqd created %s", BAD[i][0], data);
+    }
+    rmdir(root);
+    /* the same variables with good values: it starts */
+    setenv("LSQ_WINO", "0", 1);
+    setenv("LSQ_KERNEL", "portable", 1);
+    lsqd d;
+    lsqd_start(&d, NULL);
+    api_res *r = api(&d, "GET", "/healthz", NULL, NULL, NULL);
+    cr_expect_eq(r->status, 200);
+    api_free(r);
+    cr_expect_eq(lsqd_stop(&d), 0);
+    lsqd_cleanup(&d);
+    unsetenv("LSQ_WINO");
+    unsetenv("LSQ_KERNEL");
 }
 
 Test(ops, list_pages_newest_first_and_sigterm_requeues, .timeout = 300)

@@ -438,6 +438,37 @@ Test(igemm, kernel_selection)
     cr_log_info("igemm kernel path on this CPU: %s", LSQ_KERNEL_NAMES[best]);
 }
 
+/* LSQ_KERNEL as lsq and lsqd check it at start: a supported path's name or
+ * nothing is fine; an unknown name, or a path this CPU cannot run, is an
+ * error naming the variable and the value. */
+Test(igemm, kernel_from_the_environment)
+{
+    lsq_err err;
+    unsetenv("LSQ_KERNEL");
+    cr_assert_eq(lsq_kernel_from_env(&err), LSQ_OK);
+    setenv("LSQ_KERNEL", "", 1);
+    cr_assert_eq(lsq_kernel_from_env(&err), LSQ_OK);
+    for (int k = 0; k < LSQ_KERNEL_COUNT; k++) {
+        setenv("LSQ_KERNEL", LSQ_KERNEL_NAMES[k], 1);
+        memset(&err, 0, sizeof err);
+        const lsq_status st = lsq_kernel_from_env(&err);
+        if (lsq_kernel_supported((lsq_kernel)k)) {
+            cr_expect_eq(st, LSQ_OK, "%s: %s", LSQ_KERNEL_NAMES[k], err.message);
+            continue;
+        }
+        cr_expect_eq(st, LSQ_ERR_INVALID, "%s", LSQ_KERNEL_NAMES[k]);
+        cr_expect_str_eq(err.field, "LSQ_KERNEL");
+        cr_expect(strstr(err.message, "cannot run"), "%s", err.message);
+    }
+    setenv("LSQ_KERNEL", "neon", 1);
+    cr_assert_eq(lsq_kernel_from_env(&err), LSQ_ERR_INVALID);
+    cr_expect_str_eq(err.field, "LSQ_KERNEL");
+    cr_expect(strstr(err.message, "LSQ_KERNEL=neon") &&
+                  strstr(err.message, "portable, avx2 or vnni"),
+              "%s", err.message);
+    unsetenv("LSQ_KERNEL");
+}
+
 Test(igemm, rejects_bad_arguments)
 {
     lsq_igemm_w pw;
