@@ -43,7 +43,7 @@ ARCH    ?= $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v3)
 # the AVX-512 machine: the quantizer (with the integer engine's float-to-codes
 # step) and the integer engine's epilogue. Batch norm, the elementwise layers,
 # the optimizer and pooling ran as fast or slower (docs/results.md, "AVX-512").
-ISA_SRC  := engine/quant/quant.c engine/deploy/epilogue.c
+ISA_SRC  := engine/quant/quant.c engine/deploy/epilogue.c engine/nn/dconv_codes.c
 ISA_WIDE := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v4 -mprefer-vector-width=512)
 SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
 CPPFLAGS += -D_GNU_SOURCE -Iengine -MMD -MP

@@ -1,8 +1,9 @@
 /* Which vector width the engine's hot loops run at, chosen once per process.
  *
- * The files of the Makefile's ISA_SRC (the quantizer: the one training loop
- * where 512-bit vectors paid on the AVX-512 machine, docs/results.md; and
- * the integer engine's epilogue) are
+ * The files of the Makefile's ISA_SRC (the quantizer and the training
+ * forward's product on codes, nn/dconv_codes.c: the training loops where
+ * 512-bit vectors paid on the AVX-512 machine, docs/results.md; and the
+ * integer engine's epilogue) are
  * compiled twice on x86-64: once with the build's ARCH (x86-64-v3, AVX2, by default:
  * the "base" path) and once with -march=x86-64-v4 -mprefer-vector-width=512
  * -DLSQ_ISA_VARIANT=1 (the "avx512" path). Each such file lists the

@@ -1,6 +1,7 @@
 /* Kernels of the direct convolution path (dconv.h): an AVX2/FMA version
  * where the compiler targets it (the default build, -march=x86-64-v3) and a
- * portable one with the same loop structure and summation order per output. */
+ * portable one with the same loop structure and summation order per output.
+ * The integer product on codes, dconv_igemm, is in dconv_codes.c. */
 #include "nn/dconv.h"
 
 #include <string.h>
@@ -258,58 +259,6 @@ void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
         }
 }
 
-/* dst[0..cols) = scale * the 16 int16 sums of acc (cols 8 or 16) */
-static inline void istore(float *dst, __m256i acc, __m256 scale, int cols)
-{
-    __m256i lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc));
-    _mm256_storeu_ps(dst, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), scale));
-    if (cols > 8) {
-        __m256i hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc, 1));
-        _mm256_storeu_ps(dst + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), scale));
-    }
-}
-
-void dconv_igemm(float *c, size_t ldc, const int16_t *ap, const float *scale, int m,
-                 int kpairs, const uint8_t *b, const int *off, int nb)
-{
-    for (int p = 0; p * DCONV_MR < m; p++) {
-        const int16_t *a = ap + (size_t)p * kpairs * DCONV_MR;
-        const int mr = m - p * DCONV_MR < DCONV_MR ? m - p * DCONV_MR : DCONV_MR;
-        for (int j = 0; j < nb; j += DCONV_INB) {
-            /* rows written out: GCC kept an indexed accumulator array in
-             * memory */
-            __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
-            __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-            for (int kp = 0; kp < kpairs; kp++) {
-                const uint8_t *bp = b + 2 * ((size_t)off[kp] + j);
-                const __m256i b0 = _mm256_loadu_si256((const __m256i *)bp);
-                const __m256i b1 = _mm256_loadu_si256((const __m256i *)(bp + 32));
-                const int16_t *av = a + (size_t)kp * DCONV_MR;
-                __m256i w = _mm256_set1_epi16(av[0]);
-                a00 = _mm256_add_epi16(a00, _mm256_maddubs_epi16(b0, w));
-                a01 = _mm256_add_epi16(a01, _mm256_maddubs_epi16(b1, w));
-                w = _mm256_set1_epi16(av[1]);
-                a10 = _mm256_add_epi16(a10, _mm256_maddubs_epi16(b0, w));
-                a11 = _mm256_add_epi16(a11, _mm256_maddubs_epi16(b1, w));
-                w = _mm256_set1_epi16(av[2]);
-                a20 = _mm256_add_epi16(a20, _mm256_maddubs_epi16(b0, w));
-                a21 = _mm256_add_epi16(a21, _mm256_maddubs_epi16(b1, w));
-                w = _mm256_set1_epi16(av[3]);
-                a30 = _mm256_add_epi16(a30, _mm256_maddubs_epi16(b0, w));
-                a31 = _mm256_add_epi16(a31, _mm256_maddubs_epi16(b1, w));
-            }
-            const __m256i acc[DCONV_MR][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
-            const int cols = nb - j < DCONV_INB ? nb - j : DCONV_INB;
-            for (int r = 0; r < mr; r++) {
-                const __m256 sc = _mm256_set1_ps(scale[p * DCONV_MR + r]);
-                float *dst = c + (size_t)(p * DCONV_MR + r) * ldc + j;
-                istore(dst, acc[r][0], sc, cols < 16 ? cols : 16);
-                if (cols > 16) istore(dst + 16, acc[r][1], sc, cols - 16);
-            }
-        }
-    }
-}
-
 #else /* portable */
 
 void dconv_gemm(float *c, size_t ldc, const float *ap, int m, int k,
@@ -352,25 +301,6 @@ void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
             float *w = dw + (size_t)i * ldw + kk;
             *w = (add ? *w : 0.0f) + s;
         }
-    }
-}
-
-void dconv_igemm(float *c, size_t ldc, const int16_t *ap, const float *scale, int m,
-                 int kpairs, const uint8_t *b, const int *off, int nb)
-{
-    for (int p = 0; p * DCONV_MR < m; p++) {
-        const int16_t *a = ap + (size_t)p * kpairs * DCONV_MR;
-        const int mr = m - p * DCONV_MR < DCONV_MR ? m - p * DCONV_MR : DCONV_MR;
-        for (int r = 0; r < mr; r++)
-            for (int j = 0; j < nb; j++) {
-                int32_t sum = 0;
-                for (int kp = 0; kp < kpairs; kp++) {
-                    const uint16_t w = (uint16_t)a[(size_t)kp * DCONV_MR + r];
-                    const uint8_t *bp = b + 2 * ((size_t)off[kp] + j);
-                    sum += (int8_t)(uint8_t)(w & 0xff) * bp[0] + (int8_t)(uint8_t)(w >> 8) * bp[1];
-                }
-                c[(size_t)(p * DCONV_MR + r) * ldc + j] = (float)sum * scale[p * DCONV_MR + r];
-            }
     }
 }
 

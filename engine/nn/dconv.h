@@ -44,7 +44,8 @@ void dconv_wgrad(float *dw, size_t ldw, int m, int k, const float *d,
  * channels interleaved: byte 2 * (cp * PLANE + pos) + h is channel 2 cp + h
  * at padded position pos (channel IC, when IC is odd, is zero); off[kp] =
  * cp * PLANE + ki * WP + kj for kp = (cp, ki, kj). One vpmaddubsw multiplies
- * a pair of taps for 16 positions, sums kept in 16 bits: the caller
+ * a pair of taps for 16 positions (32 at 512 bits: dconv_codes.c has both
+ * widths, core/isa.h), sums kept in 16 bits: the caller
  * guarantees kpairs * 2 * max|a| * max|w| <= 32767 (quant_pairs_fit_int16). */
 
 /* Positions per column block of dconv_igemm. */

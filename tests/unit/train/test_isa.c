@@ -12,11 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/isa.h"
 #include "core/rng.h"
 #include "deploy/epilogue.h"
 #include "graph/net.h"
+#include "nn/dconv.h"
 #include "nn/layers.h"
 #include "quant/quant.h"
 #include "train/optim.h"
@@ -129,6 +131,91 @@ Test(isa, quantizer_same_bits)
         free(out[w]), free(codes[w]), free(din[w]), free(dstep[w]), free(doff[w]), free(mse[w]),
             free(span[w]), free(bytes[w]);
     free(v), free(dout);
+}
+
+/* The training forward's product on codes (nn/dconv.h) on each path,
+ * against its exact value: row counts that leave a lone panel or a part of
+ * one, widths that end in every kind of column block (64, 32, 8), the
+ * largest codes of 3 bits, nothing written past column nb and nothing read
+ * past what dconv.h allows. */
+Test(isa, dconv_igemm_same_bits)
+{
+    need_avx512();
+    lsq_rng r;
+    rng_seed(&r, 14, 0);
+    static const int MS[] = {1, 3, 4, 5, 8, 12, 16};
+    static const int NBS[] = {8, 16, 24, 32, 40, 64, 72, 96, 104, 128, 200};
+    const int ic = 16, kh = 3, kw = 3, taps = kh * kw, kpairs = ic / 2 * taps, maxoff = 150;
+    int off[16 / 2 * 9];
+    for (int kp = 0; kp < kpairs; kp++) off[kp] = (int)(rng_uniform(&r) * maxoff);
+    int maxo = 0;
+    for (int kp = 0; kp < kpairs; kp++) maxo = off[kp] > maxo ? off[kp] : maxo;
+    /* the codes end where a page without access starts: a read past what
+     * dconv.h allows (nb rounded up to DCONV_INB) faults */
+    const size_t npos = (size_t)maxoff + 200 + DCONV_INB, page = 4096;
+    const size_t span = (2 * npos + page - 1) / page * page;
+    uint8_t *map = mmap(NULL, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    cr_assert(map != MAP_FAILED);
+    cr_assert(mprotect(map + span, page, PROT_NONE) == 0);
+    uint8_t *src = malloc(2 * npos);
+    cr_assert(src);
+    /* activation codes 0..7, mostly the largest, weights -4..3 */
+    for (size_t i = 0; i < 2 * npos; i++) src[i] = (uint8_t)(i % 3 ? 7 : rng_uniform(&r) * 8);
+    for (size_t mi = 0; mi < sizeof MS / sizeof *MS; mi++) {
+        const int m = MS[mi];
+        int32_t *codes = malloc(sizeof *codes * (size_t)m * ic * taps);
+        int16_t *ap = malloc(sizeof *ap * dconv_packed_codes(m, kpairs));
+        float *scale = malloc(sizeof *scale * (size_t)m);
+        cr_assert(codes && ap && scale);
+        for (int i = 0; i < m * ic * taps; i++)
+            codes[i] = i % 5 ? -4 + (int)(rng_uniform(&r) * 8) : (i % 2 ? -4 : 3);
+        for (int i = 0; i < m; i++) scale[i] = 0.01f + 0.003f * (float)i;
+        dconv_pack_codes(ap, codes, m, ic, kh, kw);
+        for (size_t ni = 0; ni < sizeof NBS / sizeof *NBS; ni++) {
+            const int nb = NBS[ni];
+            const size_t need = 2 * ((size_t)maxo + (size_t)(nb + DCONV_INB - 1) / DCONV_INB * DCONV_INB);
+            uint8_t *b = map + span - need;
+            memcpy(b, src, need);
+            const size_t ldc = (size_t)nb + 16;
+            float *want = malloc(sizeof *want * (size_t)m * ldc), *got[2];
+            cr_assert(want);
+            for (int i = 0; i < m; i++)
+                for (size_t j = 0; j < ldc; j++) {
+                    float v = -1.0f;
+                    if (j < (size_t)nb) {
+                        int32_t sum = 0;
+                        for (int kp = 0; kp < kpairs; kp++) {
+                            const int c0 = kp / taps * 2, t = kp % taps;
+                            const uint8_t *bp = b + 2 * ((size_t)off[kp] + j);
+                            sum += codes[((size_t)i * ic + c0) * taps + t] * bp[0] +
+                                   codes[((size_t)i * ic + c0 + 1) * taps + t] * bp[1];
+                        }
+                        v = (float)sum * scale[i];
+                    }
+                    want[(size_t)i * ldc + j] = v;
+                }
+            for (int w = 0; w < 2; w++) {
+                got[w] = malloc(sizeof *got[w] * (size_t)m * ldc);
+                cr_assert(got[w]);
+                for (size_t q = 0; q < (size_t)m * ldc; q++) got[w][q] = -1.0f;
+                use_path(w);
+                dconv_igemm(got[w], ldc, ap, scale, m, kpairs, b, off, nb);
+            }
+            use_path(1);
+            char what[64];
+            snprintf(what, sizeof what, "dconv_igemm m %d nb %d", m, nb);
+            expect_same_bits(what, got[0], got[1], (size_t)m * ldc);
+            size_t bad = 0;
+            for (size_t q = 0; q < (size_t)m * ldc; q++)
+                bad += memcmp(got[1] + q, want + q, sizeof *want) != 0;
+            cr_expect_eq(bad, 0, "%s: %zu floats differ from the exact sums", what, bad);
+            free(want), free(got[0]), free(got[1]);
+        }
+        free(codes), free(ap), free(scale);
+    }
+    free(src);
+    munmap(map, span + page);
 }
 
 /* The integer engine's epilogue on each path: every kind, with and
