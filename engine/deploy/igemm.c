@@ -62,14 +62,18 @@ int lsq_kernel_supported(lsq_kernel k)
     }
 }
 
+/* The path LSQ_KERNEL names, or -1 (unset, empty or no path's name). */
+static int kernel_named(const char *env)
+{
+    for (int k = 0; env && *env && k < LSQ_KERNEL_COUNT; k++)
+        if (strcmp(env, LSQ_KERNEL_NAMES[k]) == 0) return k;
+    return -1;
+}
+
 lsq_kernel lsq_kernel_select(void)
 {
-    const char *env = getenv("LSQ_KERNEL");
-    if (env)
-        for (int k = 0; k < LSQ_KERNEL_COUNT; k++)
-            if (strcmp(env, LSQ_KERNEL_NAMES[k]) == 0 &&
-                lsq_kernel_supported((lsq_kernel)k))
-                return (lsq_kernel)k;
+    const int named = kernel_named(getenv("LSQ_KERNEL"));
+    if (named >= 0 && lsq_kernel_supported((lsq_kernel)named)) return (lsq_kernel)named;
     for (int k = LSQ_KERNEL_COUNT - 1; k > 0; k--)
         if (lsq_kernel_supported((lsq_kernel)k))
             return (lsq_kernel)k;
@@ -80,12 +84,11 @@ lsq_status lsq_kernel_from_env(lsq_err *err)
 {
     const char *env = getenv("LSQ_KERNEL");
     if (!env || !*env) return LSQ_OK;
-    for (int k = 0; k < LSQ_KERNEL_COUNT; k++) {
-        if (strcmp(env, LSQ_KERNEL_NAMES[k])) continue;
-        if (lsq_kernel_supported((lsq_kernel)k)) return LSQ_OK;
+    const int named = kernel_named(env);
+    if (named >= 0 && lsq_kernel_supported((lsq_kernel)named)) return LSQ_OK;
+    if (named >= 0)
         return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_KERNEL",
                            "LSQ_KERNEL=%s: this CPU cannot run it", env);
-    }
     _Static_assert(LSQ_KERNEL_COUNT == 3, "the message names every path");
     return lsq_err_set(err, LSQ_ERR_INVALID, "LSQ_KERNEL", "LSQ_KERNEL=%s: use %s, %s or %s",
                        env, LSQ_KERNEL_NAMES[0], LSQ_KERNEL_NAMES[1], LSQ_KERNEL_NAMES[2]);

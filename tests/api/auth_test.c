@@ -678,31 +678,11 @@ static int run_lsq(lsqd *d, const char *token, const char *const *args, char **o
 {
     const char *bin = getenv("LSQ_BIN");
     cr_assert(bin && *bin, "LSQ_BIN must name the lsq binary");
-    char path[] = "/tmp/lsq-out-XXXXXX";
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    const char *argv[16] = {bin};
-    int argc = 1;
-    for (int i = 0; args[i] && argc < 15; i++) argv[argc++] = args[i];
-    argv[argc] = NULL;
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-        setenv("LSQD_URL", d->base, 1);
-        if (token) setenv("LSQD_TOKEN", token, 1);
-        else unsetenv("LSQD_TOKEN");
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    close(fd);
-    int st = 0;
-    waitpid(pid, &st, 0);
-    size_t len;
-    *out = slurp(path, &len);
-    unlink(path);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    char url[96], tok[256];
+    snprintf(url, sizeof url, "LSQD_URL=%s", d->base);
+    snprintf(tok, sizeof tok, "LSQD_TOKEN=%s", token ? token : "");
+    return run_program(bin, args, (const char *const[]){url, token ? tok : "LSQD_TOKEN", NULL},
+                       0, out);
 }
 
 Test(auth, lsq_client_sends_lsqd_token, .timeout = 180)

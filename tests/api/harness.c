@@ -275,25 +275,29 @@ char *lsqd_token_cmd(lsqd *d, const char *const *args, int *status)
     return text;
 }
 
-int lsqd_refused(const char *const *args, const char *const *env, char **log)
+int run_program(const char *bin, const char *const *args, const char *const *env,
+                double timeout_s, char **out)
 {
-    char path[] = "/tmp/lsqd-refused-XXXXXX";
+    cr_assert(bin && *bin, "run_program: no binary");
+    char path[] = "/tmp/lsq-test-out-XXXXXX"; /* mkstemp's template */
     int fd = mkstemp(path);
     cr_assert(fd >= 0);
-    const char *bin = getenv("LSQD_BIN");
     const char *argv[16] = {bin};
     int argc = 1;
     for (int i = 0; args[i]; i++) {
-        cr_assert(argc < 15, "lsqd_refused: too many arguments");
+        cr_assert(argc < 15, "run_program: too many arguments");
         argv[argc++] = args[i];
     }
     argv[argc] = NULL;
     pid_t pid = fork();
     cr_assert(pid >= 0);
     if (pid == 0) {
-        dup2(fd, 2);
         dup2(fd, 1);
-        for (int i = 0; env && env[i]; i++) putenv((char *)env[i]);
+        dup2(fd, 2);
+        for (int i = 0; env && env[i]; i++) {
+            if (strchr(env[i], '=')) putenv((char *)env[i]);
+            else unsetenv(env[i]);
+        }
         execv(bin, (char *const *)argv);
         _exit(127);
     }
@@ -301,10 +305,10 @@ int lsqd_refused(const char *const *args, const char *const *env, char **log)
     int st = 0;
     double t0 = now_s();
     while (waitpid(pid, &st, WNOHANG) == 0) {
-        if (now_s() - t0 > 10) {
+        if (timeout_s > 0 && now_s() - t0 > timeout_s) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            cr_assert_fail("lsqd %s kept running", args[0] ? args[0] : "");
+            cr_assert_fail("%s %s kept running", bin, args[0] ? args[0] : "");
         }
         sleep_s(0.02);
     }
@@ -324,8 +328,13 @@ int lsqd_refused(const char *const *args, const char *const *env, char **log)
     unlink(path);
     if (!text) text = calloc(1, 1);
     text[n] = '\0';
-    *log = text;
+    *out = text;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int lsqd_refused(const char *const *args, const char *const *env, char **log)
+{
+    return run_program(getenv("LSQD_BIN"), args, env, 10, log);
 }
 
 char *token_create(lsqd *d, const char *user, int admin)

@@ -70,10 +70,14 @@ char *lsqd_token_cmd(lsqd *d, const char *const *args, int *status);
  * the token (caller frees). */
 char *token_create(lsqd *d, const char *user, int admin);
 
-/* Runs lsqd with args (NULL-terminated, at most 14) until it exits (it
- * must: a refused start), with env ("NAME=VALUE" strings, NULL-terminated;
- * env itself may be NULL) added to its environment; returns its exit status
- * and what it wrote to stdout and stderr in *log (caller frees). */
+/* Runs bin with args (NULL-terminated, at most 14) until it exits, its
+ * environment changed by env (NULL-terminated, or NULL: "NAME=VALUE" sets,
+ * "NAME" unsets); fails the test if it runs past timeout_s (0: no limit).
+ * Returns its exit status (or 128+signal) and what it wrote to stdout and
+ * stderr in *out (caller frees). */
+int run_program(const char *bin, const char *const *args, const char *const *env,
+                double timeout_s, char **out);
+/* run_program on LSQD_BIN, which must exit (a refused start) within 10 s. */
 int lsqd_refused(const char *const *args, const char *const *env, char **log);
 
 /* Submits spec, asserts 201 and returns the job id. */

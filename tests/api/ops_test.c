@@ -181,7 +181,7 @@ Test(ops, start_up_refuses_a_bad_engine_path, .timeout = 60)
         {"LSQ_WINO=on", "0 or 1"},            {"LSQ_BWD=fp16", "f32 or bf16"},
         {"LSQ_KERNEL=neon", "portable, avx2 or vnni"},
     };
-    char root[] = "/tmp/lsqd-envpath-XXXXXX";
+    char root[] = "/tmp/lsqd-envpath-XXXXXX"; /* mkdtemp's template */
     cr_assert(mkdtemp(root));
     char data[300];
     snprintf(data, sizeof data, "%s/data", root);
