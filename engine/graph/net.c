@@ -1737,9 +1737,13 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             if (nd->op == OP_CONV) conv_dims_of(net, nd, n, &cd);
             /* on the codes in bf16 (qbuf holds the input's codes) */
             int on_codes = nd->op == OP_CONV && conv_codes_backward_ok(net, nd, &cd);
+            /* on oneDNN, the conv quantizes its input itself and runs the
+             * quantizer's backward (conv2d_backward_quantizes) */
+            int q_dnnl = !on_codes && nd->op == OP_CONV && nd->aq.on &&
+                         nd->aq.offset_view < 0 && conv2d_backward_quantizes(&cd);
             if (nd->aq.on) {
                 /* a conv sets dqx whole; linear_backward adds to it */
-                if (!on_codes) qx = quantize_input(net, nd, x, in_count);
+                if (!on_codes && !q_dnnl) qx = quantize_input(net, nd, x, in_count);
                 dqx = net->dqbuf;
                 if (nd->op != OP_CONV) memset(dqx, 0, in_count * sizeof(float));
             }
@@ -1775,7 +1779,8 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     bk.bn_x = nd->out;
                     bk.bn_coef = bn->aux + 2 * (size_t)bn->c;
                 }
-                if (nd->aq.on && nd->aq.offset_view < 0 && conv2d_backward_fuses(&d)) {
+                if (nd->aq.on && nd->aq.offset_view < 0 &&
+                    (q_dnnl || conv2d_backward_fuses(&d))) {
                     const size_t so = net->views[nd->aq.step_view].off;
                     bk.din = din, bk.din_set = sets_grad(net, i, si);
                     bk.q_x = x, bk.q_s = net->params[so], bk.q_range = &nd->aq.r;
@@ -1783,9 +1788,22 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     bk.q_sums = net->qsums;
                     fused = 1;
                 }
-                /* fusions are asked for only where conv2d_backward_fuses: it
-                 * cannot refuse them */
-                conv2d_backward_ex(&bk, &d, net->scratch);
+                if (q_dnnl) {
+                    bk.in = NULL;
+                    if (bk.bn_coef || conv2d_backward_ex(&bk, &d, net->scratch) != 0) {
+                        /* refused, nothing written: the quantized input here,
+                         * the quantizer's backward after */
+                        bk.in = quantize_input(net, nd, x, in_count);
+                        bk.din = dqx, bk.din_set = 1;
+                        bk.q_x = NULL, bk.q_range = NULL, bk.q_dstep = NULL, bk.q_sums = NULL;
+                        fused = 0;
+                        conv2d_backward_ex(&bk, &d, net->scratch);
+                    }
+                } else {
+                    /* fusions are asked for only where conv2d_backward_fuses:
+                     * it cannot refuse them */
+                    conv2d_backward_ex(&bk, &d, net->scratch);
+                }
             } else {
                 linear_backward(dqx, dqw, db, nd->dout, qx, qw, n, src->c * src->h * src->w,
                                 nd->out_ch);

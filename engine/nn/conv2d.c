@@ -1394,8 +1394,92 @@ int conv2d_backward_fuses(const conv2d_dims *d)
 
 static int own_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch);
 
+/* ---- the activation quantizer around a oneDNN backward ----
+ * The conv's input is Q(q_x): the quantizer writes it straight into the
+ * layout oneDNN's weight pass reads, and reads the input gradient straight
+ * from the layout its data pass writes (dnnl_conv_hooks), a tile of
+ * positions of one image's channel block at a time through a small
+ * buffer: no NCHW copy of either, no reorder of either. */
+
+struct qhook {
+    const conv2d_back *b;
+    const conv2d_dims *d;
+};
+
+/* Channel block cb of image n: its real channels (the rest is padding). */
+static int block_channels(const dnnl_conv_blocking *k, const conv2d_dims *d, int cb)
+{
+    return d->ic - cb * k->block < k->block ? d->ic - cb * k->block : k->block;
+}
+
+static void q_fill(void *ctx, float *dst, const dnnl_conv_blocking *k)
+{
+    const struct qhook *q = ctx;
+    const conv2d_back *b = q->b;
+    const conv2d_dims *d = q->d;
+    const int B = k->block, ncb = k->channels / B;
+    const size_t hw = (size_t)d->ih * d->iw, in_sz = (size_t)d->ic * hw;
+    const long items = (long)d->n * ncb;
+#pragma omp parallel for schedule(static)
+    for (long it = 0; it < items; it++) {
+        const int n = (int)(it / ncb), cb = (int)(it % ncb);
+        quant_forward_blocked(dst + k->sn * n + k->sc * cb, B,
+                              b->q_x + in_sz * n + hw * (size_t)cb * B, block_channels(k, d, cb),
+                              hw, b->q_s, b->q_range);
+    }
+}
+
+/* The quantizer's backward from the input gradient in layout k, an image
+ * per work item: its sums in b->q_sums, in the same order for any thread
+ * count. */
+static void q_take(void *ctx, const float *ds, const dnnl_conv_blocking *k)
+{
+    const struct qhook *q = ctx;
+    const conv2d_back *b = q->b;
+    const conv2d_dims *d = q->d;
+    const int B = k->block, ncb = k->channels / B;
+    const size_t hw = (size_t)d->ih * d->iw, in_sz = (size_t)d->ic * hw;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int n = 0; n < d->n; n++) {
+        double sum = 0.0;
+        for (int cb = 0; cb < ncb; cb++) {
+            const size_t at = in_sz * n + hw * (size_t)cb * B;
+            double s1;
+            quant_backward_blocked(b->din ? b->din + at : NULL, b->din_set,
+                                   ds + k->sn * n + k->sc * cb, B, b->q_x + at,
+                                   block_channels(k, d, cb), hw, b->q_s, b->q_range, &s1);
+            sum += s1;
+        }
+        b->q_sums[2 * (size_t)n] = sum;
+        b->q_sums[2 * (size_t)n + 1] = 0.0; /* no offset: its sum is not needed */
+    }
+}
+
+int conv2d_backward_quantizes(const conv2d_dims *d)
+{
+    const int lw = dnnl_layout(d, 2);
+    return lw >= 0 && dnnl_layout(d, 1) == lw && !conv2d_uses_wino(d, 1) &&
+           !conv2d_uses_wino(d, 2);
+}
+
+/* conv2d_backward_ex with b->in NULL (layers.h). */
+static int quant_dnnl_backward(const conv2d_back *b, const conv2d_dims *d)
+{
+    if (!b->q_range || b->bn_coef || !b->dw || !conv2d_backward_quantizes(d)) return -1;
+    const struct qhook q = {b, d};
+    const dnnl_conv_hooks h = {q_fill, q_take, (void *)&q};
+    if (dnnl_conv_backward_hooked(b->dw, b->db, b->dout, b->w, d,
+                                  (dnnl_conv_layout)dnnl_layout(d, 2), &h) != 0)
+        return -1;
+    double t = 0.0; /* in image order, as own_backward */
+    for (int i = 0; i < d->n; i++) t += b->q_sums[2 * i];
+    *b->q_dstep += (float)((double)b->q_gscale * t);
+    return 0;
+}
+
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
+    if (!b->in) return quant_dnnl_backward(b, d);
     const int ld = b->din ? dnnl_layout(d, 1) : -1;
     const int lw = b->dw || b->db ? dnnl_layout(d, 2) : -1;
     if (wino_backward(b, d, scratch) == 0) return 0;

@@ -48,6 +48,14 @@ int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const floa
 
 double dnnl_conv_reorder_seconds(void) { return 0.0; }
 
+int dnnl_conv_backward_hooked(float *dw, float *db, const float *dout, const float *w,
+                              const conv2d_dims *d, dnnl_conv_layout layout,
+                              const dnnl_conv_hooks *h)
+{
+    (void)dw, (void)db, (void)dout, (void)w, (void)d, (void)layout, (void)h;
+    return -1;
+}
+
 const char *dnnl_conv_impl(const conv2d_dims *d, int has_bias, dnnl_conv_layout layout, int pass)
 {
     (void)d, (void)has_bias, (void)layout, (void)pass;
@@ -397,13 +405,15 @@ static int op_reserve(const conv_op *op)
 /* Runs op on the user's buffers ptr[i] (in the order of op->a); an output
  * with add[i] is added to. Inputs whose bit is set in `filled` are already
  * in their slot (shared with the op before). Returns 0 or -1. */
-static int op_run(conv_op *op, void *const ptr[ARG_MAX], const int add[ARG_MAX], unsigned filled)
+static int op_run(conv_op *op, void *const ptr[ARG_MAX], const int add[ARG_MAX], unsigned filled,
+                  unsigned taken)
 {
     dnnl_exec_arg_t args[ARG_MAX];
     for (int i = 0; i < op->nargs; i++) {
         op_arg *a = &op->a[i];
         dnnl_memory_set_data_handle(a->umem, ptr[i]);
-        const int staged = a->reorder || (a->out && add[i]);
+        const unsigned bit = 1u << i;
+        const int staged = a->reorder || (a->out && add[i]) || (filled & bit) || (taken & bit);
         args[i].arg = a->arg;
         args[i].memory = staged ? a->pmem : a->umem;
         if (!staged) continue;
@@ -416,9 +426,27 @@ static int op_run(conv_op *op, void *const ptr[ARG_MAX], const int add[ARG_MAX],
     dnnl_stream_wait(stream);
     for (int i = 0; i < op->nargs; i++) {
         op_arg *a = &op->a[i];
-        if (a->out && (a->reorder || add[i]))
+        if (a->out && !(taken & (1u << i)) && (a->reorder || add[i]))
             reorder_run(add[i] ? a->to_user_add : a->to_user, a->pmem, a->umem);
     }
+    return 0;
+}
+
+/* The layout of md as dnnl_conv_blocking, or -1 when it is not a 4-D
+ * tensor with at most one inner block, on its channels. */
+static int blocking_of(const dnnl_memory_desc_t *md, dnnl_conv_blocking *b)
+{
+    if (md->ndims != 4 || md->format_kind != dnnl_blocked) return -1;
+    const dnnl_blocking_desc_t *k = &md->format_desc.blocking;
+    if (k->inner_nblks > 1) return -1;
+    if (k->inner_nblks == 1 && (k->inner_idxs[0] != 1 || k->inner_blks[0] > 16)) return -1;
+    if (md->offset0 != 0) return -1;
+    b->block = k->inner_nblks ? (int)k->inner_blks[0] : 1;
+    b->sn = (size_t)k->strides[0], b->sc = (size_t)k->strides[1];
+    b->sh = (size_t)k->strides[2], b->sw = (size_t)k->strides[3];
+    b->channels = (int)md->padded_dims[1];
+    /* a block's positions one after another (nchw, nChw8c, nChw16c) */
+    if (b->sw != (size_t)b->block || b->sh != (size_t)md->dims[3] * b->block) return -1;
     return 0;
 }
 
@@ -487,40 +515,59 @@ int dnnl_conv_forward_alg(float *out, const float *in, const float *w, const flo
         int k = 2;
         if (b) ptr[k++] = (void *)b;
         ptr[k] = out;
-        rc = op_run(op, ptr, add, 0);
+        rc = op_run(op, ptr, add, 0, 0);
     }
     pthread_mutex_unlock(&lock);
     return rc;
 }
 
-int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const float *dout,
-                           const float *in, const float *w, const conv2d_dims *d,
-                           dnnl_conv_layout layout, dnnl_conv_alg alg)
+/* The backward of dnnl_conv_backward_alg and dnnl_conv_backward_hooked:
+ * h (may be NULL) hands the input and the input gradient over in the ops'
+ * own layouts. */
+static int backward(float *din, int din_set, float *dw, float *db, const float *dout,
+                    const float *in, const float *w, const conv2d_dims *d,
+                    dnnl_conv_layout layout, dnnl_conv_alg alg, const dnnl_conv_hooks *h)
 {
     pthread_mutex_lock(&lock);
     int rc = -1;
     conv_op *bd = NULL, *bw = NULL;
+    const int fill = h && h->fill_src, take = h && h->take_dsrc;
+    dnnl_conv_blocking bs, bds;
+    float *src_buf = NULL, *dsrc_buf = NULL;
     /* both ops first: a shape takes oneDNN for its whole backward or not */
     /* both in the entry of the weight pass's bias (the data pass has none):
      * then they share the output gradient's copy */
-    if (din && !(bd = op_get(d, db != NULL, layout, alg, OP_BWD_DATA))) goto out;
+    if ((din || take) && !(bd = op_get(d, db != NULL, layout, alg, OP_BWD_DATA))) goto out;
     if (dw && !(bw = op_get(d, db != NULL, layout, alg, OP_BWD_W))) goto out;
     /* nothing is written unless both passes can run */
     if ((bd && op_reserve(bd) != 0) || (bw && op_reserve(bw) != 0)) goto out;
+    if (fill && bw) {
+        if (blocking_of(&bw->a[0].pmd, &bs) != 0) goto out;
+        if (!(src_buf = slot_get(bw->a[0].slot, dnnl_memory_desc_get_size(&bw->a[0].pmd))))
+            goto out;
+    }
+    if (take && bd) {
+        if (blocking_of(&bd->a[2].pmd, &bds) != 0) goto out;
+        if (!(dsrc_buf = slot_get(bd->a[2].slot, dnnl_memory_desc_get_size(&bd->a[2].pmd))))
+            goto out;
+    }
+    if (src_buf) h->fill_src(h->ctx, src_buf, &bs);
     if (bd) {
         void *ptr[ARG_MAX] = {(void *)dout, (void *)w, din};
-        const int add[ARG_MAX] = {0, 0, !din_set};
-        if (op_run(bd, ptr, add, 0) != 0) goto out;
+        const int add[ARG_MAX] = {0, 0, !din_set && !take};
+        if (op_run(bd, ptr, add, 0, take ? 4u : 0u) != 0) goto out;
+        if (take) h->take_dsrc(h->ctx, dsrc_buf, &bds);
     }
     if (bw) {
         void *ptr[ARG_MAX] = {(void *)in, (void *)dout, dw, db};
         const int add[ARG_MAX] = {0, 0, 1, 1};
         /* the output gradient's copy made for the data pass, when shared */
-        const unsigned filled = bd && bd->a[0].reorder && bw->a[1].slot == S_DST &&
-                                        dnnl_memory_desc_equal(&bd->a[0].pmd, &bw->a[1].pmd)
-                                    ? 2u
-                                    : 0u;
-        if (op_run(bw, ptr, add, filled) != 0) goto out;
+        unsigned filled = bd && bd->a[0].reorder && bw->a[1].slot == S_DST &&
+                                  dnnl_memory_desc_equal(&bd->a[0].pmd, &bw->a[1].pmd)
+                              ? 2u
+                              : 0u;
+        if (src_buf) filled |= 1u;
+        if (op_run(bw, ptr, add, filled, 0) != 0) goto out;
     } else if (db) {
         /* a bias gradient without the weights': plain sums */
         const size_t p = (size_t)d->oh * d->ow;
@@ -537,6 +584,21 @@ int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const 
 out:
     pthread_mutex_unlock(&lock);
     return rc;
+}
+
+int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const float *dout,
+                           const float *in, const float *w, const conv2d_dims *d,
+                           dnnl_conv_layout layout, dnnl_conv_alg alg)
+{
+    return backward(din, din_set, dw, db, dout, in, w, d, layout, alg, NULL);
+}
+
+int dnnl_conv_backward_hooked(float *dw, float *db, const float *dout, const float *w,
+                              const conv2d_dims *d, dnnl_conv_layout layout,
+                              const dnnl_conv_hooks *h)
+{
+    if (!h || !h->fill_src || !h->take_dsrc || !dw) return -1;
+    return backward(NULL, 0, dw, db, dout, NULL, w, d, layout, DNNL_CONV_DIRECT, h);
 }
 
 /* ---- the backward on LSQ codes in bf16 ----
@@ -702,13 +764,13 @@ int dnnl_conv_backward_bf16(float *din, int din_set, float *dw, const float *dou
         round_planes(gd, dout, planes, p, s_w, w_channels);
         void *ptr[ARG_MAX] = {gd, wb, din};
         const int add[ARG_MAX] = {0, 0, !din_set};
-        if (op_run(bd, ptr, add, 0) != 0) goto out;
+        if (op_run(bd, ptr, add, 0, 0) != 0) goto out;
     }
     if (bw) {
         round_planes(gw, dout, planes, p, &s_x, 1);
         void *ptr[ARG_MAX] = {(void *)xcodes, gw, dw};
         const int add[ARG_MAX] = {0, 0, 1};
-        if (op_run(bw, ptr, add, 0) != 0) goto out;
+        if (op_run(bw, ptr, add, 0, 0) != 0) goto out;
     }
     rc = 0;
 out:

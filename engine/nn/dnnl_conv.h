@@ -42,6 +42,38 @@ int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const floa
                        const float *in, const float *w, const conv2d_dims *d,
                        dnnl_conv_layout layout);
 
+/* Where a oneDNN op keeps a (N, C, H, W) float tensor: element (n, c, h, w)
+ * at n * sn + (c / block) * sc + h * sh + w * sw + c % block, channels
+ * padded to `channels` (a multiple of block; the padding's elements must
+ * be zero). The hooks get only layouts whose positions follow each other
+ * in a block (sw = block, sh = W * block): NCHW (block 1), nChw8c,
+ * nChw16c. */
+typedef struct {
+    int block, channels;
+    size_t sn, sc, sh, sw;
+} dnnl_conv_blocking;
+
+/* A backward that never has the conv's input or input gradient in NCHW:
+ * fill_src writes the input, in layout b, to dst (before either pass
+ * runs); take_dsrc reads the input gradient, in layout b, from dsrc (after
+ * the data pass, before the weight pass). For a quantized layer whose
+ * quantizer writes the one and reads the other in those layouts, in place
+ * of two reorders and an NCHW copy of each. */
+typedef struct {
+    void (*fill_src)(void *ctx, float *dst, const dnnl_conv_blocking *b);
+    void (*take_dsrc)(void *ctx, const float *dsrc, const dnnl_conv_blocking *b);
+    void *ctx;
+} dnnl_conv_hooks;
+
+/* dw and db (may be NULL) += theirs, the input and its gradient through h
+ * (both hooks are required, and dw). Returns 0, or -1 without writing or
+ * calling a hook when oneDNN is absent or refuses the shape, or its
+ * layouts are not of the kind dnnl_conv_blocking describes (block at
+ * most 16). */
+int dnnl_conv_backward_hooked(float *dw, float *db, const float *dout, const float *w,
+                              const conv2d_dims *d, dnnl_conv_layout layout,
+                              const dnnl_conv_hooks *h);
+
 /* Seconds spent in reorders between NCHW and oneDNN's layouts since the
  * process started (all shapes, all passes). */
 double dnnl_conv_reorder_seconds(void);

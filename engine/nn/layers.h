@@ -199,6 +199,14 @@ typedef struct {
     double *q_sums; /* work space: 2 per image */
 } conv2d_back;
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch);
+/* 1 when this shape's backward runs on oneDNN, both passes in one layout:
+ * then conv2d_backward_ex takes the quantizer's fusion (q_range, without
+ * bn_coef) with in NULL, and makes Q(q_x) itself, in oneDNN's layout (as
+ * it reads the input gradient from oneDNN's layout into the quantizer's
+ * backward): no NCHW copy of the quantized input or of its gradient. dw
+ * is required. It may still return -1 without writing (oneDNN refuses the
+ * shape, or its layout): the caller then quantizes and passes in. */
+int conv2d_backward_quantizes(const conv2d_dims *d);
 /* 1 when conv2d_backward_ex takes fusions for this shape (and path setting). */
 int conv2d_backward_fuses(const conv2d_dims *d);
 /* As conv2d_backward, but din is overwritten (=): it needs no zeroing first. */

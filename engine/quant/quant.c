@@ -44,6 +44,11 @@
     V(void, quant_backward_span, (float *din, int set, const float *dout, const float *in,     \
       float s, const quant_range *r, size_t n, double sums[2]),                                \
       (din, set, dout, in, s, r, n, sums))                                                     \
+    V(void, quant_forward_blocked, (float *out, int block, const float *in, int nc, size_t hw, \
+      float s, const quant_range *r), (out, block, in, nc, hw, s, r))                          \
+    V(void, quant_backward_blocked, (float *din, int set, const float *dout, int block,        \
+      const float *in, int nc, size_t hw, float s, const quant_range *r, double *sum),         \
+      (din, set, dout, block, in, nc, hw, s, r, sum))                                          \
     V(void, quant_backward, (float *din, float *dstep, float *doffset, const float *dout,      \
       const float *in, const float *step, const float *offset, const float *gscale,            \
       int channels, size_t per, const quant_range *r),                                         \
@@ -278,6 +283,278 @@ void quant_backward_span(float *din, int set, const float *dout, const float *in
                          const quant_range *r, size_t n, double sums[2])
 {
     backward_block(din, set, dout, in, s, 0.0f, (float)-r->qn, (float)r->qp, n, sums);
+}
+
+/* ---- on a channel block of nChw8c / nChw16c -------------------------------
+ * One image's block of `block` channels, position p's at [p * block, (p + 1)
+ * * block): its channels' NCHW planes (hw apart) go through registers in
+ * 8x8 (AVX2) or 16x16 (AVX-512) transposes, the quantizer's formulas on the
+ * way. */
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* r[j] = lane j of each of r[0..7] (an 8x8 transpose). */
+static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
+{
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* forward_block's value (beta 0) of 8 elements: the same operations, so the
+ * same bits, NaN included (x < lo ? lo : x keeps a NaN). */
+static inline __attribute__((always_inline)) __m256 qval8(__m256 x, __m256 s, __m256 lo,
+                                                         __m256 hi)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    x = _mm256_div_ps(x, s);
+    x = _mm256_blendv_ps(x, lo, _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
+    x = _mm256_blendv_ps(x, hi, _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
+    x = _mm256_sub_ps(_mm256_add_ps(x, magic), magic);
+    return _mm256_add_ps(_mm256_mul_ps(x, s), _mm256_setzero_ps());
+}
+#endif
+
+#if defined(__AVX512F__)
+/* r[j] = lane j of each of r[0..15] (a 16x16 transpose). */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    /* u[4g + j], lane k: column 4k + j of rows 4g .. 4g + 3 */
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);      /* cols j, 8 + j: rows 0-7 */
+        t[4 + j] = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);  /* cols 4 + j, 12 + j */
+        t[8 + j] = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        t[12 + j] = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+        r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xdd);
+    }
+}
+
+/* Lanes 8 .. 15 of v. */
+static inline __attribute__((always_inline)) __m256 high8(__m512 v)
+{
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+static inline __attribute__((always_inline)) __m512 qval16(__m512 x, __m512 s, __m512 lo,
+                                                          __m512 hi)
+{
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    x = _mm512_div_ps(x, s);
+    x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), x, lo);
+    x = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), x, hi);
+    x = _mm512_sub_ps(_mm512_add_ps(x, magic), magic);
+    return _mm512_add_ps(_mm512_mul_ps(x, s), _mm512_setzero_ps());
+}
+#endif
+
+void quant_forward_blocked(float *out, int block, const float *in, int nc, size_t hw, float s,
+                           const quant_range *r)
+{
+    assert(out && in && r && block >= 1 && nc >= 0 && nc <= block);
+    const float lo = (float)-r->qn, hi = (float)r->qp;
+    if (block == 1) { /* NCHW: the plane as it is */
+        if (nc) forward_block(out, NULL, in, s, 0.0f, lo, hi, hw);
+        else memset(out, 0, hw * sizeof *out);
+        return;
+    }
+    size_t p = 0;
+#if defined(__AVX512F__)
+    if (block == 16) {
+        const __m512 vs = _mm512_set1_ps(s), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+        for (; p + 16 <= hw; p += 16) {
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                v[i] = i < nc ? qval16(_mm512_loadu_ps(in + hw * i + p), vs, vlo, vhi)
+                              : _mm512_setzero_ps();
+            transpose16(v);
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) _mm512_storeu_ps(out + (p + j) * 16, v[j]);
+        }
+    }
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+    if (block % 8 == 0) {
+        const __m256 vs = _mm256_set1_ps(s), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+        for (; p + 8 <= hw; p += 8)
+            for (int c8 = 0; c8 < block; c8 += 8) {
+                __m256 v[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    v[i] = c8 + i < nc
+                               ? qval8(_mm256_loadu_ps(in + hw * (c8 + i) + p), vs, vlo, vhi)
+                               : _mm256_setzero_ps();
+                transpose8(v);
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++)
+                    _mm256_storeu_ps(out + (p + j) * (size_t)block + c8, v[j]);
+            }
+    }
+#endif
+    for (; p < hw; p++)
+        for (int c = 0; c < block; c++) {
+            float v = 0.0f;
+            if (c < nc) { /* forward_block's formulas */
+                float x = in[hw * c + p] / s;
+                x = x < lo ? lo : x;
+                x = x > hi ? hi : x;
+                v = quant_round(x) * s + 0.0f;
+            }
+            out[p * block + c] = v;
+        }
+}
+
+/* One channel's 8 positions of the backward (backward_avx2's operations):
+ * din's 8 values stored, and the 8 terms g * t added to the lanes of
+ * (a0, a1), position p + j's to lane j. */
+#if defined(__AVX2__) && defined(__FMA__)
+static inline __attribute__((always_inline)) void
+back8(float *din, int set, __m256 g, const float *in, __m256 vs, __m256 vlo, __m256 vhi,
+      __m256d *a0, __m256d *a1)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 x = _mm256_div_ps(_mm256_loadu_ps(in), vs);
+    const __m256 xc = _mm256_min_ps(vhi, _mm256_max_ps(vlo, x));
+    const __m256 out = _mm256_cmp_ps(xc, x, _CMP_NEQ_UQ);
+    const __m256 rr = _mm256_sub_ps(_mm256_add_ps(x, magic), magic);
+    const __m256 t = _mm256_blendv_ps(_mm256_sub_ps(rr, x), xc, out);
+    const __m256 in_g = _mm256_andnot_ps(out, g);
+    if (din) _mm256_storeu_ps(din, set ? in_g : _mm256_add_ps(_mm256_loadu_ps(din), in_g));
+    *a0 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(g)),
+                          _mm256_cvtps_pd(_mm256_castps256_ps128(t)), *a0);
+    *a1 = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(g, 1)),
+                          _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1)), *a1);
+}
+#endif
+
+/* The step's sum is taken in one order on every path: 8 double lanes,
+ * position p's term to lane p % 8, each lane's terms added group of 8
+ * positions by group and, in a group, channel by channel; then the lanes
+ * as ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)); then the last
+ * positions (fewer than 8), position by position, channel by channel. The
+ * AVX-512 loop takes 16 positions at once, its two groups of 8 in turn. */
+void quant_backward_blocked(float *din, int set, const float *dout, int block, const float *in,
+                            int nc, size_t hw, float s, const quant_range *r, double *sum)
+{
+    assert(dout && in && r && sum && block >= 1 && nc >= 0 && nc <= block);
+    const float lo = (float)-r->qn, hi = (float)r->qp;
+    if (block == 1) { /* NCHW: the plane as it is */
+        double sums[2] = {0.0, 0.0};
+        if (nc) backward_block(din, set, dout, in, s, 0.0f, lo, hi, hw, sums);
+        *sum = sums[0];
+        return;
+    }
+    double ss = 0.0;
+    size_t p = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    if (block % 8 == 0) {
+        const __m256 vs = _mm256_set1_ps(s), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0;
+#if defined(__AVX512F__)
+        if (block == 16) {
+            const __m512 zs = _mm512_set1_ps(s), zlo = _mm512_set1_ps(lo), zhi = _mm512_set1_ps(hi);
+            const __m512 magic = _mm512_set1_ps(12582912.0f);
+            __m512d acc = _mm512_setzero_pd();
+            for (; p + 16 <= hw; p += 16) {
+                __m512 g[16], t[16];
+#pragma GCC unroll 16
+                for (int j = 0; j < 16; j++) g[j] = _mm512_loadu_ps(dout + (p + j) * 16);
+                transpose16(g);
+#pragma GCC unroll 16
+                for (int c = 0; c < 16; c++) {
+                    t[c] = _mm512_setzero_ps();
+                    if (c >= nc) continue;
+                    /* back8's operations, 16 wide */
+                    const size_t at = hw * c + p;
+                    const __m512 x = _mm512_div_ps(_mm512_loadu_ps(in + at), zs);
+                    const __m512 xc = _mm512_min_ps(zhi, _mm512_max_ps(zlo, x));
+                    const __mmask16 out = _mm512_cmp_ps_mask(xc, x, _CMP_NEQ_UQ);
+                    const __m512 rr = _mm512_sub_ps(_mm512_add_ps(x, magic), magic);
+                    t[c] = _mm512_mask_blend_ps(out, _mm512_sub_ps(rr, x), xc);
+                    const __m512 in_g = _mm512_maskz_mov_ps((__mmask16)~out, g[c]);
+                    if (din)
+                        _mm512_storeu_ps(din + at, set ? in_g
+                                                       : _mm512_add_ps(_mm512_loadu_ps(din + at),
+                                                                       in_g));
+                }
+                /* positions p .. p + 7 for every channel, then p + 8 .. p + 15 */
+#pragma GCC unroll 16
+                for (int c = 0; c < 16; c++) {
+                    if (c >= nc) break;
+                    acc = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(g[c])),
+                                          _mm512_cvtps_pd(_mm512_castps512_ps256(t[c])), acc);
+                }
+#pragma GCC unroll 16
+                for (int c = 0; c < 16; c++) {
+                    if (c >= nc) break;
+                    acc = _mm512_fmadd_pd(_mm512_cvtps_pd(high8(g[c])),
+                                          _mm512_cvtps_pd(high8(t[c])), acc);
+                }
+            }
+            a0 = _mm512_castpd512_pd256(acc);
+            a1 = _mm512_extractf64x4_pd(acc, 1);
+        }
+#endif
+        for (; p + 8 <= hw; p += 8)
+            for (int c8 = 0; c8 < nc; c8 += 8) {
+                __m256 g[8];
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++)
+                    g[j] = _mm256_loadu_ps(dout + (p + j) * (size_t)block + c8);
+                transpose8(g);
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) {
+                    if (c8 + i >= nc) break;
+                    const size_t at = hw * (size_t)(c8 + i) + p;
+                    back8(din ? din + at : NULL, set, g[i], in + at, vs, vlo, vhi, &a0, &a1);
+                }
+            }
+        double l[4];
+        _mm256_storeu_pd(l, _mm256_add_pd(a0, a1));
+        ss = (l[0] + l[1]) + (l[2] + l[3]);
+    }
+#endif
+    for (; p < hw; p++)
+        for (int c = 0; c < nc; c++) { /* backward_block's formulas */
+            const size_t at = hw * c + p;
+            float x = in[at] / s;
+            float xc = x < lo ? lo : x;
+            xc = xc > hi ? hi : xc;
+            const float g = dout[p * block + c];
+            const int out = xc != x;
+            const float t = out ? xc : quant_round(x) - x;
+            if (din) din[at] = (set ? 0.0f : din[at]) + (out ? 0.0f : g);
+            ss += (double)g * (double)t;
+        }
+    *sum = ss;
 }
 
 static void backward_item(double sums[2], float *din, int set, const float *dout,

@@ -80,6 +80,22 @@ void quant_backward_overwrite(float *din, float *dstep, float *doffset,
 void quant_backward_span(float *din, int set, const float *dout, const float *in, float s,
                          const quant_range *r, size_t n, double sums[2]);
 
+/* The quantizer on one image's channel block of a blocked layout
+ * (oneDNN's nChw8c, nChw16c: position p's `block` channels at [p * block,
+ * (p + 1) * block)), from and to NCHW planes of hw floats, nc <= block of
+ * them (the rest of the block: padding). Step s, no offset, in the calling
+ * thread.
+ * quant_forward_blocked: out's block = quant_forward's values of the nc
+ * planes at in (the padding zero): the same bits.
+ * quant_backward_blocked: quant_backward_span's work with dout in the
+ * block (din and in planes): din gets its bits, *sum the terms of its
+ * sums[0] (the step's), added in another order; no sum of the outside
+ * (no offset here). */
+void quant_forward_blocked(float *out, int block, const float *in, int nc, size_t hw, float s,
+                           const quant_range *r);
+void quant_backward_blocked(float *din, int set, const float *dout, int block, const float *in,
+                            int nc, size_t hw, float s, const quant_range *r, double *sum);
+
 /* g = 1/sqrt(N * QP) (the paper's step-size gradient scale). */
 float quant_grad_scale_paper(size_t n, const quant_range *r);
 

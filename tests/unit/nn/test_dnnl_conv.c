@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "conv_check.h"
+#include "quant/quant.h"
 
 #define MATCH_TOL 1e-5
 
@@ -241,6 +242,74 @@ Test(dnnl_conv, split_backward_matches_own)
     cr_expect(!memcmp(db[0], db[1], (size_t)c.d.oc * 4));
     for (int be = 0; be < 2; be++) free(din[be]), free(dw[be]), free(db[be]);
     ctx_free(&c);
+    dnnl_conv_cache_free();
+}
+
+/* A quantized conv's backward with the activation quantizer around it
+ * (conv2d_backward_quantizes: in NULL, the conv quantizes q_x into
+ * oneDNN's layout and runs the quantizer's backward from oneDNN's input
+ * gradient) against the same steps apart: quant_forward, the conv's
+ * backward on the quantized input, quant_backward. The weight gradient and
+ * din must be the same bits (the same primitives on the same values), the
+ * step's gradient the same sum in another order. resnet20's shapes: 3x3 on
+ * nChw16c, a strided one, and a 1x1 shortcut on NCHW; din set and added
+ * to. Under the own kernels the conv refuses (-1) and writes nothing. */
+Test(dnnl_conv, quantizer_hooks_match_the_steps_apart)
+{
+    need_dnnl();
+    cc_seed(41);
+    static const int shapes[][11] = {
+        {8, 16, 28, 28, 16, 3, 1, 1, 1, 1, 0},
+        {8, 32, 14, 14, 64, 3, 2, 1, 1, 1, 0},
+        {8, 16, 28, 28, 32, 1, 2, 0, 1, 1, 0},
+        {4, 20, 9, 9, 24, 3, 1, 1, 1, 1, 0}, /* channels that leave a part block */
+    };
+    quant_range qr;
+    quant_range_init(&qr, 2, 0);
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+        for (int set = 0; set < 2; set++) {
+            ctx c;
+            ctx_init(&c, shapes[si]);
+            conv2d_set_backend(CONV2D_BACKEND_AUTO);
+            cr_assert(conv2d_backward_quantizes(&c.d), "shape %zu on oneDNN, one layout", si);
+            const float s = 0.21f, gs = 0.03f;
+            float *x = rand_buf(c.nin), *q = malloc(c.nin * 4), *dq = malloc(c.nin * 4);
+            float *din[2] = {rand_buf(c.nin), NULL}, *dw[2] = {calloc(c.nw, 4), calloc(c.nw, 4)};
+            double *sums = calloc(2 * (size_t)c.d.n, sizeof(double));
+            cr_assert(q && dq && dw[0] && dw[1] && sums);
+            x[17] = 3.0f, x[18] = -1.0f; /* past both clip bounds */
+            din[1] = copy_buf(din[0], c.nin);
+            float dstep[2] = {0.5f, 0.5f};
+            /* apart */
+            quant_forward(q, NULL, x, &s, NULL, 1, c.nin, &qr);
+            const conv2d_back apart = {.in = q, .w = c.w, .dout = c.r, .din = dq, .din_set = 1,
+                                       .dw = dw[0]};
+            cr_assert_eq(conv2d_backward_ex(&apart, &c.d, c.scratch), 0);
+            (set ? quant_backward_overwrite : quant_backward)(din[0], &dstep[0], NULL, dq, x, &s,
+                                                               NULL, &gs, 1, c.nin, &qr);
+            /* through the hooks */
+            const conv2d_back hooked = {.in = NULL, .w = c.w, .dout = c.r, .din = din[1],
+                                        .din_set = set, .dw = dw[1], .q_x = x, .q_s = s,
+                                        .q_range = &qr, .q_dstep = &dstep[1], .q_gscale = gs,
+                                        .q_sums = sums};
+            cr_assert_eq(conv2d_backward_ex(&hooked, &c.d, c.scratch), 0);
+            cr_expect(!memcmp(dw[0], dw[1], c.nw * 4), "shape %zu: dw bit for bit", si);
+            cr_expect(!memcmp(din[0], din[1], c.nin * 4), "shape %zu, set %d: din bit for bit",
+                      si, set);
+            cr_expect(fabsf(dstep[1] - dstep[0]) <= 1e-6f * fabsf(dstep[0] - 0.5f) + 1e-9f,
+                      "shape %zu: step gradient %.9g want %.9g", si, dstep[1], dstep[0]);
+            /* the own kernels take no such call, and write nothing */
+            conv2d_set_backend(CONV2D_BACKEND_OWN);
+            cr_expect(!conv2d_backward_quantizes(&c.d));
+            float *keep = copy_buf(din[1], c.nin);
+            const float ds = dstep[1];
+            cr_expect_eq(conv2d_backward_ex(&hooked, &c.d, c.scratch), -1);
+            cr_expect(!memcmp(keep, din[1], c.nin * 4) && dstep[1] == ds, "nothing written");
+            conv2d_set_backend(CONV2D_BACKEND_AUTO);
+            free(x), free(q), free(dq), free(din[0]), free(din[1]), free(dw[0]), free(dw[1]);
+            free(sums), free(keep);
+            ctx_free(&c);
+        }
     dnnl_conv_cache_free();
 }
 

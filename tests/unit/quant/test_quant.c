@@ -616,3 +616,83 @@ Test(quant, backward_accumulates_in_double)
     free(in);
     free(dout);
 }
+
+/* The quantizer on a channel block (quant_forward_blocked,
+ * quant_backward_blocked) against the planes as they are (quant_forward,
+ * quant_backward_span): blocks of 1, 8 and 16 channels, full and with
+ * padding channels, plane sizes that leave every kind of tail (49: 3 x 16
+ * + 1; 196: 12 x 16 + 4; 27: 16 + 8 + 3), a NaN, values past both clip
+ * bounds and on rounding ties. The values and din must be the same bits;
+ * the step's sum the same terms within double rounding. */
+Test(quant, blocked_matches_the_planes)
+{
+    static const int blocks[] = {1, 8, 16}, hws[] = {49, 196, 27};
+    quant_range ranges[2];
+    quant_range_init(&ranges[0], 2, 0);
+    quant_range_init(&ranges[1], 3, 1);
+    rng_seed(21);
+    for (int ri = 0; ri < 2; ri++)
+        for (int bi = 0; bi < 3; bi++)
+            for (int hi = 0; hi < 3; hi++)
+                for (int pad = 0; pad < 2; pad++) {
+                    const quant_range *r = &ranges[ri];
+                    const int B = blocks[bi], nc = pad && B > 1 ? B - 5 : B;
+                    const size_t hw = (size_t)hws[hi], n = (size_t)B * hw;
+                    const float s = 0.37f;
+                    float *x = fill_normal(n, 0.2, 1.0);
+                    x[3] = NAN, x[n - 1] = 0.5f * s, x[n / 2] = 1.5f * s;
+                    x[n / 3] = 40.0f, x[n / 4] = -40.0f;
+                    /* forward: each plane quantized, in the block's layout */
+                    float *want = calloc(n, sizeof(float)), *plane = malloc(hw * sizeof(float));
+                    float *got = malloc(n * sizeof(float));
+                    cr_assert(want && plane && got);
+                    for (int c = 0; c < nc; c++) {
+                        quant_forward(plane, NULL, x + hw * c, &s, NULL, 1, hw, r);
+                        for (size_t p = 0; p < hw; p++) want[p * B + c] = plane[p];
+                    }
+                    memset(got, 0xff, n * sizeof(float));
+                    quant_forward_blocked(got, B, x, nc, hw, s, r);
+                    cr_assert_eq(memcmp(got, want, n * sizeof(float)), 0,
+                                 "forward, block %d of %d channels, hw %zu, range %d", B, nc, hw,
+                                 ri);
+                    /* backward: dout in the block, din in planes, set and += */
+                    float *dout = fill_normal(n, 0.0, 1.0);
+                    for (int set = 0; set < 2; set++) {
+                        float *din_want = fill_normal(n, 0.0, 1.0);
+                        float *din_got = malloc(n * sizeof(float)), *g = malloc(hw * sizeof(float));
+                        cr_assert(din_got && g);
+                        memcpy(din_got, din_want, n * sizeof(float));
+                        double want_sum = 0.0, got_sum = -1.0;
+                        for (int c = 0; c < nc; c++) {
+                            for (size_t p = 0; p < hw; p++) g[p] = dout[p * B + c];
+                            double sums[2];
+                            quant_backward_span(din_want + hw * c, set, g, x + hw * c, s, r, hw,
+                                                sums);
+                            want_sum += sums[0];
+                        }
+                        quant_backward_blocked(din_got, set, dout, B, x, nc, hw, s, r, &got_sum);
+                        cr_assert_eq(memcmp(din_got, din_want, n * sizeof(float)), 0,
+                                     "din, block %d of %d channels, hw %zu, set %d", B, nc, hw,
+                                     set);
+                        /* the NaN in plane 0 makes both sums NaN */
+                        cr_assert(isnan(want_sum) && isnan(got_sum), "the NaN reaches the sum");
+                        free(din_want), free(din_got), free(g);
+                    }
+                    /* without the NaN, the sums agree */
+                    x[3] = 0.1f;
+                    double want_sum = 0.0, got_sum;
+                    float *g = malloc(hw * sizeof(float));
+                    cr_assert(g);
+                    for (int c = 0; c < nc; c++) {
+                        for (size_t p = 0; p < hw; p++) g[p] = dout[p * B + c];
+                        double sums[2];
+                        quant_backward_span(NULL, 1, g, x + hw * c, s, r, hw, sums);
+                        want_sum += sums[0];
+                    }
+                    quant_backward_blocked(NULL, 1, dout, B, x, nc, hw, s, r, &got_sum);
+                    cr_assert(fabs(got_sum - want_sum) <= 1e-12 * (fabs(want_sum) + 1.0),
+                              "step sum %.17g want %.17g (block %d, hw %zu)", got_sum, want_sum, B,
+                              hw);
+                    free(x), free(want), free(plane), free(got), free(dout), free(g);
+                }
+}
