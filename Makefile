@@ -41,9 +41,13 @@ ARCH    ?= $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v3)
 # Files built a second time for x86-64-v4 with 512-bit vectors (engine/core/
 # isa.h); lsq picks the path at start (LSQ_ISA). Only where 512 bits paid on
 # the AVX-512 machine: the quantizer (with the integer engine's float-to-codes
-# step) and the integer engine's epilogue. Batch norm, the elementwise layers,
-# the optimizer and pooling ran as fast or slower (docs/results.md, "AVX-512").
-ISA_SRC  := engine/quant/quant.c engine/deploy/epilogue.c engine/nn/dconv_codes.c
+# step, and its work on oneDNN's channel blocks), the integer engine's
+# epilogue, the training forward's product on codes, and the batch norm's
+# gradient into oneDNN's channel blocks (16x16 transposes). Batch norm
+# itself, the elementwise layers, the optimizer and pooling ran as fast or
+# slower (docs/results.md, "AVX-512").
+ISA_SRC  := engine/quant/quant.c engine/deploy/epilogue.c engine/nn/dconv_codes.c \
+            engine/nn/bnblock.c
 ISA_WIDE := $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v4 -mprefer-vector-width=512)
 SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all)
 CPPFLAGS += -D_GNU_SOURCE -Iengine -MMD -MP

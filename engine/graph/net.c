@@ -1705,7 +1705,8 @@ static int bn_grad_by_conv(const lsq_net *net, int bn, int n)
     if (c->op != OP_CONV || c->bn_after != bn) return 0;
     conv2d_dims d;
     conv_dims_of(net, c, n, &d);
-    return conv2d_backward_fuses(&d) && !conv_codes_backward_ok(net, c, &d);
+    return (conv2d_backward_fuses(&d) || conv2d_backward_fuses_on_dnnl(&d)) &&
+           !conv_codes_backward_ok(net, c, &d);
 }
 
 void net_backward(lsq_net *net, const float *dlogits, int n)
@@ -1738,9 +1739,9 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
             /* on the codes in bf16 (qbuf holds the input's codes) */
             int on_codes = nd->op == OP_CONV && conv_codes_backward_ok(net, nd, &cd);
             /* on oneDNN, the conv quantizes its input itself and runs the
-             * quantizer's backward (conv2d_backward_quantizes) */
+             * quantizer's backward (conv2d_backward_fuses_on_dnnl) */
             int q_dnnl = !on_codes && nd->op == OP_CONV && nd->aq.on &&
-                         nd->aq.offset_view < 0 && conv2d_backward_quantizes(&cd);
+                         nd->aq.offset_view < 0 && conv2d_backward_fuses_on_dnnl(&cd);
             if (nd->aq.on) {
                 /* a conv sets dqx whole; linear_backward adds to it */
                 if (!on_codes && !q_dnnl) qx = quantize_input(net, nd, x, in_count);
@@ -1788,20 +1789,23 @@ void net_backward(lsq_net *net, const float *dlogits, int n)
                     bk.q_sums = net->qsums;
                     fused = 1;
                 }
-                if (q_dnnl) {
-                    bk.in = NULL;
-                    if (bk.bn_coef || conv2d_backward_ex(&bk, &d, net->scratch) != 0) {
-                        /* refused, nothing written: the quantized input here,
-                         * the quantizer's backward after */
+                if (q_dnnl) bk.in = NULL;
+                if (conv2d_backward_ex(&bk, &d, net->scratch) != 0) {
+                    /* a fusion on oneDNN refused, nothing written: the
+                     * layers' steps apart (the own path cannot refuse) */
+                    if (bk.bn_coef) {
+                        const net_node *bn = &net->nodes[nd->bn_after];
+                        batchnorm_backward_planes(nd->dout, sets_grad(net, nd->bn_after, i),
+                                                  bk.dout, nd->out, bk.bn_coef, n, bn->c,
+                                                  bn->h * bn->w);
+                        bk.dout = nd->dout, bk.bn_x = NULL, bk.bn_coef = NULL;
+                    }
+                    if (fused) {
                         bk.in = quantize_input(net, nd, x, in_count);
                         bk.din = dqx, bk.din_set = 1;
                         bk.q_x = NULL, bk.q_range = NULL, bk.q_dstep = NULL, bk.q_sums = NULL;
                         fused = 0;
-                        conv2d_backward_ex(&bk, &d, net->scratch);
                     }
-                } else {
-                    /* fusions are asked for only where conv2d_backward_fuses:
-                     * it cannot refuse them */
                     conv2d_backward_ex(&bk, &d, net->scratch);
                 }
             } else {

@@ -264,7 +264,6 @@ void batchnorm_relu_forward_eval(float *out, const float *in, const float *gamma
  * which keeps what the second pass needs in BN_COEFS floats a channel), then
  * din plane by plane (batchnorm_backward_plane), which a conv's backward may
  * run itself on each image (conv2d_backward_ex). */
-enum { CF_MEAN, CF_RSTD, CF_SCALE, CF_SHIFT, CF_K, CF_GMEAN, CF_GXMEAN, CF_RELU };
 
 /* Channel ch's scale and shift (the fused ReLU's: shift 0 without one). */
 static void relu_affine(float *scale, float *shift, const float *beta, const float *gamma,
@@ -290,10 +289,10 @@ static void coef_from_sums(float *cf, float *dgamma, float *dbeta, double sg, do
     if (dbeta) dbeta[ch] += (float)sg_own;
     if (dgamma) dgamma[ch] += (float)sgx_own;
     /* din = gamma*rstd * (dout - mean(dout) - xhat * mean(dout*xhat)) */
-    cf[CF_MEAN] = mean, cf[CF_RSTD] = rstd, cf[CF_SCALE] = scale, cf[CF_SHIFT] = shift;
-    cf[CF_K] = gamma[ch] * rstd;
-    cf[CF_GMEAN] = (float)(sg / m), cf[CF_GXMEAN] = (float)(sgx / m);
-    cf[CF_RELU] = (float)(beta != NULL);
+    cf[BN_CF_MEAN] = mean, cf[BN_CF_RSTD] = rstd, cf[BN_CF_SCALE] = scale, cf[BN_CF_SHIFT] = shift;
+    cf[BN_CF_K] = gamma[ch] * rstd;
+    cf[BN_CF_GMEAN] = (float)(sg / m), cf[BN_CF_GXMEAN] = (float)(sgx / m);
+    cf[BN_CF_RELU] = (float)(beta != NULL);
 }
 
 /* Channel ch's sums (dgamma, dbeta +=) and its BN_COEFS coefficients from
@@ -365,10 +364,10 @@ void batchnorm_backward_coef_sync(float *coef, float *dgamma, float *dbeta, cons
 void batchnorm_backward_plane(float *dx, int set, const float *g, const float *x,
                               const float *cf, int hw)
 {
-    const float mean = cf[CF_MEAN], rstd = cf[CF_RSTD], scale = cf[CF_SCALE];
-    const float shift = cf[CF_SHIFT], k = cf[CF_K], gmean = cf[CF_GMEAN];
-    const float gxmean = cf[CF_GXMEAN];
-    const int relu = cf[CF_RELU] != 0.0f;
+    const float mean = cf[BN_CF_MEAN], rstd = cf[BN_CF_RSTD], scale = cf[BN_CF_SCALE];
+    const float shift = cf[BN_CF_SHIFT], k = cf[BN_CF_K], gmean = cf[BN_CF_GMEAN];
+    const float gxmean = cf[BN_CF_GXMEAN];
+    const int relu = cf[BN_CF_RELU] != 0.0f;
     if (relu && set) {
 #pragma omp simd
         for (int j = 0; j < hw; j++) {

@@ -1385,8 +1385,11 @@ static void gemm_backward(float *din, float *dw, float *db, const float *dout, c
     if (db) add_db_parts(db, parts, psz, ng, wsz, oc);
 }
 
-/* A shape whose backward runs on oneDNN, either pass, takes no fusions:
- * the network then runs the batch norm's and the quantizer's backwards. */
+/* The own direct path's fusions (in cache, image by image). A shape whose
+ * backward runs on oneDNN takes them through oneDNN's layouts instead, where
+ * both passes run there in one layout (conv2d_backward_fuses_on_dnnl);
+ * elsewhere the network runs the batch norm's and the quantizer's
+ * backwards. */
 int conv2d_backward_fuses(const conv2d_dims *d)
 {
     return use_direct(d) && !conv2d_uses_dnnl(d, 1) && !conv2d_uses_dnnl(d, 2);
@@ -1394,27 +1397,31 @@ int conv2d_backward_fuses(const conv2d_dims *d)
 
 static int own_backward(const conv2d_back *b, const conv2d_dims *d, float *scratch);
 
-/* ---- the activation quantizer around a oneDNN backward ----
- * The conv's input is Q(q_x): the quantizer writes it straight into the
- * layout oneDNN's weight pass reads, and reads the input gradient straight
- * from the layout its data pass writes (dnnl_conv_hooks), a tile of
- * positions of one image's channel block at a time through a small
- * buffer: no NCHW copy of either, no reorder of either. */
+/* ---- fusions around a oneDNN backward ----
+ * A conv whose two backward passes run on oneDNN in one layout takes the
+ * network's fusions through oneDNN's layouts (dnnl_conv_hooks), an image's
+ * channel block at a time through register transposes, with no NCHW copy
+ * and no reorder: the activation quantizer (q_range, in NULL) writes the
+ * quantized input straight into the layout the weight pass reads, and runs
+ * its backward on the input gradient straight from the layout the data
+ * pass writes; the batch norm after the conv (bn_coef) writes the conv's
+ * output gradient straight into the layout both passes read. */
 
-struct qhook {
+struct fhook {
     const conv2d_back *b;
     const conv2d_dims *d;
 };
 
-/* Channel block cb of image n: its real channels (the rest is padding). */
-static int block_channels(const dnnl_conv_blocking *k, const conv2d_dims *d, int cb)
+/* The real channels of block cb of a tensor of c channels (the rest of the
+ * block is padding). */
+static int block_part(const dnnl_conv_blocking *k, int c, int cb)
 {
-    return d->ic - cb * k->block < k->block ? d->ic - cb * k->block : k->block;
+    return c - cb * k->block < k->block ? c - cb * k->block : k->block;
 }
 
 static void q_fill(void *ctx, float *dst, const dnnl_conv_blocking *k)
 {
-    const struct qhook *q = ctx;
+    const struct fhook *q = ctx;
     const conv2d_back *b = q->b;
     const conv2d_dims *d = q->d;
     const int B = k->block, ncb = k->channels / B;
@@ -1424,7 +1431,7 @@ static void q_fill(void *ctx, float *dst, const dnnl_conv_blocking *k)
     for (long it = 0; it < items; it++) {
         const int n = (int)(it / ncb), cb = (int)(it % ncb);
         quant_forward_blocked(dst + k->sn * n + k->sc * cb, B,
-                              b->q_x + in_sz * n + hw * (size_t)cb * B, block_channels(k, d, cb),
+                              b->q_x + in_sz * n + hw * (size_t)cb * B, block_part(k, d->ic, cb),
                               hw, b->q_s, b->q_range);
     }
 }
@@ -1434,7 +1441,7 @@ static void q_fill(void *ctx, float *dst, const dnnl_conv_blocking *k)
  * count. */
 static void q_take(void *ctx, const float *ds, const dnnl_conv_blocking *k)
 {
-    const struct qhook *q = ctx;
+    const struct fhook *q = ctx;
     const conv2d_back *b = q->b;
     const conv2d_dims *d = q->d;
     const int B = k->block, ncb = k->channels / B;
@@ -1447,7 +1454,7 @@ static void q_take(void *ctx, const float *ds, const dnnl_conv_blocking *k)
             double s1;
             quant_backward_blocked(b->din ? b->din + at : NULL, b->din_set,
                                    ds + k->sn * n + k->sc * cb, B, b->q_x + at,
-                                   block_channels(k, d, cb), hw, b->q_s, b->q_range, &s1);
+                                   block_part(k, d->ic, cb), hw, b->q_s, b->q_range, &s1);
             sum += s1;
         }
         b->q_sums[2 * (size_t)n] = sum;
@@ -1455,31 +1462,57 @@ static void q_take(void *ctx, const float *ds, const dnnl_conv_blocking *k)
     }
 }
 
-int conv2d_backward_quantizes(const conv2d_dims *d)
+/* The batch norm's input gradient, the conv's output gradient, in layout k. */
+static void bn_fill(void *ctx, float *dst, const dnnl_conv_blocking *k)
+{
+    const struct fhook *q = ctx;
+    const conv2d_back *b = q->b;
+    const conv2d_dims *d = q->d;
+    const int B = k->block, ncb = k->channels / B;
+    const size_t hw = (size_t)d->oh * d->ow, out_sz = (size_t)d->oc * hw;
+    const long items = (long)d->n * ncb;
+#pragma omp parallel for schedule(static)
+    for (long it = 0; it < items; it++) {
+        const int n = (int)(it / ncb), cb = (int)(it % ncb);
+        const size_t at = out_sz * n + hw * (size_t)cb * B;
+        batchnorm_backward_blocked(dst + k->sn * n + k->sc * cb, B, b->dout + at, b->bn_x + at,
+                                   b->bn_coef + (size_t)cb * B * BN_COEFS,
+                                   block_part(k, d->oc, cb), hw);
+    }
+}
+
+int conv2d_backward_fuses_on_dnnl(const conv2d_dims *d)
 {
     const int lw = dnnl_layout(d, 2);
     return lw >= 0 && dnnl_layout(d, 1) == lw && !conv2d_uses_wino(d, 1) &&
            !conv2d_uses_wino(d, 2);
 }
 
-/* conv2d_backward_ex with b->in NULL (layers.h). */
-static int quant_dnnl_backward(const conv2d_back *b, const conv2d_dims *d)
+/* conv2d_backward_ex's fusions on oneDNN (layers.h). */
+static int dnnl_fused_backward(const conv2d_back *b, const conv2d_dims *d)
 {
-    if (!b->q_range || b->bn_coef || !b->dw || !conv2d_backward_quantizes(d)) return -1;
-    const struct qhook q = {b, d};
-    const dnnl_conv_hooks h = {q_fill, q_take, (void *)&q};
-    if (dnnl_conv_backward_hooked(b->dw, b->db, b->dout, b->w, d,
+    if (!conv2d_backward_fuses_on_dnnl(d)) return -1;
+    /* the quantizer's fusion makes the input itself, and needs dw */
+    if ((b->in == NULL) != (b->q_range != NULL) || (b->q_range && !b->dw)) return -1;
+    const struct fhook q = {b, d};
+    const dnnl_conv_hooks h = {b->q_range ? q_fill : NULL, b->q_range ? q_take : NULL,
+                               b->bn_coef ? bn_fill : NULL, (void *)&q};
+    if (dnnl_conv_backward_hooked(b->q_range ? NULL : b->din, b->din_set, b->dw, b->db,
+                                  b->bn_coef ? NULL : b->dout, b->in, b->w, d,
                                   (dnnl_conv_layout)dnnl_layout(d, 2), &h) != 0)
         return -1;
-    double t = 0.0; /* in image order, as own_backward */
-    for (int i = 0; i < d->n; i++) t += b->q_sums[2 * i];
-    *b->q_dstep += (float)((double)b->q_gscale * t);
+    if (b->q_range) {
+        double t = 0.0; /* in image order, as own_backward */
+        for (int i = 0; i < d->n; i++) t += b->q_sums[2 * i];
+        *b->q_dstep += (float)((double)b->q_gscale * t);
+    }
     return 0;
 }
 
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch)
 {
-    if (!b->in) return quant_dnnl_backward(b, d);
+    if (!b->in || (b->bn_coef && !b->q_range && conv2d_backward_fuses_on_dnnl(d)))
+        return dnnl_fused_backward(b, d);
     const int ld = b->din ? dnnl_layout(d, 1) : -1;
     const int lw = b->dw || b->db ? dnnl_layout(d, 2) : -1;
     if (wino_backward(b, d, scratch) == 0) return 0;

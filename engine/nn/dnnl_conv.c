@@ -48,11 +48,12 @@ int dnnl_conv_backward(float *din, int din_set, float *dw, float *db, const floa
 
 double dnnl_conv_reorder_seconds(void) { return 0.0; }
 
-int dnnl_conv_backward_hooked(float *dw, float *db, const float *dout, const float *w,
-                              const conv2d_dims *d, dnnl_conv_layout layout,
-                              const dnnl_conv_hooks *h)
+int dnnl_conv_backward_hooked(float *din, int din_set, float *dw, float *db, const float *dout,
+                              const float *in, const float *w, const conv2d_dims *d,
+                              dnnl_conv_layout layout, const dnnl_conv_hooks *h)
 {
-    (void)dw, (void)db, (void)dout, (void)w, (void)d, (void)layout, (void)h;
+    (void)din, (void)din_set, (void)dw, (void)db, (void)dout, (void)in, (void)w, (void)d;
+    (void)layout, (void)h;
     return -1;
 }
 
@@ -522,8 +523,7 @@ int dnnl_conv_forward_alg(float *out, const float *in, const float *w, const flo
 }
 
 /* The backward of dnnl_conv_backward_alg and dnnl_conv_backward_hooked:
- * h (may be NULL) hands the input and the input gradient over in the ops'
- * own layouts. */
+ * h (may be NULL) hands tensors over in the ops' own layouts. */
 static int backward(float *din, int din_set, float *dw, float *db, const float *dout,
                     const float *in, const float *w, const conv2d_dims *d,
                     dnnl_conv_layout layout, dnnl_conv_alg alg, const dnnl_conv_hooks *h)
@@ -531,9 +531,9 @@ static int backward(float *din, int din_set, float *dw, float *db, const float *
     pthread_mutex_lock(&lock);
     int rc = -1;
     conv_op *bd = NULL, *bw = NULL;
-    const int fill = h && h->fill_src, take = h && h->take_dsrc;
-    dnnl_conv_blocking bs, bds;
-    float *src_buf = NULL, *dsrc_buf = NULL;
+    const int fill = h && h->fill_src, take = h && h->take_dsrc, gfill = h && h->fill_ddst;
+    dnnl_conv_blocking bs, bds, bdd;
+    float *src_buf = NULL, *dsrc_buf = NULL, *ddst_buf = NULL;
     /* both ops first: a shape takes oneDNN for its whole backward or not */
     /* both in the entry of the weight pass's bias (the data pass has none):
      * then they share the output gradient's copy */
@@ -551,11 +551,19 @@ static int backward(float *din, int din_set, float *dw, float *db, const float *
         if (!(dsrc_buf = slot_get(bd->a[2].slot, dnnl_memory_desc_get_size(&bd->a[2].pmd))))
             goto out;
     }
+    if (gfill && (bd || bw)) {
+        /* one copy for both passes: they must want the same layout */
+        const op_arg *g = bd ? &bd->a[0] : &bw->a[1];
+        if (bd && bw && !dnnl_memory_desc_equal(&g->pmd, &bw->a[1].pmd)) goto out;
+        if (blocking_of(&g->pmd, &bdd) != 0) goto out;
+        if (!(ddst_buf = slot_get(g->slot, dnnl_memory_desc_get_size(&g->pmd)))) goto out;
+    }
     if (src_buf) h->fill_src(h->ctx, src_buf, &bs);
+    if (ddst_buf) h->fill_ddst(h->ctx, ddst_buf, &bdd);
     if (bd) {
         void *ptr[ARG_MAX] = {(void *)dout, (void *)w, din};
         const int add[ARG_MAX] = {0, 0, !din_set && !take};
-        if (op_run(bd, ptr, add, 0, take ? 4u : 0u) != 0) goto out;
+        if (op_run(bd, ptr, add, ddst_buf ? 1u : 0u, take ? 4u : 0u) != 0) goto out;
         if (take) h->take_dsrc(h->ctx, dsrc_buf, &bds);
     }
     if (bw) {
@@ -567,6 +575,7 @@ static int backward(float *din, int din_set, float *dw, float *db, const float *
                               ? 2u
                               : 0u;
         if (src_buf) filled |= 1u;
+        if (ddst_buf) filled |= 2u;
         if (op_run(bw, ptr, add, filled, 0) != 0) goto out;
     } else if (db) {
         /* a bias gradient without the weights': plain sums */
@@ -593,12 +602,12 @@ int dnnl_conv_backward_alg(float *din, int din_set, float *dw, float *db, const 
     return backward(din, din_set, dw, db, dout, in, w, d, layout, alg, NULL);
 }
 
-int dnnl_conv_backward_hooked(float *dw, float *db, const float *dout, const float *w,
-                              const conv2d_dims *d, dnnl_conv_layout layout,
-                              const dnnl_conv_hooks *h)
+int dnnl_conv_backward_hooked(float *din, int din_set, float *dw, float *db, const float *dout,
+                              const float *in, const float *w, const conv2d_dims *d,
+                              dnnl_conv_layout layout, const dnnl_conv_hooks *h)
 {
-    if (!h || !h->fill_src || !h->take_dsrc || !dw) return -1;
-    return backward(NULL, 0, dw, db, dout, NULL, w, d, layout, DNNL_CONV_DIRECT, h);
+    if (!h || (h->fill_src && !dw)) return -1;
+    return backward(din, din_set, dw, db, dout, in, w, d, layout, DNNL_CONV_DIRECT, h);
 }
 
 /* ---- the backward on LSQ codes in bf16 ----

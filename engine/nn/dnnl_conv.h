@@ -53,26 +53,29 @@ typedef struct {
     size_t sn, sc, sh, sw;
 } dnnl_conv_blocking;
 
-/* A backward that never has the conv's input or input gradient in NCHW:
- * fill_src writes the input, in layout b, to dst (before either pass
- * runs); take_dsrc reads the input gradient, in layout b, from dsrc (after
- * the data pass, before the weight pass). For a quantized layer whose
- * quantizer writes the one and reads the other in those layouts, in place
- * of two reorders and an NCHW copy of each. */
+/* Tensors of a backward handed over in the ops' own layouts instead of
+ * NCHW, each hook optional: fill_src writes the conv's input in layout b
+ * to dst, fill_ddst its output gradient (both before either pass runs);
+ * take_dsrc reads the input gradient in layout b from dsrc (after the data
+ * pass, before the weight pass). For a layer on either side whose own
+ * backward writes or reads those layouts (the activation quantizer, the
+ * batch norm after the conv), in place of a reorder and an NCHW copy each. */
 typedef struct {
     void (*fill_src)(void *ctx, float *dst, const dnnl_conv_blocking *b);
     void (*take_dsrc)(void *ctx, const float *dsrc, const dnnl_conv_blocking *b);
+    void (*fill_ddst)(void *ctx, float *dst, const dnnl_conv_blocking *b);
     void *ctx;
 } dnnl_conv_hooks;
 
-/* dw and db (may be NULL) += theirs, the input and its gradient through h
- * (both hooks are required, and dw). Returns 0, or -1 without writing or
- * calling a hook when oneDNN is absent or refuses the shape, or its
- * layouts are not of the kind dnnl_conv_blocking describes (block at
- * most 16). */
-int dnnl_conv_backward_hooked(float *dw, float *db, const float *dout, const float *w,
-                              const conv2d_dims *d, dnnl_conv_layout layout,
-                              const dnnl_conv_hooks *h);
+/* dnnl_conv_backward with h's hooks in place of tensors: fill_src for in
+ * (unused then; dw required), take_dsrc for din (din and din_set unused;
+ * the data pass runs), fill_ddst for dout (unused; both passes must want
+ * one layout of it). Returns 0, or -1 without writing or calling a hook
+ * when oneDNN is absent or refuses the shape, or a layout is not of the
+ * kind dnnl_conv_blocking describes (block at most 16). */
+int dnnl_conv_backward_hooked(float *din, int din_set, float *dw, float *db, const float *dout,
+                              const float *in, const float *w, const conv2d_dims *d,
+                              dnnl_conv_layout layout, const dnnl_conv_hooks *h);
 
 /* Seconds spent in reorders between NCHW and oneDNN's layouts since the
  * process started (all shapes, all passes). */

@@ -184,7 +184,8 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
  *   image, in image order, in q_sums: 2 doubles per image).
  * din (may be NULL) = when din_set, else +=; dw and db (may be NULL) +=.
  * Returns 0, or -1 without writing when a fusion is asked for off the
- * direct path: the caller then runs the layers' own backwards. */
+ * direct path (and off conv2d_backward_fuses_on_dnnl's): the caller then
+ * runs the layers' own backwards. */
 typedef struct {
     const float *in, *w, *dout;
     const float *bn_x, *bn_coef;
@@ -200,13 +201,14 @@ typedef struct {
 } conv2d_back;
 int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratch);
 /* 1 when this shape's backward runs on oneDNN, both passes in one layout:
- * then conv2d_backward_ex takes the quantizer's fusion (q_range, without
- * bn_coef) with in NULL, and makes Q(q_x) itself, in oneDNN's layout (as
- * it reads the input gradient from oneDNN's layout into the quantizer's
- * backward): no NCHW copy of the quantized input or of its gradient. dw
- * is required. It may still return -1 without writing (oneDNN refuses the
- * shape, or its layout): the caller then quantizes and passes in. */
-int conv2d_backward_quantizes(const conv2d_dims *d);
+ * then conv2d_backward_ex takes the fusions there too, through oneDNN's
+ * layouts (no NCHW copy, no reorder): bn_coef as above; q_range only with
+ * in NULL (the conv makes Q(q_x) itself, in the layout oneDNN reads, and
+ * runs the quantizer's backward on the input gradient in the layout oneDNN
+ * writes; dw required); both together. It may still return -1 without
+ * writing (oneDNN refuses the shape, or a layout): the caller then runs the
+ * layers' steps apart. */
+int conv2d_backward_fuses_on_dnnl(const conv2d_dims *d);
 /* 1 when conv2d_backward_ex takes fusions for this shape (and path setting). */
 int conv2d_backward_fuses(const conv2d_dims *d);
 /* As conv2d_backward, but din is overwritten (=): it needs no zeroing first. */
@@ -257,6 +259,12 @@ void batchnorm_backward_overwrite(float *din, float *dgamma, float *dbeta,
  * plane of hw values from dout, in and that channel's coefficients, with
  * batchnorm_backward's float operations: the same bits. */
 #define BN_COEFS 8
+/* Their order: the saved mean and 1 / sqrt(var + eps); the fused ReLU's
+ * scale and shift (x * scale + shift > 0 passes the gradient); k = gamma *
+ * rstd; the means of dout and of dout * xhat; 1 with a fused ReLU, else 0.
+ * din = k * ((dout' - gmean) - xhat * gxmean), xhat = (x - mean) * rstd. */
+enum { BN_CF_MEAN, BN_CF_RSTD, BN_CF_SCALE, BN_CF_SHIFT, BN_CF_K, BN_CF_GMEAN, BN_CF_GXMEAN,
+       BN_CF_RELU };
 void batchnorm_backward_coef(float *coef, float *dgamma, float *dbeta, const float *dout,
                              const float *beta, const float *in, const float *save_mean,
                              const float *save_rstd, const float *gamma, int n, int c, int hw,
@@ -267,6 +275,15 @@ void batchnorm_backward_plane(float *din, int set, const float *dout, const floa
  * memory order: the second pass of batchnorm_backward. */
 void batchnorm_backward_planes(float *din, int set, const float *dout, const float *in,
                                const float *coef, int n, int c, int hw);
+/* batchnorm_backward_plane (din set) of nc <= block channels of one image
+ * (planes of hw, hw apart, at dout and in; coef: the first one's
+ * coefficients), written as one channel block of a blocked layout (position
+ * p's `block` channels at [p * block, (p + 1) * block), the padding
+ * channels zero): the input gradient of a batch norm going straight into
+ * the layout of the oneDNN conv before it (nn/bnblock.c; AVX2 8x8 and
+ * AVX-512 16x16 register transposes). The same bits as the plane. */
+void batchnorm_backward_blocked(float *dst, int block, const float *dout, const float *in,
+                                const float *coef, int nc, size_t hw);
 
 /* ---- synchronised batch norm (data-parallel training) ----
  * The batch statistics, and the backward's sums of dout and dout * xhat, of

@@ -245,16 +245,36 @@ Test(dnnl_conv, split_backward_matches_own)
     dnnl_conv_cache_free();
 }
 
-/* A quantized conv's backward with the activation quantizer around it
- * (conv2d_backward_quantizes: in NULL, the conv quantizes q_x into
- * oneDNN's layout and runs the quantizer's backward from oneDNN's input
- * gradient) against the same steps apart: quant_forward, the conv's
- * backward on the quantized input, quant_backward. The weight gradient and
- * din must be the same bits (the same primitives on the same values), the
- * step's gradient the same sum in another order. resnet20's shapes: 3x3 on
- * nChw16c, a strided one, and a 1x1 shortcut on NCHW; din set and added
- * to. Under the own kernels the conv refuses (-1) and writes nothing. */
-Test(dnnl_conv, quantizer_hooks_match_the_steps_apart)
+/* Random batch-norm coefficients for c channels (layers.h, BN_CF_*), the
+ * fused ReLU on every other channel. */
+static float *bn_coefs(int c)
+{
+    float *cf = calloc((size_t)c * BN_COEFS, sizeof(float));
+    cr_assert(cf);
+    for (int k = 0; k < c; k++) {
+        float *f = cf + (size_t)k * BN_COEFS;
+        f[BN_CF_MEAN] = 0.3f * (float)(cc_unit() - 0.5), f[BN_CF_RSTD] = 0.5f + (float)cc_unit();
+        f[BN_CF_SCALE] = 0.5f + (float)cc_unit(), f[BN_CF_SHIFT] = 0.2f * (float)(cc_unit() - 0.5);
+        f[BN_CF_K] = 0.5f + (float)cc_unit(), f[BN_CF_GMEAN] = 0.1f * (float)(cc_unit() - 0.5);
+        f[BN_CF_GXMEAN] = 0.1f * (float)(cc_unit() - 0.5), f[BN_CF_RELU] = (float)(k % 2);
+    }
+    return cf;
+}
+
+/* A conv's backward with the network's fusions on oneDNN
+ * (conv2d_backward_fuses_on_dnnl), through oneDNN's layouts: the
+ * activation quantizer around it (in NULL: the conv quantizes q_x itself
+ * and runs the quantizer's backward from oneDNN's input gradient), the
+ * batch norm after it (bn_coef: the conv makes its output gradient), and
+ * both, against the same steps apart: quant_forward, batchnorm_backward_
+ * planes, the conv's backward, quant_backward. The weight gradient and din
+ * must be the same bits (the same primitives on the same values), the
+ * step's gradient the same sum in another order. resnet20's shapes (3x3 on
+ * nChw16c, a strided one, a 1x1 shortcut on NCHW) and one whose channels
+ * leave a part block; din set and added to. Under the own kernels the
+ * shapes are off oneDNN: a call with in NULL refuses (-1), writing
+ * nothing. */
+Test(dnnl_conv, fusions_on_dnnl_match_the_steps_apart)
 {
     need_dnnl();
     cc_seed(41);
@@ -267,49 +287,67 @@ Test(dnnl_conv, quantizer_hooks_match_the_steps_apart)
     quant_range qr;
     quant_range_init(&qr, 2, 0);
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
-        for (int set = 0; set < 2; set++) {
-            ctx c;
-            ctx_init(&c, shapes[si]);
-            conv2d_set_backend(CONV2D_BACKEND_AUTO);
-            cr_assert(conv2d_backward_quantizes(&c.d), "shape %zu on oneDNN, one layout", si);
-            const float s = 0.21f, gs = 0.03f;
-            float *x = rand_buf(c.nin), *q = malloc(c.nin * 4), *dq = malloc(c.nin * 4);
-            float *din[2] = {rand_buf(c.nin), NULL}, *dw[2] = {calloc(c.nw, 4), calloc(c.nw, 4)};
-            double *sums = calloc(2 * (size_t)c.d.n, sizeof(double));
-            cr_assert(q && dq && dw[0] && dw[1] && sums);
-            x[17] = 3.0f, x[18] = -1.0f; /* past both clip bounds */
-            din[1] = copy_buf(din[0], c.nin);
-            float dstep[2] = {0.5f, 0.5f};
-            /* apart */
-            quant_forward(q, NULL, x, &s, NULL, 1, c.nin, &qr);
-            const conv2d_back apart = {.in = q, .w = c.w, .dout = c.r, .din = dq, .din_set = 1,
-                                       .dw = dw[0]};
-            cr_assert_eq(conv2d_backward_ex(&apart, &c.d, c.scratch), 0);
-            (set ? quant_backward_overwrite : quant_backward)(din[0], &dstep[0], NULL, dq, x, &s,
-                                                               NULL, &gs, 1, c.nin, &qr);
-            /* through the hooks */
-            const conv2d_back hooked = {.in = NULL, .w = c.w, .dout = c.r, .din = din[1],
-                                        .din_set = set, .dw = dw[1], .q_x = x, .q_s = s,
-                                        .q_range = &qr, .q_dstep = &dstep[1], .q_gscale = gs,
-                                        .q_sums = sums};
-            cr_assert_eq(conv2d_backward_ex(&hooked, &c.d, c.scratch), 0);
-            cr_expect(!memcmp(dw[0], dw[1], c.nw * 4), "shape %zu: dw bit for bit", si);
-            cr_expect(!memcmp(din[0], din[1], c.nin * 4), "shape %zu, set %d: din bit for bit",
-                      si, set);
-            cr_expect(fabsf(dstep[1] - dstep[0]) <= 1e-6f * fabsf(dstep[0] - 0.5f) + 1e-9f,
-                      "shape %zu: step gradient %.9g want %.9g", si, dstep[1], dstep[0]);
-            /* the own kernels take no such call, and write nothing */
-            conv2d_set_backend(CONV2D_BACKEND_OWN);
-            cr_expect(!conv2d_backward_quantizes(&c.d));
-            float *keep = copy_buf(din[1], c.nin);
-            const float ds = dstep[1];
-            cr_expect_eq(conv2d_backward_ex(&hooked, &c.d, c.scratch), -1);
-            cr_expect(!memcmp(keep, din[1], c.nin * 4) && dstep[1] == ds, "nothing written");
-            conv2d_set_backend(CONV2D_BACKEND_AUTO);
-            free(x), free(q), free(dq), free(din[0]), free(din[1]), free(dw[0]), free(dw[1]);
-            free(sums), free(keep);
-            ctx_free(&c);
-        }
+        for (int mode = 1; mode < 4; mode++) /* 1 quantizer, 2 batch norm, 3 both */
+            for (int set = 0; set < 2; set++) {
+                const int fq = mode & 1, fbn = mode & 2;
+                ctx c;
+                ctx_init(&c, shapes[si]);
+                conv2d_set_backend(CONV2D_BACKEND_AUTO);
+                cr_assert(conv2d_backward_fuses_on_dnnl(&c.d), "shape %zu: both passes on oneDNN",
+                          si);
+                const float s = 0.21f, gs = 0.03f;
+                float *x = rand_buf(c.nin), *q = malloc(c.nin * 4), *dq = malloc(c.nin * 4);
+                float *g = rand_buf(c.nout), *y = rand_buf(c.nout), *dy = malloc(c.nout * 4);
+                float *cf = bn_coefs(c.d.oc);
+                float *din[2] = {rand_buf(c.nin), NULL}, *dw[2] = {calloc(c.nw, 4), calloc(c.nw, 4)};
+                double *sums = calloc(2 * (size_t)c.d.n, sizeof(double));
+                cr_assert(q && dq && dy && dw[0] && dw[1] && sums);
+                x[17] = 3.0f, x[18] = -1.0f; /* past both clip bounds */
+                din[1] = copy_buf(din[0], c.nin);
+                float dstep[2] = {0.5f, 0.5f};
+                /* apart */
+                if (fq) quant_forward(q, NULL, x, &s, NULL, 1, c.nin, &qr);
+                if (fbn)
+                    batchnorm_backward_planes(dy, 1, g, y, cf, c.d.n, c.d.oc, c.d.oh * c.d.ow);
+                const conv2d_back apart = {.in = fq ? q : x, .w = c.w, .dout = fbn ? dy : g,
+                                           .din = fq ? dq : din[0], .din_set = fq || set,
+                                           .dw = dw[0]};
+                cr_assert_eq(conv2d_backward_ex(&apart, &c.d, c.scratch), 0);
+                if (fq)
+                    (set ? quant_backward_overwrite : quant_backward)(din[0], &dstep[0], NULL, dq,
+                                                                       x, &s, NULL, &gs, 1, c.nin,
+                                                                       &qr);
+                /* fused */
+                conv2d_back fused = {.in = fq ? NULL : x, .w = c.w, .dout = g, .din = din[1],
+                                     .din_set = set, .dw = dw[1]};
+                if (fq)
+                    fused.q_x = x, fused.q_s = s, fused.q_range = &qr, fused.q_dstep = &dstep[1],
+                    fused.q_gscale = gs, fused.q_sums = sums;
+                if (fbn) fused.bn_x = y, fused.bn_coef = cf;
+                else fused.dout = g;
+                cr_assert_eq(conv2d_backward_ex(&fused, &c.d, c.scratch), 0, "shape %zu mode %d set %d", si, mode, set);
+                cr_expect(!memcmp(dw[0], dw[1], c.nw * 4), "shape %zu, mode %d: dw bit for bit",
+                          si, mode);
+                cr_expect(!memcmp(din[0], din[1], c.nin * 4),
+                          "shape %zu, mode %d, set %d: din bit for bit", si, mode, set);
+                cr_expect(fabsf(dstep[1] - dstep[0]) <= 1e-6f * fabsf(dstep[0] - 0.5f) + 1e-9f,
+                          "shape %zu: step gradient %.9g want %.9g", si, dstep[1], dstep[0]);
+                if (fq) {
+                    /* off oneDNN, in NULL is refused and nothing written */
+                    conv2d_set_backend(CONV2D_BACKEND_OWN);
+                    cr_expect(!conv2d_backward_fuses_on_dnnl(&c.d));
+                    float *keep = copy_buf(din[1], c.nin);
+                    const float ds = dstep[1];
+                    cr_expect_eq(conv2d_backward_ex(&fused, &c.d, c.scratch), -1);
+                    cr_expect(!memcmp(keep, din[1], c.nin * 4) && dstep[1] == ds,
+                              "nothing written");
+                    conv2d_set_backend(CONV2D_BACKEND_AUTO);
+                    free(keep);
+                }
+                free(x), free(q), free(dq), free(g), free(y), free(dy), free(cf);
+                free(din[0]), free(din[1]), free(dw[0]), free(dw[1]), free(sums);
+                ctx_free(&c);
+            }
     dnnl_conv_cache_free();
 }
 

@@ -1819,3 +1819,46 @@ Test(layers, distill_forward_and_gradcheck)
     free(pt); free(ps); free(dl);
     loss_free(&l);
 }
+
+/* The batch norm's input gradient into a channel block
+ * (batchnorm_backward_blocked) against batchnorm_backward_plane on each
+ * plane (set), transposed: the same bits, padding channels zero. Blocks of
+ * 1, 8 and 16, with and without padding channels, plane sizes that leave
+ * every kind of tail, the fused ReLU on every other channel, a NaN. */
+Test(layers, batchnorm_backward_blocked_matches_the_planes)
+{
+    static const int blocks[] = {1, 8, 16}, hws[] = {49, 196, 27};
+    unsigned seed = 5;
+    for (int bi = 0; bi < 3; bi++)
+        for (int hi = 0; hi < 3; hi++)
+            for (int pad = 0; pad < 2; pad++) {
+                const int B = blocks[bi], nc = pad && B > 1 ? B - 3 : B;
+                const size_t hw = (size_t)hws[hi], n = (size_t)B * hw;
+                float *x = malloc(n * 4), *g = malloc(n * 4), *cf = malloc((size_t)B * BN_COEFS * 4);
+                float *want = calloc(n, 4), *got = malloc(n * 4), *plane = malloc(hw * 4);
+                cr_assert(x && g && cf && want && got && plane);
+                for (size_t i = 0; i < n; i++) {
+                    seed = seed * 1103515245u + 12345u;
+                    x[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
+                    seed = seed * 1103515245u + 12345u;
+                    g[i] = (float)(seed >> 8) / 8388608.0f - 1.0f;
+                }
+                for (int c = 0; c < B; c++)
+                    for (int k = 0; k < BN_COEFS; k++) {
+                        seed = seed * 1103515245u + 12345u;
+                        cf[c * BN_COEFS + k] =
+                            k == BN_CF_RELU ? (float)(c % 2) : (float)(seed >> 8) / 16777216.0f;
+                    }
+                x[2] = NAN;
+                for (int c = 0; c < nc; c++) {
+                    batchnorm_backward_plane(plane, 1, g + hw * c, x + hw * c, cf + c * BN_COEFS,
+                                             (int)hw);
+                    for (size_t p = 0; p < hw; p++) want[p * B + c] = plane[p];
+                }
+                memset(got, 0xff, n * 4);
+                batchnorm_backward_blocked(got, B, g, x, cf, nc, hw);
+                cr_assert_eq(memcmp(got, want, n * 4), 0, "block %d of %d channels, hw %zu", B, nc,
+                             hw);
+                free(x), free(g), free(cf), free(want), free(got), free(plane);
+            }
+}

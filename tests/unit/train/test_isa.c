@@ -184,6 +184,38 @@ Test(isa, quant_blocked_same_bits)
             }
 }
 
+/* The batch norm's input gradient into channel blocks of 8 and 16
+ * (batchnorm_backward_blocked) on each path: the same bits, with and
+ * without the fused ReLU, padding channels and every kind of tail. */
+Test(isa, bn_blocked_same_bits)
+{
+    need_avx512();
+    lsq_rng r;
+    rng_seed(&r, 19, 0);
+    static const int blocks[] = {8, 16}, hws[] = {49, 196, 27};
+    for (int bi = 0; bi < 2; bi++)
+        for (int hi = 0; hi < 3; hi++)
+            for (int pad = 0; pad < 2; pad++) {
+                const int B = blocks[bi], nc = pad ? B - 3 : B;
+                const size_t hw = (size_t)hws[hi], n = (size_t)B * hw;
+                float *x = randoms(&r, n, 1.0f), *g = randoms(&r, n, 1.0f);
+                float *cf = randoms(&r, (size_t)B * BN_COEFS, 0.5f);
+                for (int c = 0; c < B; c++) cf[c * BN_COEFS + BN_CF_RELU] = (float)(c % 2);
+                x[5] = NAN;
+                float *out[2];
+                for (int w = 0; w < 2; w++) {
+                    use_path(w);
+                    out[w] = malloc(n * sizeof(float));
+                    cr_assert(out[w]);
+                    batchnorm_backward_blocked(out[w], B, g, x, cf, nc, hw);
+                }
+                char what[64];
+                snprintf(what, sizeof what, "batchnorm_backward_blocked %d/%d, %zu", nc, B, hw);
+                expect_same_bits(what, out[0], out[1], n);
+                free(out[0]), free(out[1]), free(x), free(g), free(cf);
+            }
+}
+
 /* The training forward's product on codes (nn/dconv.h) on each path,
  * against its exact value: row counts that leave a lone panel or a part of
  * one, widths that end in every kind of column block (64, 32, 8), the
