@@ -8,6 +8,7 @@
 #   bench/train_ab.sh BUILD --wino off auto       (Winograd where the table picks it)
 #   bench/train_ab.sh BUILD --wino off on         (forced wherever allowed)
 #   bench/train_ab.sh BUILD --bwd f32 bf16        (the backward on codes in bf16)
+#   bench/train_ab.sh BUILD --dnnl-fuse off on    (fusions on oneDNN's layouts)
 #   bench/train_ab.sh BUILD LSQ_ISA avx2 avx512
 # ROUNDS (default 4), THREADS (2), STEPS (8), MODELS. One JSON line per run
 # into $OUT (default BUILD/bench/train_ab.jsonl), train_bench's own with

@@ -10,6 +10,9 @@
  *               [--wino auto|off|on]   (oneDNN's Winograd: conv2d_set_wino; else
  *                                      LSQ_WINO=0|1, refused when neither)
  *               [--bwd f32|bf16]   (a quantized conv's backward: conv2d_set_bwd)
+ *               [--dnnl-fuse on|off]   (the batch norm's and the quantizer's
+ *                                      backwards on oneDNN's layouts:
+ *                                      conv2d_set_dnnl_fusions)
  *   train_bench --model NAME --onnx FILE.onnx [the same options]
  *   train_bench --sgemm [--threads 2]
  *       also names what the figures ran on: OpenBLAS's core and build
@@ -262,6 +265,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "train_bench: --bwd takes f32 or bf16\n");
                 return 2;
             }
+        }
+        else if (!strcmp(argv[i], "--dnnl-fuse") && i + 1 < argc) {
+            const char *c = argv[++i];
+            if (strcmp(c, "on") && strcmp(c, "off")) {
+                fprintf(stderr, "train_bench: --dnnl-fuse takes on or off\n");
+                return 2;
+            }
+            conv2d_set_dnnl_fusions(!strcmp(c, "on"));
         }
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
             /* auto: direct kernels and the integer forward where they

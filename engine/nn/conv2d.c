@@ -1481,8 +1481,13 @@ static void bn_fill(void *ctx, float *dst, const dnnl_conv_blocking *k)
     }
 }
 
+static int dnnl_fusions = 1;
+
+void conv2d_set_dnnl_fusions(int on) { dnnl_fusions = on != 0; }
+
 int conv2d_backward_fuses_on_dnnl(const conv2d_dims *d)
 {
+    if (!dnnl_fusions) return 0;
     const int lw = dnnl_layout(d, 2);
     return lw >= 0 && dnnl_layout(d, 1) == lw && !conv2d_uses_wino(d, 1) &&
            !conv2d_uses_wino(d, 2);

@@ -209,6 +209,10 @@ int conv2d_backward_ex(const conv2d_back *b, const conv2d_dims *d, float *scratc
  * writing (oneDNN refuses the shape, or a layout): the caller then runs the
  * layers' steps apart. */
 int conv2d_backward_fuses_on_dnnl(const conv2d_dims *d);
+/* 0 turns those fusions off (every shape then answers 0 above: the layers'
+ * steps apart, as before them); 1, the default, on. For measuring them
+ * (train_bench --dnnl-fuse); not to be called while a backward runs. */
+void conv2d_set_dnnl_fusions(int on);
 /* 1 when conv2d_backward_ex takes fusions for this shape (and path setting). */
 int conv2d_backward_fuses(const conv2d_dims *d);
 /* As conv2d_backward, but din is overwritten (=): it needs no zeroing first. */
